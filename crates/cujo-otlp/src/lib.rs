@@ -1,0 +1,28 @@
+//! OTLP in and out: the trace receivers (gRPC and HTTP), admission, the OTLP trace exporter,
+//! and cujo's own metrics endpoint.
+//!
+//! Spans cross this crate in wire form ([`cujo_wire::SpanBatch`]); nothing here decodes a
+//! span into owned structs except the OTLP/JSON receiver path. This crate knows nothing of
+//! trace assembly or SLIs: it hands accepted spans to a [`admission::SpanSink`] and takes
+//! spans to export from a [`admission::SpanSource`], whoever sits between.
+//!
+//! # Layout
+//! - [`admission`]: the bytes-in-flight budget, leases, and the bounded hand-off channel.
+//! - [`receiver`]: gRPC and HTTP receivers over one [`receiver::Ingest`] path; bounded
+//!   decompression.
+//! - [`exporter`]: batching, bounded queue, retrying senders over gRPC or HTTP/protobuf.
+//! - [`server`]: the connection loop (limits, timeouts, graceful drain) every listener uses.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`telemetry`]: counters of the receive → export path, in one place.
+//! - [`prom`]: Prometheus text-format writer.
+//! - [`rpc`]: gRPC status, `RetryInfo`, framing.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod admission;
+pub mod exporter;
+pub mod prom;
+pub mod receiver;
+pub mod rpc;
+pub mod server;
+pub mod telemetry;

@@ -23,7 +23,9 @@ pub mod proto;
 pub mod validate;
 pub mod write;
 
-pub use batch::{RejectedSpans, ResourceHeader, ScannedRequest, ScopeGroup, SpanBatch, scan_request};
+pub use batch::{
+    RejectedSpans, ResourceHeader, ScannedRequest, ScopeGroup, SpanBatch, scan_request,
+};
 pub use write::{encode_request, encoded_request_len};
 
 /// Why a request could not be read. Each variant names the place in the message.
@@ -41,7 +43,10 @@ pub enum WireError {
         expected: u8,
     },
     #[error("{message}: unsupported wire type {wire_type} (groups are not used by OTLP)")]
-    UnsupportedWireType { message: &'static str, wire_type: u8 },
+    UnsupportedWireType {
+        message: &'static str,
+        wire_type: u8,
+    },
     #[error("{message}: field {field} is not valid UTF-8")]
     InvalidUtf8 { message: &'static str, field: u32 },
     #[error("message nesting deeper than {0} levels")]

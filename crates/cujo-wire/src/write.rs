@@ -67,7 +67,11 @@ pub fn encode_request(batch: &SpanBatch, out: &mut Vec<u8>) {
         put_len_prefix(out, REQUEST_RESOURCE_SPANS, resource_payload_len(run));
         out.extend_from_slice(&run[0].resource.bytes);
         for scope_run in scope_runs(run) {
-            put_len_prefix(out, RESOURCE_SPANS_SCOPE_SPANS, scope_payload_len(scope_run));
+            put_len_prefix(
+                out,
+                RESOURCE_SPANS_SCOPE_SPANS,
+                scope_payload_len(scope_run),
+            );
             out.extend_from_slice(&scope_run[0].scope);
             for span in scope_run.iter().flat_map(|g| g.spans.iter()) {
                 put_len_prefix(out, SCOPE_SPANS_SPANS, span.len());

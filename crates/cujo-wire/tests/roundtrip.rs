@@ -82,7 +82,11 @@ fn flatten(req: &ExportTraceServiceRequest) -> Vec<(String, String, Span)> {
             })
             .unwrap_or_default();
         for ss in &rs.scope_spans {
-            let scope = ss.scope.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+            let scope = ss
+                .scope
+                .as_ref()
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
             for s in &ss.spans {
                 out.push((service.clone(), scope.clone(), s.clone()));
             }
@@ -97,7 +101,10 @@ fn round_trip_keeps_resources_scopes_and_spans() {
         resource_spans: vec![
             resource_spans(
                 "frontend",
-                vec![("http", vec![span(1, 1, "a"), span(1, 2, "b")]), ("db", vec![span(1, 3, "c")])],
+                vec![
+                    ("http", vec![span(1, 1, "a"), span(1, 2, "b")]),
+                    ("db", vec![span(1, 3, "c")]),
+                ],
             ),
             resource_spans("worker", vec![("queue", vec![span(2, 4, "d")])]),
         ],
@@ -129,13 +136,26 @@ fn spans_with_bad_ids_are_rejected_one_by_one() {
     let req = ExportTraceServiceRequest {
         resource_spans: vec![resource_spans(
             "svc",
-            vec![("s", vec![bad_trace, bad_span, zero, bad_parent, bad_link, good.clone()])],
+            vec![(
+                "s",
+                vec![
+                    bad_trace,
+                    bad_span,
+                    zero,
+                    bad_parent,
+                    bad_link,
+                    good.clone(),
+                ],
+            )],
         )],
     };
     let scanned = scan_request(&encode(&req)).expect("valid protobuf");
     assert_eq!(scanned.rejected.count, 5);
     let reason = scanned.rejected.first_reason.expect("reason");
-    assert!(reason.contains("spans[0]") && reason.contains("trace_id has 15 bytes"), "{reason}");
+    assert!(
+        reason.contains("spans[0]") && reason.contains("trace_id has 15 bytes"),
+        "{reason}"
+    );
     let out = flatten(&write(&scanned.batch));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].2, good);
@@ -151,18 +171,36 @@ fn garbage_and_invalid_utf8_are_errors() {
     };
     let mut bytes = req.encode_to_vec();
     // Corrupt the span name "ok" into invalid UTF-8.
-    let at = bytes.windows(2).position(|w| w == b"ok").expect("name present");
+    let at = bytes
+        .windows(2)
+        .position(|w| w == b"ok")
+        .expect("name present");
     bytes[at] = 0xff;
     let err = scan_request(&Bytes::from(bytes)).expect_err("invalid utf-8");
-    assert!(matches!(err, WireError::InvalidUtf8 { message: "Span", field: 5 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            WireError::InvalidUtf8 {
+                message: "Span",
+                field: 5
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn split_front_keeps_each_span_under_its_resource() {
     let req = ExportTraceServiceRequest {
         resource_spans: vec![
-            resource_spans("a", vec![("s1", (0..5).map(|i| span(1, i + 1, "a")).collect())]),
-            resource_spans("b", vec![("s2", (0..5).map(|i| span(2, i + 1, "b")).collect())]),
+            resource_spans(
+                "a",
+                vec![("s1", (0..5).map(|i| span(1, i + 1, "a")).collect())],
+            ),
+            resource_spans(
+                "b",
+                vec![("s2", (0..5).map(|i| span(2, i + 1, "b")).collect())],
+            ),
         ],
     };
     let mut batch = scan_request(&encode(&req)).expect("valid").batch;
@@ -175,15 +213,19 @@ fn split_front_keeps_each_span_under_its_resource() {
 }
 
 fn arb_span() -> impl Strategy<Value = (Span, bool)> {
-    (any::<u8>(), 1u8..=255, prop::bool::weighted(0.15), "[a-z]{0,12}").prop_map(
-        |(t, id, bad, name)| {
+    (
+        any::<u8>(),
+        1u8..=255,
+        prop::bool::weighted(0.15),
+        "[a-z]{0,12}",
+    )
+        .prop_map(|(t, id, bad, name)| {
             let mut s = span(t | 1, id, &name);
             if bad {
                 s.span_id.truncate(7);
             }
             (s, !bad)
-        },
-    )
+        })
 }
 
 proptest! {

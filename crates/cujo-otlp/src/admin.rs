@@ -1,0 +1,65 @@
+//! The admin listener (`exporters.prometheus.endpoint`): `GET /metrics` in the Prometheus
+//! text format, `GET /healthz` (the process serves) and `GET /readyz` (receivers are
+//! listening and cujo is not shutting down — take it out of a Service's endpoints otherwise).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{StatusCode, header};
+
+use crate::prom;
+
+/// Something that appends its metric families to the scrape output.
+pub type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
+
+/// Shared readiness flag: set once receivers listen, cleared when shutdown starts.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    sources: Arc<Vec<MetricsSource>>,
+    readiness: Readiness,
+}
+
+/// Routes of the admin listener; more routes (status pages) can be merged onto it.
+pub fn router(sources: Vec<MetricsSource>, readiness: Readiness) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(AdminState {
+            sources: Arc::new(sources),
+            readiness,
+        })
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let mut out = String::with_capacity(8 * 1024);
+    for source in state.sources.iter() {
+        source(&mut out);
+    }
+    ([(header::CONTENT_TYPE, prom::CONTENT_TYPE)], out).into_response()
+}
+
+async fn ready(State(state): State<AdminState>) -> Response {
+    if state.readiness.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}

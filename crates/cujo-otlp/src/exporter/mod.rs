@@ -1,0 +1,296 @@
+//! The OTLP trace exporter: batches, a bounded queue, concurrent senders with retries.
+//!
+//! One task owns the batch being built and the queue of batches waiting to be sent; it stops
+//! reading its input while the queue is full, which fills the channel behind the receivers,
+//! which then refuse with a retryable answer — the queue pushes back to admission.
+//! Encoding and compression run on the blocking pool. Every batch ends in exactly one of
+//! `exported`, or `dropped{reason}`, counted in [`PipelineTelemetry`].
+//!
+//! - [`retry`]: backoff schedule honouring the server's delay.
+//! - [`transport`]: one attempt over gRPC or HTTP/protobuf, and what the answer means.
+
+pub mod retry;
+pub mod transport;
+
+use std::collections::VecDeque;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cujo_wire::{SpanBatch, encode_request};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::{Lease, SpanSource};
+use crate::telemetry::{DropReason, PipelineTelemetry};
+use retry::{Backoff, RetrySettings};
+use transport::{Compression, Downstream, Outcome, Protocol};
+
+/// `exporters.otlp`, resolved.
+#[derive(Debug, Clone)]
+pub struct ExporterSettings {
+    pub batch_max_spans: usize,
+    pub batch_timeout: Duration,
+    pub queue_max_spans: usize,
+    /// Requests in flight to the downstream at once.
+    pub concurrency: usize,
+    pub retry: RetrySettings,
+}
+
+/// Spans on their way out, with the leases that pay for their memory.
+struct Outgoing {
+    batch: SpanBatch,
+    spans: usize,
+    leases: Vec<Arc<Lease>>,
+}
+
+impl Outgoing {
+    fn empty() -> Self {
+        Self {
+            batch: SpanBatch::default(),
+            spans: 0,
+            leases: Vec::new(),
+        }
+    }
+
+    fn split_front(&mut self, n: usize) -> Outgoing {
+        let batch = self.batch.split_front(n);
+        let spans = batch.span_count();
+        self.spans -= spans;
+        Outgoing {
+            batch,
+            spans,
+            // Both halves keep every lease: the bytes return when both are done.
+            leases: self.leases.clone(),
+        }
+    }
+}
+
+/// Runs the exporter until its input is closed (all senders gone, or `input_closed`
+/// cancelled) and everything taken from it has been delivered or dropped. Cancelling
+/// `abandon` (the shutdown deadline) stops retries: what is still held is counted as dropped
+/// with reason `shutdown`.
+pub async fn run(
+    settings: ExporterSettings,
+    downstream: Arc<Downstream>,
+    telemetry: Arc<PipelineTelemetry>,
+    mut source: SpanSource,
+    input_closed: CancellationToken,
+    abandon: CancellationToken,
+) {
+    telemetry.set_queue_capacity(settings.queue_max_spans as u64);
+    let mut building = Outgoing::empty();
+    let mut building_since: Option<Instant> = None;
+    let mut queue: VecDeque<Outgoing> = VecDeque::new();
+    let mut queued_spans = 0usize;
+    let mut senders: JoinSet<()> = JoinSet::new();
+    let mut source_open = true;
+    let mut closing = false;
+    let max_batch = settings.batch_max_spans.max(1);
+    loop {
+        while senders.len() < settings.concurrency.max(1) {
+            let Some(next) = queue.pop_front() else { break };
+            queued_spans -= next.spans;
+            senders.spawn(deliver(
+                next,
+                downstream.clone(),
+                telemetry.clone(),
+                settings.retry.clone(),
+                abandon.clone(),
+            ));
+        }
+        if !source_open && building.spans == 0 && queue.is_empty() && senders.is_empty() {
+            return;
+        }
+        let room = queued_spans + building.spans < settings.queue_max_spans;
+        let flush_at = building_since.map(|t| t + settings.batch_timeout);
+        tokio::select! {
+            biased;
+            _ = abandon.cancelled() => break,
+            // Stop new sends into the channel; what is already in it is still drained.
+            _ = input_closed.cancelled(), if source_open && !closing => {
+                closing = true;
+                source.close();
+            }
+            Some(_) = senders.join_next(), if !senders.is_empty() => {}
+            received = source.recv(), if source_open && room => match received {
+                Some(admitted) => {
+                    let n = admitted.span_count();
+                    telemetry.queue_add(n as i64);
+                    building.batch.append(&mut { admitted.batch });
+                    building.spans += n;
+                    building.leases.push(admitted.lease);
+                    building_since.get_or_insert_with(Instant::now);
+                    while building.spans >= max_batch {
+                        let full = building.split_front(max_batch);
+                        queued_spans += full.spans;
+                        queue.push_back(full);
+                    }
+                    if building.spans == 0 {
+                        building.leases.clear();
+                        building_since = None;
+                    }
+                }
+                None => {
+                    source_open = false;
+                    flush(&mut building, &mut building_since, &mut queue, &mut queued_spans);
+                }
+            },
+            _ = sleep_until(flush_at), if flush_at.is_some() => {
+                flush(&mut building, &mut building_since, &mut queue, &mut queued_spans);
+            }
+        }
+    }
+    // Abandoned: senders see the same token and account for their own batches.
+    while senders.join_next().await.is_some() {}
+    flush(
+        &mut building,
+        &mut building_since,
+        &mut queue,
+        &mut queued_spans,
+    );
+    for out in queue.drain(..) {
+        telemetry.queue_add(-(out.spans as i64));
+        telemetry.spans_dropped(
+            DropReason::Shutdown,
+            out.spans as u64,
+            "shutdown deadline passed before the batch could be sent",
+        );
+    }
+    source.close();
+    while let Some(admitted) = source.recv().await {
+        telemetry.spans_dropped(
+            DropReason::Shutdown,
+            admitted.span_count() as u64,
+            "shutdown deadline passed before the spans reached the exporter",
+        );
+    }
+}
+
+fn flush(
+    building: &mut Outgoing,
+    since: &mut Option<Instant>,
+    queue: &mut VecDeque<Outgoing>,
+    queued: &mut usize,
+) {
+    *since = None;
+    if building.spans > 0 {
+        let out = std::mem::replace(building, Outgoing::empty());
+        *queued += out.spans;
+        queue.push_back(out);
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Encodes `batch` as the request body for `downstream`: protobuf, compressed and framed.
+fn encode_body(batch: &SpanBatch, protocol: Protocol, compression: Compression) -> Bytes {
+    let mut raw = Vec::new();
+    encode_request(batch, &mut raw);
+    let payload = match compression {
+        Compression::None => raw,
+        Compression::Gzip => {
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(raw.len() / 4),
+                flate2::Compression::fast(),
+            );
+            // Writing to a Vec cannot fail.
+            let _ = enc.write_all(&raw);
+            enc.finish().unwrap_or_default()
+        }
+    };
+    match protocol {
+        Protocol::Grpc => crate::rpc::frame(&payload, compression == Compression::Gzip),
+        Protocol::HttpProtobuf => Bytes::from(payload),
+    }
+}
+
+/// Sends one batch until it is delivered, refused for good, out of retries, or abandoned.
+async fn deliver(
+    out: Outgoing,
+    downstream: Arc<Downstream>,
+    telemetry: Arc<PipelineTelemetry>,
+    retry: RetrySettings,
+    abandon: CancellationToken,
+) {
+    let spans = out.spans as u64;
+    let Outgoing { batch, leases, .. } = out;
+    let (protocol, compression) = (downstream.protocol(), downstream.compression());
+    let body = match tokio::task::spawn_blocking(move || {
+        let body = encode_body(&batch, protocol, compression);
+        drop(batch);
+        body
+    })
+    .await
+    {
+        Ok(body) => body,
+        Err(e) => {
+            finish(
+                &telemetry,
+                spans,
+                Err((DropReason::Rejected, format!("encoding failed: {e}"))),
+            );
+            return;
+        }
+    };
+    let started = Instant::now();
+    let mut backoff = Backoff::new(retry, started);
+    let result = loop {
+        let outcome = tokio::select! {
+            _ = abandon.cancelled() => break Err((DropReason::Shutdown, "shutdown deadline passed while sending".to_string())),
+            o = downstream.send(body.clone()) => o,
+        };
+        match outcome {
+            Outcome::Delivered { rejected, message } => break Ok((rejected, message)),
+            Outcome::Permanent { error } => {
+                telemetry.export_attempt_failed(&error, false);
+                break Err((DropReason::Rejected, error));
+            }
+            Outcome::Retryable { after, error } => {
+                let Some(delay) = backoff.next_delay(after, Instant::now()) else {
+                    telemetry.export_attempt_failed(&error, false);
+                    break Err((
+                        DropReason::RetriesExhausted,
+                        format!("gave up after {:?}: {error}", started.elapsed()),
+                    ));
+                };
+                telemetry.export_attempt_failed(&error, true);
+                tokio::select! {
+                    _ = abandon.cancelled() => break Err((DropReason::Shutdown, format!("shutdown deadline passed while waiting to retry: {error}"))),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    };
+    finish(&telemetry, spans, result);
+    drop(leases);
+}
+
+fn finish(
+    telemetry: &PipelineTelemetry,
+    spans: u64,
+    result: Result<(i64, String), (DropReason, String)>,
+) {
+    telemetry.queue_add(-(spans as i64));
+    match result {
+        Ok((rejected, message)) => {
+            let rejected = (rejected.max(0) as u64).min(spans);
+            telemetry.spans_exported(spans - rejected);
+            telemetry.spans_dropped(DropReason::PartiallyRejected, rejected, &message);
+        }
+        Err((reason, error)) => telemetry.spans_dropped(reason, spans, &error),
+    }
+}
+
+/// Where spans go when no exporter is configured: counted as not forwarded, released at once.
+pub async fn discard(telemetry: Arc<PipelineTelemetry>, mut source: SpanSource) {
+    while let Some(admitted) = source.recv().await {
+        telemetry.spans_dropped(DropReason::NoExporter, admitted.span_count() as u64, "");
+    }
+}

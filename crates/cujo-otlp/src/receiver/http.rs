@@ -1,0 +1,283 @@
+//! OTLP/HTTP trace receiver: `POST /v1/traces` with `application/x-protobuf` or
+//! `application/json` bodies, optionally gzip- or zstd-encoded. Answers follow the OTLP/HTTP
+//! specification: the response uses the request's content type, failures carry a
+//! `google.rpc.Status`, overload is 503 with `Retry-After`, bad data is 400, too large 413,
+//! an unknown media type or encoding 415, another method 405.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+
+use super::decode::{Coding, DecodeError, decompress};
+use super::{Ingest, IngestError};
+use crate::rpc::RpcStatus;
+use crate::telemetry::{RequestOutcome, Transport};
+
+pub const TRACES_PATH: &str = "/v1/traces";
+
+/// Routes of the HTTP receiver.
+pub fn router(ingest: Ingest) -> Router {
+    Router::new()
+        .route(TRACES_PATH, post(export))
+        .with_state(ingest)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+impl Format {
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Protobuf => "application/x-protobuf",
+            Format::Json => "application/json",
+        }
+    }
+}
+
+/// A failed request: HTTP status, the gRPC-style status for the body, optional Retry-After.
+struct Failure {
+    http: StatusCode,
+    status: RpcStatus,
+    retry_after_secs: Option<u64>,
+    outcome: RequestOutcome,
+}
+
+impl Failure {
+    fn new(http: StatusCode, message: impl Into<String>, outcome: RequestOutcome) -> Self {
+        let code = match http {
+            StatusCode::BAD_REQUEST => crate::rpc::code::INVALID_ARGUMENT,
+            StatusCode::PAYLOAD_TOO_LARGE => crate::rpc::code::RESOURCE_EXHAUSTED,
+            StatusCode::SERVICE_UNAVAILABLE => crate::rpc::code::UNAVAILABLE,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => crate::rpc::code::UNIMPLEMENTED,
+            StatusCode::REQUEST_TIMEOUT => crate::rpc::code::DEADLINE_EXCEEDED,
+            _ => crate::rpc::code::UNKNOWN,
+        };
+        Self {
+            http,
+            status: RpcStatus::new(code, message),
+            retry_after_secs: None,
+            outcome,
+        }
+    }
+}
+
+async fn export(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -> Response {
+    let format = match media_type(&headers) {
+        Some(f) => f,
+        None => {
+            let found = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none");
+            let failure = Failure::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "content-type {found:?} is not supported; use application/x-protobuf or application/json"
+                ),
+                RequestOutcome::Invalid,
+            );
+            return respond_failure(&ingest, Format::Protobuf, failure);
+        }
+    };
+    match handle(&ingest, format, &headers, body).await {
+        Ok(response) => respond_ok(format, &response),
+        Err(failure) => respond_failure(&ingest, format, failure),
+    }
+}
+
+async fn handle(
+    ingest: &Ingest,
+    format: Format,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<ExportTraceServiceResponse, Failure> {
+    let limit = ingest.limits.max_message_bytes;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    let coding = Coding::parse(encoding).ok_or_else(|| {
+        Failure::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "content-encoding {:?} is not supported; use gzip, zstd or none",
+                encoding.unwrap_or_default()
+            ),
+            RequestOutcome::Invalid,
+        )
+    })?;
+    let too_large = || {
+        Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body is larger than the limit of {limit} bytes (receivers.otlp.http.max_request_body_size)"
+            ),
+            RequestOutcome::TooLarge,
+        )
+    };
+    let collected = tokio::time::timeout(
+        ingest.limits.body_timeout,
+        Limited::new(body, limit).collect(),
+    )
+    .await
+    .map_err(|_| {
+        Failure::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body not received within {:?}",
+                ingest.limits.body_timeout
+            ),
+            RequestOutcome::Invalid,
+        )
+    })?
+    .map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            too_large()
+        } else {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                format!("reading request body failed: {e}"),
+                RequestOutcome::Invalid,
+            )
+        }
+    })?;
+    let raw = decompress(coding, collected.to_bytes(), limit)
+        .await
+        .map_err(|e| match e {
+            DecodeError::TooLarge { .. } => too_large(),
+            DecodeError::Corrupt { .. } => Failure::new(
+                StatusCode::BAD_REQUEST,
+                e.to_string(),
+                RequestOutcome::Invalid,
+            ),
+        })?;
+    let protobuf = match format {
+        Format::Protobuf => raw,
+        Format::Json => json_to_protobuf(&raw)?,
+    };
+    let accepted = ingest
+        .ingest(Transport::Http, protobuf)
+        .map_err(|e| match e {
+            IngestError::Invalid(m) => Failure {
+                outcome: RequestOutcome::Accepted, // already counted by ingest
+                ..Failure::new(StatusCode::BAD_REQUEST, m, RequestOutcome::Invalid)
+            },
+            IngestError::TooLarge(m) => Failure {
+                outcome: RequestOutcome::Accepted,
+                ..Failure::new(StatusCode::PAYLOAD_TOO_LARGE, m, RequestOutcome::TooLarge)
+            },
+            IngestError::UnsupportedEncoding(m) => Failure {
+                outcome: RequestOutcome::Accepted,
+                ..Failure::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    m,
+                    RequestOutcome::Invalid,
+                )
+            },
+            IngestError::Refused {
+                message,
+                retry_after,
+            } => Failure {
+                retry_after_secs: Some(retry_after.as_secs().max(1)),
+                outcome: RequestOutcome::Accepted,
+                ..Failure::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    message,
+                    RequestOutcome::Refused,
+                )
+            },
+        })?;
+    Ok(ExportTraceServiceResponse {
+        partial_success: (accepted.rejected_spans > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: accepted.rejected_spans,
+            error_message: accepted.error_message,
+        }),
+    })
+}
+
+/// OTLP/JSON goes through the generated types (the slow path), then on as protobuf.
+fn json_to_protobuf(raw: &[u8]) -> Result<Bytes, Failure> {
+    let request: ExportTraceServiceRequest = serde_json::from_slice(raw).map_err(|e| {
+        Failure::new(
+            StatusCode::BAD_REQUEST,
+            format!("cannot decode OTLP/JSON ExportTraceServiceRequest: {e}"),
+            RequestOutcome::Invalid,
+        )
+    })?;
+    Ok(Bytes::from(request.encode_to_vec()))
+}
+
+fn media_type(headers: &HeaderMap) -> Option<Format> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let essence = value.split(';').next()?.trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Some(Format::Protobuf),
+        "application/json" => Some(Format::Json),
+        _ => None,
+    }
+}
+
+fn respond_ok(format: Format, response: &ExportTraceServiceResponse) -> Response {
+    let body = match format {
+        Format::Protobuf => Bytes::from(response.encode_to_vec()),
+        Format::Json => match serde_json::to_vec(response) {
+            Ok(v) => Bytes::from(v),
+            Err(_) => Bytes::from_static(b"{}"),
+        },
+    };
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn respond_failure(ingest: &Ingest, format: Format, failure: Failure) -> Response {
+    if failure.outcome != RequestOutcome::Accepted {
+        ingest
+            .telemetry
+            .request(Transport::Http, failure.outcome, 0);
+    }
+    let body = match format {
+        Format::Protobuf => Bytes::from(failure.status.encode_to_vec()),
+        Format::Json => Bytes::from(
+            serde_json::json!({
+                "code": failure.status.code,
+                "message": failure.status.message,
+            })
+            .to_string(),
+        ),
+    };
+    let mut response = (
+        failure.http,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        )],
+        body,
+    )
+        .into_response();
+    if let Some(secs) = failure.retry_after_secs {
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    response
+}

@@ -1,0 +1,309 @@
+//! cujo's own accounting for the receive → export path, kept in one place (Vector's
+//! `internal_events` habit): every method here both counts and, where a span leaves the
+//! pipeline without being delivered, logs why — so a log line and its counter never drift.
+//!
+//! The invariant these counters keep, checked by tests:
+//! `accepted = exported + dropped{reason} + in_flight`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use crate::prom;
+
+/// How spans reached cujo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Grpc,
+    Http,
+}
+
+impl Transport {
+    const ALL: [Transport; 2] = [Transport::Grpc, Transport::Http];
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
+}
+
+/// What became of a request at the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// Accepted (possibly with some spans rejected, see `partial_success`).
+    Accepted,
+    /// Refused with a retryable answer: admission budget or pipeline full.
+    Refused,
+    /// Not a valid OTLP request: undecodable, wrong encoding, wrong content type.
+    Invalid,
+    /// Over the message size limit, compressed or decompressed.
+    TooLarge,
+}
+
+impl RequestOutcome {
+    const ALL: [RequestOutcome; 4] = [
+        RequestOutcome::Accepted,
+        RequestOutcome::Refused,
+        RequestOutcome::Invalid,
+        RequestOutcome::TooLarge,
+    ];
+    fn label(self) -> &'static str {
+        match self {
+            RequestOutcome::Accepted => "accepted",
+            RequestOutcome::Refused => "refused",
+            RequestOutcome::Invalid => "invalid",
+            RequestOutcome::TooLarge => "too_large",
+        }
+    }
+}
+
+/// Why accepted spans left cujo without reaching the downstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// No span exporter is configured.
+    NoExporter,
+    /// The downstream answered with a non-retryable error.
+    Rejected,
+    /// The downstream accepted the request but refused some spans (`partial_success`).
+    PartiallyRejected,
+    /// Retries ran past `retry.max_elapsed`.
+    RetriesExhausted,
+    /// The shutdown deadline passed before they could be sent.
+    Shutdown,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 5] = [
+        DropReason::NoExporter,
+        DropReason::Rejected,
+        DropReason::PartiallyRejected,
+        DropReason::RetriesExhausted,
+        DropReason::Shutdown,
+    ];
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::NoExporter => "no_exporter",
+            DropReason::Rejected => "rejected",
+            DropReason::PartiallyRejected => "partially_rejected",
+            DropReason::RetriesExhausted => "retries_exhausted",
+            DropReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+const T: usize = Transport::ALL.len();
+const O: usize = RequestOutcome::ALL.len();
+const D: usize = DropReason::ALL.len();
+
+/// Counters of the receive → export path. One instance per process, shared by reference.
+#[derive(Default)]
+pub struct PipelineTelemetry {
+    requests: [[AtomicU64; O]; T],
+    /// Spans by transport and outcome. `invalid` counts spans refused one by one
+    /// (`partial_success`); spans inside undecodable requests cannot be counted.
+    spans: [[AtomicU64; O]; T],
+    exported_spans: AtomicU64,
+    export_requests_ok: AtomicU64,
+    export_attempts_failed: AtomicU64,
+    dropped: [AtomicU64; D],
+    /// Spans waiting in the exporter (batching, queued, or being sent).
+    queue_spans: AtomicI64,
+    /// Configured capacity of the exporter queue, for saturation alerts.
+    queue_capacity: AtomicU64,
+    /// Bytes held under admission leases; set by the admission controller.
+    in_flight_bytes: AtomicI64,
+    max_in_flight_bytes: AtomicU64,
+}
+
+impl PipelineTelemetry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn request(&self, transport: Transport, outcome: RequestOutcome, spans: u64) {
+        self.requests[transport as usize][outcome as usize].fetch_add(1, Relaxed);
+        if spans > 0 {
+            self.spans[transport as usize][outcome as usize].fetch_add(spans, Relaxed);
+        }
+    }
+
+    /// Takes back a count made by `request(.., Accepted, ..)` whose hand-off then failed.
+    pub fn undo_accepted(&self, transport: Transport, spans: u64) {
+        self.requests[transport as usize][RequestOutcome::Accepted as usize].fetch_sub(1, Relaxed);
+        self.spans[transport as usize][RequestOutcome::Accepted as usize].fetch_sub(spans, Relaxed);
+    }
+
+    /// Spans of an accepted request that were refused individually.
+    pub fn spans_rejected(&self, transport: Transport, spans: u64, reason: &str) {
+        self.spans[transport as usize][RequestOutcome::Invalid as usize].fetch_add(spans, Relaxed);
+        tracing::debug!(
+            transport = transport.label(),
+            spans,
+            reason,
+            "spans rejected"
+        );
+    }
+
+    pub fn spans_exported(&self, spans: u64) {
+        self.exported_spans.fetch_add(spans, Relaxed);
+        self.export_requests_ok.fetch_add(1, Relaxed);
+    }
+
+    pub fn export_attempt_failed(&self, error: &str, retrying: bool) {
+        self.export_attempts_failed.fetch_add(1, Relaxed);
+        tracing::warn!(error, retrying, "span export attempt failed");
+    }
+
+    pub fn spans_dropped(&self, reason: DropReason, spans: u64, detail: &str) {
+        if spans == 0 {
+            return;
+        }
+        self.dropped[reason as usize].fetch_add(spans, Relaxed);
+        match reason {
+            DropReason::NoExporter => {
+                tracing::trace!(spans, "spans not forwarded: no span exporter configured")
+            }
+            _ => tracing::error!(reason = reason.label(), spans, detail, "spans dropped"),
+        }
+    }
+
+    pub fn queue_add(&self, spans: i64) {
+        self.queue_spans.fetch_add(spans, Relaxed);
+    }
+
+    pub fn set_queue_capacity(&self, spans: u64) {
+        self.queue_capacity.store(spans, Relaxed);
+    }
+
+    pub(crate) fn in_flight_bytes_add(&self, bytes: i64) {
+        self.in_flight_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    pub(crate) fn set_max_in_flight_bytes(&self, bytes: u64) {
+        self.max_in_flight_bytes.store(bytes, Relaxed);
+    }
+
+    /// Spans accepted by every receiver.
+    pub fn accepted_spans(&self) -> u64 {
+        Transport::ALL
+            .iter()
+            .map(|t| self.spans[*t as usize][RequestOutcome::Accepted as usize].load(Relaxed))
+            .sum()
+    }
+
+    pub fn exported_spans(&self) -> u64 {
+        self.exported_spans.load(Relaxed)
+    }
+
+    pub fn dropped_spans(&self, reason: DropReason) -> u64 {
+        self.dropped[reason as usize].load(Relaxed)
+    }
+
+    pub fn dropped_spans_total(&self) -> u64 {
+        self.dropped.iter().map(|d| d.load(Relaxed)).sum()
+    }
+
+    pub fn refused_requests(&self, transport: Transport) -> u64 {
+        self.requests[transport as usize][RequestOutcome::Refused as usize].load(Relaxed)
+    }
+
+    /// Accepted spans not yet exported or dropped.
+    pub fn in_flight_spans(&self) -> u64 {
+        self.accepted_spans()
+            .saturating_sub(self.exported_spans())
+            .saturating_sub(self.dropped_spans_total())
+    }
+
+    /// Appends these metrics in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let mut m = prom::Family::counter(
+            out,
+            "cujo_receiver_requests_total",
+            "OTLP export requests received, by transport and outcome.",
+        );
+        for t in Transport::ALL {
+            for o in RequestOutcome::ALL {
+                m.sample(
+                    &[("transport", t.label()), ("outcome", o.label())],
+                    self.requests[t as usize][o as usize].load(Relaxed) as f64,
+                );
+            }
+        }
+        let mut m = prom::Family::counter(
+            out,
+            "cujo_receiver_spans_total",
+            "Spans received, by transport and outcome (accepted, refused with a retryable answer, invalid).",
+        );
+        for t in Transport::ALL {
+            for o in RequestOutcome::ALL {
+                if o == RequestOutcome::TooLarge {
+                    continue;
+                }
+                m.sample(
+                    &[("transport", t.label()), ("outcome", o.label())],
+                    self.spans[t as usize][o as usize].load(Relaxed) as f64,
+                );
+            }
+        }
+        prom::Family::counter(
+            out,
+            "cujo_exporter_sent_spans_total",
+            "Spans delivered to the downstream.",
+        )
+        .sample(&[], self.exported_spans() as f64);
+        prom::Family::counter(
+            out,
+            "cujo_exporter_sent_requests_total",
+            "Export requests the downstream accepted.",
+        )
+        .sample(&[], self.export_requests_ok.load(Relaxed) as f64);
+        prom::Family::counter(
+            out,
+            "cujo_exporter_failed_attempts_total",
+            "Export attempts that failed (each retry counts once).",
+        )
+        .sample(&[], self.export_attempts_failed.load(Relaxed) as f64);
+        let mut m = prom::Family::counter(
+            out,
+            "cujo_dropped_spans_total",
+            "Accepted spans that left cujo without being delivered, by reason.",
+        );
+        for r in DropReason::ALL {
+            m.sample(
+                &[("reason", r.label())],
+                self.dropped[r as usize].load(Relaxed) as f64,
+            );
+        }
+        prom::Family::gauge(
+            out,
+            "cujo_in_flight_spans",
+            "Accepted spans not yet delivered or dropped.",
+        )
+        .sample(&[], self.in_flight_spans() as f64);
+        prom::Family::gauge(
+            out,
+            "cujo_exporter_queue_spans",
+            "Spans waiting in the span exporter (batching, queued or being sent).",
+        )
+        .sample(&[], self.queue_spans.load(Relaxed).max(0) as f64);
+        prom::Family::gauge(
+            out,
+            "cujo_exporter_queue_capacity_spans",
+            "Capacity of the span exporter queue.",
+        )
+        .sample(&[], self.queue_capacity.load(Relaxed) as f64);
+        prom::Family::gauge(
+            out,
+            "cujo_admission_in_flight_bytes",
+            "Bytes of accepted requests not yet delivered or dropped.",
+        )
+        .sample(&[], self.in_flight_bytes.load(Relaxed).max(0) as f64);
+        prom::Family::gauge(
+            out,
+            "cujo_admission_max_in_flight_bytes",
+            "Admission budget (admission.max_in_flight).",
+        )
+        .sample(&[], self.max_in_flight_bytes.load(Relaxed) as f64);
+        let _ = out.write_str("");
+    }
+}

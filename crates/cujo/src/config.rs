@@ -1,0 +1,717 @@
+//! cujo's configuration file: YAML, `${env:NAME}` substitution, every key checked.
+//!
+//! Errors name the file and the key path (`cujo.yaml: exporters.otlp.batch.timeout: ...`).
+//! Unknown keys are errors, so a typo never silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The embedded default configuration (`config/default.yaml`).
+pub const DEFAULT_YAML: &str = include_str!("../../../config/default.yaml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: not valid YAML: {detail}")]
+    Yaml { file: String, detail: String },
+    #[error("{file}: {path}: {detail}")]
+    Key {
+        file: String,
+        path: String,
+        detail: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub receivers: Receivers,
+    #[serde(default)]
+    pub admission: AdmissionConfig,
+    #[serde(default)]
+    pub exporters: Exporters,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receivers {
+    pub otlp: Option<OtlpReceivers>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpReceivers {
+    pub grpc: Option<GrpcReceiver>,
+    pub http: Option<HttpReceiver>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcReceiver {
+    pub endpoint: Endpoint,
+    #[serde(default = "default_max_message")]
+    pub max_recv_msg_size: ByteSize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpReceiver {
+    pub endpoint: Endpoint,
+    #[serde(default = "default_max_message")]
+    pub max_request_body_size: ByteSize,
+}
+
+fn default_max_message() -> ByteSize {
+    ByteSize(16 * 1024 * 1024)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// Bytes of spans accepted but not yet forwarded.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: ByteSize,
+    /// Delay suggested to refused clients (gRPC RetryInfo, HTTP Retry-After).
+    #[serde(default = "default_retry_after")]
+    pub retry_after: HumanDuration,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight: default_max_in_flight(),
+            retry_after: default_retry_after(),
+        }
+    }
+}
+
+fn default_max_in_flight() -> ByteSize {
+    ByteSize(256 * 1024 * 1024)
+}
+
+fn default_retry_after() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exporters {
+    pub otlp: Option<OtlpExporter>,
+    pub prometheus: Option<PrometheusExporter>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpExporter {
+    pub endpoint: String,
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub compression: Compression,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// Deadline of one export attempt.
+    #[serde(default = "default_export_timeout")]
+    pub timeout: HumanDuration,
+    /// Export requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_export_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+fn default_concurrency() -> usize {
+    4
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum Protocol {
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    #[serde(default = "default_batch_spans")]
+    pub max_spans: usize,
+    #[serde(default = "default_batch_timeout")]
+    pub timeout: HumanDuration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_spans: default_batch_spans(),
+            timeout: default_batch_timeout(),
+        }
+    }
+}
+
+fn default_batch_spans() -> usize {
+    8192
+}
+
+fn default_batch_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_millis(200))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default = "default_initial")]
+    pub initial_interval: HumanDuration,
+    #[serde(default = "default_max_interval")]
+    pub max_interval: HumanDuration,
+    /// Zero retries forever.
+    #[serde(default = "default_max_elapsed")]
+    pub max_elapsed: HumanDuration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial_interval: default_initial(),
+            max_interval: default_max_interval(),
+            max_elapsed: default_max_elapsed(),
+        }
+    }
+}
+
+fn default_initial() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
+}
+
+fn default_max_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+fn default_max_elapsed() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    #[serde(default = "default_queue_spans")]
+    pub max_spans: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_spans: default_queue_spans(),
+        }
+    }
+}
+
+fn default_queue_spans() -> usize {
+    1_000_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusExporter {
+    pub endpoint: Endpoint,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long shutdown may take to drain and forward what was accepted.
+    #[serde(default = "default_shutdown_timeout")]
+    pub timeout: HumanDuration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+fn default_shutdown_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `cujo_otlp=debug,info`; `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A `host:port` listen address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint(pub String);
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let ok = s.parse::<SocketAddr>().is_ok()
+            || s.rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if ok {
+            Ok(Endpoint(s))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "expected a listen address like \"127.0.0.1:4317\" or \"0.0.0.0:4317\", found {s:?}"
+            )))
+        }
+    }
+}
+
+/// A size like `256MiB`, `16MB`, `512KiB` or a plain number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(text: &str) -> Option<u64> {
+        let t = text.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let num: f64 = num.parse().ok()?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "kib" | "ki" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mib" | "mi" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gib" | "gi" => 1 << 30,
+            _ => return None,
+        };
+        let v = num * mult as f64;
+        (v.is_finite() && v >= 0.0).then_some(v as u64)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size like \"256MiB\", \"16MB\" or a number of bytes")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("expected a size, found {v}")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map(ByteSize).ok_or_else(|| {
+                    E::custom(format!(
+                        "expected a size like \"256MiB\" or \"16MB\", found {v:?}"
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A duration like `200ms`, `30s`, `5m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration like \"300ms\", \"30s\" or \"5m\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HumanDuration, E> {
+                humantime::parse_duration(v.trim())
+                    .map(HumanDuration)
+                    .map_err(|_| {
+                        E::custom(format!(
+                            "expected a duration like \"300ms\", \"30s\" or \"5m\", found {v:?}"
+                        ))
+                    })
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<HumanDuration, E> {
+                if v == 0 {
+                    Ok(HumanDuration(Duration::ZERO))
+                } else {
+                    Err(E::custom(format!(
+                        "expected a duration with a unit like \"{v}s\" or \"{v}ms\", found {v}"
+                    )))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Config {
+    /// Loads `path`, or the embedded default when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            None => Config::parse("<embedded default>", DEFAULT_YAML, &|_| None),
+            Some(p) => {
+                let file = p.display().to_string();
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    file: file.clone(),
+                    source,
+                })?;
+                Config::parse(&file, &text, &|name| std::env::var(name).ok())
+            }
+        }
+    }
+
+    /// Parses YAML `text`; `file` names it in errors and `env` resolves `${env:NAME}`.
+    pub fn parse(
+        file: &str,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut value: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Yaml {
+                file: file.into(),
+                detail: e.to_string(),
+            })?;
+        if value.is_null() {
+            value = serde_yaml_ng::Value::Mapping(Default::default());
+        }
+        substitute_env(&mut value, &mut Vec::new(), env).map_err(|(path, detail)| {
+            ConfigError::Key {
+                file: file.into(),
+                path,
+                detail,
+            }
+        })?;
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::Key {
+                file: file.into(),
+                path: if path == "." {
+                    "(top level)".into()
+                } else {
+                    path
+                },
+                detail: e.into_inner().to_string(),
+            }
+        })?;
+        config.check().map_err(|(path, detail)| ConfigError::Key {
+            file: file.into(),
+            path,
+            detail,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks that values which parsed are also usable together.
+    fn check(&self) -> Result<(), (String, String)> {
+        let err = |p: &str, d: String| Err((p.to_string(), d));
+        if self.admission.max_in_flight.0 == 0 {
+            return err(
+                "admission.max_in_flight",
+                "must be greater than zero".into(),
+            );
+        }
+        if let Some(otlp) = &self.exporters.otlp {
+            let scheme_ok =
+                otlp.endpoint.starts_with("http://") || otlp.endpoint.starts_with("https://");
+            if !scheme_ok || otlp.endpoint.parse::<http::Uri>().is_err() {
+                return err(
+                    "exporters.otlp.endpoint",
+                    format!(
+                        "expected a URL like \"https://api.honeycomb.io:443\" (https:// = TLS, http:// = plaintext), found {:?}",
+                        otlp.endpoint
+                    ),
+                );
+            }
+            for (name, value) in &otlp.headers {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return err(
+                        "exporters.otlp.headers",
+                        format!("{name:?} is not a valid header name"),
+                    );
+                }
+                if http::HeaderValue::from_str(value).is_err() {
+                    return err(
+                        &format!("exporters.otlp.headers.{name}"),
+                        "is not a valid header value".into(),
+                    );
+                }
+            }
+            if otlp.batch.max_spans == 0 {
+                return err(
+                    "exporters.otlp.batch.max_spans",
+                    "must be at least 1".into(),
+                );
+            }
+            if otlp.queue.max_spans < otlp.batch.max_spans {
+                return err(
+                    "exporters.otlp.queue.max_spans",
+                    format!(
+                        "must be at least exporters.otlp.batch.max_spans ({})",
+                        otlp.batch.max_spans
+                    ),
+                );
+            }
+            if otlp.concurrency == 0 {
+                return err("exporters.otlp.concurrency", "must be at least 1".into());
+            }
+            if otlp.retry.initial_interval.0.is_zero() {
+                return err(
+                    "exporters.otlp.retry.initial_interval",
+                    "must be greater than zero".into(),
+                );
+            }
+            if otlp.timeout.0.is_zero() {
+                return err("exporters.otlp.timeout", "must be greater than zero".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Replaces `${env:NAME}` (and `${env:NAME:-default}`) in every string value.
+fn substitute_env(
+    value: &mut serde_yaml_ng::Value,
+    path: &mut Vec<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), (String, String)> {
+    use serde_yaml_ng::Value;
+    match value {
+        Value::String(s) if s.contains("${") => {
+            *s = expand(s, env).map_err(|d| (path.join("."), d))?;
+        }
+        Value::Mapping(map) => {
+            for (k, v) in map.iter_mut() {
+                path.push(k.as_str().unwrap_or("?").to_string());
+                substitute_env(v, path, env)?;
+                path.pop();
+            }
+        }
+        Value::Sequence(seq) => {
+            for (i, v) in seq.iter_mut().enumerate() {
+                let last = path.pop().unwrap_or_default();
+                path.push(format!("{last}[{i}]"));
+                substitute_env(v, path, env)?;
+                path.pop();
+                path.push(last);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unterminated \"${{\" in {text:?}"))?;
+        let inner = &after[..end];
+        let Some(spec) = inner.strip_prefix("env:") else {
+            return Err(format!(
+                "\"${{{inner}}}\" is not a substitution cujo knows; use \"${{env:NAME}}\""
+            ));
+        };
+        let (name, default) = match spec.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (spec, None),
+        };
+        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!("{name:?} is not a valid environment variable name"));
+        }
+        match (env(name), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => {
+                return Err(format!(
+                    "environment variable {name} is not set (write ${{env:{name}:-default}} for a fallback)"
+                ));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Config, String> {
+        Config::parse("cujo.yaml", yaml, &|name| {
+            (name == "HONEYCOMB_API_KEY").then(|| "secret".to_string())
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn embedded_default_parses() {
+        let c = Config::load(None).expect("default parses");
+        let otlp = c.receivers.otlp.expect("otlp receivers");
+        assert_eq!(otlp.grpc.expect("grpc").endpoint.0, "127.0.0.1:4317");
+        assert_eq!(otlp.http.expect("http").endpoint.0, "127.0.0.1:4318");
+        assert!(c.exporters.otlp.is_none());
+    }
+
+    #[test]
+    fn the_documented_contract_parses() {
+        let c = parse(
+            r#"
+receivers:
+  otlp:
+    grpc: { endpoint: "127.0.0.1:4317" }
+    http: { endpoint: "127.0.0.1:4318" }
+admission: { max_in_flight: 256MiB }
+exporters:
+  otlp:
+    endpoint: "https://api.honeycomb.io:443"
+    protocol: grpc
+    headers: { x-honeycomb-team: "${env:HONEYCOMB_API_KEY}" }
+    compression: gzip
+    batch: { max_spans: 8192, timeout: 200ms }
+    retry: { initial_interval: 1s, max_interval: 30s, max_elapsed: 5m }
+    queue: { max_spans: 1000000 }
+  prometheus: { endpoint: "127.0.0.1:9464" }
+"#,
+        )
+        .expect("parses");
+        assert_eq!(c.admission.max_in_flight, ByteSize(256 << 20));
+        let otlp = c.exporters.otlp.expect("exporter");
+        assert_eq!(otlp.headers["x-honeycomb-team"], "secret");
+        assert_eq!(otlp.batch.timeout.0, Duration::from_millis(200));
+        assert_eq!(otlp.retry.max_elapsed.0, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        let e = parse("receivers:\n  otlp:\n    grpc: { endpont: \"x\" }\n").expect_err("typo");
+        assert!(
+            e.starts_with("cujo.yaml: receivers.otlp.grpc.endpont: unknown field `endpont`"),
+            "{e}"
+        );
+        let e =
+            parse("exporters:\n  otlp:\n    endpoint: http://x:1\n    batch: { timeout: soon }\n")
+                .expect_err("bad duration");
+        assert!(
+            e.starts_with("cujo.yaml: exporters.otlp.batch.timeout: expected a duration"),
+            "{e}"
+        );
+        let e = parse("admission: { max_in_flight: lots }").expect_err("bad size");
+        assert!(
+            e.contains("admission.max_in_flight: expected a size"),
+            "{e}"
+        );
+        let e =
+            parse("exporters:\n  otlp:\n    endpoint: http://x:1\n    protocol: carrier-pigeon\n")
+                .expect_err("bad enum");
+        assert!(
+            e.contains("exporters.otlp.protocol: unknown variant `carrier-pigeon`"),
+            "{e}"
+        );
+        let e = parse("exporters:\n  otlp:\n    endpoint: api.honeycomb.io:443\n")
+            .expect_err("no scheme");
+        assert!(e.contains("exporters.otlp.endpoint: expected a URL"), "{e}");
+        let e = parse("receivers:\n  otlp:\n    http: { endpoint: \"nowhere\" }\n")
+            .expect_err("bad addr");
+        assert!(
+            e.contains("receivers.otlp.http.endpoint: expected a listen address"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn env_substitution_reports_missing_variables() {
+        let e = parse(
+            "exporters:\n  otlp:\n    endpoint: http://x:1\n    headers: { k: \"${env:NOPE}\" }\n",
+        )
+        .expect_err("unset");
+        assert!(
+            e.contains("exporters.otlp.headers.k: environment variable NOPE is not set"),
+            "{e}"
+        );
+        let c = parse("exporters:\n  otlp:\n    endpoint: \"${env:NOPE:-http://fallback:4317}\"\n")
+            .expect("default used");
+        assert_eq!(
+            c.exporters.otlp.expect("otlp").endpoint,
+            "http://fallback:4317"
+        );
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(ByteSize::parse("256MiB"), Some(256 << 20));
+        assert_eq!(ByteSize::parse("16MB"), Some(16_000_000));
+        assert_eq!(ByteSize::parse("1.5GiB"), Some(3 << 29));
+        assert_eq!(ByteSize::parse("12 parsecs"), None);
+    }
+}

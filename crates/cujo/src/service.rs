@@ -1,0 +1,216 @@
+//! Wiring: builds the stages from a [`Config`], runs them, and shuts them down in order —
+//! receivers stop accepting, what they accepted drains to the exporter, the exporter flushes
+//! (bounded by `shutdown.timeout`), then the admin listener closes.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cujo_otlp::admin::{self, MetricsSource, Readiness};
+use cujo_otlp::admission::{Admission, SpanSink};
+use cujo_otlp::exporter::retry::RetrySettings;
+use cujo_otlp::exporter::transport::{self, Downstream};
+use cujo_otlp::exporter::{self, ExporterSettings};
+use cujo_otlp::receiver::{self, Ingest, ReceiverLimits};
+use cujo_otlp::server::{self, ServerLimits};
+use cujo_otlp::telemetry::{DropReason, PipelineTelemetry};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config};
+
+/// Accepted requests the hand-off channel holds; memory is bounded by admission bytes.
+const SINK_CAPACITY: usize = 4096;
+/// How long open connections get to finish their requests once shutdown starts.
+const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
+
+/// What a run ended with, for the final log line and for tests.
+#[derive(Debug, Clone, Copy)]
+pub struct Summary {
+    pub accepted: u64,
+    pub exported: u64,
+    pub dropped: u64,
+    pub in_flight: u64,
+}
+
+/// Runs cujo until `stop` resolves, then shuts down in order.
+pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Result<Summary> {
+    let telemetry = Arc::new(PipelineTelemetry::new());
+    let admission = Admission::new(config.admission.max_in_flight.0 as usize, telemetry.clone());
+    let (sink, source) = SpanSink::channel(SINK_CAPACITY);
+    let readiness = Readiness::default();
+
+    let receivers_stop = CancellationToken::new();
+    let exporter_input_closed = CancellationToken::new();
+    let abandon = CancellationToken::new();
+    let admin_stop = CancellationToken::new();
+
+    // Exporter (or the discard sink) first, so nothing accepted waits on it.
+    let exporter_task = match &config.exporters.otlp {
+        Some(otlp) => {
+            let downstream = Arc::new(downstream(otlp)?);
+            tracing::info!(endpoint = %downstream.uri(), "forwarding spans");
+            let settings = ExporterSettings {
+                batch_max_spans: otlp.batch.max_spans,
+                batch_timeout: otlp.batch.timeout.0,
+                queue_max_spans: otlp.queue.max_spans,
+                concurrency: otlp.concurrency,
+                retry: RetrySettings {
+                    initial_interval: otlp.retry.initial_interval.0,
+                    max_interval: otlp.retry.max_interval.0,
+                    max_elapsed: otlp.retry.max_elapsed.0,
+                },
+            };
+            tokio::spawn(exporter::run(
+                settings,
+                downstream,
+                telemetry.clone(),
+                source,
+                exporter_input_closed.clone(),
+                abandon.clone(),
+            ))
+        }
+        None => {
+            tracing::warn!("no exporters.otlp configured: spans are counted and not forwarded");
+            let t = telemetry.clone();
+            tokio::spawn(exporter::discard(t, source))
+        }
+    };
+
+    let ingest = |limit: u64| Ingest {
+        admission: admission.clone(),
+        sink: sink.clone(),
+        telemetry: telemetry.clone(),
+        limits: ReceiverLimits {
+            max_message_bytes: limit as usize,
+            retry_after: config.admission.retry_after.0,
+            ..ReceiverLimits::default()
+        },
+    };
+    let mut receivers = JoinSet::new();
+    let otlp = config.receivers.otlp.clone().unwrap_or_default();
+    if let Some(grpc) = &otlp.grpc {
+        let listener = server::bind(&grpc.endpoint.0)
+            .await
+            .context("receivers.otlp.grpc.endpoint")?;
+        let router = receiver::grpc::router(ingest(grpc.max_recv_msg_size.0));
+        receivers.spawn(server::serve(
+            "otlp-grpc",
+            listener,
+            router,
+            ServerLimits::default(),
+            receivers_stop.clone(),
+            CONNECTION_DRAIN,
+        ));
+    }
+    if let Some(http) = &otlp.http {
+        let listener = server::bind(&http.endpoint.0)
+            .await
+            .context("receivers.otlp.http.endpoint")?;
+        let router = receiver::http::router(ingest(http.max_request_body_size.0));
+        receivers.spawn(server::serve(
+            "otlp-http",
+            listener,
+            router,
+            ServerLimits::default(),
+            receivers_stop.clone(),
+            CONNECTION_DRAIN,
+        ));
+    }
+    if receivers.is_empty() {
+        tracing::warn!(
+            "no receivers configured (receivers.otlp.grpc / receivers.otlp.http): cujo receives nothing"
+        );
+    }
+    drop(sink);
+
+    let admin_task = match &config.exporters.prometheus {
+        Some(prom) => {
+            let listener = server::bind(&prom.endpoint.0)
+                .await
+                .context("exporters.prometheus.endpoint")?;
+            let t = telemetry.clone();
+            let sources: Vec<MetricsSource> = vec![Arc::new(move |out: &mut String| t.render(out))];
+            let router = admin::router(sources, readiness.clone());
+            Some(tokio::spawn(server::serve(
+                "admin",
+                listener,
+                router,
+                ServerLimits::default(),
+                admin_stop.clone(),
+                Duration::from_secs(1),
+            )))
+        }
+        None => None,
+    };
+    readiness.set(true);
+    tracing::info!("cujo is ready");
+
+    stop.await;
+    let deadline = config.shutdown.timeout.0;
+    tracing::info!(?deadline, "shutting down: no longer accepting spans");
+    readiness.set(false);
+    let abandon_timer = {
+        let abandon = abandon.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            tracing::warn!("shutdown deadline reached: abandoning what is not yet delivered");
+            abandon.cancel();
+        })
+    };
+    receivers_stop.cancel();
+    while receivers.join_next().await.is_some() {}
+    exporter_input_closed.cancel();
+    if let Err(e) = exporter_task.await {
+        tracing::error!(error = %e, "exporter task failed");
+    }
+    abandon_timer.abort();
+    admin_stop.cancel();
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
+    let summary = Summary {
+        accepted: telemetry.accepted_spans(),
+        exported: telemetry.exported_spans(),
+        dropped: telemetry.dropped_spans_total(),
+        in_flight: telemetry.in_flight_spans(),
+    };
+    tracing::info!(
+        accepted = summary.accepted,
+        exported = summary.exported,
+        dropped = summary.dropped,
+        dropped_shutdown = telemetry.dropped_spans(DropReason::Shutdown),
+        in_flight = summary.in_flight,
+        "cujo stopped"
+    );
+    Ok(summary)
+}
+
+fn downstream(otlp: &config::OtlpExporter) -> anyhow::Result<Downstream> {
+    let headers = otlp
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            Ok((
+                http::HeaderName::from_bytes(k.as_bytes())
+                    .with_context(|| format!("exporters.otlp.headers: {k:?}"))?,
+                http::HeaderValue::from_str(v)
+                    .with_context(|| format!("exporters.otlp.headers.{k}"))?,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Downstream::new(
+        &otlp.endpoint,
+        match otlp.protocol {
+            config::Protocol::Grpc => transport::Protocol::Grpc,
+            config::Protocol::HttpProtobuf => transport::Protocol::HttpProtobuf,
+        },
+        match otlp.compression {
+            config::Compression::Gzip => transport::Compression::Gzip,
+            config::Compression::None => transport::Compression::None,
+        },
+        headers,
+        otlp.timeout.0,
+    )?)
+}
