@@ -5,7 +5,6 @@
 //! exhaust the process or block valid ones. On shutdown the listener closes at once and open
 //! connections finish the requests they carry.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,7 +54,10 @@ pub async fn serve(
     shutdown: CancellationToken,
     drain: Duration,
 ) {
-    let local: Option<SocketAddr> = listener.local_addr().ok();
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -72,7 +74,7 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    tracing::info!(listener = name, address = ?local, "listening");
+    tracing::info!(listener = %name, address = %local, "listening");
     loop {
         let permit = tokio::select! {
             biased;

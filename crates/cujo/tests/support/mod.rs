@@ -1,0 +1,459 @@
+//! Black-box test support: the real `cujo` binary on free localhost ports, a real OTLP/gRPC
+//! downstream (tonic, the generated `TraceService` server) that records what it receives, and
+//! helpers that wait on conditions with deadlines instead of sleeping.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyInner;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A free localhost port (bound and released; good enough on a test machine).
+pub fn free_addr() -> SocketAddr {
+    let l = StdListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr")
+}
+
+/// Polls `cond` until it returns `Some`, failing the test after `DEADLINE`.
+pub async fn wait_for<T, F, Fut>(what: &str, mut cond: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = cond().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A running cujo process.
+pub struct Cujo {
+    child: Option<Child>,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+}
+
+impl Cujo {
+    /// Starts cujo with gRPC, HTTP and admin listeners on ports the OS picks; `extra` is
+    /// appended to the YAML (exporters.otlp, admission, …).
+    pub async fn start(extra: &str) -> Cujo {
+        let yaml = format!(
+            "receivers:\n  otlp:\n    grpc: {{ endpoint: \"127.0.0.1:0\" }}\n    http: {{ endpoint: \"127.0.0.1:0\" }}\n{extra}\n"
+        );
+        let admin = "exporters:\n  prometheus: { endpoint: \"127.0.0.1:0\" }\n";
+        let yaml = if yaml.contains("exporters:\n") {
+            yaml.replacen("exporters:\n", admin, 1)
+        } else {
+            format!("{yaml}{admin}")
+        };
+        Self::start_yaml(&yaml).await
+    }
+
+    /// Starts cujo with exactly this YAML (listeners should use port 0).
+    pub async fn start_yaml(yaml: &str) -> Cujo {
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("cujo-test-{}-{seq}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config_path = dir.join("cujo.yaml");
+        std::fs::write(&config_path, yaml).expect("write config");
+        let log_path = dir.join("cujo.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_cujo"))
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn cujo");
+        let unbound: SocketAddr = "0.0.0.0:0".parse().expect("addr");
+        let mut cujo = Cujo {
+            child: Some(child),
+            grpc: unbound,
+            http: unbound,
+            admin: unbound,
+            config_path,
+            log_path,
+        };
+        let want = ["otlp-grpc", "otlp-http", "admin"]
+            .into_iter()
+            .filter(|l| match *l {
+                "otlp-grpc" => yaml.contains("grpc:"),
+                "otlp-http" => yaml.contains("http:"),
+                _ => yaml.contains("prometheus:"),
+            })
+            .collect::<Vec<_>>();
+        let start = Instant::now();
+        loop {
+            let log = cujo.log();
+            if let Some(status) = cujo
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("cujo exited ({status}) during start-up:\n{log}");
+            }
+            let found: Vec<(String, SocketAddr)> = log
+                .lines()
+                .filter_map(|l| {
+                    let listener = l.split("listener=").nth(1)?.split_whitespace().next()?;
+                    let addr = l.split("address=").nth(1)?.split_whitespace().next()?;
+                    Some((listener.to_string(), addr.parse().ok()?))
+                })
+                .collect();
+            if want.iter().all(|w| found.iter().any(|(l, _)| l == w))
+                && log.contains("cujo is ready")
+            {
+                for (l, a) in found {
+                    match l.as_str() {
+                        "otlp-grpc" => cujo.grpc = a,
+                        "otlp-http" => cujo.http = a,
+                        "admin" => cujo.admin = a,
+                        _ => {}
+                    }
+                }
+                return cujo;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "cujo not ready within {DEADLINE:?}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        match http_get(self.admin, "/metrics").await {
+            Some((200, body)) => body,
+            other => panic!("GET /metrics failed: {other:?}"),
+        }
+    }
+
+    /// Value of one sample, e.g. `cujo_receiver_spans_total{transport="grpc",outcome="accepted"}`.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        metric_value(&self.metrics().await, sample)
+    }
+
+    /// Resident set size in bytes, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:") * 1024
+    }
+
+    /// Sends SIGTERM and waits (with a deadline) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = child.kill();
+                panic!("cujo did not exit within {DEADLINE:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Cujo {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Reads one sample's value from Prometheus text; 0 if absent.
+pub fn metric_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+/// Minimal HTTP/1.0 GET, enough for the admin endpoints.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// How the downstream answers.
+#[derive(Debug, Clone)]
+pub enum DownstreamMode {
+    Accept,
+    /// UNAVAILABLE (retryable).
+    Unavailable,
+    /// Accept, but only after this delay.
+    Slow(Duration),
+}
+
+#[derive(Clone)]
+struct Recorder {
+    requests: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    mode: Arc<Mutex<DownstreamMode>>,
+    headers: Arc<Mutex<Vec<tonic::metadata::MetadataMap>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Recorder {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mode = self.mode.lock().expect("lock").clone();
+        match mode {
+            DownstreamMode::Unavailable => {
+                return Err(tonic::Status::unavailable("downstream is down (test)"));
+            }
+            DownstreamMode::Slow(d) => tokio::time::sleep(d).await,
+            DownstreamMode::Accept => {}
+        }
+        self.headers
+            .lock()
+            .expect("lock")
+            .push(request.metadata().clone());
+        self.requests
+            .lock()
+            .expect("lock")
+            .push(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// A real OTLP/gRPC server standing in for Honeycomb or a collector.
+pub struct Downstream {
+    pub addr: SocketAddr,
+    recorder: Recorder,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Downstream {
+    pub async fn start() -> Downstream {
+        Self::start_on(free_addr()).await
+    }
+
+    pub async fn start_on(addr: SocketAddr) -> Downstream {
+        let recorder = Recorder {
+            requests: Arc::default(),
+            mode: Arc::new(Mutex::new(DownstreamMode::Accept)),
+            headers: Arc::default(),
+        };
+        let mut d = Downstream {
+            addr,
+            recorder,
+            stop: None,
+            task: None,
+        };
+        d.serve().await;
+        d
+    }
+
+    async fn serve(&mut self) {
+        let listener = wait_for("downstream port", || async {
+            tokio::net::TcpListener::bind(self.addr).await.ok()
+        })
+        .await;
+        let (tx, rx) = oneshot::channel();
+        let svc = TraceServiceServer::new(self.recorder.clone())
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .max_decoding_message_size(64 * 1024 * 1024);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        self.task = Some(tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = rx.await;
+                })
+                .await;
+        }));
+        self.stop = Some(tx);
+    }
+
+    /// Stops listening (connections are refused) until [`Downstream::restart`].
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.serve().await;
+    }
+
+    pub fn set_mode(&self, mode: DownstreamMode) {
+        *self.recorder.mode.lock().expect("lock") = mode;
+    }
+
+    pub fn requests(&self) -> Vec<ExportTraceServiceRequest> {
+        self.recorder.requests.lock().expect("lock").clone()
+    }
+
+    pub fn metadata(&self) -> Vec<tonic::metadata::MetadataMap> {
+        self.recorder.headers.lock().expect("lock").clone()
+    }
+
+    pub fn span_count(&self) -> usize {
+        self.recorder
+            .requests
+            .lock()
+            .expect("lock")
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum()
+    }
+
+    /// Every received span with its resource's `service.name` and its scope's name.
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        let mut out = Vec::new();
+        for req in self.requests() {
+            for rs in req.resource_spans {
+                let service = rs
+                    .resource
+                    .as_ref()
+                    .and_then(|r| string_attr(&r.attributes, "service.name"))
+                    .unwrap_or_default();
+                for ss in rs.scope_spans {
+                    let scope = ss
+                        .scope
+                        .as_ref()
+                        .map(|s| s.name.clone())
+                        .unwrap_or_default();
+                    for span in ss.spans {
+                        out.push(ReceivedSpan {
+                            service: service.clone(),
+                            scope: scope.clone(),
+                            span,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits until at least `n` spans have arrived.
+    pub async fn wait_for_spans(&self, n: usize) {
+        wait_for(&format!("{n} spans downstream"), || async {
+            (self.span_count() >= n).then_some(())
+        })
+        .await;
+    }
+}
+
+impl Drop for Downstream {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReceivedSpan {
+    pub service: String,
+    pub scope: String,
+    pub span: Span,
+}
+
+impl ReceivedSpan {
+    pub fn attr(&self, key: &str) -> Option<String> {
+        string_attr(&self.span.attributes, key)
+    }
+}
+
+pub fn string_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| match &v.value {
+            Some(AnyInner::StringValue(s)) => Some(s.clone()),
+            Some(AnyInner::IntValue(i)) => Some(i.to_string()),
+            Some(AnyInner::BoolValue(b)) => Some(b.to_string()),
+            _ => None,
+        })
+}
+
+/// YAML for an OTLP exporter pointed at `downstream`.
+pub fn exporter_yaml(downstream: SocketAddr, extra: &str) -> String {
+    format!(
+        "exporters:\n  otlp:\n    endpoint: \"http://{downstream}\"\n    protocol: grpc\n    compression: gzip\n    batch: {{ max_spans: 512, timeout: 50ms }}\n    retry: {{ initial_interval: 50ms, max_interval: 200ms, max_elapsed: 2m }}\n{extra}"
+    )
+}
