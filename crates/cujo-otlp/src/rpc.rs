@@ -100,6 +100,11 @@ impl RpcStatus {
         STANDARD_NO_PAD.encode(prost::Message::encode_to_vec(self))
     }
 
+    /// Parses an encoded `google.rpc.Status` (the decoded `grpc-status-details-bin`).
+    pub fn from_details_bytes(bytes: &[u8]) -> Option<Self> {
+        <RpcStatus as prost::Message>::decode(bytes).ok()
+    }
+
     /// Parses a `grpc-status-details-bin` header value (padded or not).
     pub fn from_details_header(value: &[u8]) -> Option<Self> {
         let trimmed: Vec<u8> = value.iter().copied().filter(|b| *b != b'=').collect();

@@ -90,7 +90,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(listener = name, error = %e, "accept failed");
+                    tracing::warn!(listener = %name, error = %e, "accept failed");
                     continue;
                 }
             },
@@ -101,19 +101,19 @@ pub async fn serve(
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
+                tracing::debug!(listener = %name, %peer, error = %e, "connection ended with an error");
             }
             drop(permit);
         });
     }
     drop(listener);
-    tracing::info!(listener = name, "stopped accepting; draining connections");
+    tracing::info!(listener = %name, "stopped accepting; draining connections");
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(
-            listener = name,
+            listener = %name,
             ?drain,
             "connections still open after the drain deadline"
         );

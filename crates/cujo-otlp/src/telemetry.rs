@@ -163,7 +163,7 @@ impl PipelineTelemetry {
             DropReason::NoExporter => {
                 tracing::trace!(spans, "spans not forwarded: no span exporter configured")
             }
-            _ => tracing::error!(reason = reason.label(), spans, detail, "spans dropped"),
+            _ => tracing::error!(reason = %reason.label(), spans, detail, "spans dropped"),
         }
     }
 

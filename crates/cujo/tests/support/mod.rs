@@ -253,6 +253,8 @@ pub enum DownstreamMode {
     Unavailable,
     /// Accept, but only after this delay.
     Slow(Duration),
+    /// INVALID_ARGUMENT (permanent).
+    Reject,
 }
 
 #[derive(Clone)]
@@ -274,6 +276,11 @@ impl TraceService for Recorder {
                 return Err(tonic::Status::unavailable("downstream is down (test)"));
             }
             DownstreamMode::Slow(d) => tokio::time::sleep(d).await,
+            DownstreamMode::Reject => {
+                return Err(tonic::Status::invalid_argument(
+                    "downstream rejects this (test)",
+                ));
+            }
             DownstreamMode::Accept => {}
         }
         self.headers
@@ -453,7 +460,126 @@ pub fn string_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
 
 /// YAML for an OTLP exporter pointed at `downstream`.
 pub fn exporter_yaml(downstream: SocketAddr, extra: &str) -> String {
+    let retry = if extra.contains("retry:") {
+        ""
+    } else {
+        "    retry: { initial_interval: 50ms, max_interval: 200ms, max_elapsed: 2m }\n"
+    };
     format!(
-        "exporters:\n  otlp:\n    endpoint: \"http://{downstream}\"\n    protocol: grpc\n    compression: gzip\n    batch: {{ max_spans: 512, timeout: 50ms }}\n    retry: {{ initial_interval: 50ms, max_interval: 200ms, max_elapsed: 2m }}\n{extra}"
+        "exporters:\n  otlp:\n    endpoint: \"http://{downstream}\"\n    protocol: grpc\n    compression: gzip\n    batch: {{ max_spans: 512, timeout: 50ms }}\n{retry}{extra}"
     )
+}
+
+/// A request of `n` spans under one resource, with ids unique to `(seed, i)`.
+pub fn make_request(service: &str, seed: u64, n: usize) -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(AnyInner::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    let spans = (0..n)
+        .map(|i| {
+            let mut trace_id = [0u8; 16];
+            trace_id[..8].copy_from_slice(&seed.to_be_bytes());
+            trace_id[8..].copy_from_slice(&((i / 4) as u64 + 1).to_be_bytes());
+            let mut span_id = [0u8; 8];
+            span_id[..4].copy_from_slice(&(seed as u32).to_be_bytes());
+            span_id[4..].copy_from_slice(&(i as u32 + 1).to_be_bytes());
+            Span {
+                trace_id: trace_id.to_vec(),
+                span_id: span_id.to_vec(),
+                name: format!("GET /items/{i}"),
+                kind: 2,
+                start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+                end_time_unix_nano: 1_700_000_000_050_000_000 + i as u64,
+                attributes: vec![kv("http.request.method", "GET"), kv("user.tier", "gold")],
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", service)],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "load".into(),
+                    ..Default::default()
+                }),
+                spans,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+/// (trace id, span id) of every span in `req`.
+pub fn span_keys(req: &ExportTraceServiceRequest) -> Vec<(Vec<u8>, Vec<u8>)> {
+    req.resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .map(|s| (s.trace_id.clone(), s.span_id.clone()))
+        .collect()
+}
+
+/// A gRPC client that retries what OTLP says is retryable, honouring RetryInfo.
+pub struct RetryingClient {
+    client:
+        opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient<
+            tonic::transport::Channel,
+        >,
+    /// Refusals seen (UNAVAILABLE / RESOURCE_EXHAUSTED with RetryInfo).
+    pub refusals: u64,
+}
+
+impl RetryingClient {
+    pub async fn connect(addr: SocketAddr) -> RetryingClient {
+        let client = wait_for("grpc connect", || async {
+            opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(
+                format!("http://{addr}"),
+            )
+            .await
+            .ok()
+        })
+        .await;
+        RetryingClient {
+            client,
+            refusals: 0,
+        }
+    }
+
+    /// Sends until accepted; `Err` with the status if refused for good or the deadline passes.
+    pub async fn send(&mut self, req: &ExportTraceServiceRequest) -> Result<(), tonic::Status> {
+        let start = Instant::now();
+        loop {
+            match self.client.export(req.clone()).await {
+                Ok(_) => return Ok(()),
+                // cujo's overload answer: UNAVAILABLE with RetryInfo. A transport error (cujo
+                // gone) has no RetryInfo and ends the loop.
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable
+                        && cujo_otlp::rpc::RpcStatus::from_details_bytes(status.details())
+                            .and_then(|s| s.retry_delay())
+                            .is_some() =>
+                {
+                    self.refusals += 1;
+                    let delay = Duration::from_millis(50);
+                    if start.elapsed() > DEADLINE {
+                        return Err(status);
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                Err(status) => return Err(status),
+            }
+        }
+    }
 }
