@@ -134,12 +134,14 @@ pub fn decode_grpc_message(value: &[u8]) -> String {
     let mut out = Vec::with_capacity(value.len());
     let mut i = 0;
     while i < value.len() {
-        if value[i] == b'%' && i + 2 < value.len() {
-            if let Ok(b) = u8::from_str_radix(&String::from_utf8_lossy(&value[i + 1..i + 3]), 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        let hex = value
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        if let (b'%', Some(b)) = (value[i], hex) {
+            out.push(b);
+            i += 3;
+            continue;
         }
         out.push(value[i]);
         i += 1;

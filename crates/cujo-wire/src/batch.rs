@@ -105,14 +105,10 @@ pub fn scan_request(request: &Bytes) -> Result<ScannedRequest, WireError> {
     let mut resource_index = 0usize;
     while let Some(field) = reader.next_field() {
         let field = field?;
-        match check_field(Msg::Request, field.number, &field.value)? {
-            Some(Kind::Message(Msg::ResourceSpans)) => {
-                if let Value::Len(rs) = field.value {
-                    scan_resource_spans(request, rs, resource_index, &mut out)?;
-                    resource_index += 1;
-                }
-            }
-            _ => {}
+        let kind = check_field(Msg::Request, field.number, &field.value)?;
+        if let (Some(Kind::Message(Msg::ResourceSpans)), Value::Len(rs)) = (kind, field.value) {
+            scan_resource_spans(request, rs, resource_index, &mut out)?;
+            resource_index += 1;
         }
     }
     Ok(out)
@@ -218,13 +214,11 @@ fn check_span(span: &[u8]) -> Result<Option<String>, WireError> {
         match (field.number, kind) {
             (1, _) => trace_id = bytes,
             (2, _) => span_id = bytes,
-            (4, _) => {
-                if !bytes.is_empty() && bytes.len() != 8 && problem.is_none() {
-                    problem = Some(format!(
-                        "parent_span_id has {} bytes, expected 8 or none",
-                        bytes.len()
-                    ));
-                }
+            (4, _) if !bytes.is_empty() && bytes.len() != 8 && problem.is_none() => {
+                problem = Some(format!(
+                    "parent_span_id has {} bytes, expected 8 or none",
+                    bytes.len()
+                ));
             }
             (13, Some(Kind::Message(Msg::Link))) => {
                 validate(Msg::Link, bytes, 5)?;

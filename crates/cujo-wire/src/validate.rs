@@ -141,13 +141,13 @@ pub fn check_field(msg: Msg, number: u32, value: &Value<'_>) -> Result<Option<Ki
             expected: kind.wire_type(),
         });
     }
-    if let (Kind::Str, Value::Len(bytes)) = (kind, value) {
-        if std::str::from_utf8(bytes).is_err() {
-            return Err(WireError::InvalidUtf8 {
-                message: msg.name(),
-                field: number,
-            });
-        }
+    if let (Kind::Str, Value::Len(bytes)) = (kind, value)
+        && std::str::from_utf8(bytes).is_err()
+    {
+        return Err(WireError::InvalidUtf8 {
+            message: msg.name(),
+            field: number,
+        });
     }
     Ok(Some(kind))
 }
@@ -160,10 +160,10 @@ pub fn validate(msg: Msg, buf: &[u8], depth: usize) -> Result<(), WireError> {
     let mut reader = FieldReader::new(buf, msg.name());
     while let Some(field) = reader.next_field() {
         let field = field?;
-        if let Some(Kind::Message(sub)) = check_field(msg, field.number, &field.value)? {
-            if let Value::Len(bytes) = field.value {
-                validate(sub, bytes, depth + 1)?;
-            }
+        if let (Some(Kind::Message(sub)), Value::Len(bytes)) =
+            (check_field(msg, field.number, &field.value)?, field.value)
+        {
+            validate(sub, bytes, depth + 1)?;
         }
     }
     Ok(())

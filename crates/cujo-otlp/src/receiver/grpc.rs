@@ -15,9 +15,7 @@ use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body::Frame;
 use http_body_util::{BodyExt, Limited};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 
 use super::decode::{Coding, DecodeError, decompress};
 use super::{Ingest, IngestError};
@@ -46,10 +44,7 @@ async fn export(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) ->
     match read_request(&ingest, &headers, body).await {
         Ok(message) => match ingest.ingest(Transport::Grpc, message) {
             Ok(accepted) => grpc_ok(&ExportTraceServiceResponse {
-                partial_success: (accepted.rejected_spans > 0).then(|| ExportTracePartialSuccess {
-                    rejected_spans: accepted.rejected_spans,
-                    error_message: accepted.error_message,
-                }),
+                partial_success: accepted.partial_success(),
             }),
             Err(e) => grpc_error(status_of(&e)),
         },

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
 
@@ -51,7 +51,8 @@ struct Failure {
     http: StatusCode,
     status: RpcStatus,
     retry_after_secs: Option<u64>,
-    outcome: RequestOutcome,
+    /// How to count the request; `None` when [`Ingest::ingest`] already counted it.
+    outcome: Option<RequestOutcome>,
 }
 
 impl Failure {
@@ -68,7 +69,15 @@ impl Failure {
             http,
             status: RpcStatus::new(code, message),
             retry_after_secs: None,
-            outcome,
+            outcome: Some(outcome),
+        }
+    }
+
+    /// Marks a failure that was already counted.
+    fn counted(self) -> Self {
+        Self {
+            outcome: None,
+            ..self
         }
     }
 }
@@ -168,43 +177,35 @@ async fn handle(
         Format::Protobuf => raw,
         Format::Json => json_to_protobuf(&raw)?,
     };
-    let accepted = ingest
-        .ingest(Transport::Http, protobuf)
-        .map_err(|e| match e {
-            IngestError::Invalid(m) => Failure {
-                outcome: RequestOutcome::Accepted, // already counted by ingest
-                ..Failure::new(StatusCode::BAD_REQUEST, m, RequestOutcome::Invalid)
-            },
-            IngestError::TooLarge(m) => Failure {
-                outcome: RequestOutcome::Accepted,
-                ..Failure::new(StatusCode::PAYLOAD_TOO_LARGE, m, RequestOutcome::TooLarge)
-            },
-            IngestError::UnsupportedEncoding(m) => Failure {
-                outcome: RequestOutcome::Accepted,
-                ..Failure::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    m,
-                    RequestOutcome::Invalid,
-                )
-            },
+    let accepted = ingest.ingest(Transport::Http, protobuf).map_err(|e| {
+        match e {
+            IngestError::Invalid(m) => {
+                Failure::new(StatusCode::BAD_REQUEST, m, RequestOutcome::Invalid)
+            }
+            IngestError::TooLarge(m) => {
+                Failure::new(StatusCode::PAYLOAD_TOO_LARGE, m, RequestOutcome::TooLarge)
+            }
+            IngestError::UnsupportedEncoding(m) => Failure::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                m,
+                RequestOutcome::Invalid,
+            ),
             IngestError::Refused {
                 message,
                 retry_after,
             } => Failure {
                 retry_after_secs: Some(retry_after.as_secs().max(1)),
-                outcome: RequestOutcome::Accepted,
                 ..Failure::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     message,
                     RequestOutcome::Refused,
                 )
             },
-        })?;
+        }
+        .counted()
+    })?;
     Ok(ExportTraceServiceResponse {
-        partial_success: (accepted.rejected_spans > 0).then(|| ExportTracePartialSuccess {
-            rejected_spans: accepted.rejected_spans,
-            error_message: accepted.error_message,
-        }),
+        partial_success: accepted.partial_success(),
     })
 }
 
@@ -250,10 +251,8 @@ fn respond_ok(format: Format, response: &ExportTraceServiceResponse) -> Response
 }
 
 fn respond_failure(ingest: &Ingest, format: Format, failure: Failure) -> Response {
-    if failure.outcome != RequestOutcome::Accepted {
-        ingest
-            .telemetry
-            .request(Transport::Http, failure.outcome, 0);
+    if let Some(outcome) = failure.outcome {
+        ingest.telemetry.request(Transport::Http, outcome, 0);
     }
     let body = match format {
         Format::Protobuf => Bytes::from(failure.status.encode_to_vec()),
@@ -274,10 +273,11 @@ fn respond_failure(ingest: &Ingest, format: Format, failure: Failure) -> Respons
         body,
     )
         .into_response();
-    if let Some(secs) = failure.retry_after_secs {
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, v);
-        }
+    if let Some(v) = failure
+        .retry_after_secs
+        .and_then(|secs| HeaderValue::from_str(&secs.to_string()).ok())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
     }
     response
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cujo_wire::scan_request;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
 
 use crate::admission::{Admission, Admitted, SpanSink};
 use crate::telemetry::{PipelineTelemetry, RequestOutcome, Transport};
@@ -54,6 +55,16 @@ pub struct Ingest {
 pub struct Accepted {
     pub rejected_spans: i64,
     pub error_message: String,
+}
+
+impl Accepted {
+    /// The response's `partial_success`, present only when spans were rejected.
+    pub fn partial_success(self) -> Option<ExportTracePartialSuccess> {
+        (self.rejected_spans > 0).then_some(ExportTracePartialSuccess {
+            rejected_spans: self.rejected_spans,
+            error_message: self.error_message,
+        })
+    }
 }
 
 /// Why a request was not accepted. Each maps to one gRPC status and one HTTP status.

@@ -1,0 +1,117 @@
+//! The admin listener: `/metrics` is valid Prometheus text (checked by the real `promtool`),
+//! `/healthz` and `/readyz` answer, and `cujo check` reports config errors by file and key.
+
+mod support;
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use support::{Cujo, Downstream, RetryingClient, exporter_yaml, http_get, make_request};
+
+/// `promtool` from Prometheus. `.ci/run` installs it; elsewhere a missing promtool fails the
+/// test only under CI, so a developer without it still gets the other tests.
+fn promtool() -> Option<&'static str> {
+    let found = Command::new("promtool").arg("--version").output().is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is required under CI"
+        );
+        eprintln!("promtool not installed: skipping the promtool check");
+        return None;
+    }
+    Some("promtool")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_and_health_endpoints_answer() {
+    let downstream = Downstream::start().await;
+    let cujo = Cujo::start(&exporter_yaml(downstream.addr, "")).await;
+    let mut client = RetryingClient::connect(cujo.grpc).await;
+    client
+        .send(&make_request("checkout", 1, 10))
+        .await
+        .expect("accepted");
+    downstream.wait_for_spans(10).await;
+    let metrics = cujo.metrics().await;
+    for family in [
+        "cujo_receiver_requests_total",
+        "cujo_receiver_spans_total",
+        "cujo_exporter_sent_spans_total",
+        "cujo_dropped_spans_total",
+        "cujo_exporter_queue_spans",
+        "cujo_admission_in_flight_bytes",
+        "cujo_in_flight_spans",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {family} ")),
+            "{family} missing:\n{metrics}"
+        );
+    }
+    if let Some(promtool) = promtool() {
+        let mut child = Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run promtool");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(metrics.as_bytes())
+            .expect("write metrics");
+        let out = child.wait_with_output().expect("promtool output");
+        assert!(
+            out.status.success(),
+            "promtool check metrics failed:\n{}{}\n{metrics}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        http_get(cujo.admin, "/healthz").await.map(|r| r.0),
+        Some(200)
+    );
+    assert_eq!(
+        http_get(cujo.admin, "/readyz").await.map(|r| r.0),
+        Some(200)
+    );
+}
+
+#[test]
+fn check_command_names_file_and_key() {
+    let dir = std::env::temp_dir().join(format!("cujo-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "exporters:\n  otlp:\n    endpoint: \"https://api.honeycomb.io:443\"\n    batch: { max_spans: 100, timeout: later }\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_cujo"))
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run cujo check");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml: exporters.otlp.batch.timeout: expected a duration"),
+        "{err}"
+    );
+    for example in ["default.yaml", "sidecar.yaml", "gateway-honeycomb.yaml"] {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/").to_string() + example;
+        let out = Command::new(env!("CARGO_BIN_EXE_cujo"))
+            .args(["check", "--config", &path])
+            .env("HONEYCOMB_API_KEY", "test")
+            .output()
+            .expect("run cujo check");
+        assert!(
+            out.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
