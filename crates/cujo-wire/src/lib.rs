@@ -16,10 +16,12 @@
 //!   [`scan_request`], which turns request bytes into a batch, rejecting spans with invalid ids
 //!   one by one.
 //! - [`write`]: [`encode_request`], which writes a batch as an `ExportTraceServiceRequest`.
+//! - [`span`]: reading one span's ids, times, links and attributes; appending attributes.
 #![forbid(unsafe_code)]
 
 pub mod batch;
 pub mod proto;
+pub mod span;
 pub mod validate;
 pub mod write;
 

@@ -276,3 +276,68 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn span_fields_and_appended_attributes_decode_with_prost() {
+    use cujo_wire::span::{
+        NewValue, append_attribute, copy_without_attributes, read_span, span_attributes,
+    };
+    let mut s = span(7, 3, "consume");
+    s.parent_span_id = vec![9; 8];
+    s.kind = 5;
+    s.links.push(Link {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        ..Default::default()
+    });
+    s.attributes.push(kv("user.tier", "own"));
+    let bytes = s.encode_to_vec();
+    let f = read_span(&bytes);
+    assert_eq!(f.trace_id, [7; 16]);
+    assert_eq!(f.parent_span_id, Some([9; 8]));
+    assert_eq!(
+        (f.name, f.kind, f.start_time_unix_nano, f.end_time_unix_nano),
+        ("consume", 5, 1, 2)
+    );
+    assert_eq!(f.links, vec![([1; 16], [2; 8])]);
+    let keys: Vec<_> = span_attributes(&bytes).map(|a| a.key).collect();
+    assert_eq!(keys, vec!["k", "user.tier"]);
+
+    let tier = kv("user.tier", "gold")
+        .value
+        .expect("value")
+        .encode_to_vec();
+    let mut out = Vec::new();
+    copy_without_attributes(&bytes, &mut out, |k| k == "user.tier");
+    append_attribute(&mut out, "", "user.tier", &NewValue::Encoded(&tier));
+    append_attribute(
+        &mut out,
+        "root.",
+        "cuj.name",
+        &NewValue::Str("post_message"),
+    );
+    append_attribute(&mut out, "", "cujo.async.hops", &NewValue::Int(2));
+    let decoded = Span::decode(out.as_slice()).expect("decodes");
+    let got: Vec<(String, Option<AnyInner>)> = decoded
+        .attributes
+        .iter()
+        .map(|a| (a.key.clone(), a.value.clone().and_then(|v| v.value)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("k".into(), Some(AnyInner::StringValue("consume".into()))),
+            (
+                "user.tier".into(),
+                Some(AnyInner::StringValue("gold".into()))
+            ),
+            (
+                "root.cuj.name".into(),
+                Some(AnyInner::StringValue("post_message".into()))
+            ),
+            ("cujo.async.hops".into(), Some(AnyInner::IntValue(2))),
+        ]
+    );
+    assert_eq!(decoded.links.len(), 1);
+    assert_eq!(decoded.name, "consume");
+}

@@ -1,0 +1,218 @@
+//! Reading the fields of one encoded span, and appending attributes to it.
+//!
+//! The span was validated when its request was scanned, so reading here does not re-check
+//! UTF-8 or nesting; it only walks the top-level fields the flow needs. Attributes are
+//! appended as extra encoded `attributes` entries (protobuf allows a repeated field to grow
+//! anywhere in the message); an attribute that must be replaced is removed by rewriting the
+//! span without that entry.
+
+use crate::proto::{FieldReader, Value, put_len_prefix, put_varint};
+
+const SPAN_ATTRIBUTES: u32 = 9;
+const SPAN_LINKS: u32 = 13;
+const SPAN_STATUS: u32 = 15;
+
+/// OTLP span kinds.
+pub mod kind {
+    pub const INTERNAL: u64 = 1;
+    pub const SERVER: u64 = 2;
+    pub const CLIENT: u64 = 3;
+    pub const PRODUCER: u64 = 4;
+    pub const CONSUMER: u64 = 5;
+}
+
+/// The top-level fields of a span the assembler needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpanFields<'a> {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// `None` for a root span.
+    pub parent_span_id: Option<[u8; 8]>,
+    pub name: &'a str,
+    pub kind: u64,
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+    /// `Status.code`: 0 unset, 1 ok, 2 error.
+    pub status_code: u64,
+    /// (trace id, span id) of every link with well-formed ids.
+    pub links: Vec<([u8; 16], [u8; 8])>,
+}
+
+/// Reads the fields of `span`; ids of the wrong length read as zero (the receiver already
+/// refused such spans).
+pub fn read_span(span: &[u8]) -> SpanFields<'_> {
+    let mut out = SpanFields::default();
+    let mut reader = FieldReader::new(span, "Span");
+    while let Some(Ok(field)) = reader.next_field() {
+        match (field.number, field.value) {
+            (1, Value::Len(b)) => copy_id(&mut out.trace_id, b),
+            (2, Value::Len(b)) => copy_id(&mut out.span_id, b),
+            (4, Value::Len(b)) if b.len() == 8 => {
+                let mut id = [0u8; 8];
+                id.copy_from_slice(b);
+                out.parent_span_id = Some(id);
+            }
+            (5, Value::Len(b)) => out.name = std::str::from_utf8(b).unwrap_or(""),
+            (6, Value::Varint(k)) => out.kind = k,
+            (7, Value::I64(t)) => out.start_time_unix_nano = t,
+            (8, Value::I64(t)) => out.end_time_unix_nano = t,
+            (SPAN_LINKS, Value::Len(link)) => {
+                let (mut t, mut s) = ([0u8; 16], [0u8; 8]);
+                let mut r = FieldReader::new(link, "Span.Link");
+                while let Some(Ok(f)) = r.next_field() {
+                    match (f.number, f.value) {
+                        (1, Value::Len(b)) => copy_id(&mut t, b),
+                        (2, Value::Len(b)) => copy_id(&mut s, b),
+                        _ => {}
+                    }
+                }
+                if t != [0; 16] && s != [0; 8] {
+                    out.links.push((t, s));
+                }
+            }
+            (SPAN_STATUS, Value::Len(status)) => {
+                let mut r = FieldReader::new(status, "Status");
+                while let Some(Ok(f)) = r.next_field() {
+                    if let (3, Value::Varint(code)) = (f.number, f.value) {
+                        out.status_code = code;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn copy_id<const N: usize>(dst: &mut [u8; N], src: &[u8]) {
+    if src.len() == N {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// One attribute of a span or resource: its key and its encoded `AnyValue` (may be empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attribute<'a> {
+    pub key: &'a str,
+    pub value: &'a [u8],
+}
+
+/// Iterates the attributes (`KeyValue` entries of field `field`) of an encoded message:
+/// field 9 of a `Span`, field 1 of a `Resource`.
+pub fn attributes(message: &[u8], field: u32) -> impl Iterator<Item = Attribute<'_>> {
+    let mut reader = FieldReader::new(message, "attributes");
+    std::iter::from_fn(move || {
+        loop {
+            let f = reader.next_field()?.ok()?;
+            if let (n, Value::Len(kv)) = (f.number, f.value)
+                && n == field
+            {
+                return Some(read_key_value(kv));
+            }
+        }
+    })
+}
+
+/// Attributes of a span.
+pub fn span_attributes(span: &[u8]) -> impl Iterator<Item = Attribute<'_>> {
+    attributes(span, SPAN_ATTRIBUTES)
+}
+
+fn read_key_value(kv: &[u8]) -> Attribute<'_> {
+    let mut out = Attribute {
+        key: "",
+        value: &[],
+    };
+    let mut r = FieldReader::new(kv, "KeyValue");
+    while let Some(Ok(f)) = r.next_field() {
+        match (f.number, f.value) {
+            (1, Value::Len(k)) => out.key = std::str::from_utf8(k).unwrap_or(""),
+            (2, Value::Len(v)) => out.value = v,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The string inside an encoded `AnyValue`, if it holds one.
+pub fn any_value_str(value: &[u8]) -> Option<&str> {
+    let mut r = FieldReader::new(value, "AnyValue");
+    while let Some(Ok(f)) = r.next_field() {
+        if let (1, Value::Len(s)) = (f.number, f.value) {
+            return std::str::from_utf8(s).ok();
+        }
+    }
+    None
+}
+
+/// The `service.name` of an encoded `ResourceSpans` header (see [`crate::ResourceHeader`]).
+pub fn service_name(resource_spans_header: &[u8]) -> Option<&str> {
+    let mut r = FieldReader::new(resource_spans_header, "ResourceSpans");
+    while let Some(Ok(f)) = r.next_field() {
+        if let (1, Value::Len(resource)) = (f.number, f.value) {
+            if let Some(a) = attributes(resource, 1).find(|a| a.key == "service.name") {
+                return any_value_str(a.value);
+            }
+        }
+    }
+    None
+}
+
+/// Encoded attribute values that cujo derives.
+pub enum NewValue<'a> {
+    /// An already-encoded `AnyValue`, copied from another span.
+    Encoded(&'a [u8]),
+    Str(&'a str),
+    Int(i64),
+}
+
+impl NewValue<'_> {
+    fn encoded_len(&self) -> usize {
+        match self {
+            NewValue::Encoded(b) => b.len(),
+            NewValue::Str(s) => crate::proto::len_field_size(1, s.len()),
+            NewValue::Int(i) => 1 + crate::proto::varint_len(*i as u64),
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            NewValue::Encoded(b) => out.extend_from_slice(b),
+            NewValue::Str(s) => {
+                put_len_prefix(out, 1, s.len());
+                out.extend_from_slice(s.as_bytes());
+            }
+            NewValue::Int(i) => {
+                put_varint(out, 3 << 3);
+                put_varint(out, *i as u64);
+            }
+        }
+    }
+}
+
+/// Appends `KeyValue { key: prefix + key, value }` as a span attribute.
+pub fn append_attribute(out: &mut Vec<u8>, prefix: &str, key: &str, value: &NewValue<'_>) {
+    let key_len = prefix.len() + key.len();
+    let value_len = value.encoded_len();
+    let kv_len =
+        crate::proto::len_field_size(1, key_len) + crate::proto::len_field_size(2, value_len);
+    put_len_prefix(out, SPAN_ATTRIBUTES, kv_len);
+    put_len_prefix(out, 1, key_len);
+    out.extend_from_slice(prefix.as_bytes());
+    out.extend_from_slice(key.as_bytes());
+    put_len_prefix(out, 2, value_len);
+    value.write(out);
+}
+
+/// Copies `span` to `out` leaving out the attributes whose key `drop` selects.
+pub fn copy_without_attributes(span: &[u8], out: &mut Vec<u8>, drop: impl Fn(&str) -> bool) {
+    let mut reader = FieldReader::new(span, "Span");
+    while let Some(Ok(f)) = reader.next_field() {
+        if let (SPAN_ATTRIBUTES, Value::Len(kv)) = (f.number, f.value)
+            && drop(read_key_value(kv).key)
+        {
+            continue;
+        }
+        out.extend_from_slice(&span[f.start..f.end]);
+    }
+}
