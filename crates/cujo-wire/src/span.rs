@@ -149,10 +149,10 @@ pub fn any_value_str(value: &[u8]) -> Option<&str> {
 pub fn service_name(resource_spans_header: &[u8]) -> Option<&str> {
     let mut r = FieldReader::new(resource_spans_header, "ResourceSpans");
     while let Some(Ok(f)) = r.next_field() {
-        if let (1, Value::Len(resource)) = (f.number, f.value) {
-            if let Some(a) = attributes(resource, 1).find(|a| a.key == "service.name") {
-                return any_value_str(a.value);
-            }
+        if let (1, Value::Len(resource)) = (f.number, f.value)
+            && let Some(a) = attributes(resource, 1).find(|a| a.key == "service.name")
+        {
+            return any_value_str(a.value);
         }
     }
     None
