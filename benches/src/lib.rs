@@ -1,0 +1,31 @@
+//! Benchmarks for cujo.
+//!
+//! Two kinds live here: criterion micro-benchmarks (`benches/`, e.g. `wire`: decode-modify-
+//! encode with the generated types against cujo's wire-form scan), and `cujo-load`, an
+//! end-to-end load benchmark that drives a trace-forwarding OTLP process (cujo, or rotel as
+//! the peer) with realistic traffic and checks that every acknowledged span came out the other
+//! side.
+//!
+//! # Layout
+//! - [`workload`]: realistic traces (CUJ root attributes, 2–4 services, children before their
+//!   root, each trace spread over several requests), pre-encoded into a [`workload::RequestPool`]
+//!   whose ids change cheaply per request.
+//! - [`otlp`]: the harness's own minimal protobuf reader: span ids and their offsets, the
+//!   span-identity checksum, `partial_success` of responses. Independent of `cujo-wire` on
+//!   purpose.
+//! - [`codec`]: a pass-through tonic codec, so neither clients nor downstream decode spans.
+//! - [`downstream`]: the counting OTLP/gRPC server the target exports to.
+//! - [`target`]: starting the process under test from a generated config, readiness, SIGTERM,
+//!   and `/proc` CPU and memory samples.
+//! - [`load`]: the clients — closed loop (`saturate`) or open loop (`rate`), retries of
+//!   refusals, latency histogram, and the flush that completes every trace begun.
+//! - [`report`]: one run's report (human text, one JSON line) and the BENCHMARKS.md table.
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod downstream;
+pub mod load;
+pub mod otlp;
+pub mod report;
+pub mod target;
+pub mod workload;

@@ -1,0 +1,112 @@
+//! The harness against its own downstream (no target process): every acknowledged span must
+//! arrive exactly once, refusals must be retried, and the rate mode must hold its rate.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cujo_bench::downstream::Downstream;
+use cujo_bench::load::{self, LoadConfig, LoadOutcome, Mode};
+use cujo_bench::workload::{RequestPool, WorkloadConfig};
+
+fn pool() -> Arc<RequestPool> {
+    Arc::new(
+        RequestPool::generate(&WorkloadConfig {
+            min_request_spans: 50,
+            max_request_spans: 150,
+            pool_spans: 20_000,
+            seed: 11,
+        })
+        .unwrap(),
+    )
+}
+
+fn config(mode: Mode, duration: Duration) -> LoadConfig {
+    LoadConfig {
+        mode,
+        clients: 2,
+        concurrency: 2,
+        warmup: Duration::from_millis(200),
+        duration,
+        request_timeout: Duration::from_secs(5),
+        retry_timeout: Duration::from_secs(10),
+    }
+}
+
+fn run(pool: Arc<RequestPool>, downstream: &Downstream, cfg: LoadConfig) -> LoadOutcome {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(load::run(pool, downstream.addr, cfg, None))
+        .unwrap()
+}
+
+/// The downstream counts a request before its answer leaves, so by the time the client has
+/// an acknowledgement the count is there; wait briefly anyway, on the condition.
+fn wait_for_count(downstream: &Downstream, spans: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while downstream.counts.snapshot().spans < spans && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn refused_requests_are_retried_and_every_span_arrives_once() {
+    let pool = pool();
+    let downstream = Downstream::start_refusing(7).unwrap();
+    let outcome = run(
+        pool.clone(),
+        &downstream,
+        config(Mode::Saturate, Duration::from_millis(800)),
+    );
+    let stats = &outcome.stats;
+    wait_for_count(&downstream, stats.acked_spans);
+    let down = downstream.counts.snapshot();
+
+    assert!(
+        stats.refusals > 0,
+        "the downstream refused, the clients must have seen it"
+    );
+    assert_eq!(
+        stats.refusals,
+        downstream
+            .counts
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert_eq!(
+        (stats.gave_up, stats.failed_requests),
+        (0, 0),
+        "{:?}",
+        stats.first_error
+    );
+    assert!(stats.window_spans > 0);
+    assert_eq!(down.spans, stats.acked_spans);
+    assert_eq!(down.checksum, stats.acked_checksum);
+
+    assert_eq!(down.requests, stats.acked_requests);
+    assert_eq!(outcome.sent, stats.acked_requests);
+}
+
+#[test]
+fn rate_mode_holds_the_offered_rate() {
+    let downstream = Downstream::start().unwrap();
+    let rate = 40_000.0;
+    let outcome = run(
+        pool(),
+        &downstream,
+        config(Mode::Rate { spans_per_s: rate }, Duration::from_secs(1)),
+    );
+    let achieved = outcome.stats.window_spans as f64 / outcome.window.as_secs_f64();
+    // One request is ~100 spans of the 40,000: window edges cost a few requests at most.
+    assert!(
+        (achieved - rate).abs() < rate * 0.05,
+        "achieved {achieved:.0} spans/s of {rate}"
+    );
+    wait_for_count(&downstream, outcome.stats.acked_spans);
+    assert_eq!(
+        downstream.counts.snapshot().spans,
+        outcome.stats.acked_spans
+    );
+}

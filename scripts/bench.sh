@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# End-to-end load benchmark: cujo vs rotel, saturate and fixed-rate, alternated over several
+# rounds in one run, then a markdown table of medians for BENCHMARKS.md.
+#
+#   scripts/bench.sh                      # 3 rounds x {saturate, rate} x {cujo, rotel}
+#   scripts/bench.sh --only rotel         # before target/release/cujo exists
+#   scripts/bench.sh --rounds 1 --duration 5s --rate 50000
+#
+# Options (env var in brackets):
+#   --only cujo|rotel   run one target only                        [ONLY]
+#   --rounds N          rounds per (target, mode), default 3       [ROUNDS]
+#   --duration D        measured window per run, default 20s       [DURATION]
+#   --warmup D          unmeasured load before it, default 2s      [WARMUP]
+#   --rate N            spans/s offered in rate mode, default 100000 [RATE]
+#   --clients N         gRPC connections, default 8                [CLIENTS]
+#   --concurrency N     requests in flight per connection          [CONCURRENCY]
+#                       (default: cujo-load's, 1 saturate / 4 rate)
+#   --modes LIST        comma-separated, default saturate,rate     [MODES]
+#   --out FILE          JSON lines file (appended)                 [OUT]
+#   --no-build          use the binaries already built
+# ROTEL_BIN overrides the rotel-agent path; CARGO_TARGET_DIR is respected.
+set -euo pipefail
+
+SCRIPT=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
+cd "$(dirname "$SCRIPT")/.."
+
+ONLY=${ONLY:-both}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-20s}
+WARMUP=${WARMUP:-2s}
+RATE=${RATE:-100000}
+CLIENTS=${CLIENTS:-8}
+CONCURRENCY=${CONCURRENCY:-}
+MODES=${MODES:-saturate,rate}
+OUT=${OUT:-}
+BUILD=1
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --only) ONLY=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
+    --rate) RATE=$2; shift 2 ;;
+    --clients) CLIENTS=$2; shift 2 ;;
+    --concurrency) CONCURRENCY=$2; shift 2 ;;
+    --modes) MODES=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    -h|--help) sed -n '2,22p' "$SCRIPT"; exit 0 ;;
+    *) echo "bench.sh: unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+
+case "$ONLY" in
+  both) TARGETS=(cujo rotel) ;;
+  cujo|rotel) TARGETS=("$ONLY") ;;
+  *) echo "bench.sh: --only takes cujo or rotel" >&2; exit 2 ;;
+esac
+
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+LOAD="$TARGET_DIR/release/cujo-load"
+CUJO_BIN="$TARGET_DIR/release/cujo"
+ROTEL_BIN=${ROTEL_BIN:-/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages/rotel/rotel-agent}
+
+if [[ $BUILD == 1 ]]; then
+  packages=(-p cujo-bench)
+  [[ " ${TARGETS[*]} " == *" cujo "* ]] && packages=(-p cujo "${packages[@]}")
+  cargo build --release "${packages[@]}"
+fi
+
+[[ -x "$LOAD" ]] || { echo "bench.sh: $LOAD not built" >&2; exit 1; }
+for t in "${TARGETS[@]}"; do
+  case "$t" in
+    cujo) [[ -x "$CUJO_BIN" ]] || { echo "bench.sh: $CUJO_BIN not built (use --only rotel until it is)" >&2; exit 1; } ;;
+    rotel) [[ -x "$ROTEL_BIN" ]] || { echo "bench.sh: rotel-agent not found at $ROTEL_BIN (pip install rotel, or set ROTEL_BIN)" >&2; exit 1; } ;;
+  esac
+done
+
+stamp=$(date +%Y%m%d-%H%M%S)
+LOG_DIR="$TARGET_DIR/bench-logs/$stamp"
+mkdir -p "$LOG_DIR"
+OUT=${OUT:-$LOG_DIR/results.jsonl}
+
+bin_for() {
+  case "$1" in
+    cujo) echo "$CUJO_BIN" ;;
+    rotel) echo "$ROTEL_BIN" ;;
+  esac
+}
+
+IFS=, read -r -a MODE_LIST <<< "$MODES"
+extra=()
+[[ -n "$CONCURRENCY" ]] && extra+=(--concurrency "$CONCURRENCY")
+failures=0
+echo "results: $OUT   logs: $LOG_DIR"
+for ((round = 1; round <= ROUNDS; round++)); do
+  # Alternate which target goes first so slow drift (thermal, page cache) doesn't favour one.
+  order=("${TARGETS[@]}")
+  if (( round % 2 == 0 && ${#order[@]} == 2 )); then order=("${order[1]}" "${order[0]}"); fi
+  for mode in "${MODE_LIST[@]}"; do
+    for t in "${order[@]}"; do
+      log="$LOG_DIR/$t-$mode-$round.log"
+      printf 'round %d/%d  %-8s %-5s ... ' "$round" "$ROUNDS" "$mode" "$t"
+      rc=0
+      "$LOAD" --target "$t" --bin "$(bin_for "$t")" --mode "$mode" --rate "$RATE" \
+        --duration "$DURATION" --warmup "$WARMUP" --clients "$CLIENTS" \
+        --json-out "$OUT" "${extra[@]}" > "$log" 2>&1 || rc=$?
+      if [[ $rc == 0 ]]; then
+        grep -E '^throughput|^latency' "$log" | sed -E 's/ +/ /g' | tr '\n' ' '
+        echo
+      else
+        failures=$((failures + 1))
+        echo "FAILED (exit $rc; 3 = span counts did not match) — see $log"
+        tail -n 5 "$log" | sed 's/^/    /'
+      fi
+    done
+  done
+done
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //' || true)
+echo
+echo "Machine: $(nproc) cores${cpu:+, $cpu}; $(git rev-parse --short HEAD 2>/dev/null || echo '?'); rotel $("$ROTEL_BIN" --version 2>/dev/null | awk '{print $2}' || echo '?')."
+echo "Each run: ${CLIENTS} clients${CONCURRENCY:+ x $CONCURRENCY in flight}, ${WARMUP} warm-up + ${DURATION} measured; rate mode offers ${RATE} spans/s; medians of ${ROUNDS} rounds; CPU % is of one core (the machine has $(nproc))."
+echo
+"$LOAD" --report "$OUT"
+if (( failures > 0 )); then
+  echo
+  echo "$failures run(s) failed or did not account for every span; see $LOG_DIR" >&2
+  exit 1
+fi
