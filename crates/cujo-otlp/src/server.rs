@@ -13,7 +13,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -96,12 +101,29 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let stream = FirstByteWatch::new(stream);
+        let heard = stream.heard.clone();
         let service = TowerToHyperService::new(router.clone());
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
+        let first_byte_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(listener = %name, %peer, error = %e, "connection ended with an error");
+            tokio::pin!(conn);
+            // hyper's header timeout starts only once a request begins; a client that never
+            // sends a byte would hold its slot forever. Close it after the same timeout.
+            let finished = tokio::select! {
+                result = &mut conn => {
+                    log_connection_end(name, peer, result);
+                    true
+                }
+                _ = tokio::time::sleep(first_byte_timeout) => false,
+            };
+            if !finished {
+                if heard.load(Ordering::Acquire) {
+                    log_connection_end(name, peer, conn.await);
+                } else {
+                    tracing::debug!(listener = %name, %peer, "closing a connection that sent nothing");
+                }
             }
             drop(permit);
         });
@@ -117,5 +139,75 @@ pub async fn serve(
             ?drain,
             "connections still open after the drain deadline"
         );
+    }
+}
+
+fn log_connection_end<E: std::fmt::Display>(
+    name: &str,
+    peer: std::net::SocketAddr,
+    result: Result<(), E>,
+) {
+    if let Err(e) = result {
+        tracing::debug!(listener = %name, %peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// A TCP stream that records whether the client has sent anything yet.
+struct FirstByteWatch {
+    inner: TcpStream,
+    heard: Arc<AtomicBool>,
+}
+
+impl FirstByteWatch {
+    fn new(inner: TcpStream) -> Self {
+        Self {
+            inner,
+            heard: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl AsyncRead for FirstByteWatch {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.heard.store(true, Ordering::Release);
+        }
+        result
+    }
+}
+
+impl AsyncWrite for FirstByteWatch {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }

@@ -89,14 +89,44 @@ enum ReadError {
     Io(std::io::Error),
 }
 
-fn read_bounded(reader: impl Read, limit: usize) -> Result<Vec<u8>, ReadError> {
-    let mut out = Vec::new();
-    let read = reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(ReadError::Io)?;
-    if read > limit {
-        return Err(ReadError::TooLarge);
+/// Reads all of `reader` in 64 KiB chunks, failing as soon as more than `limit` bytes come
+/// out; a bomb costs at most `limit` bytes of chunks, however much it would inflate. A body
+/// within the limit is joined into one buffer of exactly its size.
+fn read_bounded(mut reader: impl Read, limit: usize) -> Result<Vec<u8>, ReadError> {
+    const CHUNK: usize = 64 * 1024;
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut total = 0usize;
+    loop {
+        let mut chunk = vec![0u8; CHUNK];
+        let mut filled = 0;
+        while filled < CHUNK {
+            match reader.read(&mut chunk[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ReadError::Io(e)),
+            }
+        }
+        total += filled;
+        if total > limit {
+            return Err(ReadError::TooLarge);
+        }
+        chunk.truncate(filled);
+        let last = filled < CHUNK;
+        chunks.push(chunk);
+        if last {
+            break;
+        }
+    }
+    if chunks.len() == 1 {
+        // Small bodies are held until exported: do not keep a 64 KiB buffer for them.
+        let mut only = chunks.pop().unwrap_or_default();
+        only.shrink_to_fit();
+        return Ok(only);
+    }
+    let mut out = Vec::with_capacity(total);
+    for c in chunks {
+        out.extend_from_slice(&c);
     }
     Ok(out)
 }
