@@ -235,7 +235,10 @@ impl Assembler {
                 self.stats.spans_released += 1;
                 return;
             };
-            let hops = origin.link_hops + u32::from(f.kind == kind::CONSUMER);
+            // It arrived after its trace was complete, so it sits across an async boundary
+            // (a consumer, or work under one). Its parent may not have arrived yet, so the
+            // path cannot be walked: count one hop.
+            let hops = origin.link_hops + 1;
             let ctx = SpanContext {
                 start_ns: f.start_time_unix_nano,
                 async_hops: hops,

@@ -57,6 +57,17 @@ impl Admission {
         })
     }
 
+    /// Takes `bytes` without checking the budget: for a stage that re-homes bytes already
+    /// admitted (the assembler copying spans out of their requests).
+    pub fn hold(self: &Arc<Self>, bytes: usize) -> Lease {
+        self.in_flight.fetch_add(bytes, Ordering::AcqRel);
+        self.telemetry.in_flight_bytes_add(bytes as i64);
+        Lease {
+            admission: self.clone(),
+            bytes,
+        }
+    }
+
     pub fn in_flight_bytes(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
@@ -115,6 +126,11 @@ impl SpanSink {
     pub fn channel(capacity: usize) -> (SpanSink, SpanSource) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (SpanSink { tx }, rx)
+    }
+
+    /// Hands spans on, waiting while the next stage is full; gives them back if it is gone.
+    pub async fn send(&self, admitted: Admitted) -> Result<(), Admitted> {
+        self.tx.send(admitted).await.map_err(|e| e.0)
     }
 
     /// Hands spans on without waiting; gives them back if the next stage is full or gone.

@@ -40,6 +40,10 @@ pub struct Config {
     pub admission: AdmissionConfig,
     #[serde(default)]
     pub exporters: Exporters,
+    /// Present (or `propagate` present) = the trace assembler runs between receivers and
+    /// exporters.
+    pub assembler: Option<AssemblerConfig>,
+    pub propagate: Option<PropagateConfig>,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
     #[serde(default)]
@@ -246,6 +250,110 @@ fn default_queue_spans() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct PrometheusExporter {
     pub endpoint: Endpoint,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssemblerConfig {
+    #[serde(default = "default_decision_wait")]
+    pub decision_wait: HumanDuration,
+    #[serde(default = "default_trace_timeout")]
+    pub trace_timeout: HumanDuration,
+    #[serde(default = "default_max_spans_per_trace")]
+    pub max_spans_per_trace: usize,
+    #[serde(default = "default_max_buffered_spans")]
+    pub max_buffered_spans: usize,
+    #[serde(default)]
+    pub root_cache: RootCacheConfig,
+    #[serde(default = "default_max_link_hops")]
+    pub max_link_hops: u32,
+}
+
+impl Default for AssemblerConfig {
+    fn default() -> Self {
+        Self {
+            decision_wait: default_decision_wait(),
+            trace_timeout: default_trace_timeout(),
+            max_spans_per_trace: default_max_spans_per_trace(),
+            max_buffered_spans: default_max_buffered_spans(),
+            root_cache: RootCacheConfig::default(),
+            max_link_hops: default_max_link_hops(),
+        }
+    }
+}
+
+fn default_decision_wait() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
+}
+
+fn default_trace_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+fn default_max_spans_per_trace() -> usize {
+    10_000
+}
+
+fn default_max_buffered_spans() -> usize {
+    2_000_000
+}
+
+fn default_max_link_hops() -> u32 {
+    3
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootCacheConfig {
+    #[serde(default = "default_root_cache_ttl")]
+    pub ttl: HumanDuration,
+    #[serde(default = "default_root_cache_max")]
+    pub max_traces: usize,
+}
+
+impl Default for RootCacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl: default_root_cache_ttl(),
+            max_traces: default_root_cache_max(),
+        }
+    }
+}
+
+fn default_root_cache_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+
+fn default_root_cache_max() -> usize {
+    1_000_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PropagateConfig {
+    /// Root attributes to write on every descendant: exact keys or `prefix.*` globs.
+    #[serde(default = "default_propagated")]
+    pub attributes: Vec<String>,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+impl Default for PropagateConfig {
+    fn default() -> Self {
+        Self {
+            attributes: default_propagated(),
+            prefix: String::new(),
+            overwrite: false,
+        }
+    }
+}
+
+fn default_propagated() -> Vec<String> {
+    ["cuj.*", "user.tier", "tenant.id", "graphql.operation.name"]
+        .map(String::from)
+        .to_vec()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -466,9 +574,44 @@ impl Config {
         Ok(config)
     }
 
+    /// Whether the trace assembler runs.
+    pub fn assembler_enabled(&self) -> bool {
+        self.assembler.is_some() || self.propagate.is_some()
+    }
+
     /// Checks that values which parsed are also usable together.
     fn check(&self) -> Result<(), (String, String)> {
         let err = |p: &str, d: String| Err((p.to_string(), d));
+        if let Some(a) = &self.assembler {
+            if a.max_spans_per_trace == 0 {
+                return err("assembler.max_spans_per_trace", "must be at least 1".into());
+            }
+            if a.max_buffered_spans == 0 {
+                return err("assembler.max_buffered_spans", "must be at least 1".into());
+            }
+            if a.trace_timeout.0 < a.decision_wait.0 {
+                return err(
+                    "assembler.trace_timeout",
+                    format!(
+                        "must be at least assembler.decision_wait ({:?})",
+                        a.decision_wait.0
+                    ),
+                );
+            }
+        }
+        if let Some(p) = &self.propagate {
+            for (i, pattern) in p.attributes.iter().enumerate() {
+                let star = pattern.find('*');
+                if pattern.is_empty() || star.is_some_and(|at| at != pattern.len() - 1) {
+                    return err(
+                        &format!("propagate.attributes[{i}]"),
+                        format!(
+                            "{pattern:?}: expected an attribute key like \"user.tier\" or a prefix glob like \"cuj.*\""
+                        ),
+                    );
+                }
+            }
+        }
         if self.admission.max_in_flight.0 == 0 {
             return err(
                 "admission.max_in_flight",
@@ -705,6 +848,37 @@ exporters:
             c.exporters.otlp.expect("otlp").endpoint,
             "http://fallback:4317"
         );
+    }
+
+    #[test]
+    fn assembler_contract_parses() {
+        let c = parse(
+            r#"
+assembler:
+  decision_wait: 2s
+  trace_timeout: 30s
+  max_spans_per_trace: 10000
+  max_buffered_spans: 2000000
+  root_cache: { ttl: 10m, max_traces: 1000000 }
+  max_link_hops: 3
+propagate:
+  attributes: ["cuj.*", "user.tier", "tenant.id", "graphql.operation.name"]
+  prefix: ""
+  overwrite: false
+"#,
+        )
+        .expect("parses");
+        assert!(c.assembler_enabled());
+        let a = c.assembler.expect("assembler");
+        assert_eq!(a.root_cache.ttl.0, Duration::from_secs(600));
+        let e = parse("propagate: { attributes: [\"a*b\"] }").expect_err("bad glob");
+        assert!(e.contains("propagate.attributes[0]"), "{e}");
+        let e = parse("assembler: { decision_wait: 5s, trace_timeout: 1s }").expect_err("order");
+        assert!(
+            e.contains("assembler.trace_timeout: must be at least"),
+            "{e}"
+        );
+        assert!(!parse("{}").expect("empty").assembler_enabled());
     }
 
     #[test]

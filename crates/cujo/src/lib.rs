@@ -4,7 +4,9 @@
 //! # Layout
 //! - [`config`]: the YAML configuration, `${env:NAME}` substitution, errors naming file and key.
 //! - [`service`]: builds the stages from a config, runs them, shuts them down in order.
+//! - [`assembly`]: runs the trace assembler as a stage (clock, budget, metrics).
 #![forbid(unsafe_code)]
 
+pub mod assembly;
 pub mod config;
 pub mod service;

@@ -18,10 +18,27 @@ use cujo_otlp::telemetry::{DropReason, PipelineTelemetry};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::assembly;
 use crate::config::{self, Config};
+use cujo_assembler::Assembler;
+
+/// Without an assembler the exporter reads the receivers' channel directly and closes it
+/// when the receivers are done.
+fn exporter_input_closed_by(
+    receivers_done: &CancellationToken,
+    exporter_input_closed: &CancellationToken,
+) {
+    let (done, closed) = (receivers_done.clone(), exporter_input_closed.clone());
+    tokio::spawn(async move {
+        done.cancelled().await;
+        closed.cancel();
+    });
+}
 
 /// Accepted requests the hand-off channel holds; memory is bounded by admission bytes.
 const SINK_CAPACITY: usize = 4096;
+/// Released batches waiting between the assembler and the exporter.
+const ASSEMBLER_OUTPUT_CAPACITY: usize = 64;
 /// How long open connections get to finish their requests once shutdown starts.
 const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
 
@@ -38,13 +55,40 @@ pub struct Summary {
 pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Result<Summary> {
     let telemetry = Arc::new(PipelineTelemetry::new());
     let admission = Admission::new(config.admission.max_in_flight.0 as usize, telemetry.clone());
-    let (sink, source) = SpanSink::channel(SINK_CAPACITY);
+    let (sink, receiver_output) = SpanSink::channel(SINK_CAPACITY);
     let readiness = Readiness::default();
 
     let receivers_stop = CancellationToken::new();
+    // Cancelled once the receivers are done: the stage after them drains and ends, and
+    // each later stage ends when its input channel closes.
+    let receivers_done = CancellationToken::new();
     let exporter_input_closed = CancellationToken::new();
     let abandon = CancellationToken::new();
     let admin_stop = CancellationToken::new();
+
+    // The assembler, when configured, sits between the receivers and the exporter.
+    let assembler_stats = assembly::SharedStats::default();
+    let (source, assembler_task) = if config.assembler_enabled() {
+        let (to_exporter, source) = SpanSink::channel(ASSEMBLER_OUTPUT_CAPACITY);
+        let settings = assembly::settings(&config);
+        tracing::info!(
+            decision_wait = ?settings.decision_wait,
+            attributes = ?settings.propagate.attributes,
+            "propagating root attributes"
+        );
+        let task = tokio::spawn(assembly::run(
+            Assembler::new(settings),
+            receiver_output,
+            to_exporter,
+            admission.clone(),
+            assembler_stats.clone(),
+            receivers_done.clone(),
+        ));
+        (source, Some(task))
+    } else {
+        exporter_input_closed_by(&receivers_done, &exporter_input_closed);
+        (receiver_output, None)
+    };
 
     // Exporter (or the discard sink) first, so nothing accepted waits on it.
     let exporter_task = match &config.exporters.otlp {
@@ -73,8 +117,11 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         }
         None => {
             tracing::warn!("no exporters.otlp configured: spans are counted and not forwarded");
-            let t = telemetry.clone();
-            tokio::spawn(exporter::discard(t, source))
+            tokio::spawn(exporter::discard(
+                telemetry.clone(),
+                source,
+                exporter_input_closed.clone(),
+            ))
         }
     };
 
@@ -131,7 +178,16 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                 .await
                 .context("exporters.prometheus.endpoint")?;
             let t = telemetry.clone();
-            let sources: Vec<MetricsSource> = vec![Arc::new(move |out: &mut String| t.render(out))];
+            let mut sources: Vec<MetricsSource> =
+                vec![Arc::new(move |out: &mut String| t.render(out))];
+            if config.assembler_enabled() {
+                let stats = assembler_stats.clone();
+                sources.push(Arc::new(move |out: &mut String| {
+                    if let Ok(s) = stats.lock() {
+                        assembly::render(&s, out);
+                    }
+                }));
+            }
             let router = admin::router(sources, readiness.clone());
             Some(tokio::spawn(server::serve(
                 "admin",
@@ -161,6 +217,15 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     };
     receivers_stop.cancel();
     while receivers.join_next().await.is_some() {}
+    receivers_done.cancel();
+    if let Some(task) = assembler_task {
+        tokio::select! {
+            result = task => if let Err(e) = result {
+                tracing::error!(error = %e, "assembler task failed");
+            },
+            _ = abandon.cancelled() => tracing::warn!("shutdown deadline reached while the assembler was releasing"),
+        }
+    }
     exporter_input_closed.cancel();
     if let Err(e) = exporter_task.await {
         tracing::error!(error = %e, "exporter task failed");

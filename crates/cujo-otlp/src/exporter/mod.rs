@@ -289,8 +289,28 @@ fn finish(
 }
 
 /// Where spans go when no exporter is configured: counted as not forwarded, released at once.
-pub async fn discard(telemetry: Arc<PipelineTelemetry>, mut source: SpanSource) {
-    while let Some(admitted) = source.recv().await {
-        telemetry.spans_dropped(DropReason::NoExporter, admitted.span_count() as u64, "");
+/// Ends when the input closes (all senders gone, or `input_closed` cancelled and drained).
+pub async fn discard(
+    telemetry: Arc<PipelineTelemetry>,
+    mut source: SpanSource,
+    input_closed: CancellationToken,
+) {
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = input_closed.cancelled(), if !closing => {
+                closing = true;
+                source.close();
+            }
+            received = source.recv() => match received {
+                Some(admitted) => telemetry.spans_dropped(
+                    DropReason::NoExporter,
+                    admitted.span_count() as u64,
+                    "",
+                ),
+                None => return,
+            },
+        }
     }
 }

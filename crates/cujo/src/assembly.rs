@@ -1,0 +1,177 @@
+//! Runs the trace assembler as a pipeline stage: accepted spans in from the receivers,
+//! enriched spans out to the exporter, with the clock, the admission budget and the metrics
+//! around the plain [`Assembler`] state machine.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cujo_assembler::{
+    Assembler, AssemblerSettings, AssemblerStats, PropagateSettings, ReleaseReason,
+};
+use cujo_otlp::admission::{Admission, Admitted, Lease, SpanSink, SpanSource};
+use cujo_otlp::prom::Family;
+use cujo_wire::SpanBatch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// The assembler's settings from the config (defaults for whichever section is absent).
+pub fn settings(config: &Config) -> AssemblerSettings {
+    let a = config.assembler.clone().unwrap_or_default();
+    let p = config.propagate.clone().unwrap_or_default();
+    AssemblerSettings {
+        decision_wait: a.decision_wait.0,
+        trace_timeout: a.trace_timeout.0,
+        max_spans_per_trace: a.max_spans_per_trace,
+        max_buffered_spans: a.max_buffered_spans,
+        root_cache_ttl: a.root_cache.ttl.0,
+        root_cache_max_traces: a.root_cache.max_traces,
+        max_link_hops: a.max_link_hops,
+        propagate: PropagateSettings {
+            attributes: p.attributes,
+            prefix: p.prefix,
+            overwrite: p.overwrite,
+        },
+    }
+}
+
+/// The latest counters, shared with the metrics endpoint.
+pub type SharedStats = Arc<Mutex<AssemblerStats>>;
+
+/// Runs until `input` is closed (receivers gone, or `input_closed` cancelled), then
+/// releases everything held and returns.
+pub async fn run(
+    mut assembler: Assembler,
+    mut input: SpanSource,
+    output: SpanSink,
+    admission: Arc<Admission>,
+    stats: SharedStats,
+    input_closed: CancellationToken,
+) {
+    let epoch = Instant::now();
+    let now_ms = move || epoch.elapsed().as_millis() as u64;
+    // Bytes the assembler holds, kept in the admission budget as one lease.
+    let mut held: Option<Lease> = None;
+    let mut closing = false;
+    loop {
+        let mut out = SpanBatch::default();
+        let next_due = assembler.next_due_ms();
+        let mut done = false;
+        tokio::select! {
+            biased;
+            _ = input_closed.cancelled(), if !closing => {
+                closing = true;
+                input.close();
+            }
+            received = input.recv() => match received {
+                Some(admitted) => {
+                    let now = now_ms();
+                    assembler.ingest(&admitted.batch, now, &mut out);
+                    // Under steady input the timer branch may never win: release here too.
+                    if assembler.next_due_ms().is_some_and(|d| d <= now) {
+                        assembler.release_due(now, &mut out);
+                    }
+                    // The spans were copied out; the request's bytes go back to the budget.
+                    drop(admitted);
+                }
+                None => {
+                    assembler.release_all(now_ms(), &mut out);
+                    done = true;
+                }
+            },
+            _ = sleep_until_ms(epoch, next_due) => assembler.release_due(now_ms(), &mut out),
+        }
+        let new_held = admission.hold(assembler.held_bytes());
+        held.replace(new_held);
+        if let Ok(mut s) = stats.lock() {
+            *s = assembler.stats();
+        }
+        if !out.is_empty() {
+            let bytes = out.groups.iter().map(|g| g.span_bytes()).sum();
+            let lease = Arc::new(admission.hold(bytes));
+            if output.send(Admitted { batch: out, lease }).await.is_err() {
+                tracing::error!("the span exporter stopped before the assembler");
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    drop(held);
+}
+
+async fn sleep_until_ms(epoch: Instant, due: Option<u64>) {
+    match due {
+        Some(ms) => tokio::time::sleep_until(epoch + Duration::from_millis(ms)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Appends the assembler's metrics in the Prometheus text format.
+pub fn render(stats: &AssemblerStats, out: &mut String) {
+    Family::gauge(
+        out,
+        "cujo_assembler_traces_buffered",
+        "Traces held by the assembler.",
+    )
+    .sample(&[], stats.traces_buffered as f64);
+    Family::gauge(
+        out,
+        "cujo_assembler_spans_buffered",
+        "Spans held by the assembler.",
+    )
+    .sample(&[], stats.spans_buffered as f64);
+    Family::gauge(
+        out,
+        "cujo_assembler_bytes_buffered",
+        "Encoded bytes of the spans held by the assembler.",
+    )
+    .sample(&[], stats.bytes_buffered as f64);
+    let mut f = Family::counter(
+        out,
+        "cujo_assembler_traces_released_total",
+        "Traces (or parts of traces) released, by reason.",
+    );
+    for r in ReleaseReason::ALL {
+        f.sample(
+            &[("reason", r.label())],
+            stats.traces_released[r as usize] as f64,
+        );
+    }
+    Family::counter(
+        out,
+        "cujo_assembler_spans_released_total",
+        "Spans released by the assembler.",
+    )
+    .sample(&[], stats.spans_released as f64);
+    Family::counter(
+        out,
+        "cujo_assembler_spans_enriched_total",
+        "Spans released with their origin root's attributes.",
+    )
+    .sample(&[], stats.spans_enriched as f64);
+    Family::counter(
+        out,
+        "cujo_assembler_late_spans_total",
+        "Spans that arrived after their trace was released: enriched from the root cache, or with no root known.",
+    )
+    .sample(&[("outcome", "enriched")], stats.late_spans_enriched as f64)
+    .sample(&[("outcome", "no_root")], stats.late_spans_without_root as f64);
+    Family::counter(
+        out,
+        "cujo_assembler_linked_traces_total",
+        "Traces continuing another through a span link: joined to its origin, or unresolved.",
+    )
+    .sample(&[("outcome", "joined")], stats.linked_traces_joined as f64)
+    .sample(
+        &[("outcome", "unresolved")],
+        stats.linked_traces_unresolved as f64,
+    );
+    Family::gauge(
+        out,
+        "cujo_assembler_root_cache_entries",
+        "Released traces whose origin is remembered for late and linked spans.",
+    )
+    .sample(&[], stats.root_cache_entries as f64);
+}
