@@ -7,7 +7,7 @@
 #   scripts/bench.sh --rounds 1 --duration 5s --rate 50000
 #
 # Options (env var in brackets):
-#   --only cujo|rotel   run one target only                        [ONLY]
+#   --only cujo|rotel|cujo-propagate   run one target only         [ONLY]
 #   --rounds N          rounds per (target, mode), default 3       [ROUNDS]
 #   --duration D        measured window per run, default 20s       [DURATION]
 #   --warmup D          unmeasured load before it, default 2s      [WARMUP]
@@ -52,10 +52,15 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
+# cujo-propagate: cujo with the trace assembler on (root-attribute propagation), so the
+# cost of holding and enriching every trace shows against plain forwarding in the same run.
+PROPAGATE_YAML='admission: { max_in_flight: 512MiB }
+assembler: { decision_wait: 500ms, trace_timeout: 10s }
+propagate: { attributes: ["cuj.*", "user.tier", "tenant.id", "graphql.operation.name"] }'
 case "$ONLY" in
-  both) TARGETS=(cujo rotel) ;;
-  cujo|rotel) TARGETS=("$ONLY") ;;
-  *) echo "bench.sh: --only takes cujo or rotel" >&2; exit 2 ;;
+  both) TARGETS=(cujo cujo-propagate rotel) ;;
+  cujo|rotel|cujo-propagate) TARGETS=("$ONLY") ;;
+  *) echo "bench.sh: --only takes cujo, cujo-propagate or rotel" >&2; exit 2 ;;
 esac
 
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -65,14 +70,14 @@ ROTEL_BIN=${ROTEL_BIN:-/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages
 
 if [[ $BUILD == 1 ]]; then
   packages=(-p cujo-bench)
-  [[ " ${TARGETS[*]} " == *" cujo "* ]] && packages=(-p cujo "${packages[@]}")
+  [[ " ${TARGETS[*]} " == *" cujo"* ]] && packages=(-p cujo "${packages[@]}")
   cargo build --release "${packages[@]}"
 fi
 
 [[ -x "$LOAD" ]] || { echo "bench.sh: $LOAD not built" >&2; exit 1; }
 for t in "${TARGETS[@]}"; do
   case "$t" in
-    cujo) [[ -x "$CUJO_BIN" ]] || { echo "bench.sh: $CUJO_BIN not built (use --only rotel until it is)" >&2; exit 1; } ;;
+    cujo|cujo-propagate) [[ -x "$CUJO_BIN" ]] || { echo "bench.sh: $CUJO_BIN not built (use --only rotel until it is)" >&2; exit 1; } ;;
     rotel) [[ -x "$ROTEL_BIN" ]] || { echo "bench.sh: rotel-agent not found at $ROTEL_BIN (pip install rotel, or set ROTEL_BIN)" >&2; exit 1; } ;;
   esac
 done
@@ -84,8 +89,16 @@ OUT=${OUT:-$LOG_DIR/results.jsonl}
 
 bin_for() {
   case "$1" in
-    cujo) echo "$CUJO_BIN" ;;
+    cujo|cujo-propagate) echo "$CUJO_BIN" ;;
     rotel) echo "$ROTEL_BIN" ;;
+  esac
+}
+
+# cujo-load arguments that select a target.
+target_args() {
+  case "$1" in
+    cujo-propagate) printf '%s\0' --target cujo --label cujo-propagate --cujo-yaml "$PROPAGATE_YAML" ;;
+    *) printf '%s\0' --target "$1" ;;
   esac
 }
 
@@ -97,13 +110,17 @@ echo "results: $OUT   logs: $LOG_DIR"
 for ((round = 1; round <= ROUNDS; round++)); do
   # Alternate which target goes first so slow drift (thermal, page cache) doesn't favour one.
   order=("${TARGETS[@]}")
-  if (( round % 2 == 0 && ${#order[@]} == 2 )); then order=("${order[1]}" "${order[0]}"); fi
+  if (( round % 2 == 0 )); then
+    reversed=(); for ((i = ${#order[@]} - 1; i >= 0; i--)); do reversed+=("${order[i]}"); done
+    order=("${reversed[@]}")
+  fi
   for mode in "${MODE_LIST[@]}"; do
     for t in "${order[@]}"; do
       log="$LOG_DIR/$t-$mode-$round.log"
-      printf 'round %d/%d  %-8s %-5s ... ' "$round" "$ROUNDS" "$mode" "$t"
+      printf 'round %d/%d  %-8s %-14s ... ' "$round" "$ROUNDS" "$mode" "$t"
       rc=0
-      "$LOAD" --target "$t" --bin "$(bin_for "$t")" --mode "$mode" --rate "$RATE" \
+      mapfile -d '' -t targs < <(target_args "$t")
+      "$LOAD" "${targs[@]}" --bin "$(bin_for "$t")" --mode "$mode" --rate "$RATE" \
         --duration "$DURATION" --warmup "$WARMUP" --clients "$CLIENTS" \
         --json-out "$OUT" "${extra[@]}" > "$log" 2>&1 || rc=$?
       if [[ $rc == 0 ]]; then

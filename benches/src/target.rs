@@ -43,13 +43,23 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 /// The config cujo is started with. Every key here is one cujo must accept.
-pub fn cujo_config(grpc_port: u16, downstream: SocketAddr, metrics_port: u16) -> String {
-    format!(
+pub fn cujo_config(
+    grpc_port: u16,
+    downstream: SocketAddr,
+    metrics_port: u16,
+    extra: &str,
+) -> String {
+    // `extra` may set its own admission budget (holding traces needs more than forwarding).
+    let admission = if extra.contains("admission:") {
+        ""
+    } else {
+        "admission: { max_in_flight: 64MiB }\n"
+    };
+    let base = format!(
         r#"receivers:
   otlp:
     grpc: {{ endpoint: "127.0.0.1:{grpc_port}" }}
-admission: {{ max_in_flight: 64MiB }}
-exporters:
+{admission}exporters:
   otlp:
     endpoint: "http://{downstream}"
     protocol: grpc
@@ -57,7 +67,8 @@ exporters:
     batch: {{ max_spans: 8192, timeout: 200ms }}
   prometheus: {{ endpoint: "127.0.0.1:{metrics_port}" }}
 "#
-    )
+    );
+    format!("{base}{extra}\n")
 }
 
 /// rotel's arguments, chosen to match the cujo config above:
@@ -172,6 +183,7 @@ impl Target {
         kind: TargetKind,
         bin: &Path,
         extra_args: &[String],
+        cujo_yaml: &str,
         downstream: SocketAddr,
         dir: &Path,
     ) -> anyhow::Result<Target> {
@@ -188,8 +200,11 @@ impl Target {
         let args = match kind {
             TargetKind::Cujo => {
                 let config = dir.join("cujo.yaml");
-                std::fs::write(&config, cujo_config(grpc_port, downstream, free_port()?))
-                    .with_context(|| format!("writing {}", config.display()))?;
+                std::fs::write(
+                    &config,
+                    cujo_config(grpc_port, downstream, free_port()?, cujo_yaml),
+                )
+                .with_context(|| format!("writing {}", config.display()))?;
                 vec!["--config".to_string(), config.display().to_string()]
             }
             TargetKind::Rotel => rotel_args(grpc_port, free_port()?, downstream, dir),

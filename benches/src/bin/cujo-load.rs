@@ -40,6 +40,12 @@ struct Args {
     /// Target binary. Default: target/release/cujo for cujo, the pip-installed rotel-agent for rotel.
     #[arg(long)]
     bin: Option<PathBuf>,
+    /// YAML appended to cujo's generated config, e.g. an `assembler:`/`propagate:` section.
+    #[arg(long)]
+    cujo_yaml: Option<String>,
+    /// Name of this target in the report [default: the target kind].
+    #[arg(long)]
+    label: Option<String>,
     /// Extra argument for the target (repeatable).
     #[arg(long = "target-arg", allow_hyphen_values = true)]
     target_args: Vec<String>,
@@ -182,7 +188,14 @@ fn run(args: Args) -> anyhow::Result<bool> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
     let downstream = Downstream::start()?;
-    let mut target = Target::start(args.target, &bin, &args.target_args, downstream.addr, &dir)?;
+    let mut target = Target::start(
+        args.target,
+        &bin,
+        &args.target_args,
+        args.cujo_yaml.as_deref().unwrap_or(""),
+        downstream.addr,
+        &dir,
+    )?;
     println!("downstream: {}", downstream.addr);
     println!("target: {}", target.command);
     let ready_in = target.wait_ready(args.ready_timeout)?;
@@ -243,7 +256,10 @@ fn run(args: Args) -> anyhow::Result<bool> {
     let checksum_match =
         (stats.rejected_spans == 0).then_some(down.checksum == stats.acked_checksum);
     let report = RunReport {
-        target: args.target.to_string(),
+        target: args
+            .label
+            .clone()
+            .unwrap_or_else(|| args.target.to_string()),
         mode: match mode {
             Mode::Saturate => "saturate".into(),
             Mode::Rate { .. } => "rate".into(),

@@ -2,18 +2,18 @@
 //! spans (a queue consumer minutes later) and linked traces are enriched on arrival.
 //! Bounded by a TTL and a maximum number of traces; the oldest entries go first.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::TraceId;
 use crate::origin::Origin;
+use crate::{IdMap, TraceId};
 
 /// A released trace's origin; `None` when it was released without one (no root, no link), so
 /// its late spans pass straight through instead of being held again.
 pub type Cached = Option<Arc<Origin>>;
 
 pub struct RootCache {
-    entries: HashMap<TraceId, (Cached, u64)>,
+    entries: IdMap<TraceId, (Cached, u64)>,
     /// Insertion order with each entry's expiry; stale pairs are skipped when popped.
     order: VecDeque<(u64, TraceId)>,
     ttl_ms: u64,
@@ -23,7 +23,7 @@ pub struct RootCache {
 impl RootCache {
     pub fn new(ttl_ms: u64, max: usize) -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: IdMap::default(),
             order: VecDeque::new(),
             ttl_ms,
             max,

@@ -27,15 +27,47 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cujo_wire::span::{any_value_str, kind, read_span, service_name, span_attributes};
+use cujo_wire::span::{
+    any_value_str, kind, read_span_with, service_name, span_attributes, span_head,
+};
 use cujo_wire::{ResourceHeader, ScopeGroup, SpanBatch};
 
 use cache::RootCache;
-use origin::{Origin, SpanContext, duration_ms, enrich};
+use origin::{Origin, SpanContext, duration_ms, enrich, enrich_fast, shared_block};
 pub use settings::{AssemblerSettings, PropagateSettings};
 
 pub type TraceId = [u8; 16];
-type SpanId = [u8; 8];
+/// A span id as a number; zero (an invalid id) stands for "no parent".
+type SpanId = u64;
+
+/// Trace and span ids are random already: hashing them again is wasted work on the hot path.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Fold 8 bytes at a time; ids are 8 or 16 bytes.
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0 ^ u64::from_le_bytes(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+pub(crate) type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+fn span_id(id: [u8; 8]) -> SpanId {
+    u64::from_le_bytes(id)
+}
 
 /// Why a trace (or part of one) was released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,21 +131,41 @@ struct Group {
     scope: Bytes,
 }
 
+/// A span waiting for its trace's release: its own copy of the bytes (exactly sized, so a
+/// long-lived trace pins nothing else). Ids and times are read again at release
+/// ([`span_head`]) rather than held: held spans are most of cujo's memory.
 struct HeldSpan {
-    bytes: Bytes,
+    bytes: Box<[u8]>,
     group: Arc<Group>,
+    /// [`origin::flags`]: whether release must look at the span's own attributes.
+    flags: u8,
+}
+
+/// What release reads of a held span.
+struct Head {
     span_id: SpanId,
-    parent: Option<SpanId>,
-    kind: u8,
+    /// Zero for a root.
+    parent: SpanId,
     start_ns: u64,
+    kind: u8,
+}
+
+fn head(span: &HeldSpan) -> Head {
+    let h = span_head(&span.bytes);
+    Head {
+        span_id: span_id(h.span_id),
+        parent: h.parent_span_id.map(span_id).unwrap_or(0),
+        start_ns: h.start_time_unix_nano,
+        kind: h.kind as u8,
+    }
 }
 
 struct Trace {
     first_seen_ms: u64,
     spans: Vec<HeldSpan>,
-    /// The trace's own root, once it has arrived.
-    root: Option<Origin>,
-    root_span_id: Option<SpanId>,
+    /// The trace's own root, once it has arrived (boxed: most held traces have none yet).
+    root: Option<Box<Origin>>,
+    root_span_id: SpanId,
     /// Another trace this one continues (the first span link to a different trace).
     link: Option<TraceId>,
     /// When the trace is next due for release.
@@ -127,7 +179,7 @@ struct Trace {
 /// Buffers traces and releases them enriched. See the crate docs.
 pub struct Assembler {
     settings: AssemblerSettings,
-    traces: HashMap<TraceId, Trace>,
+    traces: IdMap<TraceId, Trace>,
     /// (due, trace) for every trace; stale pairs (the trace's due moved) are skipped.
     due: BinaryHeap<Reverse<(u64, TraceId)>>,
     /// Traces in first-seen order, for memory-pressure release; stale ids are skipped.
@@ -137,6 +189,8 @@ pub struct Assembler {
     held_spans: usize,
     held_bytes: usize,
     stats: AssemblerStats,
+    /// [`PropagateSettings::first_bytes`], computed once.
+    collide_first_bytes: [bool; 256],
 }
 
 impl Assembler {
@@ -145,9 +199,10 @@ impl Assembler {
             settings.root_cache_ttl.as_millis() as u64,
             settings.root_cache_max_traces,
         );
+        let collide_first_bytes = settings.propagate.first_bytes();
         Self {
             settings,
-            traces: HashMap::new(),
+            traces: IdMap::default(),
             due: BinaryHeap::new(),
             arrival: VecDeque::new(),
             cache,
@@ -155,7 +210,13 @@ impl Assembler {
             held_spans: 0,
             held_bytes: 0,
             stats: AssemblerStats::default(),
+            collide_first_bytes,
         }
+    }
+
+    /// The settings this assembler runs with.
+    pub fn settings_clone(&self) -> AssemblerSettings {
+        self.settings.clone()
     }
 
     pub fn stats(&self) -> AssemblerStats {
@@ -223,94 +284,115 @@ impl Assembler {
     }
 
     fn ingest_span(&mut self, span: &Bytes, group: &Arc<Group>, now_ms: u64, out: &mut SpanBatch) {
-        let f = read_span(span);
-        let trace_id = f.trace_id;
-        if !self.traces.contains_key(&trace_id)
-            && let Some(cached) = self.cache.get(&trace_id, now_ms).cloned()
-        {
-            // A late span: its trace was released; enrich it now, hold nothing.
-            let Some(origin) = cached else {
-                push_span(out, group, span.clone());
-                self.stats.late_spans_without_root += 1;
-                self.stats.spans_released += 1;
-                return;
-            };
-            // It arrived after its trace was complete, so it sits across an async boundary
-            // (a consumer, or work under one). Its parent may not have arrived yet, so the
-            // path cannot be walked: count one hop.
-            let hops = origin.link_hops + 1;
-            let ctx = SpanContext {
-                start_ns: f.start_time_unix_nano,
-                async_hops: hops,
-                root_summary: None,
-            };
-            let mut buf = Vec::new();
-            enrich(span, &origin, &ctx, &self.settings.propagate, &mut buf);
-            push_span(out, group, Bytes::from(buf));
-            self.stats.late_spans_enriched += 1;
-            self.stats.spans_enriched += 1;
-            self.stats.spans_released += 1;
-            return;
-        }
-        let decision_wait = self.settings.decision_wait.as_millis() as u64;
-        let timeout = self.settings.trace_timeout.as_millis() as u64;
-        let is_new = !self.traces.contains_key(&trace_id);
-        let trace = self.traces.entry(trace_id).or_insert_with(|| Trace {
-            first_seen_ms: now_ms,
-            spans: Vec::new(),
-            root: None,
-            root_span_id: None,
-            link: None,
-            due_ms: now_ms + timeout,
-            last_end_ns: 0,
-            span_count: 0,
-            bytes: 0,
+        let mut span_flags = 0u8;
+        let propagate = &self.settings.propagate;
+        let first_bytes = &self.collide_first_bytes;
+        let f = read_span_with(span, |key| {
+            let Some(&first) = key.first() else { return };
+            if first == b'c' && key.starts_with(b"cujo.") {
+                span_flags |= origin::flags::CUJO;
+            }
+            if first_bytes[first as usize] && propagate.collides(key) {
+                span_flags |= origin::flags::COLLIDES;
+            }
         });
-        if is_new {
-            self.arrival.push_back(trace_id);
-            self.due.push(Reverse((trace.due_ms, trace_id)));
-        }
+        let trace_id = f.trace_id;
+        let trace = match self.traces.get_mut(&trace_id) {
+            Some(t) => t,
+            None => {
+                if let Some(cached) = self.cache.get(&trace_id, now_ms).cloned() {
+                    self.release_late(span, group, &f, cached.as_deref(), out);
+                    return;
+                }
+                let due_ms = now_ms + self.settings.trace_timeout.as_millis() as u64;
+                self.arrival.push_back(trace_id);
+                self.due.push(Reverse((due_ms, trace_id)));
+                self.traces.entry(trace_id).or_insert(Trace {
+                    first_seen_ms: now_ms,
+                    spans: Vec::new(),
+                    root: None,
+                    root_span_id: 0,
+                    link: None,
+                    due_ms,
+                    last_end_ns: 0,
+                    span_count: 0,
+                    bytes: 0,
+                })
+            }
+        };
         trace.last_end_ns = trace.last_end_ns.max(f.end_time_unix_nano);
         trace.span_count += 1;
         if trace.link.is_none() {
             trace.link = f.links.iter().map(|(t, _)| *t).find(|t| *t != trace_id);
         }
         if f.parent_span_id.is_none() && trace.root.is_none() {
+            let propagate = &self.settings.propagate;
             let attributes = span_attributes(span)
-                .filter(|a| self.settings.propagate.selects(a.key))
+                .filter(|a| propagate.selects(a.key))
                 .map(|a| (a.key.to_string(), Bytes::copy_from_slice(a.value)))
                 .collect();
-            trace.root = Some(Origin {
+            trace.root = Some(Box::new(Origin {
                 attributes,
-                root_name: f.name.to_string(),
+                root_name: String::from_utf8_lossy(f.name).into_owned(),
                 root_service: service_name(&group.resource.bytes)
                     .unwrap_or_default()
                     .to_string(),
                 root_start_ns: f.start_time_unix_nano,
                 link_hops: 0,
-            });
-            trace.root_span_id = Some(f.span_id);
-            let due = now_ms + decision_wait;
+            }));
+            trace.root_span_id = span_id(f.span_id);
+            let due = now_ms + self.settings.decision_wait.as_millis() as u64;
             if due < trace.due_ms {
                 trace.due_ms = due;
                 self.due.push(Reverse((due, trace_id)));
             }
         }
-        let held = HeldSpan {
-            bytes: Bytes::copy_from_slice(span),
+        if trace.spans.len() == trace.spans.capacity() {
+            // Grow by half, not double: held spans are most of cujo's memory.
+            let extra = (trace.spans.len() / 2).max(4);
+            trace.spans.reserve_exact(extra);
+        }
+        trace.spans.push(HeldSpan {
+            bytes: Box::from(&span[..]),
             group: group.clone(),
-            span_id: f.span_id,
-            parent: f.parent_span_id,
-            kind: f.kind as u8,
-            start_ns: f.start_time_unix_nano,
-        };
-        trace.bytes += held.bytes.len();
-        self.held_bytes += held.bytes.len();
+            flags: span_flags,
+        });
+        trace.bytes += span.len();
+        self.held_bytes += span.len();
         self.held_spans += 1;
-        trace.spans.push(held);
         if trace.spans.len() >= self.settings.max_spans_per_trace.max(1) {
             self.release_part(trace_id, now_ms, ReleaseReason::Size, out);
         }
+    }
+
+    /// A span whose trace was already released: enriched from the cache now, held nothing.
+    fn release_late(
+        &mut self,
+        span: &Bytes,
+        group: &Arc<Group>,
+        f: &cujo_wire::span::SpanFields<'_>,
+        origin: Option<&Origin>,
+        out: &mut SpanBatch,
+    ) {
+        self.stats.spans_released += 1;
+        let Some(origin) = origin else {
+            push_span(out, group, span.clone());
+            self.stats.late_spans_without_root += 1;
+            return;
+        };
+        // It arrived after its trace was complete, so it sits across an async boundary (a
+        // consumer, or work under one). Its parent may not have arrived yet, so the path
+        // cannot be walked: count one hop.
+        let ctx = SpanContext {
+            start_ns: f.start_time_unix_nano,
+            async_hops: origin.link_hops + 1,
+            root_summary: None,
+        };
+        let mut buf = Vec::new();
+        enrich(span, origin, &ctx, &self.settings.propagate, &mut buf);
+        push_span(out, group, Bytes::from(buf));
+        self.stats.late_spans_enriched += 1;
+        self.stats.spans_enriched += 1;
     }
 
     /// Releases every trace whose time has come.
@@ -395,10 +477,13 @@ impl Assembler {
     }
 
     /// The origin of a trace: its own root merged with the origin it links to.
-    fn origin_of(&mut self, id: &TraceId, now_ms: u64) -> Option<Origin> {
-        let trace = self.traces.get(id)?;
-        let own = trace.root.clone();
-        let linked = match trace.link {
+    fn origin_of(
+        &mut self,
+        own: Option<Origin>,
+        link: Option<TraceId>,
+        now_ms: u64,
+    ) -> Option<Origin> {
+        let linked = match link {
             None => None,
             Some(l) => match self.cache.get(&l, now_ms) {
                 Some(Some(o)) if o.link_hops < self.settings.max_link_hops => {
@@ -421,13 +506,14 @@ impl Assembler {
         reason: ReleaseReason,
         out: &mut SpanBatch,
     ) {
-        let origin = self.origin_of(&id, now_ms);
-        let Some(trace) = self.traces.remove(&id) else {
+        let Some(mut trace) = self.traces.remove(&id) else {
             return;
         };
+        let origin = self
+            .origin_of(trace.root.take().map(|b| *b), trace.link, now_ms)
+            .map(Arc::new);
         self.stats.traces_released[reason as usize] += 1;
-        let origin = origin.map(Arc::new);
-        self.emit(&trace, trace.spans.iter(), origin.as_deref(), out);
+        self.emit(&trace, origin.as_deref(), out);
         self.held_spans -= trace.spans.len();
         self.held_bytes -= trace.bytes;
         // A trace pushed out early by memory pressure may still get its root: remember it
@@ -446,51 +532,52 @@ impl Assembler {
         reason: ReleaseReason,
         out: &mut SpanBatch,
     ) {
-        let origin = match self.traces.get(&id) {
-            Some(t) if t.root.is_some() || t.link.is_some() => self.origin_of(&id, now_ms),
-            _ => None,
-        };
         let Some(mut trace) = self.traces.remove(&id) else {
             return;
         };
+        let origin = if trace.root.is_some() || trace.link.is_some() {
+            self.origin_of(trace.root.as_deref().cloned(), trace.link, now_ms)
+        } else {
+            None
+        };
         self.stats.traces_released[reason as usize] += 1;
-        self.emit(&trace, trace.spans.iter(), origin.as_ref(), out);
+        self.emit(&trace, origin.as_ref(), out);
         self.held_spans -= trace.spans.len();
         self.held_bytes -= trace.bytes;
-        trace.spans.clear();
+        trace.spans = Vec::new();
         trace.bytes = 0;
         self.traces.insert(id, trace);
     }
 
-    fn emit<'a>(
-        &mut self,
-        trace: &Trace,
-        spans: impl Iterator<Item = &'a HeldSpan>,
-        origin: Option<&Origin>,
-        out: &mut SpanBatch,
-    ) {
-        let spans: Vec<&HeldSpan> = spans.collect();
+    fn emit(&mut self, trace: &Trace, origin: Option<&Origin>, out: &mut SpanBatch) {
+        let spans = &trace.spans;
         self.stats.spans_released += spans.len() as u64;
         let Some(origin) = origin else {
             for s in spans {
-                push_span(out, &s.group, s.bytes.clone());
+                push_span(out, &s.group, Bytes::copy_from_slice(&s.bytes));
             }
             return;
         };
-        let hops = async_hops(&spans, origin.link_hops);
+        let heads: Vec<Head> = spans.iter().map(head).collect();
+        let hops = async_hops(&heads, origin.link_hops);
         let duration = origin_duration(trace, origin);
-        let mut buf = Vec::new();
+        let shared = shared_block(origin, &self.settings.propagate);
+        let mut buf = Vec::with_capacity(trace.bytes + spans.len() * (shared.len() + 64));
         let mut offsets = Vec::with_capacity(spans.len());
-        for (s, h) in spans.iter().zip(hops) {
+        for ((s, hd), h) in spans.iter().zip(&heads).zip(hops) {
             let start = buf.len();
-            let root_summary = (trace.root_span_id == Some(s.span_id) && s.parent.is_none())
+            let root_summary = (hd.parent == 0 && trace.root_span_id == hd.span_id)
                 .then_some((trace.span_count, duration));
             let ctx = SpanContext {
-                start_ns: s.start_ns,
+                start_ns: hd.start_ns,
                 async_hops: h,
                 root_summary,
             };
-            enrich(&s.bytes, origin, &ctx, &self.settings.propagate, &mut buf);
+            if s.flags == 0 {
+                enrich_fast(&s.bytes, &shared, &ctx, origin, &mut buf);
+            } else {
+                enrich(&s.bytes, origin, &ctx, &self.settings.propagate, &mut buf);
+            }
             offsets.push((start, buf.len()));
         }
         self.stats.spans_enriched += spans.len() as u64;
@@ -522,17 +609,22 @@ fn push_span(out: &mut SpanBatch, group: &Arc<Group>, bytes: Bytes) {
 }
 
 /// Async hops of each span: the trace's base (`link_hops`) plus one for every CONSUMER span
-/// on its path to the root within the trace.
-fn async_hops(spans: &[&HeldSpan], base: u32) -> Vec<u32> {
-    let index: HashMap<SpanId, usize> = spans
+/// with a parent on its path to the root within the trace.
+fn async_hops(spans: &[Head], base: u32) -> Vec<u32> {
+    let consumer = kind::CONSUMER as u8;
+    if !spans.iter().any(|s| s.kind == consumer && s.parent != 0) {
+        return vec![base; spans.len()];
+    }
+    let index: IdMap<SpanId, usize> = spans
         .iter()
         .enumerate()
         .map(|(i, s)| (s.span_id, i))
         .collect();
     let mut memo: Vec<Option<u32>> = vec![None; spans.len()];
+    let mut path = Vec::new();
     for i in 0..spans.len() {
         // Walk up until a known value, then fill the path back down.
-        let mut path = Vec::new();
+        path.clear();
         let mut cur = Some(i);
         let mut value = base;
         while let Some(c) = cur {
@@ -544,11 +636,12 @@ fn async_hops(spans: &[&HeldSpan], base: u32) -> Vec<u32> {
                 break; // a parent cycle in bad data
             }
             path.push(c);
-            cur = spans[c].parent.and_then(|p| index.get(&p).copied());
+            let parent = spans[c].parent;
+            cur = (parent != 0).then(|| index.get(&parent).copied()).flatten();
         }
         for &c in path.iter().rev() {
-            let s = spans[c];
-            if s.kind == kind::CONSUMER as u8 && s.parent.is_some() {
+            let s = &spans[c];
+            if s.kind == consumer && s.parent != 0 {
                 value += 1;
             }
             memo[c] = Some(value);

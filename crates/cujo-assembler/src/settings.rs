@@ -46,6 +46,35 @@ pub struct PropagateSettings {
 }
 
 impl PropagateSettings {
+    /// Whether a span attribute `key` would collide with a propagated attribute as written
+    /// (`prefix` + a selected key).
+    pub fn collides(&self, key: &[u8]) -> bool {
+        let Some(k) = key.strip_prefix(self.prefix.as_bytes()) else {
+            return false;
+        };
+        self.attributes
+            .iter()
+            .any(|p| match p.as_bytes().strip_suffix(b"*") {
+                Some(prefix) => k.starts_with(prefix),
+                None => p.as_bytes() == k,
+            })
+    }
+
+    /// A quick filter for [`PropagateSettings::collides`]: the first byte of every key that
+    /// could collide (most attribute keys are rejected by one lookup).
+    pub fn first_bytes(&self) -> [bool; 256] {
+        let mut table = [false; 256];
+        for p in &self.attributes {
+            let written = format!("{}{}", self.prefix, p);
+            match written.as_bytes().first() {
+                Some(&b) if b != b'*' => table[b as usize] = true,
+                // An empty prefix with a bare "*" glob selects everything.
+                _ => return [true; 256],
+            }
+        }
+        table
+    }
+
     /// Whether a root attribute with `key` is propagated.
     pub fn selects(&self, key: &str) -> bool {
         self.attributes.iter().any(|p| match p.strip_suffix('*') {

@@ -28,7 +28,8 @@ pub struct SpanFields<'a> {
     pub span_id: [u8; 8],
     /// `None` for a root span.
     pub parent_span_id: Option<[u8; 8]>,
-    pub name: &'a str,
+    /// The span name's bytes (UTF-8, checked when the request was scanned).
+    pub name: &'a [u8],
     pub kind: u64,
     pub start_time_unix_nano: u64,
     pub end_time_unix_nano: u64,
@@ -41,6 +42,12 @@ pub struct SpanFields<'a> {
 /// Reads the fields of `span`; ids of the wrong length read as zero (the receiver already
 /// refused such spans).
 pub fn read_span(span: &[u8]) -> SpanFields<'_> {
+    read_span_with(span, |_| {})
+}
+
+/// [`read_span`], also calling `on_attribute_key` with the key of every attribute, in the
+/// same pass over the span.
+pub fn read_span_with(span: &[u8], mut on_attribute_key: impl FnMut(&[u8])) -> SpanFields<'_> {
     let mut out = SpanFields::default();
     let mut reader = FieldReader::new(span, "Span");
     while let Some(Ok(field)) = reader.next_field() {
@@ -52,8 +59,16 @@ pub fn read_span(span: &[u8]) -> SpanFields<'_> {
                 id.copy_from_slice(b);
                 out.parent_span_id = Some(id);
             }
-            (5, Value::Len(b)) => out.name = std::str::from_utf8(b).unwrap_or(""),
+            (5, Value::Len(b)) => out.name = b,
             (6, Value::Varint(k)) => out.kind = k,
+            (SPAN_ATTRIBUTES, Value::Len(kv)) => {
+                let mut r = FieldReader::new(kv, "KeyValue");
+                if let Some(Ok(f)) = r.next_field()
+                    && let (1, Value::Len(key)) = (f.number, f.value)
+                {
+                    on_attribute_key(key);
+                }
+            }
             (7, Value::I64(t)) => out.start_time_unix_nano = t,
             (8, Value::I64(t)) => out.end_time_unix_nano = t,
             (SPAN_LINKS, Value::Len(link)) => {
@@ -78,6 +93,41 @@ pub fn read_span(span: &[u8]) -> SpanFields<'_> {
                     }
                 }
             }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The leading fields of a span: what release needs, read without walking its attributes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpanHead {
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    pub kind: u64,
+    pub start_time_unix_nano: u64,
+}
+
+/// Reads [`SpanHead`]. Encoders write fields in number order, so the walk stops at the first
+/// field past `end_time_unix_nano` once the start time was seen; otherwise it reads to the end.
+pub fn span_head(span: &[u8]) -> SpanHead {
+    let mut out = SpanHead::default();
+    let mut seen_start = false;
+    let mut reader = FieldReader::new(span, "Span");
+    while let Some(Ok(field)) = reader.next_field() {
+        match (field.number, field.value) {
+            (2, Value::Len(b)) => copy_id(&mut out.span_id, b),
+            (4, Value::Len(b)) if b.len() == 8 => {
+                let mut id = [0u8; 8];
+                id.copy_from_slice(b);
+                out.parent_span_id = Some(id);
+            }
+            (6, Value::Varint(k)) => out.kind = k,
+            (7, Value::I64(t)) => {
+                out.start_time_unix_nano = t;
+                seen_start = true;
+            }
+            (n, _) if n > 8 && seen_start => break,
             _ => {}
         }
     }

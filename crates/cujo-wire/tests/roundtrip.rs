@@ -297,7 +297,7 @@ fn span_fields_and_appended_attributes_decode_with_prost() {
     assert_eq!(f.parent_span_id, Some([9; 8]));
     assert_eq!(
         (f.name, f.kind, f.start_time_unix_nano, f.end_time_unix_nano),
-        ("consume", 5, 1, 2)
+        (&b"consume"[..], 5, 1, 2)
     );
     assert_eq!(f.links, vec![([1; 16], [2; 8])]);
     let keys: Vec<_> = span_attributes(&bytes).map(|a| a.key).collect();
