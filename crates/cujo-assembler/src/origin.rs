@@ -1,25 +1,50 @@
 //! The origin of a trace — the root span whose request caused it, possibly in an earlier
 //! trace reached through span links — and writing what it propagates onto a span.
+//!
+//! An origin is kept compact because the root cache holds one per released trace: the
+//! propagated attributes are one buffer of encoded `attributes` entries, keys already under
+//! the configured prefix, ready to be appended to a span as they are.
 
-use bytes::Bytes;
-use cujo_wire::span::{NewValue, append_attribute, copy_without_attributes, span_attributes};
+use cujo_wire::span::{
+    Attribute, NewValue, append_attribute, attributes, copy_without_attributes, span_attributes,
+};
 
 use crate::settings::PropagateSettings;
+
+/// Field number of `Span.attributes`, which the encoded attribute buffer repeats.
+const ATTRIBUTES_FIELD: u32 = 9;
 
 /// What a trace propagates to its spans.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
-    /// Selected root attributes: key and encoded `AnyValue`.
-    pub attributes: Vec<(String, Bytes)>,
-    pub root_name: String,
-    pub root_service: String,
+    /// Selected root attributes as encoded `Span.attributes` entries (key under the prefix).
+    pub attributes: Box<[u8]>,
+    pub root_name: Box<str>,
+    pub root_service: Box<str>,
     pub root_start_ns: u64,
     /// Span links followed from this trace to the origin root.
     pub link_hops: u32,
 }
 
 impl Origin {
-    /// The origin of a trace whose own root is `root`, with `linked` (the origin of the trace
+    /// The propagated attributes, key as written (prefix included) and encoded value.
+    pub fn attributes(&self) -> impl Iterator<Item = Attribute<'_>> {
+        attributes(&self.attributes, ATTRIBUTES_FIELD)
+    }
+
+    /// Encodes the selected root attributes (`key`, encoded `AnyValue`) under `prefix`.
+    pub fn encode_attributes<'a>(
+        selected: impl Iterator<Item = Attribute<'a>>,
+        prefix: &str,
+    ) -> Box<[u8]> {
+        let mut out = Vec::new();
+        for a in selected {
+            append_attribute(&mut out, prefix, a.key, &NewValue::Encoded(a.value));
+        }
+        out.into_boxed_slice()
+    }
+
+    /// The origin of a trace whose own root is `own`, with `linked` (the origin of the trace
     /// its spans link to) when that was resolved. The linked origin gives the root identity
     /// and offsets; the trace's own root keeps its values for keys it has itself.
     pub fn merge(own: Option<Origin>, linked: Option<&Origin>) -> Option<Origin> {
@@ -30,15 +55,15 @@ impl Origin {
                 ..l.clone()
             }),
             (Some(own), Some(l)) => {
-                let mut attributes = l.attributes.clone();
-                for (k, v) in own.attributes {
-                    match attributes.iter_mut().find(|(lk, _)| *lk == k) {
-                        Some(slot) => slot.1 = v,
-                        None => attributes.push((k, v)),
+                let mut merged = Vec::with_capacity(own.attributes.len() + l.attributes.len());
+                for a in l.attributes() {
+                    if !own.attributes().any(|o| o.key == a.key) {
+                        append_attribute(&mut merged, "", a.key, &NewValue::Encoded(a.value));
                     }
                 }
+                merged.extend_from_slice(&own.attributes);
                 Some(Origin {
-                    attributes,
+                    attributes: merged.into_boxed_slice(),
                     link_hops: l.link_hops + 1,
                     ..l.clone()
                 })
@@ -56,24 +81,15 @@ pub const ASYNC_HOPS: &str = "cujo.async.hops";
 pub const TRACE_SPAN_COUNT: &str = "cujo.trace.span_count";
 pub const TRACE_DURATION_MS: &str = "cujo.trace.duration_ms";
 
-/// The part of the enrichment every span of a trace shares, encoded once per trace: the
-/// propagated attributes and the root's name and service.
-pub fn shared_block(origin: &Origin, settings: &PropagateSettings) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
-    for (k, v) in &origin.attributes {
-        append_attribute(&mut out, &settings.prefix, k, &NewValue::Encoded(v));
-    }
-    append_attribute(&mut out, "", ROOT_NAME, &NewValue::Str(&origin.root_name));
-    if !origin.root_service.is_empty() {
-        append_attribute(
-            &mut out,
-            "",
-            ROOT_SERVICE,
-            &NewValue::Str(&origin.root_service),
-        );
-    }
-    out
-}
+/// The attributes cujo derives; replaced, never duplicated, when a span passes twice.
+const DERIVED: [&str; 6] = [
+    ROOT_NAME,
+    ROOT_SERVICE,
+    ROOT_OFFSET_MS,
+    ASYNC_HOPS,
+    TRACE_SPAN_COUNT,
+    TRACE_DURATION_MS,
+];
 
 /// What the ingest pass saw of a span's own attributes.
 pub mod flags {
@@ -83,18 +99,36 @@ pub mod flags {
     pub const CUJO: u8 = 2;
 }
 
-/// Writes a span whose own attributes collide with nothing cujo writes: its bytes, the
-/// trace's [`shared_block`], then the per-span attributes.
-pub fn enrich_fast(
-    span: &[u8],
-    shared: &[u8],
-    ctx: &SpanContext,
-    origin: &Origin,
-    out: &mut Vec<u8>,
-) {
-    out.extend_from_slice(span);
-    out.extend_from_slice(shared);
-    append_per_span(origin, ctx, out);
+/// Per-span facts for [`enrich`].
+pub struct SpanContext {
+    pub start_ns: u64,
+    pub async_hops: u32,
+    /// `Some((span_count, duration_ms))` for the trace's own root.
+    pub root_summary: Option<(u64, i64)>,
+}
+
+fn millis_between(from_ns: u64, to_ns: u64) -> i64 {
+    (to_ns as i128 - from_ns as i128).div_euclid(1_000_000) as i64
+}
+
+pub(crate) fn duration_ms(start_ns: u64, end_ns: u64) -> i64 {
+    millis_between(start_ns, end_ns).max(0)
+}
+
+/// The part of the enrichment every span of a trace shares, encoded once per trace: the
+/// propagated attributes and the root's name and service.
+pub fn shared_block(origin: &Origin) -> Vec<u8> {
+    let mut out = Vec::with_capacity(origin.attributes.len() + 96);
+    out.extend_from_slice(&origin.attributes);
+    append_root_identity(origin, &mut out);
+    out
+}
+
+fn append_root_identity(origin: &Origin, out: &mut Vec<u8>) {
+    append_attribute(out, "", ROOT_NAME, &NewValue::Str(&origin.root_name));
+    if !origin.root_service.is_empty() {
+        append_attribute(out, "", ROOT_SERVICE, &NewValue::Str(&origin.root_service));
+    }
 }
 
 fn append_per_span(origin: &Origin, ctx: &SpanContext, out: &mut Vec<u8>) {
@@ -116,20 +150,22 @@ fn append_per_span(origin: &Origin, ctx: &SpanContext, out: &mut Vec<u8>) {
     }
 }
 
-/// Per-span facts for [`enrich`].
-pub struct SpanContext {
-    pub start_ns: u64,
-    pub async_hops: u32,
-    /// `Some((span_count, duration_ms))` for the trace's own root.
-    pub root_summary: Option<(u64, i64)>,
+/// Writes a span whose own attributes collide with nothing cujo writes: its bytes, the
+/// trace's [`shared_block`], then the per-span attributes.
+pub fn enrich_fast(
+    span: &[u8],
+    shared: &[u8],
+    ctx: &SpanContext,
+    origin: &Origin,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(span);
+    out.extend_from_slice(shared);
+    append_per_span(origin, ctx, out);
 }
 
-fn millis_between(from_ns: u64, to_ns: u64) -> i64 {
-    (to_ns as i128 - from_ns as i128).div_euclid(1_000_000) as i64
-}
-
-/// Writes `span` with the origin's attributes (under `settings.prefix`, never replacing the
-/// span's own attribute unless `overwrite`) and the derived attributes appended, into `out`.
+/// Writes `span` with the origin's attributes (never replacing the span's own attribute
+/// unless `overwrite`) and the derived attributes appended, into `out`.
 pub fn enrich(
     span: &[u8],
     origin: &Origin,
@@ -137,64 +173,25 @@ pub fn enrich(
     settings: &PropagateSettings,
     out: &mut Vec<u8>,
 ) {
-    let prefix = settings.prefix.as_str();
-    let written = |k: &str, key: &str| {
-        key.len() == prefix.len() + k.len() && key.starts_with(prefix) && key.ends_with(k)
-    };
-    // One pass over the span's own attributes: which propagated keys it already has (a bit
-    // per origin attribute; origins with more than 64 keys are checked key by key), and
-    // whether it carries derived attributes from an earlier pass through cujo.
-    let mut own: u64 = 0;
-    let mut has_derived = false;
-    for a in span_attributes(span) {
-        if a.key.starts_with("cujo.") && DERIVED.contains(&a.key) {
-            has_derived = true;
+    let own_has = |key: &str| span_attributes(span).any(|a| a.key == key);
+    if settings.overwrite || span_attributes(span).any(|a| DERIVED.contains(&a.key)) {
+        copy_without_attributes(span, out, |key| {
+            DERIVED.contains(&key)
+                || (settings.overwrite && origin.attributes().any(|a| a.key == key))
+        });
+        for a in origin.attributes() {
+            if settings.overwrite || !own_has(a.key) {
+                append_attribute(out, "", a.key, &NewValue::Encoded(a.value));
+            }
         }
-        for (i, (k, _)) in origin.attributes.iter().enumerate().take(64) {
-            if written(k, a.key) {
-                own |= 1 << i;
+    } else {
+        out.extend_from_slice(span);
+        for a in origin.attributes() {
+            if !own_has(a.key) {
+                append_attribute(out, "", a.key, &NewValue::Encoded(a.value));
             }
         }
     }
-    let owns = |i: usize, k: &str| {
-        if i < 64 {
-            own & (1 << i) != 0
-        } else {
-            span_attributes(span).any(|a| written(k, a.key))
-        }
-    };
-    let replace = has_derived || (settings.overwrite && own != 0);
-    if replace {
-        copy_without_attributes(span, out, |key| {
-            DERIVED.contains(&key)
-                || (settings.overwrite && origin.attributes.iter().any(|(k, _)| written(k, key)))
-        });
-    } else {
-        out.extend_from_slice(span);
-    }
-    for (i, (k, v)) in origin.attributes.iter().enumerate() {
-        // The span keeps its own value unless `overwrite`.
-        if settings.overwrite || !owns(i, k) {
-            append_attribute(out, prefix, k, &NewValue::Encoded(v));
-        }
-    }
-    append_attribute(out, "", ROOT_NAME, &NewValue::Str(&origin.root_name));
-    if !origin.root_service.is_empty() {
-        append_attribute(out, "", ROOT_SERVICE, &NewValue::Str(&origin.root_service));
-    }
+    append_root_identity(origin, out);
     append_per_span(origin, ctx, out);
-}
-
-/// The attributes cujo derives; replaced, never duplicated, when a span passes twice.
-const DERIVED: [&str; 6] = [
-    ROOT_NAME,
-    ROOT_SERVICE,
-    ROOT_OFFSET_MS,
-    ASYNC_HOPS,
-    TRACE_SPAN_COUNT,
-    TRACE_DURATION_MS,
-];
-
-pub(crate) fn duration_ms(start_ns: u64, end_ns: u64) -> i64 {
-    millis_between(start_ns, end_ns).max(0)
 }

@@ -12,6 +12,9 @@ pub struct AssemblerSettings {
     pub max_spans_per_trace: usize,
     /// Past this many held spans, the oldest traces are released early.
     pub max_buffered_spans: usize,
+    /// Past this many held bytes (encoded spans), the oldest traces are released early; set
+    /// from the admission budget so held traces cannot starve the receivers.
+    pub max_buffered_bytes: usize,
     /// How long a released trace's root stays known for late and linked spans.
     pub root_cache_ttl: Duration,
     pub root_cache_max_traces: usize,
@@ -27,6 +30,7 @@ impl Default for AssemblerSettings {
             trace_timeout: Duration::from_secs(30),
             max_spans_per_trace: 10_000,
             max_buffered_spans: 2_000_000,
+            max_buffered_bytes: usize::MAX,
             root_cache_ttl: Duration::from_secs(600),
             root_cache_max_traces: 1_000_000,
             max_link_hops: 3,

@@ -57,25 +57,63 @@ impl SpanBatch {
 
     /// Splits off the first `n` spans into a new batch, keeping each span's resource and scope.
     pub fn split_front(&mut self, n: usize) -> SpanBatch {
-        let mut front = SpanBatch::default();
-        let mut need = n;
-        while need > 0 && !self.groups.is_empty() {
-            let first = &mut self.groups[0];
-            if first.spans.len() <= need {
-                need -= first.spans.len();
-                front.groups.push(self.groups.remove(0));
-            } else {
-                let rest = first.spans.split_off(need);
-                let head = std::mem::replace(&mut first.spans, rest);
-                front.groups.push(ScopeGroup {
-                    resource: first.resource.clone(),
-                    scope: first.scope.clone(),
-                    spans: head,
-                });
-                need = 0;
+        // Whole groups that fit, then at most one group cut in two: one drain, not one shift
+        // per group.
+        let mut whole = 0;
+        let mut taken = 0;
+        for g in &self.groups {
+            if taken + g.spans.len() > n {
+                break;
             }
+            taken += g.spans.len();
+            whole += 1;
+        }
+        let mut front = SpanBatch {
+            groups: self.groups.drain(..whole).collect(),
+        };
+        let need = n - taken;
+        if need > 0
+            && let Some(first) = self.groups.first_mut()
+        {
+            let rest = first.spans.split_off(need);
+            let head = std::mem::replace(&mut first.spans, rest);
+            front.groups.push(ScopeGroup {
+                resource: first.resource.clone(),
+                scope: first.scope.clone(),
+                spans: head,
+            });
         }
         front
+    }
+
+    /// Puts groups that share a resource and scope together (stable, by first appearance), so
+    /// a batch assembled from many traces is written with one `ResourceSpans` per resource.
+    pub fn compact(&mut self) {
+        if self.groups.len() < 2 {
+            return;
+        }
+        let key = |g: &ScopeGroup| {
+            (
+                Arc::as_ptr(&g.resource) as usize,
+                g.scope.as_ptr() as usize,
+                g.scope.len(),
+            )
+        };
+        let mut first_seen: std::collections::HashMap<(usize, usize, usize), usize> =
+            std::collections::HashMap::new();
+        let mut merged: Vec<ScopeGroup> = Vec::new();
+        for g in self.groups.drain(..) {
+            match first_seen.get(&key(&g)) {
+                Some(&i) => merged[i].spans.extend(g.spans),
+                None => {
+                    first_seen.insert(key(&g), merged.len());
+                    merged.push(g);
+                }
+            }
+        }
+        // Groups of one resource next to each other, for one ResourceSpans each.
+        merged.sort_by_key(|g| Arc::as_ptr(&g.resource) as usize);
+        self.groups = merged;
     }
 }
 

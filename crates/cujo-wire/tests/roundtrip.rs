@@ -341,3 +341,45 @@ fn span_fields_and_appended_attributes_decode_with_prost() {
     assert_eq!(decoded.links.len(), 1);
     assert_eq!(decoded.name, "consume");
 }
+
+#[test]
+fn compact_merges_groups_of_one_resource_and_scope() {
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![
+            resource_spans(
+                "a",
+                vec![
+                    ("s1", vec![span(1, 1, "a1")]),
+                    ("s2", vec![span(1, 2, "a2")]),
+                ],
+            ),
+            resource_spans("b", vec![("s1", vec![span(2, 1, "b1")])]),
+        ],
+    };
+    let scanned = scan_request(&encode(&req)).expect("valid").batch;
+    // Interleave: a/s1, b/s1, a/s2, a/s1 again (as traces released together would).
+    let g = &scanned.groups;
+    let mut batch = SpanBatch {
+        groups: vec![g[0].clone(), g[2].clone(), g[1].clone(), g[0].clone()],
+    };
+    batch.compact();
+    assert_eq!(batch.groups.len(), 3);
+    let out = write(&batch);
+    assert_eq!(
+        out.resource_spans.len(),
+        2,
+        "one ResourceSpans per resource"
+    );
+    let names: Vec<_> = flatten(&out)
+        .into_iter()
+        .map(|(svc, scope, s)| (svc, scope, s.name))
+        .collect();
+    assert_eq!(names.len(), 4);
+    assert_eq!(
+        names
+            .iter()
+            .filter(|(svc, scope, _)| svc == "a" && scope == "s1")
+            .count(),
+        2
+    );
+}

@@ -18,6 +18,9 @@ use crate::config::Config;
 
 /// The assembler's settings from the config (defaults for whichever section is absent).
 pub fn settings(config: &Config) -> AssemblerSettings {
+    // Held traces may use at most half the admission budget (counted at their memory cost),
+    // so receivers keep room to accept while traces wait for their roots.
+    let max_buffered_bytes = (config.admission.max_in_flight.0 as usize / 2) * 2 / 3;
     let a = config.assembler.clone().unwrap_or_default();
     let p = config.propagate.clone().unwrap_or_default();
     AssemblerSettings {
@@ -25,6 +28,7 @@ pub fn settings(config: &Config) -> AssemblerSettings {
         trace_timeout: a.trace_timeout.0,
         max_spans_per_trace: a.max_spans_per_trace,
         max_buffered_spans: a.max_buffered_spans,
+        max_buffered_bytes,
         root_cache_ttl: a.root_cache.ttl.0,
         root_cache_max_traces: a.root_cache.max_traces,
         max_link_hops: a.max_link_hops,
@@ -82,12 +86,13 @@ pub async fn run(
             },
             _ = sleep_until_ms(epoch, next_due) => assembler.release_due(now_ms(), &mut out),
         }
-        let new_held = admission.hold(assembler.held_bytes());
+        let new_held = admission.hold(assembler.held_memory());
         held.replace(new_held);
         if let Ok(mut s) = stats.lock() {
             *s = assembler.stats();
         }
         if !out.is_empty() {
+            out.compact();
             let bytes = out.groups.iter().map(|g| g.span_bytes()).sum();
             let lease = Arc::new(admission.hold(bytes));
             if output.send(Admitted { batch: out, lease }).await.is_err() {

@@ -223,6 +223,8 @@ async fn deliver(
     let Outgoing { batch, leases, .. } = out;
     let (protocol, compression) = (downstream.protocol(), downstream.compression());
     let body = match tokio::task::spawn_blocking(move || {
+        let mut batch = batch;
+        batch.compact();
         let body = encode_body(&batch, protocol, compression);
         drop(batch);
         body
