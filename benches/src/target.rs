@@ -175,6 +175,8 @@ pub struct Target {
     pub log_path: Option<PathBuf>,
     /// The command line, for the report.
     pub command: String,
+    /// cujo's admin listener (`/metrics`), for scraping its own counters after a run.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Target {
@@ -194,15 +196,19 @@ impl Target {
                 child: None,
                 log_path: None,
                 command: "(none: clients send to the downstream)".into(),
+                metrics_addr: None,
             });
         }
         let grpc_port = free_port()?;
+        let mut metrics_addr = None;
         let args = match kind {
             TargetKind::Cujo => {
                 let config = dir.join("cujo.yaml");
+                let metrics_port = free_port()?;
+                metrics_addr = Some(SocketAddr::from(([127, 0, 0, 1], metrics_port)));
                 std::fs::write(
                     &config,
-                    cujo_config(grpc_port, downstream, free_port()?, cujo_yaml),
+                    cujo_config(grpc_port, downstream, metrics_port, cujo_yaml),
                 )
                 .with_context(|| format!("writing {}", config.display()))?;
                 vec!["--config".to_string(), config.display().to_string()]
@@ -226,7 +232,21 @@ impl Target {
             child: Some(child),
             log_path: Some(log_path),
             command: format!("{} {}", bin.display(), args.join(" ")),
+            metrics_addr,
         })
+    }
+
+    /// cujo's `/metrics` text (plain HTTP/1.0 GET), or `None` for other targets.
+    pub fn scrape_metrics(&self) -> Option<String> {
+        use std::io::{Read, Write};
+        let addr = self.metrics_addr?;
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        text.split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -90,6 +90,9 @@ struct Args {
     /// How long the target gets to exit after SIGTERM before SIGKILL.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
     stop_timeout: Duration,
+    /// Write cujo's `/metrics` (scraped after the run, before SIGTERM) to this file.
+    #[arg(long)]
+    metrics_out: Option<PathBuf>,
     /// Append the JSON line to this file too.
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -240,6 +243,9 @@ fn run(args: Args) -> anyhow::Result<bool> {
     down = downstream.counts.snapshot();
 
     let end_sample = target.sample();
+    if let (Some(path), Some(text)) = (&args.metrics_out, target.scrape_metrics()) {
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
     let exit = target.stop(args.stop_timeout)?;
     rt.shutdown_timeout(Duration::from_secs(2));
 

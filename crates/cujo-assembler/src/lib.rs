@@ -122,7 +122,15 @@ pub struct AssemblerStats {
     /// Traces whose span links led nowhere known (origin expired, never seen, too many hops).
     pub linked_traces_unresolved: u64,
     pub root_cache_entries: u64,
+    /// How late traces were released after they fell due, in milliseconds: counts per
+    /// bucket of [`RELEASE_LAG_BUCKETS_MS`] (cumulative is computed when rendered), sum, count.
+    pub release_lag_ms: [u64; RELEASE_LAG_BUCKETS_MS.len()],
+    pub release_lag_sum_ms: u64,
+    pub release_lag_count: u64,
 }
+
+/// Upper bounds of the release-lag buckets (the last bucket is everything above).
+pub const RELEASE_LAG_BUCKETS_MS: [u64; 10] = [0, 1, 2, 5, 10, 25, 50, 100, 250, 1000];
 
 /// A resource and scope, shared by every held span that arrived under them.
 #[derive(Clone)]
@@ -427,6 +435,14 @@ impl Assembler {
                 waiting.push((id, (now_ms + 10).min(deadline)));
                 continue;
             }
+            let lag = now_ms - due;
+            let bucket = RELEASE_LAG_BUCKETS_MS
+                .iter()
+                .position(|b| lag <= *b)
+                .unwrap_or(RELEASE_LAG_BUCKETS_MS.len() - 1);
+            self.stats.release_lag_ms[bucket] += 1;
+            self.stats.release_lag_sum_ms += lag;
+            self.stats.release_lag_count += 1;
             let reason = if trace.root.is_some()
                 || trace
                     .link

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cujo_assembler::{
-    Assembler, AssemblerSettings, AssemblerStats, PropagateSettings, ReleaseReason,
+    Assembler, AssemblerSettings, AssemblerStats, PropagateSettings, RELEASE_LAG_BUCKETS_MS,
+    ReleaseReason,
 };
 use cujo_otlp::admission::{Admission, Admitted, Lease, SpanSink, SpanSource};
 use cujo_otlp::prom::Family;
@@ -173,6 +174,20 @@ pub fn render(stats: &AssemblerStats, out: &mut String) {
         &[("outcome", "unresolved")],
         stats.linked_traces_unresolved as f64,
     );
+    let mut h = Family::histogram(
+        out,
+        "cujo_assembler_release_delay_seconds",
+        "How long after falling due (decision_wait after the root, or trace_timeout) traces were released.",
+    );
+    let mut cumulative = 0;
+    for (i, bound) in RELEASE_LAG_BUCKETS_MS.iter().enumerate() {
+        cumulative += stats.release_lag_ms[i];
+        let le = format!("{}", *bound as f64 / 1000.0);
+        h.sample_suffixed("_bucket", &[("le", &le)], cumulative as f64);
+    }
+    h.sample_suffixed("_bucket", &[("le", "+Inf")], stats.release_lag_count as f64);
+    h.sample_suffixed("_sum", &[], stats.release_lag_sum_ms as f64 / 1000.0);
+    h.sample_suffixed("_count", &[], stats.release_lag_count as f64);
     Family::gauge(
         out,
         "cujo_assembler_root_cache_entries",
