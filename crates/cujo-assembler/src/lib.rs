@@ -537,10 +537,7 @@ impl Assembler {
         let origin = self
             .origin_of(trace.root.take().map(|b| *b), trace.link, now_ms)
             .map(Arc::new);
-        self.stats.traces_released[reason as usize] += 1;
-        self.emit(&trace, origin.as_deref(), out);
-        self.held_spans -= trace.spans.len();
-        self.held_bytes -= trace.bytes;
+        self.emit(&trace, origin.as_deref(), reason, out);
         // A trace pushed out early by memory pressure may still get its root: remember it
         // only if it had an origin, so the root and later spans start a fresh buffer.
         if origin.is_some() || reason != ReleaseReason::MemoryPressure {
@@ -565,18 +562,26 @@ impl Assembler {
         } else {
             None
         };
-        self.stats.traces_released[reason as usize] += 1;
-        self.emit(&trace, origin.as_ref(), out);
-        self.held_spans -= trace.spans.len();
-        self.held_bytes -= trace.bytes;
+        self.emit(&trace, origin.as_ref(), reason, out);
         trace.spans = Vec::new();
         trace.bytes = 0;
         self.traces.insert(id, trace);
     }
 
-    fn emit(&mut self, trace: &Trace, origin: Option<&Origin>, out: &mut SpanBatch) {
+    /// Writes what `trace` holds to `out` (enriched when there is an origin) and takes it off
+    /// the held counts.
+    fn emit(
+        &mut self,
+        trace: &Trace,
+        origin: Option<&Origin>,
+        reason: ReleaseReason,
+        out: &mut SpanBatch,
+    ) {
         let spans = &trace.spans;
+        self.stats.traces_released[reason as usize] += 1;
         self.stats.spans_released += spans.len() as u64;
+        self.held_spans -= spans.len();
+        self.held_bytes -= trace.bytes;
         let Some(origin) = origin else {
             for s in spans {
                 push_span(out, &s.group, Bytes::copy_from_slice(&s.bytes));

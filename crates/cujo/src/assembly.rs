@@ -11,6 +11,7 @@ use cujo_assembler::{
 };
 use cujo_otlp::admission::{Admission, Admitted, Lease, SpanSink, SpanSource};
 use cujo_otlp::prom::Family;
+use cujo_otlp::telemetry::{DropReason, PipelineTelemetry};
 use cujo_wire::SpanBatch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -44,15 +45,25 @@ pub fn settings(config: &Config) -> AssemblerSettings {
 /// The latest counters, shared with the metrics endpoint.
 pub type SharedStats = Arc<Mutex<AssemblerStats>>;
 
+/// What the assembler stage shares with the rest of the pipeline.
+pub struct StageContext {
+    pub admission: Arc<Admission>,
+    pub telemetry: Arc<PipelineTelemetry>,
+    pub stats: SharedStats,
+    /// Cancelled when the receivers are done: drain the input, release everything, end.
+    pub input_closed: CancellationToken,
+    /// Cancelled at the shutdown deadline: what is still held is dropped (and counted).
+    pub abandon: CancellationToken,
+}
+
 /// Runs until `input` is closed (receivers gone, or `input_closed` cancelled), then
-/// releases everything held and returns.
+/// releases everything held and returns; or until `abandon`, counting what it still holds
+/// as dropped.
 pub async fn run(
     mut assembler: Assembler,
     mut input: SpanSource,
     output: SpanSink,
-    admission: Arc<Admission>,
-    stats: SharedStats,
-    input_closed: CancellationToken,
+    ctx: StageContext,
 ) {
     let epoch = Instant::now();
     let now_ms = move || epoch.elapsed().as_millis() as u64;
@@ -65,7 +76,24 @@ pub async fn run(
         let mut done = false;
         tokio::select! {
             biased;
-            _ = input_closed.cancelled(), if !closing => {
+            _ = ctx.abandon.cancelled() => {
+                let spans = assembler.held_spans() as u64;
+                ctx.telemetry.spans_dropped(
+                    DropReason::Shutdown,
+                    spans,
+                    "shutdown deadline passed while the assembler held them",
+                );
+                input.close();
+                while let Some(admitted) = input.recv().await {
+                    ctx.telemetry.spans_dropped(
+                        DropReason::Shutdown,
+                        admitted.span_count() as u64,
+                        "shutdown deadline passed before the assembler took them",
+                    );
+                }
+                break;
+            }
+            _ = ctx.input_closed.cancelled(), if !closing => {
                 closing = true;
                 input.close();
             }
@@ -87,17 +115,25 @@ pub async fn run(
             },
             _ = sleep_until_ms(epoch, next_due) => assembler.release_due(now_ms(), &mut out),
         }
-        let new_held = admission.hold(assembler.held_memory());
-        held.replace(new_held);
-        if let Ok(mut s) = stats.lock() {
+        held.replace(ctx.admission.hold(assembler.held_memory()));
+        if let Ok(mut s) = ctx.stats.lock() {
             *s = assembler.stats();
         }
         if !out.is_empty() {
             out.compact();
+            let spans = out.span_count() as u64;
             let bytes = out.groups.iter().map(|g| g.span_bytes()).sum();
-            let lease = Arc::new(admission.hold(bytes));
-            if output.send(Admitted { batch: out, lease }).await.is_err() {
-                tracing::error!("the span exporter stopped before the assembler");
+            let lease = Arc::new(ctx.admission.hold(bytes));
+            let sent = tokio::select! {
+                sent = output.send(Admitted { batch: out, lease }) => sent.is_ok(),
+                _ = ctx.abandon.cancelled() => false,
+            };
+            if !sent {
+                ctx.telemetry.spans_dropped(
+                    DropReason::Shutdown,
+                    spans,
+                    "the span exporter stopped before the assembler released them",
+                );
             }
         }
         if done {

@@ -80,9 +80,13 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             Assembler::new(settings),
             receiver_output,
             to_exporter,
-            admission.clone(),
-            assembler_stats.clone(),
-            receivers_done.clone(),
+            assembly::StageContext {
+                admission: admission.clone(),
+                telemetry: telemetry.clone(),
+                stats: assembler_stats.clone(),
+                input_closed: receivers_done.clone(),
+                abandon: abandon.clone(),
+            },
         ));
         (source, Some(task))
     } else {
@@ -218,13 +222,12 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     receivers_stop.cancel();
     while receivers.join_next().await.is_some() {}
     receivers_done.cancel();
-    if let Some(task) = assembler_task {
-        tokio::select! {
-            result = task => if let Err(e) = result {
-                tracing::error!(error = %e, "assembler task failed");
-            },
-            _ = abandon.cancelled() => tracing::warn!("shutdown deadline reached while the assembler was releasing"),
-        }
+    // The assembler ends by itself: after releasing everything, or at the deadline
+    // (`abandon`), having counted what it still held.
+    if let Some(task) = assembler_task
+        && let Err(e) = task.await
+    {
+        tracing::error!(error = %e, "assembler task failed");
     }
     exporter_input_closed.cancel();
     if let Err(e) = exporter_task.await {
