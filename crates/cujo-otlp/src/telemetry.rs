@@ -70,15 +70,18 @@ pub enum DropReason {
     RetriesExhausted,
     /// The shutdown deadline passed before they could be sent.
     Shutdown,
+    /// cujo could not encode them (a bug: reported, never silent).
+    Internal,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 5] = [
+    const ALL: [DropReason; 6] = [
         DropReason::NoExporter,
         DropReason::Rejected,
         DropReason::PartiallyRejected,
         DropReason::RetriesExhausted,
         DropReason::Shutdown,
+        DropReason::Internal,
     ];
     pub fn label(self) -> &'static str {
         match self {
@@ -87,6 +90,7 @@ impl DropReason {
             DropReason::PartiallyRejected => "partially_rejected",
             DropReason::RetriesExhausted => "retries_exhausted",
             DropReason::Shutdown => "shutdown",
+            DropReason::Internal => "internal_error",
         }
     }
 }

@@ -190,7 +190,11 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// Encodes `batch` as the request body for `downstream`: protobuf, compressed and framed.
-fn encode_body(batch: &SpanBatch, protocol: Protocol, compression: Compression) -> Bytes {
+fn encode_body(
+    batch: &SpanBatch,
+    protocol: Protocol,
+    compression: Compression,
+) -> std::io::Result<Bytes> {
     let mut raw = Vec::new();
     encode_request(batch, &mut raw);
     let payload = match compression {
@@ -200,15 +204,14 @@ fn encode_body(batch: &SpanBatch, protocol: Protocol, compression: Compression) 
                 Vec::with_capacity(raw.len() / 4),
                 flate2::Compression::fast(),
             );
-            // Writing to a Vec cannot fail.
-            let _ = enc.write_all(&raw);
-            enc.finish().unwrap_or_default()
+            enc.write_all(&raw)?;
+            enc.finish()?
         }
     };
-    match protocol {
+    Ok(match protocol {
         Protocol::Grpc => crate::rpc::frame(&payload, compression == Compression::Gzip),
         Protocol::HttpProtobuf => Bytes::from(payload),
-    }
+    })
 }
 
 /// Sends one batch until it is delivered, refused for good, out of retries, or abandoned.
@@ -231,12 +234,23 @@ async fn deliver(
     })
     .await
     {
-        Ok(body) => body,
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => {
+            finish(
+                &telemetry,
+                spans,
+                Err((
+                    DropReason::Rejected,
+                    format!("compressing the batch failed: {e}"),
+                )),
+            );
+            return;
+        }
         Err(e) => {
             finish(
                 &telemetry,
                 spans,
-                Err((DropReason::Rejected, format!("encoding failed: {e}"))),
+                Err((DropReason::Internal, format!("encoding task failed: {e}"))),
             );
             return;
         }
