@@ -1,0 +1,20 @@
+//! CUJ SLIs in the stream: good and valid events per Critical User Journey, kept in rolling
+//! windows, evaluated against SLOs (compliance, error budget, burn rates, multiwindow alerts).
+//!
+//! Everything here is driven by an explicit clock (milliseconds since the Unix epoch), so
+//! tests move time without sleeping. This crate knows nothing of OTLP transport or trace
+//! assembly.
+//!
+//! # Layout
+//! - [`window`]: [`window::SlicedCounter`], good/valid counts over windows from 5 minutes to
+//!   31 days in fixed memory.
+//! - [`slo`]: [`slo::Objective`] evaluation — SLI per window, budget remaining, burn rates,
+//!   page/ticket alerts (SRE Workbook factors, scaled to the objective's period), projected
+//!   exhaustion.
+//!
+//! Still to come (issue 4): CUJ matching on released traces, latency HDR histograms, the
+//! series map with its cardinality cap, Prometheus and OTLP metrics export, the state file.
+#![forbid(unsafe_code)]
+
+pub mod slo;
+pub mod window;
