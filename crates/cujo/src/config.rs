@@ -140,6 +140,16 @@ pub struct OtlpExporter {
     /// Export requests in flight at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// TLS settings of an `https://` exporter endpoint.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of CA certificates trusted besides the public roots (a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_export_timeout() -> HumanDuration {

@@ -280,5 +280,6 @@ fn downstream(otlp: &config::OtlpExporter) -> anyhow::Result<Downstream> {
         },
         headers,
         otlp.timeout.0,
+        otlp.tls.ca_file.as_deref(),
     )?)
 }

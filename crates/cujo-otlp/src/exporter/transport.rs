@@ -2,6 +2,8 @@
 //! answer the way the OTLP specification defines it: success (maybe partial), retryable
 //! (with the server's delay if it gave one), or permanent.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -63,15 +65,19 @@ pub enum DownstreamError {
     Endpoint { endpoint: String, reason: String },
     #[error("exporters.otlp TLS setup failed: {0}")]
     Tls(String),
+    #[error("exporters.otlp.tls.ca_file {path:?}: {detail}")]
+    CaFile { path: String, detail: String },
 }
 
 impl Downstream {
+    /// `ca_file`: PEM certificates trusted in addition to the public roots (a private CA).
     pub fn new(
         endpoint: &str,
         protocol: Protocol,
         compression: Compression,
         headers: Vec<(HeaderName, HeaderValue)>,
         timeout: Duration,
+        ca_file: Option<&Path>,
     ) -> Result<Self, DownstreamError> {
         let bad = |reason: &str| DownstreamError::Endpoint {
             endpoint: endpoint.to_string(),
@@ -98,10 +104,8 @@ impl Downstream {
             }
         }
         .map_err(|e| bad(&e))?;
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(provider)
-            .map_err(|e| DownstreamError::Tls(e.to_string()))?
+            .with_tls_config(tls_config(ca_file)?)
             .https_or_http();
         let connector = match protocol {
             Protocol::Grpc => builder.enable_http2().build(),
@@ -209,6 +213,36 @@ impl Downstream {
             },
         }
     }
+}
+
+/// rustls with the public (webpki) roots, plus the certificates of `ca_file` if given.
+fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, DownstreamError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let bad = |detail: String| DownstreamError::CaFile {
+            path: path.display().to_string(),
+            detail,
+        };
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("no PEM certificates found".into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DownstreamError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 fn join_path(base: &Uri, path: &str) -> Result<Uri, String> {

@@ -301,6 +301,8 @@ impl TraceService for Recorder {
 pub struct Downstream {
     pub addr: SocketAddr,
     recorder: Recorder,
+    /// Serve TLS with this identity (certificate chain PEM, key PEM).
+    tls: Option<(String, String)>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -311,6 +313,15 @@ impl Downstream {
     }
 
     pub async fn start_on(addr: SocketAddr) -> Downstream {
+        Self::start_with(addr, None).await
+    }
+
+    /// A downstream serving OTLP/gRPC over TLS with `cert_pem` / `key_pem`.
+    pub async fn start_tls(cert_pem: String, key_pem: String) -> Downstream {
+        Self::start_with(free_addr(), Some((cert_pem, key_pem))).await
+    }
+
+    async fn start_with(addr: SocketAddr, tls: Option<(String, String)>) -> Downstream {
         let recorder = Recorder {
             requests: Arc::default(),
             mode: Arc::new(Mutex::new(DownstreamMode::Accept)),
@@ -319,6 +330,7 @@ impl Downstream {
         let mut d = Downstream {
             addr,
             recorder,
+            tls,
             stop: None,
             task: None,
         };
@@ -336,8 +348,15 @@ impl Downstream {
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
             .max_decoding_message_size(64 * 1024 * 1024);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let mut server = tonic::transport::Server::builder();
+        if let Some((cert, key)) = &self.tls {
+            let identity = tonic::transport::Identity::from_pem(cert, key);
+            server = server
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .expect("tls config");
+        }
         self.task = Some(tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
+            let _ = server
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;
