@@ -247,3 +247,31 @@ async fn shutdown_deadline_bounds_exit_and_counts_what_was_not_sent() {
     );
     assert!(log.contains("dropped_shutdown=40"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_downstreams_retry_info_sets_the_retry_delay() {
+    let downstream = Downstream::start().await;
+    downstream.set_mode(DownstreamMode::UnavailableOnceRetryAfter(
+        Duration::from_millis(800),
+    ));
+    // cujo's own backoff would retry after ~10 ms; the server asks for 800 ms.
+    let cujo = Cujo::start(&exporter_yaml(
+        downstream.addr,
+        "    retry: { initial_interval: 10ms, max_interval: 20ms, max_elapsed: 1m }\n",
+    ))
+    .await;
+    let mut client = RetryingClient::connect(cujo.grpc).await;
+    client
+        .send(&make_request("checkout", 3, 20))
+        .await
+        .expect("accepted");
+    downstream.wait_for_spans(20).await;
+    let attempts = downstream.attempts();
+    assert_eq!(attempts.len(), 2, "one refusal, one retry");
+    let waited = attempts[1] - attempts[0];
+    assert!(
+        waited >= Duration::from_millis(750),
+        "retried after {waited:?}, before the server's 800 ms"
+    );
+    assert_accounting(&cujo).await;
+}

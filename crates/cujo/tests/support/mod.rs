@@ -255,6 +255,8 @@ pub enum DownstreamMode {
     Slow(Duration),
     /// INVALID_ARGUMENT (permanent).
     Reject,
+    /// Once UNAVAILABLE with a RetryInfo asking for this delay, then accept.
+    UnavailableOnceRetryAfter(Duration),
 }
 
 #[derive(Clone)]
@@ -262,6 +264,8 @@ struct Recorder {
     requests: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
     mode: Arc<Mutex<DownstreamMode>>,
     headers: Arc<Mutex<Vec<tonic::metadata::MetadataMap>>>,
+    /// When each export call arrived, accepted or not.
+    attempts: Arc<Mutex<Vec<Instant>>>,
 }
 
 #[tonic::async_trait]
@@ -270,8 +274,19 @@ impl TraceService for Recorder {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.attempts.lock().expect("lock").push(Instant::now());
         let mode = self.mode.lock().expect("lock").clone();
         match mode {
+            DownstreamMode::UnavailableOnceRetryAfter(delay) => {
+                *self.mode.lock().expect("lock") = DownstreamMode::Accept;
+                let details =
+                    cujo_otlp::rpc::RpcStatus::new(14, "busy (test)").with_retry_delay(delay);
+                return Err(tonic::Status::with_details(
+                    tonic::Code::Unavailable,
+                    "busy (test)",
+                    prost::Message::encode_to_vec(&details).into(),
+                ));
+            }
             DownstreamMode::Unavailable => {
                 return Err(tonic::Status::unavailable("downstream is down (test)"));
             }
@@ -326,6 +341,7 @@ impl Downstream {
             requests: Arc::default(),
             mode: Arc::new(Mutex::new(DownstreamMode::Accept)),
             headers: Arc::default(),
+            attempts: Arc::default(),
         };
         let mut d = Downstream {
             addr,
@@ -387,6 +403,10 @@ impl Downstream {
 
     pub fn requests(&self) -> Vec<ExportTraceServiceRequest> {
         self.recorder.requests.lock().expect("lock").clone()
+    }
+
+    pub fn attempts(&self) -> Vec<Instant> {
+        self.recorder.attempts.lock().expect("lock").clone()
     }
 
     pub fn metadata(&self) -> Vec<tonic::metadata::MetadataMap> {
