@@ -175,6 +175,18 @@ async fn handle(
         })?;
     let protobuf = match format {
         Format::Protobuf => raw,
+        // JSON goes through the generated types: large bodies convert off the async workers.
+        Format::Json if raw.len() > 64 * 1024 => {
+            tokio::task::spawn_blocking(move || json_to_protobuf(&raw))
+                .await
+                .map_err(|e| {
+                    Failure::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("OTLP/JSON conversion failed: {e}"),
+                        RequestOutcome::Invalid,
+                    )
+                })??
+        }
         Format::Json => json_to_protobuf(&raw)?,
     };
     let accepted = ingest.ingest(Transport::Http, protobuf).map_err(|e| {
