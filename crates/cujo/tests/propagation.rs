@@ -19,6 +19,17 @@ use support::{Cujo, Downstream, ReceivedSpan, exporter_yaml, wait_for};
 
 const ASSEMBLER: &str = "assembler:\n  decision_wait: 300ms\n  trace_timeout: 3s\n  root_cache: { ttl: 10m, max_traces: 100000 }\n  max_link_hops: 3\npropagate:\n  attributes: [\"cuj.*\", \"user.tier\", \"tenant.id\", \"graphql.operation.name\"]\n";
 
+/// A downstream and a cujo forwarding to it with propagation on ([`ASSEMBLER`]).
+async fn start_propagating() -> (Downstream, Cujo) {
+    let downstream = Downstream::start().await;
+    let cujo = Cujo::start(&format!(
+        "{ASSEMBLER}{}",
+        exporter_yaml(downstream.addr, "")
+    ))
+    .await;
+    (downstream, cujo)
+}
+
 /// A service instrumented with the SDK, exporting each span as it ends (so every span is its
 /// own request and children reach cujo before their root).
 struct Service {
@@ -128,12 +139,7 @@ fn assert_root_values(s: &ReceivedSpan, tier: &str, tenant: &str, hops: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn children_before_root_across_requests_and_services_are_enriched() {
-    let downstream = Downstream::start().await;
-    let cujo = Cujo::start(&format!(
-        "{ASSEMBLER}{}",
-        exporter_yaml(downstream.addr, "")
-    ))
-    .await;
+    let (downstream, cujo) = start_propagating().await;
     let c = &cujo;
     tokio::task::spawn_blocking({
         let (front, ledger) = (Service::new(c, "frontend"), Service::new(c, "ledger"));
@@ -195,12 +201,7 @@ async fn children_before_root_across_requests_and_services_are_enriched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_first_then_children_are_enriched() {
-    let downstream = Downstream::start().await;
-    let cujo = Cujo::start(&format!(
-        "{ASSEMBLER}{}",
-        exporter_yaml(downstream.addr, "")
-    ))
-    .await;
+    let (downstream, cujo) = start_propagating().await;
     let front = Service::new(&cujo, "frontend");
     tokio::task::spawn_blocking(move || {
         let mut root = root_span(&front, "gold", "acme");
@@ -218,12 +219,7 @@ async fn root_first_then_children_are_enriched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_consumer_after_release_and_linked_traces_inherit_the_root() {
-    let downstream = Downstream::start().await;
-    let cujo = Cujo::start(&format!(
-        "{ASSEMBLER}{}",
-        exporter_yaml(downstream.addr, "")
-    ))
-    .await;
+    let (downstream, cujo) = start_propagating().await;
     let front = Service::new(&cujo, "frontend");
     let worker = Service::new(&cujo, "push-worker");
     let mailer = Service::new(&cujo, "mailer");
@@ -314,12 +310,7 @@ async fn queue_consumer_after_release_and_linked_traces_inherit_the_root() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_whose_root_never_comes_is_released_unenriched_after_the_timeout() {
-    let downstream = Downstream::start().await;
-    let cujo = Cujo::start(&format!(
-        "{ASSEMBLER}{}",
-        exporter_yaml(downstream.addr, "")
-    ))
-    .await;
+    let (downstream, cujo) = start_propagating().await;
     let svc = Service::new(&cujo, "frontend");
     tokio::task::spawn_blocking(move || {
         // A child of a parent that never reports (its service is not instrumented).
