@@ -122,6 +122,17 @@ impl<'a> FieldReader<'a> {
 /// Reads a base-128 varint at `*pos`, advancing it. `None` if truncated or longer than 10 bytes.
 #[inline]
 pub fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    // Tags and most lengths fit in one byte.
+    let first = *buf.get(*pos)?;
+    if first < 0x80 {
+        *pos += 1;
+        return Some(u64::from(first));
+    }
+    read_varint_slow(buf, pos)
+}
+
+#[cold]
+fn read_varint_slow(buf: &[u8], pos: &mut usize) -> Option<u64> {
     let mut value: u64 = 0;
     for i in 0..10 {
         let byte = *buf.get(*pos)?;
