@@ -6,15 +6,18 @@
 //! assembly.
 //!
 //! # Layout
+//! - [`condition`]: root matching and bad/exclude conditions over any [`condition::SpanFacts`]
+//!   (exact, any-of, regex, exists, ranges; status).
 //! - [`window`]: [`window::SlicedCounter`], good/valid counts over windows from 5 minutes to
 //!   31 days in fixed memory.
 //! - [`slo`]: [`slo::Objective`] evaluation — SLI per window, budget remaining, burn rates,
 //!   page/ticket alerts (SRE Workbook factors, scaled to the objective's period), projected
 //!   exhaustion.
 //!
-//! Still to come (issue 4): CUJ matching on released traces, latency HDR histograms, the
+//! Still to come (issue 4): SLI events from released traces, latency HDR histograms, the
 //! series map with its cardinality cap, Prometheus and OTLP metrics export, the state file.
 #![forbid(unsafe_code)]
 
+pub mod condition;
 pub mod slo;
 pub mod window;
