@@ -9,17 +9,20 @@
 //! - [`condition`]: root matching and bad/exclude conditions over any [`condition::SpanFacts`]
 //!   (exact, any-of, regex, exists, ranges; status).
 //! - [`cuj`]: a CUJ definition and the SLI event (or exclusion) a released trace yields.
+//! - [`engine`]: [`engine::SliEngine`] — series with a cardinality cap, exact event counts,
+//!   latency buckets that include every threshold, objective states, as metric families.
 //! - [`window`]: [`window::SlicedCounter`], good/valid counts over windows from 5 minutes to
 //!   31 days in fixed memory.
 //! - [`slo`]: [`slo::Objective`] evaluation — SLI per window, budget remaining, burn rates,
 //!   page/ticket alerts (SRE Workbook factors, scaled to the objective's period), projected
 //!   exhaustion.
 //!
-//! Still to come (issue 4): feeding released traces in, latency HDR histograms, the
-//! series map with its cardinality cap, Prometheus and OTLP metrics export, the state file.
+//! Still to come (issue 4): feeding released traces in from the assembler, latency HDR
+//! histograms for quantiles, per-series windows, exemplars, OTLP metrics push, the state file.
 #![forbid(unsafe_code)]
 
 pub mod condition;
 pub mod cuj;
+pub mod engine;
 pub mod slo;
 pub mod window;

@@ -1,0 +1,590 @@
+//! The SLI engine: turns released traces into per-series event counts, latency histograms
+//! and rolling windows, and reports them as metric families (plain data; the binary writes
+//! the exposition format).
+//!
+//! Series are (CUJ, dimension values). Each CUJ keeps at most `max_series`; later values
+//! fold into one overflow series (dimension values `__overflow__`), counted. Objectives are
+//! evaluated over the CUJ's aggregate windows.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::condition::SpanFacts;
+use crate::cuj::{Cuj, Outcome, Sli, SliEvent, TraceFacts};
+use crate::slo::ObjectiveStatus;
+use crate::window::SlicedCounter;
+
+/// The dimension value of the overflow series.
+pub const OVERFLOW: &str = "__overflow__";
+
+/// Latency bucket bounds (seconds) used for every CUJ, to which its threshold is added.
+const DEFAULT_BOUNDS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+#[derive(Debug, Clone, Default)]
+struct Series {
+    available_good: u64,
+    available_bad: u64,
+    latency_good: u64,
+    latency_bad: u64,
+    /// Per bucket of the CUJ's bounds (not cumulative), plus one for +Inf.
+    buckets: Vec<u64>,
+    latency_sum_s: f64,
+}
+
+struct CujState {
+    cuj: Cuj,
+    bounds: Vec<f64>,
+    series: HashMap<Vec<String>, Series>,
+    excluded: u64,
+    /// Events folded into the overflow series because `max_series` was reached.
+    overflowed: u64,
+    availability: SlicedCounter,
+    latency: SlicedCounter,
+}
+
+/// Kind of a metric family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One sample: `name<suffix>{labels} value`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub suffix: &'static str,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+    pub samples: Vec<Sample>,
+}
+
+/// Prometheus label name for an OpenTelemetry attribute key (`user.tier` → `user_tier`).
+pub fn label_name(key: &str) -> String {
+    let mut out: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+pub struct SliEngine {
+    cujs: Vec<CujState>,
+}
+
+impl SliEngine {
+    pub fn new(cujs: Vec<Cuj>) -> Self {
+        let cujs = cujs
+            .into_iter()
+            .map(|cuj| {
+                let mut bounds = DEFAULT_BOUNDS.to_vec();
+                if let Some((threshold, _)) = cuj.latency {
+                    let t = threshold.as_secs_f64();
+                    if !bounds.iter().any(|b| (b - t).abs() < 1e-12) {
+                        bounds.push(t);
+                        bounds.sort_by(f64::total_cmp);
+                    }
+                }
+                CujState {
+                    cuj,
+                    bounds,
+                    series: HashMap::new(),
+                    excluded: 0,
+                    overflowed: 0,
+                    availability: SlicedCounter::new(),
+                    latency: SlicedCounter::new(),
+                }
+            })
+            .collect();
+        Self { cujs }
+    }
+
+    /// Feeds one released trace to every CUJ (a trace may feed several).
+    pub fn observe<S: SpanFacts>(&mut self, trace: &TraceFacts<'_, S>, now_ms: u64) {
+        for state in &mut self.cujs {
+            match state.cuj.evaluate(trace) {
+                Outcome::NotMatched => {}
+                Outcome::Excluded => state.excluded += 1,
+                Outcome::Event(event) => state.record(event, now_ms),
+            }
+        }
+    }
+
+    /// Objective states of every CUJ at `now_ms`: (cuj, sli, target, status).
+    pub fn objectives(&self, now_ms: u64) -> Vec<(&str, Sli, f64, ObjectiveStatus)> {
+        let mut out = Vec::new();
+        for s in &self.cujs {
+            for (sli, obj) in &s.cuj.objectives {
+                let counter = match sli {
+                    Sli::Availability => &s.availability,
+                    Sli::Latency => &s.latency,
+                };
+                out.push((
+                    s.cuj.name.as_str(),
+                    *sli,
+                    obj.target,
+                    obj.evaluate(counter, now_ms),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Everything as metric families, for `/metrics`.
+    pub fn families(&self, now_ms: u64) -> Vec<Family> {
+        let mut events = family(
+            "cujo_sli_events_total",
+            "Valid SLI events per CUJ, SLI and outcome (good/bad).",
+            Kind::Counter,
+        );
+        let mut excluded = family(
+            "cujo_sli_excluded_total",
+            "Events of a CUJ excluded by its exclude conditions (valid for neither SLI).",
+            Kind::Counter,
+        );
+        let mut overflow = family(
+            "cujo_sli_series_overflow_total",
+            "Events folded into a CUJ's overflow series because it reached max_series.",
+            Kind::Counter,
+        );
+        let mut duration = family(
+            "cujo_cuj_duration_seconds",
+            "Measured latency of each CUJ's valid events; the buckets include the CUJ's threshold.",
+            Kind::Histogram,
+        );
+        for s in &self.cujs {
+            let name = s.cuj.name.clone();
+            excluded.samples.push(sample(
+                "",
+                vec![("cuj".into(), name.clone())],
+                s.excluded as f64,
+            ));
+            overflow.samples.push(sample(
+                "",
+                vec![("cuj".into(), name.clone())],
+                s.overflowed as f64,
+            ));
+            let mut keys: Vec<&Vec<String>> = s.series.keys().collect();
+            keys.sort();
+            for dims in keys {
+                let series = &s.series[dims];
+                let mut labels = vec![("cuj".to_string(), name.clone())];
+                for (d, v) in s.cuj.dimensions.iter().zip(dims) {
+                    labels.push((label_name(d), v.clone()));
+                }
+                let with = |extra: &[(&str, &str)]| {
+                    let mut l = labels.clone();
+                    l.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+                    l
+                };
+                events.samples.push(sample(
+                    "",
+                    with(&[("sli", "availability"), ("outcome", "good")]),
+                    series.available_good as f64,
+                ));
+                events.samples.push(sample(
+                    "",
+                    with(&[("sli", "availability"), ("outcome", "bad")]),
+                    series.available_bad as f64,
+                ));
+                if s.cuj.latency.is_some() {
+                    events.samples.push(sample(
+                        "",
+                        with(&[("sli", "latency"), ("outcome", "good")]),
+                        series.latency_good as f64,
+                    ));
+                    events.samples.push(sample(
+                        "",
+                        with(&[("sli", "latency"), ("outcome", "bad")]),
+                        series.latency_bad as f64,
+                    ));
+                    let mut cumulative = 0u64;
+                    for (i, bound) in s.bounds.iter().enumerate() {
+                        cumulative += series.buckets.get(i).copied().unwrap_or(0);
+                        duration.samples.push(sample(
+                            "_bucket",
+                            with(&[("le", &bound.to_string())]),
+                            cumulative as f64,
+                        ));
+                    }
+                    let count = series.latency_good + series.latency_bad;
+                    duration
+                        .samples
+                        .push(sample("_bucket", with(&[("le", "+Inf")]), count as f64));
+                    duration
+                        .samples
+                        .push(sample("_sum", labels.clone(), series.latency_sum_s));
+                    duration
+                        .samples
+                        .push(sample("_count", labels.clone(), count as f64));
+                }
+            }
+        }
+        let mut target = family(
+            "cujo_slo_objective_ratio",
+            "Each objective's target, e.g. 0.999.",
+            Kind::Gauge,
+        );
+        let mut sli = family(
+            "cujo_slo_sli_ratio",
+            "Good/valid over each window (absent without valid events).",
+            Kind::Gauge,
+        );
+        let mut budget = family(
+            "cujo_slo_error_budget_remaining_ratio",
+            "Fraction of the error budget left over the objective's window.",
+            Kind::Gauge,
+        );
+        let mut burn = family(
+            "cujo_slo_burn_rate",
+            "Error ratio over the error budget, per window; 1 spends the budget exactly over the objective's window.",
+            Kind::Gauge,
+        );
+        let mut alert = family(
+            "cujo_slo_alert",
+            "1 when the multiwindow burn-rate alert of this severity fires.",
+            Kind::Gauge,
+        );
+        let mut exhaustion = family(
+            "cujo_slo_budget_exhaustion_seconds",
+            "At the last hour's burn rate, seconds until the budget is gone (absent when nothing burns).",
+            Kind::Gauge,
+        );
+        for (cuj, which, goal, status) in self.objectives(now_ms) {
+            let base = vec![
+                ("cuj".to_string(), cuj.to_string()),
+                ("sli".to_string(), which.label().to_string()),
+            ];
+            let with = |k: &str, v: String| {
+                let mut l = base.clone();
+                l.push((k.to_string(), v));
+                l
+            };
+            target.samples.push(sample("", base.clone(), goal));
+            for (w, v) in &status.sli {
+                if let Some(v) = v {
+                    sli.samples
+                        .push(sample("", with("window", window_label(*w)), *v));
+                }
+            }
+            for (w, v) in &status.burn_rate {
+                burn.samples
+                    .push(sample("", with("window", window_label(*w)), *v));
+            }
+            budget
+                .samples
+                .push(sample("", base.clone(), status.budget_remaining));
+            alert.samples.push(sample(
+                "",
+                with("severity", "page".into()),
+                f64::from(u8::from(status.page)),
+            ));
+            alert.samples.push(sample(
+                "",
+                with("severity", "ticket".into()),
+                f64::from(u8::from(status.ticket)),
+            ));
+            if let Some(e) = status.exhaustion {
+                exhaustion
+                    .samples
+                    .push(sample("", base.clone(), e.as_secs_f64()));
+            }
+        }
+        vec![
+            events, excluded, overflow, duration, target, sli, budget, burn, alert, exhaustion,
+        ]
+    }
+}
+
+impl CujState {
+    fn record(&mut self, event: SliEvent, now_ms: u64) {
+        let key = if self.series.contains_key(&event.dimensions)
+            || self.series.len() < self.cuj.max_series
+        {
+            event.dimensions
+        } else {
+            self.overflowed += 1;
+            vec![OVERFLOW.to_string(); self.cuj.dimensions.len()]
+        };
+        let buckets = self.bounds.len() + 1;
+        let series = self.series.entry(key).or_insert_with(|| Series {
+            buckets: vec![0; buckets],
+            ..Series::default()
+        });
+        if event.available {
+            series.available_good += 1;
+        } else {
+            series.available_bad += 1;
+        }
+        self.availability.record(now_ms, event.available);
+        if let Some((measured, good)) = event.latency {
+            if good {
+                series.latency_good += 1;
+            } else {
+                series.latency_bad += 1;
+            }
+            let secs = measured.as_secs_f64();
+            series.latency_sum_s += secs;
+            let bucket = self
+                .bounds
+                .iter()
+                .position(|b| secs <= *b)
+                .unwrap_or(self.bounds.len());
+            series.buckets[bucket] += 1;
+            self.latency.record(now_ms, good);
+        }
+    }
+}
+
+fn family(name: &'static str, help: &'static str, kind: Kind) -> Family {
+    Family {
+        name,
+        help,
+        kind,
+        samples: Vec::new(),
+    }
+}
+
+fn sample(suffix: &'static str, labels: Vec<(String, String)>, value: f64) -> Sample {
+    Sample {
+        suffix,
+        labels,
+        value,
+    }
+}
+
+/// `5m`, `1h`, `30d`: the window as Prometheus label value.
+pub fn window_label(w: Duration) -> String {
+    let s = w.as_secs();
+    if s.is_multiple_of(86400) {
+        format!("{}d", s / 86400)
+    } else if s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::condition::{Condition, Literal, RootMatch, Scalar, StatusCode, ValueMatch};
+    use crate::cuj::{Measure, Scope};
+    use crate::slo::Objective;
+
+    struct Span {
+        tier: String,
+        error: bool,
+    }
+
+    impl SpanFacts for Span {
+        fn name(&self) -> &str {
+            "POST /v1/messages"
+        }
+        fn service(&self) -> &str {
+            "api"
+        }
+        fn status(&self) -> StatusCode {
+            if self.error {
+                StatusCode::Error
+            } else {
+                StatusCode::Unset
+            }
+        }
+        fn attribute(&self, key: &str) -> Option<Scalar<'_>> {
+            (key == "user.tier").then_some(Scalar::Str(&self.tier))
+        }
+    }
+
+    fn engine(max_series: usize) -> SliEngine {
+        SliEngine::new(vec![Cuj {
+            name: "post_message".into(),
+            matcher: RootMatch {
+                span_name: Some(ValueMatch::Equals(Literal::Str("POST /v1/messages".into()))),
+                ..RootMatch::default()
+            },
+            dimensions: vec!["user.tier".into()],
+            max_series,
+            scope: Scope::Root,
+            bad: vec![Condition::Status(StatusCode::Error)],
+            exclude: vec![],
+            latency: Some((Duration::from_millis(300), Measure::Root)),
+            objectives: vec![
+                (
+                    Sli::Availability,
+                    Objective {
+                        target: 0.999,
+                        window: Duration::from_secs(30 * 86400),
+                    },
+                ),
+                (
+                    Sli::Latency,
+                    Objective {
+                        target: 0.99,
+                        window: Duration::from_secs(30 * 86400),
+                    },
+                ),
+            ],
+        }])
+    }
+
+    fn feed(e: &mut SliEngine, tier: &str, error: bool, latency_ms: u64, now_ms: u64) {
+        let spans = [Span {
+            tier: tier.into(),
+            error,
+        }];
+        let t = TraceFacts {
+            trace_id: [1; 16],
+            root: &spans[0],
+            root_start_ns: 0,
+            root_end_ns: latency_ms * 1_000_000,
+            spans: &spans,
+            last_end_ns: latency_ms * 1_000_000,
+        };
+        e.observe(&t, now_ms);
+    }
+
+    fn value(fams: &[Family], name: &str, suffix: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        fams.iter()
+            .find(|f| f.name == name)?
+            .samples
+            .iter()
+            .find_map(|s| {
+                (s.suffix == suffix
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v)))
+                .then_some(s.value)
+            })
+    }
+
+    #[test]
+    fn counts_are_exact_and_buckets_include_the_threshold() {
+        let mut e = engine(100);
+        let now = 1_700_000_000_000;
+        for i in 0..1000u64 {
+            feed(
+                &mut e,
+                if i % 2 == 0 { "gold" } else { "free" },
+                i % 100 == 0,
+                100 + i,
+                now,
+            );
+        }
+        let f = e.families(now);
+        let gold = |sli, outcome| {
+            value(
+                &f,
+                "cujo_sli_events_total",
+                "",
+                &[("user_tier", "gold"), ("sli", sli), ("outcome", outcome)],
+            )
+        };
+        assert_eq!(gold("availability", "bad"), Some(10.0));
+        assert_eq!(gold("availability", "good"), Some(490.0));
+        // Latency 100..=1099 ms: good when <= 300 ms, i.e. i <= 200: 201 events, the 101 even ones gold.
+        assert_eq!(gold("latency", "good"), Some(101.0));
+        assert_eq!(
+            value(
+                &f,
+                "cujo_cuj_duration_seconds",
+                "_bucket",
+                &[("user_tier", "gold"), ("le", "0.3")]
+            ),
+            Some(101.0)
+        );
+        assert_eq!(
+            value(
+                &f,
+                "cujo_cuj_duration_seconds",
+                "_count",
+                &[("user_tier", "free")]
+            ),
+            Some(500.0)
+        );
+        assert_eq!(
+            value(
+                &f,
+                "cujo_slo_objective_ratio",
+                "",
+                &[("sli", "availability")]
+            ),
+            Some(0.999)
+        );
+        let page = value(
+            &f,
+            "cujo_slo_alert",
+            "",
+            &[("sli", "availability"), ("severity", "page")],
+        );
+        assert_eq!(
+            page,
+            Some(1.0),
+            "1% errors burn a 0.1% budget 10x in every window"
+        );
+    }
+
+    #[test]
+    fn cardinality_is_capped_and_overflow_counted() {
+        let mut e = engine(10);
+        for i in 0..100_000u64 {
+            feed(&mut e, &format!("tenant-{i}"), false, 10, 1_000);
+        }
+        let f = e.families(1_000);
+        let series = f
+            .iter()
+            .find(|f| f.name == "cujo_sli_events_total")
+            .map(|f| f.samples.len() / 4)
+            .unwrap_or(0);
+        assert_eq!(series, 11, "10 series and the overflow series");
+        assert_eq!(
+            value(&f, "cujo_sli_series_overflow_total", "", &[]),
+            Some(99_990.0)
+        );
+        assert_eq!(
+            value(
+                &f,
+                "cujo_sli_events_total",
+                "",
+                &[
+                    ("user_tier", OVERFLOW),
+                    ("sli", "availability"),
+                    ("outcome", "good")
+                ]
+            ),
+            Some(99_990.0)
+        );
+    }
+
+    #[test]
+    fn label_names_follow_the_prometheus_rules() {
+        assert_eq!(label_name("user.tier"), "user_tier");
+        assert_eq!(
+            label_name("graphql.operation.name"),
+            "graphql_operation_name"
+        );
+        assert_eq!(label_name("1st-key"), "_1st_key");
+        assert_eq!(window_label(Duration::from_secs(300)), "5m");
+        assert_eq!(window_label(Duration::from_secs(30 * 86400)), "30d");
+    }
+}
