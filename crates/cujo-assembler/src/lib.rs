@@ -199,6 +199,23 @@ pub struct Assembler {
     stats: AssemblerStats,
     /// [`PropagateSettings::first_bytes`], computed once.
     collide_first_bytes: [bool; 256],
+    /// Told about every trace released whole (the SLI engine listens here).
+    observer: Option<Box<dyn TraceObserver>>,
+}
+
+/// A trace released whole, as its spans arrived (before enrichment).
+pub struct ReleasedTrace<'a> {
+    pub trace_id: TraceId,
+    /// Each span's encoded bytes and the encoded `ResourceSpans` header it arrived under.
+    pub spans: Vec<(&'a [u8], &'a [u8])>,
+    /// Latest end time of any span seen for the trace.
+    pub last_end_ns: u64,
+    pub reason: ReleaseReason,
+}
+
+/// Receives every trace the assembler releases whole.
+pub trait TraceObserver: Send {
+    fn released(&mut self, trace: &ReleasedTrace<'_>);
 }
 
 impl Assembler {
@@ -219,7 +236,13 @@ impl Assembler {
             held_bytes: 0,
             stats: AssemblerStats::default(),
             collide_first_bytes,
+            observer: None,
         }
+    }
+
+    /// Tells `observer` about every trace released whole from now on.
+    pub fn set_observer(&mut self, observer: Box<dyn TraceObserver>) {
+        self.observer = Some(observer);
     }
 
     /// The settings this assembler runs with.
@@ -538,6 +561,18 @@ impl Assembler {
             .origin_of(trace.root.take().map(|b| *b), trace.link, now_ms)
             .map(Arc::new);
         self.emit(&trace, origin.as_deref(), reason, out);
+        if let Some(observer) = self.observer.as_mut() {
+            observer.released(&ReleasedTrace {
+                trace_id: id,
+                spans: trace
+                    .spans
+                    .iter()
+                    .map(|s| (&s.bytes[..], &s.group.resource.bytes[..]))
+                    .collect(),
+                last_end_ns: trace.last_end_ns,
+                reason,
+            });
+        }
         // A trace pushed out early by memory pressure may still get its root: remember it
         // only if it had an origin, so the root and later spans start a fresh buffer.
         if origin.is_some() || reason != ReleaseReason::MemoryPressure {

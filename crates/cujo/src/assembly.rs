@@ -9,9 +9,13 @@ use cujo_assembler::{
     Assembler, AssemblerSettings, AssemblerStats, PropagateSettings, RELEASE_LAG_BUCKETS_MS,
     ReleaseReason,
 };
+use cujo_assembler::{ReleasedTrace, TraceObserver};
 use cujo_otlp::admission::{Admission, Admitted, Lease, SpanSink, SpanSource};
 use cujo_otlp::prom::Family;
 use cujo_otlp::telemetry::{DropReason, PipelineTelemetry};
+use cujo_sli::condition::{Scalar, SpanFacts, StatusCode};
+use cujo_sli::cuj::TraceFacts;
+use cujo_sli::engine::{Kind, SliEngine};
 use cujo_wire::SpanBatch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -230,4 +234,113 @@ pub fn render(stats: &AssemblerStats, out: &mut String) {
         "Released traces whose origin is remembered for late and linked spans.",
     )
     .sample(&[], stats.root_cache_entries as f64);
+}
+
+/// A span in wire form, as the SLI conditions read it.
+struct WireSpan<'a> {
+    bytes: &'a [u8],
+    fields: cujo_wire::span::SpanFields<'a>,
+    service: &'a str,
+}
+
+impl<'a> WireSpan<'a> {
+    fn new(bytes: &'a [u8], resource: &'a [u8]) -> Self {
+        Self {
+            bytes,
+            fields: cujo_wire::span::read_span(bytes),
+            service: cujo_wire::span::service_name(resource).unwrap_or(""),
+        }
+    }
+}
+
+impl SpanFacts for WireSpan<'_> {
+    fn name(&self) -> &str {
+        std::str::from_utf8(self.fields.name).unwrap_or("")
+    }
+
+    fn service(&self) -> &str {
+        self.service
+    }
+
+    fn status(&self) -> StatusCode {
+        StatusCode::from_otlp(self.fields.status_code)
+    }
+
+    fn attribute(&self, key: &str) -> Option<Scalar<'_>> {
+        let a = cujo_wire::span::span_attributes(self.bytes).find(|a| a.key == key)?;
+        scalar(a.value)
+    }
+}
+
+/// The scalar inside an encoded `AnyValue` (string, bool, int or double).
+fn scalar(any_value: &[u8]) -> Option<Scalar<'_>> {
+    use cujo_wire::proto::{FieldReader, Value};
+    let mut r = FieldReader::new(any_value, "AnyValue");
+    while let Some(Ok(f)) = r.next_field() {
+        return match (f.number, f.value) {
+            (1, Value::Len(s)) => std::str::from_utf8(s).ok().map(Scalar::Str),
+            (2, Value::Varint(b)) => Some(Scalar::Bool(b != 0)),
+            (3, Value::Varint(i)) => Some(Scalar::Int(i as i64)),
+            (4, Value::I64(bits)) => Some(Scalar::Double(f64::from_bits(bits))),
+            _ => continue,
+        };
+    }
+    None
+}
+
+/// Feeds every trace the assembler releases whole to the SLI engine.
+pub struct SliObserver {
+    pub engine: Arc<Mutex<SliEngine>>,
+}
+
+/// Milliseconds since the Unix epoch: SLO windows are wall-clock windows.
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl TraceObserver for SliObserver {
+    fn released(&mut self, trace: &ReleasedTrace<'_>) {
+        let spans: Vec<WireSpan<'_>> = trace
+            .spans
+            .iter()
+            .map(|(s, r)| WireSpan::new(s, r))
+            .collect();
+        // Only a trace released with its own root is an event of a journey.
+        let Some(root) = spans.iter().find(|s| s.fields.parent_span_id.is_none()) else {
+            return;
+        };
+        let facts = TraceFacts {
+            trace_id: trace.trace_id,
+            root,
+            root_start_ns: root.fields.start_time_unix_nano,
+            root_end_ns: root.fields.end_time_unix_nano,
+            spans: &spans,
+            last_end_ns: trace.last_end_ns,
+        };
+        if let Ok(mut engine) = self.engine.lock() {
+            engine.observe(&facts, wall_clock_ms());
+        }
+    }
+}
+
+/// Appends the SLI engine's metric families in the Prometheus text format.
+pub fn render_sli(engine: &SliEngine, out: &mut String) {
+    for fam in engine.families(wall_clock_ms()) {
+        let mut f = match fam.kind {
+            Kind::Counter => Family::counter(out, fam.name, fam.help),
+            Kind::Gauge => Family::gauge(out, fam.name, fam.help),
+            Kind::Histogram => Family::histogram(out, fam.name, fam.help),
+        };
+        for s in &fam.samples {
+            let labels: Vec<(&str, &str)> = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            f.sample_suffixed(s.suffix, &labels, s.value);
+        }
+    }
 }

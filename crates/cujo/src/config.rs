@@ -44,6 +44,9 @@ pub struct Config {
     /// exporters.
     pub assembler: Option<AssemblerConfig>,
     pub propagate: Option<PropagateConfig>,
+    /// Critical User Journeys: SLIs derived from released traces (needs the assembler).
+    #[serde(default)]
+    pub cujs: Vec<crate::cuj_config::CujConfig>,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
     #[serde(default)]
@@ -584,14 +587,20 @@ impl Config {
         Ok(config)
     }
 
-    /// Whether the trace assembler runs.
+    /// Whether the trace assembler runs (CUJs need it: it hands them whole traces).
     pub fn assembler_enabled(&self) -> bool {
-        self.assembler.is_some() || self.propagate.is_some()
+        self.assembler.is_some() || self.propagate.is_some() || !self.cujs.is_empty()
+    }
+
+    /// The CUJ definitions, resolved (checked when the config was loaded).
+    pub fn cujs(&self) -> Vec<cujo_sli::cuj::Cuj> {
+        crate::cuj_config::resolve(&self.cujs).unwrap_or_default()
     }
 
     /// Checks that values which parsed are also usable together.
     fn check(&self) -> Result<(), (String, String)> {
         let err = |p: &str, d: String| Err((p.to_string(), d));
+        crate::cuj_config::resolve(&self.cujs)?;
         if let Some(a) = &self.assembler {
             if a.max_spans_per_trace == 0 {
                 return err("assembler.max_spans_per_trace", "must be at least 1".into());

@@ -3,10 +3,12 @@
 //!
 //! # Layout
 //! - [`config`]: the YAML configuration, `${env:NAME}` substitution, errors naming file and key.
+//! - [`cuj_config`]: the `cujs:` section, resolved into SLI definitions.
 //! - [`service`]: builds the stages from a config, runs them, shuts them down in order.
 //! - [`assembly`]: runs the trace assembler as a stage (clock, budget, metrics).
 #![forbid(unsafe_code)]
 
 pub mod assembly;
 pub mod config;
+pub mod cuj_config;
 pub mod service;

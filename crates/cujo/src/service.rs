@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::assembly;
 use crate::config::{self, Config};
 use cujo_assembler::Assembler;
+use cujo_sli::engine::SliEngine;
 
 /// Without an assembler the exporter reads the receivers' channel directly and closes it
 /// when the receivers are done.
@@ -68,6 +69,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
 
     // The assembler, when configured, sits between the receivers and the exporter.
     let assembler_stats = assembly::SharedStats::default();
+    let mut sli_engine: Option<Arc<std::sync::Mutex<SliEngine>>> = None;
     let (source, assembler_task) = if config.assembler_enabled() {
         let (to_exporter, source) = SpanSink::channel(ASSEMBLER_OUTPUT_CAPACITY);
         let settings = assembly::settings(&config);
@@ -76,8 +78,18 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             attributes = ?settings.propagate.attributes,
             "propagating root attributes"
         );
+        let mut assembler = Assembler::new(settings);
+        let cujs = config.cujs();
+        if !cujs.is_empty() {
+            tracing::info!(cujs = cujs.len(), "deriving CUJ SLIs from released traces");
+            let engine = Arc::new(std::sync::Mutex::new(SliEngine::new(cujs)));
+            assembler.set_observer(Box::new(assembly::SliObserver {
+                engine: engine.clone(),
+            }));
+            sli_engine = Some(engine);
+        }
         let task = tokio::spawn(assembly::run(
-            Assembler::new(settings),
+            assembler,
             receiver_output,
             to_exporter,
             assembly::StageContext {
@@ -184,6 +196,13 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             let t = telemetry.clone();
             let mut sources: Vec<MetricsSource> =
                 vec![Arc::new(move |out: &mut String| t.render(out))];
+            if let Some(engine) = sli_engine.clone() {
+                sources.push(Arc::new(move |out: &mut String| {
+                    if let Ok(e) = engine.lock() {
+                        assembly::render_sli(&e, out);
+                    }
+                }));
+            }
             if config.assembler_enabled() {
                 let stats = assembler_stats.clone();
                 sources.push(Arc::new(move |out: &mut String| {

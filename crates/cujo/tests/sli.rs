@@ -1,0 +1,189 @@
+//! CUJ SLIs end to end: traces with known outcomes and durations, made by the real
+//! OpenTelemetry SDK, through the real binary; the counts on `/metrics` equal the exact
+//! counts of the same traces, and the output passes `promtool check metrics`.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::trace::{
+    Span as _, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use support::{Cujo, Downstream, exporter_yaml, metric_value, wait_for};
+
+const CUJS: &str = r#"assembler: { decision_wait: 200ms, trace_timeout: 2s }
+cujs:
+  - name: post_message
+    match:
+      service.name: frontend-api
+      span.name: "POST /v1/messages"
+      attributes: { cuj.name: post_message }
+    dimensions: [user.tier]
+    availability:
+      bad:
+        - status: error
+        - { attribute: http.response.status_code, gte: 500 }
+      exclude:
+        - { attribute: http.response.status_code, gte: 400, lt: 500 }
+    latency: { threshold: 300ms, measure: root }
+    objectives:
+      - { sli: availability, target: 99.9%, window: 30d }
+      - { sli: latency, target: 99%, window: 30d }
+"#;
+
+/// What trace `i` is: (tier, HTTP status, error status, root duration).
+fn shape(i: u64) -> (&'static str, i64, bool, Duration) {
+    let tier = if i.is_multiple_of(2) { "gold" } else { "free" };
+    let code = match i % 10 {
+        0 => 503,
+        1 => 404,
+        _ => 201,
+    };
+    (tier, code, i % 7 == 3, Duration::from_millis(40 + i * 13))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_counts_equal_the_exact_counts_of_the_traffic() {
+    let downstream = Downstream::start().await;
+    let cujo = Cujo::start(&format!("{CUJS}{}", exporter_yaml(downstream.addr, ""))).await;
+    let endpoint = format!("http://{}", cujo.grpc);
+    const TRACES: u64 = 60;
+    tokio::task::spawn_blocking(move || {
+        let exporter = SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()
+            .expect("exporter");
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter)
+            .with_resource(
+                Resource::builder()
+                    .with_service_name("frontend-api")
+                    .build(),
+            )
+            .build();
+        let t = provider.tracer("api");
+        let start = SystemTime::now() - Duration::from_secs(60);
+        for i in 0..TRACES {
+            let (tier, code, error, took) = shape(i);
+            let mut root = t
+                .span_builder("POST /v1/messages")
+                .with_kind(SpanKind::Server)
+                .with_start_time(start)
+                .with_attributes([
+                    KeyValue::new("cuj.name", "post_message"),
+                    KeyValue::new("user.tier", tier),
+                    KeyValue::new("http.response.status_code", code),
+                ])
+                .start(&t);
+            if error {
+                root.set_status(Status::error("boom"));
+            }
+            let cx = Context::new().with_remote_span_context(root.span_context().clone());
+            let mut child = t
+                .span_builder("db")
+                .with_start_time(start)
+                .start_with_context(&t, &cx);
+            child.end_with_timestamp(start + took / 2);
+            root.end_with_timestamp(start + took);
+        }
+        // A root of another journey: matched by no CUJ.
+        let mut other = t.span_builder("GET /health").start(&t);
+        other.end();
+        let _ = provider.shutdown();
+    })
+    .await
+    .expect("sdk");
+    downstream.wait_for_spans((TRACES * 2 + 1) as usize).await;
+
+    // The exact counts, by the CUJ's own rules.
+    let mut want: HashMap<(&str, &str, &str), f64> = HashMap::new();
+    let mut excluded = 0.0;
+    for i in 0..TRACES {
+        let (tier, code, error, took) = shape(i);
+        if (400..500).contains(&code) {
+            excluded += 1.0;
+            continue;
+        }
+        let available = !error && code < 500;
+        let fast = took <= Duration::from_millis(300);
+        *want
+            .entry((tier, "availability", if available { "good" } else { "bad" }))
+            .or_default() += 1.0;
+        *want
+            .entry((tier, "latency", if fast { "good" } else { "bad" }))
+            .or_default() += 1.0;
+    }
+    let metrics = wait_for("SLI events", || async {
+        let m = cujo.metrics().await;
+        let seen = metric_value(&m, "cujo_sli_excluded_total{cuj=\"post_message\"}");
+        (seen == excluded).then_some(m)
+    })
+    .await;
+    for tier in ["gold", "free"] {
+        for sli in ["availability", "latency"] {
+            for outcome in ["good", "bad"] {
+                let sample = format!(
+                    "cujo_sli_events_total{{cuj=\"post_message\",user_tier=\"{tier}\",sli=\"{sli}\",outcome=\"{outcome}\"}}"
+                );
+                let expected = want.get(&(tier, sli, outcome)).copied().unwrap_or(0.0);
+                assert_eq!(
+                    metric_value(&metrics, &sample),
+                    expected,
+                    "{sample}\n{metrics}"
+                );
+            }
+        }
+    }
+    assert!(metrics.contains(
+        "cujo_cuj_duration_seconds_bucket{cuj=\"post_message\",user_tier=\"gold\",le=\"0.3\"}"
+    ));
+    assert!(
+        metrics
+            .contains("cujo_slo_objective_ratio{cuj=\"post_message\",sli=\"availability\"} 0.999")
+    );
+    assert!(
+        metrics.contains(
+            "cujo_slo_alert{cuj=\"post_message\",sli=\"availability\",severity=\"page\"} 1"
+        ),
+        "errors well over budget page"
+    );
+
+    if std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(metrics.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("promtool output");
+        assert!(
+            out.status.success(),
+            "promtool check metrics:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is required under CI"
+        );
+    }
+}
