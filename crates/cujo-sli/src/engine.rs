@@ -128,6 +128,35 @@ impl SliEngine {
         }
     }
 
+    /// Every CUJ's windows, encoded for the state file.
+    pub fn save_state(&self) -> Vec<u8> {
+        let cujs: Vec<crate::state::CujWindows> = self
+            .cujs
+            .iter()
+            .map(|s| crate::state::CujWindows {
+                name: s.cuj.name.clone(),
+                availability: s.availability.clone(),
+                latency: s.latency.clone(),
+            })
+            .collect();
+        crate::state::encode(&cujs)
+    }
+
+    /// Restores windows saved by [`SliEngine::save_state`] for the CUJs that still exist;
+    /// returns how many were restored.
+    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<usize, crate::state::StateError> {
+        let saved = crate::state::decode(bytes)?;
+        let mut restored = 0;
+        for w in saved {
+            if let Some(s) = self.cujs.iter_mut().find(|s| s.cuj.name == w.name) {
+                s.availability = w.availability;
+                s.latency = w.latency;
+                restored += 1;
+            }
+        }
+        Ok(restored)
+    }
+
     /// Objective states of every CUJ at `now_ms`: (cuj, sli, target, status).
     pub fn objectives(&self, now_ms: u64) -> Vec<(&str, Sli, f64, ObjectiveStatus)> {
         let mut out = Vec::new();
@@ -574,6 +603,22 @@ mod tests {
             ),
             Some(99_990.0)
         );
+    }
+
+    #[test]
+    fn windows_survive_a_save_and_restore() {
+        let mut e = engine(10);
+        let now = 1_700_000_000_000;
+        for i in 0..100 {
+            feed(&mut e, "gold", i % 4 == 0, 10, now);
+        }
+        let saved = e.save_state();
+        let mut fresh = engine(10);
+        assert_eq!(fresh.restore_state(&saved), Ok(1));
+        let sli = |e: &SliEngine| e.objectives(now)[0].3.sli[0].1;
+        assert_eq!(sli(&fresh), Some(0.75));
+        assert_eq!(sli(&fresh), sli(&e));
+        assert!(fresh.restore_state(b"garbage").is_err());
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! - [`cuj`]: a CUJ definition and the SLI event (or exclusion) a released trace yields.
 //! - [`engine`]: [`engine::SliEngine`] — series with a cardinality cap, exact event counts,
 //!   latency buckets that include every threshold, objective states, as metric families.
+//! - [`state`]: the SLO state file format (windows survive restarts; foreign or corrupt files
+//!   are refused with a reason).
 //! - [`window`]: [`window::SlicedCounter`], good/valid counts over windows from 5 minutes to
 //!   31 days in fixed memory.
 //! - [`slo`]: [`slo::Objective`] evaluation — SLI per window, budget remaining, burn rates,
@@ -18,11 +20,12 @@
 //!   exhaustion.
 //!
 //! Still to come (issue 4): feeding released traces in from the assembler, latency HDR
-//! histograms for quantiles, per-series windows, exemplars, OTLP metrics push, the state file.
+//! histograms for quantiles, per-series windows, exemplars, OTLP metrics push.
 #![forbid(unsafe_code)]
 
 pub mod condition;
 pub mod cuj;
 pub mod engine;
 pub mod slo;
+pub mod state;
 pub mod window;

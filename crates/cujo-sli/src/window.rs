@@ -132,6 +132,47 @@ impl SlicedCounter {
         }
     }
 
+    /// Appends the counter's state (every slot, little-endian) to `out`.
+    pub fn write_state(&self, out: &mut Vec<u8>) {
+        for ring in &self.rings {
+            for slot in ring.slots.iter() {
+                out.extend_from_slice(&slot.slice.to_le_bytes());
+                out.extend_from_slice(&slot.good.to_le_bytes());
+                out.extend_from_slice(&slot.valid.to_le_bytes());
+            }
+        }
+    }
+
+    /// Bytes [`SlicedCounter::write_state`] writes.
+    pub fn state_len() -> usize {
+        (36 + 360 + 432 + 744) * 12
+    }
+
+    /// Restores a state written by [`SlicedCounter::write_state`]; `None` if `bytes` is not
+    /// exactly one.
+    pub fn read_state(bytes: &[u8]) -> Option<SlicedCounter> {
+        if bytes.len() != Self::state_len() {
+            return None;
+        }
+        let mut c = SlicedCounter::new();
+        let mut words = bytes
+            .chunks_exact(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+        for ring in &mut c.rings {
+            for slot in ring.slots.iter_mut() {
+                *slot = Slot {
+                    slice: words.next()?,
+                    good: words.next()?,
+                    valid: words.next()?,
+                };
+                if slot.good > slot.valid {
+                    return None;
+                }
+            }
+        }
+        Some(c)
+    }
+
     /// Counts over the `window` ending at `now_ms`, or `None` if the window is longer than
     /// [`MAX_WINDOW`].
     pub fn counts(&self, now_ms: u64, window: Duration) -> Option<Counts> {
@@ -210,6 +251,19 @@ mod tests {
                 .valid,
             0
         );
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let mut c = SlicedCounter::new();
+        for m in 0..500u64 {
+            c.record(1_700_000_000_000 + m * 7_000, m % 3 != 0);
+        }
+        let mut bytes = Vec::new();
+        c.write_state(&mut bytes);
+        assert_eq!(bytes.len(), SlicedCounter::state_len());
+        assert_eq!(SlicedCounter::read_state(&bytes), Some(c));
+        assert_eq!(SlicedCounter::read_state(&bytes[1..]), None);
     }
 
     #[test]

@@ -344,3 +344,51 @@ pub fn render_sli(engine: &SliEngine, out: &mut String) {
         }
     }
 }
+
+/// Restores the CUJs' windows from `path` if it exists. A missing file is a first start; a
+/// file that cannot be read or is not a valid state is reported and ignored, never fatal.
+pub fn load_sli_state(engine: &Mutex<SliEngine>, path: &std::path::Path) {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!(file = %path.display(), "no SLO state file yet: windows start empty");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot read the SLO state file: ignored, windows start empty");
+            return;
+        }
+    };
+    let result = match engine.lock() {
+        Ok(mut e) => e.restore_state(&bytes),
+        Err(_) => return,
+    };
+    match result {
+        Ok(n) => tracing::info!(file = %path.display(), cujs = n, "SLO windows restored"),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "SLO state file ignored, windows start empty")
+        }
+    }
+}
+
+/// Writes the CUJs' windows to `path` (via a temporary file and a rename, so a crash never
+/// leaves half a file).
+pub async fn save_sli_state(engine: &Mutex<SliEngine>, path: &std::path::Path) {
+    let bytes = match engine.lock() {
+        Ok(e) => e.save_state(),
+        Err(_) => return,
+    };
+    let path = path.to_path_buf();
+    let result = tokio::task::spawn_blocking(move || {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok::<_, std::io::Error>(path)
+    })
+    .await;
+    match result {
+        Ok(Ok(path)) => tracing::debug!(file = %path.display(), "SLO state saved"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the SLO state file"),
+        Err(e) => tracing::warn!(error = %e, "SLO state save task failed"),
+    }
+}

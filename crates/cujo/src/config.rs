@@ -48,6 +48,8 @@ pub struct Config {
     #[serde(default)]
     pub cujs: Vec<crate::cuj_config::CujConfig>,
     #[serde(default)]
+    pub slo: SloConfig,
+    #[serde(default)]
     pub shutdown: ShutdownConfig,
     #[serde(default)]
     pub log: LogConfig,
@@ -367,6 +369,29 @@ fn default_propagated() -> Vec<String> {
     ["cuj.*", "user.tier", "tenant.id", "graphql.operation.name"]
         .map(String::from)
         .to_vec()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloConfig {
+    /// Where the CUJs' rolling windows are saved, so a restart keeps the error budgets.
+    pub state_file: Option<std::path::PathBuf>,
+    /// How often the state file is written (and once more at shutdown).
+    #[serde(default = "default_save_interval")]
+    pub save_interval: HumanDuration,
+}
+
+impl Default for SloConfig {
+    fn default() -> Self {
+        Self {
+            state_file: None,
+            save_interval: default_save_interval(),
+        }
+    }
+}
+
+fn default_save_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
 
 #[derive(Debug, Clone, Deserialize)]

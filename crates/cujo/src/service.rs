@@ -83,6 +83,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         if !cujs.is_empty() {
             tracing::info!(cujs = cujs.len(), "deriving CUJ SLIs from released traces");
             let engine = Arc::new(std::sync::Mutex::new(SliEngine::new(cujs)));
+            if let Some(path) = &config.slo.state_file {
+                assembly::load_sli_state(&engine, path);
+            }
             assembler.set_observer(Box::new(assembly::SliObserver {
                 engine: engine.clone(),
             }));
@@ -223,6 +226,22 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         }
         None => None,
     };
+    // Save the SLO windows periodically; once more at shutdown.
+    let state_saver = match (&sli_engine, &config.slo.state_file) {
+        (Some(engine), Some(path)) => {
+            let (engine, path) = (engine.clone(), path.clone());
+            let every = config.slo.save_interval.0.max(Duration::from_secs(1));
+            Some(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    assembly::save_sli_state(&engine, &path).await;
+                }
+            }))
+        }
+        _ => None,
+    };
     readiness.set(true);
     tracing::info!("cujo is ready");
 
@@ -247,6 +266,12 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         && let Err(e) = task.await
     {
         tracing::error!(error = %e, "assembler task failed");
+    }
+    if let Some(saver) = state_saver {
+        saver.abort();
+    }
+    if let (Some(engine), Some(path)) = (&sli_engine, &config.slo.state_file) {
+        assembly::save_sli_state(engine, path).await;
     }
     exporter_input_closed.cancel();
     if let Err(e) = exporter_task.await {

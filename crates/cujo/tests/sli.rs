@@ -47,12 +47,8 @@ fn shape(i: u64) -> (&'static str, i64, bool, Duration) {
     (tier, code, i % 7 == 3, Duration::from_millis(40 + i * 13))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exported_counts_equal_the_exact_counts_of_the_traffic() {
-    let downstream = Downstream::start().await;
-    let cujo = Cujo::start(&format!("{CUJS}{}", exporter_yaml(downstream.addr, ""))).await;
-    let endpoint = format!("http://{}", cujo.grpc);
-    const TRACES: u64 = 60;
+/// Sends `traces` traces shaped by [`shape`] (plus one unmatched root) with the SDK.
+async fn send(endpoint: String, traces: u64) {
     tokio::task::spawn_blocking(move || {
         let exporter = SpanExporter::builder()
             .with_tonic()
@@ -69,7 +65,7 @@ async fn exported_counts_equal_the_exact_counts_of_the_traffic() {
             .build();
         let t = provider.tracer("api");
         let start = SystemTime::now() - Duration::from_secs(60);
-        for i in 0..TRACES {
+        for i in 0..traces {
             let (tier, code, error, took) = shape(i);
             let mut root = t
                 .span_builder("POST /v1/messages")
@@ -99,6 +95,14 @@ async fn exported_counts_equal_the_exact_counts_of_the_traffic() {
     })
     .await
     .expect("sdk");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_counts_equal_the_exact_counts_of_the_traffic() {
+    let downstream = Downstream::start().await;
+    let cujo = Cujo::start(&format!("{CUJS}{}", exporter_yaml(downstream.addr, ""))).await;
+    const TRACES: u64 = 60;
+    send(format!("http://{}", cujo.grpc), TRACES).await;
     downstream.wait_for_spans((TRACES * 2 + 1) as usize).await;
 
     // The exact counts, by the CUJ's own rules.
@@ -186,4 +190,64 @@ async fn exported_counts_equal_the_exact_counts_of_the_traffic() {
             "promtool is required under CI"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_windows_survive_a_restart_and_a_corrupt_state_file_is_ignored() {
+    let dir = std::env::temp_dir().join(format!("cujo-slo-state-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let state = dir.join("slo-state");
+    let _ = std::fs::remove_file(&state);
+    let downstream = Downstream::start().await;
+    let config = format!(
+        "{CUJS}slo: {{ state_file: \"{}\", save_interval: 1h }}\n{}",
+        state.display(),
+        exporter_yaml(downstream.addr, "")
+    );
+    let ratio = "cujo_slo_sli_ratio{cuj=\"post_message\",sli=\"availability\",window=\"1h\"}";
+    let cujo = Cujo::start(&config).await;
+    send(format!("http://{}", cujo.grpc), 20).await;
+    let before = wait_for("SLI over the last hour", || async {
+        let m = cujo.metrics().await;
+        let events: f64 = m
+            .lines()
+            .filter(|l| {
+                l.starts_with("cujo_sli_events_total{") && l.contains("sli=\"availability\"")
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum();
+        (events == 18.0).then(|| metric_value(&m, ratio))
+    })
+    .await;
+    assert!(before > 0.0 && before < 1.0, "{before}");
+    let (status, _) = tokio::task::spawn_blocking(move || {
+        let mut cujo = cujo;
+        (cujo.terminate(), cujo)
+    })
+    .await
+    .expect("stop");
+    assert!(status.success());
+    assert!(state.exists(), "saved at shutdown");
+
+    let restarted = Cujo::start(&config).await;
+    assert_eq!(
+        restarted.metric(ratio).await,
+        before,
+        "the window came back"
+    );
+    assert!(restarted.log().contains("SLO windows restored"));
+    drop(restarted);
+
+    std::fs::write(&state, b"not a state file at all").expect("corrupt");
+    let after_corruption = Cujo::start(&config).await;
+    assert!(
+        after_corruption.log().contains("SLO state file ignored"),
+        "{}",
+        after_corruption.log()
+    );
+    assert_eq!(
+        after_corruption.metric(ratio).await,
+        0.0,
+        "empty windows: no ratio yet"
+    );
 }
