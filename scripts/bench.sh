@@ -7,7 +7,7 @@
 #   scripts/bench.sh --rounds 1 --duration 5s --rate 50000
 #
 # Options (env var in brackets):
-#   --only cujo|rotel|cujo-propagate   run one target only         [ONLY]
+#   --only cujo|rotel|cujo-propagate|cujo-sli   run one target only [ONLY]
 #   --rounds N          rounds per (target, mode), default 3       [ROUNDS]
 #   --duration D        measured window per run, default 20s       [DURATION]
 #   --warmup D          unmeasured load before it, default 2s      [WARMUP]
@@ -57,10 +57,29 @@ done
 PROPAGATE_YAML='admission: { max_in_flight: 512MiB }
 assembler: { decision_wait: 500ms, trace_timeout: 10s }
 propagate: { attributes: ["cuj.*", "user.tier", "tenant.id", "graphql.operation.name"] }'
+# cujo-sli: propagation plus 10 CUJs with 2 dimensions each (the workload's five journeys,
+# each as a root-latency CUJ and an end-to-end CUJ over the whole trace).
+SLI_YAML="$PROPAGATE_YAML
+cujs:"
+for journey in checkout add-to-cart view-product search view-cart; do
+  for variant in api e2e; do
+    if [[ $variant == api ]]; then scope=root; measure=root; else scope=trace; measure=end_to_end; fi
+    SLI_YAML+="
+  - name: $journey-$variant
+    match: { attributes: { cuj.name: $journey } }
+    dimensions: [user.tier, tenant.id]
+    availability:
+      scope: $scope
+      bad: [ { status: error }, { attribute: http.response.status_code, gte: 500 } ]
+      exclude: [ { attribute: http.response.status_code, gte: 400, lt: 500 } ]
+    latency: { threshold: 300ms, measure: $measure }
+    objectives: [ { sli: availability, target: 99.9%, window: 30d }, { sli: latency, target: 99%, window: 30d } ]"
+  done
+done
 case "$ONLY" in
-  both) TARGETS=(cujo cujo-propagate rotel) ;;
-  cujo|rotel|cujo-propagate) TARGETS=("$ONLY") ;;
-  *) echo "bench.sh: --only takes cujo, cujo-propagate or rotel" >&2; exit 2 ;;
+  both) TARGETS=(cujo cujo-propagate cujo-sli rotel) ;;
+  cujo|rotel|cujo-propagate|cujo-sli) TARGETS=("$ONLY") ;;
+  *) echo "bench.sh: --only takes cujo, cujo-propagate, cujo-sli or rotel" >&2; exit 2 ;;
 esac
 
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -77,7 +96,7 @@ fi
 [[ -x "$LOAD" ]] || { echo "bench.sh: $LOAD not built" >&2; exit 1; }
 for t in "${TARGETS[@]}"; do
   case "$t" in
-    cujo|cujo-propagate) [[ -x "$CUJO_BIN" ]] || { echo "bench.sh: $CUJO_BIN not built (use --only rotel until it is)" >&2; exit 1; } ;;
+    cujo|cujo-propagate|cujo-sli) [[ -x "$CUJO_BIN" ]] || { echo "bench.sh: $CUJO_BIN not built (use --only rotel until it is)" >&2; exit 1; } ;;
     rotel) [[ -x "$ROTEL_BIN" ]] || { echo "bench.sh: rotel-agent not found at $ROTEL_BIN (pip install rotel, or set ROTEL_BIN)" >&2; exit 1; } ;;
   esac
 done
@@ -89,7 +108,7 @@ OUT=${OUT:-$LOG_DIR/results.jsonl}
 
 bin_for() {
   case "$1" in
-    cujo|cujo-propagate) echo "$CUJO_BIN" ;;
+    cujo|cujo-propagate|cujo-sli) echo "$CUJO_BIN" ;;
     rotel) echo "$ROTEL_BIN" ;;
   esac
 }
@@ -98,6 +117,7 @@ bin_for() {
 target_args() {
   case "$1" in
     cujo-propagate) printf '%s\0' --target cujo --label cujo-propagate --cujo-yaml "$PROPAGATE_YAML" ;;
+    cujo-sli) printf '%s\0' --target cujo --label cujo-sli --cujo-yaml "$SLI_YAML" ;;
     *) printf '%s\0' --target "$1" ;;
   esac
 }

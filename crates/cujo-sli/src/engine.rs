@@ -117,6 +117,14 @@ impl SliEngine {
         Self { cujs }
     }
 
+    /// Whether some CUJ looks at spans other than the root (`scope: trace`); when none does,
+    /// callers may pass only the root in [`TraceFacts::spans`].
+    pub fn needs_all_spans(&self) -> bool {
+        self.cujs
+            .iter()
+            .any(|s| s.cuj.scope == crate::cuj::Scope::Trace)
+    }
+
     /// Feeds one released trace to every CUJ (a trace may feed several).
     pub fn observe<S: SpanFacts>(&mut self, trace: &TraceFacts<'_, S>, now_ms: u64) {
         for state in &mut self.cujs {

@@ -236,19 +236,19 @@ pub fn render(stats: &AssemblerStats, out: &mut String) {
     .sample(&[], stats.root_cache_entries as f64);
 }
 
-/// A span in wire form, as the SLI conditions read it.
+/// A span in wire form, as the SLI conditions read it: fields and attributes read once.
 struct WireSpan<'a> {
-    bytes: &'a [u8],
     fields: cujo_wire::span::SpanFields<'a>,
     service: &'a str,
+    attributes: Vec<cujo_wire::span::Attribute<'a>>,
 }
 
 impl<'a> WireSpan<'a> {
-    fn new(bytes: &'a [u8], resource: &'a [u8]) -> Self {
+    fn new(bytes: &'a [u8], service: &'a str) -> Self {
         Self {
-            bytes,
             fields: cujo_wire::span::read_span(bytes),
-            service: cujo_wire::span::service_name(resource).unwrap_or(""),
+            service,
+            attributes: cujo_wire::span::span_attributes(bytes).collect(),
         }
     }
 }
@@ -267,7 +267,7 @@ impl SpanFacts for WireSpan<'_> {
     }
 
     fn attribute(&self, key: &str) -> Option<Scalar<'_>> {
-        let a = cujo_wire::span::span_attributes(self.bytes).find(|a| a.key == key)?;
+        let a = self.attributes.iter().find(|a| a.key == key)?;
         scalar(a.value)
     }
 }
@@ -303,26 +303,53 @@ pub fn wall_clock_ms() -> u64 {
 
 impl TraceObserver for SliObserver {
     fn released(&mut self, trace: &ReleasedTrace<'_>) {
-        let spans: Vec<WireSpan<'_>> = trace
+        let Ok(mut engine) = self.engine.lock() else {
+            return;
+        };
+        // Only a trace released with its own root is an event of a journey.
+        let Some(&(root_bytes, root_resource)) = trace
             .spans
             .iter()
-            .map(|(s, r)| WireSpan::new(s, r))
-            .collect();
-        // Only a trace released with its own root is an event of a journey.
-        let Some(root) = spans.iter().find(|s| s.fields.parent_span_id.is_none()) else {
+            .find(|(s, _)| cujo_wire::span::span_head(s).parent_span_id.is_none())
+        else {
             return;
+        };
+        let root = WireSpan::new(
+            root_bytes,
+            cujo_wire::span::service_name(root_resource).unwrap_or(""),
+        );
+        // Resources repeat across a trace's spans: read each service.name once.
+        let mut services: Vec<(*const u8, &str)> = Vec::new();
+        // Non-root spans are read only when some CUJ looks past the root.
+        let spans: Vec<WireSpan<'_>> = if engine.needs_all_spans() {
+            trace
+                .spans
+                .iter()
+                .map(|(s, r)| {
+                    let key = r.as_ptr();
+                    let service = match services.iter().find(|(k, _)| *k == key) {
+                        Some((_, svc)) => *svc,
+                        None => {
+                            let svc = cujo_wire::span::service_name(r).unwrap_or("");
+                            services.push((key, svc));
+                            svc
+                        }
+                    };
+                    WireSpan::new(s, service)
+                })
+                .collect()
+        } else {
+            Vec::new()
         };
         let facts = TraceFacts {
             trace_id: trace.trace_id,
-            root,
+            root: &root,
             root_start_ns: root.fields.start_time_unix_nano,
             root_end_ns: root.fields.end_time_unix_nano,
             spans: &spans,
             last_end_ns: trace.last_end_ns,
         };
-        if let Ok(mut engine) = self.engine.lock() {
-            engine.observe(&facts, wall_clock_ms());
-        }
+        engine.observe(&facts, wall_clock_ms());
     }
 }
 
