@@ -27,9 +27,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cujo_wire::span::{
-    any_value_str, kind, read_span_with, service_name, span_attributes, span_head,
-};
+use cujo_wire::span::{kind, read_span_with, service_name, span_attributes, span_head};
 use cujo_wire::{ResourceHeader, ScopeGroup, SpanBatch};
 
 use cache::RootCache;
@@ -713,12 +711,4 @@ fn async_hops(spans: &[Head], base: u32) -> Vec<u32> {
         }
     }
     memo.into_iter().map(|v| v.unwrap_or(base)).collect()
-}
-
-/// The string value of a propagated attribute (key as written), for tests and diagnostics.
-pub fn attribute_str(origin: &Origin, key: &str) -> Option<String> {
-    origin
-        .attributes()
-        .find(|a| a.key == key)
-        .and_then(|a| any_value_str(a.value).map(str::to_string))
 }

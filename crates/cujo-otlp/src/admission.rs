@@ -83,12 +83,6 @@ pub struct Lease {
     bytes: usize,
 }
 
-impl Lease {
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-}
-
 impl Drop for Lease {
     fn drop(&mut self) {
         self.admission

@@ -5,7 +5,6 @@
 //! The invariant these counters keep, checked by tests:
 //! `accepted = exported + dropped{reason} + in_flight`.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use crate::prom;
@@ -207,10 +206,6 @@ impl PipelineTelemetry {
         self.dropped.iter().map(|d| d.load(Relaxed)).sum()
     }
 
-    pub fn refused_requests(&self, transport: Transport) -> u64 {
-        self.requests[transport as usize][RequestOutcome::Refused as usize].load(Relaxed)
-    }
-
     /// Accepted spans not yet exported or dropped.
     pub fn in_flight_spans(&self) -> u64 {
         self.accepted_spans()
@@ -308,6 +303,5 @@ impl PipelineTelemetry {
             "Admission budget (admission.max_in_flight).",
         )
         .sample(&[], self.max_in_flight_bytes.load(Relaxed) as f64);
-        let _ = out.write_str("");
     }
 }

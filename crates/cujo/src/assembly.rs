@@ -276,16 +276,14 @@ impl SpanFacts for WireSpan<'_> {
 fn scalar(any_value: &[u8]) -> Option<Scalar<'_>> {
     use cujo_wire::proto::{FieldReader, Value};
     let mut r = FieldReader::new(any_value, "AnyValue");
-    while let Some(Ok(f)) = r.next_field() {
-        return match (f.number, f.value) {
-            (1, Value::Len(s)) => std::str::from_utf8(s).ok().map(Scalar::Str),
-            (2, Value::Varint(b)) => Some(Scalar::Bool(b != 0)),
-            (3, Value::Varint(i)) => Some(Scalar::Int(i as i64)),
-            (4, Value::I64(bits)) => Some(Scalar::Double(f64::from_bits(bits))),
-            _ => continue,
-        };
-    }
-    None
+    // The first field that is a scalar; arrays, maps and bytes have none.
+    std::iter::from_fn(|| r.next_field()?.ok()).find_map(|f| match (f.number, f.value) {
+        (1, Value::Len(s)) => std::str::from_utf8(s).ok().map(Scalar::Str),
+        (2, Value::Varint(b)) => Some(Scalar::Bool(b != 0)),
+        (3, Value::Varint(i)) => Some(Scalar::Int(i as i64)),
+        (4, Value::I64(bits)) => Some(Scalar::Double(f64::from_bits(bits))),
+        _ => None,
+    })
 }
 
 /// Feeds every trace the assembler releases whole to the SLI engine.
