@@ -23,6 +23,16 @@ pub enum Measure {
     EndToEnd,
 }
 
+impl Measure {
+    /// The name used in reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Measure::Root => "root",
+            Measure::EndToEnd => "end_to_end",
+        }
+    }
+}
+
 /// Which SLI an objective is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Sli {

@@ -31,6 +31,8 @@ struct Series {
     /// Per bucket of the CUJ's bounds (not cumulative), plus one for +Inf.
     buckets: Vec<u64>,
     latency_sum_s: f64,
+    /// Trace id of the most recent bad event (availability or latency).
+    last_bad: Option<[u8; 16]>,
 }
 
 struct CujState {
@@ -42,7 +44,14 @@ struct CujState {
     overflowed: u64,
     availability: SlicedCounter,
     latency: SlicedCounter,
+    /// Sampled budgets, oldest first, at most [`HISTORY_POINTS`].
+    history: std::collections::VecDeque<crate::report::HistoryPoint>,
 }
+
+/// How often [`SliEngine::tick`] samples the history for the charts.
+pub const HISTORY_INTERVAL_MS: u64 = 60_000;
+/// How many history points each CUJ keeps (a day at one a minute).
+pub const HISTORY_POINTS: usize = 1440;
 
 /// Kind of a metric family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +97,8 @@ pub fn label_name(key: &str) -> String {
 
 pub struct SliEngine {
     cujs: Vec<CujState>,
+    /// When the next history point is due.
+    next_sample_ms: u64,
 }
 
 impl SliEngine {
@@ -111,10 +122,14 @@ impl SliEngine {
                     overflowed: 0,
                     availability: SlicedCounter::new(),
                     latency: SlicedCounter::new(),
+                    history: std::collections::VecDeque::new(),
                 }
             })
             .collect();
-        Self { cujs }
+        Self {
+            cujs,
+            next_sample_ms: 0,
+        }
     }
 
     /// Whether some CUJ looks at spans other than the root (`scope: trace`); when none does,
@@ -133,6 +148,132 @@ impl SliEngine {
                 Outcome::Excluded => state.excluded += 1,
                 Outcome::Event(event) => state.record(event, now_ms),
             }
+        }
+        self.tick(now_ms);
+    }
+
+    /// Samples the history when a point is due (cheap otherwise). Called on every observed
+    /// trace and by a timer, so the charts move while no traffic comes.
+    pub fn tick(&mut self, now_ms: u64) {
+        if now_ms < self.next_sample_ms {
+            return;
+        }
+        self.next_sample_ms = (now_ms / HISTORY_INTERVAL_MS + 1) * HISTORY_INTERVAL_MS;
+        for s in &mut self.cujs {
+            let budget_remaining = s
+                .cuj
+                .objectives
+                .iter()
+                .map(|(sli, obj)| {
+                    let counter = match sli {
+                        Sli::Availability => &s.availability,
+                        Sli::Latency => &s.latency,
+                    };
+                    obj.evaluate(counter, now_ms).budget_remaining
+                })
+                .collect();
+            if s.history.len() == HISTORY_POINTS {
+                s.history.pop_front();
+            }
+            s.history.push_back(crate::report::HistoryPoint {
+                at_ms: now_ms,
+                budget_remaining,
+                p50: None,
+                p90: None,
+                p99: None,
+            });
+        }
+    }
+
+    /// The whole state as plain data, for the status page, API and deploy gate.
+    pub fn report(&self, now_ms: u64) -> crate::report::Report {
+        use crate::report::{CujReport, ObjectiveReport, SeriesReport, WindowReport};
+        let cujs = self
+            .cujs
+            .iter()
+            .map(|s| {
+                let objectives = s
+                    .cuj
+                    .objectives
+                    .iter()
+                    .map(|(sli, obj)| {
+                        let counter = match sli {
+                            Sli::Availability => &s.availability,
+                            Sli::Latency => &s.latency,
+                        };
+                        let status = obj.evaluate(counter, now_ms);
+                        let windows = status
+                            .sli
+                            .iter()
+                            .zip(&status.burn_rate)
+                            .map(|((w, ratio), (_, burn))| {
+                                let c = counter.counts(now_ms, *w).unwrap_or_default();
+                                WindowReport {
+                                    window: window_label(*w),
+                                    seconds: w.as_secs(),
+                                    good: c.good,
+                                    valid: c.valid,
+                                    sli: *ratio,
+                                    burn_rate: *burn,
+                                }
+                            })
+                            .collect();
+                        ObjectiveReport {
+                            sli: sli.label().to_string(),
+                            target: obj.target,
+                            window: window_label(obj.window),
+                            window_seconds: obj.window.as_secs(),
+                            windows,
+                            budget_remaining: status.budget_remaining,
+                            page: status.page,
+                            ticket: status.ticket,
+                            exhaustion_seconds: status.exhaustion.map(|d| d.as_secs_f64()),
+                        }
+                    })
+                    .collect();
+                let mut series: Vec<SeriesReport> = s
+                    .series
+                    .iter()
+                    .map(|(dims, v)| SeriesReport {
+                        dimensions: s
+                            .cuj
+                            .dimensions
+                            .iter()
+                            .cloned()
+                            .zip(dims.iter().cloned())
+                            .collect(),
+                        availability_good: v.available_good,
+                        availability_bad: v.available_bad,
+                        latency_good: v.latency_good,
+                        latency_bad: v.latency_bad,
+                        windows: Vec::new(),
+                        latency: None,
+                        last_bad_trace_id: v.last_bad.as_ref().map(crate::report::trace_id_hex),
+                    })
+                    .collect();
+                // Worst first: most bad events, then by dimension values for a stable order.
+                series.sort_by(|a, b| {
+                    (b.availability_bad + b.latency_bad)
+                        .cmp(&(a.availability_bad + a.latency_bad))
+                        .then_with(|| a.dimensions.cmp(&b.dimensions))
+                });
+                CujReport {
+                    name: s.cuj.name.clone(),
+                    dimensions: s.cuj.dimensions.clone(),
+                    latency_threshold_seconds: s.cuj.latency.map(|(t, _)| t.as_secs_f64()),
+                    latency_measure: s.cuj.latency.map(|(_, m)| m.label().to_string()),
+                    excluded: s.excluded,
+                    overflowed: s.overflowed,
+                    objectives,
+                    latency: None,
+                    series,
+                    history: s.history.iter().cloned().collect(),
+                }
+            })
+            .collect();
+        crate::report::Report {
+            generated_at_ms: now_ms,
+            cujs,
         }
     }
 
@@ -370,6 +511,7 @@ impl CujState {
             series.available_good += 1;
         } else {
             series.available_bad += 1;
+            series.last_bad = Some(event.trace_id);
         }
         self.availability.record(now_ms, event.available);
         if let Some((measured, good)) = event.latency {
@@ -377,6 +519,7 @@ impl CujState {
                 series.latency_good += 1;
             } else {
                 series.latency_bad += 1;
+                series.last_bad = Some(event.trace_id);
             }
             let secs = measured.as_secs_f64();
             series.latency_sum_s += secs;
@@ -627,6 +770,42 @@ mod tests {
         assert_eq!(sli(&fresh), Some(0.75));
         assert_eq!(sli(&fresh), sli(&e));
         assert!(fresh.restore_state(b"garbage").is_err());
+    }
+
+    #[test]
+    fn the_report_carries_objectives_series_and_history() {
+        let mut e = engine(10);
+        let now = 1_700_000_000_000;
+        for i in 0..100 {
+            feed(
+                &mut e,
+                if i < 50 { "gold" } else { "free" },
+                i % 10 == 0,
+                10,
+                now,
+            );
+        }
+        e.tick(now + HISTORY_INTERVAL_MS);
+        let r = e.report(now + HISTORY_INTERVAL_MS);
+        let cuj = &r.cujs[0];
+        assert_eq!(cuj.name, "post_message");
+        assert_eq!(cuj.objectives.len(), 2);
+        let avail = &cuj.objectives[0];
+        assert_eq!(avail.sli, "availability");
+        assert_eq!(avail.window, "30d");
+        let w5m = &avail.windows[0];
+        assert_eq!((w5m.window.as_str(), w5m.good, w5m.valid), ("5m", 90, 100));
+        assert_eq!(w5m.sli, Some(0.9));
+        assert_eq!(cuj.series.len(), 2);
+        assert_eq!(cuj.series[0].availability_bad, 5);
+        assert_eq!(
+            cuj.history.len(),
+            2,
+            "one point at the first event, one a minute later"
+        );
+        let json = serde_json::to_string(&r).unwrap_or_default();
+        let back: crate::report::Report = serde_json::from_str(&json).expect("round trip");
+        assert_eq!(serde_json::to_string(&back).unwrap_or_default(), json);
     }
 
     #[test]

@@ -1,0 +1,133 @@
+//! The SLO report: every CUJ's objectives, windows, budgets, alerts, per-series breakdown and
+//! recent history as plain, serializable data.
+//!
+//! This is the one shape the status page, `GET /api/v1/slos`, the gRPC `SloService` and
+//! `cujo status` all read, so they never disagree. It is built by
+//! [`crate::engine::SliEngine::report`] under the engine's lock and carries no references.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the engine knows at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// When the report was made (milliseconds since the Unix epoch).
+    pub generated_at_ms: u64,
+    pub cujs: Vec<CujReport>,
+}
+
+/// One Critical User Journey.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CujReport {
+    pub name: String,
+    /// The root attributes splitting its series, with their OpenTelemetry names.
+    pub dimensions: Vec<String>,
+    /// The latency threshold in seconds, when the CUJ has a latency SLI.
+    pub latency_threshold_seconds: Option<f64>,
+    /// `root`, `end_to_end` or `span_to_span`, when the CUJ has a latency SLI.
+    pub latency_measure: Option<String>,
+    /// Events excluded by the CUJ's `exclude` conditions (valid for neither SLI).
+    pub excluded: u64,
+    /// Events folded into the overflow series because `max_series` was reached.
+    pub overflowed: u64,
+    pub objectives: Vec<ObjectiveReport>,
+    /// Latency over every event since start (all series together).
+    pub latency: Option<LatencySummary>,
+    /// Per dimension values, sorted by budget burned over the last hour, worst first.
+    pub series: Vec<SeriesReport>,
+    /// Points sampled at a fixed interval (oldest first), for the charts.
+    pub history: Vec<HistoryPoint>,
+}
+
+/// One objective of a CUJ, evaluated now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectiveReport {
+    /// `availability` or `latency`.
+    pub sli: String,
+    /// e.g. 0.999.
+    pub target: f64,
+    /// The objective's window as a label (`30d`) and in seconds.
+    pub window: String,
+    pub window_seconds: u64,
+    /// The reported windows (5m … 3d) and the objective's own, shortest first.
+    pub windows: Vec<WindowReport>,
+    /// Fraction of the error budget left over the objective's window (negative when overspent).
+    pub budget_remaining: f64,
+    pub page: bool,
+    pub ticket: bool,
+    /// At the last hour's burn rate, seconds until the budget is gone.
+    pub exhaustion_seconds: Option<f64>,
+}
+
+/// One rolling window of an objective.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowReport {
+    /// `5m`, `1h`, `30d`.
+    pub window: String,
+    pub seconds: u64,
+    pub good: u64,
+    pub valid: u64,
+    /// good / valid; absent without valid events.
+    pub sli: Option<f64>,
+    /// Error ratio over the error budget; 1 spends the budget exactly over the objective's window.
+    pub burn_rate: f64,
+}
+
+/// Latency quantiles of a set of events, in seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub sum_seconds: f64,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+    pub p999: Option<f64>,
+    pub max: Option<f64>,
+}
+
+/// One series: the events whose root had these dimension values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesReport {
+    /// (dimension, value) in the CUJ's dimension order; the overflow series has `__overflow__`.
+    pub dimensions: Vec<(String, String)>,
+    /// Events since start.
+    pub availability_good: u64,
+    pub availability_bad: u64,
+    pub latency_good: u64,
+    pub latency_bad: u64,
+    /// Per-series windows (same labels as the objectives'), when the engine keeps them.
+    pub windows: Vec<SeriesWindow>,
+    pub latency: Option<LatencySummary>,
+    /// Trace id (hex) of the most recent bad event, to jump to the trace.
+    pub last_bad_trace_id: Option<String>,
+}
+
+/// One rolling window of one series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesWindow {
+    pub window: String,
+    pub valid: u64,
+    pub availability_good: u64,
+    pub latency_good: u64,
+}
+
+/// A sample of a CUJ's state, for the burn-down and latency charts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    pub at_ms: u64,
+    /// Budget remaining per objective, in the order of [`CujReport::objectives`].
+    pub budget_remaining: Vec<f64>,
+    /// Latency quantiles of the events recorded since the previous point.
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+/// Trace id as 32 lowercase hex digits.
+pub fn trace_id_hex(id: &[u8; 16]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(32);
+    for b in id {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
