@@ -6,9 +6,16 @@
 //! - [`cuj_config`]: the `cujs:` section, resolved into SLI definitions.
 //! - [`service`]: builds the stages from a config, runs them, shuts them down in order.
 //! - [`assembly`]: runs the trace assembler as a stage (clock, budget, metrics).
+//! - [`gate`]: `cujo status`, the deploy gate over a running cujo's SLO status.
+//! - [`rules`], [`dashboard`]: Prometheus rules and a Grafana dashboard for the configured CUJs.
+//! - [`status`]: the SLO status views on the admin listener (page, JSON API, gRPC).
 #![forbid(unsafe_code)]
 
 pub mod assembly;
 pub mod config;
 pub mod cuj_config;
+pub mod dashboard;
+pub mod gate;
+pub mod rules;
 pub mod service;
+pub mod status;

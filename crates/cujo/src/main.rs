@@ -27,10 +27,21 @@ enum Command {
     Run,
     /// Validate the configuration and exit: non-zero with a message naming file and key.
     Check,
+    /// Print the SLO status of a running cujo; exit 1 when an error budget is below the bound
+    /// (a deploy gate).
+    Status(cujo::gate::StatusArgs),
+    /// Write Prometheus recording and multiwindow burn-rate alert rules for the configured CUJs.
+    Rules(cujo::rules::RulesArgs),
+    /// Write a Grafana dashboard (JSON) for the configured CUJs.
+    Dashboard(cujo::dashboard::DashboardArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `status` talks to a running cujo and needs no configuration.
+    if let Some(Command::Status(args)) = &cli.command {
+        return cujo::gate::run(args);
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -49,6 +60,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => run(config),
+        Command::Rules(args) => cujo::rules::run(&config, &args),
+        Command::Dashboard(args) => cujo::dashboard::run(&config, &args),
+        Command::Status(_) => ExitCode::SUCCESS,
     }
 }
 

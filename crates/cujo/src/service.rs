@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::assembly;
 use crate::config::{self, Config};
+use crate::status;
 use cujo_assembler::Assembler;
 use cujo_sli::engine::SliEngine;
 
@@ -214,7 +215,11 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                     }
                 }));
             }
-            let router = admin::router(sources, readiness.clone());
+            let mut router = admin::router(sources, readiness.clone());
+            if let Some(engine) = sli_engine.clone() {
+                let source = status::ReportSource::new(engine, assembly::wall_clock_ms);
+                router = router.merge(status::router(source));
+            }
             Some(tokio::spawn(server::serve(
                 "admin",
                 listener,
@@ -226,6 +231,18 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         }
         None => None,
     };
+    // Sample the SLO history (and so the charts) even while no trace comes.
+    let sli_ticker = sli_engine.clone().map(|engine| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                if let Ok(mut e) = engine.lock() {
+                    e.tick(assembly::wall_clock_ms());
+                }
+            }
+        })
+    });
     // Save the SLO windows periodically; once more at shutdown.
     let state_saver = match (&sli_engine, &config.slo.state_file) {
         (Some(engine), Some(path)) => {
@@ -269,6 +286,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     }
     if let Some(saver) = state_saver {
         saver.abort();
+    }
+    if let Some(ticker) = sli_ticker {
+        ticker.abort();
     }
     if let (Some(engine), Some(path)) = (&sli_engine, &config.slo.state_file) {
         assembly::save_sli_state(engine, path).await;
