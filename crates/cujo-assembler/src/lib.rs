@@ -2,7 +2,11 @@
 //! chosen attributes onto every span of the trace — and of traces that continue it through a
 //! queue or a span link — before the spans move on.
 //!
-//! The [`Assembler`] is a plain, single-threaded state machine driven by the caller with a
+//! Traces are sharded by trace id ([`directory::shard_of`]): each shard is one [`Assembler`],
+//! run on its own task, owning its traces outright; span links that point into another shard
+//! are resolved through the shared [`directory::Directory`].
+//!
+//! Each [`Assembler`] is a plain, single-threaded state machine driven by the caller with a
 //! clock value in milliseconds ([`Assembler::ingest`], [`Assembler::release_due`],
 //! [`Assembler::release_all`]): it owns its traces outright (no locks), and tests drive time
 //! without sleeping. Spans stay in protobuf wire form; each held span's bytes are copied out
@@ -15,10 +19,13 @@
 //! - [`settings`]: `assembler:` and `propagate:` settings.
 //! - [`origin`]: what a trace propagates ([`origin::Origin`]) and writing it onto a span.
 //! - [`cache`]: the root cache of released traces' origins (TTL, bounded).
+//! - [`directory`]: what the shards share — each shard's root cache and held trace ids, each
+//!   behind the shard's own lock — so span links resolve across shards.
 //! - this file: buffering, release policy, links, and the counters ([`AssemblerStats`]).
 #![forbid(unsafe_code)]
 
 pub mod cache;
+pub mod directory;
 pub mod origin;
 pub mod settings;
 
@@ -30,7 +37,7 @@ use bytes::Bytes;
 use cujo_wire::span::{kind, read_span_with, service_name, span_attributes, span_head};
 use cujo_wire::{ResourceHeader, ScopeGroup, SpanBatch};
 
-use cache::RootCache;
+pub use directory::Directory;
 use origin::{Origin, SpanContext, duration_ms, enrich, enrich_fast, shared_block};
 pub use settings::{AssemblerSettings, PropagateSettings};
 
@@ -127,6 +134,30 @@ pub struct AssemblerStats {
     pub release_lag_count: u64,
 }
 
+impl AssemblerStats {
+    /// Adds another shard's counters and gauges to these.
+    pub fn merge(&mut self, other: &AssemblerStats) {
+        self.traces_buffered += other.traces_buffered;
+        self.spans_buffered += other.spans_buffered;
+        self.bytes_buffered += other.bytes_buffered;
+        for (a, b) in self.traces_released.iter_mut().zip(other.traces_released) {
+            *a += b;
+        }
+        self.spans_released += other.spans_released;
+        self.spans_enriched += other.spans_enriched;
+        self.late_spans_enriched += other.late_spans_enriched;
+        self.late_spans_without_root += other.late_spans_without_root;
+        self.linked_traces_joined += other.linked_traces_joined;
+        self.linked_traces_unresolved += other.linked_traces_unresolved;
+        self.root_cache_entries += other.root_cache_entries;
+        for (a, b) in self.release_lag_ms.iter_mut().zip(other.release_lag_ms) {
+            *a += b;
+        }
+        self.release_lag_sum_ms += other.release_lag_sum_ms;
+        self.release_lag_count += other.release_lag_count;
+    }
+}
+
 /// Upper bounds of the release-lag buckets (the last bucket is everything above).
 pub const RELEASE_LAG_BUCKETS_MS: [u64; 10] = [0, 1, 2, 5, 10, 25, 50, 100, 250, 1000];
 
@@ -190,7 +221,9 @@ pub struct Assembler {
     due: BinaryHeap<Reverse<(u64, TraceId)>>,
     /// Traces in first-seen order, for memory-pressure release; stale ids are skipped.
     arrival: VecDeque<TraceId>,
-    cache: RootCache,
+    /// The root caches and held ids of every shard; this shard's entry is `shard`.
+    directory: Arc<Directory>,
+    shard: usize,
     groups: HashMap<(Bytes, Bytes), Arc<Group>>,
     held_spans: usize,
     held_bytes: usize,
@@ -217,18 +250,27 @@ pub trait TraceObserver: Send {
 }
 
 impl Assembler {
+    /// An assembler that is the only shard.
     pub fn new(settings: AssemblerSettings) -> Self {
-        let cache = RootCache::new(
+        let directory = Arc::new(Directory::new(
+            1,
             settings.root_cache_ttl.as_millis() as u64,
             settings.root_cache_max_traces,
-        );
+        ));
+        Self::new_shard(settings, directory, 0)
+    }
+
+    /// Shard `shard` of `directory`: it must only be given spans of traces that
+    /// [`Directory::shard_of`] assigns to it.
+    pub fn new_shard(settings: AssemblerSettings, directory: Arc<Directory>, shard: usize) -> Self {
         let collide_first_bytes = settings.propagate.first_bytes();
         Self {
             settings,
             traces: IdMap::default(),
             due: BinaryHeap::new(),
             arrival: VecDeque::new(),
-            cache,
+            directory,
+            shard,
             groups: HashMap::new(),
             held_spans: 0,
             held_bytes: 0,
@@ -253,7 +295,7 @@ impl Assembler {
         s.traces_buffered = self.traces.len() as u64;
         s.spans_buffered = self.held_spans as u64;
         s.bytes_buffered = self.held_bytes as u64;
-        s.root_cache_entries = self.cache.len() as u64;
+        s.root_cache_entries = self.directory.index(self.shard).cache.len() as u64;
         s
     }
 
@@ -337,7 +379,16 @@ impl Assembler {
         let trace = match self.traces.get_mut(&trace_id) {
             Some(t) => t,
             None => {
-                if let Some(cached) = self.cache.get(&trace_id, now_ms).cloned() {
+                // One lock of this shard's index: released already (late span), or held from now.
+                let cached = {
+                    let mut index = self.directory.index(self.shard);
+                    let cached = index.cache.get(&trace_id, now_ms).cloned();
+                    if cached.is_none() {
+                        index.held.insert(trace_id, ());
+                    }
+                    cached
+                };
+                if let Some(cached) = cached {
                     self.release_late(span, group, &f, cached.as_deref(), out);
                     return;
                 }
@@ -434,7 +485,7 @@ impl Assembler {
 
     /// Releases every trace whose time has come.
     pub fn release_due(&mut self, now_ms: u64, out: &mut SpanBatch) {
-        self.cache.expire(now_ms);
+        self.directory.index(self.shard).cache.expire(now_ms);
         let mut waiting = Vec::new();
         while let Some(&Reverse((due, id))) = self.due.peek() {
             if due > now_ms {
@@ -449,9 +500,7 @@ impl Assembler {
             }
             let deadline = trace.first_seen_ms + self.settings.trace_timeout.as_millis() as u64;
             // A trace continuing one that is still buffered waits for it, up to its own timeout.
-            let link_pending = trace
-                .link
-                .is_some_and(|l| self.traces.contains_key(&l) && l != id);
+            let link_pending = trace.link.is_some_and(|l| l != id && self.link_held(&l));
             if link_pending && now_ms < deadline {
                 waiting.push((id, (now_ms + 10).min(deadline)));
                 continue;
@@ -467,7 +516,7 @@ impl Assembler {
             let reason = if trace.root.is_some()
                 || trace
                     .link
-                    .is_some_and(|l| self.cache.get(&l, now_ms).is_some())
+                    .is_some_and(|l| self.directory.cached(&l, now_ms).is_some())
             {
                 ReleaseReason::Root
             } else {
@@ -490,10 +539,7 @@ impl Assembler {
             let ready: Vec<TraceId> = self
                 .traces
                 .iter()
-                .filter(|(id, t)| {
-                    !t.link
-                        .is_some_and(|l| l != **id && self.traces.contains_key(&l))
-                })
+                .filter(|(id, t)| !t.link.is_some_and(|l| l != **id && self.link_held(&l)))
                 .map(|(id, _)| *id)
                 .collect();
             if ready.is_empty() {
@@ -531,10 +577,10 @@ impl Assembler {
     ) -> Option<Origin> {
         let linked = match link {
             None => None,
-            Some(l) => match self.cache.get(&l, now_ms) {
+            Some(l) => match self.directory.cached(&l, now_ms) {
                 Some(Some(o)) if o.link_hops < self.settings.max_link_hops => {
                     self.stats.linked_traces_joined += 1;
-                    Some(o.clone())
+                    Some(o)
                 }
                 _ => {
                     self.stats.linked_traces_unresolved += 1;
@@ -573,8 +619,19 @@ impl Assembler {
         }
         // A trace pushed out early by memory pressure may still get its root: remember it
         // only if it had an origin, so the root and later spans start a fresh buffer.
+        let mut index = self.directory.index(self.shard);
+        index.held.remove(&id);
         if origin.is_some() || reason != ReleaseReason::MemoryPressure {
-            self.cache.insert(id, origin, now_ms);
+            index.cache.insert(id, origin, now_ms);
+        }
+    }
+
+    /// Whether the trace `link` points to is held now, here or in another shard.
+    fn link_held(&self, link: &TraceId) -> bool {
+        if self.directory.shard_of(link) == self.shard {
+            self.traces.contains_key(link)
+        } else {
+            self.directory.is_held(link)
         }
     }
 

@@ -555,3 +555,90 @@ fn late_spans_of_a_trace_released_without_root_pass_straight_through() {
     assert_eq!(a.held_spans(), 0);
     assert_eq!(a.stats().late_spans_without_root, 1);
 }
+
+/// Two shards sharing a directory, fed as the pipeline feeds them: each batch split by trace id.
+struct Sharded {
+    directory: std::sync::Arc<cujo_assembler::Directory>,
+    shards: Vec<Assembler>,
+}
+
+impl Sharded {
+    fn new(n: usize) -> Self {
+        let s = settings();
+        let directory = std::sync::Arc::new(cujo_assembler::Directory::new(
+            n,
+            s.root_cache_ttl.as_millis() as u64,
+            s.root_cache_max_traces,
+        ));
+        let shards = (0..n)
+            .map(|i| Assembler::new_shard(settings(), directory.clone(), i))
+            .collect();
+        Self { directory, shards }
+    }
+
+    fn ingest(&mut self, b: SpanBatch, now: u64, out: &mut SpanBatch) {
+        let d = self.directory.clone();
+        for (i, part) in b
+            .split_by_trace(self.shards.len(), |t| d.shard_of(t))
+            .into_iter()
+            .enumerate()
+        {
+            self.shards[i].ingest(&part, now, out);
+        }
+    }
+
+    fn release_due(&mut self, now: u64, out: &mut SpanBatch) {
+        for s in &mut self.shards {
+            s.release_due(now, out);
+        }
+    }
+}
+
+#[test]
+fn links_resolve_across_shards_released_or_still_buffered() {
+    let mut a = Sharded::new(2);
+    // Traces 1 and 2 land in different shards (their ids differ in the low bit).
+    assert_ne!(
+        a.directory.shard_of(&[1; 16]),
+        a.directory.shard_of(&[2; 16])
+    );
+    let mut out = SpanBatch::default();
+    // Trace 1's child arrives; its root comes later. Trace 2 links to it meanwhile.
+    a.ingest(batch(&[("api", s(1, 2, Some(1), "validate"))]), 0, &mut out);
+    let mut c2 = s(2, 20, None, "process message");
+    c2.kind = CONSUMER;
+    c2.links = vec![(1, 2)];
+    a.ingest(batch(&[("worker", c2)]), 100, &mut out);
+    a.release_due(2100, &mut out);
+    assert!(
+        out.is_empty(),
+        "trace 2 waits for trace 1 in the other shard"
+    );
+    a.ingest(batch(&[("api", root(1, 1, "platinum"))]), 5000, &mut out);
+    a.release_due(7000, &mut out);
+    a.release_due(7010, &mut out);
+    // Trace 3 arrives after both were released, linked to trace 2: resolved from the cache
+    // of trace 2's shard.
+    let mut c3 = s(3, 30, None, "send email");
+    c3.kind = CONSUMER;
+    c3.links = vec![(2, 20)];
+    a.ingest(batch(&[("mailer", c3)]), 8000, &mut out);
+    a.release_due(10_000, &mut out);
+    let spans = spans_of(&out);
+    assert_eq!(spans.len(), 4);
+    for (name, hops) in [
+        ("validate", "0"),
+        ("process message", "1"),
+        ("send email", "2"),
+    ] {
+        let sp = by_name(&spans, name);
+        assert_eq!(attr(sp, "user.tier").as_deref(), Some("platinum"), "{name}");
+        assert_eq!(attr(sp, "cujo.async.hops").as_deref(), Some(hops), "{name}");
+    }
+    let joined: u64 = a
+        .shards
+        .iter()
+        .map(|s| s.stats().linked_traces_joined)
+        .sum();
+    assert_eq!(joined, 2);
+}

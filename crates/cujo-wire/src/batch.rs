@@ -55,6 +55,40 @@ impl SpanBatch {
         self.groups.append(&mut other.groups);
     }
 
+    /// Splits the batch into `shards` batches by `shard_of(trace id)`, each span keeping its
+    /// resource and scope (shared, not copied). Batches for shards without spans are empty.
+    pub fn split_by_trace(
+        self,
+        shards: usize,
+        shard_of: impl Fn(&[u8; 16]) -> usize,
+    ) -> Vec<SpanBatch> {
+        let mut out: Vec<SpanBatch> = (0..shards.max(1)).map(|_| SpanBatch::default()).collect();
+        if out.len() == 1 {
+            out[0] = self;
+            return out;
+        }
+        for group in self.groups {
+            for span in group.spans {
+                let shard = shard_of(&crate::span::span_trace_id(&span)).min(out.len() - 1);
+                let groups = &mut out[shard].groups;
+                match groups.last_mut() {
+                    Some(g)
+                        if Arc::ptr_eq(&g.resource, &group.resource)
+                            && g.scope.as_ptr() == group.scope.as_ptr() =>
+                    {
+                        g.spans.push(span)
+                    }
+                    _ => groups.push(ScopeGroup {
+                        resource: group.resource.clone(),
+                        scope: group.scope.clone(),
+                        spans: vec![span],
+                    }),
+                }
+            }
+        }
+        out
+    }
+
     /// Splits off the first `n` spans into a new batch, keeping each span's resource and scope.
     pub fn split_front(&mut self, n: usize) -> SpanBatch {
         // Whole groups that fit, then at most one group cut in two: one drain, not one shift

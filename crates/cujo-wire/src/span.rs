@@ -134,6 +134,24 @@ pub fn span_head(span: &[u8]) -> SpanHead {
     out
 }
 
+/// A span's trace id (zeros when absent). Encoders write `trace_id` (field 1) first, so this
+/// usually reads 18 bytes; otherwise it walks the fields.
+pub fn span_trace_id(span: &[u8]) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    if span.len() >= 18 && span[0] == 0x0a && span[1] == 16 {
+        id.copy_from_slice(&span[2..18]);
+        return id;
+    }
+    let mut reader = FieldReader::new(span, "Span");
+    while let Some(Ok(field)) = reader.next_field() {
+        if let (1, Value::Len(b)) = (field.number, field.value) {
+            copy_id(&mut id, b);
+            break;
+        }
+    }
+    id
+}
+
 fn copy_id<const N: usize>(dst: &mut [u8; N], src: &[u8]) {
     if src.len() == N {
         dst.copy_from_slice(src);

@@ -212,6 +212,42 @@ fn split_front_keeps_each_span_under_its_resource() {
     assert_eq!(all, flatten(&req));
 }
 
+#[test]
+fn split_by_trace_sends_each_trace_to_one_shard_under_its_resource() {
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![
+            resource_spans(
+                "a",
+                vec![("s1", (0..6).map(|i| span(1 + i % 3, i + 1, "a")).collect())],
+            ),
+            resource_spans(
+                "b",
+                vec![("s2", (0..4).map(|i| span(2 + i % 2, i + 1, "b")).collect())],
+            ),
+        ],
+    };
+    let batch = scan_request(&encode(&req)).expect("valid").batch;
+    let shard_of = |t: &[u8; 16]| usize::from(t[0]) % 2;
+    let parts = batch.split_by_trace(2, shard_of);
+    assert_eq!(parts.len(), 2);
+    let mut all = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        for group in &part.groups {
+            for sp in &group.spans {
+                assert_eq!(shard_of(&cujo_wire::span::span_trace_id(sp)), i);
+            }
+        }
+        all.extend(flatten(&write(part)));
+    }
+    all.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    let mut want = flatten(&req);
+    want.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    assert_eq!(
+        all, want,
+        "every span once, under its own resource and scope"
+    );
+}
+
 fn arb_span() -> impl Strategy<Value = (Span, bool)> {
     (
         any::<u8>(),

@@ -46,14 +46,25 @@ pub fn settings(config: &Config) -> AssemblerSettings {
     }
 }
 
-/// The latest counters, shared with the metrics endpoint.
-pub type SharedStats = Arc<Mutex<AssemblerStats>>;
+/// The latest counters of each shard, shared with the metrics endpoint.
+pub type SharedStats = Arc<Mutex<Vec<AssemblerStats>>>;
+
+/// How many assembler shards to run: `assembler.shards`, or one per CPU core.
+pub fn shard_count(config: &Config) -> usize {
+    let configured = config.assembler.as_ref().map_or(0, |a| a.shards);
+    if configured > 0 {
+        return configured;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 /// What the assembler stage shares with the rest of the pipeline.
 pub struct StageContext {
     pub admission: Arc<Admission>,
     pub telemetry: Arc<PipelineTelemetry>,
     pub stats: SharedStats,
+    /// This shard's slot in `stats`.
+    pub shard: usize,
     /// Cancelled when the receivers are done: drain the input, release everything, end.
     pub input_closed: CancellationToken,
     /// Cancelled at the shutdown deadline: what is still held is dropped (and counted).
@@ -120,8 +131,10 @@ pub async fn run(
             _ = sleep_until_ms(epoch, next_due) => assembler.release_due(now_ms(), &mut out),
         }
         held.replace(ctx.admission.hold(assembler.held_memory()));
-        if let Ok(mut s) = ctx.stats.lock() {
-            *s = assembler.stats();
+        if let Ok(mut s) = ctx.stats.lock()
+            && let Some(slot) = s.get_mut(ctx.shard)
+        {
+            *slot = assembler.stats();
         }
         if !out.is_empty() {
             out.compact();
@@ -154,8 +167,12 @@ async fn sleep_until_ms(epoch: Instant, due: Option<u64>) {
     }
 }
 
-/// Appends the assembler's metrics in the Prometheus text format.
-pub fn render(stats: &AssemblerStats, out: &mut String) {
+/// Appends the assembler's metrics (all shards together) in the Prometheus text format.
+pub fn render(shards: &[AssemblerStats], out: &mut String) {
+    let mut stats = AssemblerStats::default();
+    for s in shards {
+        stats.merge(s);
+    }
     Family::gauge(
         out,
         "cujo_assembler_traces_buffered",

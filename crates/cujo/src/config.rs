@@ -282,6 +282,9 @@ pub struct AssemblerConfig {
     pub root_cache: RootCacheConfig,
     #[serde(default = "default_max_link_hops")]
     pub max_link_hops: u32,
+    /// Assembler shards (one task each, traces split by id); 0 = one per CPU core.
+    #[serde(default)]
+    pub shards: usize,
 }
 
 impl Default for AssemblerConfig {
@@ -293,6 +296,7 @@ impl Default for AssemblerConfig {
             max_buffered_spans: default_max_buffered_spans(),
             root_cache: RootCacheConfig::default(),
             max_link_hops: default_max_link_hops(),
+            shards: 0,
         }
     }
 }

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::assembly;
 use crate::config::{self, Config};
 use crate::status;
-use cujo_assembler::Assembler;
+use cujo_assembler::{Assembler, Directory};
 use cujo_sli::engine::SliEngine;
 
 /// Without an assembler the exporter reads the receivers' channel directly and closes it
@@ -57,7 +57,6 @@ pub struct Summary {
 pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Result<Summary> {
     let telemetry = Arc::new(PipelineTelemetry::new());
     let admission = Admission::new(config.admission.max_in_flight.0 as usize, telemetry.clone());
-    let (sink, receiver_output) = SpanSink::channel(SINK_CAPACITY);
     let readiness = Readiness::default();
 
     let receivers_stop = CancellationToken::new();
@@ -68,18 +67,27 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     let abandon = CancellationToken::new();
     let admin_stop = CancellationToken::new();
 
-    // The assembler, when configured, sits between the receivers and the exporter.
-    let assembler_stats = assembly::SharedStats::default();
+    // The assembler, when configured, sits between the receivers and the exporter: one
+    // shard per core, each owning the traces whose ids map to it.
+    let shards = if config.assembler_enabled() {
+        assembly::shard_count(&config)
+    } else {
+        1
+    };
+    let (sink, mut receiver_outputs) =
+        SpanSink::sharded(SINK_CAPACITY, shards, cujo_assembler::directory::shard_of);
+    let assembler_stats: assembly::SharedStats =
+        Arc::new(std::sync::Mutex::new(vec![Default::default(); shards]));
     let mut sli_engine: Option<Arc<std::sync::Mutex<SliEngine>>> = None;
-    let (source, assembler_task) = if config.assembler_enabled() {
+    let (source, assembler_tasks) = if config.assembler_enabled() {
         let (to_exporter, source) = SpanSink::channel(ASSEMBLER_OUTPUT_CAPACITY);
         let settings = assembly::settings(&config);
         tracing::info!(
             decision_wait = ?settings.decision_wait,
             attributes = ?settings.propagate.attributes,
+            shards,
             "propagating root attributes"
         );
-        let mut assembler = Assembler::new(settings);
         let cujs = config.cujs();
         if !cujs.is_empty() {
             tracing::info!(cujs = cujs.len(), "deriving CUJ SLIs from released traces");
@@ -87,27 +95,46 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             if let Some(path) = &config.slo.state_file {
                 assembly::load_sli_state(&engine, path);
             }
-            assembler.set_observer(Box::new(assembly::SliObserver {
-                engine: engine.clone(),
-            }));
             sli_engine = Some(engine);
         }
-        let task = tokio::spawn(assembly::run(
-            assembler,
-            receiver_output,
-            to_exporter,
-            assembly::StageContext {
-                admission: admission.clone(),
-                telemetry: telemetry.clone(),
-                stats: assembler_stats.clone(),
-                input_closed: receivers_done.clone(),
-                abandon: abandon.clone(),
-            },
+        let directory = Arc::new(Directory::new(
+            shards,
+            settings.root_cache_ttl.as_millis() as u64,
+            settings.root_cache_max_traces,
         ));
-        (source, Some(task))
+        // Memory limits are for all shards together: each shard gets its share.
+        let mut per_shard = settings.clone();
+        per_shard.max_buffered_spans = settings.max_buffered_spans.div_ceil(shards);
+        per_shard.max_buffered_bytes = settings.max_buffered_bytes.div_ceil(shards);
+        let mut tasks = Vec::with_capacity(shards);
+        for (shard, input) in receiver_outputs.drain(..).enumerate() {
+            let mut assembler = Assembler::new_shard(per_shard.clone(), directory.clone(), shard);
+            if let Some(engine) = &sli_engine {
+                assembler.set_observer(Box::new(assembly::SliObserver {
+                    engine: engine.clone(),
+                }));
+            }
+            tasks.push(tokio::spawn(assembly::run(
+                assembler,
+                input,
+                to_exporter.clone(),
+                assembly::StageContext {
+                    admission: admission.clone(),
+                    telemetry: telemetry.clone(),
+                    stats: assembler_stats.clone(),
+                    shard,
+                    input_closed: receivers_done.clone(),
+                    abandon: abandon.clone(),
+                },
+            )));
+        }
+        (source, tasks)
     } else {
         exporter_input_closed_by(&receivers_done, &exporter_input_closed);
-        (receiver_output, None)
+        let Some(output) = receiver_outputs.pop() else {
+            anyhow::bail!("no receiver output channel");
+        };
+        (output, Vec::new())
     };
 
     // Exporter (or the discard sink) first, so nothing accepted waits on it.
@@ -279,10 +306,10 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     receivers_done.cancel();
     // The assembler ends by itself: after releasing everything, or at the deadline
     // (`abandon`), having counted what it still held.
-    if let Some(task) = assembler_task
-        && let Err(e) = task.await
-    {
-        tracing::error!(error = %e, "assembler task failed");
+    for task in assembler_tasks {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "assembler task failed");
+        }
     }
     if let Some(saver) = state_saver {
         saver.abort();
