@@ -381,9 +381,11 @@ impl Assembler {
             None => {
                 // One lock of this shard's index: released already (late span), or held from now.
                 let cached = {
+                    let sharded = self.directory.shards() > 1;
                     let mut index = self.directory.index(self.shard);
                     let cached = index.cache.get(&trace_id, now_ms).cloned();
-                    if cached.is_none() {
+                    // Held ids matter only to other shards' links.
+                    if cached.is_none() && sharded {
                         index.held.insert(trace_id, ());
                     }
                     cached
@@ -619,8 +621,11 @@ impl Assembler {
         }
         // A trace pushed out early by memory pressure may still get its root: remember it
         // only if it had an origin, so the root and later spans start a fresh buffer.
+        let sharded = self.directory.shards() > 1;
         let mut index = self.directory.index(self.shard);
-        index.held.remove(&id);
+        if sharded {
+            index.held.remove(&id);
+        }
         if origin.is_some() || reason != ReleaseReason::MemoryPressure {
             index.cache.insert(id, origin, now_ms);
         }

@@ -54,6 +54,7 @@ impl<'a> FieldReader<'a> {
     }
 
     /// The next field, `None` at the end, or an error if the bytes are not a valid field.
+    #[inline]
     pub fn next_field(&mut self) -> Option<Result<Field<'a>, WireError>> {
         if self.pos >= self.buf.len() {
             return None;
@@ -61,6 +62,7 @@ impl<'a> FieldReader<'a> {
         Some(self.read_field())
     }
 
+    #[inline]
     fn read_field(&mut self) -> Result<Field<'a>, WireError> {
         let start = self.pos;
         let tag = read_varint(self.buf, &mut self.pos).ok_or(WireError::BadVarint(self.message))?;
@@ -107,6 +109,7 @@ impl<'a> FieldReader<'a> {
         })
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let end = self
             .pos

@@ -49,13 +49,15 @@ pub fn settings(config: &Config) -> AssemblerSettings {
 /// The latest counters of each shard, shared with the metrics endpoint.
 pub type SharedStats = Arc<Mutex<Vec<AssemblerStats>>>;
 
-/// How many assembler shards to run: `assembler.shards`, or one per CPU core.
+/// How many assembler shards to run: `assembler.shards`, or one per two CPU cores (the
+/// other half receive and export; on 2 cores one shard measured faster than two, see
+/// BENCHMARKS.md).
 pub fn shard_count(config: &Config) -> usize {
     let configured = config.assembler.as_ref().map_or(0, |a| a.shards);
     if configured > 0 {
         return configured;
     }
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 /// What the assembler stage shares with the rest of the pipeline.

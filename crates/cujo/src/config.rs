@@ -282,7 +282,7 @@ pub struct AssemblerConfig {
     pub root_cache: RootCacheConfig,
     #[serde(default = "default_max_link_hops")]
     pub max_link_hops: u32,
-    /// Assembler shards (one task each, traces split by id); 0 = one per CPU core.
+    /// Assembler shards (one task each, traces split by id); 0 = one per two CPU cores.
     #[serde(default)]
     pub shards: usize,
 }

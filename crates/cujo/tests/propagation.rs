@@ -17,7 +17,8 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use support::{Cujo, Downstream, ReceivedSpan, exporter_yaml, wait_for};
 
-const ASSEMBLER: &str = "assembler:\n  decision_wait: 300ms\n  trace_timeout: 3s\n  root_cache: { ttl: 10m, max_traces: 100000 }\n  max_link_hops: 3\npropagate:\n  attributes: [\"cuj.*\", \"user.tier\", \"tenant.id\", \"graphql.operation.name\"]\n";
+/// Three shards, so links and late spans cross shards.
+const ASSEMBLER: &str = "assembler:\n  decision_wait: 300ms\n  trace_timeout: 3s\n  root_cache: { ttl: 10m, max_traces: 100000 }\n  max_link_hops: 3\n  shards: 3\npropagate:\n  attributes: [\"cuj.*\", \"user.tier\", \"tenant.id\", \"graphql.operation.name\"]\n";
 
 /// A downstream and a cujo forwarding to it with propagation on ([`ASSEMBLER`]).
 async fn start_propagating() -> (Downstream, Cujo) {
