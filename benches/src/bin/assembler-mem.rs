@@ -89,6 +89,7 @@ fn main() -> anyhow::Result<()> {
     let mut assembler = Assembler::new(settings);
     let (mut ingest, mut release) = (Duration::ZERO, Duration::ZERO);
     let mut out_spans = 0u64;
+    let mut out_bytes = 0u64;
     for chunk in scanned.chunks(200) {
         let t = Instant::now();
         for batch in chunk {
@@ -99,6 +100,12 @@ fn main() -> anyhow::Result<()> {
         let mut released = SpanBatch::default();
         assembler.release_all(1, &mut released);
         out_spans += released.span_count() as u64 + out.span_count() as u64;
+        out_bytes += released
+            .groups
+            .iter()
+            .chain(&out.groups)
+            .map(|g| g.span_bytes() as u64)
+            .sum::<u64>();
         drop(released);
         out = SpanBatch::default();
         release += t.elapsed();
@@ -126,6 +133,11 @@ fn main() -> anyhow::Result<()> {
     println!(
         "release enriched:      {:.3} us/span ({out_spans} spans)",
         release.as_secs_f64() * 1e6 / out_spans.max(1) as f64
+    );
+    println!(
+        "enriched span bytes:   {:.0} B/span (in: {:.0} B/span)",
+        out_bytes as f64 / out_spans.max(1) as f64,
+        span_bytes as f64 / spans as f64
     );
     println!(
         "{{\"spans\":{held},\"encoded_bytes\":{span_bytes},\"rss_growth\":{grown},\"ratio\":{:.3},\"ingest_us_per_span\":{:.4},\"release_us_per_span\":{:.4}}}",
