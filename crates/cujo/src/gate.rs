@@ -1,13 +1,545 @@
 //! `cujo status`: the deploy gate. Asks a running cujo for its SLO status, prints a table and
 //! exits non-zero when an error budget is below the bound.
+//!
+//! Exit status: 0 when every selected objective has at least `--min-budget` of its error budget
+//! left, 1 when one has less (each is named on stderr), 2 when the status cannot be had (bad
+//! arguments, cujo unreachable, an answer that is not a cujo report, an unknown CUJ).
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use http::Uri;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+/// The JSON API path on the admin listener.
+const API_PATH: &str = "/api/v1/slos";
 
 #[derive(Debug, clap::Args)]
-pub struct StatusArgs {}
+pub struct StatusArgs {
+    /// A running cujo's admin listener (`exporters.prometheus.endpoint`), e.g.
+    /// `http://cujo.observability:9464` or `127.0.0.1:9464`.
+    #[arg(long, env = "CUJO_STATUS_ENDPOINT")]
+    pub endpoint: String,
+    /// Check only this CUJ (default: every configured CUJ).
+    #[arg(long)]
+    pub cuj: Option<String>,
+    /// The least error budget an objective may have left and pass: a fraction (`0.25`) or a
+    /// percentage (`25%`). Budgets go negative when overspent.
+    #[arg(long, default_value = "0.25", value_parser = parse_budget)]
+    pub min_budget: f64,
+    /// `table` for people, `json` for programs (the API's answer as received).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Give up on cujo after this long (e.g. `10s`).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+fn parse_budget(s: &str) -> Result<f64, String> {
+    let bad = || format!("expected a fraction like 0.25 or a percentage like 25%, got {s:?}");
+    let v = match s.trim().strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
+        None => s.trim().parse::<f64>().map_err(|_| bad())?,
+    };
+    if !v.is_finite() || v > 1.0 {
+        return Err(format!(
+            "{s:?} is not a budget: at most 1 (100%) of it can be left"
+        ));
+    }
+    Ok(v)
+}
+
+/// Why the status could not be had (exit status 2).
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("--endpoint {endpoint:?}: {detail}")]
+    Endpoint { endpoint: String, detail: String },
+    #[error("cannot reach cujo at {url}: {cause}")]
+    Unreachable { url: String, cause: String },
+    #[error("no answer from cujo at {url} within {timeout:?} (--timeout)")]
+    Timeout { url: String, timeout: Duration },
+    #[error("{url} answered HTTP {status}: {detail}")]
+    Refused {
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    #[error(
+        "{url} did not answer with a cujo SLO report ({cause}); is it cujo's admin listener (exporters.prometheus.endpoint)?"
+    )]
+    NotAReport { url: String, cause: String },
+    #[error("{url} reports no SLO objectives{scope}: nothing to gate on")]
+    NoObjectives { url: String, scope: String },
+}
+
+/// The parts of the report the gate reads. Its own shape, not `cujo_sli::report::Report`, so
+/// that a gate of one version can judge a cujo of another: unknown fields are ignored.
+#[derive(Debug, Deserialize)]
+struct StatusView {
+    cujs: Vec<CujView>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CujView {
+    name: String,
+    #[serde(default)]
+    objectives: Vec<ObjectiveView>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ObjectiveView {
+    sli: String,
+    target: f64,
+    window: String,
+    window_seconds: u64,
+    #[serde(default)]
+    windows: Vec<WindowView>,
+    budget_remaining: f64,
+    #[serde(default)]
+    page: bool,
+    #[serde(default)]
+    ticket: bool,
+    #[serde(default)]
+    exhaustion_seconds: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WindowView {
+    seconds: u64,
+    #[serde(default)]
+    sli: Option<f64>,
+    #[serde(default)]
+    burn_rate: f64,
+}
 
 pub fn run(args: &StatusArgs) -> ExitCode {
-    let _ = args;
-    eprintln!("cujo: not built yet");
+    let url = match status_url(&args.endpoint, args.cuj.as_deref()) {
+        Ok(u) => u,
+        Err(e) => return usage_error(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cujo status: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let body = match runtime.block_on(fetch(&url, args.timeout)) {
+        Ok(b) => b,
+        Err(e) => return usage_error(&e),
+    };
+    let view: StatusView = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return usage_error(&GateError::NotAReport {
+                url: url.to_string(),
+                cause: e.to_string(),
+            });
+        }
+    };
+    let verdicts = judge(&view, args.min_budget);
+    if verdicts.is_empty() {
+        return usage_error(&GateError::NoObjectives {
+            url: url.to_string(),
+            scope: args
+                .cuj
+                .as_deref()
+                .map(|c| format!(" for CUJ \"{c}\""))
+                .unwrap_or_default(),
+        });
+    }
+    match args.format {
+        Format::Table => print!("{}", table(&verdicts)),
+        Format::Json => println!("{}", String::from_utf8_lossy(&body).trim_end()),
+    }
+    let failing: Vec<&Verdict> = verdicts.iter().filter(|v| !v.passes).collect();
+    let bound = percent(args.min_budget, 1);
+    if failing.is_empty() {
+        if args.format == Format::Table {
+            println!(
+                "ok: all {} objectives have at least {bound} of their error budget left",
+                verdicts.len()
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "cujo status: {} of {} objectives have less than {bound} of their error budget left:",
+        failing.len(),
+        verdicts.len()
+    );
+    for v in failing {
+        eprintln!(
+            "  {} {} ({} target {}): {} left",
+            v.cuj,
+            v.objective.sli,
+            v.objective.window,
+            percent(v.objective.target, 3),
+            percent(v.objective.budget_remaining, 1)
+        );
+    }
     ExitCode::FAILURE
+}
+
+fn usage_error(e: &GateError) -> ExitCode {
+    eprintln!("cujo status: {e}");
+    ExitCode::from(2)
+}
+
+/// `endpoint` + `/api/v1/slos[?cuj=NAME]`. A bare `host:port` means `http://host:port`; a path
+/// on the endpoint (cujo behind a proxy prefix) is kept.
+fn status_url(endpoint: &str, cuj: Option<&str>) -> Result<Uri, GateError> {
+    let bad = |detail: String| GateError::Endpoint {
+        endpoint: endpoint.to_string(),
+        detail,
+    };
+    let trimmed = endpoint.trim();
+    if trimmed.is_empty() {
+        return Err(bad(
+            "empty; expected a URL like http://127.0.0.1:9464".into()
+        ));
+    }
+    let with_scheme = if trimmed.contains("://") {
+        trimmed.to_string()
+    } else {
+        format!("http://{trimmed}")
+    };
+    let base: Uri = with_scheme.parse().map_err(|e| {
+        bad(format!(
+            "not a URL ({e}); expected e.g. http://127.0.0.1:9464"
+        ))
+    })?;
+    match base.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(bad(
+                "https is not supported: cujo's admin listener serves plain HTTP".into(),
+            ));
+        }
+        other => {
+            return Err(bad(format!(
+                "unsupported scheme {:?}; expected http://",
+                other.unwrap_or("")
+            )));
+        }
+    }
+    let authority = base
+        .authority()
+        .ok_or_else(|| bad("no host; expected e.g. http://127.0.0.1:9464".into()))?;
+    if base.query().is_some() {
+        return Err(bad(
+            "has a query string; give the base URL (cujo adds /api/v1/slos)".into(),
+        ));
+    }
+    let mut path = format!("{}{API_PATH}", base.path().trim_end_matches('/'));
+    if let Some(cuj) = cuj {
+        if cuj.is_empty() {
+            return Err(GateError::Usage(
+                "--cuj is empty; name a CUJ or leave --cuj out".into(),
+            ));
+        }
+        let _ = write!(path, "?cuj={}", percent_encode(cuj));
+    }
+    Uri::builder()
+        .scheme("http")
+        .authority(authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|e| bad(e.to_string()))
+}
+
+/// Query-string encoding: unreserved characters stay, every other byte is `%XX`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// GETs `url`; the body of a 200 answer, an error naming the URL otherwise.
+async fn fetch(url: &Uri, timeout: Duration) -> Result<Bytes, GateError> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(timeout));
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let request = http::Request::get(url.clone())
+        .header(http::header::ACCEPT, "application/json")
+        .header(
+            http::header::USER_AGENT,
+            concat!("cujo-status/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(Empty::new())
+        .map_err(|e| GateError::Endpoint {
+            endpoint: url.to_string(),
+            detail: e.to_string(),
+        })?;
+    let exchange = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| GateError::Unreachable {
+                url: url.to_string(),
+                cause: error_chain(&e),
+            })?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| GateError::Unreachable {
+                url: url.to_string(),
+                cause: format!("reading the answer: {}", error_chain(&e)),
+            })?
+            .to_bytes();
+        Ok::<_, GateError>((status, body))
+    };
+    let (status, body) = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| GateError::Timeout {
+            url: url.to_string(),
+            timeout,
+        })??;
+    if status.is_success() {
+        return Ok(body);
+    }
+    Err(GateError::Refused {
+        url: url.to_string(),
+        status: status.as_u16(),
+        detail: refusal_detail(status, &body),
+    })
+}
+
+/// The API's `{"error": …}` message, or a hint when the answer is not from the API.
+fn refusal_detail(status: http::StatusCode, body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct ApiError {
+        error: String,
+    }
+    if let Ok(e) = serde_json::from_slice::<ApiError>(body) {
+        return e.error;
+    }
+    let text = String::from_utf8_lossy(body);
+    let text: String = text.trim().chars().take(200).collect();
+    let hint = if status == http::StatusCode::NOT_FOUND {
+        "; is it cujo's admin listener (exporters.prometheus.endpoint) with CUJs configured?"
+    } else {
+        ""
+    };
+    if text.is_empty() {
+        format!("empty answer{hint}")
+    } else {
+        format!("{text:?}{hint}")
+    }
+}
+
+/// An error and its causes, outermost first: hyper's own message ("client error (Connect)")
+/// says little without the I/O error under it ("Connection refused").
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// One objective judged against the bound.
+struct Verdict<'a> {
+    cuj: &'a str,
+    objective: &'a ObjectiveView,
+    passes: bool,
+}
+
+fn judge(view: &StatusView, min_budget: f64) -> Vec<Verdict<'_>> {
+    view.cujs
+        .iter()
+        .flat_map(|c| {
+            c.objectives.iter().map(move |o| Verdict {
+                cuj: &c.name,
+                objective: o,
+                passes: o.budget_remaining >= min_budget,
+            })
+        })
+        .collect()
+}
+
+fn table(verdicts: &[Verdict<'_>]) -> String {
+    let header = [
+        "CUJ",
+        "SLI",
+        "TARGET",
+        "WINDOW",
+        "SLI NOW",
+        "BUDGET LEFT",
+        "BURN 1H",
+        "ALERT",
+        "GATE",
+    ];
+    let rows: Vec<[String; 9]> = verdicts
+        .iter()
+        .map(|v| {
+            let o = v.objective;
+            let own = o.windows.iter().find(|w| w.seconds == o.window_seconds);
+            let hour = o.windows.iter().find(|w| w.seconds == 3600);
+            let alert = match (o.page, o.ticket) {
+                (true, _) => "page".to_string(),
+                (false, true) => "ticket".to_string(),
+                (false, false) => "none".to_string(),
+            };
+            let alert = match o.exhaustion_seconds {
+                Some(s) if o.page || o.ticket => {
+                    format!("{alert} (empty in {})", short_duration(s))
+                }
+                _ => alert,
+            };
+            [
+                v.cuj.to_string(),
+                o.sli.clone(),
+                percent(o.target, 3),
+                o.window.clone(),
+                own.and_then(|w| w.sli)
+                    .map(|s| percent(s, 3))
+                    .unwrap_or_else(|| "-".into()),
+                percent(o.budget_remaining, 1),
+                hour.map(|w| format!("{:.2}", w.burn_rate))
+                    .unwrap_or_else(|| "-".into()),
+                alert,
+                if v.passes { "pass" } else { "FAIL" }.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                let _ = write!(l, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&header);
+    for row in &rows {
+        line(&row.each_ref().map(String::as_str));
+    }
+    out
+}
+
+/// `x` as a percentage with at most `decimals` decimals, trailing zeros dropped: 0.999 → `99.9%`.
+fn percent(x: f64, decimals: usize) -> String {
+    let s = format!("{:.*}", decimals, x * 100.0);
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    };
+    let s = if s == "-0" { "0".to_string() } else { s };
+    format!("{s}%")
+}
+
+/// `5400` → `1h30m`, rounded to the minute (seconds below one).
+fn short_duration(seconds: f64) -> String {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return "-".into();
+    }
+    let s = seconds.round() as u64;
+    if s < 60 {
+        return format!("{s}s");
+    }
+    let m = (s + 30) / 60;
+    let (d, h, m) = (m / 1440, (m / 60) % 24, m % 60);
+    match (d, h, m) {
+        (0, 0, m) => format!("{m}m"),
+        (0, h, 0) => format!("{h}h"),
+        (0, h, m) => format!("{h}h{m}m"),
+        (d, 0, _) => format!("{d}d"),
+        (d, h, _) => format!("{d}d{h}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_parse_as_fractions_or_percentages() {
+        assert_eq!(parse_budget("0.25"), Ok(0.25));
+        assert_eq!(parse_budget("25%"), Ok(0.25));
+        assert_eq!(parse_budget("-0.5"), Ok(-0.5));
+        assert!(parse_budget("1.5").unwrap_err().contains("at most 1"));
+        assert!(parse_budget("lots").unwrap_err().contains("\"lots\""));
+        assert!(parse_budget("NaN").is_err());
+    }
+
+    #[test]
+    fn endpoints_become_the_api_url() {
+        let url = |e: &str, c: Option<&str>| {
+            status_url(e, c)
+                .map(|u| u.to_string())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            url("127.0.0.1:9464", None).unwrap(),
+            "http://127.0.0.1:9464/api/v1/slos"
+        );
+        assert_eq!(
+            url("http://cujo:9464/prefix/", Some("post message/x")).unwrap(),
+            "http://cujo:9464/prefix/api/v1/slos?cuj=post%20message%2Fx"
+        );
+        let https = url("https://cujo:9464", None).unwrap_err();
+        assert!(https.contains("https is not supported"), "{https}");
+        assert!(url("", None).unwrap_err().contains("empty"));
+        assert!(url("ftp://x", None).unwrap_err().contains("\"ftp\""));
+        assert!(
+            url("http://x", Some(""))
+                .unwrap_err()
+                .contains("--cuj is empty")
+        );
+    }
+
+    #[test]
+    fn percentages_and_durations_read_naturally() {
+        assert_eq!(percent(0.999, 3), "99.9%");
+        assert_eq!(percent(0.25, 1), "25%");
+        assert_eq!(percent(-99.0, 1), "-9900%");
+        assert_eq!(percent(-0.00001, 1), "0%");
+        assert_eq!(short_duration(5400.0), "1h30m");
+        assert_eq!(short_duration(42.0), "42s");
+        assert_eq!(short_duration(3.0 * 86400.0 + 7200.0), "3d2h");
+    }
 }

@@ -243,10 +243,12 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                 }));
             }
             let mut router = admin::router(sources, readiness.clone());
-            if let Some(engine) = sli_engine.clone() {
-                let source = status::ReportSource::new(engine, assembly::wall_clock_ms);
-                router = router.merge(status::router(source));
-            }
+            // Without CUJs the status views still answer, from an engine with none.
+            let engine = sli_engine
+                .clone()
+                .unwrap_or_else(|| Arc::new(std::sync::Mutex::new(SliEngine::new(Vec::new()))));
+            let source = status::ReportSource::new(engine, assembly::wall_clock_ms);
+            router = router.merge(status::router(source));
             Some(tokio::spawn(server::serve(
                 "admin",
                 listener,

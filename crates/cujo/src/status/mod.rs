@@ -2,6 +2,9 @@
 //! the status page (`/`), the JSON API (`/api/v1/slos`) and the gRPC `cujo.v1.SloService`.
 //! Every view reads one [`cujo_sli::report::Report`], made under the engine's lock.
 
+pub mod api;
+pub mod grpc;
+
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -29,6 +32,7 @@ impl ReportSource {
 
 /// Routes of the status views, merged onto the admin router.
 pub fn router(source: ReportSource) -> Router {
-    let _ = source;
     Router::new()
+        .merge(api::routes(source.clone()))
+        .merge(grpc::routes(source))
 }
