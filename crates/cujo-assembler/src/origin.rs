@@ -173,8 +173,10 @@ pub fn enrich(
     settings: &PropagateSettings,
     out: &mut Vec<u8>,
 ) {
-    let own_has = |key: &str| span_attributes(span).any(|a| a.key == key);
-    if settings.overwrite || span_attributes(span).any(|a| DERIVED.contains(&a.key)) {
+    // The span's own keys, read once (this path is for spans whose keys collide).
+    let own: Vec<&str> = span_attributes(span).map(|a| a.key).collect();
+    let own_has = |key: &str| own.contains(&key);
+    if settings.overwrite || own.iter().any(|k| DERIVED.contains(k)) {
         copy_without_attributes(span, out, |key| {
             DERIVED.contains(&key)
                 || (settings.overwrite && origin.attributes().any(|a| a.key == key))

@@ -62,10 +62,7 @@ pub fn read_span_with(span: &[u8], mut on_attribute_key: impl FnMut(&[u8])) -> S
             (5, Value::Len(b)) => out.name = b,
             (6, Value::Varint(k)) => out.kind = k,
             (SPAN_ATTRIBUTES, Value::Len(kv)) => {
-                let mut r = FieldReader::new(kv, "KeyValue");
-                if let Some(Ok(f)) = r.next_field()
-                    && let (1, Value::Len(key)) = (f.number, f.value)
-                {
+                if let Some(key) = leading_key(kv) {
                     on_attribute_key(key);
                 }
             }
@@ -155,6 +152,25 @@ pub fn span_trace_id(span: &[u8]) -> [u8; 16] {
 fn copy_id<const N: usize>(dst: &mut [u8; N], src: &[u8]) {
     if src.len() == N {
         dst.copy_from_slice(src);
+    }
+}
+
+/// The key of an encoded `KeyValue` when it is the first field, as encoders write it; a
+/// short key (under 128 bytes) is read without a field reader.
+#[inline]
+fn leading_key(kv: &[u8]) -> Option<&[u8]> {
+    if let [0x0a, len, rest @ ..] = kv
+        && *len < 0x80
+    {
+        return rest.get(..usize::from(*len));
+    }
+    let mut r = FieldReader::new(kv, "KeyValue");
+    match r.next_field() {
+        Some(Ok(f)) => match (f.number, f.value) {
+            (1, Value::Len(key)) => Some(key),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
