@@ -15,7 +15,8 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=builder /cujo /cujo
 COPY config/container.yaml /etc/cujo/cujo.yaml
 ENV CUJO_CONFIG=/etc/cujo/cujo.yaml
-USER nonroot:nonroot
+# Numeric, so Kubernetes can verify runAsNonRoot (the distroless "nonroot" user).
+USER 65532:65532
 # OTLP/gRPC, OTLP/HTTP, admin (/metrics, /healthz, /readyz, status)
 EXPOSE 4317 4318 9464
 ENTRYPOINT ["/cujo"]
