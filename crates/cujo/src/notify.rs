@@ -435,13 +435,18 @@ enum Attempt {
 
 /// One configured webhook, ready to post.
 struct Webhook {
+    /// Names it in logs and in the `webhook` label.
     name: String,
     uri: Uri,
     format: WebhookFormat,
+    /// Sent with every attempt (tokens for the receiver).
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// Bounds one attempt, so a hung receiver is retried rather than waited on forever.
     timeout: Duration,
     max_retries: u32,
+    /// Pooled connections (HTTP/1.1, or HTTP/2 when TLS negotiates it).
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Shared with [`NotifyStats`] for `/metrics`.
     counters: Arc<Counters>,
 }
 
