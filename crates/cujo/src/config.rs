@@ -49,6 +49,8 @@ pub struct Config {
     pub cujs: Vec<crate::cuj_config::CujConfig>,
     #[serde(default)]
     pub slo: SloConfig,
+    /// Burn-rate alert notifications (webhooks); needs CUJs.
+    pub notifications: Option<NotificationsConfig>,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
     #[serde(default)]
@@ -398,6 +400,83 @@ fn default_save_interval() -> HumanDuration {
     HumanDuration(Duration::from_secs(60))
 }
 
+/// `notifications:` — where burn-rate alert transitions are posted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// How often the objectives are evaluated for alert transitions.
+    #[serde(default = "default_evaluation_interval")]
+    pub evaluation_interval: HumanDuration,
+    /// How long an alert must stay clear before `resolved` is sent; firing again within it
+    /// continues the same alert (no notification), so a flapping alert does not spam.
+    #[serde(default = "default_resolve_delay")]
+    pub resolve_delay: HumanDuration,
+    /// `cujo_instance` in notifications; default `$HOSTNAME` (the pod name), else the host name.
+    pub instance: Option<String>,
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+fn default_evaluation_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+fn default_resolve_delay() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+/// One webhook receiving alert transitions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Names the webhook in logs and in `cujo_notifications_total{webhook}`.
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Which alerts this webhook receives.
+    #[serde(default = "default_severities")]
+    pub severities: Vec<AlertSeverity>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Deadline of one attempt.
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout: HumanDuration,
+    /// Attempts after the first on 5xx, 429, timeouts and connection errors.
+    #[serde(default = "default_webhook_retries")]
+    pub max_retries: u32,
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// Slack incoming-webhook JSON (`text` plus blocks).
+    Slack,
+    /// cujo's own JSON body (README, "Notifications").
+    #[default]
+    Generic,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertSeverity {
+    Page,
+    Ticket,
+}
+
+fn default_severities() -> Vec<AlertSeverity> {
+    vec![AlertSeverity::Page, AlertSeverity::Ticket]
+}
+
+fn default_webhook_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+
+fn default_webhook_retries() -> u32 {
+    5
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
@@ -660,6 +739,9 @@ impl Config {
                 }
             }
         }
+        if let Some(n) = &self.notifications {
+            self.check_notifications(n)?;
+        }
         if self.admission.max_in_flight.0 == 0 {
             return err(
                 "admission.max_in_flight",
@@ -718,6 +800,90 @@ impl Config {
             }
             if otlp.timeout.0.is_zero() {
                 return err("exporters.otlp.timeout", "must be greater than zero".into());
+            }
+        }
+        Ok(())
+    }
+
+    fn check_notifications(&self, n: &NotificationsConfig) -> Result<(), (String, String)> {
+        let err = |p: String, d: String| Err((p, d));
+        if self.cujs.is_empty() {
+            return err(
+                "notifications".into(),
+                "alerts come from CUJ objectives, and no cujs: are configured".into(),
+            );
+        }
+        if n.evaluation_interval.0 < Duration::from_millis(10) {
+            return err(
+                "notifications.evaluation_interval".into(),
+                "must be at least 10ms".into(),
+            );
+        }
+        if n.instance.as_deref().is_some_and(|i| i.trim().is_empty()) {
+            return err("notifications.instance".into(), "must not be empty".into());
+        }
+        if n.webhooks.is_empty() {
+            return err(
+                "notifications.webhooks".into(),
+                "expected at least one webhook (name, url)".into(),
+            );
+        }
+        for (i, w) in n.webhooks.iter().enumerate() {
+            let at = |key: &str| format!("notifications.webhooks[{i}].{key}");
+            let label_ok = !w.name.is_empty()
+                && w.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !label_ok {
+                return err(
+                    at("name"),
+                    format!(
+                        "{:?}: expected a name of letters, digits, '-', '_' or '.' like \"slack-oncall\"",
+                        w.name
+                    ),
+                );
+            }
+            if n.webhooks[..i].iter().any(|o| o.name == w.name) {
+                return err(
+                    at("name"),
+                    format!("{:?} is used by another webhook", w.name),
+                );
+            }
+            let uri = w.url.parse::<http::Uri>().ok();
+            let url_ok = uri.as_ref().is_some_and(|u| {
+                matches!(u.scheme_str(), Some("http") | Some("https")) && u.authority().is_some()
+            });
+            if !url_ok {
+                return err(
+                    at("url"),
+                    format!(
+                        "expected a URL like \"https://hooks.slack.com/services/...\" (https:// = TLS, http:// = plaintext), found {:?}",
+                        w.url
+                    ),
+                );
+            }
+            if w.severities.is_empty() {
+                return err(
+                    at("severities"),
+                    "expected page, ticket or both (leave it out for both)".into(),
+                );
+            }
+            for (name, value) in &w.headers {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return err(
+                        at("headers"),
+                        format!("{name:?} is not a valid header name"),
+                    );
+                }
+                if http::HeaderValue::from_str(value).is_err() {
+                    return err(
+                        format!("{}.{name}", at("headers")),
+                        "is not a valid header value".into(),
+                    );
+                }
+            }
+            if w.timeout.0.is_zero() {
+                return err(at("timeout"), "must be greater than zero".into());
             }
         }
         Ok(())
@@ -927,6 +1093,107 @@ propagate:
             "{e}"
         );
         assert!(!parse("{}").expect("empty").assembler_enabled());
+    }
+
+    const CUJ: &str = "cujs:\n  - name: a\n    objectives: [ { sli: availability, target: 99.9%, window: 30d } ]\n";
+
+    #[test]
+    fn notifications_contract_parses() {
+        let c = parse(&format!(
+            r#"{CUJ}notifications:
+  evaluation_interval: 30s
+  webhooks:
+    - name: slack-oncall
+      url: "https://hooks.slack.com/services/${{env:HONEYCOMB_API_KEY}}"
+      format: slack
+      severities: [page]
+      headers: {{ Authorization: "Bearer ${{env:HONEYCOMB_API_KEY}}" }}
+      timeout: 5s
+      max_retries: 5
+    - name: pager
+      url: http://127.0.0.1:9/alerts
+"#
+        ))
+        .expect("parses");
+        let n = c.notifications.expect("notifications");
+        assert_eq!(n.evaluation_interval.0, Duration::from_secs(30));
+        assert_eq!(n.resolve_delay.0, Duration::from_secs(300));
+        let slack = &n.webhooks[0];
+        assert_eq!(slack.url, "https://hooks.slack.com/services/secret");
+        assert_eq!(slack.format, WebhookFormat::Slack);
+        assert_eq!(slack.severities, vec![AlertSeverity::Page]);
+        assert_eq!(slack.headers["Authorization"], "Bearer secret");
+        let generic = &n.webhooks[1];
+        assert_eq!(generic.format, WebhookFormat::Generic);
+        assert_eq!(
+            generic.severities,
+            vec![AlertSeverity::Page, AlertSeverity::Ticket]
+        );
+        assert_eq!(
+            (generic.timeout.0, generic.max_retries),
+            (Duration::from_secs(5), 5)
+        );
+    }
+
+    #[test]
+    fn notification_errors_name_the_webhook_key() {
+        let hook = |body: &str| {
+            parse(&format!(
+                "{CUJ}notifications:\n  webhooks:\n    - {{ name: ok, url: \"http://x:1\" }}\n    - {{ {body} }}\n"
+            ))
+            .expect_err(body)
+        };
+        let e = hook("name: b, url: \"hooks.slack.com/x\"");
+        assert!(
+            e.starts_with("cujo.yaml: notifications.webhooks[1].url: expected a URL"),
+            "{e}"
+        );
+        let e = hook("name: b, url: \"http://x:1\", format: teams");
+        assert!(
+            e.contains("notifications.webhooks[1].format: unknown variant `teams`"),
+            "{e}"
+        );
+        let e = hook("name: b, url: \"http://x:1\", severities: [sev1]");
+        assert!(
+            e.contains("notifications.webhooks[1].severities[0]: unknown variant"),
+            "{e}"
+        );
+        let e = hook("name: b, url: \"http://x:1\", severities: []");
+        assert!(
+            e.contains("notifications.webhooks[1].severities: expected page"),
+            "{e}"
+        );
+        let e = hook("name: ok, url: \"http://x:1\"");
+        assert!(
+            e.contains("notifications.webhooks[1].name: \"ok\" is used"),
+            "{e}"
+        );
+        let e = hook("name: \"on call\", url: \"http://x:1\"");
+        assert!(
+            e.contains("notifications.webhooks[1].name: \"on call\""),
+            "{e}"
+        );
+        let e = hook("name: b, url: \"http://x:1\", timeout: 0");
+        assert!(
+            e.contains("notifications.webhooks[1].timeout: must be greater"),
+            "{e}"
+        );
+        let e = hook("name: b, url: \"http://x:1\", headers: { k: \"${env:NOPE}\" }");
+        assert!(
+            e.contains("notifications.webhooks[1].headers.k: environment variable NOPE"),
+            "{e}"
+        );
+        let e = parse("notifications:\n  webhooks: [ { name: a, url: \"http://x:1\" } ]\n")
+            .expect_err("no cujs");
+        assert!(
+            e.contains("notifications: alerts come from CUJ objectives"),
+            "{e}"
+        );
+        let e = parse(&format!("{CUJ}notifications: {{ webhooks: [] }}\n")).expect_err("empty");
+        assert!(
+            e.contains("notifications.webhooks: expected at least one"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`assembly`]: runs the trace assembler as a stage (clock, budget, metrics).
 //! - [`gate`]: `cujo status`, the deploy gate over a running cujo's SLO status.
 //! - [`rules`], [`dashboard`]: Prometheus rules and a Grafana dashboard for the configured CUJs.
+//! - [`notify`]: burn-rate alert transitions posted to webhooks (Slack or generic JSON).
 //! - [`status`]: the SLO status views on the admin listener (page, JSON API, gRPC).
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod config;
 pub mod cuj_config;
 pub mod dashboard;
 pub mod gate;
+pub mod notify;
 pub mod rules;
 pub mod service;
 pub mod status;

@@ -44,6 +44,9 @@ const ASSEMBLER_OUTPUT_CAPACITY: usize = 64;
 /// How long open connections get to finish their requests once shutdown starts.
 const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
 
+/// How long queued alert notifications get for a last attempt once shutdown starts.
+const NOTIFICATION_DRAIN: Duration = Duration::from_secs(5);
+
 /// What a run ended with, for the final log line and for tests.
 #[derive(Debug, Clone, Copy)]
 pub struct Summary {
@@ -219,6 +222,16 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     }
     drop(sink);
 
+    // Burn-rate alert notifications (webhooks), evaluated on their own interval.
+    let notifier = match (&config.notifications, &sli_engine) {
+        (Some(n), Some(engine)) => Some(crate::notify::Notifier::start(
+            n,
+            engine.clone(),
+            assembly::wall_clock_ms,
+        )?),
+        _ => None,
+    };
+
     let admin_task = match &config.exporters.prometheus {
         Some(prom) => {
             let listener = server::bind(&prom.endpoint.0)
@@ -233,6 +246,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                         assembly::render_sli(&e, out);
                     }
                 }));
+            }
+            if let Some(n) = &notifier {
+                sources.push(n.metrics_source());
             }
             if config.assembler_enabled() {
                 let stats = assembler_stats.clone();
@@ -318,6 +334,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     }
     if let Some(ticker) = sli_ticker {
         ticker.abort();
+    }
+    if let Some(n) = notifier {
+        n.stop(NOTIFICATION_DRAIN).await;
     }
     if let (Some(engine), Some(path)) = (&sli_engine, &config.slo.state_file) {
         assembly::save_sli_state(engine, path).await;

@@ -1,0 +1,468 @@
+//! Deployment artefacts stay deployable: every example config passes the real `cujo check`;
+//! each Kubernetes manifest's ConfigMap embeds one of them verbatim (and passes `cujo check`
+//! as extracted); the manifests are structurally sound (kinds, probes on the admin port, the
+//! Secret behind every `${env:…}` the config needs, Services that select the pods); and the
+//! Dockerfile exposes the ports the image's config listens on.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cujo::config::Config;
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Values the example configs read from the environment (Secrets, in Kubernetes).
+const ENV: [(&str, &str); 2] = [
+    ("HONEYCOMB_API_KEY", "test-key"),
+    (
+        "SLACK_WEBHOOK_URL",
+        "https://hooks.slack.com/services/T000/B000/XXXX",
+    ),
+];
+
+/// Runs the real `cujo check --config path`; returns (success, stdout + stderr).
+fn cujo_check(path: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cujo"))
+        .arg("check")
+        .arg("--config")
+        .arg(path)
+        .env_remove("CUJO_CONFIG")
+        .envs(ENV)
+        .output()
+        .expect("run cujo check");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn config_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("config"))
+        .expect("config/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_example_config_passes_cujo_check() {
+    let files = config_files();
+    assert!(files.len() >= 5, "{files:?}");
+    for file in files {
+        let (ok, output) = cujo_check(&file);
+        assert!(ok, "cujo check {}:\n{output}", file.display());
+        assert!(output.trim_end().ends_with(": ok"), "{output}");
+    }
+    // And `cujo check` does fail on a broken one, naming the key.
+    let bad = std::env::temp_dir().join(format!("cujo-deploy-bad-{}.yaml", std::process::id()));
+    std::fs::write(
+        &bad,
+        "receivers: { otlp: { grpc: { endpoint: \"0.0.0.0:4317\" } } }\nexporters: { prometheus: { endpont: \"0.0.0.0:9464\" } }\n",
+    )
+    .expect("write");
+    let (ok, output) = cujo_check(&bad);
+    assert!(!ok);
+    assert!(
+        output.contains("exporters.prometheus.endpont: unknown field"),
+        "{output}"
+    );
+}
+
+/// Every document of a multi-document YAML file.
+fn documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).expect("manifest");
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).expect("valid YAML document"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// `v` at a dotted path of mapping keys.
+fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
+    static NULL: Value = Value::Null;
+    path.split('.').fold(v, |v, k| v.get(k).unwrap_or(&NULL))
+}
+
+fn text<'a>(v: &'a Value, path: &str) -> &'a str {
+    at(v, path).as_str().unwrap_or("")
+}
+
+fn seq<'a>(v: &'a Value, path: &str) -> &'a [Value] {
+    at(v, path)
+        .as_sequence()
+        .map(|s| s.as_slice())
+        .unwrap_or(&[])
+}
+
+fn port_of(endpoint: &str) -> u16 {
+    endpoint
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("port")
+}
+
+/// `${env:NAME}` references without a `:-default` in `config`.
+fn required_env(config: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = config;
+    while let Some(start) = rest.find("${env:") {
+        let after = &rest[start + 6..];
+        let end = after.find('}').expect("terminated");
+        if !after[..end].contains(":-") {
+            out.insert(after[..end].to_string());
+        }
+        rest = &after[end..];
+    }
+    out
+}
+
+/// Checks one manifest; returns the config files its ConfigMaps embed.
+fn check_manifest(path: &Path) -> Vec<PathBuf> {
+    let name = path.display().to_string();
+    let docs = documents(path);
+    assert!(!docs.is_empty(), "{name}: no documents");
+    for d in &docs {
+        assert!(
+            !text(d, "apiVersion").is_empty(),
+            "{name}: apiVersion: {d:?}"
+        );
+        assert!(!text(d, "kind").is_empty(), "{name}: kind: {d:?}");
+        assert!(
+            !text(d, "metadata.name").is_empty(),
+            "{name}: metadata.name"
+        );
+    }
+    let of_kind = |kind: &'static str| docs.iter().filter(move |d| text(d, "kind") == kind);
+
+    // ConfigMaps: each `cujo.yaml` is an example config verbatim, and passes `cujo check`.
+    let mut embedded = Vec::new();
+    let mut configs = Vec::new();
+    for cm in of_kind("ConfigMap") {
+        let cm_name = text(cm, "metadata.name");
+        // The key has a dot, so no dotted path.
+        let yaml = at(cm, "data")
+            .get("cujo.yaml")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        assert!(
+            !yaml.is_empty(),
+            "{name}: ConfigMap {cm_name} has no cujo.yaml"
+        );
+        let same = config_files()
+            .into_iter()
+            .find(|f| std::fs::read_to_string(f).is_ok_and(|t| t == yaml))
+            .unwrap_or_else(|| {
+                panic!("{name}: ConfigMap {cm_name} embeds no config/ file verbatim")
+            });
+        let extracted =
+            std::env::temp_dir().join(format!("cujo-deploy-{}-{cm_name}.yaml", std::process::id()));
+        std::fs::write(&extracted, yaml).expect("write");
+        let (ok, output) = cujo_check(&extracted);
+        assert!(ok, "{name}: ConfigMap {cm_name}: {output}");
+        embedded.push(same);
+        configs.push((cm_name.to_string(), yaml.to_string()));
+    }
+
+    let deployments: Vec<&Value> = of_kind("Deployment").collect();
+    assert!(!deployments.is_empty(), "{name}: no Deployment");
+    for dep in deployments {
+        let dep_name = text(dep, "metadata.name");
+        let pod = at(dep, "spec.template.spec");
+        let pod_labels = at(dep, "spec.template.metadata.labels");
+        assert_eq!(
+            at(dep, "spec.selector.matchLabels"),
+            pod_labels,
+            "{name}: {dep_name}: the selector must match the pod's labels"
+        );
+        let cujo = seq(pod, "containers")
+            .iter()
+            .chain(seq(pod, "initContainers"))
+            .find(|c| text(c, "name") == "cujo")
+            .unwrap_or_else(|| panic!("{name}: {dep_name} has no container named cujo"));
+        if seq(pod, "initContainers").contains(cujo) {
+            assert_eq!(
+                text(cujo, "restartPolicy"),
+                "Always",
+                "{name}: cujo as an init container must be a native sidecar"
+            );
+        }
+        assert!(!text(cujo, "image").is_empty());
+
+        // The config file cujo runs is the ConfigMap's, mounted where --config points.
+        let args: Vec<&str> = seq(cujo, "args")
+            .iter()
+            .filter_map(|a| a.as_str())
+            .collect();
+        let config_arg = args
+            .iter()
+            .position(|a| *a == "--config")
+            .and_then(|i| args.get(i + 1))
+            .unwrap_or_else(|| panic!("{name}: {dep_name}: cujo has no --config argument"));
+        let mount = seq(cujo, "volumeMounts")
+            .iter()
+            .find(|m| config_arg.starts_with(&format!("{}/", text(m, "mountPath"))))
+            .unwrap_or_else(|| panic!("{name}: {dep_name}: {config_arg} is not mounted"));
+        let file = &config_arg[text(mount, "mountPath").len() + 1..];
+        assert_eq!(file, "cujo.yaml");
+        let volume = seq(pod, "volumes")
+            .iter()
+            .find(|v| text(v, "name") == text(mount, "name"))
+            .unwrap_or_else(|| panic!("{name}: {dep_name}: no volume for the config mount"));
+        let cm_name = text(volume, "configMap.name");
+        let (_, yaml) = configs
+            .iter()
+            .find(|(n, _)| n == cm_name)
+            .unwrap_or_else(|| panic!("{name}: {dep_name}: ConfigMap {cm_name} not in the file"));
+
+        // Every `${env:NAME}` the config needs is set: from a Secret or a value.
+        let env = seq(cujo, "env");
+        for var in required_env(yaml) {
+            let entry = env
+                .iter()
+                .find(|e| text(e, "name") == var)
+                .unwrap_or_else(|| panic!("{name}: {dep_name}: ${{env:{var}}} is not set"));
+            let from_secret = !text(entry, "valueFrom.secretKeyRef.name").is_empty()
+                && !text(entry, "valueFrom.secretKeyRef.key").is_empty();
+            assert!(
+                from_secret || !text(entry, "value").is_empty(),
+                "{name}: {dep_name}: {var}: {entry:?}"
+            );
+        }
+        if yaml.contains("${env:HONEYCOMB_API_KEY}") {
+            let key = env
+                .iter()
+                .find(|e| text(e, "name") == "HONEYCOMB_API_KEY")
+                .expect("HONEYCOMB_API_KEY");
+            assert!(
+                !text(key, "valueFrom.secretKeyRef.name").is_empty(),
+                "{name}: the Honeycomb key must come from a Secret"
+            );
+        }
+
+        // Probes hit the admin listener of the embedded config.
+        let config = Config::parse(cm_name, yaml, &|k| {
+            ENV.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .expect("config parses");
+        let admin = port_of(
+            &config
+                .exporters
+                .prometheus
+                .as_ref()
+                .expect("the admin listener is configured")
+                .endpoint
+                .0,
+        );
+        let resolve = |port: &Value| -> u16 {
+            match port {
+                Value::Number(n) => n.as_u64().expect("port") as u16,
+                Value::String(named) => seq(cujo, "ports")
+                    .iter()
+                    .find(|p| text(p, "name") == named)
+                    .and_then(|p| at(p, "containerPort").as_u64())
+                    .unwrap_or_else(|| panic!("{name}: {dep_name}: no port named {named}"))
+                    as u16,
+                other => panic!("{name}: {dep_name}: port {other:?}"),
+            }
+        };
+        for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+            let p = at(cujo, probe);
+            assert_eq!(text(p, "httpGet.path"), path, "{name}: {dep_name}: {probe}");
+            assert_eq!(
+                resolve(at(p, "httpGet.port")),
+                admin,
+                "{name}: {dep_name}: {probe} must hit the admin port"
+            );
+        }
+        // Container ports name what the config listens on (0.0.0.0 listeners only).
+        let listen = config.receivers.otlp.as_ref().map(|o| {
+            [
+                o.grpc.as_ref().map(|g| g.endpoint.0.clone()),
+                o.http.as_ref().map(|h| h.endpoint.0.clone()),
+            ]
+        });
+        for endpoint in listen.into_iter().flatten().flatten() {
+            if endpoint.starts_with("0.0.0.0:") {
+                let port = port_of(&endpoint);
+                assert!(
+                    seq(cujo, "ports")
+                        .iter()
+                        .any(|p| at(p, "containerPort").as_u64() == Some(port.into())),
+                    "{name}: {dep_name}: {endpoint} has no containerPort"
+                );
+            }
+        }
+        let memory = |kind: &str| text(at(cujo, "resources"), &format!("{kind}.memory"));
+        assert!(
+            mebibytes(memory("requests")) > 0
+                && mebibytes(memory("limits")) >= mebibytes(memory("requests")),
+            "{name}: {dep_name}: memory requests and limits"
+        );
+
+        // Services select these pods and point at ports the container has.
+        for svc in of_kind("Service") {
+            let selector = at(svc, "spec.selector");
+            if selector
+                .as_mapping()
+                .is_some_and(|m| m.iter().all(|(k, v)| pod_labels.get(k) == Some(v)))
+            {
+                for port in seq(svc, "spec.ports") {
+                    resolve(at(port, "targetPort"));
+                }
+            }
+        }
+    }
+    embedded
+}
+
+fn mebibytes(q: &str) -> u64 {
+    let (n, unit) = q.split_at(q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len()));
+    let n: u64 = n.parse().unwrap_or(0);
+    match unit {
+        "Mi" => n,
+        "Gi" => n * 1024,
+        _ => panic!("memory quantity {q:?}: expected Mi or Gi"),
+    }
+}
+
+#[test]
+fn the_sidecar_manifest_runs_the_sidecar_config() {
+    let path = repo().join("deploy/kubernetes/sidecar.yaml");
+    let embedded = check_manifest(&path);
+    assert_eq!(embedded, [repo().join("config/sidecar.yaml")]);
+    // The application sends to cujo in the same pod.
+    let docs = documents(&path);
+    let app = docs
+        .iter()
+        .filter(|d| text(d, "kind") == "Deployment")
+        .flat_map(|d| seq(d, "spec.template.spec.containers"))
+        .find(|c| text(c, "name") == "app")
+        .expect("the app container");
+    let endpoint = seq(app, "env")
+        .iter()
+        .find(|e| text(e, "name") == "OTEL_EXPORTER_OTLP_ENDPOINT")
+        .map(|e| text(e, "value"))
+        .expect("OTEL_EXPORTER_OTLP_ENDPOINT");
+    assert_eq!(endpoint, "http://localhost:4317");
+}
+
+#[test]
+fn the_gateway_manifest_runs_the_gateway_config_with_its_secrets() {
+    let path = repo().join("deploy/kubernetes/gateway.yaml");
+    let embedded = check_manifest(&path);
+    assert_eq!(embedded, [repo().join("config/k8s-gateway.yaml")]);
+    let docs = documents(&path);
+    let dep = docs
+        .iter()
+        .find(|d| text(d, "kind") == "Deployment")
+        .expect("Deployment");
+    assert!(at(dep, "spec.replicas").as_u64().is_some_and(|r| r >= 2));
+    let svc = docs
+        .iter()
+        .find(|d| text(d, "kind") == "Service" && text(d, "metadata.name") == "cujo-gateway")
+        .expect("Service cujo-gateway");
+    let ports: BTreeSet<u64> = seq(svc, "spec.ports")
+        .iter()
+        .filter_map(|p| at(p, "port").as_u64())
+        .collect();
+    assert_eq!(ports, BTreeSet::from([4317, 4318, 9464]));
+    // Sized as the comment says: request 256Mi, limit 512Mi.
+    let cujo = &seq(dep, "spec.template.spec.containers")[0];
+    assert_eq!(text(cujo, "resources.requests.memory"), "256Mi");
+    assert_eq!(text(cujo, "resources.limits.memory"), "512Mi");
+    assert!(
+        at(dep, "spec.template.spec.terminationGracePeriodSeconds")
+            .as_u64()
+            .is_some_and(|s| s > 30),
+        "longer than shutdown.timeout"
+    );
+}
+
+#[test]
+fn the_dockerfile_builds_cujo_and_exposes_the_image_config_ports() {
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
+    let lines: Vec<&str> = dockerfile
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("FROM rust:1-bookworm AS builder"))
+    );
+    assert!(dockerfile.contains("cargo build --release --locked -p cujo"));
+    assert!(lines.contains(&"ENTRYPOINT [\"/cujo\"]"));
+    // Kubernetes' runAsNonRoot (the manifests set it) can only verify a numeric user.
+    let user = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("USER");
+    let uid: u32 = user
+        .split(':')
+        .next()
+        .unwrap_or("")
+        .parse()
+        .expect("numeric USER");
+    assert_ne!(uid, 0, "not root");
+    // The config copied in exists, passes `cujo check`, and its ports are exposed.
+    let copied = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("COPY config/"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("a config copied into the image");
+    let config_path = repo().join("config").join(copied);
+    let (ok, output) = cujo_check(&config_path);
+    assert!(ok, "{output}");
+    let exposed: BTreeSet<u16> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("EXPOSE "))
+        .flat_map(|ports| ports.split_whitespace().map(|p| p.parse().expect("port")))
+        .collect();
+    let config = Config::load(Some(&config_path)).expect("image config");
+    let otlp = config.receivers.otlp.expect("receivers");
+    let mut listened = BTreeSet::from([
+        port_of(&otlp.grpc.expect("grpc").endpoint.0),
+        port_of(&otlp.http.expect("http").endpoint.0),
+        port_of(&config.exporters.prometheus.expect("admin").endpoint.0),
+    ]);
+    assert_eq!(exposed, listened);
+    // And they are the embedded default's ports, so docs and examples agree.
+    let default = Config::load(None).expect("default");
+    let d = default.receivers.otlp.expect("receivers");
+    listened.retain(|p| {
+        ![
+            port_of(&d.grpc.as_ref().expect("grpc").endpoint.0),
+            port_of(&d.http.as_ref().expect("http").endpoint.0),
+            port_of(
+                &default
+                    .exporters
+                    .prometheus
+                    .as_ref()
+                    .expect("admin")
+                    .endpoint
+                    .0,
+            ),
+        ]
+        .contains(p)
+    });
+    assert!(
+        listened.is_empty(),
+        "ports differ from the default: {listened:?}"
+    );
+    let ignore = std::fs::read_to_string(repo().join(".dockerignore")).expect(".dockerignore");
+    assert!(ignore.lines().any(|l| l.trim() == "target/"));
+}

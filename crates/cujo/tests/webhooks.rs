@@ -1,0 +1,419 @@
+//! Burn-rate alert notifications end to end: the real binary with a 99.9% CUJ, an error burst
+//! made by the real OpenTelemetry SDK, and webhook receivers (a real HTTP server, and one
+//! over TLS with a private CA) that answer 503 to the first attempt. The page arrives once
+//! per webhook and transition despite the retry, in Slack and generic JSON, and the
+//! notifier's counters say what happened.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer, TracerProvider as _};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use serde_json::Value;
+use support::{Cujo, metric_value, wait_for};
+
+const CUJ: &str = r#"assembler: { decision_wait: 200ms, trace_timeout: 2s }
+cujs:
+  - name: post_message
+    match:
+      service.name: frontend-api
+      span.name: "POST /v1/messages"
+    availability:
+      bad: [ { status: error } ]
+    objectives:
+      - { sli: availability, target: 99.9%, window: 30d }
+"#;
+
+/// One POST a webhook receiver got, and what it answered.
+#[derive(Debug, Clone)]
+struct Post {
+    hook: String,
+    headers: HeaderMap,
+    body: Value,
+    answered: u16,
+}
+
+#[derive(Clone, Default)]
+struct Recorded(Arc<Mutex<Vec<Post>>>);
+
+impl Recorded {
+    fn posts(&self, hook: &str) -> Vec<Post> {
+        self.0
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|p| p.hook == hook)
+            .cloned()
+            .collect()
+    }
+
+    /// Bodies answered 200, i.e. delivered.
+    fn delivered(&self, hook: &str) -> Vec<Value> {
+        self.posts(hook)
+            .into_iter()
+            .filter(|p| p.answered == 200)
+            .map(|p| p.body)
+            .collect()
+    }
+}
+
+/// `POST /{hook}`: `broken` always answers 400; any other hook answers its first attempt with
+/// 503 and `Retry-After: 1`, then 200.
+async fn receive(
+    State(recorded): State<Recorded>,
+    Path(hook): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let mut posts = recorded.0.lock().expect("lock");
+    let first = !posts.iter().any(|p| p.hook == hook);
+    let answered = match (hook.as_str(), first) {
+        ("broken", _) => 400,
+        (_, true) => 503,
+        _ => 200,
+    };
+    posts.push(Post {
+        hook,
+        headers,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        answered,
+    });
+    let mut resp = (
+        StatusCode::from_u16(answered).expect("status"),
+        "recorded\n",
+    )
+        .into_response();
+    if answered == 503 {
+        resp.headers_mut()
+            .insert("retry-after", "1".parse().expect("header"));
+    }
+    resp
+}
+
+/// A webhook receiver on a free localhost port, plain HTTP or TLS with `identity`
+/// (certificate PEM, key PEM).
+async fn webhook_receiver(identity: Option<(String, String)>) -> (SocketAddr, Recorded) {
+    let recorded = Recorded::default();
+    let app = Router::new()
+        .route("/{hook}", post(receive))
+        .with_state(recorded.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let tls = identity.map(|(cert, key)| {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("cert");
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    });
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (app, tls) = (app.clone(), tls.clone());
+            tokio::spawn(async move {
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                let _ = match tls {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(s) => {
+                            builder
+                                .serve_connection(hyper_util::rt::TokioIo::new(s), service)
+                                .await
+                        }
+                        Err(_) => return,
+                    },
+                    None => {
+                        builder
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await
+                    }
+                };
+            });
+        }
+    });
+    (addr, recorded)
+}
+
+/// `n` failing `POST /v1/messages` traces, sent with the SDK: a burst far over a 0.1% budget.
+async fn error_burst(endpoint: String, n: usize) {
+    tokio::task::spawn_blocking(move || {
+        let exporter = SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()
+            .expect("exporter");
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter)
+            .with_resource(
+                Resource::builder()
+                    .with_service_name("frontend-api")
+                    .build(),
+            )
+            .build();
+        let tracer = provider.tracer("api");
+        for _ in 0..n {
+            let start = SystemTime::now() - Duration::from_millis(50);
+            let mut root = tracer
+                .span_builder("POST /v1/messages")
+                .with_kind(SpanKind::Server)
+                .with_start_time(start)
+                .with_attributes([KeyValue::new("http.response.status_code", 500)])
+                .start(&tracer);
+            root.set_status(Status::error("database down"));
+            root.end();
+        }
+        let _ = provider.shutdown();
+    })
+    .await
+    .expect("sdk");
+}
+
+fn counter(metrics: &str, webhook: &str, outcome: &str) -> f64 {
+    metric_value(
+        metrics,
+        &format!("cujo_notifications_total{{webhook=\"{webhook}\",outcome=\"{outcome}\"}}"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_burst_pages_each_webhook_once_despite_a_retry() {
+    let (addr, recorded) = webhook_receiver(None).await;
+    let cujo = Cujo::start(&format!(
+        r#"{CUJ}notifications:
+  evaluation_interval: 200ms
+  instance: cujo-test
+  webhooks:
+    - name: slack-oncall
+      url: "http://{addr}/slack"
+      format: slack
+      severities: [page]
+    - name: generic
+      url: "http://{addr}/generic"
+      format: generic
+      headers: {{ Authorization: "Bearer ${{env:CUJO_TEST_UNSET_TOKEN:-t0ken}}" }}
+      max_retries: 3
+    - name: broken
+      url: "http://{addr}/broken"
+      severities: [page]
+"#
+    ))
+    .await;
+    error_burst(format!("http://{}", cujo.grpc), 20).await;
+
+    // The page reaches Slack and the generic receiver (after one 503 each), the ticket the
+    // generic receiver only.
+    wait_for("the page and ticket notifications", || async {
+        let generic = recorded.delivered("generic");
+        (recorded.delivered("slack").len() == 1 && generic.len() == 2).then_some(())
+    })
+    .await;
+    // Many more evaluations see the same alerts firing: nothing more is sent.
+    let evaluations = "cujo_notifications_evaluations_total";
+    let seen = cujo.metric(evaluations).await;
+    let metrics = wait_for("10 more evaluations", || async {
+        let m = cujo.metrics().await;
+        (metric_value(&m, evaluations) >= seen + 10.0).then_some(m)
+    })
+    .await;
+
+    let slack = recorded.posts("slack");
+    assert_eq!(
+        slack.iter().map(|p| p.answered).collect::<Vec<_>>(),
+        [503, 200],
+        "one retry, then one delivery: {slack:#?}"
+    );
+    assert_eq!(slack[0].body, slack[1].body, "a retry sends the same body");
+    let text = slack[1].body["text"].as_str().unwrap_or_default();
+    assert!(text.contains("[FIRING:page]"), "{text}");
+    assert!(text.contains("post_message"), "{text}");
+    assert!(text.contains("99.9% over 30d"), "{text}");
+    assert!(slack[1].body["attachments"][0]["blocks"].is_array());
+
+    let generic = recorded.posts("generic");
+    assert_eq!(
+        generic.iter().map(|p| p.answered).collect::<Vec<_>>(),
+        [503, 200, 200],
+        "{generic:#?}"
+    );
+    let page = &generic[1];
+    assert_eq!(
+        page.headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer t0ken")
+    );
+    assert_eq!(
+        page.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+    let body = &page.body;
+    assert_eq!(body["status"], "firing");
+    assert_eq!(body["severity"], "page");
+    assert_eq!(body["cuj"], "post_message");
+    assert_eq!(body["sli"], "availability");
+    assert_eq!(body["objective"]["target"], 0.999);
+    assert_eq!(body["objective"]["window"], "30d");
+    assert_eq!(body["cujo_instance"], "cujo-test");
+    assert!(
+        body["burn_rates"]["5m"].as_f64().is_some_and(|b| b > 14.4),
+        "{body}"
+    );
+    assert!(body["budget_remaining"].as_f64().is_some());
+    let started = body["started_at"].as_str().unwrap_or_default();
+    assert!(started.ends_with('Z') && started.len() == 24, "{started}");
+    let key = body["dedup_key"].as_str().unwrap_or_default();
+    assert!(
+        key.starts_with("post_message/availability/30d/page/"),
+        "{key}"
+    );
+    let ticket = &generic[2].body;
+    assert_eq!(
+        (ticket["status"].as_str(), ticket["severity"].as_str()),
+        (Some("firing"), Some("ticket"))
+    );
+    assert_ne!(ticket["dedup_key"], body["dedup_key"]);
+
+    // A 4xx is not retried: one attempt, counted as failed.
+    assert_eq!(recorded.posts("broken").len(), 1);
+    assert_eq!(counter(&metrics, "slack-oncall", "sent"), 1.0);
+    assert_eq!(counter(&metrics, "slack-oncall", "retried"), 1.0);
+    assert_eq!(counter(&metrics, "slack-oncall", "failed"), 0.0);
+    assert_eq!(counter(&metrics, "generic", "sent"), 2.0);
+    assert_eq!(counter(&metrics, "generic", "retried"), 1.0);
+    assert_eq!(counter(&metrics, "broken", "failed"), 1.0);
+    assert_eq!(counter(&metrics, "broken", "retried"), 0.0);
+    assert_eq!(
+        metric_value(&metrics, "cujo_notifications_alerts_firing"),
+        2.0
+    );
+    promtool_check(&metrics);
+
+    let status = tokio::task::spawn_blocking(move || {
+        let mut cujo = cujo;
+        cujo.terminate()
+    })
+    .await
+    .expect("stop");
+    assert!(status.success(), "{status}");
+}
+
+/// A CA and a certificate it signed for `localhost`: (CA PEM, certificate PEM, key PEM).
+fn private_ca() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "cujo webhook test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    let cert = params.signed_by(&key, &issuer).expect("server cert");
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_go_over_https_to_a_receiver_signed_by_a_private_ca() {
+    let (ca_pem, cert_pem, key_pem) = private_ca();
+    let (addr, recorded) = webhook_receiver(Some((cert_pem, key_pem))).await;
+    let dir = std::env::temp_dir().join(format!("cujo-webhook-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).expect("write ca");
+    let url = format!("https://localhost:{}", addr.port());
+    let cujo = Cujo::start(&format!(
+        r#"{CUJ}notifications:
+  evaluation_interval: 200ms
+  webhooks:
+    - name: trusted
+      url: "{url}/trusted"
+      severities: [page]
+      tls: {{ ca_file: "{}" }}
+    - name: untrusted
+      url: "{url}/untrusted"
+      severities: [page]
+      max_retries: 0
+"#,
+        ca_file.display()
+    ))
+    .await;
+    error_burst(format!("http://{}", cujo.grpc), 20).await;
+    let delivered = wait_for("the page over TLS", || async {
+        let d = recorded.delivered("trusted");
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    assert_eq!(delivered[0]["severity"], "page");
+    // Without the CA the handshake fails: a connection error, never seen by the receiver.
+    wait_for("the untrusted webhook to give up", || async {
+        (counter(&cujo.metrics().await, "untrusted", "failed") == 1.0).then_some(())
+    })
+    .await;
+    assert!(recorded.posts("untrusted").is_empty());
+    assert!(
+        cujo.log().contains("alert notification failed; giving up"),
+        "{}",
+        cujo.log()
+    );
+}
+
+fn promtool_check(metrics: &str) {
+    use std::io::Write as _;
+    let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is required under CI"
+        );
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(metrics.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool output");
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
