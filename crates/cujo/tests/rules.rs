@@ -269,3 +269,140 @@ tests:
     // Kept on failure, for a look at what promtool was given.
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What Grafana puts in place of the template variables when the dashboard loads with every
+/// CUJ selected.
+fn substitute(expr: &str) -> String {
+    expr.replace("$cuj", "(checkout|search)")
+        .replace("$__rate_interval", "5m")
+        .replace("$__range", "1h")
+}
+
+/// (x, y, w, h) of a panel.
+fn grid(panel: &serde_json::Value) -> (u64, u64, u64, u64) {
+    let g = &panel["gridPos"];
+    let n = |k: &str| {
+        g[k].as_u64()
+            .unwrap_or_else(|| panic!("gridPos.{k} missing in {panel}"))
+    };
+    (n("x"), n("y"), n("w"), n("h"))
+}
+
+#[test]
+fn dashboard_is_well_formed_and_every_query_returns_data_once_the_rules_are_loaded() {
+    let dir = scratch("dashboard");
+    generate(&dir, "rules", "cujo-rules.yaml");
+    let text = generate(&dir, "dashboard", "dashboard.json");
+    let d: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+
+    assert!(
+        d["schemaVersion"].as_u64().unwrap() >= 36,
+        "{}",
+        d["schemaVersion"]
+    );
+    let vars = d["templating"]["list"].as_array().expect("templating.list");
+    let var = |name: &str| {
+        vars.iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} variable"))
+    };
+    assert_eq!(var("datasource")["type"], "datasource");
+    assert_eq!(var("datasource")["query"], "prometheus");
+    assert_eq!(var("cuj")["type"], "query");
+    assert_eq!(
+        var("cuj")["query"]["query"],
+        "label_values(cujo_sli_events_total, cuj)"
+    );
+    assert_eq!(var("cuj")["datasource"]["uid"], "${datasource}");
+
+    let panels = d["panels"].as_array().expect("panels");
+    let mut ids = std::collections::HashSet::new();
+    for p in panels {
+        assert!(
+            ids.insert(p["id"].as_u64().expect("panel id")),
+            "duplicate id in {p}"
+        );
+        let (x, _, w, h) = grid(p);
+        assert!(
+            w >= 1 && h >= 1 && x + w <= 24,
+            "gridPos out of the 24-column grid: {p}"
+        );
+    }
+    for (i, a) in panels.iter().enumerate() {
+        for b in &panels[i + 1..] {
+            let ((ax, ay, aw, ah), (bx, by, bw, bh)) = (grid(a), grid(b));
+            let overlap = ax < bx + bw && bx < ax + aw && ay < by + bh && by < ay + ah;
+            assert!(!overlap, "panels overlap:\n{a}\n{b}");
+        }
+    }
+    let titles: Vec<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
+    for wanted in [
+        "Error budget remaining",
+        "Burn rate per window",
+        "SLI per window",
+        "Latency p50 / p90 / p99",
+        "Latency distribution",
+        "Events per second, good and bad",
+        "Bad events by user_tier over the time range",
+        "Error ratio contributed by user_tier",
+        "Bad events by cloud_region over the time range",
+        "Error ratio contributed by cloud_region",
+    ] {
+        assert!(
+            titles.contains(&wanted),
+            "no panel {wanted:?} in {titles:?}"
+        );
+    }
+    let heatmap = panels
+        .iter()
+        .find(|p| p["type"] == "heatmap")
+        .expect("heatmap");
+    assert!(
+        heatmap["targets"][0]["expr"]
+            .as_str()
+            .unwrap()
+            .contains("cujo_cuj_duration_seconds_bucket")
+    );
+
+    // Every query, as a recording rule, with an alert when it records nothing.
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    let mut queries = 0;
+    for p in panels.iter().filter(|p| p["type"] != "row") {
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{p}");
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "a panel without queries: {p}");
+        for t in targets {
+            let expr = substitute(t["expr"].as_str().expect("expr"));
+            assert!(!expr.contains('$'), "unsubstituted variable in {expr}");
+            let ref_id = t["refId"].as_str().expect("refId");
+            let name = format!("dashboard:panel_{}_{ref_id}", p["id"]);
+            let query = format!("{} / {ref_id}", p["title"].as_str().expect("title"));
+            rules += &format!(
+                "      - record: {name}\n        expr: {expr}\n      - alert: DashboardQueryEmpty\n        expr: absent({name})\n        labels: {{ query: {query} }}\n",
+                expr = serde_json::to_string(&expr).unwrap(),
+                query = serde_json::to_string(&query).unwrap(),
+            );
+            queries += 1;
+        }
+    }
+    assert!(queries >= 15, "{queries} queries");
+    std::fs::write(dir.join("dashboard-rules.yaml"), rules).expect("write dashboard rules");
+    let Some(promtool) = promtool() else { return };
+    run_promtool(promtool, &["check", "rules", "dashboard-rules.yaml"], &dir);
+    let tests = format!(
+        r#"rule_files:
+  - cujo-rules.yaml
+  - dashboard-rules.yaml
+evaluation_interval: 1m
+group_eval_order: [cujo-slo-checkout, cujo-slo-search, dashboard]
+tests:
+  - interval: 1m
+    input_series:{INPUT_SERIES}
+    alert_rule_test:
+{}"#,
+        expect(400, "DashboardQueryEmpty", &[])
+    );
+    std::fs::write(dir.join("dashboard-test.yaml"), tests).expect("write promtool test");
+    run_promtool(promtool, &["test", "rules", "dashboard-test.yaml"], &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
