@@ -234,7 +234,8 @@ fn objective_rules(cuj: &Cuj, sli: Sli, objective: &Objective, slo: &str) -> Vec
     }
     // The objective's own window (30d) from the recorded 5m event rates: a rate over 30 days
     // of raw samples is too heavy. Both sides are weighted by events, as in process.
-    if !windows.contains(&objective.window) {
+    let period_label = window_label(objective.window);
+    if !windows.iter().any(|w| window_label(*w) == period_label) {
         let range = window_label(objective.window);
         rules.push(Rule::record(
             error_ratio_name(objective.window),

@@ -188,6 +188,16 @@ fn rules_pass_promtool_and_alert_when_the_in_process_rules_would() {
             "{name} missing"
         );
     }
+    let stdout = Command::new(env!("CARGO_BIN_EXE_cujo"))
+        .args(["rules", "--config"])
+        .arg(dir.join("cujo.yaml"))
+        .output()
+        .expect("run cujo rules");
+    assert_eq!(
+        String::from_utf8_lossy(&stdout.stdout),
+        rules,
+        "without --output the rules go to standard output"
+    );
     let Some(promtool) = promtool() else { return };
     run_promtool(promtool, &["check", "rules", "cujo-rules.yaml"], &dir);
 
