@@ -200,7 +200,7 @@ pub fn dashboard(cujs: &[Cuj]) -> Value {
         "Burn rate per window",
         "Error ratio over the error budget for each window: 1 spends the budget exactly over the objective's window. Pages fire when both windows of a pair (1h & 5m, 6h & 30m) are above the factor.",
         targets(&[(&burn, "{{slo}} {{window}}")], true, "time_series"),
-        "x",
+        "suffix:×",
     );
     now["fieldConfig"]["defaults"]["thresholds"] = burn_thresholds();
     now["fieldConfig"]["defaults"]["min"] = json!(0);
@@ -220,7 +220,7 @@ pub fn dashboard(cujs: &[Cuj]) -> Value {
             false,
             "time_series",
         ),
-        "x",
+        "suffix:×",
     );
     burn_time["fieldConfig"]["defaults"]["thresholds"] = burn_thresholds();
     burn_time["fieldConfig"]["defaults"]["custom"] =
