@@ -8,6 +8,8 @@ use axum::Router;
 use cujo_sli::engine::SliEngine;
 use cujo_sli::report::Report;
 
+pub mod page;
+
 /// Makes the current report; shared by every view.
 #[derive(Clone)]
 pub struct ReportSource {
@@ -29,6 +31,5 @@ impl ReportSource {
 
 /// Routes of the status views, merged onto the admin router.
 pub fn router(source: ReportSource) -> Router {
-    let _ = source;
-    Router::new()
+    Router::new().merge(page::router(source.clone()))
 }
