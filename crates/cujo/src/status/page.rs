@@ -97,7 +97,7 @@ fn write_page(out: &mut String, report: &Report, refresh_seconds: u32) -> fmt::R
     } else {
         write_overview(out, report)?;
         for (i, cuj) in report.cujs.iter().enumerate() {
-            write_cuj(out, i, cuj)?;
+            write_cuj(out, i, cuj, report.generated_at_ms)?;
         }
     }
     out.push_str("</main>\n</body>\n</html>\n");
@@ -169,7 +169,7 @@ fn write_overview(out: &mut String, report: &Report) -> fmt::Result {
     Ok(())
 }
 
-fn write_cuj(out: &mut String, i: usize, cuj: &CujReport) -> fmt::Result {
+fn write_cuj(out: &mut String, i: usize, cuj: &CujReport, now_ms: u64) -> fmt::Result {
     writeln!(
         out,
         "<section class=\"cuj\" id=\"cuj-{i}\" data-cuj=\"{}\">\n<h2>{}</h2>",
@@ -210,7 +210,7 @@ fn write_cuj(out: &mut String, i: usize, cuj: &CujReport) -> fmt::Result {
         write_objective(out, i, j, o)?;
     }
     out.push_str("</div>\n<div class=\"charts\">\n");
-    write_burndown(out, i, cuj)?;
+    write_burndown(out, i, cuj, now_ms)?;
     write_latency_chart(out, i, cuj)?;
     out.push_str("</div>\n");
     write_series(out, i, cuj)?;
@@ -360,10 +360,10 @@ const PAD_RIGHT: f64 = 14.0;
 const PAD_TOP: f64 = 12.0;
 const PAD_BOTTOM: f64 = 26.0;
 
-/// The x scale of a chart: the history's time span across the plot area.
-fn time_scale(history: &[HistoryPoint]) -> Scale {
-    let first = history.first().map_or(0.0, |p| p.at_ms as f64);
-    let last = history.last().map_or(0.0, |p| p.at_ms as f64);
+/// The x scale of a chart: the samples' time span (ms, oldest first) across the plot area.
+fn time_scale(times: &[u64]) -> Scale {
+    let first = times.first().map_or(0.0, |t| *t as f64);
+    let last = times.last().map_or(0.0, |t| *t as f64);
     Scale::new(first, last, PAD_LEFT, CHART_W - PAD_RIGHT)
 }
 
@@ -402,21 +402,21 @@ fn write_y_ticks(
 }
 
 /// The first and last sample times under the plot.
-fn write_x_ticks(out: &mut String, history: &[HistoryPoint]) -> fmt::Result {
+fn write_x_ticks(out: &mut String, times: &[u64]) -> fmt::Result {
     let y = CHART_H - 8.0;
-    match (history.first(), history.last()) {
-        (Some(first), Some(last)) if first.at_ms != last.at_ms => writeln!(
+    match (times.first(), times.last()) {
+        (Some(first), Some(last)) if first != last => writeln!(
             out,
             "<text class=\"tick\" x=\"{PAD_LEFT}\" y=\"{y}\">{}</text><text class=\"tick\" x=\"{}\" y=\"{y}\" text-anchor=\"end\">{} UTC</text>",
-            hhmm(first.at_ms),
+            hhmm(*first),
             CHART_W - PAD_RIGHT,
-            hhmm(last.at_ms)
+            hhmm(*last)
         ),
         (Some(only), _) => writeln!(
             out,
             "<text class=\"tick\" x=\"{:.1}\" y=\"{y}\" text-anchor=\"middle\">{} UTC</text>",
             (PAD_LEFT + CHART_W - PAD_RIGHT) / 2.0,
-            hhmm(only.at_ms)
+            hhmm(*only)
         ),
         _ => Ok(()),
     }
@@ -460,15 +460,24 @@ fn write_line(
     Ok(())
 }
 
-/// Error budget remaining per objective over the history; budgets below −100% are drawn at
-/// the bottom edge.
-fn write_burndown(out: &mut String, i: usize, cuj: &CujReport) -> fmt::Result {
+/// Error budget remaining per objective over the history, ending with the budgets now;
+/// budgets below −100% are drawn at the bottom edge.
+fn write_burndown(out: &mut String, i: usize, cuj: &CujReport, now_ms: u64) -> fmt::Result {
     out.push_str("<figure class=\"chart\">\n<figcaption>Error budget remaining</figcaption>\n");
     write_svg_open(out, &format!("cuj-{i}-burndown"), "Error budget remaining")?;
-    let history = &cuj.history;
-    let lowest = history
+    let mut samples: Vec<(u64, Vec<f64>)> = cuj
+        .history
         .iter()
-        .flat_map(|p| p.budget_remaining.iter().copied())
+        .map(|p| (p.at_ms, p.budget_remaining.clone()))
+        .collect();
+    if samples.last().is_none_or(|(at, _)| *at < now_ms) && !cuj.objectives.is_empty() {
+        let now = cuj.objectives.iter().map(|o| o.budget_remaining).collect();
+        samples.push((now_ms, now));
+    }
+    let times: Vec<u64> = samples.iter().map(|(at, _)| *at).collect();
+    let lowest = samples
+        .iter()
+        .flat_map(|(_, budgets)| budgets.iter().copied())
         .filter(|v| v.is_finite())
         .fold(0.0_f64, f64::min)
         .max(-1.0);
@@ -484,15 +493,15 @@ fn write_burndown(out: &mut String, i: usize, cuj: &CujReport) -> fmt::Result {
         "<line class=\"zero\" x1=\"{PAD_LEFT}\" x2=\"{}\" y1=\"{zero:.1}\" y2=\"{zero:.1}\"/>",
         CHART_W - PAD_RIGHT
     )?;
-    write_x_ticks(out, history)?;
-    if history.is_empty() || cuj.objectives.is_empty() {
-        write_no_data(out, "no samples yet (one a minute)")?;
+    write_x_ticks(out, &times)?;
+    if cuj.objectives.is_empty() {
+        write_no_data(out, "no objective")?;
     } else {
-        let x = time_scale(history);
+        let x = time_scale(&times);
         for j in 0..cuj.objectives.len() {
-            let points: Vec<(f64, Option<f64>)> = history
+            let points: Vec<(f64, Option<f64>)> = samples
                 .iter()
-                .map(|p| (p.at_ms as f64, p.budget_remaining.get(j).copied()))
+                .map(|(at, budgets)| (*at as f64, budgets.get(j).copied()))
                 .collect();
             write_line(
                 out,
@@ -541,7 +550,8 @@ fn write_latency_chart(out: &mut String, i: usize, cuj: &CujReport) -> fmt::Resu
     );
     let y = Scale::new(0.0, top, CHART_H - PAD_BOTTOM, PAD_TOP);
     write_y_ticks(out, y, &[0.0, top / 2.0, top], latency)?;
-    write_x_ticks(out, history)?;
+    let times: Vec<u64> = history.iter().map(|p| p.at_ms).collect();
+    write_x_ticks(out, &times)?;
     if let Some(t) = cuj.latency_threshold_seconds {
         let py = y.map(t);
         writeln!(
@@ -563,13 +573,13 @@ fn write_latency_chart(out: &mut String, i: usize, cuj: &CujReport) -> fmt::Resu
             },
         )?;
     } else {
-        let x = time_scale(history);
+        let x = time_scale(&times);
         for (name, get) in quantiles {
             let points: Vec<(f64, Option<f64>)> =
                 history.iter().map(|p| (p.at_ms as f64, get(p))).collect();
             write_line(
                 out,
-                name,
+                &format!("q-{name}"),
                 &format!("data-quantile=\"{name}\""),
                 &points,
                 x,
@@ -577,7 +587,7 @@ fn write_latency_chart(out: &mut String, i: usize, cuj: &CujReport) -> fmt::Resu
             )?;
         }
     }
-    out.push_str("</svg>\n<ul class=\"legend\"><li><span class=\"swatch p50\"></span>p50</li><li><span class=\"swatch p90\"></span>p90</li><li><span class=\"swatch p99\"></span>p99</li><li><span class=\"swatch threshold\"></span>threshold</li></ul>\n</figure>\n");
+    out.push_str("</svg>\n<ul class=\"legend\"><li><span class=\"swatch q-p50\"></span>p50</li><li><span class=\"swatch q-p90\"></span>p90</li><li><span class=\"swatch q-p99\"></span>p99</li><li><span class=\"swatch threshold\"></span>threshold</li></ul>\n</figure>\n");
     Ok(())
 }
 
@@ -953,7 +963,7 @@ thead th { color:var(--muted); font-weight:600; }
 .state.ticket { background:var(--ticket); }
 .state.ok { background:var(--ok); }
 .objectives { display:flex; flex-wrap:wrap; gap:12px; }
-.objective { flex:1 1 560px; border:1px solid var(--line); border-left:5px solid var(--ok); border-radius:6px; padding:8px 12px; overflow-x:auto; }
+.objective { flex:1 1 100%; border:1px solid var(--line); border-left:5px solid var(--ok); border-radius:6px; padding:8px 12px; overflow-x:auto; }
 .objective.page { border-left-color:var(--page); }
 .objective.ticket { border-left-color:var(--ticket); }
 .objective .head { display:flex; justify-content:space-between; align-items:center; gap:8px; }
@@ -986,9 +996,9 @@ svg .line { fill:none; stroke-width:2; }
 .s1 { stroke:#8250df; background:#8250df; fill:#8250df; }
 .s2 { stroke:#bf8700; background:#bf8700; fill:#bf8700; }
 .s3 { stroke:#1a7f37; background:#1a7f37; fill:#1a7f37; }
-.p50 { stroke:#1a7f37; background:#1a7f37; fill:#1a7f37; }
-.p90 { stroke:#bf8700; background:#bf8700; fill:#bf8700; }
-.p99 { stroke:#8250df; background:#8250df; fill:#8250df; }
+.q-p50 { stroke:#1a7f37; background:#1a7f37; fill:#1a7f37; }
+.q-p90 { stroke:#bf8700; background:#bf8700; fill:#bf8700; }
+.q-p99 { stroke:#8250df; background:#8250df; fill:#8250df; }
 svg path.line { fill:none; }
 .swatch.threshold { background:var(--page); }
 .legend { list-style:none; padding:0; margin:4px 0 0; display:flex; flex-wrap:wrap; gap:14px; color:var(--muted); }
@@ -1265,15 +1275,21 @@ mod tests {
         let burndown = &html[html.find("id=\"cuj-0-burndown\"").expect("burndown")..];
         let burndown = &burndown[..burndown.find("</svg>").expect("end")];
         assert_eq!(burndown.matches("<path class=\"line").count(), 2);
-        // Budget 1.0 at the top of the plot, 0.2 a fifth of the way up from zero.
-        let y = Scale::new(0.0, 1.0, CHART_H - PAD_BOTTOM, PAD_TOP);
-        assert!(burndown.contains(&format!(
-            "d=\"M{:.1},{:.1} L{:.1},{:.1}\"",
+        // Two samples a minute apart, then the budgets now (a minute later): the first
+        // objective falls from the top (100%) to 20% and on to the bottom edge (-9900%,
+        // below the chart's floor of -100%).
+        let y = Scale::new(-1.0, 1.0, CHART_H - PAD_BOTTOM, PAD_TOP);
+        let mid = (PAD_LEFT + CHART_W - PAD_RIGHT) / 2.0;
+        let want = format!(
+            "d=\"M{:.1},{:.1} L{mid:.1},{:.1} L{:.1},{:.1}\"",
             PAD_LEFT,
             PAD_TOP,
+            y.map(0.2),
             CHART_W - PAD_RIGHT,
-            y.map(0.2)
-        )));
+            CHART_H - PAD_BOTTOM
+        );
+        assert!(burndown.contains(&want), "{want} in {burndown}");
+        assert!(burndown.contains(">-100%</text>"), "the floor is labelled");
         let latency = &html[html.find("id=\"cuj-0-latency\"").expect("latency")..];
         let latency = &latency[..latency.find("</svg>").expect("end")];
         assert_eq!(latency.matches("<path class=\"line").count(), 3);
@@ -1288,7 +1304,15 @@ mod tests {
         r.cujs[0].history.clear();
         r.cujs[0].series.clear();
         let html = render(&r, 0);
-        assert!(html.contains("no samples yet"));
+        assert!(html.contains("no latency samples yet"));
+        let burndown = &html[html.find("id=\"cuj-0-burndown\"").expect("burndown")..];
+        assert_eq!(
+            burndown[..burndown.find("</svg>").expect("end")]
+                .matches("<circle")
+                .count(),
+            2,
+            "the budgets now, one dot per objective"
+        );
         assert!(html.contains("id=\"cuj-0-series-empty\""));
         let none = render(
             &Report {
