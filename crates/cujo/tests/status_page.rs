@@ -209,14 +209,16 @@ impl Drop for ChromeDriver {
     }
 }
 
-/// A headless Chromium session through `driver`.
-async fn browser(driver: &ChromeDriver, profile: &Path) -> Client {
-    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
+/// The Chromium binary on PATH.
+fn chromium() -> PathBuf {
+    ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
         .find_map(on_path)
-    else {
-        missing_browser("no `chromium` binary is on PATH")
-    };
+        .unwrap_or_else(|| missing_browser("no `chromium` binary is on PATH"))
+}
+
+/// A headless Chromium session of `chromium` through `driver`.
+async fn browser(driver: &ChromeDriver, chromium: &Path, profile: &Path) -> Client {
     let caps = serde_json::json!({
         "browserName": "chrome",
         "timeouts": { "pageLoad": 120_000, "script": 60_000, "implicit": 0 },
@@ -319,6 +321,7 @@ async fn the_status_page_shows_the_slos_in_a_real_browser() {
     let dir = std::env::temp_dir().join(format!("cujo-status-page-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     // Fail early, before any traffic, when the browser is missing.
+    let chromium = chromium();
     let driver = ChromeDriver::start(&dir).await;
 
     let cujo = Cujo::start(CONFIG).await;
@@ -357,7 +360,7 @@ async fn the_status_page_shows_the_slos_in_a_real_browser() {
         "the error names the parameter: {body}"
     );
 
-    let client = browser(&driver, &dir.join("profile")).await;
+    let client = browser(&driver, &chromium, &dir.join("profile")).await;
     let url = format!("http://{}/?refresh=0", cujo.admin);
     tokio::time::timeout(BROWSER_DEADLINE, client.goto(&url))
         .await
