@@ -15,6 +15,18 @@ if ! command -v promtool >/dev/null 2>&1; then
   fi
 fi
 
+# The status page test drives headless Chromium through chromedriver; install them when
+# missing (Debian's chromium and chromium-driver). Without them that test fails and says why.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "installing chromium and chromedriver (Debian packages chromium, chromium-driver)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "chromium or chromedriver not found: install the chromium and chromium-driver packages (the status page test needs them)" >&2
+  fi
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --all-targets --locked

@@ -11,6 +11,8 @@ use axum::Router;
 use cujo_sli::engine::SliEngine;
 use cujo_sli::report::Report;
 
+pub mod page;
+
 /// Makes the current report; shared by every view.
 #[derive(Clone)]
 pub struct ReportSource {
@@ -33,6 +35,7 @@ impl ReportSource {
 /// Routes of the status views, merged onto the admin router.
 pub fn router(source: ReportSource) -> Router {
     Router::new()
+        .merge(page::router(source.clone()))
         .merge(api::routes(source.clone()))
         .merge(grpc::routes(source))
 }
