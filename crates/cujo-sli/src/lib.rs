@@ -26,6 +26,7 @@
 pub mod condition;
 pub mod cuj;
 pub mod engine;
+pub mod histogram;
 pub mod report;
 pub mod slo;
 pub mod state;
