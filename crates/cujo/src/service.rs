@@ -314,8 +314,12 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     if let (Some(engine), Some(path)) = (&sli_engine, &config.slo.state_file) {
         assembly::save_sli_state(engine, path).await;
     }
+    // One last metrics push, within the shutdown deadline.
     if let Some(push) = metrics_push {
-        push.finish().await;
+        tokio::select! {
+            _ = push.finish() => {}
+            _ = abandon.cancelled() => tracing::warn!("shutdown deadline passed during the final OTLP metrics push"),
+        }
     }
     exporter_input_closed.cancel();
     if let Err(e) = exporter_task.await {

@@ -111,6 +111,8 @@ type Push = (ExportMetricsServiceRequest, HashMap<String, String>);
 #[derive(Clone, Default)]
 struct Received {
     pushes: Arc<Mutex<Vec<Push>>>,
+    /// Calls still to refuse with UNAVAILABLE (retryable) before accepting.
+    refuse: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Received {
@@ -138,6 +140,14 @@ impl MetricsService for Received {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self
+            .refuse
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(tonic::Status::unavailable("backend busy (test)"));
+        }
         let headers = request
             .metadata()
             .clone()
@@ -156,8 +166,11 @@ impl MetricsService for Received {
 }
 
 /// A real OTLP/gRPC metrics server.
-async fn grpc_sink() -> (SocketAddr, Received) {
+async fn grpc_sink(refuse: usize) -> (SocketAddr, Received) {
     let received = Received::default();
+    received
+        .refuse
+        .store(refuse, std::sync::atomic::Ordering::SeqCst);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -331,7 +344,7 @@ fn otlp_metrics_yaml(addr: SocketAddr, extra: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cumulative_grpc_pushes_carry_the_exact_counts_and_every_latency() {
-    let (addr, received) = grpc_sink().await;
+    let (addr, received) = grpc_sink(0).await;
     let cujo = Cujo::start(&otlp_metrics_yaml(
         addr,
         "    protocol: grpc\n    interval: 200ms\n    temporality: cumulative\n",
@@ -420,7 +433,8 @@ async fn cumulative_grpc_pushes_carry_the_exact_counts_and_every_latency() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_grpc_pushes_add_up_to_the_exact_counts_and_do_not_overlap() {
-    let (addr, received) = grpc_sink().await;
+    // The backend refuses the first attempts (retryable): cujo retries, nothing is lost.
+    let (addr, received) = grpc_sink(3).await;
     let cujo = Cujo::start(&otlp_metrics_yaml(
         addr,
         "    protocol: grpc\n    interval: 200ms\n    temporality: delta\n    compression: none\n",
@@ -478,7 +492,8 @@ async fn delta_grpc_pushes_add_up_to_the_exact_counts_and_do_not_overlap() {
     for (tier, (count, _)) in exact_duration_sums() {
         assert_eq!(counted.get(tier), Some(&count), "{tier}");
     }
-    drop(cujo);
+    let m = cujo.metrics().await;
+    assert!(metric_value(&m, "cujo_otlp_metrics_export_attempts_failed_total") >= 3.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
