@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::condition::SpanFacts;
 use crate::cuj::{Cuj, Outcome, Sli, SliEvent, TraceFacts};
+use crate::histogram::{ExpBuckets, ExpHistogram};
 use crate::slo::ObjectiveStatus;
 use crate::window::SlicedCounter;
 
@@ -33,6 +34,8 @@ struct Series {
     latency_sum_s: f64,
     /// Trace id of the most recent bad event (availability or latency).
     last_bad: Option<[u8; 16]>,
+    /// Every latency since start, for quantiles and the OTLP exponential histogram.
+    latency_hist: ExpHistogram,
 }
 
 struct CujState {
@@ -46,6 +49,10 @@ struct CujState {
     latency: SlicedCounter,
     /// Sampled budgets, oldest first, at most [`HISTORY_POINTS`].
     history: std::collections::VecDeque<crate::report::HistoryPoint>,
+    /// Latency of every series together, since start.
+    latency_all: ExpHistogram,
+    /// Latency since the previous history point (its quantiles go into the next one).
+    latency_interval: ExpHistogram,
 }
 
 /// How often [`SliEngine::tick`] samples the history for the charts.
@@ -123,6 +130,8 @@ impl SliEngine {
                     availability: SlicedCounter::new(),
                     latency: SlicedCounter::new(),
                     history: std::collections::VecDeque::new(),
+                    latency_all: ExpHistogram::new(),
+                    latency_interval: ExpHistogram::new(),
                 }
             })
             .collect();
@@ -175,13 +184,15 @@ impl SliEngine {
             if s.history.len() == HISTORY_POINTS {
                 s.history.pop_front();
             }
+            let interval = &s.latency_interval;
             s.history.push_back(crate::report::HistoryPoint {
                 at_ms: now_ms,
                 budget_remaining,
-                p50: None,
-                p90: None,
-                p99: None,
+                p50: interval.quantile_seconds(0.5),
+                p90: interval.quantile_seconds(0.9),
+                p99: interval.quantile_seconds(0.99),
             });
+            s.latency_interval.clear();
         }
     }
 
@@ -247,7 +258,7 @@ impl SliEngine {
                         latency_good: v.latency_good,
                         latency_bad: v.latency_bad,
                         windows: Vec::new(),
-                        latency: None,
+                        latency: latency_summary(&v.latency_hist),
                         last_bad_trace_id: v.last_bad.as_ref().map(crate::report::trace_id_hex),
                     })
                     .collect();
@@ -265,7 +276,7 @@ impl SliEngine {
                     excluded: s.excluded,
                     overflowed: s.overflowed,
                     objectives,
-                    latency: None,
+                    latency: latency_summary(&s.latency_all),
                     series,
                     history: s.history.iter().cloned().collect(),
                 }
@@ -487,7 +498,17 @@ impl SliEngine {
             }
         }
         vec![
-            events, excluded, overflow, duration, target, sli, budget, burn, alert, exhaustion,
+            events,
+            excluded,
+            overflow,
+            duration,
+            self.latency_quantiles(),
+            target,
+            sli,
+            budget,
+            burn,
+            alert,
+            exhaustion,
         ]
     }
 }
@@ -529,8 +550,112 @@ impl CujState {
                 .position(|b| secs <= *b)
                 .unwrap_or(self.bounds.len());
             series.buckets[bucket] += 1;
+            series.latency_hist.record(measured);
+            self.latency_all.record(measured);
+            self.latency_interval.record(measured);
             self.latency.record(now_ms, good);
         }
+    }
+}
+
+/// Quantiles reported for a CUJ's latency (report, `/metrics`).
+pub const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
+
+/// Count, sum and quantiles of a histogram; absent when it holds nothing.
+fn latency_summary(h: &ExpHistogram) -> Option<crate::report::LatencySummary> {
+    (h.count() > 0).then(|| crate::report::LatencySummary {
+        count: h.count(),
+        sum_seconds: h.sum_seconds(),
+        p50: h.quantile_seconds(0.5),
+        p90: h.quantile_seconds(0.9),
+        p99: h.quantile_seconds(0.99),
+        p999: h.quantile_seconds(0.999),
+        max: h.max().map(|d| d.as_secs_f64()),
+    })
+}
+
+/// One CUJ's counters and latency buckets as plain data, for the OTLP metrics push.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CujExport {
+    pub name: String,
+    /// Dimension keys with their OpenTelemetry names (`user.tier`).
+    pub dimensions: Vec<String>,
+    /// Whether the CUJ has a latency SLI (latency counts and buckets are meaningful).
+    pub has_latency: bool,
+    pub excluded: u64,
+    pub overflowed: u64,
+    pub series: Vec<SeriesExport>,
+}
+
+/// One series of a [`CujExport`]; counters are cumulative since start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesExport {
+    /// Values in the order of [`CujExport::dimensions`].
+    pub values: Vec<String>,
+    pub availability_good: u64,
+    pub availability_bad: u64,
+    pub latency_good: u64,
+    pub latency_bad: u64,
+    /// Latency buckets merged down to at most the requested number of buckets.
+    pub latency: ExpBuckets,
+}
+
+impl SliEngine {
+    /// Every CUJ's series (sorted by dimension values) with latency buckets fitted into
+    /// `max_buckets` (the OTLP exponential histogram's size).
+    pub fn export_view(&self, max_buckets: usize) -> Vec<CujExport> {
+        self.cujs
+            .iter()
+            .map(|s| {
+                let mut keys: Vec<&Vec<String>> = s.series.keys().collect();
+                keys.sort();
+                CujExport {
+                    name: s.cuj.name.clone(),
+                    dimensions: s.cuj.dimensions.clone(),
+                    has_latency: s.cuj.latency.is_some(),
+                    excluded: s.excluded,
+                    overflowed: s.overflowed,
+                    series: keys
+                        .into_iter()
+                        .map(|k| {
+                            let v = &s.series[k];
+                            SeriesExport {
+                                values: k.clone(),
+                                availability_good: v.available_good,
+                                availability_bad: v.available_bad,
+                                latency_good: v.latency_good,
+                                latency_bad: v.latency_bad,
+                                latency: v.latency_hist.export(max_buckets),
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// `cujo_cuj_latency_quantile_seconds`: quantiles of each CUJ's latency since start.
+    fn latency_quantiles(&self) -> Family {
+        let mut f = family(
+            "cujo_cuj_latency_quantile_seconds",
+            "Quantiles (label q) of each CUJ's latency since start, all series together; within 0.1% of the exact value.",
+            Kind::Gauge,
+        );
+        for s in &self.cujs {
+            for q in QUANTILES {
+                if let Some(v) = s.latency_all.quantile_seconds(q) {
+                    f.samples.push(sample(
+                        "",
+                        vec![
+                            ("cuj".into(), s.cuj.name.clone()),
+                            ("q".into(), q.to_string()),
+                        ],
+                        v,
+                    ));
+                }
+            }
+        }
+        f
     }
 }
 
@@ -807,6 +932,150 @@ mod tests {
         let back: crate::report::Report = serde_json::from_str(&json).expect("round trip");
         assert_eq!(back.cujs[0].series, cuj.series);
         assert_eq!(back.cujs[0].objectives[0].windows[0], *w5m);
+    }
+
+    fn feed_ns(e: &mut SliEngine, tier: &str, error: bool, latency_ns: u64, now_ms: u64) {
+        let spans = [Span {
+            tier: tier.into(),
+            error,
+        }];
+        let t = TraceFacts {
+            trace_id: [2; 16],
+            root: &spans[0],
+            root_start_ns: 1_000,
+            root_end_ns: 1_000 + latency_ns,
+            spans: &spans,
+            last_end_ns: 1_000 + latency_ns,
+        };
+        e.observe(&t, now_ms);
+    }
+
+    /// The `q` quantile of `values` by nearest rank, the definition the histogram reports.
+    fn exact_quantile(values: &[u64], q: f64) -> f64 {
+        let mut sorted = values.to_vec();
+        sorted.sort_unstable();
+        let r = crate::histogram::rank(q, sorted.len() as u64) as usize;
+        sorted[r - 1] as f64 / 1e9
+    }
+
+    fn assert_close(got: Option<f64>, want: f64, what: &str) {
+        let got = got.unwrap_or_else(|| panic!("{what}: no value"));
+        let err = (got - want).abs() / want;
+        assert!(
+            err <= 0.001,
+            "{what}: got {got}, exact {want} (error {err})"
+        );
+    }
+
+    #[test]
+    fn latency_counts_are_exact_and_quantiles_within_a_tenth_of_a_percent() {
+        let mut e = engine(100);
+        let now = 1_700_000_000_000;
+        // Durations log-uniform from 1 ms to 5 s (deterministic), every 13th an error.
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut all = Vec::new();
+        let mut per_tier: HashMap<&str, Vec<u64>> = HashMap::new();
+        let (mut good, mut bad) = (0u64, 0u64);
+        for i in 0..5000u64 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let u = (seed >> 11) as f64 / (1u64 << 53) as f64;
+            let ns = (1e6f64.ln() + u * (5e9f64.ln() - 1e6f64.ln())).exp() as u64;
+            let tier = ["gold", "free", "team"][(i % 3) as usize];
+            feed_ns(&mut e, tier, i % 13 == 0, ns, now);
+            all.push(ns);
+            per_tier.entry(tier).or_default().push(ns);
+            if ns <= 300_000_000 {
+                good += 1;
+            } else {
+                bad += 1;
+            }
+        }
+        let r = e.report(now);
+        let cuj = &r.cujs[0];
+        let total = cuj.latency.as_ref().expect("latency summary");
+        assert_eq!(total.count, 5000);
+        let exact_sum = all.iter().sum::<u64>() as f64 / 1e9;
+        assert!((total.sum_seconds - exact_sum).abs() < 1e-6);
+        assert_close(total.p50, exact_quantile(&all, 0.5), "p50");
+        assert_close(total.p90, exact_quantile(&all, 0.9), "p90");
+        assert_close(total.p99, exact_quantile(&all, 0.99), "p99");
+        assert_close(total.p999, exact_quantile(&all, 0.999), "p99.9");
+        assert_eq!(
+            total.max,
+            Some(*all.iter().max().expect("values") as f64 / 1e9)
+        );
+        let (series_good, series_bad) = cuj
+            .series
+            .iter()
+            .fold((0, 0), |(g, b), s| (g + s.latency_good, b + s.latency_bad));
+        assert_eq!(
+            (series_good, series_bad),
+            (good, bad),
+            "good/bad on exact values"
+        );
+        for s in &cuj.series {
+            let values = &per_tier[s.dimensions[0].1.as_str()];
+            let l = s.latency.as_ref().expect("series latency");
+            assert_eq!(l.count, values.len() as u64);
+            for (q, got) in [(0.5, l.p50), (0.9, l.p90), (0.99, l.p99)] {
+                assert_close(got, exact_quantile(values, q), &s.dimensions[0].1);
+            }
+        }
+        // The OTLP view: counts exact, buckets within 160, nothing lost in the merge.
+        let view = e.export_view(160);
+        for s in &view[0].series {
+            let n = per_tier[s.values[0].as_str()].len() as u64;
+            assert_eq!(s.latency.count, n);
+            assert!(s.latency.counts.len() <= 160);
+            assert_eq!(
+                s.latency.counts.iter().sum::<u64>() + s.latency.zero_count,
+                n
+            );
+            assert_eq!(s.latency_good + s.latency_bad, n);
+        }
+        let f = e.families(now);
+        let p99 = value(
+            &f,
+            "cujo_cuj_latency_quantile_seconds",
+            "",
+            &[("cuj", "post_message"), ("q", "0.99")],
+        );
+        assert_close(p99, exact_quantile(&all, 0.99), "/metrics p99");
+
+        // History points carry the quantiles of their own interval only: the first point was
+        // taken at the first event, the next one covers the rest.
+        e.tick(now + HISTORY_INTERVAL_MS);
+        let point = e.report(now).cujs[0]
+            .history
+            .last()
+            .cloned()
+            .expect("point");
+        assert_close(point.p90, exact_quantile(&all[1..], 0.9), "interval p90");
+        for _ in 0..100 {
+            feed_ns(
+                &mut e,
+                "gold",
+                false,
+                7_000_000,
+                now + HISTORY_INTERVAL_MS + 1,
+            );
+        }
+        e.tick(now + 2 * HISTORY_INTERVAL_MS);
+        let point = e.report(now).cujs[0]
+            .history
+            .last()
+            .cloned()
+            .expect("point");
+        assert_close(point.p99, 0.007, "a quiet interval of 7 ms events");
+        e.tick(now + 3 * HISTORY_INTERVAL_MS);
+        let point = e.report(now).cujs[0]
+            .history
+            .last()
+            .cloned()
+            .expect("point");
+        assert_eq!(point.p50, None, "no events, no quantile");
     }
 
     #[test]

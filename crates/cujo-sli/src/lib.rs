@@ -11,6 +11,8 @@
 //! - [`cuj`]: a CUJ definition and the SLI event (or exclusion) a released trace yields.
 //! - [`engine`]: [`engine::SliEngine`] — series with a cardinality cap, exact event counts,
 //!   latency buckets that include every threshold, objective states, as metric families.
+//! - [`histogram`]: [`histogram::ExpHistogram`], latency as a base-2 exponential histogram
+//!   (scale 9, 1 µs–1 h, ≤ 32 KiB): exact counts, quantiles within 0.1%, OTLP-ready buckets.
 //! - [`state`]: the SLO state file format (windows survive restarts; foreign or corrupt files
 //!   are refused with a reason).
 //! - [`window`]: [`window::SlicedCounter`], good/valid counts over windows from 5 minutes to
@@ -19,13 +21,13 @@
 //!   page/ticket alerts (SRE Workbook factors, scaled to the objective's period), projected
 //!   exhaustion.
 //!
-//! Still to come (issue 4): feeding released traces in from the assembler, latency HDR
-//! histograms for quantiles, per-series windows, exemplars, OTLP metrics push.
+//! Still to come (issue 4): per-series windows, exemplars.
 #![forbid(unsafe_code)]
 
 pub mod condition;
 pub mod cuj;
 pub mod engine;
+pub mod histogram;
 pub mod report;
 pub mod slo;
 pub mod state;

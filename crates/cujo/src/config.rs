@@ -123,6 +123,8 @@ fn default_retry_after() -> HumanDuration {
 pub struct Exporters {
     pub otlp: Option<OtlpExporter>,
     pub prometheus: Option<PrometheusExporter>,
+    /// The CUJ SLIs pushed as OTLP metrics.
+    pub otlp_metrics: Option<OtlpMetricsExporter>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -157,6 +159,44 @@ pub struct OtlpExporter {
 pub struct TlsConfig {
     /// PEM file of CA certificates trusted besides the public roots (a private CA).
     pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// `exporters.otlp_metrics`: the SLI metrics pushed to an OTLP backend every `interval`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpMetricsExporter {
+    pub endpoint: String,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Sent with every push (`x-honeycomb-team`, `api-key`, `DD-API-KEY`, …).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Time between pushes.
+    #[serde(default = "default_push_interval")]
+    pub interval: HumanDuration,
+    /// `cumulative` (totals since start) or `delta` (change since the last push).
+    #[serde(default)]
+    pub temporality: Temporality,
+    /// Deadline of one push attempt.
+    #[serde(default = "default_export_timeout")]
+    pub timeout: HumanDuration,
+    #[serde(default)]
+    pub compression: Compression,
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// How pushed counters and histograms accumulate.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Temporality {
+    #[default]
+    Cumulative,
+    Delta,
+}
+
+fn default_push_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
 
 fn default_export_timeout() -> HumanDuration {
@@ -802,6 +842,9 @@ impl Config {
                 return err("exporters.otlp.timeout", "must be greater than zero".into());
             }
         }
+        if let Some(m) = &self.exporters.otlp_metrics {
+            check_otlp_metrics(m)?;
+        }
         Ok(())
     }
 
@@ -888,6 +931,42 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `exporters.otlp_metrics`: a usable URL and headers, positive durations.
+fn check_otlp_metrics(m: &OtlpMetricsExporter) -> Result<(), (String, String)> {
+    let err = |p: &str, d: String| Err((format!("exporters.otlp_metrics{p}"), d));
+    let scheme_ok = m.endpoint.starts_with("http://") || m.endpoint.starts_with("https://");
+    if !scheme_ok || m.endpoint.parse::<http::Uri>().is_err() {
+        return err(
+            ".endpoint",
+            format!(
+                "expected a URL like \"https://api.honeycomb.io:443\" (https:// = TLS, http:// = plaintext), found {:?}",
+                m.endpoint
+            ),
+        );
+    }
+    for (name, value) in &m.headers {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return err(".headers", format!("{name:?} is not a valid header name"));
+        }
+        if http::HeaderValue::from_str(value).is_err() {
+            return err(
+                &format!(".headers.{name}"),
+                "is not a valid header value".into(),
+            );
+        }
+    }
+    if m.interval.0 < Duration::from_millis(10) {
+        return err(
+            ".interval",
+            format!("must be at least 10ms, found {:?}", m.interval.0),
+        );
+    }
+    if m.timeout.0.is_zero() {
+        return err(".timeout", "must be greater than zero".into());
+    }
+    Ok(())
 }
 
 /// Replaces `${env:NAME}` (and `${env:NAME:-default}`) in every string value.
@@ -1192,6 +1271,63 @@ propagate:
         let e = parse(&format!("{CUJ}notifications: {{ webhooks: [] }}\n")).expect_err("empty");
         assert!(
             e.contains("notifications.webhooks: expected at least one"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn otlp_metrics_contract_parses_and_errors_name_the_key() {
+        let c = parse(
+            r#"
+exporters:
+  otlp_metrics:
+    endpoint: "https://api.honeycomb.io:443"
+    protocol: http/protobuf
+    headers: { x-honeycomb-team: "${env:HONEYCOMB_API_KEY}", x-honeycomb-dataset: cujo-slis }
+    interval: 30s
+    temporality: delta
+    timeout: 5s
+    compression: none
+    tls: { ca_file: /etc/ssl/private-ca.pem }
+"#,
+        )
+        .expect("parses");
+        let m = c.exporters.otlp_metrics.expect("otlp_metrics");
+        assert_eq!(m.headers["x-honeycomb-team"], "secret");
+        assert_eq!(m.interval.0, Duration::from_secs(30));
+        assert_eq!(m.temporality, Temporality::Delta);
+        assert_eq!(m.protocol, Protocol::HttpProtobuf);
+        let d = parse("exporters:\n  otlp_metrics: { endpoint: \"http://x:4317\" }\n")
+            .expect("defaults");
+        let d = d.exporters.otlp_metrics.expect("otlp_metrics");
+        assert_eq!(d.interval.0, Duration::from_secs(60));
+        assert_eq!(d.temporality, Temporality::Cumulative);
+        assert_eq!(d.compression, Compression::Gzip);
+        let e = parse(
+            "exporters:\n  otlp_metrics: { endpoint: \"http://x:1\", temporality: sometimes }\n",
+        )
+        .expect_err("bad temporality");
+        assert!(
+            e.contains("exporters.otlp_metrics.temporality: unknown variant `sometimes`"),
+            "{e}"
+        );
+        let e = parse("exporters:\n  otlp_metrics: { endpoint: \"x:1\" }\n").expect_err("url");
+        assert!(
+            e.contains("exporters.otlp_metrics.endpoint: expected a URL"),
+            "{e}"
+        );
+        let e = parse("exporters:\n  otlp_metrics: { endpoint: \"http://x:1\", interval: 0 }\n")
+            .expect_err("zero interval");
+        assert!(
+            e.contains("exporters.otlp_metrics.interval: must be at least 10ms"),
+            "{e}"
+        );
+        let e = parse(
+            "exporters:\n  otlp_metrics: { endpoint: \"http://x:1\", headers: { \"a b\": c } }\n",
+        )
+        .expect_err("header");
+        assert!(
+            e.contains("exporters.otlp_metrics.headers: \"a b\" is not a valid header name"),
             "{e}"
         );
     }

@@ -5,6 +5,7 @@
 //! - [`config`]: the YAML configuration, `${env:NAME}` substitution, errors naming file and key.
 //! - [`cuj_config`]: the `cujs:` section, resolved into SLI definitions.
 //! - [`service`]: builds the stages from a config, runs them, shuts them down in order.
+//! - [`metrics_push`]: `exporters.otlp_metrics`, the CUJ SLIs pushed as OTLP metrics.
 //! - [`assembly`]: runs the trace assembler as a stage (clock, budget, metrics).
 //! - [`gate`]: `cujo status`, the deploy gate over a running cujo's SLO status.
 //! - [`rules`], [`dashboard`]: Prometheus rules and a Grafana dashboard for the configured CUJs.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod cuj_config;
 pub mod dashboard;
 pub mod gate;
+pub mod metrics_push;
 pub mod notify;
 pub mod rules;
 pub mod service;

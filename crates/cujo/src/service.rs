@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::assembly;
 use crate::config::{self, Config};
+use crate::metrics_push;
 use crate::status;
 use cujo_assembler::{Assembler, Directory};
 use cujo_sli::engine::SliEngine;
@@ -232,6 +233,22 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         _ => None,
     };
 
+    let push_stats = Arc::new(metrics_push::PushStats::default());
+    let metrics_push = match (&config.exporters.otlp_metrics, &sli_engine) {
+        (Some(cfg), Some(engine)) => Some(metrics_push::spawn(
+            cfg,
+            engine.clone(),
+            push_stats.clone(),
+            assembly::wall_clock_ms,
+        )?),
+        (Some(_), None) => {
+            tracing::warn!(
+                "exporters.otlp_metrics is set but no cujs: are configured: nothing to push"
+            );
+            None
+        }
+        _ => None,
+    };
     let admin_task = match &config.exporters.prometheus {
         Some(prom) => {
             let listener = server::bind(&prom.endpoint.0)
@@ -249,6 +266,10 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             }
             if let Some(n) = &notifier {
                 sources.push(n.metrics_source());
+            }
+            if metrics_push.is_some() {
+                let stats = push_stats.clone();
+                sources.push(Arc::new(move |out: &mut String| stats.render(out)));
             }
             if config.assembler_enabled() {
                 let stats = assembler_stats.clone();
@@ -340,6 +361,13 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     }
     if let (Some(engine), Some(path)) = (&sli_engine, &config.slo.state_file) {
         assembly::save_sli_state(engine, path).await;
+    }
+    // One last metrics push, within the shutdown deadline.
+    if let Some(push) = metrics_push {
+        tokio::select! {
+            _ = push.finish() => {}
+            _ = abandon.cancelled() => tracing::warn!("shutdown deadline passed during the final OTLP metrics push"),
+        }
     }
     exporter_input_closed.cancel();
     if let Err(e) = exporter_task.await {

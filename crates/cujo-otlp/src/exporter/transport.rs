@@ -25,6 +25,37 @@ pub enum Protocol {
     HttpProtobuf,
 }
 
+/// What is exported: spans (`exporters.otlp`) or metrics (`exporters.otlp_metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Traces,
+    Metrics,
+}
+
+impl Signal {
+    /// The config section that configures this signal's exporter (named in errors).
+    pub fn config_key(self) -> &'static str {
+        match self {
+            Signal::Traces => "exporters.otlp",
+            Signal::Metrics => "exporters.otlp_metrics",
+        }
+    }
+
+    fn grpc_path(self) -> &'static str {
+        match self {
+            Signal::Traces => crate::receiver::grpc::EXPORT_PATH,
+            Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        }
+    }
+
+    fn http_path(self) -> &'static str {
+        match self {
+            Signal::Traces => "/v1/traces",
+            Signal::Metrics => "/v1/metrics",
+        }
+    }
+}
+
 /// `exporters.otlp.compression`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -61,16 +92,25 @@ pub struct Downstream {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DownstreamError {
-    #[error("exporters.otlp.endpoint {endpoint:?}: {reason}")]
-    Endpoint { endpoint: String, reason: String },
-    #[error("exporters.otlp TLS setup failed: {0}")]
-    Tls(String),
-    #[error("exporters.otlp.tls.ca_file {path:?}: {detail}")]
-    CaFile { path: String, detail: String },
+    #[error("{key}.endpoint {endpoint:?}: {reason}")]
+    Endpoint {
+        key: &'static str,
+        endpoint: String,
+        reason: String,
+    },
+    #[error("{key} TLS setup failed: {detail}")]
+    Tls { key: &'static str, detail: String },
+    #[error("{key}.tls.ca_file {path:?}: {detail}")]
+    CaFile {
+        key: &'static str,
+        path: String,
+        detail: String,
+    },
 }
 
 impl Downstream {
-    /// `ca_file`: PEM certificates trusted in addition to the public roots (a private CA).
+    /// A span downstream. `ca_file`: PEM certificates trusted in addition to the public
+    /// roots (a private CA).
     pub fn new(
         endpoint: &str,
         protocol: Protocol,
@@ -79,7 +119,30 @@ impl Downstream {
         timeout: Duration,
         ca_file: Option<&Path>,
     ) -> Result<Self, DownstreamError> {
+        Self::for_signal(
+            Signal::Traces,
+            endpoint,
+            protocol,
+            compression,
+            headers,
+            timeout,
+            ca_file,
+        )
+    }
+
+    /// A downstream for `signal`: the same client, the signal's gRPC method or HTTP path.
+    pub fn for_signal(
+        signal: Signal,
+        endpoint: &str,
+        protocol: Protocol,
+        compression: Compression,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        timeout: Duration,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, DownstreamError> {
+        let key = signal.config_key();
         let bad = |reason: &str| DownstreamError::Endpoint {
+            key,
             endpoint: endpoint.to_string(),
             reason: reason.to_string(),
         };
@@ -94,18 +157,18 @@ impl Downstream {
             return Err(bad("has no host"));
         }
         let uri = match protocol {
-            Protocol::Grpc => join_path(&base, crate::receiver::grpc::EXPORT_PATH),
+            Protocol::Grpc => join_path(&base, signal.grpc_path()),
             Protocol::HttpProtobuf => {
-                if base.path().ends_with("/v1/traces") {
+                if base.path().ends_with(signal.http_path()) {
                     Ok(base.clone())
                 } else {
-                    join_path(&base, "/v1/traces")
+                    join_path(&base, signal.http_path())
                 }
             }
         }
         .map_err(|e| bad(&e))?;
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(ca_file)?)
+            .with_tls_config(tls_config(key, ca_file)?)
             .https_or_http();
         let connector = match protocol {
             Protocol::Grpc => builder.enable_http2().build(),
@@ -216,13 +279,17 @@ impl Downstream {
 }
 
 /// rustls with the public (webpki) roots, plus the certificates of `ca_file` if given.
-fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, DownstreamError> {
+fn tls_config(
+    key: &'static str,
+    ca_file: Option<&Path>,
+) -> Result<rustls::ClientConfig, DownstreamError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
         let bad = |detail: String| DownstreamError::CaFile {
+            key,
             path: path.display().to_string(),
             detail,
         };
@@ -240,7 +307,10 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Downstream
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| DownstreamError::Tls(e.to_string()))?
+        .map_err(|e| DownstreamError::Tls {
+            key,
+            detail: e.to_string(),
+        })?
         .with_root_certificates(roots)
         .with_no_client_auth())
 }
@@ -256,6 +326,8 @@ fn join_path(base: &Uri, path: &str) -> Result<Uri, String> {
     Uri::from_parts(parts).map_err(|e| e.to_string())
 }
 
+/// The partial-success answer. `ExportMetricsServiceResponse` has the same layout (field 1
+/// rejected data points, field 2 message), so this reads both signals' answers.
 fn partial(body: &[u8]) -> (i64, String) {
     match ExportTraceServiceResponse::decode(body) {
         Ok(ExportTraceServiceResponse {

@@ -1,0 +1,885 @@
+//! OTLP metrics push (`exporters.otlp_metrics`): the CUJ SLIs sent to an OTLP backend
+//! (Honeycomb, New Relic, Datadog, Mackerel, a collector) every `interval`.
+//!
+//! - [`MetricsShaper`] turns an [`EngineSnapshot`] into an `ExportMetricsServiceRequest`
+//!   with no network involved (tests call it directly). Dimension attributes keep their
+//!   OpenTelemetry names (`user.tier`); latency is an `ExponentialHistogram` taken from the
+//!   engine's scale-9 histogram, merged down to at most [`MAX_BUCKETS`] buckets.
+//! - Temporality: `cumulative` points start when cujo started; `delta` points carry the change
+//!   since the last **delivered** push (a failed push leaves the baseline, so the next one
+//!   carries both intervals and nothing is lost or counted twice).
+//! - [`spawn`] runs the timer: one push per interval through the span exporter's transport
+//!   (gRPC or HTTP/protobuf, gzip, TLS, headers), retrying what OTLP says is retryable within
+//!   the interval, and one final push at shutdown. [`PushStats`] counts and logs outcomes.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use cujo_otlp::exporter::retry::{Backoff, RetrySettings};
+use cujo_otlp::exporter::transport::{self, Downstream, Outcome, Signal};
+use cujo_otlp::prom;
+use cujo_sli::cuj::Sli;
+use cujo_sli::engine::{CujExport, SliEngine, window_label};
+use cujo_sli::histogram::{ExpBuckets, MIN_VALUE};
+use cujo_sli::slo::ObjectiveStatus;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyInner;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Metric,
+    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, exponential_histogram_data_point, metric,
+    number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Temporality};
+
+/// Most buckets of a pushed exponential histogram (the OTel SDKs' default).
+pub const MAX_BUCKETS: usize = 160;
+/// Most attempts of one push (the first included), all within the interval.
+const MAX_ATTEMPTS: u32 = 5;
+
+/// What the engine holds at one instant, copied out under its lock.
+#[derive(Debug, Clone)]
+pub struct EngineSnapshot {
+    pub cujs: Vec<CujExport>,
+    /// (cuj, sli, target, status) of every objective.
+    pub objectives: Vec<(String, Sli, f64, ObjectiveStatus)>,
+}
+
+impl EngineSnapshot {
+    pub fn take(engine: &SliEngine, now_ms: u64) -> Self {
+        Self {
+            cujs: engine.export_view(MAX_BUCKETS),
+            objectives: engine
+                .objectives(now_ms)
+                .into_iter()
+                .map(|(cuj, sli, target, status)| (cuj.to_string(), sli, target, status))
+                .collect(),
+        }
+    }
+}
+
+type Attributes = Vec<(String, String)>;
+
+/// Cumulative values at the last delivered push: the base of the next delta.
+#[derive(Debug, Clone, Default)]
+pub struct Baseline {
+    at_ns: u64,
+    counters: HashMap<(&'static str, Attributes), u64>,
+    histograms: HashMap<Attributes, ExpBuckets>,
+}
+
+/// Shapes engine snapshots into OTLP metrics requests; keeps the delta baseline.
+pub struct MetricsShaper {
+    temporality: Temporality,
+    /// When cujo started: the start of every cumulative point.
+    start_ns: u64,
+    resource: Resource,
+    baseline: Baseline,
+}
+
+impl MetricsShaper {
+    pub fn new(temporality: Temporality, start_ns: u64, instance_id: &str) -> Self {
+        Self {
+            temporality,
+            start_ns,
+            resource: Resource {
+                attributes: vec![
+                    kv("service.name", "cujo"),
+                    kv("service.instance.id", instance_id),
+                    kv("service.version", env!("CARGO_PKG_VERSION")),
+                ],
+                ..Default::default()
+            },
+            baseline: Baseline {
+                at_ns: start_ns,
+                ..Baseline::default()
+            },
+        }
+    }
+
+    /// The request for `now_ns`, and the baseline to [`MetricsShaper::commit`] once it is
+    /// delivered.
+    pub fn build(
+        &self,
+        snap: &EngineSnapshot,
+        now_ns: u64,
+    ) -> (ExportMetricsServiceRequest, Baseline) {
+        let delta = self.temporality == Temporality::Delta;
+        let temporality = if delta {
+            AggregationTemporality::Delta
+        } else {
+            AggregationTemporality::Cumulative
+        } as i32;
+        let start = if delta {
+            self.baseline.at_ns
+        } else {
+            self.start_ns
+        };
+        let mut next = Baseline {
+            at_ns: now_ns,
+            ..Baseline::default()
+        };
+        let counter = |next: &mut Baseline, name: &'static str, attrs: Attributes, total: u64| {
+            let prev = self.baseline.counters.get(&(name, attrs.clone())).copied();
+            let value = if delta {
+                total.saturating_sub(prev.unwrap_or(0))
+            } else {
+                total
+            };
+            let point = number_point(&attrs, start, now_ns, Value::Int(value));
+            next.counters.insert((name, attrs), total);
+            point
+        };
+        let (mut events, mut excluded, mut overflow) = (Vec::new(), Vec::new(), Vec::new());
+        let mut durations = Vec::new();
+        for cuj in &snap.cujs {
+            let base: Attributes = vec![("cuj".into(), cuj.name.clone())];
+            excluded.push(counter(
+                &mut next,
+                "cujo.sli.excluded",
+                base.clone(),
+                cuj.excluded,
+            ));
+            overflow.push(counter(
+                &mut next,
+                "cujo.sli.series_overflow",
+                base.clone(),
+                cuj.overflowed,
+            ));
+            for s in &cuj.series {
+                let mut attrs = base.clone();
+                attrs.extend(cuj.dimensions.iter().cloned().zip(s.values.iter().cloned()));
+                let mut slis = vec![("availability", s.availability_good, s.availability_bad)];
+                if cuj.has_latency {
+                    slis.push(("latency", s.latency_good, s.latency_bad));
+                }
+                for (sli, good, bad) in slis {
+                    for (outcome, n) in [("good", good), ("bad", bad)] {
+                        let mut a = attrs.clone();
+                        a.push(("sli".into(), sli.into()));
+                        a.push(("outcome".into(), outcome.into()));
+                        events.push(counter(&mut next, "cujo.sli.events", a, n));
+                    }
+                }
+                if cuj.has_latency {
+                    let buckets = match (delta, self.baseline.histograms.get(&attrs)) {
+                        (true, Some(prev)) => s.latency.since(prev),
+                        _ => s.latency.clone(),
+                    };
+                    durations.push(histogram_point(&attrs, start, now_ns, &buckets));
+                    next.histograms.insert(attrs, s.latency.clone());
+                }
+            }
+        }
+        let mut metrics = vec![
+            sum(
+                "cujo.sli.events",
+                "Valid SLI events per CUJ, series, SLI and outcome (good/bad).",
+                "{event}",
+                events,
+                temporality,
+            ),
+            sum(
+                "cujo.sli.excluded",
+                "Events of a CUJ excluded by its exclude conditions.",
+                "{event}",
+                excluded,
+                temporality,
+            ),
+            sum(
+                "cujo.sli.series_overflow",
+                "Events folded into a CUJ's overflow series because it reached max_series.",
+                "{event}",
+                overflow,
+                temporality,
+            ),
+        ];
+        if !durations.is_empty() {
+            metrics.push(Metric {
+                name: "cujo.cuj.duration".into(),
+                description: "Measured latency of each CUJ series' valid events.".into(),
+                unit: "s".into(),
+                data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                    data_points: durations,
+                    aggregation_temporality: temporality,
+                })),
+                ..Default::default()
+            });
+        }
+        metrics.extend(self.gauges(snap, now_ns));
+        let request = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(self.resource.clone()),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: "cujo".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..Default::default()
+                    }),
+                    metrics,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        (request, next)
+    }
+
+    /// The request was delivered: later deltas count from it.
+    pub fn commit(&mut self, baseline: Baseline) {
+        self.baseline = baseline;
+    }
+
+    /// Objective, SLI per window, budget, burn rate per window, alerts: same in both
+    /// temporalities (a gauge is a value now).
+    fn gauges(&self, snap: &EngineSnapshot, now_ns: u64) -> Vec<Metric> {
+        let (mut target, mut sli, mut budget, mut burn, mut alert) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (cuj, which, goal, status) in &snap.objectives {
+            let base: Attributes = vec![
+                ("cuj".into(), cuj.clone()),
+                ("sli".into(), which.label().into()),
+            ];
+            let with = |k: &str, v: String| {
+                let mut a = base.clone();
+                a.push((k.into(), v));
+                a
+            };
+            let point = |attrs: &Attributes, v: Value| number_point(attrs, 0, now_ns, v);
+            target.push(point(&base, Value::Double(*goal)));
+            for (w, v) in &status.sli {
+                if let Some(v) = v {
+                    sli.push(point(&with("window", window_label(*w)), Value::Double(*v)));
+                }
+            }
+            for (w, v) in &status.burn_rate {
+                if v.is_finite() {
+                    burn.push(point(&with("window", window_label(*w)), Value::Double(*v)));
+                }
+            }
+            if status.budget_remaining.is_finite() {
+                budget.push(point(&base, Value::Double(status.budget_remaining)));
+            }
+            for (severity, firing) in [("page", status.page), ("ticket", status.ticket)] {
+                alert.push(point(
+                    &with("severity", severity.into()),
+                    Value::Int(u64::from(firing)),
+                ));
+            }
+        }
+        [
+            (
+                "cujo.slo.objective",
+                "Each objective's target, e.g. 0.999.",
+                target,
+            ),
+            ("cujo.slo.sli", "Good/valid over each window.", sli),
+            (
+                "cujo.slo.error_budget.remaining",
+                "Fraction of the error budget left over the objective's window.",
+                budget,
+            ),
+            (
+                "cujo.slo.burn_rate",
+                "Error ratio over the error budget, per window.",
+                burn,
+            ),
+            (
+                "cujo.slo.alert",
+                "1 when the multiwindow burn-rate alert of this severity fires.",
+                alert,
+            ),
+        ]
+        .into_iter()
+        .map(|(name, description, data_points)| Metric {
+            name: name.into(),
+            description: description.into(),
+            unit: "1".into(),
+            data: Some(metric::Data::Gauge(Gauge { data_points })),
+            ..Default::default()
+        })
+        .collect()
+    }
+}
+
+enum Value {
+    Int(u64),
+    Double(f64),
+}
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(AnyInner::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn attributes(attrs: &Attributes) -> Vec<KeyValue> {
+    attrs.iter().map(|(k, v)| kv(k, v)).collect()
+}
+
+fn number_point(attrs: &Attributes, start_ns: u64, now_ns: u64, v: Value) -> NumberDataPoint {
+    NumberDataPoint {
+        attributes: attributes(attrs),
+        start_time_unix_nano: start_ns,
+        time_unix_nano: now_ns,
+        value: Some(match v {
+            Value::Int(i) => number_data_point::Value::AsInt(i64::try_from(i).unwrap_or(i64::MAX)),
+            Value::Double(d) => number_data_point::Value::AsDouble(d),
+        }),
+        ..Default::default()
+    }
+}
+
+fn histogram_point(
+    attrs: &Attributes,
+    start_ns: u64,
+    now_ns: u64,
+    b: &ExpBuckets,
+) -> ExponentialHistogramDataPoint {
+    ExponentialHistogramDataPoint {
+        attributes: attributes(attrs),
+        start_time_unix_nano: start_ns,
+        time_unix_nano: now_ns,
+        count: b.count,
+        sum: Some(b.sum_seconds),
+        scale: b.scale,
+        zero_count: b.zero_count,
+        positive: Some(exponential_histogram_data_point::Buckets {
+            offset: b.offset,
+            bucket_counts: b.counts.clone(),
+        }),
+        min: b.min_seconds,
+        max: b.max_seconds,
+        zero_threshold: MIN_VALUE.as_secs_f64(),
+        ..Default::default()
+    }
+}
+
+fn sum(
+    name: &str,
+    description: &str,
+    unit: &str,
+    data_points: Vec<NumberDataPoint>,
+    temporality: i32,
+) -> Metric {
+    Metric {
+        name: name.into(),
+        description: description.into(),
+        unit: unit.into(),
+        data: Some(metric::Data::Sum(Sum {
+            data_points,
+            aggregation_temporality: temporality,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    }
+}
+
+/// Push outcomes, counted and logged in one place.
+#[derive(Debug, Default)]
+pub struct PushStats {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    failed_attempts: AtomicU64,
+    data_points: AtomicU64,
+    rejected_points: AtomicU64,
+}
+
+impl PushStats {
+    fn delivered(&self, points: u64, rejected: i64, message: &str) {
+        self.delivered.fetch_add(1, Relaxed);
+        self.data_points.fetch_add(points, Relaxed);
+        if rejected > 0 {
+            self.rejected_points.fetch_add(rejected as u64, Relaxed);
+            tracing::warn!(
+                rejected,
+                message,
+                "OTLP metrics push: the backend rejected some data points"
+            );
+        }
+    }
+
+    fn attempt_failed(&self, error: &str, will_retry: bool) {
+        self.failed_attempts.fetch_add(1, Relaxed);
+        tracing::debug!(error, will_retry, "OTLP metrics push attempt failed");
+    }
+
+    fn failed(&self, error: &str) {
+        self.failed.fetch_add(1, Relaxed);
+        tracing::warn!(
+            error,
+            "OTLP metrics push failed; the next push carries these values"
+        );
+    }
+
+    /// The push's own metrics, for `/metrics`.
+    pub fn render(&self, out: &mut String) {
+        prom::Family::counter(
+            out,
+            "cujo_otlp_metrics_exports_total",
+            "OTLP metrics pushes by outcome (delivered, or failed after retries).",
+        )
+        .sample(
+            &[("outcome", "delivered")],
+            self.delivered.load(Relaxed) as f64,
+        )
+        .sample(&[("outcome", "failed")], self.failed.load(Relaxed) as f64);
+        prom::Family::counter(
+            out,
+            "cujo_otlp_metrics_export_attempts_failed_total",
+            "Failed attempts of OTLP metrics pushes, retried ones included.",
+        )
+        .sample(&[], self.failed_attempts.load(Relaxed) as f64);
+        prom::Family::counter(
+            out,
+            "cujo_otlp_metrics_data_points_total",
+            "Data points in delivered OTLP metrics pushes.",
+        )
+        .sample(&[], self.data_points.load(Relaxed) as f64);
+        prom::Family::counter(
+            out,
+            "cujo_otlp_metrics_rejected_data_points_total",
+            "Data points the backend refused in delivered pushes (partial success).",
+        )
+        .sample(&[], self.rejected_points.load(Relaxed) as f64);
+    }
+}
+
+fn data_points(req: &ExportMetricsServiceRequest) -> u64 {
+    req.resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .map(|m| match &m.data {
+            Some(metric::Data::Sum(s)) => s.data_points.len(),
+            Some(metric::Data::Gauge(g)) => g.data_points.len(),
+            Some(metric::Data::ExponentialHistogram(h)) => h.data_points.len(),
+            _ => 0,
+        } as u64)
+        .sum()
+}
+
+/// The running push task.
+pub struct MetricsPush {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl MetricsPush {
+    /// Stops the timer after one final push (bounded by the push timeout).
+    pub async fn finish(self) {
+        self.stop.cancel();
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "OTLP metrics push task failed");
+        }
+    }
+}
+
+/// Starts pushing `engine`'s metrics as `exporters.otlp_metrics` says.
+pub fn spawn(
+    cfg: &config::OtlpMetricsExporter,
+    engine: Arc<Mutex<SliEngine>>,
+    stats: Arc<PushStats>,
+    clock_ms: fn() -> u64,
+) -> anyhow::Result<MetricsPush> {
+    let headers = cfg
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            Ok((
+                http::HeaderName::from_bytes(k.as_bytes())
+                    .with_context(|| format!("exporters.otlp_metrics.headers: {k:?}"))?,
+                http::HeaderValue::from_str(v)
+                    .with_context(|| format!("exporters.otlp_metrics.headers.{k}"))?,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let downstream = Downstream::for_signal(
+        Signal::Metrics,
+        &cfg.endpoint,
+        match cfg.protocol {
+            config::Protocol::Grpc => transport::Protocol::Grpc,
+            config::Protocol::HttpProtobuf => transport::Protocol::HttpProtobuf,
+        },
+        match cfg.compression {
+            config::Compression::Gzip => transport::Compression::Gzip,
+            config::Compression::None => transport::Compression::None,
+        },
+        headers,
+        cfg.timeout.0,
+        cfg.tls.ca_file.as_deref(),
+    )?;
+    tracing::info!(
+        endpoint = %downstream.uri(),
+        interval = ?cfg.interval.0,
+        temporality = ?cfg.temporality,
+        "pushing SLI metrics over OTLP"
+    );
+    let instance = format!("{}-{}", hostname(), std::process::id());
+    let shaper = MetricsShaper::new(cfg.temporality, clock_ms() * 1_000_000, &instance);
+    let stop = CancellationToken::new();
+    let pusher = Pusher {
+        engine,
+        downstream,
+        shaper,
+        stats,
+        clock_ms,
+    };
+    let task = tokio::spawn(pusher.run(cfg.interval.0, cfg.timeout.0, stop.clone()));
+    Ok(MetricsPush { stop, task })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "cujo".into())
+}
+
+struct Pusher {
+    engine: Arc<Mutex<SliEngine>>,
+    downstream: Downstream,
+    shaper: MetricsShaper,
+    stats: Arc<PushStats>,
+    clock_ms: fn() -> u64,
+}
+
+impl Pusher {
+    async fn run(mut self, interval: Duration, timeout: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => self.push(interval, &stop).await,
+            }
+        }
+        // The last values (everything released before shutdown) go out once more.
+        self.push(timeout, &CancellationToken::new()).await;
+    }
+
+    /// One push, retried while retryable within `budget`; gives up early on `stop`.
+    async fn push(&mut self, budget: Duration, stop: &CancellationToken) {
+        let now_ms = (self.clock_ms)();
+        let snapshot = match self.engine.lock() {
+            Ok(engine) => EngineSnapshot::take(&engine, now_ms),
+            Err(_) => return,
+        };
+        let (request, baseline) = self.shaper.build(&snapshot, now_ms * 1_000_000);
+        let points = data_points(&request);
+        let (protocol, compression) = (self.downstream.protocol(), self.downstream.compression());
+        let body = match tokio::task::spawn_blocking(move || {
+            encode(&request, protocol, compression)
+        })
+        .await
+        {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => return self.stats.failed(&format!("compressing failed: {e}")),
+            Err(e) => return self.stats.failed(&format!("encoding task failed: {e}")),
+        };
+        let started = Instant::now();
+        let mut backoff = Backoff::new(
+            RetrySettings {
+                initial_interval: (budget / 8)
+                    .clamp(Duration::from_millis(10), Duration::from_secs(1)),
+                max_interval: budget / 2,
+                max_elapsed: budget,
+            },
+            started,
+        );
+        for attempt in 1..=MAX_ATTEMPTS {
+            match self.downstream.send(body.clone()).await {
+                Outcome::Delivered { rejected, message } => {
+                    self.stats.delivered(points, rejected, &message);
+                    self.shaper.commit(baseline);
+                    return;
+                }
+                Outcome::Permanent { error } => {
+                    self.stats.attempt_failed(&error, false);
+                    return self.stats.failed(&error);
+                }
+                Outcome::Retryable { after, error } => {
+                    let delay = backoff.next_delay(after, Instant::now());
+                    let Some(delay) = delay.filter(|_| attempt < MAX_ATTEMPTS) else {
+                        self.stats.attempt_failed(&error, false);
+                        return self.stats.failed(&format!(
+                            "gave up after {attempt} attempts in {:?}: {error}",
+                            started.elapsed()
+                        ));
+                    };
+                    self.stats.attempt_failed(&error, true);
+                    tokio::select! {
+                        _ = stop.cancelled() => return self.stats.failed(&format!("shutting down while waiting to retry: {error}")),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Protobuf, compressed if configured, framed for gRPC.
+fn encode(
+    request: &ExportMetricsServiceRequest,
+    protocol: transport::Protocol,
+    compression: transport::Compression,
+) -> std::io::Result<Bytes> {
+    let raw = request.encode_to_vec();
+    let gzip = compression == transport::Compression::Gzip;
+    let payload = if gzip {
+        let mut enc = flate2::write::GzEncoder::new(
+            Vec::with_capacity(raw.len() / 4),
+            flate2::Compression::fast(),
+        );
+        enc.write_all(&raw)?;
+        enc.finish()?
+    } else {
+        raw
+    };
+    Ok(match protocol {
+        transport::Protocol::Grpc => cujo_otlp::rpc::frame(&payload, gzip),
+        transport::Protocol::HttpProtobuf => Bytes::from(payload),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cujo_sli::condition::{Scalar, SpanFacts, StatusCode};
+    use cujo_sli::cuj::TraceFacts;
+
+    const YAML: &str = r#"
+cujs:
+  - name: checkout
+    match: { span.name: "POST /checkout" }
+    dimensions: [user.tier]
+    availability: { bad: [ { status: error } ] }
+    latency: { threshold: 300ms, measure: root }
+    objectives:
+      - { sli: availability, target: 99.9%, window: 30d }
+      - { sli: latency, target: 99%, window: 30d }
+"#;
+
+    struct Root {
+        tier: &'static str,
+        error: bool,
+    }
+
+    impl SpanFacts for Root {
+        fn name(&self) -> &str {
+            "POST /checkout"
+        }
+        fn service(&self) -> &str {
+            "shop"
+        }
+        fn status(&self) -> StatusCode {
+            if self.error {
+                StatusCode::Error
+            } else {
+                StatusCode::Unset
+            }
+        }
+        fn attribute(&self, key: &str) -> Option<Scalar<'_>> {
+            (key == "user.tier").then_some(Scalar::Str(self.tier))
+        }
+    }
+
+    const NOW_MS: u64 = 1_700_000_000_000;
+
+    fn engine() -> SliEngine {
+        let config = crate::config::Config::parse("cujo.yaml", YAML, &|_| None).expect("config");
+        SliEngine::new(config.cujs())
+    }
+
+    fn feed(e: &mut SliEngine, tier: &'static str, error: bool, ms: u64) {
+        let spans = [Root { tier, error }];
+        e.observe(
+            &TraceFacts {
+                trace_id: [7; 16],
+                root: &spans[0],
+                root_start_ns: 0,
+                root_end_ns: ms * 1_000_000,
+                spans: &spans,
+                last_end_ns: ms * 1_000_000,
+            },
+            NOW_MS,
+        );
+    }
+
+    fn metric<'a>(req: &'a ExportMetricsServiceRequest, name: &str) -> &'a Metric {
+        req.resource_metrics[0].scope_metrics[0]
+            .metrics
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+
+    fn has(attrs: &[KeyValue], want: &[(&str, &str)]) -> bool {
+        want.iter().all(|(k, v)| {
+            attrs.iter().any(|a| {
+                a.key == *k
+                    && matches!(&a.value, Some(AnyValue { value: Some(AnyInner::StringValue(s)) }) if s == v)
+            })
+        })
+    }
+
+    /// (value, start) of the `cujo.sli.events` point with these attributes.
+    fn events(req: &ExportMetricsServiceRequest, want: &[(&str, &str)]) -> (i64, u64) {
+        let Some(metric::Data::Sum(sum)) = &metric(req, "cujo.sli.events").data else {
+            panic!("events is not a sum");
+        };
+        let p = sum
+            .data_points
+            .iter()
+            .find(|p| has(&p.attributes, want))
+            .unwrap_or_else(|| panic!("no point {want:?}"));
+        match p.value {
+            Some(number_data_point::Value::AsInt(v)) => (v, p.start_time_unix_nano),
+            _ => panic!("not an int"),
+        }
+    }
+
+    fn duration<'a>(
+        req: &'a ExportMetricsServiceRequest,
+        tier: &str,
+    ) -> &'a ExponentialHistogramDataPoint {
+        let Some(metric::Data::ExponentialHistogram(h)) = &metric(req, "cujo.cuj.duration").data
+        else {
+            panic!("duration is not an exponential histogram");
+        };
+        h.data_points
+            .iter()
+            .find(|p| has(&p.attributes, &[("user.tier", tier)]))
+            .unwrap_or_else(|| panic!("no duration point for {tier}"))
+    }
+
+    const GOLD_LATENCY_GOOD: &[(&str, &str)] = &[
+        ("cuj", "checkout"),
+        ("user.tier", "gold"),
+        ("sli", "latency"),
+        ("outcome", "good"),
+    ];
+
+    #[test]
+    fn cumulative_points_carry_totals_since_start_with_original_attribute_names() {
+        let mut e = engine();
+        for i in 0..10 {
+            feed(&mut e, "gold", i == 0, if i < 3 { 900 } else { 100 + i });
+        }
+        feed(&mut e, "free", false, 50);
+        let start = 1_000;
+        let mut shaper = MetricsShaper::new(Temporality::Cumulative, start, "test-1");
+        let t1 = NOW_MS * 1_000_000;
+        let (req, baseline) = shaper.build(&EngineSnapshot::take(&e, NOW_MS), t1);
+        let resource = req.resource_metrics[0].resource.as_ref().expect("resource");
+        assert!(has(
+            &resource.attributes,
+            &[("service.name", "cujo"), ("service.instance.id", "test-1")]
+        ));
+        assert_eq!(events(&req, GOLD_LATENCY_GOOD), (7, start));
+        assert_eq!(
+            events(
+                &req,
+                &[
+                    ("user.tier", "gold"),
+                    ("sli", "availability"),
+                    ("outcome", "bad")
+                ]
+            )
+            .0,
+            1
+        );
+        let Some(metric::Data::Sum(s)) = &metric(&req, "cujo.sli.events").data else {
+            panic!("sum");
+        };
+        assert!(s.is_monotonic);
+        assert_eq!(
+            s.aggregation_temporality,
+            AggregationTemporality::Cumulative as i32
+        );
+        let gold = duration(&req, "gold");
+        assert_eq!(gold.count, 10);
+        let buckets = gold.positive.as_ref().expect("buckets");
+        assert_eq!(buckets.bucket_counts.iter().sum::<u64>(), 10);
+        assert!(buckets.bucket_counts.len() <= MAX_BUCKETS);
+        let exact_sum = (3 * 900 + (3..10).map(|i| 100 + i).sum::<u64>()) as f64 / 1e3;
+        assert!((gold.sum.expect("sum") - exact_sum).abs() < 1e-9);
+        assert_eq!(gold.max, Some(0.9));
+        assert_eq!(metric(&req, "cujo.cuj.duration").unit, "s");
+        let Some(metric::Data::Gauge(g)) = &metric(&req, "cujo.slo.objective").data else {
+            panic!("gauge");
+        };
+        assert_eq!(g.data_points.len(), 2);
+        shaper.commit(baseline);
+
+        for _ in 0..4 {
+            feed(&mut e, "gold", false, 20);
+        }
+        let t2 = t1 + 60_000_000_000;
+        let (req, _) = shaper.build(&EngineSnapshot::take(&e, NOW_MS), t2);
+        assert_eq!(events(&req, GOLD_LATENCY_GOOD), (11, start));
+        assert_eq!(duration(&req, "gold").count, 14);
+    }
+
+    #[test]
+    fn delta_points_carry_the_change_since_the_last_delivered_push() {
+        let mut e = engine();
+        for _ in 0..5 {
+            feed(&mut e, "gold", false, 100);
+        }
+        let start = 1_000;
+        let mut shaper = MetricsShaper::new(Temporality::Delta, start, "test-2");
+        let t1 = NOW_MS * 1_000_000;
+        let (req, baseline) = shaper.build(&EngineSnapshot::take(&e, NOW_MS), t1);
+        assert_eq!(events(&req, GOLD_LATENCY_GOOD), (5, start));
+        let Some(metric::Data::Sum(s)) = &metric(&req, "cujo.sli.events").data else {
+            panic!("sum");
+        };
+        assert_eq!(
+            s.aggregation_temporality,
+            AggregationTemporality::Delta as i32
+        );
+        shaper.commit(baseline);
+
+        for _ in 0..3 {
+            feed(&mut e, "gold", false, 2_000);
+        }
+        let t2 = t1 + 1_000_000_000;
+        let (req, _lost) = shaper.build(&EngineSnapshot::take(&e, NOW_MS), t2);
+        assert_eq!(events(&req, GOLD_LATENCY_GOOD), (0, t1));
+        let d = duration(&req, "gold");
+        assert_eq!((d.count, d.start_time_unix_nano), (3, t1));
+        assert!((d.sum.expect("sum") - 6.0).abs() < 1e-9);
+        assert_eq!(
+            d.min, None,
+            "an interval's min is not known from two totals"
+        );
+
+        // That push failed: the next one still counts from t1.
+        feed(&mut e, "gold", false, 10);
+        let t3 = t2 + 1_000_000_000;
+        let (req, baseline) = shaper.build(&EngineSnapshot::take(&e, NOW_MS), t3);
+        assert_eq!(events(&req, GOLD_LATENCY_GOOD), (1, t1));
+        assert_eq!(duration(&req, "gold").count, 4);
+        shaper.commit(baseline);
+        let (req, _) = shaper.build(&EngineSnapshot::take(&e, NOW_MS), t3 + 1);
+        assert_eq!(events(&req, GOLD_LATENCY_GOOD), (0, t3));
+        assert_eq!(duration(&req, "gold").count, 0);
+    }
+}
