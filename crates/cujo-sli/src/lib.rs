@@ -27,6 +27,7 @@ pub mod condition;
 pub mod cuj;
 pub mod engine;
 pub mod report;
+pub mod settle;
 pub mod slo;
 pub mod state;
 pub mod window;

@@ -493,7 +493,7 @@ mod tests {
         let mut t = start;
         let mut i = 0u64;
         while t < start + 4 * 86_400_000 {
-            let available = i % 7 != 0;
+            let available = !i.is_multiple_of(7);
             let latency = match i % 5 {
                 0 => None,
                 1 | 2 => Some(false),
@@ -505,7 +505,7 @@ mod tests {
                 lat.record(t, good);
             }
             i += 1;
-            t += if i % 50 == 0 {
+            t += if i.is_multiple_of(50) {
                 7 * 3_600_000
             } else {
                 4_321 + (i % 13) * 1_000
