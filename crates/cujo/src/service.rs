@@ -12,6 +12,7 @@ use cujo_otlp::admission::{Admission, SpanSink};
 use cujo_otlp::exporter::retry::RetrySettings;
 use cujo_otlp::exporter::transport::{self, Downstream};
 use cujo_otlp::exporter::{self, ExporterSettings};
+use cujo_otlp::prom::Exposition;
 use cujo_otlp::receiver::{self, Ingest, ReceiverLimits};
 use cujo_otlp::server::{self, ServerLimits};
 use cujo_otlp::telemetry::{DropReason, PipelineTelemetry};
@@ -83,13 +84,14 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         let cujs = config.cujs();
         if !cujs.is_empty() {
             tracing::info!(cujs = cujs.len(), "deriving CUJ SLIs from released traces");
-            let engine = Arc::new(std::sync::Mutex::new(SliEngine::new(cujs)));
+            let engine = Arc::new(std::sync::Mutex::new(
+                SliEngine::new(cujs)
+                    .with_settle(config.slo.settle.0, config.slo.max_settling_traces),
+            ));
             if let Some(path) = &config.slo.state_file {
                 assembly::load_sli_state(&engine, path);
             }
-            assembler.set_observer(Box::new(assembly::SliObserver {
-                engine: engine.clone(),
-            }));
+            assembler.set_observer(Box::new(assembly::SliObserver::new(engine.clone())));
             sli_engine = Some(engine);
         }
         let task = tokio::spawn(assembly::run(
@@ -199,9 +201,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                 .context("exporters.prometheus.endpoint")?;
             let t = telemetry.clone();
             let mut sources: Vec<MetricsSource> =
-                vec![Arc::new(move |out: &mut String| t.render(out))];
+                vec![Arc::new(move |out: &mut Exposition| t.render(out))];
             if let Some(engine) = sli_engine.clone() {
-                sources.push(Arc::new(move |out: &mut String| {
+                sources.push(Arc::new(move |out: &mut Exposition| {
                     if let Ok(e) = engine.lock() {
                         assembly::render_sli(&e, out);
                     }
@@ -209,7 +211,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             }
             if config.assembler_enabled() {
                 let stats = assembler_stats.clone();
-                sources.push(Arc::new(move |out: &mut String| {
+                sources.push(Arc::new(move |out: &mut Exposition| {
                     if let Ok(s) = stats.lock() {
                         assembly::render(&s, out);
                     }
@@ -234,7 +236,11 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     // Sample the SLO history (and so the charts) even while no trace comes.
     let sli_ticker = sli_engine.clone().map(|engine| {
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            let every = engine
+                .lock()
+                .map(|e| e.tick_interval())
+                .unwrap_or(Duration::from_secs(10));
+            let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
                 if let Ok(mut e) = engine.lock() {
@@ -289,6 +295,12 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     }
     if let Some(ticker) = sli_ticker {
         ticker.abort();
+    }
+    // Nothing more will come: settling events are recorded with what they have.
+    if let Some(engine) = &sli_engine
+        && let Ok(mut e) = engine.lock()
+    {
+        e.settle_all(assembly::wall_clock_ms());
     }
     if let (Some(engine), Some(path)) = (&sli_engine, &config.slo.state_file) {
         assembly::save_sli_state(engine, path).await;
