@@ -11,16 +11,18 @@
 //! - [`cuj`]: a CUJ definition and the SLI event (or exclusion) a released trace yields.
 //! - [`engine`]: [`engine::SliEngine`] — series with a cardinality cap, exact event counts,
 //!   latency buckets that include every threshold, objective states, as metric families.
+//! - [`settle`]: events of `end_to_end` and `{from, to}` CUJs waiting for late spans and
+//!   linked continuations (bounded, clock-driven).
 //! - [`state`]: the SLO state file format (windows survive restarts; foreign or corrupt files
 //!   are refused with a reason).
 //! - [`window`]: [`window::SlicedCounter`], good/valid counts over windows from 5 minutes to
-//!   31 days in fixed memory.
+//!   31 days in fixed memory; [`window::SeriesWindows`], both SLIs of one series in one
+//!   counter (24.6 KiB).
 //! - [`slo`]: [`slo::Objective`] evaluation — SLI per window, budget remaining, burn rates,
 //!   page/ticket alerts (SRE Workbook factors, scaled to the objective's period), projected
 //!   exhaustion.
 //!
-//! Still to come (issue 4): feeding released traces in from the assembler, latency HDR
-//! histograms for quantiles, per-series windows, exemplars, OTLP metrics push.
+//! Still to come (issue 4): latency histograms for quantiles, OTLP metrics push.
 #![forbid(unsafe_code)]
 
 pub mod condition;

@@ -153,11 +153,13 @@ async fn scrape(admin: SocketAddr, accept: &str) -> (String, String) {
     (content_type, body.to_string())
 }
 
+/// (sample name, sample labels, exemplar trace_id, exemplar value).
+type ParsedExemplar = (String, HashMap<String, String>, String, f64);
+
 /// Parses OpenMetrics text with the reference Python parser (`prometheus_client`), which
-/// refuses anything not valid OpenMetrics; returns every exemplar as
-/// (sample name, sample labels, exemplar trace_id, exemplar value). `None` when the parser
+/// refuses anything not valid OpenMetrics; returns every exemplar. `None` when the parser
 /// is not installed (required under CI; `scripts/test.sh` installs it).
-fn parse_open_metrics(text: &str) -> Option<Vec<(String, HashMap<String, String>, String, f64)>> {
+fn parse_open_metrics(text: &str) -> Option<Vec<ParsedExemplar>> {
     const SCRIPT: &str = r#"
 import json, sys
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
