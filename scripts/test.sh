@@ -27,6 +27,18 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   fi
 fi
 
+# The OpenMetrics scrape is checked with the reference parser (Python prometheus_client).
+if ! python3 -c "import prometheus_client" >/dev/null 2>&1; then
+  if command -v python3 >/dev/null 2>&1; then
+    echo "installing prometheus_client (PyPI) for the OpenMetrics parser check"
+    python3 -m pip install -q prometheus_client >/dev/null 2>&1 \
+      || python3 -m pip install -q --break-system-packages prometheus_client >/dev/null 2>&1 \
+      || echo "could not install prometheus_client (required under CI)" >&2
+  else
+    echo "python3 not found: the OpenMetrics parser check needs python3 with prometheus_client" >&2
+  fi
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --all-targets --locked

@@ -242,11 +242,18 @@ pub struct ReleasedTrace<'a> {
     /// Latest end time of any span seen for the trace.
     pub last_end_ns: u64,
     pub reason: ReleaseReason,
+    /// The trace this one continues through a span link (its first link to another trace).
+    pub link: Option<TraceId>,
 }
 
 /// Receives every trace the assembler releases whole.
 pub trait TraceObserver: Send {
     fn released(&mut self, trace: &ReleasedTrace<'_>);
+
+    /// A span of `trace_id` that arrived after its trace was released with an origin (a
+    /// queue consumer in the same trace), with the encoded `ResourceSpans` header it arrived
+    /// under. Passed on at once, never held.
+    fn late_span(&mut self, _trace_id: &TraceId, _span: &[u8], _resource: &[u8]) {}
 }
 
 impl Assembler {
@@ -470,6 +477,9 @@ impl Assembler {
             self.stats.late_spans_without_root += 1;
             return;
         };
+        if let Some(observer) = self.observer.as_mut() {
+            observer.late_span(&f.trace_id, span, &group.resource.bytes);
+        }
         // It arrived after its trace was complete, so it sits across an async boundary (a
         // consumer, or work under one). Its parent may not have arrived yet, so the path
         // cannot be walked: count one hop.
@@ -617,6 +627,7 @@ impl Assembler {
                     .collect(),
                 last_end_ns: trace.last_end_ns,
                 reason,
+                link: trace.link,
             });
         }
         // A trace pushed out early by memory pressure may still get its root: remember it

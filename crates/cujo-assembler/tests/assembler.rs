@@ -269,6 +269,60 @@ fn a_consumer_after_release_is_enriched_from_the_root_cache() {
     assert_eq!(a.stats().late_spans_enriched, 1);
 }
 
+/// What an observer is told: (trace, link, spans) per released trace; late span trace ids.
+#[derive(Default)]
+struct Told {
+    released: Vec<([u8; 16], Option<[u8; 16]>, usize)>,
+    late: Vec<([u8; 16], String)>,
+}
+
+struct Recorder(std::sync::Arc<std::sync::Mutex<Told>>);
+
+impl cujo_assembler::TraceObserver for Recorder {
+    fn released(&mut self, trace: &cujo_assembler::ReleasedTrace<'_>) {
+        if let Ok(mut t) = self.0.lock() {
+            t.released
+                .push((trace.trace_id, trace.link, trace.spans.len()));
+        }
+    }
+
+    fn late_span(&mut self, trace_id: &[u8; 16], span: &[u8], resource: &[u8]) {
+        let service = cujo_wire::span::service_name(resource).unwrap_or("?");
+        let name = String::from_utf8_lossy(cujo_wire::span::read_span(span).name);
+        if let Ok(mut t) = self.0.lock() {
+            t.late.push((*trace_id, format!("{service}/{name}")));
+        }
+    }
+}
+
+#[test]
+fn the_observer_hears_of_links_and_late_spans() {
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Told::default()));
+    let mut a = Assembler::new(settings());
+    a.set_observer(Box::new(Recorder(told.clone())));
+    let mut out = SpanBatch::default();
+    a.ingest(&batch(&[("api", root(1, 1, "gold"))]), 0, &mut out);
+    a.release_due(2000, &mut out);
+    // A consumer in trace 1 after its release, and a trace linking to it.
+    let mut late = s(1, 3, Some(1), "send push");
+    late.kind = CONSUMER;
+    let mut linked = s(2, 20, None, "process message");
+    linked.kind = CONSUMER;
+    linked.links = vec![(1, 1)];
+    a.ingest(
+        &batch(&[("worker", late), ("worker", linked)]),
+        3000,
+        &mut out,
+    );
+    a.release_due(6000, &mut out);
+    let told = told.lock().expect("lock");
+    assert_eq!(
+        told.released,
+        vec![([1; 16], None, 1), ([2; 16], Some([1; 16]), 1)]
+    );
+    assert_eq!(told.late, vec![([1; 16], "worker/send push".to_string())]);
+}
+
 #[test]
 fn linked_traces_inherit_the_origin_transitively() {
     let mut a = Assembler::new(settings());

@@ -1,5 +1,5 @@
 //! The admin listener (`exporters.prometheus.endpoint`): `GET /metrics` in the Prometheus
-//! text format, `GET /healthz` (the process serves) and `GET /readyz` (receivers are
+//! text format, or OpenMetrics (with exemplars) when the scraper's `Accept` asks for it, `GET /healthz` (the process serves) and `GET /readyz` (receivers are
 //! listening and cujo is not shutting down — take it out of a Service's endpoints otherwise).
 
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use http::{StatusCode, header};
 use crate::prom;
 
 /// Something that appends its metric families to the scrape output.
-pub type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
+pub type MetricsSource = Arc<dyn Fn(&mut prom::Exposition) + Send + Sync>;
 
 /// Shared readiness flag: set once receivers listen, cleared when shutdown starts.
 #[derive(Clone, Default)]
@@ -48,12 +48,21 @@ pub fn router(sources: Vec<MetricsSource>, readiness: Readiness) -> Router {
         })
 }
 
-async fn metrics(State(state): State<AdminState>) -> Response {
-    let mut out = String::with_capacity(8 * 1024);
+async fn metrics(State(state): State<AdminState>, headers: http::HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = prom::Format::negotiate(accept);
+    let mut out = prom::Exposition::new(format);
     for source in state.sources.iter() {
         source(&mut out);
     }
-    ([(header::CONTENT_TYPE, prom::CONTENT_TYPE)], out).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, format.content_type()),
+            (header::VARY, "accept"),
+        ],
+        out.finish(),
+    )
+        .into_response()
 }
 
 async fn ready(State(state): State<AdminState>) -> Response {

@@ -214,7 +214,7 @@ impl PipelineTelemetry {
     }
 
     /// Appends these metrics in the Prometheus text format.
-    pub fn render(&self, out: &mut String) {
+    pub fn render(&self, out: &mut prom::Exposition) {
         let mut m = prom::Family::counter(
             out,
             "cujo_receiver_requests_total",

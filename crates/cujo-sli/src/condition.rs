@@ -133,6 +133,12 @@ pub trait SpanFacts {
     fn service(&self) -> &str;
     fn status(&self) -> StatusCode;
     fn attribute(&self, key: &str) -> Option<Scalar<'_>>;
+    /// The span's start and end (nanoseconds since the Unix epoch), for latency measured
+    /// between spans; `None` when the caller does not read them (such spans are never the
+    /// edge of a `{from, to}` measure).
+    fn times_ns(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// One `bad:` or `exclude:` entry.

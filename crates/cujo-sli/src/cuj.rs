@@ -15,20 +15,79 @@ pub enum Scope {
 }
 
 /// What latency measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Measure {
     /// The root span's duration.
     Root,
-    /// From the root's start to the end of the last span of the trace.
+    /// From the root's start to the end of the last span of the trace, late spans and
+    /// linked continuations included (they are folded in while the event settles).
     EndToEnd,
+    /// From the earliest span matching `from` to the latest span matching `to`, in the trace
+    /// and its continuations.
+    Between {
+        from: Box<SpanSelector>,
+        to: Box<SpanSelector>,
+    },
 }
 
 impl Measure {
     /// The name used in reports.
-    pub fn label(self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
             Measure::Root => "root",
             Measure::EndToEnd => "end_to_end",
+            Measure::Between { .. } => "span_to_span",
+        }
+    }
+}
+
+/// Which edge of a selected span a `{from, to}` measure takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanEdge {
+    Start,
+    End,
+}
+
+/// Selects spans by name, `service.name` and attributes (every part given must hold), and
+/// says which edge of them counts.
+#[derive(Debug, Clone)]
+pub struct SpanSelector {
+    pub matcher: RootMatch,
+    pub at: SpanEdge,
+}
+
+impl SpanSelector {
+    fn time(&self, (start, end): (u64, u64)) -> u64 {
+        match self.at {
+            SpanEdge::Start => start,
+            SpanEdge::End => end,
+        }
+    }
+}
+
+/// Why a latency could not be measured for a valid event (it still counts for availability).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmeasured {
+    /// No span matched the measure's `from`.
+    FromMissing,
+    /// No span matched the measure's `to`.
+    ToMissing,
+    /// The latest `to` is before the earliest `from`.
+    ToBeforeFrom,
+}
+
+impl Unmeasured {
+    pub const ALL: [Unmeasured; 3] = [
+        Unmeasured::FromMissing,
+        Unmeasured::ToMissing,
+        Unmeasured::ToBeforeFrom,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Unmeasured::FromMissing => "from_missing",
+            Unmeasured::ToMissing => "to_missing",
+            Unmeasured::ToBeforeFrom => "to_before_from",
         }
     }
 }
@@ -86,8 +145,11 @@ pub struct SliEvent {
     /// Values of the CUJ's dimensions, in order (empty string when the root lacks one).
     pub dimensions: Vec<String>,
     pub available: bool,
-    /// The measured latency and whether it met the threshold, when the CUJ has one.
+    /// The measured latency and whether it met the threshold, when the CUJ has one and it
+    /// could be measured.
     pub latency: Option<(Duration, bool)>,
+    /// Why the CUJ's latency could not be measured for this event.
+    pub unmeasured: Option<Unmeasured>,
     pub trace_id: [u8; 16],
 }
 
@@ -101,30 +163,65 @@ pub enum Outcome {
     Event(SliEvent),
 }
 
+/// A CUJ's event while its trace may still grow: what the spans seen so far decided.
+/// Spans are folded in one at a time ([`Cuj::fold`]), so late spans and linked
+/// continuations can join after the trace was released; [`Cuj::finish`] makes the event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingEvent {
+    pub trace_id: [u8; 16],
+    dimensions: Vec<String>,
+    excluded: bool,
+    bad: bool,
+    root_start_ns: u64,
+    root_end_ns: u64,
+    last_end_ns: u64,
+    /// Earliest time of a span matching the `{from, to}` measure's `from`.
+    from_ns: Option<u64>,
+    /// Latest time of a span matching its `to`.
+    to_ns: Option<u64>,
+}
+
+impl PendingEvent {
+    /// Bytes this pending event holds, for bounding the events waiting to settle.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self
+                .dimensions
+                .iter()
+                .map(|d| d.capacity() + std::mem::size_of::<String>())
+                .sum::<usize>()
+    }
+}
+
 impl Cuj {
+    /// Whether late spans and linked continuations can change this CUJ's events (its
+    /// latency is `end_to_end` or `{from, to}`), so they wait to settle.
+    pub fn settles(&self) -> bool {
+        matches!(
+            self.latency,
+            Some((_, Measure::EndToEnd | Measure::Between { .. }))
+        )
+    }
+
+    /// Whether this CUJ looks at spans other than the root.
+    pub fn needs_spans(&self) -> bool {
+        self.scope == Scope::Trace || matches!(self.latency, Some((_, Measure::Between { .. })))
+    }
+
     pub fn evaluate<S: SpanFacts>(&self, trace: &TraceFacts<'_, S>) -> Outcome {
+        match self.begin(trace) {
+            None => Outcome::NotMatched,
+            Some(e) => self.finish(e),
+        }
+    }
+
+    /// Starts this CUJ's event from a released trace (its root and every span given);
+    /// `None` when the root does not match.
+    pub fn begin<S: SpanFacts>(&self, trace: &TraceFacts<'_, S>) -> Option<PendingEvent> {
         if !self.matcher.matches(trace.root) {
-            return Outcome::NotMatched;
+            return None;
         }
-        let any_span = |conds: &[Condition]| -> bool {
-            match self.scope {
-                Scope::Root => conds.iter().any(|c| c.holds(trace.root)),
-                Scope::Trace => trace.spans.iter().any(|s| conds.iter().any(|c| c.holds(s))),
-            }
-        };
-        if any_span(&self.exclude) {
-            return Outcome::Excluded;
-        }
-        let available = !any_span(&self.bad);
-        let latency = self.latency.map(|(threshold, measure)| {
-            let end = match measure {
-                Measure::Root => trace.root_end_ns,
-                Measure::EndToEnd => trace.last_end_ns.max(trace.root_end_ns),
-            };
-            let measured = Duration::from_nanos(end.saturating_sub(trace.root_start_ns));
-            // Good/bad is decided on the exact value, not on a histogram bucket.
-            (measured, measured <= threshold)
-        });
+        let root_only = |conds: &[Condition]| conds.iter().any(|c| c.holds(trace.root));
         let dimensions = self
             .dimensions
             .iter()
@@ -141,11 +238,88 @@ impl Cuj {
                     .unwrap_or_default()
             })
             .collect();
-        Outcome::Event(SliEvent {
-            dimensions,
-            available,
-            latency,
+        let mut e = PendingEvent {
             trace_id: trace.trace_id,
+            dimensions,
+            excluded: root_only(&self.exclude),
+            bad: root_only(&self.bad),
+            root_start_ns: trace.root_start_ns,
+            root_end_ns: trace.root_end_ns,
+            last_end_ns: trace.last_end_ns.max(trace.root_end_ns),
+            from_ns: None,
+            to_ns: None,
+        };
+        self.fold_timed(
+            &mut e,
+            trace.root,
+            Some((trace.root_start_ns, trace.root_end_ns)),
+        );
+        for s in trace.spans {
+            self.fold(&mut e, s);
+        }
+        Some(e)
+    }
+
+    /// Folds one more span of the trace (or of a continuation) into a pending event.
+    pub fn fold<S: SpanFacts>(&self, e: &mut PendingEvent, span: &S) {
+        self.fold_timed(e, span, span.times_ns());
+    }
+
+    fn fold_timed<S: SpanFacts>(&self, e: &mut PendingEvent, span: &S, times: Option<(u64, u64)>) {
+        if self.scope == Scope::Trace {
+            e.excluded = e.excluded || self.exclude.iter().any(|c| c.holds(span));
+            e.bad = e.bad || self.bad.iter().any(|c| c.holds(span));
+        }
+        let Some(times) = times else { return };
+        e.last_end_ns = e.last_end_ns.max(times.1);
+        if let Some((_, Measure::Between { from, to })) = &self.latency {
+            if from.matcher.matches(span) {
+                let t = from.time(times);
+                e.from_ns = Some(e.from_ns.map_or(t, |f| f.min(t)));
+            }
+            if to.matcher.matches(span) {
+                let t = to.time(times);
+                e.to_ns = Some(e.to_ns.map_or(t, |f| f.max(t)));
+            }
+        }
+    }
+
+    /// What the event comes to with the spans folded so far.
+    pub fn finish(&self, e: PendingEvent) -> Outcome {
+        if e.excluded {
+            return Outcome::Excluded;
+        }
+        let mut unmeasured = None;
+        let latency = self.latency.as_ref().and_then(|(threshold, measure)| {
+            let (from, to) = match measure {
+                Measure::Root => (e.root_start_ns, e.root_end_ns),
+                Measure::EndToEnd => (e.root_start_ns, e.last_end_ns),
+                Measure::Between { .. } => match (e.from_ns, e.to_ns) {
+                    (None, _) => {
+                        unmeasured = Some(Unmeasured::FromMissing);
+                        return None;
+                    }
+                    (_, None) => {
+                        unmeasured = Some(Unmeasured::ToMissing);
+                        return None;
+                    }
+                    (Some(f), Some(t)) if t < f => {
+                        unmeasured = Some(Unmeasured::ToBeforeFrom);
+                        return None;
+                    }
+                    (Some(f), Some(t)) => (f, t),
+                },
+            };
+            let measured = Duration::from_nanos(to.saturating_sub(from));
+            // Good/bad is decided on the exact value, not on a histogram bucket.
+            Some((measured, measured <= *threshold))
+        });
+        Outcome::Event(SliEvent {
+            dimensions: e.dimensions,
+            available: !e.bad,
+            latency,
+            unmeasured,
+            trace_id: e.trace_id,
         })
     }
 }
@@ -159,6 +333,7 @@ mod tests {
         name: &'static str,
         status: StatusCode,
         attrs: Vec<(&'static str, Scalar<'static>)>,
+        times: Option<(u64, u64)>,
     }
 
     impl SpanFacts for Span {
@@ -173,6 +348,9 @@ mod tests {
         }
         fn attribute(&self, key: &str) -> Option<Scalar<'_>> {
             self.attrs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+        }
+        fn times_ns(&self) -> Option<(u64, u64)> {
+            self.times
         }
     }
 
@@ -231,7 +409,109 @@ mod tests {
                 ("http.response.status_code", Scalar::Int(code)),
                 ("user.tier", Scalar::Str("gold")),
             ],
+            times: None,
         }
+    }
+
+    const MS: u64 = 1_000_000;
+
+    fn timed(name: &'static str, start_ms: u64, end_ms: u64) -> Span {
+        Span {
+            times: Some((start_ms * MS, end_ms * MS)),
+            ..span(name, 0, StatusCode::Unset)
+        }
+    }
+
+    fn selector(name: &str, at: SpanEdge) -> SpanSelector {
+        SpanSelector {
+            matcher: RootMatch {
+                span_name: Some(ValueMatch::Equals(Literal::Str(name.into()))),
+                ..RootMatch::default()
+            },
+            at,
+        }
+    }
+
+    fn between() -> Measure {
+        Measure::Between {
+            from: Box::new(selector("enqueue", SpanEdge::Start)),
+            to: Box::new(selector("job completed", SpanEdge::End)),
+        }
+    }
+
+    #[test]
+    fn between_takes_the_earliest_from_and_the_latest_to() {
+        let c = cuj(Scope::Root, between());
+        let spans = [
+            span("POST /v1/messages", 201, StatusCode::Unset),
+            timed("enqueue", 40, 45),
+            timed("enqueue", 20, 25),
+            timed("job completed", 100, 250),
+            timed("job completed", 90, 200),
+        ];
+        let Outcome::Event(e) = c.evaluate(&trace(&spans, 50, 250)) else {
+            panic!("event expected")
+        };
+        assert_eq!(e.latency, Some((Duration::from_millis(230), true)));
+        assert_eq!(e.unmeasured, None);
+        assert!(c.settles() && c.needs_spans());
+    }
+
+    #[test]
+    fn between_without_both_ends_is_unmeasured_but_still_available() {
+        let c = cuj(Scope::Root, between());
+        let only_from = [
+            span("POST /v1/messages", 201, StatusCode::Unset),
+            timed("enqueue", 40, 45),
+        ];
+        let Outcome::Event(e) = c.evaluate(&trace(&only_from, 50, 50)) else {
+            panic!("event expected")
+        };
+        assert_eq!(
+            (e.latency, e.unmeasured),
+            (None, Some(Unmeasured::ToMissing))
+        );
+        assert!(e.available);
+        let backwards = [
+            span("POST /v1/messages", 201, StatusCode::Unset),
+            timed("enqueue", 40, 45),
+            timed("job completed", 10, 30),
+        ];
+        let Outcome::Event(e) = c.evaluate(&trace(&backwards, 50, 50)) else {
+            panic!("event expected")
+        };
+        assert_eq!(e.unmeasured, Some(Unmeasured::ToBeforeFrom));
+        let none = [span("POST /v1/messages", 201, StatusCode::Unset)];
+        let Outcome::Event(e) = c.evaluate(&trace(&none, 50, 50)) else {
+            panic!("event expected")
+        };
+        assert_eq!(e.unmeasured, Some(Unmeasured::FromMissing));
+    }
+
+    #[test]
+    fn late_spans_fold_into_a_pending_event() {
+        let c = cuj(Scope::Trace, Measure::EndToEnd);
+        let spans = [span("POST /v1/messages", 201, StatusCode::Unset)];
+        let mut pending = c.begin(&trace(&spans, 100, 100)).expect("matched");
+        assert_eq!(
+            c.finish(pending.clone()),
+            Outcome::Event(SliEvent {
+                dimensions: vec!["gold".into()],
+                available: true,
+                latency: Some((Duration::from_millis(100), true)),
+                unmeasured: None,
+                trace_id: [1; 16],
+            })
+        );
+        // The consumer ran later, and failed.
+        let mut consumer = timed("process message", 500, 1500);
+        consumer.status = StatusCode::Error;
+        c.fold(&mut pending, &consumer);
+        let Outcome::Event(e) = c.finish(pending) else {
+            panic!("event expected")
+        };
+        assert!(!e.available, "scope: trace sees the failed consumer");
+        assert_eq!(e.latency, Some((Duration::from_millis(1500), false)));
     }
 
     #[test]

@@ -10,10 +10,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::condition::SpanFacts;
-use crate::cuj::{Cuj, Outcome, Sli, SliEvent, TraceFacts};
+use crate::cuj::{Cuj, Outcome, PendingEvent, Sli, SliEvent, TraceFacts, Unmeasured};
 use crate::histogram::{ExpBuckets, ExpHistogram};
-use crate::slo::ObjectiveStatus;
-use crate::window::SlicedCounter;
+use crate::settle::{Settling, Waiting};
+use crate::slo::{ObjectiveStatus, REPORTED_WINDOWS};
+use crate::window::{SeriesWindows, SlicedCounter};
 
 /// The dimension value of the overflow series.
 pub const OVERFLOW: &str = "__overflow__";
@@ -36,6 +37,29 @@ struct Series {
     last_bad: Option<[u8; 16]>,
     /// Every latency since start, for quantiles and the OTLP exponential histogram.
     latency_hist: ExpHistogram,
+    /// Rolling windows of this series (both SLIs), for its share of the budget burned.
+    windows: SeriesWindows,
+    /// Recent events to jump to from a dashboard.
+    exemplars: SeriesExemplars,
+}
+
+/// A trace behind a sample: OpenMetrics exemplars carry its id, so a dashboard can jump
+/// from a bad count or a slow bucket to the trace.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Exemplar {
+    pub trace_id: [u8; 16],
+    /// 1 for an event counter; the measured seconds for a latency bucket.
+    pub value: f64,
+    /// When the event was recorded (milliseconds since the Unix epoch).
+    pub timestamp_ms: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct SeriesExemplars {
+    availability_bad: Option<Exemplar>,
+    latency_bad: Option<Exemplar>,
+    /// The latest event per latency bucket (same index as `Series::buckets`).
+    buckets: Vec<Option<Exemplar>>,
 }
 
 struct CujState {
@@ -47,6 +71,8 @@ struct CujState {
     overflowed: u64,
     availability: SlicedCounter,
     latency: SlicedCounter,
+    /// Valid events whose latency could not be measured, by [`Unmeasured`] in `ALL` order.
+    unmeasured: [u64; 3],
     /// Sampled budgets, oldest first, at most [`HISTORY_POINTS`].
     history: std::collections::VecDeque<crate::report::HistoryPoint>,
     /// Latency of every series together, since start.
@@ -74,6 +100,8 @@ pub struct Sample {
     pub suffix: &'static str,
     pub labels: Vec<(String, String)>,
     pub value: f64,
+    /// The trace behind the sample, for formats that carry exemplars (OpenMetrics).
+    pub exemplar: Option<Exemplar>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -106,7 +134,14 @@ pub struct SliEngine {
     cujs: Vec<CujState>,
     /// When the next history point is due.
     next_sample_ms: u64,
+    /// Events of settling CUJs (`end_to_end`, `{from, to}`) waiting for late and linked spans.
+    settling: Settling,
 }
+
+/// How long settling events wait for late spans and linked continuations by default.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(30);
+/// How many traces may wait to settle by default.
+pub const DEFAULT_MAX_SETTLING_TRACES: usize = 100_000;
 
 impl SliEngine {
     pub fn new(cujs: Vec<Cuj>) -> Self {
@@ -114,7 +149,7 @@ impl SliEngine {
             .into_iter()
             .map(|cuj| {
                 let mut bounds = DEFAULT_BOUNDS.to_vec();
-                if let Some((threshold, _)) = cuj.latency {
+                if let Some((threshold, _)) = &cuj.latency {
                     let t = threshold.as_secs_f64();
                     if !bounds.iter().any(|b| (b - t).abs() < 1e-12) {
                         bounds.push(t);
@@ -129,6 +164,7 @@ impl SliEngine {
                     overflowed: 0,
                     availability: SlicedCounter::new(),
                     latency: SlicedCounter::new(),
+                    unmeasured: [0; 3],
                     history: std::collections::VecDeque::new(),
                     latency_all: ExpHistogram::new(),
                     latency_interval: ExpHistogram::new(),
@@ -138,32 +174,123 @@ impl SliEngine {
         Self {
             cujs,
             next_sample_ms: 0,
+            settling: Settling::new(
+                DEFAULT_SETTLE.as_millis() as u64,
+                DEFAULT_MAX_SETTLING_TRACES,
+            ),
         }
+    }
+
+    /// How long events of settling CUJs wait for late spans and linked continuations after
+    /// their trace's release (zero: recorded at release), and how many traces may wait.
+    pub fn with_settle(mut self, settle: Duration, max_traces: usize) -> Self {
+        self.settling = Settling::new(settle.as_millis() as u64, max_traces);
+        self
+    }
+
+    /// Whether some CUJ's events wait for late spans and linked continuations; when none
+    /// does, callers need not report them ([`SliEngine::observe_late`],
+    /// [`SliEngine::observe_linked`]).
+    pub fn settles(&self) -> bool {
+        self.settling.settle_ms() > 0 && self.cujs.iter().any(|s| s.cuj.settles())
+    }
+
+    /// How often [`SliEngine::tick`] should run: every 10 s, or often enough that settled
+    /// events are recorded within a quarter of the settle time.
+    pub fn tick_interval(&self) -> Duration {
+        let ten = Duration::from_secs(10);
+        if !self.settles() {
+            return ten;
+        }
+        Duration::from_millis(self.settling.settle_ms() / 4).clamp(Duration::from_millis(100), ten)
     }
 
     /// Whether some CUJ looks at spans other than the root (`scope: trace`); when none does,
     /// callers may pass only the root in [`TraceFacts::spans`].
     pub fn needs_all_spans(&self) -> bool {
-        self.cujs
-            .iter()
-            .any(|s| s.cuj.scope == crate::cuj::Scope::Trace)
+        self.cujs.iter().any(|s| s.cuj.needs_spans())
     }
 
-    /// Feeds one released trace to every CUJ (a trace may feed several).
+    /// Feeds one released trace to every CUJ (a trace may feed several). Events of settling
+    /// CUJs wait (see [`crate::settle`]); the others are recorded now.
     pub fn observe<S: SpanFacts>(&mut self, trace: &TraceFacts<'_, S>, now_ms: u64) {
-        for state in &mut self.cujs {
-            match state.cuj.evaluate(trace) {
-                Outcome::NotMatched => {}
-                Outcome::Excluded => state.excluded += 1,
-                Outcome::Event(event) => state.record(event, now_ms),
+        let settle = self.settling.settle_ms() > 0;
+        let mut waiting = Vec::new();
+        for (i, state) in self.cujs.iter_mut().enumerate() {
+            let Some(event) = state.cuj.begin(trace) else {
+                continue;
+            };
+            if settle && state.cuj.settles() {
+                waiting.push((i, event));
+            } else {
+                state.finish(event, now_ms);
             }
         }
+        if !waiting.is_empty() {
+            let evicted = self.settling.add(trace.trace_id, waiting, now_ms);
+            self.finish_all(evicted, now_ms);
+        }
         self.tick(now_ms);
+    }
+
+    /// A span of `trace` that arrived after the trace was released (a queue consumer in the
+    /// same trace): folded into the trace's settling events, if any wait.
+    pub fn observe_late<S: SpanFacts>(&mut self, trace: [u8; 16], span: &S) {
+        let Some(origin) = self.settling.origin_of(&trace) else {
+            return;
+        };
+        if let Some(events) = self.settling.events_mut(&origin) {
+            for (i, e) in events.iter_mut() {
+                self.cujs[*i].cuj.fold(e, span);
+            }
+            self.settling.late_spans += 1;
+        }
+    }
+
+    /// A released trace `trace` that continues `linked_to` through a span link (a consumer
+    /// starting a new trace): its spans are folded into the settling events of the trace
+    /// it continues, and its own late spans and links will be too.
+    pub fn observe_linked<S: SpanFacts>(
+        &mut self,
+        trace: [u8; 16],
+        linked_to: [u8; 16],
+        spans: &[S],
+    ) {
+        let Some(origin) = self.settling.origin_of(&linked_to) else {
+            return;
+        };
+        if let Some(events) = self.settling.events_mut(&origin) {
+            for (i, e) in events.iter_mut() {
+                for s in spans {
+                    self.cujs[*i].cuj.fold(e, s);
+                }
+            }
+            self.settling.linked_spans += spans.len() as u64;
+        }
+        self.settling.alias(trace, origin);
+    }
+
+    /// Records every settling event now (shutdown: nothing more will come).
+    pub fn settle_all(&mut self, now_ms: u64) {
+        let all = self.settling.drain();
+        self.finish_all(all, now_ms);
+    }
+
+    fn finish_all(&mut self, events: Vec<Waiting>, now_ms: u64) {
+        for (i, e) in events {
+            if let Some(state) = self.cujs.get_mut(i) {
+                state.finish(e, now_ms);
+            }
+        }
     }
 
     /// Samples the history when a point is due (cheap otherwise). Called on every observed
     /// trace and by a timer, so the charts move while no traffic comes.
     pub fn tick(&mut self, now_ms: u64) {
+        if !self.settling.is_empty() {
+            let due = self.settling.due(now_ms);
+            self.finish_all(due, now_ms);
+        }
         if now_ms < self.next_sample_ms {
             return;
         }
@@ -242,37 +369,50 @@ impl SliEngine {
                         }
                     })
                     .collect();
-                let mut series: Vec<SeriesReport> = s
+                let mut ranked: Vec<(f64, SeriesReport)> = s
                     .series
                     .iter()
-                    .map(|(dims, v)| SeriesReport {
-                        dimensions: s
-                            .cuj
-                            .dimensions
-                            .iter()
-                            .cloned()
-                            .zip(dims.iter().cloned())
-                            .collect(),
-                        availability_good: v.available_good,
-                        availability_bad: v.available_bad,
-                        latency_good: v.latency_good,
-                        latency_bad: v.latency_bad,
-                        windows: Vec::new(),
-                        latency: latency_summary(&v.latency_hist),
-                        last_bad_trace_id: v.last_bad.as_ref().map(crate::report::trace_id_hex),
+                    .map(|(dims, v)| {
+                        (
+                            s.budget_burned_1h(v, now_ms),
+                            SeriesReport {
+                                dimensions: s
+                                    .cuj
+                                    .dimensions
+                                    .iter()
+                                    .cloned()
+                                    .zip(dims.iter().cloned())
+                                    .collect(),
+                                availability_good: v.available_good,
+                                availability_bad: v.available_bad,
+                                latency_good: v.latency_good,
+                                latency_bad: v.latency_bad,
+                                windows: s.series_windows(v, now_ms),
+                                latency: latency_summary(&v.latency_hist),
+                                last_bad_trace_id: v
+                                    .last_bad
+                                    .as_ref()
+                                    .map(crate::report::trace_id_hex),
+                            },
+                        )
                     })
                     .collect();
-                // Worst first: most bad events, then by dimension values for a stable order.
-                series.sort_by(|a, b| {
-                    (b.availability_bad + b.latency_bad)
-                        .cmp(&(a.availability_bad + a.latency_bad))
+                // Worst first: most budget burned over the last hour, then most bad events
+                // since start, then by dimension values for a stable order.
+                ranked.sort_by(|(sa, a), (sb, b)| {
+                    sb.total_cmp(sa)
+                        .then_with(|| {
+                            (b.availability_bad + b.latency_bad)
+                                .cmp(&(a.availability_bad + a.latency_bad))
+                        })
                         .then_with(|| a.dimensions.cmp(&b.dimensions))
                 });
+                let series: Vec<SeriesReport> = ranked.into_iter().map(|(_, r)| r).collect();
                 CujReport {
                     name: s.cuj.name.clone(),
                     dimensions: s.cuj.dimensions.clone(),
-                    latency_threshold_seconds: s.cuj.latency.map(|(t, _)| t.as_secs_f64()),
-                    latency_measure: s.cuj.latency.map(|(_, m)| m.label().to_string()),
+                    latency_threshold_seconds: s.cuj.latency.as_ref().map(|(t, _)| t.as_secs_f64()),
+                    latency_measure: s.cuj.latency.as_ref().map(|(_, m)| m.label().to_string()),
                     excluded: s.excluded,
                     overflowed: s.overflowed,
                     objectives,
@@ -297,6 +437,11 @@ impl SliEngine {
                 name: s.cuj.name.clone(),
                 availability: s.availability.clone(),
                 latency: s.latency.clone(),
+                series: s
+                    .series
+                    .iter()
+                    .map(|(dims, v)| (dims.clone(), v.windows.clone()))
+                    .collect(),
             })
             .collect();
         crate::state::encode(&cujs)
@@ -311,6 +456,19 @@ impl SliEngine {
             if let Some(s) = self.cujs.iter_mut().find(|s| s.cuj.name == w.name) {
                 s.availability = w.availability;
                 s.latency = w.latency;
+                for (dims, windows) in w.series {
+                    // Series of a CUJ whose dimensions changed, or beyond its cap, are dropped.
+                    if dims.len() != s.cuj.dimensions.len()
+                        || (!s.series.contains_key(&dims) && s.series.len() >= s.cuj.max_series)
+                    {
+                        continue;
+                    }
+                    let buckets = s.bounds.len() + 1;
+                    s.series
+                        .entry(dims)
+                        .or_insert_with(|| Series::new(buckets))
+                        .windows = windows;
+                }
                 restored += 1;
             }
         }
@@ -354,6 +512,11 @@ impl SliEngine {
             "Events folded into a CUJ's overflow series because it reached max_series.",
             Kind::Counter,
         );
+        let mut unmeasured = family(
+            "cujo_sli_latency_unmeasured_total",
+            "Valid events whose latency could not be measured (a {from, to} measure missing a span, or to before from); they still count for availability.",
+            Kind::Counter,
+        );
         let mut duration = family(
             "cujo_cuj_duration_seconds",
             "Measured latency of each CUJ's valid events; the buckets include the CUJ's threshold.",
@@ -371,6 +534,21 @@ impl SliEngine {
                 vec![("cuj".into(), name.clone())],
                 s.overflowed as f64,
             ));
+            if matches!(
+                s.cuj.latency,
+                Some((_, crate::cuj::Measure::Between { .. }))
+            ) {
+                for (r, n) in Unmeasured::ALL.iter().zip(s.unmeasured) {
+                    unmeasured.samples.push(sample(
+                        "",
+                        vec![
+                            ("cuj".into(), name.clone()),
+                            ("reason".into(), r.label().into()),
+                        ],
+                        n as f64,
+                    ));
+                }
+            }
             let mut keys: Vec<&Vec<String>> = s.series.keys().collect();
             keys.sort();
             for dims in keys {
@@ -389,35 +567,45 @@ impl SliEngine {
                     with(&[("sli", "availability"), ("outcome", "good")]),
                     series.available_good as f64,
                 ));
-                events.samples.push(sample(
-                    "",
-                    with(&[("sli", "availability"), ("outcome", "bad")]),
-                    series.available_bad as f64,
-                ));
+                events.samples.push(Sample {
+                    exemplar: series.exemplars.availability_bad,
+                    ..sample(
+                        "",
+                        with(&[("sli", "availability"), ("outcome", "bad")]),
+                        series.available_bad as f64,
+                    )
+                });
                 if s.cuj.latency.is_some() {
                     events.samples.push(sample(
                         "",
                         with(&[("sli", "latency"), ("outcome", "good")]),
                         series.latency_good as f64,
                     ));
-                    events.samples.push(sample(
-                        "",
-                        with(&[("sli", "latency"), ("outcome", "bad")]),
-                        series.latency_bad as f64,
-                    ));
+                    events.samples.push(Sample {
+                        exemplar: series.exemplars.latency_bad,
+                        ..sample(
+                            "",
+                            with(&[("sli", "latency"), ("outcome", "bad")]),
+                            series.latency_bad as f64,
+                        )
+                    });
                     let mut cumulative = 0u64;
                     for (i, bound) in s.bounds.iter().enumerate() {
                         cumulative += series.buckets.get(i).copied().unwrap_or(0);
-                        duration.samples.push(sample(
-                            "_bucket",
-                            with(&[("le", &bound.to_string())]),
-                            cumulative as f64,
-                        ));
+                        duration.samples.push(Sample {
+                            exemplar: series.exemplars.bucket(i),
+                            ..sample(
+                                "_bucket",
+                                with(&[("le", &bound.to_string())]),
+                                cumulative as f64,
+                            )
+                        });
                     }
                     let count = series.latency_good + series.latency_bad;
-                    duration
-                        .samples
-                        .push(sample("_bucket", with(&[("le", "+Inf")]), count as f64));
+                    duration.samples.push(Sample {
+                        exemplar: series.exemplars.bucket(s.bounds.len()),
+                        ..sample("_bucket", with(&[("le", "+Inf")]), count as f64)
+                    });
                     duration
                         .samples
                         .push(sample("_sum", labels.clone(), series.latency_sum_s));
@@ -497,10 +685,42 @@ impl SliEngine {
                     .push(sample("", base.clone(), e.as_secs_f64()));
             }
         }
+        let mut settling = family(
+            "cujo_sli_settling_traces",
+            "Traces whose end_to_end or {from, to} events wait for late spans and linked continuations.",
+            Kind::Gauge,
+        );
+        settling
+            .samples
+            .push(sample("", vec![], self.settling.len() as f64));
+        let mut settle_spans = family(
+            "cujo_sli_settle_spans_total",
+            "Spans folded into a settling event after their trace's release: late spans of the same trace, spans of linked traces.",
+            Kind::Counter,
+        );
+        settle_spans.samples.push(sample(
+            "",
+            vec![("source".into(), "late".into())],
+            self.settling.late_spans as f64,
+        ));
+        settle_spans.samples.push(sample(
+            "",
+            vec![("source".into(), "linked".into())],
+            self.settling.linked_spans as f64,
+        ));
+        let mut evicted = family(
+            "cujo_sli_settle_evicted_total",
+            "Settling events recorded before their settle time because slo.max_settling_traces traces were waiting.",
+            Kind::Counter,
+        );
+        evicted
+            .samples
+            .push(sample("", vec![], self.settling.evicted as f64));
         vec![
             events,
             excluded,
             overflow,
+            unmeasured,
             duration,
             self.latency_quantiles(),
             target,
@@ -509,11 +729,41 @@ impl SliEngine {
             burn,
             alert,
             exhaustion,
+            settling,
+            settle_spans,
+            evicted,
         ]
     }
 }
 
+impl Series {
+    fn new(buckets: usize) -> Self {
+        Series {
+            buckets: vec![0; buckets],
+            exemplars: SeriesExemplars {
+                buckets: vec![None; buckets],
+                ..SeriesExemplars::default()
+            },
+            ..Series::default()
+        }
+    }
+}
+
+impl SeriesExemplars {
+    fn bucket(&self, i: usize) -> Option<Exemplar> {
+        self.buckets.get(i).copied().flatten()
+    }
+}
+
 impl CujState {
+    fn finish(&mut self, event: PendingEvent, now_ms: u64) {
+        match self.cuj.finish(event) {
+            Outcome::NotMatched => {}
+            Outcome::Excluded => self.excluded += 1,
+            Outcome::Event(event) => self.record(event, now_ms),
+        }
+    }
+
     fn record(&mut self, event: SliEvent, now_ms: u64) {
         let key = if self.series.contains_key(&event.dimensions)
             || self.series.len() < self.cuj.max_series
@@ -524,23 +774,38 @@ impl CujState {
             vec![OVERFLOW.to_string(); self.cuj.dimensions.len()]
         };
         let buckets = self.bounds.len() + 1;
-        let series = self.series.entry(key).or_insert_with(|| Series {
-            buckets: vec![0; buckets],
-            ..Series::default()
-        });
+        let series = self
+            .series
+            .entry(key)
+            .or_insert_with(|| Series::new(buckets));
+        let exemplar = |value: f64| {
+            Some(Exemplar {
+                trace_id: event.trace_id,
+                value,
+                timestamp_ms: now_ms,
+            })
+        };
         if event.available {
             series.available_good += 1;
         } else {
             series.available_bad += 1;
             series.last_bad = Some(event.trace_id);
+            series.exemplars.availability_bad = exemplar(1.0);
         }
         self.availability.record(now_ms, event.available);
+        series
+            .windows
+            .record(now_ms, event.available, event.latency.map(|(_, good)| good));
+        if let Some(reason) = event.unmeasured {
+            self.unmeasured[reason as usize] += 1;
+        }
         if let Some((measured, good)) = event.latency {
             if good {
                 series.latency_good += 1;
             } else {
                 series.latency_bad += 1;
                 series.last_bad = Some(event.trace_id);
+                series.exemplars.latency_bad = exemplar(1.0);
             }
             let secs = measured.as_secs_f64();
             series.latency_sum_s += secs;
@@ -553,8 +818,58 @@ impl CujState {
             series.latency_hist.record(measured);
             self.latency_all.record(measured);
             self.latency_interval.record(measured);
+            if let Some(slot) = series.exemplars.buckets.get_mut(bucket) {
+                *slot = exemplar(secs);
+            }
             self.latency.record(now_ms, good);
         }
+    }
+
+    /// A series' windows for the report: the reported windows and the objectives' own.
+    fn series_windows(&self, series: &Series, now_ms: u64) -> Vec<crate::report::SeriesWindow> {
+        let mut windows = REPORTED_WINDOWS.to_vec();
+        for (_, o) in &self.cuj.objectives {
+            if !windows.contains(&o.window) {
+                windows.push(o.window);
+            }
+        }
+        windows.sort();
+        windows
+            .into_iter()
+            .filter_map(|w| {
+                let c = series.windows.counts(now_ms, w)?;
+                Some(crate::report::SeriesWindow {
+                    window: window_label(w),
+                    valid: c.valid,
+                    availability_good: c.availability_good,
+                    latency_valid: c.latency_valid,
+                    latency_good: c.latency_good,
+                })
+            })
+            .collect()
+    }
+
+    /// How much of the CUJ's error budgets a series burned over the last hour, for ranking:
+    /// its bad events per objective over the objective's budget fraction (the CUJ's valid
+    /// count is the same for every series, so it is left out). Without objectives, its bad
+    /// events.
+    fn budget_burned_1h(&self, series: &Series, now_ms: u64) -> f64 {
+        let c = series
+            .windows
+            .counts(now_ms, Duration::from_secs(3600))
+            .unwrap_or_default();
+        let bad = |sli: Sli| match sli {
+            Sli::Availability => c.availability().bad() as f64,
+            Sli::Latency => c.latency().bad() as f64,
+        };
+        if self.cuj.objectives.is_empty() {
+            return bad(Sli::Availability) + bad(Sli::Latency);
+        }
+        self.cuj
+            .objectives
+            .iter()
+            .map(|(sli, o)| bad(*sli) / (1.0 - o.target).max(f64::MIN_POSITIVE))
+            .sum()
     }
 }
 
@@ -673,6 +988,7 @@ fn sample(suffix: &'static str, labels: Vec<(String, String)>, value: f64) -> Sa
         suffix,
         labels,
         value,
+        exemplar: None,
     }
 }
 
@@ -718,6 +1034,27 @@ mod tests {
         }
         fn attribute(&self, key: &str) -> Option<Scalar<'_>> {
             (key == "user.tier").then_some(Scalar::Str(&self.tier))
+        }
+    }
+
+    /// A span with times, for end-to-end folding.
+    struct Timed(Span, (u64, u64));
+
+    impl SpanFacts for Timed {
+        fn name(&self) -> &str {
+            "process message"
+        }
+        fn service(&self) -> &str {
+            "worker"
+        }
+        fn status(&self) -> StatusCode {
+            self.0.status()
+        }
+        fn attribute(&self, key: &str) -> Option<Scalar<'_>> {
+            self.0.attribute(key)
+        }
+        fn times_ns(&self) -> Option<(u64, u64)> {
+            Some(self.1)
         }
     }
 
@@ -1076,6 +1413,253 @@ mod tests {
             .cloned()
             .expect("point");
         assert_eq!(point.p50, None, "no events, no quantile");
+    }
+
+    #[test]
+    fn series_keep_their_own_windows_and_rank_by_budget_burned_in_the_last_hour() {
+        let mut e = engine(10);
+        let day_ago = 1_700_000_000_000;
+        let now = day_ago + 86_400_000;
+        // "free" failed a lot a day ago; "gold" fails a little now.
+        for _ in 0..50 {
+            feed(&mut e, "free", true, 10, day_ago);
+        }
+        for i in 0..20 {
+            feed(&mut e, "gold", i < 2, 10, now);
+        }
+        let r = e.report(now);
+        let cuj = &r.cujs[0];
+        let names: Vec<&str> = cuj
+            .series
+            .iter()
+            .map(|s| s.dimensions[0].1.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["gold", "free"],
+            "the last hour decides, not the totals"
+        );
+        let gold = &cuj.series[0];
+        let w = |label: &str| {
+            gold.windows
+                .iter()
+                .find(|w| w.window == label)
+                .cloned()
+                .expect("window")
+        };
+        assert_eq!((w("5m").valid, w("5m").availability_good), (20, 18));
+        assert_eq!((w("5m").latency_valid, w("5m").latency_good), (20, 20));
+        assert_eq!(w("30d").valid, 20, "the objective's window is reported too");
+        let free = &cuj.series[1];
+        let fw = |label: &str| {
+            free.windows
+                .iter()
+                .find(|w| w.window == label)
+                .map(|w| w.valid)
+        };
+        assert_eq!((fw("1h"), fw("2d"), fw("3d")), (Some(0), None, Some(50)));
+    }
+
+    #[test]
+    fn a_series_fits_in_64_kib() {
+        let mut e = engine(10);
+        feed(&mut e, "gold", true, 10, 1_700_000_000_000);
+        let series = e.cujs[0].series.values().next().expect("series");
+        // The windows, the latency histogram's allowance (32 KiB, kept by the histogram
+        // itself) and everything else the series holds.
+        let own = std::mem::size_of::<Series>()
+            + series.buckets.capacity() * 8
+            + series.exemplars.buckets.capacity() * std::mem::size_of::<Option<Exemplar>>();
+        let total = SeriesWindows::memory_bytes() + 32 * 1024 + own;
+        assert!(total <= 64 * 1024, "{total} bytes per series");
+    }
+
+    #[test]
+    fn bad_events_and_buckets_carry_exemplars() {
+        let mut e = engine(10);
+        let now = 1_700_000_000_000;
+        let mut feed_id = |id: u8, error: bool, ms: u64| {
+            let spans = [Span {
+                tier: "gold".into(),
+                error,
+            }];
+            e.observe(
+                &TraceFacts {
+                    trace_id: [id; 16],
+                    root: &spans[0],
+                    root_start_ns: 0,
+                    root_end_ns: ms * 1_000_000,
+                    spans: &spans,
+                    last_end_ns: ms * 1_000_000,
+                },
+                now + u64::from(id),
+            );
+        };
+        feed_id(1, true, 20);
+        feed_id(2, false, 900);
+        feed_id(3, true, 2000);
+        feed_id(4, false, 30);
+        let f = e.families(now);
+        let ex = |suffix: &str, labels: &[(&str, &str)]| {
+            f.iter()
+                .flat_map(|f| &f.samples)
+                .find(|s| {
+                    s.suffix == suffix
+                        && labels
+                            .iter()
+                            .all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+                })
+                .and_then(|s| s.exemplar)
+        };
+        let bad_avail = ex("", &[("sli", "availability"), ("outcome", "bad")]).expect("exemplar");
+        assert_eq!(
+            (bad_avail.trace_id, bad_avail.timestamp_ms),
+            ([3; 16], now + 3)
+        );
+        let bad_latency = ex("", &[("sli", "latency"), ("outcome", "bad")]).expect("exemplar");
+        assert_eq!(bad_latency.trace_id, [3; 16]);
+        assert_eq!(ex("", &[("sli", "latency"), ("outcome", "good")]), None);
+        let bucket = ex("_bucket", &[("le", "1")]).expect("bucket exemplar");
+        assert_eq!((bucket.trace_id, bucket.value), ([2; 16], 0.9));
+        assert_eq!(
+            ex("_bucket", &[("le", "0.05")]).map(|x| x.trace_id),
+            Some([4; 16])
+        );
+        assert_eq!(
+            ex("_bucket", &[("le", "0.3")]),
+            None,
+            "no event fell in (0.25, 0.3]"
+        );
+    }
+
+    #[test]
+    fn end_to_end_events_settle_with_late_and_linked_spans() {
+        let mut cuj = engine(10).cujs.remove(0).cuj;
+        cuj.latency = Some((Duration::from_millis(300), Measure::EndToEnd));
+        let mut e = SliEngine::new(vec![cuj]).with_settle(Duration::from_secs(30), 2);
+        assert!(e.settles());
+        let t0 = 1_700_000_000_000;
+        let root = [Span {
+            tier: "gold".into(),
+            error: false,
+        }];
+        let trace = |id: u8| TraceFacts {
+            trace_id: [id; 16],
+            root: &root[0],
+            root_start_ns: 0,
+            root_end_ns: 100_000_000,
+            spans: &root,
+            last_end_ns: 100_000_000,
+        };
+        let count = |e: &SliEngine| {
+            value(
+                &e.families(t0),
+                "cujo_cuj_duration_seconds",
+                "_count",
+                &[("user_tier", "gold")],
+            )
+        };
+        let sum = |e: &SliEngine| {
+            value(
+                &e.families(t0),
+                "cujo_cuj_duration_seconds",
+                "_sum",
+                &[("user_tier", "gold")],
+            )
+        };
+        e.observe(&trace(1), t0);
+        assert_eq!(count(&e), None, "waiting to settle");
+        // A consumer in the same trace, after the release; one in a trace linking back, and
+        // a late span of that linked trace.
+        let late = Timed(
+            Span {
+                tier: "".into(),
+                error: false,
+            },
+            (0, 200_000_000),
+        );
+        e.observe_late([1; 16], &late);
+        let linked = [Timed(
+            Span {
+                tier: "".into(),
+                error: false,
+            },
+            (300_000_000, 400_000_000),
+        )];
+        e.observe_linked([7; 16], [1; 16], &linked);
+        e.observe_late(
+            [7; 16],
+            &Timed(
+                Span {
+                    tier: "".into(),
+                    error: false,
+                },
+                (0, 450_000_000),
+            ),
+        );
+        e.tick(t0 + 29_999);
+        assert_eq!(count(&e), None);
+        e.tick(t0 + 30_000);
+        assert_eq!(count(&e), Some(1.0));
+        assert_eq!(
+            sum(&e),
+            Some(0.45),
+            "root start to the linked trace's late span"
+        );
+        // Late spans after the event settled change nothing.
+        e.observe_late(
+            [1; 16],
+            &Timed(
+                Span {
+                    tier: "".into(),
+                    error: false,
+                },
+                (0, 9_000_000_000),
+            ),
+        );
+        assert_eq!(sum(&e), Some(0.45));
+        // Past max_settling_traces the oldest is recorded early, counted.
+        e.observe(&trace(2), t0 + 40_000);
+        e.observe(&trace(3), t0 + 40_001);
+        e.observe(&trace(4), t0 + 40_002);
+        assert_eq!(count(&e), Some(2.0));
+        assert_eq!(
+            value(&e.families(t0), "cujo_sli_settle_evicted_total", "", &[]),
+            Some(1.0)
+        );
+        e.settle_all(t0 + 40_003);
+        assert_eq!(count(&e), Some(4.0));
+        assert_eq!(
+            value(
+                &e.families(t0),
+                "cujo_sli_settle_spans_total",
+                "",
+                &[("source", "linked")]
+            ),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn series_windows_survive_a_save_and_restore() {
+        let mut e = engine(10);
+        let now = 1_700_000_000_000;
+        for i in 0..10 {
+            feed(&mut e, if i < 4 { "gold" } else { "free" }, i == 0, 10, now);
+        }
+        let mut fresh = engine(10);
+        assert_eq!(fresh.restore_state(&e.save_state()), Ok(1));
+        let windows = |e: &SliEngine| {
+            let mut s: Vec<_> = e.report(now).cujs[0]
+                .series
+                .iter()
+                .map(|s| (s.dimensions.clone(), s.windows.clone()))
+                .collect();
+            s.sort_by(|a, b| a.0.cmp(&b.0));
+            s
+        };
+        assert_eq!(windows(&fresh), windows(&e));
+        assert_eq!(windows(&fresh)[1].1[0].valid, 4);
     }
 
     #[test]

@@ -13,15 +13,17 @@
 //!   latency buckets that include every threshold, objective states, as metric families.
 //! - [`histogram`]: [`histogram::ExpHistogram`], latency as a base-2 exponential histogram
 //!   (scale 9, 1 µs–1 h, ≤ 32 KiB): exact counts, quantiles within 0.1%, OTLP-ready buckets.
+//! - [`settle`]: events of `end_to_end` and `{from, to}` CUJs waiting for late spans and
+//!   linked continuations (bounded, clock-driven).
 //! - [`state`]: the SLO state file format (windows survive restarts; foreign or corrupt files
 //!   are refused with a reason).
 //! - [`window`]: [`window::SlicedCounter`], good/valid counts over windows from 5 minutes to
-//!   31 days in fixed memory.
+//!   31 days in fixed memory; [`window::SeriesWindows`], both SLIs of one series in one
+//!   counter (24.6 KiB).
 //! - [`slo`]: [`slo::Objective`] evaluation — SLI per window, budget remaining, burn rates,
 //!   page/ticket alerts (SRE Workbook factors, scaled to the objective's period), projected
 //!   exhaustion.
 //!
-//! Still to come (issue 4): per-series windows, exemplars.
 #![forbid(unsafe_code)]
 
 pub mod condition;
@@ -29,6 +31,7 @@ pub mod cuj;
 pub mod engine;
 pub mod histogram;
 pub mod report;
+pub mod settle;
 pub mod slo;
 pub mod state;
 pub mod window;

@@ -105,8 +105,12 @@ pub struct SeriesReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeriesWindow {
     pub window: String,
+    /// Valid events (all count for availability).
     pub valid: u64,
     pub availability_good: u64,
+    /// Valid events whose latency was measured (fewer than `valid` only when a `{from, to}`
+    /// measure found no spans to measure between).
+    pub latency_valid: u64,
     pub latency_good: u64,
 }
 

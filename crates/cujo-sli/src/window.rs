@@ -183,6 +183,218 @@ impl SlicedCounter {
     }
 }
 
+/// Slice length (ms) and slot count of each ring of a [`SeriesWindows`]: the same rings as a
+/// [`SlicedCounter`], so a series' windows line up with its CUJ's.
+const SERIES_RINGS: [(u64, usize); 4] = [
+    (10_000, 36),
+    (60_000, 360),
+    (600_000, 432),
+    (3_600_000, 744),
+];
+/// Where each ring starts in [`SeriesWindows::slots`].
+const SERIES_RING_OFFSETS: [usize; 4] = [0, 36, 396, 828];
+const SERIES_SLOTS: usize = 36 + 360 + 432 + 744;
+
+/// The events of one slice of one series, for both SLIs at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct EventSlot {
+    /// Valid events (availability counts every one).
+    valid: u32,
+    availability_good: u32,
+    /// Valid events whose latency was measured (all of them, unless a `{from, to}` measure
+    /// found no span to measure between).
+    latency_valid: u32,
+    latency_good: u32,
+}
+
+impl EventSlot {
+    fn add(&mut self, d: EventSlot) {
+        self.valid = self.valid.saturating_add(d.valid);
+        self.availability_good = self.availability_good.saturating_add(d.availability_good);
+        self.latency_valid = self.latency_valid.saturating_add(d.latency_valid);
+        self.latency_good = self.latency_good.saturating_add(d.latency_good);
+    }
+}
+
+/// Both SLIs' counts of one series over one window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowCounts {
+    pub valid: u64,
+    pub availability_good: u64,
+    pub latency_valid: u64,
+    pub latency_good: u64,
+}
+
+impl WindowCounts {
+    pub fn availability(&self) -> Counts {
+        Counts {
+            good: self.availability_good,
+            valid: self.valid,
+        }
+    }
+
+    pub fn latency(&self) -> Counts {
+        Counts {
+            good: self.latency_good,
+            valid: self.latency_valid,
+        }
+    }
+}
+
+/// Rolling windows of one series: availability and latency counts in one slot per slice
+/// (16 bytes), about 24.6 KiB whatever the series has seen.
+///
+/// Unlike [`SlicedCounter`], a slot does not say which slice it holds: each ring remembers
+/// the newest slice written (its head) and clears the slots it moves past, so a slot is
+/// current exactly when it lies within one ring length behind the head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesWindows {
+    /// Every ring's slots, one after another (see [`SERIES_RING_OFFSETS`]).
+    slots: Box<[EventSlot]>,
+    /// The newest slice each ring has written; zero before the first event.
+    heads: [u64; 4],
+}
+
+impl Default for SeriesWindows {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SeriesWindows {
+    pub fn new() -> Self {
+        Self {
+            slots: vec![EventSlot::default(); SERIES_SLOTS].into_boxed_slice(),
+            heads: [0; 4],
+        }
+    }
+
+    /// Bytes one series' windows take, whatever they have seen.
+    pub fn memory_bytes() -> usize {
+        SERIES_SLOTS * std::mem::size_of::<EventSlot>() + std::mem::size_of::<Self>()
+    }
+
+    /// Records one valid event at `now_ms`: available or not, and its latency outcome when
+    /// latency was measured.
+    pub fn record(&mut self, now_ms: u64, available: bool, latency_good: Option<bool>) {
+        self.add(
+            now_ms,
+            EventSlot {
+                valid: 1,
+                availability_good: u32::from(available),
+                latency_valid: u32::from(latency_good.is_some()),
+                latency_good: u32::from(latency_good == Some(true)),
+            },
+        );
+    }
+
+    fn add(&mut self, now_ms: u64, d: EventSlot) {
+        for (r, &(slice_ms, n)) in SERIES_RINGS.iter().enumerate() {
+            let ring = &mut self.slots[SERIES_RING_OFFSETS[r]..SERIES_RING_OFFSETS[r] + n];
+            let n = n as u64;
+            let slice = now_ms / slice_ms;
+            let head = self.heads[r];
+            if slice > head {
+                // Slices between the old head and this one had no events: clear their slots.
+                let clear = (slice - head).min(n);
+                for t in (slice + 1 - clear)..=slice {
+                    ring[(t % n) as usize] = EventSlot::default();
+                }
+                self.heads[r] = slice;
+            } else if head - slice >= n {
+                // Older than this ring remembers (the clock went back that far).
+                continue;
+            }
+            ring[(slice % n) as usize].add(d);
+        }
+    }
+
+    /// Counts over the `window` ending at `now_ms`, or `None` if the window is longer than
+    /// [`MAX_WINDOW`]. The window's edge is exact to one slice of the finest ring covering it.
+    pub fn counts(&self, now_ms: u64, window: Duration) -> Option<WindowCounts> {
+        let window_ms = window.as_millis() as u64;
+        let r = SERIES_RINGS
+            .iter()
+            .position(|&(slice_ms, n)| slice_ms * n as u64 >= window_ms)?;
+        let (slice_ms, n) = SERIES_RINGS[r];
+        let ring = &self.slots[SERIES_RING_OFFSETS[r]..SERIES_RING_OFFSETS[r] + n];
+        let n = n as u64;
+        let k = window_ms.div_ceil(slice_ms).max(1);
+        let now = now_ms / slice_ms;
+        let head = self.heads[r];
+        let newest = now.min(head);
+        let oldest = (now + 1)
+            .saturating_sub(k)
+            .max((head + 1).saturating_sub(n));
+        let mut c = WindowCounts::default();
+        if oldest <= newest {
+            for t in oldest..=newest {
+                let s = ring[(t % n) as usize];
+                c.valid += u64::from(s.valid);
+                c.availability_good += u64::from(s.availability_good);
+                c.latency_valid += u64::from(s.latency_valid);
+                c.latency_good += u64::from(s.latency_good);
+            }
+        }
+        Some(c)
+    }
+
+    /// Appends the windows' state (heads, then every slot, little-endian) to `out`.
+    pub fn write_state(&self, out: &mut Vec<u8>) {
+        for h in self.heads {
+            out.extend_from_slice(&h.to_le_bytes());
+        }
+        for s in self.slots.iter() {
+            for w in [
+                s.valid,
+                s.availability_good,
+                s.latency_valid,
+                s.latency_good,
+            ] {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+    }
+
+    /// Bytes [`SeriesWindows::write_state`] writes.
+    pub fn state_len() -> usize {
+        4 * 8 + SERIES_SLOTS * 16
+    }
+
+    /// Restores a state written by [`SeriesWindows::write_state`]; `None` if `bytes` is not
+    /// exactly one (or holds counts that cannot be: more good than valid).
+    pub fn read_state(bytes: &[u8]) -> Option<SeriesWindows> {
+        if bytes.len() != Self::state_len() {
+            return None;
+        }
+        let (heads, slots) = bytes.split_at(32);
+        let mut w = SeriesWindows::new();
+        for (h, b) in w.heads.iter_mut().zip(heads.chunks_exact(8)) {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            *h = u64::from_le_bytes(a);
+        }
+        let mut words = slots
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        for slot in w.slots.iter_mut() {
+            *slot = EventSlot {
+                valid: words.next()?,
+                availability_good: words.next()?,
+                latency_valid: words.next()?,
+                latency_good: words.next()?,
+            };
+            if slot.availability_good > slot.valid
+                || slot.latency_valid > slot.valid
+                || slot.latency_good > slot.latency_valid
+            {
+                return None;
+            }
+        }
+        Some(w)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,5 +481,101 @@ mod tests {
     #[test]
     fn memory_is_bounded() {
         assert!(SlicedCounter::memory_bytes() < 32 * 1024);
+    }
+
+    #[test]
+    fn series_windows_match_the_per_sli_counters() {
+        let mut series = SeriesWindows::new();
+        let mut avail = SlicedCounter::new();
+        let mut lat = SlicedCounter::new();
+        let start = 1_700_000_000_000 - 1_700_000_000_000 % (3600 * 1000);
+        // Irregular traffic over four days, with gaps longer than every ring but the last.
+        let mut t = start;
+        let mut i = 0u64;
+        while t < start + 4 * 86_400_000 {
+            let available = !i.is_multiple_of(7);
+            let latency = match i % 5 {
+                0 => None,
+                1 | 2 => Some(false),
+                _ => Some(true),
+            };
+            series.record(t, available, latency);
+            avail.record(t, available);
+            if let Some(good) = latency {
+                lat.record(t, good);
+            }
+            i += 1;
+            t += if i.is_multiple_of(50) {
+                7 * 3_600_000
+            } else {
+                4_321 + (i % 13) * 1_000
+            };
+        }
+        for w in [
+            300u64,
+            1800,
+            3600,
+            7200,
+            6 * 3600,
+            86400,
+            3 * 86400,
+            30 * 86400,
+        ] {
+            for now in [t, t + 45_000, t + 2 * 3_600_000] {
+                let w = Duration::from_secs(w);
+                let c = series.counts(now, w).expect("window");
+                assert_eq!(
+                    Some(c.availability()),
+                    avail.counts(now, w),
+                    "{w:?} at {now}"
+                );
+                assert_eq!(Some(c.latency()), lat.counts(now, w), "{w:?} at {now}");
+            }
+        }
+        assert_eq!(series.counts(t, Duration::from_secs(32 * 86400)), None);
+    }
+
+    #[test]
+    fn series_windows_forget_and_round_trip() {
+        let mut w = SeriesWindows::new();
+        let t0 = 1_000_000_000_000;
+        w.record(t0, false, Some(true));
+        w.record(t0 + 1, true, None);
+        let five = Duration::from_secs(300);
+        assert_eq!(
+            w.counts(t0, five),
+            Some(WindowCounts {
+                valid: 2,
+                availability_good: 1,
+                latency_valid: 1,
+                latency_good: 1
+            })
+        );
+        // An event long after clears what the short rings held, not what the long ones hold.
+        w.record(t0 + 3_600_000, true, Some(false));
+        assert_eq!(w.counts(t0 + 3_600_000, five).map(|c| c.valid), Some(1));
+        assert_eq!(
+            w.counts(t0 + 3_600_000, Duration::from_secs(7200))
+                .map(|c| c.valid),
+            Some(3)
+        );
+        // A clock that steps back lands in the slot of its slice while the ring remembers it.
+        w.record(t0 + 3_600_000 - 20_000, true, None);
+        assert_eq!(w.counts(t0 + 3_600_000, five).map(|c| c.valid), Some(2));
+        let mut bytes = Vec::new();
+        w.write_state(&mut bytes);
+        assert_eq!(bytes.len(), SeriesWindows::state_len());
+        assert_eq!(SeriesWindows::read_state(&bytes), Some(w));
+        assert_eq!(SeriesWindows::read_state(&bytes[1..]), None);
+    }
+
+    #[test]
+    fn series_windows_fit_the_per_series_budget() {
+        // 64 KiB per series: these windows, a 32 KiB latency histogram, and the exemplars.
+        assert!(
+            SeriesWindows::memory_bytes() <= 28 * 1024,
+            "{}",
+            SeriesWindows::memory_bytes()
+        );
     }
 }

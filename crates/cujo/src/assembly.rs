@@ -11,7 +11,7 @@ use cujo_assembler::{
 };
 use cujo_assembler::{ReleasedTrace, TraceObserver};
 use cujo_otlp::admission::{Admission, Admitted, Lease, SpanSink, SpanSource};
-use cujo_otlp::prom::Family;
+use cujo_otlp::prom::{Exemplar, Exposition, Family};
 use cujo_otlp::telemetry::{DropReason, PipelineTelemetry};
 use cujo_sli::condition::{Scalar, SpanFacts, StatusCode};
 use cujo_sli::cuj::TraceFacts;
@@ -170,7 +170,7 @@ async fn sleep_until_ms(epoch: Instant, due: Option<u64>) {
 }
 
 /// Appends the assembler's metrics (all shards together) in the Prometheus text format.
-pub fn render(shards: &[AssemblerStats], out: &mut String) {
+pub fn render(shards: &[AssemblerStats], out: &mut Exposition) {
     let mut stats = AssemblerStats::default();
     for s in shards {
         stats.merge(s);
@@ -289,6 +289,13 @@ impl SpanFacts for WireSpan<'_> {
         let a = self.attributes.iter().find(|a| a.key == key)?;
         scalar(a.value)
     }
+
+    fn times_ns(&self) -> Option<(u64, u64)> {
+        Some((
+            self.fields.start_time_unix_nano,
+            self.fields.end_time_unix_nano,
+        ))
+    }
 }
 
 /// The scalar inside an encoded `AnyValue` (string, bool, int or double).
@@ -305,9 +312,21 @@ fn scalar(any_value: &[u8]) -> Option<Scalar<'_>> {
     })
 }
 
-/// Feeds every trace the assembler releases whole to the SLI engine.
+/// Feeds every trace the assembler releases whole to the SLI engine, and — when some CUJ
+/// measures `end_to_end` or `{from, to}` — the late spans and linked traces that continue
+/// traces whose events are still settling.
 pub struct SliObserver {
-    pub engine: Arc<Mutex<SliEngine>>,
+    engine: Arc<Mutex<SliEngine>>,
+    /// Whether some CUJ settles (fixed by the config): otherwise late spans and links are
+    /// not looked at, and the hot path takes no lock for them.
+    settles: bool,
+}
+
+impl SliObserver {
+    pub fn new(engine: Arc<Mutex<SliEngine>>) -> Self {
+        let settles = engine.lock().map(|e| e.settles()).unwrap_or(false);
+        Self { engine, settles }
+    }
 }
 
 /// Milliseconds since the Unix epoch: SLO windows are wall-clock windows.
@@ -318,46 +337,60 @@ pub fn wall_clock_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Every span of a released trace as [`WireSpan`]s, reading each resource's `service.name`
+/// once (resources repeat across a trace's spans).
+fn wire_spans<'a>(spans: &[(&'a [u8], &'a [u8])]) -> Vec<WireSpan<'a>> {
+    let mut services: Vec<(*const u8, &str)> = Vec::new();
+    spans
+        .iter()
+        .map(|(s, r)| {
+            let key = r.as_ptr();
+            let service = match services.iter().find(|(k, _)| *k == key) {
+                Some((_, svc)) => *svc,
+                None => {
+                    let svc = cujo_wire::span::service_name(r).unwrap_or("");
+                    services.push((key, svc));
+                    svc
+                }
+            };
+            WireSpan::new(s, service)
+        })
+        .collect()
+}
+
 impl TraceObserver for SliObserver {
     fn released(&mut self, trace: &ReleasedTrace<'_>) {
         let Ok(mut engine) = self.engine.lock() else {
             return;
         };
-        // Only a trace released with its own root is an event of a journey.
-        let Some(&(root_bytes, root_resource)) = trace
+        let now = wall_clock_ms();
+        let root = trace
             .spans
             .iter()
-            .find(|(s, _)| cujo_wire::span::span_head(s).parent_span_id.is_none())
-        else {
+            .find(|(s, _)| cujo_wire::span::span_head(s).parent_span_id.is_none());
+        // A trace continuing another through a link may extend a settling event.
+        let linked = trace.link.filter(|_| self.settles);
+        if root.is_none() && linked.is_none() {
+            return;
+        }
+        // Non-root spans are read only when some CUJ looks past the root, or to fold them
+        // into the event of the trace they continue.
+        let spans: Vec<WireSpan<'_>> = if engine.needs_all_spans() || linked.is_some() {
+            wire_spans(&trace.spans)
+        } else {
+            Vec::new()
+        };
+        if let Some(to) = linked {
+            engine.observe_linked(trace.trace_id, to, &spans);
+        }
+        // Only a trace released with its own root is an event of a journey.
+        let Some(&(root_bytes, root_resource)) = root else {
             return;
         };
         let root = WireSpan::new(
             root_bytes,
             cujo_wire::span::service_name(root_resource).unwrap_or(""),
         );
-        // Resources repeat across a trace's spans: read each service.name once.
-        let mut services: Vec<(*const u8, &str)> = Vec::new();
-        // Non-root spans are read only when some CUJ looks past the root.
-        let spans: Vec<WireSpan<'_>> = if engine.needs_all_spans() {
-            trace
-                .spans
-                .iter()
-                .map(|(s, r)| {
-                    let key = r.as_ptr();
-                    let service = match services.iter().find(|(k, _)| *k == key) {
-                        Some((_, svc)) => *svc,
-                        None => {
-                            let svc = cujo_wire::span::service_name(r).unwrap_or("");
-                            services.push((key, svc));
-                            svc
-                        }
-                    };
-                    WireSpan::new(s, service)
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
         let facts = TraceFacts {
             trace_id: trace.trace_id,
             root: &root,
@@ -366,12 +399,24 @@ impl TraceObserver for SliObserver {
             spans: &spans,
             last_end_ns: trace.last_end_ns,
         };
-        engine.observe(&facts, wall_clock_ms());
+        engine.observe(&facts, now);
+    }
+
+    fn late_span(&mut self, trace_id: &[u8; 16], span: &[u8], resource: &[u8]) {
+        if !self.settles {
+            return;
+        }
+        let Ok(mut engine) = self.engine.lock() else {
+            return;
+        };
+        let span = WireSpan::new(span, cujo_wire::span::service_name(resource).unwrap_or(""));
+        engine.observe_late(*trace_id, &span);
     }
 }
 
-/// Appends the SLI engine's metric families in the Prometheus text format.
-pub fn render_sli(engine: &SliEngine, out: &mut String) {
+/// Appends the SLI engine's metric families in the scrape's format; in OpenMetrics, bad
+/// event counts and latency buckets carry the trace id of their latest event as exemplar.
+pub fn render_sli(engine: &SliEngine, out: &mut Exposition) {
     for fam in engine.families(wall_clock_ms()) {
         let mut f = match fam.kind {
             Kind::Counter => Family::counter(out, fam.name, fam.help),
@@ -384,7 +429,19 @@ pub fn render_sli(engine: &SliEngine, out: &mut String) {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            f.sample_suffixed(s.suffix, &labels, s.value);
+            let trace_id = s
+                .exemplar
+                .map(|x| cujo_sli::report::trace_id_hex(&x.trace_id));
+            let exemplar_labels = trace_id.as_deref().map(|id| [("trace_id", id)]);
+            let exemplar = s
+                .exemplar
+                .zip(exemplar_labels.as_ref())
+                .map(|(x, l)| Exemplar {
+                    labels: l,
+                    value: x.value,
+                    timestamp_ms: Some(x.timestamp_ms),
+                });
+            f.sample_with_exemplar(s.suffix, &labels, s.value, exemplar);
         }
     }
 }

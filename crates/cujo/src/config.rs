@@ -425,6 +425,21 @@ pub struct SloConfig {
     /// How often the state file is written (and once more at shutdown).
     #[serde(default = "default_save_interval")]
     pub save_interval: HumanDuration,
+    /// How long events of `end_to_end` and `{from, to}` CUJs wait after their trace's release
+    /// for late spans and linked continuations (0s: recorded at release).
+    #[serde(default = "default_settle")]
+    pub settle: HumanDuration,
+    /// At most this many traces wait to settle; past it the oldest is recorded early.
+    #[serde(default = "default_max_settling_traces")]
+    pub max_settling_traces: usize,
+}
+
+fn default_settle() -> HumanDuration {
+    HumanDuration(cujo_sli::engine::DEFAULT_SETTLE)
+}
+
+fn default_max_settling_traces() -> usize {
+    cujo_sli::engine::DEFAULT_MAX_SETTLING_TRACES
 }
 
 impl Default for SloConfig {
@@ -432,6 +447,8 @@ impl Default for SloConfig {
         Self {
             state_file: None,
             save_interval: default_save_interval(),
+            settle: default_settle(),
+            max_settling_traces: default_max_settling_traces(),
         }
     }
 }
@@ -781,6 +798,9 @@ impl Config {
         }
         if let Some(n) = &self.notifications {
             self.check_notifications(n)?;
+        }
+        if self.slo.max_settling_traces == 0 {
+            return err("slo.max_settling_traces", "must be at least 1".into());
         }
         if self.admission.max_in_flight.0 == 0 {
             return err(

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use cujo_sli::condition::{Condition, Literal, RootMatch, StatusCode, ValueMatch};
-use cujo_sli::cuj::{Cuj, Measure, Scope, Sli};
+use cujo_sli::cuj::{Cuj, Measure, Scope, Sli, SpanEdge, SpanSelector};
 use cujo_sli::slo::Objective;
 use cujo_sli::window::MAX_WINDOW;
 use serde::Deserialize;
@@ -157,19 +157,18 @@ fn resolve_one(c: &CujConfig, path: &str) -> Result<Cuj, KeyError> {
     let latency = match &c.latency {
         None => None,
         Some(l) => {
-            let measure = match l.measure.as_str() {
-                Some("root") => Measure::Root,
-                Some("end_to_end") => Measure::EndToEnd,
-                Some(other) => {
+            let p = format!("{path}.latency.measure");
+            let measure = match &l.measure {
+                Value::String(s) if s == "root" => Measure::Root,
+                Value::String(s) if s == "end_to_end" => Measure::EndToEnd,
+                Value::Mapping(m) => between(m, &p)?,
+                other => {
                     return err(
-                        &format!("{path}.latency.measure"),
-                        format!("expected root or end_to_end, found {other:?}"),
-                    );
-                }
-                None => {
-                    return err(
-                        &format!("{path}.latency.measure"),
-                        "the {from, to} form is not supported yet; use root or end_to_end",
+                        &p,
+                        format!(
+                            "expected root, end_to_end or {{from: {{span: ...}}, to: {{span: ...}}}}, found {}",
+                            show(other)
+                        ),
                     );
                 }
             };
@@ -227,6 +226,85 @@ fn resolve_one(c: &CujConfig, path: &str) -> Result<Cuj, KeyError> {
         latency,
         objectives,
     })
+}
+
+/// `{from: SELECTOR, to: SELECTOR}`.
+fn between(m: &serde_yaml_ng::Mapping, path: &str) -> Result<Measure, KeyError> {
+    for k in m.keys() {
+        let key = k.as_str().unwrap_or_default();
+        if key != "from" && key != "to" {
+            return err(
+                &format!("{path}.{key}"),
+                "unknown key; a {from, to} measure takes from and to",
+            );
+        }
+    }
+    let side = |name: &str, default_at: SpanEdge| -> Result<Box<SpanSelector>, KeyError> {
+        let p = format!("{path}.{name}");
+        match m.get(name) {
+            Some(Value::Mapping(sel)) => selector(sel, &p, default_at).map(Box::new),
+            Some(other) => err(
+                &p,
+                format!(
+                    "expected a span selector like {{span: \"enqueue\", at: start}}, found {}",
+                    show(other)
+                ),
+            ),
+            None => err(&p, "missing; a {from, to} measure needs both ends"),
+        }
+    };
+    Ok(Measure::Between {
+        from: side("from", SpanEdge::Start)?,
+        to: side("to", SpanEdge::End)?,
+    })
+}
+
+/// `{span: NAME-FORM, service: NAME-FORM, attributes: {KEY: FORM}, at: start|end}`.
+fn selector(
+    m: &serde_yaml_ng::Mapping,
+    path: &str,
+    default_at: SpanEdge,
+) -> Result<SpanSelector, KeyError> {
+    let mut sel = SpanSelector {
+        matcher: RootMatch::default(),
+        at: default_at,
+    };
+    for (k, v) in m {
+        let key = k.as_str().unwrap_or_default();
+        let p = format!("{path}.{key}");
+        match key {
+            "span" => sel.matcher.span_name = Some(value_match(v, &p)?),
+            "service" => sel.matcher.service = Some(value_match(v, &p)?),
+            "attributes" => {
+                let Value::Mapping(attrs) = v else {
+                    return err(&p, "expected a map of attribute keys to value forms");
+                };
+                for (ak, av) in attrs {
+                    let ak = ak.as_str().unwrap_or_default().to_string();
+                    let m = value_match(av, &format!("{p}.{ak}"))?;
+                    sel.matcher.attributes.push((ak, m));
+                }
+            }
+            "at" => {
+                sel.at = match v.as_str() {
+                    Some("start") => SpanEdge::Start,
+                    Some("end") => SpanEdge::End,
+                    _ => return err(&p, format!("expected start or end, found {}", show(v))),
+                }
+            }
+            other => {
+                return err(
+                    &p,
+                    format!("unknown key {other:?}; expected span, service, attributes or at"),
+                );
+            }
+        }
+    }
+    let m = &sel.matcher;
+    if m.span_name.is_none() && m.service.is_none() && m.attributes.is_empty() {
+        return err(path, "selects every span; give span, service or attributes");
+    }
+    Ok(sel)
 }
 
 fn show(v: &Value) -> String {
@@ -418,7 +496,62 @@ mod tests {
         let c = &cujs[0];
         assert_eq!(c.bad.len(), 3);
         assert_eq!(c.objectives[0].1.target, 0.999);
-        assert_eq!(c.latency, Some((Duration::from_millis(300), Measure::Root)));
+        assert!(matches!(
+            c.latency,
+            Some((t, Measure::Root)) if t == Duration::from_millis(300)
+        ));
+    }
+
+    #[test]
+    fn the_from_to_measure_resolves() {
+        let cujs = parse(
+            r#"
+- name: deliver_message
+  latency:
+    threshold: 2s
+    measure:
+      from: { span: enqueue, service: frontend-api }
+      to: { span: { regex: "job (completed|done)" }, attributes: { job.kind: push }, at: start }
+"#,
+        )
+        .expect("resolves");
+        let Some((_, Measure::Between { from, to })) = &cujs[0].latency else {
+            panic!("a {{from, to}} measure expected")
+        };
+        assert_eq!((from.at, to.at), (SpanEdge::Start, SpanEdge::Start));
+        assert!(from.matcher.service.is_some() && to.matcher.attributes.len() == 1);
+        assert!(cujs[0].settles() && cujs[0].needs_spans());
+    }
+
+    #[test]
+    fn from_to_errors_name_the_key_path() {
+        let measure = |m: &str| {
+            parse(&format!(
+                "- name: a\n  latency: {{ threshold: 1s, measure: {m} }}\n"
+            ))
+            .expect_err(m)
+        };
+        assert_eq!(
+            measure("{ from: { span: enqueue, at: middle }, to: { span: done } }"),
+            "cujs[0].latency.measure.from.at: expected start or end, found middle"
+        );
+        assert_eq!(
+            measure("{ from: { span: enqueue } }"),
+            "cujs[0].latency.measure.to: missing; a {from, to} measure needs both ends"
+        );
+        assert_eq!(
+            measure("{ from: { span: enqueue }, to: { at: end } }"),
+            "cujs[0].latency.measure.to: selects every span; give span, service or attributes"
+        );
+        assert!(
+            measure("{ from: { span: { regex: \"(\" } }, to: { span: done } }")
+                .starts_with("cujs[0].latency.measure.from.span.regex: invalid regex"),
+        );
+        assert!(
+            measure("{ from: { name: x }, to: { span: done } }")
+                .starts_with("cujs[0].latency.measure.from.name: unknown key"),
+        );
+        assert!(measure("wall_clock").starts_with("cujs[0].latency.measure: expected root"));
     }
 
     #[test]

@@ -427,7 +427,7 @@ impl PushStats {
     }
 
     /// The push's own metrics, for `/metrics`.
-    pub fn render(&self, out: &mut String) {
+    pub fn render(&self, out: &mut prom::Exposition) {
         prom::Family::counter(
             out,
             "cujo_otlp_metrics_exports_total",

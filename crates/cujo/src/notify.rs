@@ -387,7 +387,7 @@ pub struct NotifyStats {
 
 impl NotifyStats {
     /// Appends the notifier's families in the Prometheus text format.
-    pub fn render(&self, out: &mut String) {
+    pub fn render(&self, out: &mut cujo_otlp::prom::Exposition) {
         let mut f = Family::counter(
             out,
             "cujo_notifications_total",
@@ -741,7 +741,7 @@ impl Notifier {
     /// `cujo_notifications_total` and friends, for `/metrics`.
     pub fn metrics_source(&self) -> MetricsSource {
         let stats = self.stats.clone();
-        Arc::new(move |out: &mut String| stats.render(out))
+        Arc::new(move |out: &mut cujo_otlp::prom::Exposition| stats.render(out))
     }
 
     /// Stops evaluating; queued notifications get one more attempt each (no retry) within

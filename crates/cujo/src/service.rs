@@ -12,6 +12,7 @@ use cujo_otlp::admission::{Admission, SpanSink};
 use cujo_otlp::exporter::retry::RetrySettings;
 use cujo_otlp::exporter::transport::{self, Downstream};
 use cujo_otlp::exporter::{self, ExporterSettings};
+use cujo_otlp::prom::Exposition;
 use cujo_otlp::receiver::{self, Ingest, ReceiverLimits};
 use cujo_otlp::server::{self, ServerLimits};
 use cujo_otlp::telemetry::{DropReason, PipelineTelemetry};
@@ -95,7 +96,10 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         let cujs = config.cujs();
         if !cujs.is_empty() {
             tracing::info!(cujs = cujs.len(), "deriving CUJ SLIs from released traces");
-            let engine = Arc::new(std::sync::Mutex::new(SliEngine::new(cujs)));
+            let engine = Arc::new(std::sync::Mutex::new(
+                SliEngine::new(cujs)
+                    .with_settle(config.slo.settle.0, config.slo.max_settling_traces),
+            ));
             if let Some(path) = &config.slo.state_file {
                 assembly::load_sli_state(&engine, path);
             }
@@ -114,9 +118,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         for (shard, input) in receiver_outputs.drain(..).enumerate() {
             let mut assembler = Assembler::new_shard(per_shard.clone(), directory.clone(), shard);
             if let Some(engine) = &sli_engine {
-                assembler.set_observer(Box::new(assembly::SliObserver {
-                    engine: engine.clone(),
-                }));
+                assembler.set_observer(Box::new(assembly::SliObserver::new(engine.clone())));
             }
             tasks.push(tokio::spawn(assembly::run(
                 assembler,
@@ -256,9 +258,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                 .context("exporters.prometheus.endpoint")?;
             let t = telemetry.clone();
             let mut sources: Vec<MetricsSource> =
-                vec![Arc::new(move |out: &mut String| t.render(out))];
+                vec![Arc::new(move |out: &mut Exposition| t.render(out))];
             if let Some(engine) = sli_engine.clone() {
-                sources.push(Arc::new(move |out: &mut String| {
+                sources.push(Arc::new(move |out: &mut Exposition| {
                     if let Ok(e) = engine.lock() {
                         assembly::render_sli(&e, out);
                     }
@@ -269,11 +271,11 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             }
             if metrics_push.is_some() {
                 let stats = push_stats.clone();
-                sources.push(Arc::new(move |out: &mut String| stats.render(out)));
+                sources.push(Arc::new(move |out: &mut Exposition| stats.render(out)));
             }
             if config.assembler_enabled() {
                 let stats = assembler_stats.clone();
-                sources.push(Arc::new(move |out: &mut String| {
+                sources.push(Arc::new(move |out: &mut Exposition| {
                     if let Ok(s) = stats.lock() {
                         assembly::render(&s, out);
                     }
@@ -300,7 +302,11 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     // Sample the SLO history (and so the charts) even while no trace comes.
     let sli_ticker = sli_engine.clone().map(|engine| {
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            let every = engine
+                .lock()
+                .map(|e| e.tick_interval())
+                .unwrap_or(Duration::from_secs(10));
+            let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
                 if let Ok(mut e) = engine.lock() {
@@ -358,6 +364,12 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     }
     if let Some(n) = notifier {
         n.stop(NOTIFICATION_DRAIN).await;
+    }
+    // Nothing more will come: settling events are recorded with what they have.
+    if let Some(engine) = &sli_engine
+        && let Ok(mut e) = engine.lock()
+    {
+        e.settle_all(assembly::wall_clock_ms());
     }
     if let (Some(engine), Some(path)) = (&sli_engine, &config.slo.state_file) {
         assembly::save_sli_state(engine, path).await;

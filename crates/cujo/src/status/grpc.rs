@@ -146,6 +146,7 @@ impl From<SeriesWindow> for proto::SeriesWindow {
             valid: w.valid,
             availability_good: w.availability_good,
             latency_good: w.latency_good,
+            latency_valid: w.latency_valid,
         }
     }
 }

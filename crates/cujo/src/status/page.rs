@@ -677,10 +677,10 @@ fn write_series(out: &mut String, i: usize, cuj: &CujReport) -> fmt::Result {
                 Esc(label),
                 DataValue(sli),
                 match w {
-                    Some(w) if has_latency && w.valid > 0 => format!(
+                    Some(w) if has_latency && w.latency_valid > 0 => format!(
                         " title=\"{} valid; latency {}\"",
                         w.valid,
-                        percent(w.latency_good as f64 / w.valid as f64)
+                        percent(w.latency_good as f64 / w.latency_valid as f64)
                     ),
                     Some(w) => format!(" title=\"{} valid\"", w.valid),
                     None => String::new(),
@@ -1188,6 +1188,7 @@ mod tests {
                             valid: 100,
                             availability_good: 84,
                             latency_good: 100,
+                            latency_valid: 100,
                         }],
                         latency: None,
                         last_bad_trace_id: Some("0af7651916cd43dd8448eb211c80319c".to_string()),
