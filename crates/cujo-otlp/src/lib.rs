@@ -7,14 +7,16 @@
 //! spans to export from a [`admission::SpanSource`], whoever sits between.
 //!
 //! # Layout
-//! - [`admission`]: the bytes-in-flight budget, leases, and the bounded hand-off channel.
+//! - [`admission`]: the bytes-in-flight budget, leases, and the bounded hand-off channel
+//!   (one channel per assembler shard; batches split by trace id, handed on all or nothing).
 //! - [`receiver`]: gRPC and HTTP receivers over one [`receiver::Ingest`] path; bounded
 //!   decompression.
-//! - [`exporter`]: batching, bounded queue, retrying senders over gRPC or HTTP/protobuf.
+//! - [`exporter`]: batching, bounded queue, retrying senders over gRPC or HTTP/protobuf (the
+//!   transport also carries the OTLP metrics push).
 //! - [`server`]: the connection loop (limits, timeouts, graceful drain) every listener uses.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`telemetry`]: counters of the receive → export path, in one place.
-//! - [`prom`]: Prometheus text-format writer.
+//! - [`prom`]: Prometheus text and OpenMetrics writer (content negotiation, exemplars).
 //! - [`rpc`]: gRPC status, `RetryInfo`, framing.
 #![forbid(unsafe_code)]
 

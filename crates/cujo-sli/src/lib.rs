@@ -23,7 +23,8 @@
 //! - [`slo`]: [`slo::Objective`] evaluation — SLI per window, budget remaining, burn rates,
 //!   page/ticket alerts (SRE Workbook factors, scaled to the objective's period), projected
 //!   exhaustion.
-//!
+//! - [`report`]: [`report::Report`], the whole state as plain serializable data — the one
+//!   shape the status page, the JSON/gRPC status API and `cujo status` read.
 #![forbid(unsafe_code)]
 
 pub mod condition;
