@@ -373,7 +373,7 @@ impl Assembler {
         let mut span_flags = 0u8;
         let propagate = &self.settings.propagate;
         let first_bytes = &self.collide_first_bytes;
-        let f = read_span_with(span, |key| {
+        let f = read_span_with(span, |key, _| {
             let Some(&first) = key.first() else { return };
             if first == b'c' && key.starts_with(b"cujo.") {
                 span_flags |= origin::flags::CUJO;

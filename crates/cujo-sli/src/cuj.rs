@@ -194,6 +194,27 @@ impl PendingEvent {
 }
 
 impl Cuj {
+    /// Every attribute key this CUJ reads from spans: its match, dimensions, conditions and
+    /// span selectors. Callers may read just these from each span, once.
+    pub fn attribute_keys(&self) -> Vec<&str> {
+        let mut matchers = vec![&self.matcher];
+        if let Some((_, Measure::Between { from, to })) = &self.latency {
+            matchers.push(&from.matcher);
+            matchers.push(&to.matcher);
+        }
+        let mut keys: Vec<&str> = matchers
+            .iter()
+            .flat_map(|m| m.attributes.iter().map(|(k, _)| k.as_str()))
+            .collect();
+        keys.extend(self.dimensions.iter().map(String::as_str));
+        for c in self.bad.iter().chain(&self.exclude) {
+            if let Condition::Attribute { key, .. } = c {
+                keys.push(key);
+            }
+        }
+        keys
+    }
+
     /// Whether late spans and linked continuations can change this CUJ's events (its
     /// latency is `end_to_end` or `{from, to}`), so they wait to settle.
     pub fn settles(&self) -> bool {

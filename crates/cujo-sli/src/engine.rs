@@ -211,6 +211,19 @@ impl SliEngine {
         self.cujs.iter().any(|s| s.cuj.needs_spans())
     }
 
+    /// Every attribute key some CUJ reads from spans, once each (see [`Cuj::attribute_keys`]).
+    pub fn attribute_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = Vec::new();
+        for s in &self.cujs {
+            for k in s.cuj.attribute_keys() {
+                if !keys.iter().any(|have| have == k) {
+                    keys.push(k.to_string());
+                }
+            }
+        }
+        keys
+    }
+
     /// Feeds one released trace to every CUJ (a trace may feed several). Events of settling
     /// CUJs wait (see [`crate::settle`]); the others are recorded now.
     pub fn observe<S: SpanFacts>(&mut self, trace: &TraceFacts<'_, S>, now_ms: u64) {

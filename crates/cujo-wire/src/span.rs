@@ -42,12 +42,15 @@ pub struct SpanFields<'a> {
 /// Reads the fields of `span`; ids of the wrong length read as zero (the receiver already
 /// refused such spans).
 pub fn read_span(span: &[u8]) -> SpanFields<'_> {
-    read_span_with(span, |_| {})
+    read_span_with(span, |_, _| {})
 }
 
-/// [`read_span`], also calling `on_attribute_key` with the key of every attribute, in the
-/// same pass over the span.
-pub fn read_span_with(span: &[u8], mut on_attribute_key: impl FnMut(&[u8])) -> SpanFields<'_> {
+/// [`read_span`], also calling `on_attribute` with the key and the encoded `KeyValue` of
+/// every attribute, in the same pass over the span ([`key_value`] reads the value).
+pub fn read_span_with<'a>(
+    span: &'a [u8],
+    mut on_attribute: impl FnMut(&'a [u8], &'a [u8]),
+) -> SpanFields<'a> {
     let mut out = SpanFields::default();
     let mut reader = FieldReader::new(span, "Span");
     while let Some(Ok(field)) = reader.next_field() {
@@ -63,7 +66,7 @@ pub fn read_span_with(span: &[u8], mut on_attribute_key: impl FnMut(&[u8])) -> S
             (6, Value::Varint(k)) => out.kind = k,
             (SPAN_ATTRIBUTES, Value::Len(kv)) => {
                 if let Some(key) = leading_key(kv) {
-                    on_attribute_key(key);
+                    on_attribute(key, kv);
                 }
             }
             (7, Value::I64(t)) => out.start_time_unix_nano = t,
@@ -195,6 +198,38 @@ pub fn attributes(message: &[u8], field: u32) -> impl Iterator<Item = Attribute<
             }
         }
     })
+}
+
+/// The encoded `AnyValue` of the span's attribute `key`, found by comparing key bytes (no
+/// UTF-8 check: the receiver checked the span) without collecting the attributes.
+pub fn span_attribute_value<'a>(span: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let mut reader = FieldReader::new(span, "Span");
+    while let Some(Ok(f)) = reader.next_field() {
+        if let (SPAN_ATTRIBUTES, Value::Len(kv)) = (f.number, f.value)
+            && leading_key(kv) == Some(key)
+        {
+            return Some(read_key_value_raw(kv).1);
+        }
+    }
+    None
+}
+
+/// The encoded `AnyValue` of an encoded `KeyValue` (empty when absent).
+pub fn key_value(kv: &[u8]) -> &[u8] {
+    read_key_value_raw(kv).1
+}
+
+fn read_key_value_raw(kv: &[u8]) -> (&[u8], &[u8]) {
+    let (mut key, mut value): (&[u8], &[u8]) = (&[], &[]);
+    let mut r = FieldReader::new(kv, "KeyValue");
+    while let Some(Ok(f)) = r.next_field() {
+        match (f.number, f.value) {
+            (1, Value::Len(k)) => key = k,
+            (2, Value::Len(v)) => value = v,
+            _ => {}
+        }
+    }
+    (key, value)
 }
 
 /// Attributes of a span.

@@ -257,17 +257,30 @@ pub fn render(shards: &[AssemblerStats], out: &mut Exposition) {
 
 /// A span in wire form, as the SLI conditions read it: fields and attributes read once.
 struct WireSpan<'a> {
+    bytes: &'a [u8],
     fields: cujo_wire::span::SpanFields<'a>,
     service: &'a str,
-    attributes: Vec<cujo_wire::span::Attribute<'a>>,
+    /// The keys the CUJs read ([`SliEngine::attribute_keys`]) and, in the same order, the
+    /// encoded values this span has for them: read in the same pass as the fields, so
+    /// conditions never walk the span again.
+    keys: &'a [String],
+    values: Vec<Option<&'a [u8]>>,
 }
 
 impl<'a> WireSpan<'a> {
-    fn new(bytes: &'a [u8], service: &'a str) -> Self {
+    fn new(bytes: &'a [u8], service: &'a str, keys: &'a [String]) -> Self {
+        let mut values = vec![None; keys.len()];
+        let fields = cujo_wire::span::read_span_with(bytes, |key, kv| {
+            if let Some(i) = keys.iter().position(|k| k.as_bytes() == key) {
+                values[i] = Some(cujo_wire::span::key_value(kv));
+            }
+        });
         Self {
-            fields: cujo_wire::span::read_span(bytes),
+            bytes,
+            fields,
             service,
-            attributes: cujo_wire::span::span_attributes(bytes).collect(),
+            keys,
+            values,
         }
     }
 }
@@ -286,8 +299,12 @@ impl SpanFacts for WireSpan<'_> {
     }
 
     fn attribute(&self, key: &str) -> Option<Scalar<'_>> {
-        let a = self.attributes.iter().find(|a| a.key == key)?;
-        scalar(a.value)
+        let value = match self.keys.iter().position(|k| k == key) {
+            Some(i) => self.values[i]?,
+            // A key no CUJ declared (not expected): look it up directly.
+            None => cujo_wire::span::span_attribute_value(self.bytes, key.as_bytes())?,
+        };
+        scalar(value)
     }
 
     fn times_ns(&self) -> Option<(u64, u64)> {
@@ -312,6 +329,12 @@ fn scalar(any_value: &[u8]) -> Option<Scalar<'_>> {
     })
 }
 
+/// Where a released trace's root is: among its spans read for the CUJs, or read alone.
+enum RootSpan<'a> {
+    Among(usize),
+    Alone(Box<WireSpan<'a>>),
+}
+
 /// Feeds every trace the assembler releases whole to the SLI engine, and — when some CUJ
 /// measures `end_to_end` or `{from, to}` — the late spans and linked traces that continue
 /// traces whose events are still settling.
@@ -320,12 +343,24 @@ pub struct SliObserver {
     /// Whether some CUJ settles (fixed by the config): otherwise late spans and links are
     /// not looked at, and the hot path takes no lock for them.
     settles: bool,
+    /// Whether some CUJ looks past the root (fixed by the config).
+    needs_all_spans: bool,
+    /// The attribute keys the CUJs read, so each span is read once, before the lock.
+    keys: Vec<String>,
 }
 
 impl SliObserver {
     pub fn new(engine: Arc<Mutex<SliEngine>>) -> Self {
-        let settles = engine.lock().map(|e| e.settles()).unwrap_or(false);
-        Self { engine, settles }
+        let (settles, needs_all_spans, keys) = engine
+            .lock()
+            .map(|e| (e.settles(), e.needs_all_spans(), e.attribute_keys()))
+            .unwrap_or_default();
+        Self {
+            engine,
+            settles,
+            needs_all_spans,
+            keys,
+        }
     }
 }
 
@@ -339,7 +374,7 @@ pub fn wall_clock_ms() -> u64 {
 
 /// Every span of a released trace as [`WireSpan`]s, reading each resource's `service.name`
 /// once (resources repeat across a trace's spans).
-fn wire_spans<'a>(spans: &[(&'a [u8], &'a [u8])]) -> Vec<WireSpan<'a>> {
+fn wire_spans<'a>(spans: &[(&'a [u8], &'a [u8])], keys: &'a [String]) -> Vec<WireSpan<'a>> {
     let mut services: Vec<(*const u8, &str)> = Vec::new();
     spans
         .iter()
@@ -353,53 +388,60 @@ fn wire_spans<'a>(spans: &[(&'a [u8], &'a [u8])]) -> Vec<WireSpan<'a>> {
                     svc
                 }
             };
-            WireSpan::new(s, service)
+            WireSpan::new(s, service, keys)
         })
         .collect()
 }
 
 impl TraceObserver for SliObserver {
     fn released(&mut self, trace: &ReleasedTrace<'_>) {
-        let Ok(mut engine) = self.engine.lock() else {
-            return;
-        };
-        let now = wall_clock_ms();
-        let root = trace
-            .spans
-            .iter()
-            .find(|(s, _)| cujo_wire::span::span_head(s).parent_span_id.is_none());
         // A trace continuing another through a link may extend a settling event.
         let linked = trace.link.filter(|_| self.settles);
+        // Spans are read before the engine's lock is taken; non-root spans only when some
+        // CUJ looks past the root, or to fold them into the event of the trace they continue.
+        let keys = &self.keys;
+        let (spans, root) = if self.needs_all_spans || linked.is_some() {
+            let spans = wire_spans(&trace.spans, keys);
+            let root = spans.iter().position(|s| s.fields.parent_span_id.is_none());
+            (spans, root.map(RootSpan::Among))
+        } else {
+            let root = trace
+                .spans
+                .iter()
+                .find(|(s, _)| cujo_wire::span::span_head(s).parent_span_id.is_none())
+                .map(|&(bytes, resource)| {
+                    RootSpan::Alone(Box::new(WireSpan::new(
+                        bytes,
+                        cujo_wire::span::service_name(resource).unwrap_or(""),
+                        keys,
+                    )))
+                });
+            (Vec::new(), root)
+        };
         if root.is_none() && linked.is_none() {
             return;
         }
-        // Non-root spans are read only when some CUJ looks past the root, or to fold them
-        // into the event of the trace they continue.
-        let spans: Vec<WireSpan<'_>> = if engine.needs_all_spans() || linked.is_some() {
-            wire_spans(&trace.spans)
-        } else {
-            Vec::new()
+        let Ok(mut engine) = self.engine.lock() else {
+            return;
         };
         if let Some(to) = linked {
             engine.observe_linked(trace.trace_id, to, &spans);
         }
         // Only a trace released with its own root is an event of a journey.
-        let Some(&(root_bytes, root_resource)) = root else {
-            return;
+        let root = match &root {
+            Some(RootSpan::Among(i)) => &spans[*i],
+            Some(RootSpan::Alone(alone)) => alone.as_ref(),
+            None => return,
         };
-        let root = WireSpan::new(
-            root_bytes,
-            cujo_wire::span::service_name(root_resource).unwrap_or(""),
-        );
         let facts = TraceFacts {
             trace_id: trace.trace_id,
-            root: &root,
+            root,
             root_start_ns: root.fields.start_time_unix_nano,
             root_end_ns: root.fields.end_time_unix_nano,
             spans: &spans,
             last_end_ns: trace.last_end_ns,
         };
-        engine.observe(&facts, now);
+        engine.observe(&facts, wall_clock_ms());
     }
 
     fn late_span(&mut self, trace_id: &[u8; 16], span: &[u8], resource: &[u8]) {
@@ -409,7 +451,11 @@ impl TraceObserver for SliObserver {
         let Ok(mut engine) = self.engine.lock() else {
             return;
         };
-        let span = WireSpan::new(span, cujo_wire::span::service_name(resource).unwrap_or(""));
+        let span = WireSpan::new(
+            span,
+            cujo_wire::span::service_name(resource).unwrap_or(""),
+            &self.keys,
+        );
         engine.observe_late(*trace_id, &span);
     }
 }
