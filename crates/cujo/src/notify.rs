@@ -19,7 +19,6 @@
 //! again, with a new `started_at`.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
@@ -472,7 +471,8 @@ impl Webhook {
                 ))
             })
             .collect::<Result<Vec<_>, NotifyError>>()?;
-        let tls = tls_config(c.tls.ca_file.as_deref()).map_err(|d| bad(format!("tls: {d}")))?;
+        let tls = cujo_otlp::exporter::transport::client_tls_config(c.tls.ca_file.as_deref())
+            .map_err(|d| bad(format!("tls: {d}")))?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -577,16 +577,11 @@ impl Webhook {
             }
         };
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                let mut text = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    text.push_str(": ");
-                    text.push_str(&s.to_string());
-                    source = s.source();
-                }
-                text
-            })?;
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| cujo_otlp::exporter::transport::error_chain(&e))?;
             let (parts, body) = resp.into_parts();
             // The answer's body only feeds the log line; a huge one is cut.
             let body = Limited::new(body, MAX_ANSWER_BYTES)
@@ -626,33 +621,6 @@ impl Webhook {
             }
         }
     }
-}
-
-/// rustls with the public (webpki) roots, plus the certificates of `ca_file` if given.
-fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
-        let bad = |e: String| format!("ca_file {}: {e}", path.display());
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| bad(e.to_string()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(bad("no PEM certificates found".into()));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| bad(e.to_string()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 /// The name notifications carry in `cujo_instance`.

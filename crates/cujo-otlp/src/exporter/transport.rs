@@ -245,17 +245,12 @@ impl Downstream {
             }
         };
         let attempt = async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                // Connection refused, reset, TLS failure: the downstream may come back.
-                let mut text = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    text.push_str(": ");
-                    text.push_str(&s.to_string());
-                    source = s.source();
-                }
-                text
-            })?;
+            // Connection refused, reset, TLS failure: the downstream may come back.
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| error_chain(&e))?;
             let (parts, body) = resp.into_parts();
             let collected = body.collect().await.map_err(|e| e.to_string())?;
             let trailers = collected.trailers().cloned();
@@ -283,13 +278,31 @@ fn tls_config(
     key: &'static str,
     ca_file: Option<&Path>,
 ) -> Result<rustls::ClientConfig, DownstreamError> {
+    client_tls_config(ca_file).map_err(|e| match e {
+        TlsSetupError::CaFile { path, detail } => DownstreamError::CaFile { key, path, detail },
+        TlsSetupError::Tls(detail) => DownstreamError::Tls { key, detail },
+    })
+}
+
+/// Why [`client_tls_config`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("ca_file {path}: {detail}")]
+    CaFile { path: String, detail: String },
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// The TLS client configuration every outgoing connection of cujo uses (span and metrics
+/// exporters, webhooks): rustls with the public (webpki) roots, plus the PEM certificates of
+/// `ca_file` if given.
+pub fn client_tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TlsSetupError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
-        let bad = |detail: String| DownstreamError::CaFile {
-            key,
+        let bad = |detail: String| TlsSetupError::CaFile {
             path: path.display().to_string(),
             detail,
         };
@@ -307,12 +320,21 @@ fn tls_config(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| DownstreamError::Tls {
-            key,
-            detail: e.to_string(),
-        })?
+        .map_err(|e| TlsSetupError::Tls(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// An error and every error under it, `outer: inner: …` (hyper's own text hides the cause).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 fn join_path(base: &Uri, path: &str) -> Result<Uri, String> {
