@@ -14,7 +14,6 @@ use std::time::{Duration, SystemTime};
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer, TracerProvider as _};
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -70,19 +69,7 @@ fn exact_counts() -> HashMap<(&'static str, &'static str, &'static str), i64> {
 /// Sends the traffic with the SDK (roots with a child each).
 async fn send(endpoint: String) {
     tokio::task::spawn_blocking(move || {
-        let exporter = SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .build()
-            .expect("exporter");
-        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-            .with_simple_exporter(exporter)
-            .with_resource(
-                opentelemetry_sdk::Resource::builder()
-                    .with_service_name("frontend-api")
-                    .build(),
-            )
-            .build();
+        let provider = support::sdk_provider(endpoint, "frontend-api");
         let t = provider.tracer("api");
         let start = SystemTime::now() - Duration::from_secs(60);
         for i in 0..TRACES {

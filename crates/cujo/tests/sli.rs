@@ -11,9 +11,6 @@ use opentelemetry::trace::{
     Span as _, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SdkTracerProvider;
 use support::{Cujo, Downstream, exporter_yaml, metric_value, wait_for};
 
 const CUJS: &str = r#"assembler: { decision_wait: 200ms, trace_timeout: 2s }
@@ -50,19 +47,7 @@ fn shape(i: u64) -> (&'static str, i64, bool, Duration) {
 /// Sends `traces` traces shaped by [`shape`] (plus one unmatched root) with the SDK.
 async fn send(endpoint: String, traces: u64) {
     tokio::task::spawn_blocking(move || {
-        let exporter = SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .build()
-            .expect("exporter");
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter)
-            .with_resource(
-                Resource::builder()
-                    .with_service_name("frontend-api")
-                    .build(),
-            )
-            .build();
+        let provider = support::sdk_provider(endpoint, "frontend-api");
         let t = provider.tracer("api");
         let start = SystemTime::now() - Duration::from_secs(60);
         for i in 0..traces {

@@ -12,9 +12,6 @@ use cujo::status::grpc::proto::GetStatusRequest;
 use cujo::status::grpc::proto::slo_service_client::SloServiceClient;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer, TracerProvider as _};
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde_json::Value;
 use support::{Cujo, Downstream, exporter_yaml, free_addr, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -53,19 +50,7 @@ const CHECKOUTS: u64 = 20;
 /// checkouts (all good) as root spans with the SDK.
 async fn send(endpoint: String) {
     tokio::task::spawn_blocking(move || {
-        let exporter = SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .build()
-            .expect("exporter");
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter)
-            .with_resource(
-                Resource::builder()
-                    .with_service_name("frontend-api")
-                    .build(),
-            )
-            .build();
+        let provider = support::sdk_provider(endpoint, "frontend-api");
         let t = provider.tracer("api");
         for i in 0..POSTS {
             let tier = if i % 2 == 0 { "gold" } else { "free" };

@@ -20,9 +20,6 @@ use opentelemetry::trace::{
     Span as _, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SdkTracerProvider;
 use support::{Cujo, free_addr, http_get, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -73,19 +70,7 @@ fn shape(i: u64) -> (&'static str, bool, bool) {
 /// (errors and slow ones).
 async fn send(endpoint: String) -> HashSet<String> {
     tokio::task::spawn_blocking(move || {
-        let exporter = SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .build()
-            .expect("exporter");
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter)
-            .with_resource(
-                Resource::builder()
-                    .with_service_name("frontend-api")
-                    .build(),
-            )
-            .build();
+        let provider = support::sdk_provider(endpoint, "frontend-api");
         let t = provider.tracer("web");
         let start = SystemTime::now() - Duration::from_secs(5);
         let mut free_bad = HashSet::new();

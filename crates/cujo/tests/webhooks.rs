@@ -18,9 +18,6 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer, TracerProvider as _};
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde_json::Value;
 use support::{Cujo, metric_value, wait_for};
 
@@ -165,19 +162,7 @@ async fn webhook_receiver(identity: Option<(String, String)>) -> (SocketAddr, Re
 /// `n` failing `POST /v1/messages` traces, sent with the SDK: a burst far over a 0.1% budget.
 async fn error_burst(endpoint: String, n: usize) {
     tokio::task::spawn_blocking(move || {
-        let exporter = SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .build()
-            .expect("exporter");
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter)
-            .with_resource(
-                Resource::builder()
-                    .with_service_name("frontend-api")
-                    .build(),
-            )
-            .build();
+        let provider = support::sdk_provider(endpoint, "frontend-api");
         let tracer = provider.tracer("api");
         for _ in 0..n {
             let start = SystemTime::now() - Duration::from_millis(50);

@@ -24,6 +24,29 @@ use tokio::sync::oneshot;
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// What an instrumented application runs: an OpenTelemetry SDK tracer provider that exports
+/// each span as it ends, over OTLP/gRPC to `endpoint`, as service `service`. The SDK's
+/// exporter blocks: build and use it on a blocking thread.
+pub fn sdk_provider(
+    endpoint: String,
+    service: &'static str,
+) -> opentelemetry_sdk::trace::SdkTracerProvider {
+    use opentelemetry_otlp::WithExportConfig as _;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .expect("exporter");
+    opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service)
+                .build(),
+        )
+        .build()
+}
+
 /// A free localhost port (bound and released; good enough on a test machine).
 pub fn free_addr() -> SocketAddr {
     let l = StdListener::bind("127.0.0.1:0").expect("bind port 0");
