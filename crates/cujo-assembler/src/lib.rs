@@ -169,13 +169,20 @@ struct Group {
 }
 
 /// A span waiting for its trace's release: its own copy of the bytes (exactly sized, so a
-/// long-lived trace pins nothing else). Ids and times are read again at release
-/// ([`span_head`]) rather than held: held spans are most of cujo's memory.
+/// long-lived trace pins nothing else), with what release needs of it that fits the struct's
+/// 40 bytes, so release reads the span only to copy it. Ids are read again at release
+/// ([`span_head`]) only for traces with consumer spans (async hops).
 struct HeldSpan {
     bytes: Box<[u8]>,
     group: Arc<Group>,
+    /// For `cujo.root.offset_ms`.
+    start_ns: u64,
     /// [`origin::flags`]: whether release must look at the span's own attributes.
     flags: u8,
+    /// A CONSUMER span with a parent: its trace's async hops need the span ids.
+    consumer_child: bool,
+    /// The span that became its trace's root (gets `cujo.trace.*`).
+    root: bool,
 }
 
 /// What release reads of a held span.
@@ -183,7 +190,6 @@ struct Head {
     span_id: SpanId,
     /// Zero for a root.
     parent: SpanId,
-    start_ns: u64,
     kind: u8,
 }
 
@@ -192,7 +198,6 @@ fn head(span: &HeldSpan) -> Head {
     Head {
         span_id: span_id(h.span_id),
         parent: h.parent_span_id.map(span_id).unwrap_or(0),
-        start_ns: h.start_time_unix_nano,
         kind: h.kind as u8,
     }
 }
@@ -202,7 +207,6 @@ struct Trace {
     spans: Vec<HeldSpan>,
     /// The trace's own root, once it has arrived (boxed: most held traces have none yet).
     root: Option<Box<Origin>>,
-    root_span_id: SpanId,
     /// Another trace this one continues (the first span link to a different trace).
     link: Option<TraceId>,
     /// When the trace is next due for release.
@@ -408,7 +412,6 @@ impl Assembler {
                     first_seen_ms: now_ms,
                     spans: Vec::new(),
                     root: None,
-                    root_span_id: 0,
                     link: None,
                     due_ms,
                     last_end_ns: 0,
@@ -422,7 +425,8 @@ impl Assembler {
         if trace.link.is_none() {
             trace.link = f.links.iter().map(|(t, _)| *t).find(|t| *t != trace_id);
         }
-        if f.parent_span_id.is_none() && trace.root.is_none() {
+        let is_root = f.parent_span_id.is_none() && trace.root.is_none();
+        if is_root {
             let propagate = &self.settings.propagate;
             let attributes = Origin::encode_attributes(
                 span_attributes(span).filter(|a| propagate.selects(a.key)),
@@ -437,7 +441,6 @@ impl Assembler {
                 root_start_ns: f.start_time_unix_nano,
                 link_hops: 0,
             }));
-            trace.root_span_id = span_id(f.span_id);
             let due = now_ms + self.settings.decision_wait.as_millis() as u64;
             if due < trace.due_ms {
                 trace.due_ms = due;
@@ -452,7 +455,10 @@ impl Assembler {
         trace.spans.push(HeldSpan {
             bytes: Box::from(&span[..]),
             group: group.clone(),
+            start_ns: f.start_time_unix_nano,
             flags: span_flags,
+            consumer_child: f.kind == kind::CONSUMER && f.parent_span_id.is_some(),
+            root: is_root,
         });
         trace.bytes += span.len();
         self.held_bytes += span.len();
@@ -694,18 +700,22 @@ impl Assembler {
             }
             return;
         };
-        let heads: Vec<Head> = spans.iter().map(head).collect();
-        let hops = async_hops(&heads, origin.link_hops);
+        // Hop counts need the span tree only when the trace has a consumer under a parent.
+        let hops = if spans.iter().any(|s| s.consumer_child) {
+            let heads: Vec<Head> = spans.iter().map(head).collect();
+            async_hops(&heads, origin.link_hops)
+        } else {
+            vec![origin.link_hops; spans.len()]
+        };
         let duration = origin_duration(trace, origin);
         let shared = shared_block(origin);
         let mut buf = Vec::with_capacity(trace.bytes + spans.len() * (shared.len() + 64));
         let mut offsets = Vec::with_capacity(spans.len());
-        for ((s, hd), h) in spans.iter().zip(&heads).zip(hops) {
+        for (s, h) in spans.iter().zip(hops) {
             let start = buf.len();
-            let root_summary = (hd.parent == 0 && trace.root_span_id == hd.span_id)
-                .then_some((trace.span_count, duration));
+            let root_summary = s.root.then_some((trace.span_count, duration));
             let ctx = SpanContext {
-                start_ns: hd.start_ns,
+                start_ns: s.start_ns,
                 async_hops: h,
                 root_summary,
             };
