@@ -261,17 +261,21 @@ struct WireSpan<'a> {
     fields: cujo_wire::span::SpanFields<'a>,
     service: &'a str,
     /// The keys the CUJs read ([`SliEngine::attribute_keys`]) and, in the same order, the
-    /// encoded values this span has for them: read in the same pass as the fields, so
-    /// conditions never walk the span again.
+    /// encoded values this span has for the first [`HELD_KEYS`] of them: read in the same
+    /// pass as the fields (no allocation per span), so conditions never walk the span again.
     keys: &'a [String],
-    values: Vec<Option<&'a [u8]>>,
+    values: [Option<&'a [u8]>; HELD_KEYS],
 }
+
+/// How many attribute values a [`WireSpan`] keeps; keys past these are looked up in the span.
+const HELD_KEYS: usize = 8;
 
 impl<'a> WireSpan<'a> {
     fn new(bytes: &'a [u8], service: &'a str, keys: &'a [String]) -> Self {
-        let mut values = vec![None; keys.len()];
+        let mut values = [None; HELD_KEYS];
+        let held = &keys[..keys.len().min(HELD_KEYS)];
         let fields = cujo_wire::span::read_span_with(bytes, |key, kv| {
-            if let Some(i) = keys.iter().position(|k| k.as_bytes() == key) {
+            if let Some(i) = held.iter().position(|k| k.as_bytes() == key) {
                 values[i] = Some(cujo_wire::span::key_value(kv));
             }
         });
@@ -300,9 +304,9 @@ impl SpanFacts for WireSpan<'_> {
 
     fn attribute(&self, key: &str) -> Option<Scalar<'_>> {
         let value = match self.keys.iter().position(|k| k == key) {
-            Some(i) => self.values[i]?,
-            // A key no CUJ declared (not expected): look it up directly.
-            None => cujo_wire::span::span_attribute_value(self.bytes, key.as_bytes())?,
+            Some(i) if i < HELD_KEYS => self.values[i]?,
+            // A key past the held ones, or one no CUJ declared: look it up in the span.
+            _ => cujo_wire::span::span_attribute_value(self.bytes, key.as_bytes())?,
         };
         scalar(value)
     }
