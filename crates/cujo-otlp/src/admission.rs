@@ -273,6 +273,25 @@ mod tests {
         assert_eq!(a.in_flight_bytes(), 0, "the lease is shared by the parts");
     }
 
+    #[tokio::test]
+    async fn a_sharded_sink_sends_each_part_to_its_shard_or_gives_the_rest_back() {
+        let t = Arc::new(PipelineTelemetry::new());
+        let a = Admission::new(1 << 20, t);
+        let (sink, mut sources) = SpanSink::sharded(4, 2, |t, n| usize::from(t[0]) % n);
+        let admitted = || Admitted {
+            batch: two_traces(),
+            lease: Arc::new(a.hold(10)),
+        };
+        assert!(sink.send(admitted()).await.is_ok());
+        assert_eq!(sources[0].recv().await.map(|a| a.span_count()), Some(1));
+        assert_eq!(sources[1].recv().await.map(|a| a.span_count()), Some(2));
+        // Shard 1 gone: shard 0 gets its part, shard 1's part comes back.
+        drop(sources.remove(1));
+        let back = sink.send(admitted()).await.expect_err("shard 1 is gone");
+        assert_eq!(back.span_count(), 2);
+        assert_eq!(sources[0].recv().await.map(|a| a.span_count()), Some(1));
+    }
+
     #[test]
     fn budget_is_returned_when_the_lease_drops() {
         let t = Arc::new(PipelineTelemetry::new());

@@ -3,25 +3,9 @@
 
 mod support;
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use support::{Cujo, Downstream, RetryingClient, exporter_yaml, http_get, make_request};
-
-/// `promtool` from Prometheus. `.ci/run` installs it; elsewhere a missing promtool fails the
-/// test only under CI, so a developer without it still gets the other tests.
-fn promtool() -> Option<&'static str> {
-    let found = Command::new("promtool").arg("--version").output().is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is required under CI"
-        );
-        eprintln!("promtool not installed: skipping the promtool check");
-        return None;
-    }
-    Some("promtool")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_and_health_endpoints_answer() {
@@ -48,28 +32,7 @@ async fn metrics_pass_promtool_and_health_endpoints_answer() {
             "{family} missing:\n{metrics}"
         );
     }
-    if let Some(promtool) = promtool() {
-        let mut child = Command::new(promtool)
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run promtool");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(metrics.as_bytes())
-            .expect("write metrics");
-        let out = child.wait_with_output().expect("promtool output");
-        assert!(
-            out.status.success(),
-            "promtool check metrics failed:\n{}{}\n{metrics}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    support::promtool_check_metrics(&metrics);
     assert_eq!(
         http_get(cujo.admin, "/healthz").await.map(|r| r.0),
         Some(200)

@@ -5,6 +5,8 @@
 //! expression of the dashboard passes `promtool check rules` and returns data once the
 //! generated rules are loaded.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -22,21 +24,6 @@ cujs:
     objectives:
       - { sli: latency, target: 99%, window: 28d }
 "#;
-
-/// `promtool` from Prometheus. `scripts/test.sh` installs it; elsewhere a missing promtool
-/// skips the test, but never under CI.
-fn promtool() -> Option<&'static str> {
-    let found = Command::new("promtool").arg("--version").output().is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is required under CI"
-        );
-        eprintln!("promtool not installed: skipping the promtool checks");
-        return None;
-    }
-    Some("promtool")
-}
 
 /// A fresh directory for one test's files.
 fn scratch(name: &str) -> PathBuf {
@@ -198,7 +185,9 @@ fn rules_pass_promtool_and_alert_when_the_in_process_rules_would() {
         rules,
         "without --output the rules go to standard output"
     );
-    let Some(promtool) = promtool() else { return };
+    let Some(promtool) = support::promtool() else {
+        return;
+    };
     run_promtool(promtool, &["check", "rules", "cujo-rules.yaml"], &dir);
 
     let mut alerts = String::new();
@@ -397,7 +386,9 @@ fn dashboard_is_well_formed_and_every_query_returns_data_once_the_rules_are_load
     }
     assert!(queries >= 15, "{queries} queries");
     std::fs::write(dir.join("dashboard-rules.yaml"), rules).expect("write dashboard rules");
-    let Some(promtool) = promtool() else { return };
+    let Some(promtool) = support::promtool() else {
+        return;
+    };
     run_promtool(promtool, &["check", "rules", "dashboard-rules.yaml"], &dir);
     let tests = format!(
         r#"rule_files:

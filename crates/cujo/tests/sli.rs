@@ -143,38 +143,7 @@ async fn exported_counts_equal_the_exact_counts_of_the_traffic() {
         "errors well over budget page"
     );
 
-    if std::process::Command::new("promtool")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
-        use std::io::Write as _;
-        let mut child = std::process::Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("promtool");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(metrics.as_bytes())
-            .expect("write");
-        let out = child.wait_with_output().expect("promtool output");
-        assert!(
-            out.status.success(),
-            "promtool check metrics:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    } else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is required under CI"
-        );
-    }
+    support::promtool_check_metrics(&metrics);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,25 +5,9 @@ mod support;
 
 use support::{Cujo, Downstream, RetryingClient, make_request, wait_for};
 
-/// A CA and a certificate it signed for `localhost`; returns (ca PEM, server cert PEM, key PEM).
-fn private_ca() -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().expect("ca key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "cujo test CA");
-    let ca = ca_params.self_signed(&ca_key).expect("ca cert");
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().expect("server key");
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
-    let cert = params.signed_by(&key, &issuer).expect("server cert");
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exports_over_tls_to_a_downstream_signed_by_a_private_ca() {
-    let (ca_pem, cert_pem, key_pem) = private_ca();
+    let (ca_pem, cert_pem, key_pem) = support::private_ca();
     let downstream = Downstream::start_tls(cert_pem, key_pem).await;
     let dir = std::env::temp_dir().join(format!("cujo-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");

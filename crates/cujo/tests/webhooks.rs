@@ -301,7 +301,7 @@ async fn an_error_burst_pages_each_webhook_once_despite_a_retry() {
         metric_value(&metrics, "cujo_notifications_alerts_firing"),
         2.0
     );
-    promtool_check(&metrics);
+    support::promtool_check_metrics(&metrics);
 
     let status = tokio::task::spawn_blocking(move || {
         let mut cujo = cujo;
@@ -312,25 +312,9 @@ async fn an_error_burst_pages_each_webhook_once_despite_a_retry() {
     assert!(status.success(), "{status}");
 }
 
-/// A CA and a certificate it signed for `localhost`: (CA PEM, certificate PEM, key PEM).
-fn private_ca() -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().expect("ca key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "cujo webhook test CA");
-    let ca = ca_params.self_signed(&ca_key).expect("ca cert");
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().expect("server key");
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
-    let cert = params.signed_by(&key, &issuer).expect("server cert");
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_go_over_https_to_a_receiver_signed_by_a_private_ca() {
-    let (ca_pem, cert_pem, key_pem) = private_ca();
+    let (ca_pem, cert_pem, key_pem) = support::private_ca();
     let (addr, recorded) = webhook_receiver(Some((cert_pem, key_pem))).await;
     let dir = std::env::temp_dir().join(format!("cujo-webhook-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -370,35 +354,5 @@ async fn notifications_go_over_https_to_a_receiver_signed_by_a_private_ca() {
         cujo.log().contains("alert notification failed; giving up"),
         "{}",
         cujo.log()
-    );
-}
-
-fn promtool_check(metrics: &str) {
-    use std::io::Write as _;
-    let Ok(mut child) = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is required under CI"
-        );
-        return;
-    };
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(metrics.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("promtool output");
-    assert!(
-        out.status.success(),
-        "promtool check metrics:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     );
 }

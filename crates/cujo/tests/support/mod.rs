@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::future::Future;
+use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -45,6 +46,64 @@ pub fn sdk_provider(
                 .build(),
         )
         .build()
+}
+
+/// `promtool` from Prometheus. `scripts/test.sh` installs it; elsewhere a missing promtool
+/// skips the promtool checks, but never under CI.
+pub fn promtool() -> Option<&'static str> {
+    let found = Command::new("promtool").arg("--version").output().is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is required under CI"
+        );
+        eprintln!("promtool not installed: skipping the promtool checks");
+        return None;
+    }
+    Some("promtool")
+}
+
+/// `promtool check metrics` on a scrape: fails the test with promtool's complaint.
+pub fn promtool_check_metrics(metrics: &str) {
+    let Some(promtool) = promtool() else {
+        return;
+    };
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(metrics.as_bytes())
+        .expect("write metrics");
+    let out = child.wait_with_output().expect("promtool output");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n{metrics}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A private CA and a certificate it signed for `localhost`: (CA PEM, certificate PEM, key PEM).
+pub fn private_ca() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "cujo test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    let cert = params.signed_by(&key, &issuer).expect("server cert");
+    (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
 /// A free localhost port (bound and released; good enough on a test machine).
