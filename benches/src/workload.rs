@@ -84,6 +84,10 @@ pub struct WorkloadConfig {
     /// realism, since ids change every cycle anyway.
     pub pool_spans: usize,
     pub seed: u64,
+    /// Bytes of an extra string attribute (`bench.padding`) on every span: with about 200,
+    /// plain forwarding moves spans as large as enriched ones, which prices the bytes that
+    /// propagation adds apart from the assembler's own work.
+    pub padding_bytes: usize,
 }
 
 impl Default for WorkloadConfig {
@@ -93,6 +97,7 @@ impl Default for WorkloadConfig {
             max_request_spans: 500,
             pool_spans: 200_000,
             seed: 0x00c0_ffee,
+            padding_bytes: 0,
         }
     }
 }
@@ -879,6 +884,12 @@ fn build_requests(cfg: &WorkloadConfig) -> BuiltRequests {
         while picked.len() < target && generated < cfg.pool_spans {
             let mut spans = build_trace(&mut rng, base_ns);
             spans.iter_mut().for_each(|p| p.trace_first = index as u32);
+            if cfg.padding_bytes > 0 {
+                let padding = "p".repeat(cfg.padding_bytes);
+                for p in &mut spans {
+                    p.span.attributes.push(s("bench.padding", padding.as_str()));
+                }
+            }
             generated += spans.len();
             out.traces += 1;
             let parts = rng.range(2, 4) as usize;
@@ -984,6 +995,7 @@ mod tests {
             max_request_spans: 120,
             pool_spans: 5_000,
             seed: 7,
+            ..WorkloadConfig::default()
         })
         .unwrap()
     }

@@ -15,6 +15,7 @@ fn pool() -> Arc<RequestPool> {
             max_request_spans: 150,
             pool_spans: 20_000,
             seed: 11,
+            ..WorkloadConfig::default()
         })
         .unwrap(),
     )

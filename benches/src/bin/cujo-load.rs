@@ -69,6 +69,10 @@ struct Args {
     /// Spans per request, `MIN-MAX` or `N`.
     #[arg(long, default_value = "100-500", value_parser = parse_range)]
     request_spans: (usize, usize),
+    /// Bytes of an extra string attribute on every span (0: none). About 180 makes the spans
+    /// as large as propagation's enriched ones, to price those bytes on their own.
+    #[arg(long, default_value_t = 0)]
+    padding_bytes: usize,
     /// Spans in the pool of distinct pre-encoded requests.
     #[arg(long, default_value_t = 200_000)]
     pool_spans: usize,
@@ -168,6 +172,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         max_request_spans: args.request_spans.1,
         pool_spans: args.pool_spans,
         seed: args.seed,
+        padding_bytes: args.padding_bytes,
     })?);
     let st = &pool.stats;
     println!(

@@ -34,7 +34,9 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cujo_wire::span::{kind, read_span_with, service_name, span_attributes, span_head};
+use cujo_wire::span::{
+    SpanFields, key_value, kind, read_span_with, service_name, span_attributes, span_head,
+};
 use cujo_wire::{ResourceHeader, ScopeGroup, SpanBatch};
 
 pub use directory::Directory;
@@ -215,6 +217,8 @@ struct Trace {
     last_end_ns: u64,
     span_count: u64,
     bytes: usize,
+    /// The observer's [`TraceObserver::classify`] bits of every span seen, OR-ed.
+    span_bits: u64,
 }
 
 /// Buffers traces and releases them enriched. See the crate docs.
@@ -236,6 +240,22 @@ pub struct Assembler {
     collide_first_bytes: [bool; 256],
     /// Told about every trace released whole (the SLI engine listens here).
     observer: Option<Box<dyn TraceObserver>>,
+    /// The observer's [`TraceObserver::classify_keys`], when it classifies spans.
+    classify_keys: Option<Vec<Box<[u8]>>>,
+    /// First bytes of `classify_keys`, so most attributes are passed over at one lookup.
+    classify_first_bytes: [bool; 256],
+}
+
+/// Most attribute values an arriving span can be classified on ([`TraceObserver::classify_keys`]).
+pub const CLASSIFY_KEYS: usize = 8;
+
+/// A span as it arrives, for [`TraceObserver::classify`]: read once, for the assembler and the
+/// observer together.
+pub struct ArrivingSpan<'a> {
+    pub fields: &'a SpanFields<'a>,
+    /// The encoded `AnyValue` of each of [`TraceObserver::classify_keys`] the span has, in
+    /// the same order.
+    pub values: &'a [Option<&'a [u8]>],
 }
 
 /// A trace released whole, as its spans arrived (before enrichment).
@@ -248,11 +268,29 @@ pub struct ReleasedTrace<'a> {
     pub reason: ReleaseReason,
     /// The trace this one continues through a span link (its first link to another trace).
     pub link: Option<TraceId>,
+    /// Index in `spans` of the trace's root, when it arrived.
+    pub root: Option<usize>,
+    /// [`TraceObserver::classify`] of every span of the trace (parts released earlier
+    /// included), OR-ed; `None` when the observer does not classify spans.
+    pub span_bits: Option<u64>,
 }
 
 /// Receives every trace the assembler releases whole.
 pub trait TraceObserver: Send {
     fn released(&mut self, trace: &ReleasedTrace<'_>);
+
+    /// Attribute keys [`TraceObserver::classify`] reads (at most [`CLASSIFY_KEYS`]); `None`
+    /// (the default) when the observer does not classify arriving spans.
+    fn classify_keys(&self) -> Option<Vec<String>> {
+        None
+    }
+
+    /// Bits summarising one arriving span, read in the assembler's own pass over it; the
+    /// bits of a trace's spans are OR-ed into [`ReleasedTrace::span_bits`], so the observer
+    /// need not read every span again at release.
+    fn classify(&self, _span: &ArrivingSpan<'_>) -> u64 {
+        0
+    }
 
     /// A span of `trace_id` that arrived after its trace was released with an origin (a
     /// queue consumer in the same trace), with the encoded `ResourceSpans` header it arrived
@@ -288,11 +326,27 @@ impl Assembler {
             stats: AssemblerStats::default(),
             collide_first_bytes,
             observer: None,
+            classify_keys: None,
+            classify_first_bytes: [false; 256],
         }
     }
 
     /// Tells `observer` about every trace released whole from now on.
     pub fn set_observer(&mut self, observer: Box<dyn TraceObserver>) {
+        self.classify_keys = observer
+            .classify_keys()
+            .filter(|keys| keys.len() <= CLASSIFY_KEYS)
+            .map(|keys| {
+                keys.into_iter()
+                    .map(|k| k.into_bytes().into_boxed_slice())
+                    .collect()
+            });
+        self.classify_first_bytes = [false; 256];
+        for k in self.classify_keys.iter().flatten() {
+            if let Some(&b) = k.first() {
+                self.classify_first_bytes[b as usize] = true;
+            }
+        }
         self.observer = Some(observer);
     }
 
@@ -377,7 +431,10 @@ impl Assembler {
         let mut span_flags = 0u8;
         let propagate = &self.settings.propagate;
         let first_bytes = &self.collide_first_bytes;
-        let f = read_span_with(span, |key, _| {
+        let classify_keys = self.classify_keys.as_deref().unwrap_or_default();
+        let classify_first = &self.classify_first_bytes;
+        let mut values: [Option<&[u8]>; CLASSIFY_KEYS] = [None; CLASSIFY_KEYS];
+        let f = read_span_with(span, |key, kv| {
             let Some(&first) = key.first() else { return };
             if first == b'c' && key.starts_with(b"cujo.") {
                 span_flags |= origin::flags::CUJO;
@@ -385,7 +442,19 @@ impl Assembler {
             if first_bytes[first as usize] && propagate.collides(key) {
                 span_flags |= origin::flags::COLLIDES;
             }
+            if classify_first[first as usize]
+                && let Some(i) = classify_keys.iter().position(|k| **k == *key)
+            {
+                values[i] = Some(key_value(kv));
+            }
         });
+        let span_bits = match (&self.observer, &self.classify_keys) {
+            (Some(observer), Some(keys)) => observer.classify(&ArrivingSpan {
+                fields: &f,
+                values: &values[..keys.len()],
+            }),
+            _ => 0,
+        };
         let trace_id = f.trace_id;
         let trace = match self.traces.get_mut(&trace_id) {
             Some(t) => t,
@@ -417,11 +486,13 @@ impl Assembler {
                     last_end_ns: 0,
                     span_count: 0,
                     bytes: 0,
+                    span_bits: 0,
                 })
             }
         };
         trace.last_end_ns = trace.last_end_ns.max(f.end_time_unix_nano);
         trace.span_count += 1;
+        trace.span_bits |= span_bits;
         if trace.link.is_none() {
             trace.link = f.links.iter().map(|(t, _)| *t).find(|t| *t != trace_id);
         }
@@ -634,6 +705,8 @@ impl Assembler {
                 last_end_ns: trace.last_end_ns,
                 reason,
                 link: trace.link,
+                root: trace.spans.iter().position(|s| s.root),
+                span_bits: self.classify_keys.is_some().then_some(trace.span_bits),
             });
         }
         // A trace pushed out early by memory pressure may still get its root: remember it

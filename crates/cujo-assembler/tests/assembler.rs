@@ -323,6 +323,70 @@ fn the_observer_hears_of_links_and_late_spans() {
     assert_eq!(told.late, vec![([1; 16], "worker/send push".to_string())]);
 }
 
+/// Classifies arriving spans: bit 0 for a `db.*` name, bit 1 when `http.code` is "500";
+/// records each released trace's (root name, bits).
+type Classified = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<u64>)>>>;
+
+struct Classifier(Classified);
+
+impl cujo_assembler::TraceObserver for Classifier {
+    fn classify_keys(&self) -> Option<Vec<String>> {
+        Some(vec!["http.code".into()])
+    }
+
+    fn classify(&self, span: &cujo_assembler::ArrivingSpan<'_>) -> u64 {
+        let db = span.fields.name.starts_with(b"db") as u64;
+        let code = span.values[0].map(|v| cujo_wire::span::any_value_str(v) == Some("500"));
+        let failed = u64::from(code == Some(true));
+        db | (failed << 1)
+    }
+
+    fn released(&mut self, trace: &cujo_assembler::ReleasedTrace<'_>) {
+        let root = trace.root.map(|i| {
+            String::from_utf8_lossy(cujo_wire::span::read_span(trace.spans[i].0).name).into()
+        });
+        if let Ok(mut t) = self.0.lock() {
+            t.push((root.unwrap_or_default(), trace.span_bits));
+        }
+    }
+}
+
+#[test]
+fn arriving_spans_are_classified_for_the_observer_in_the_same_read() {
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut a = Assembler::new(settings());
+    a.set_observer(Box::new(Classifier(told.clone())));
+    let mut out = SpanBatch::default();
+    // Trace 1: children first (one a db call failing with 500), root last, in two batches.
+    let mut failing = s(1, 3, Some(1), "db query");
+    failing.attrs = vec![kv("http.code", "500")];
+    a.ingest(
+        &batch(&[("api", s(1, 2, Some(1), "render")), ("db", failing)]),
+        0,
+        &mut out,
+    );
+    a.ingest(&batch(&[("api", root(1, 1, "gold"))]), 10, &mut out);
+    // Trace 2: a root and one plain child.
+    a.ingest(
+        &batch(&[
+            ("api", root(2, 1, "free")),
+            ("api", s(2, 2, Some(1), "render")),
+        ]),
+        10,
+        &mut out,
+    );
+    a.release_due(5_000, &mut out);
+    let mut told = told.lock().expect("lock").clone();
+    told.sort();
+    assert_eq!(
+        told,
+        vec![
+            ("POST /v1/messages".to_string(), Some(0)),
+            ("POST /v1/messages".to_string(), Some(0b11)),
+        ]
+    );
+}
+
 #[test]
 fn linked_traces_inherit_the_origin_transitively() {
     let mut a = Assembler::new(settings());

@@ -157,6 +157,70 @@ impl Condition {
     }
 }
 
+/// The `bad:`/`exclude:` conditions that `scope: trace` CUJs evaluate on every span, each
+/// distinct condition once, so a span can be classified as it arrives — while it is being
+/// read anyway — into a bit set, and a trace's spans summarised by OR-ing their bits. The
+/// engine then decides trace-scope availability from the bits, without reading the
+/// trace's spans again at release.
+#[derive(Debug, Clone, Default)]
+pub struct ConditionSet {
+    conditions: Vec<Condition>,
+    /// Text of each condition, to find duplicates (conditions hold regexes, so they have no
+    /// equality of their own).
+    texts: Vec<String>,
+}
+
+impl ConditionSet {
+    /// Most conditions a set can hold (one bit each).
+    pub const MAX: usize = 64;
+
+    /// The bit of `c`, added if new; `None` when the set is full.
+    pub fn bit_of(&mut self, c: &Condition) -> Option<u64> {
+        let text = format!("{c:?}");
+        let i = match self.texts.iter().position(|t| *t == text) {
+            Some(i) => i,
+            None if self.conditions.len() < Self::MAX => {
+                self.conditions.push(c.clone());
+                self.texts.push(text);
+                self.conditions.len() - 1
+            }
+            None => return None,
+        };
+        Some(1 << i)
+    }
+
+    /// The bits of every condition in `conds` together; `None` when one does not fit.
+    pub fn mask_of(&mut self, conds: &[Condition]) -> Option<u64> {
+        conds.iter().try_fold(0, |m, c| Some(m | self.bit_of(c)?))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conditions.is_empty()
+    }
+
+    /// The attribute keys the conditions read, once each.
+    pub fn attribute_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = Vec::new();
+        for c in &self.conditions {
+            if let Condition::Attribute { key, .. } = c
+                && !keys.contains(key)
+            {
+                keys.push(key.clone());
+            }
+        }
+        keys
+    }
+
+    /// Bit `i` set when condition `i` holds for `span`.
+    pub fn classify(&self, span: &impl SpanFacts) -> u64 {
+        self.conditions
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.holds(span))
+            .fold(0, |bits, (i, _)| bits | 1 << i)
+    }
+}
+
 /// A CUJ's `match:` block, checked on a trace's root span; every part must hold.
 #[derive(Debug, Clone, Default)]
 pub struct RootMatch {

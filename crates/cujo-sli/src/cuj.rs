@@ -137,6 +137,11 @@ pub struct TraceFacts<'a, S: SpanFacts> {
     pub spans: &'a [S],
     /// The latest end time of any span of the trace.
     pub last_end_ns: u64,
+    /// When the spans were classified as they arrived
+    /// ([`crate::condition::ConditionSet::classify`], OR-ed over the trace): the engine takes
+    /// `scope: trace` availability from these bits, and `spans` need only hold what other
+    /// CUJs read (`{from, to}` selectors), possibly nothing.
+    pub span_bits: Option<u64>,
 }
 
 /// One valid event of a CUJ.
@@ -182,6 +187,13 @@ pub struct PendingEvent {
 }
 
 impl PendingEvent {
+    /// Folds in what this CUJ's trace-scope conditions decided over spans that were not
+    /// folded one by one (classified as they arrived, see [`TraceFacts::span_bits`]).
+    pub fn fold_decided(&mut self, bad: bool, excluded: bool) {
+        self.bad |= bad;
+        self.excluded |= excluded;
+    }
+
     /// Bytes this pending event holds, for bounding the events waiting to settle.
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
@@ -419,6 +431,7 @@ mod tests {
             root_end_ns: root_ms * 1_000_000,
             spans,
             last_end_ns: last_ms * 1_000_000,
+            span_bits: None,
         }
     }
 

@@ -7,10 +7,13 @@
 //! evaluated over the CUJ's aggregate windows.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::Duration;
 
-use crate::condition::SpanFacts;
-use crate::cuj::{Cuj, Outcome, PendingEvent, Sli, SliEvent, TraceFacts, Unmeasured};
+use crate::condition::{ConditionSet, SpanFacts};
+use crate::cuj::{
+    Cuj, Measure, Outcome, PendingEvent, Scope, Sli, SliEvent, TraceFacts, Unmeasured,
+};
 use crate::histogram::{ExpBuckets, ExpHistogram};
 use crate::settle::{Settling, Waiting};
 use crate::slo::{ObjectiveStatus, REPORTED_WINDOWS};
@@ -62,10 +65,17 @@ struct SeriesExemplars {
     buckets: Vec<Option<Exemplar>>,
 }
 
+/// Maps keyed by what traffic decides (dimension values, trace ids): a fast hash, seeded per
+/// process so crafted values cannot aim at one bucket.
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 struct CujState {
     cuj: Cuj,
+    /// This CUJ's `bad` and `exclude` conditions as bits of the engine's [`ConditionSet`]
+    /// (`scope: trace` only), for traces whose spans were classified as they arrived.
+    trace_masks: (u64, u64),
     bounds: Vec<f64>,
-    series: HashMap<Vec<String>, Series>,
+    series: FastMap<Vec<String>, Series>,
     excluded: u64,
     /// Events folded into the overflow series because `max_series` was reached.
     overflowed: u64,
@@ -132,6 +142,9 @@ pub fn label_name(key: &str) -> String {
 
 pub struct SliEngine {
     cujs: Vec<CujState>,
+    /// Every distinct condition of the `scope: trace` CUJs, when there are some and they fit
+    /// (see [`SliEngine::span_conditions`]).
+    span_conditions: Option<ConditionSet>,
     /// When the next history point is due.
     next_sample_ms: u64,
     /// Events of settling CUJs (`end_to_end`, `{from, to}`) waiting for late and linked spans.
@@ -145,9 +158,28 @@ pub const DEFAULT_MAX_SETTLING_TRACES: usize = 100_000;
 
 impl SliEngine {
     pub fn new(cujs: Vec<Cuj>) -> Self {
+        let mut set = ConditionSet::default();
+        let mut fits = true;
+        let masks: Vec<(u64, u64)> = cujs
+            .iter()
+            .map(|cuj| {
+                if cuj.scope != Scope::Trace {
+                    return (0, 0);
+                }
+                match (set.mask_of(&cuj.bad), set.mask_of(&cuj.exclude)) {
+                    (Some(bad), Some(exclude)) => (bad, exclude),
+                    _ => {
+                        fits = false;
+                        (0, 0)
+                    }
+                }
+            })
+            .collect();
+        let span_conditions = (fits && !set.is_empty()).then_some(set);
         let cujs = cujs
             .into_iter()
-            .map(|cuj| {
+            .zip(masks)
+            .map(|(cuj, trace_masks)| {
                 let mut bounds = DEFAULT_BOUNDS.to_vec();
                 if let Some((threshold, _)) = &cuj.latency {
                     let t = threshold.as_secs_f64();
@@ -158,8 +190,9 @@ impl SliEngine {
                 }
                 CujState {
                     cuj,
+                    trace_masks,
                     bounds,
-                    series: HashMap::new(),
+                    series: FastMap::default(),
                     excluded: 0,
                     overflowed: 0,
                     availability: SlicedCounter::new(),
@@ -173,6 +206,7 @@ impl SliEngine {
             .collect();
         Self {
             cujs,
+            span_conditions,
             next_sample_ms: 0,
             settling: Settling::new(
                 DEFAULT_SETTLE.as_millis() as u64,
@@ -211,6 +245,24 @@ impl SliEngine {
         self.cujs.iter().any(|s| s.cuj.needs_spans())
     }
 
+    /// The conditions `scope: trace` CUJs evaluate on every span, when callers may classify
+    /// spans as they arrive and pass the OR of their bits as [`TraceFacts::span_bits`]
+    /// instead of every span. `None` when no CUJ has `scope: trace`, or their distinct
+    /// conditions exceed [`ConditionSet::MAX`] (then pass every span).
+    pub fn span_conditions(&self) -> Option<&ConditionSet> {
+        self.span_conditions.as_ref()
+    }
+
+    /// Whether spans other than the root must be passed even with
+    /// [`TraceFacts::span_bits`]: some CUJ measures `{from, to}`, or trace-scope conditions
+    /// could not be classified.
+    pub fn needs_spans_besides_bits(&self) -> bool {
+        self.cujs.iter().any(|s| {
+            matches!(s.cuj.latency, Some((_, Measure::Between { .. })))
+                || (s.cuj.scope == Scope::Trace && self.span_conditions.is_none())
+        })
+    }
+
     /// Every attribute key some CUJ reads from spans, once each (see [`Cuj::attribute_keys`]).
     pub fn attribute_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = Vec::new();
@@ -230,9 +282,15 @@ impl SliEngine {
         let settle = self.settling.settle_ms() > 0;
         let mut waiting = Vec::new();
         for (i, state) in self.cujs.iter_mut().enumerate() {
-            let Some(event) = state.cuj.begin(trace) else {
+            let Some(mut event) = state.cuj.begin(trace) else {
                 continue;
             };
+            if let Some(bits) = trace.span_bits
+                && state.cuj.scope == Scope::Trace
+            {
+                let (bad, exclude) = state.trace_masks;
+                event.fold_decided(bits & bad != 0, bits & exclude != 0);
+            }
             if settle && state.cuj.settles() {
                 waiting.push((i, event));
             } else {
@@ -778,19 +836,19 @@ impl CujState {
     }
 
     fn record(&mut self, event: SliEvent, now_ms: u64) {
-        let key = if self.series.contains_key(&event.dimensions)
-            || self.series.len() < self.cuj.max_series
-        {
-            event.dimensions
-        } else {
-            self.overflowed += 1;
-            vec![OVERFLOW.to_string(); self.cuj.dimensions.len()]
-        };
         let buckets = self.bounds.len() + 1;
-        let series = self
-            .series
-            .entry(key)
-            .or_insert_with(|| Series::new(buckets));
+        let at_cap = self.series.len() >= self.cuj.max_series;
+        // One hash of the dimensions in the usual case, an existing series.
+        let series = match self.series.entry(event.dimensions) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) if !at_cap => v.insert(Series::new(buckets)),
+            Entry::Vacant(_) => {
+                self.overflowed += 1;
+                self.series
+                    .entry(vec![OVERFLOW.to_string(); self.cuj.dimensions.len()])
+                    .or_insert_with(|| Series::new(buckets))
+            }
+        };
         let exemplar = |value: f64| {
             Some(Exemplar {
                 trace_id: event.trace_id,
@@ -1115,6 +1173,7 @@ mod tests {
             root_end_ns: latency_ms * 1_000_000,
             spans: &spans,
             last_end_ns: latency_ms * 1_000_000,
+            span_bits: None,
         };
         e.observe(&t, now_ms);
     }
@@ -1296,6 +1355,7 @@ mod tests {
             root_end_ns: 1_000 + latency_ns,
             spans: &spans,
             last_end_ns: 1_000 + latency_ns,
+            span_bits: None,
         };
         e.observe(&t, now_ms);
     }
@@ -1504,6 +1564,7 @@ mod tests {
                     root_end_ns: ms * 1_000_000,
                     spans: &spans,
                     last_end_ns: ms * 1_000_000,
+                    span_bits: None,
                 },
                 now + u64::from(id),
             );
@@ -1563,6 +1624,7 @@ mod tests {
             root_end_ns: 100_000_000,
             spans: &root,
             last_end_ns: 100_000_000,
+            span_bits: None,
         };
         let count = |e: &SliEngine| {
             value(
@@ -1685,5 +1747,175 @@ mod tests {
         assert_eq!(label_name("1st-key"), "_1st_key");
         assert_eq!(window_label(Duration::from_secs(300)), "5m");
         assert_eq!(window_label(Duration::from_secs(30 * 86400)), "30d");
+    }
+
+    /// A span with an HTTP status code, for trace-scope conditions.
+    struct Coded {
+        error: bool,
+        code: Option<i64>,
+    }
+
+    impl SpanFacts for Coded {
+        fn name(&self) -> &str {
+            "POST /v1/messages"
+        }
+        fn service(&self) -> &str {
+            "api"
+        }
+        fn status(&self) -> StatusCode {
+            if self.error {
+                StatusCode::Error
+            } else {
+                StatusCode::Unset
+            }
+        }
+        fn attribute(&self, key: &str) -> Option<Scalar<'_>> {
+            match key {
+                "http.response.status_code" => self.code.map(Scalar::Int),
+                "user.tier" => Some(Scalar::Str("gold")),
+                _ => None,
+            }
+        }
+    }
+
+    fn range(gte: f64, lt: Option<f64>) -> ValueMatch {
+        ValueMatch::Range {
+            gte: Some(gte),
+            gt: None,
+            lte: None,
+            lt,
+        }
+    }
+
+    /// Two trace-scope CUJs sharing a condition, and a root-scope one.
+    fn trace_scope_engine() -> SliEngine {
+        let code = |value| Condition::Attribute {
+            key: "http.response.status_code".into(),
+            value,
+        };
+        let cuj = |name: &str, scope, bad: Vec<Condition>, exclude: Vec<Condition>| Cuj {
+            name: name.into(),
+            matcher: RootMatch::default(),
+            dimensions: vec!["user.tier".into()],
+            max_series: 10,
+            scope,
+            bad,
+            exclude,
+            latency: None,
+            objectives: vec![],
+        };
+        SliEngine::new(vec![
+            cuj(
+                "errors",
+                Scope::Trace,
+                vec![Condition::Status(StatusCode::Error)],
+                vec![],
+            ),
+            cuj(
+                "http",
+                Scope::Trace,
+                vec![
+                    Condition::Status(StatusCode::Error),
+                    code(range(500.0, None)),
+                ],
+                vec![code(range(400.0, Some(500.0)))],
+            ),
+            cuj(
+                "root_only",
+                Scope::Root,
+                vec![code(range(500.0, None))],
+                vec![],
+            ),
+        ])
+    }
+
+    fn coded_trace<'a>(
+        trace_id: [u8; 16],
+        spans: &'a [Coded],
+        span_bits: Option<u64>,
+    ) -> TraceFacts<'a, Coded> {
+        TraceFacts {
+            trace_id,
+            root: &spans[0],
+            root_start_ns: 0,
+            root_end_ns: 1_000_000,
+            spans,
+            last_end_ns: 1_000_000,
+            span_bits,
+        }
+    }
+
+    #[test]
+    fn condition_bits_of_arriving_spans_decide_as_reading_every_span_would() {
+        let mut by_spans = trace_scope_engine();
+        let mut by_bits = trace_scope_engine();
+        let set = by_bits
+            .span_conditions()
+            .cloned()
+            .expect("trace-scope conditions");
+        assert_eq!(
+            set.attribute_keys(),
+            vec!["http.response.status_code".to_string()]
+        );
+        assert!(!by_bits.needs_spans_besides_bits());
+        // Every mix of three spans drawn from these shapes, the first being the root.
+        let shapes = [
+            (false, None),
+            (true, None),
+            (false, Some(200)),
+            (false, Some(503)),
+            (false, Some(404)),
+            (true, Some(429)),
+        ];
+        let mut traces = 0u64;
+        for a in shapes {
+            for b in shapes {
+                for c in shapes {
+                    let spans: Vec<Coded> = [a, b, c]
+                        .into_iter()
+                        .map(|(error, code)| Coded { error, code })
+                        .collect();
+                    let id: [u8; 16] = [traces.to_le_bytes(), [0; 8]]
+                        .concat()
+                        .try_into()
+                        .expect("16 bytes");
+                    by_spans.observe(&coded_trace(id, &spans, None), 1_000);
+                    let bits = spans.iter().fold(0, |b, s| b | set.classify(s));
+                    by_bits.observe(&coded_trace(id, &spans[..1], Some(bits)), 1_000);
+                    traces += 1;
+                }
+            }
+        }
+        let (a, b) = (by_spans.families(1_000), by_bits.families(1_000));
+        for cuj in ["errors", "http", "root_only"] {
+            for outcome in ["good", "bad"] {
+                let labels = [("cuj", cuj), ("sli", "availability"), ("outcome", outcome)];
+                let want = value(&a, "cujo_sli_events_total", "", &labels);
+                assert_eq!(
+                    want,
+                    value(&b, "cujo_sli_events_total", "", &labels),
+                    "{cuj} {outcome}"
+                );
+            }
+            let labels = [("cuj", cuj)];
+            assert_eq!(
+                value(&a, "cujo_sli_excluded_total", "", &labels),
+                value(&b, "cujo_sli_excluded_total", "", &labels),
+                "{cuj} excluded"
+            );
+        }
+        // The spans did decide: some traces are bad only through a non-root span.
+        let errors_bad = value(
+            &a,
+            "cujo_sli_events_total",
+            "",
+            &[
+                ("cuj", "errors"),
+                ("sli", "availability"),
+                ("outcome", "bad"),
+            ],
+        );
+        // Four of the six shapes have no error status: 4^3 traces are error-free.
+        assert_eq!(errors_bad, Some((traces - 4 * 4 * 4) as f64));
     }
 }

@@ -8,9 +8,10 @@
 //! what it has (counted as evicted), never dropped.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 use crate::cuj::PendingEvent;
+use crate::engine::FastMap;
 
 pub type TraceId = [u8; 16];
 
@@ -28,10 +29,10 @@ struct Entry {
 pub struct Settling {
     settle_ms: u64,
     max_traces: usize,
-    entries: HashMap<TraceId, Entry>,
+    entries: FastMap<TraceId, Entry>,
     /// A continuation (a trace linking to a waiting trace, or to one of its continuations)
     /// → the waiting trace, so its own late spans and further links find the event.
-    aliases: HashMap<TraceId, TraceId>,
+    aliases: FastMap<TraceId, TraceId>,
     /// (due, trace) for every entry, earliest first.
     due: BinaryHeap<Reverse<(u64, TraceId)>>,
     /// Traces recorded before their settle time because `max_traces` were waiting.
@@ -47,8 +48,8 @@ impl Settling {
         Self {
             settle_ms,
             max_traces: max_traces.max(1),
-            entries: HashMap::new(),
-            aliases: HashMap::new(),
+            entries: FastMap::default(),
+            aliases: FastMap::default(),
             due: BinaryHeap::new(),
             evicted: 0,
             late_spans: 0,

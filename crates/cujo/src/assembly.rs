@@ -5,15 +5,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cujo_assembler::{ArrivingSpan, CLASSIFY_KEYS, ReleasedTrace, TraceObserver};
 use cujo_assembler::{
     Assembler, AssemblerSettings, AssemblerStats, PropagateSettings, RELEASE_LAG_BUCKETS_MS,
     ReleaseReason,
 };
-use cujo_assembler::{ReleasedTrace, TraceObserver};
 use cujo_otlp::admission::{Admission, Admitted, Lease, SpanSink, SpanSource};
 use cujo_otlp::prom::{Exemplar, Exposition, Family};
 use cujo_otlp::telemetry::{DropReason, PipelineTelemetry};
-use cujo_sli::condition::{Scalar, SpanFacts, StatusCode};
+use cujo_sli::condition::{ConditionSet, Scalar, SpanFacts, StatusCode};
 use cujo_sli::cuj::TraceFacts;
 use cujo_sli::engine::{Kind, SliEngine};
 use cujo_wire::SpanBatch;
@@ -333,6 +333,40 @@ fn scalar(any_value: &[u8]) -> Option<Scalar<'_>> {
     })
 }
 
+/// An arriving span as the assembler read it, for the trace-scope conditions
+/// ([`ConditionSet::classify`]): they read status and attributes only.
+struct Arriving<'a> {
+    span: &'a ArrivingSpan<'a>,
+    keys: &'a [String],
+}
+
+impl SpanFacts for Arriving<'_> {
+    fn name(&self) -> &str {
+        std::str::from_utf8(self.span.fields.name).unwrap_or("")
+    }
+
+    fn service(&self) -> &str {
+        // Conditions never ask (only root matchers do).
+        ""
+    }
+
+    fn status(&self) -> StatusCode {
+        StatusCode::from_otlp(self.span.fields.status_code)
+    }
+
+    fn attribute(&self, key: &str) -> Option<Scalar<'_>> {
+        let i = self.keys.iter().position(|k| k == key)?;
+        scalar((*self.span.values.get(i)?)?)
+    }
+
+    fn times_ns(&self) -> Option<(u64, u64)> {
+        Some((
+            self.span.fields.start_time_unix_nano,
+            self.span.fields.end_time_unix_nano,
+        ))
+    }
+}
+
 /// Where a released trace's root is: among its spans read for the CUJs, or read alone.
 enum RootSpan<'a> {
     Among(usize),
@@ -351,19 +385,44 @@ pub struct SliObserver {
     needs_all_spans: bool,
     /// The attribute keys the CUJs read, so each span is read once, before the lock.
     keys: Vec<String>,
+    /// The trace-scope CUJs' conditions, evaluated on each span as the assembler reads it
+    /// on arrival, so released traces need not be read again span by span.
+    conditions: Option<ConditionSet>,
+    /// The attribute keys `conditions` read, in the order the assembler captures them.
+    condition_keys: Vec<String>,
+    /// Whether spans besides the root must be read at release even with the trace's
+    /// condition bits (a `{from, to}` CUJ).
+    spans_besides_bits: bool,
 }
 
 impl SliObserver {
     pub fn new(engine: Arc<Mutex<SliEngine>>) -> Self {
-        let (settles, needs_all_spans, keys) = engine
+        let (settles, needs_all_spans, keys, conditions, spans_besides_bits) = engine
             .lock()
-            .map(|e| (e.settles(), e.needs_all_spans(), e.attribute_keys()))
+            .map(|e| {
+                (
+                    e.settles(),
+                    e.needs_all_spans(),
+                    e.attribute_keys(),
+                    e.span_conditions().cloned(),
+                    e.needs_spans_besides_bits(),
+                )
+            })
             .unwrap_or_default();
+        let condition_keys = conditions
+            .as_ref()
+            .map(ConditionSet::attribute_keys)
+            .unwrap_or_default();
+        // Too many keys to capture on arrival: read the spans at release instead.
+        let conditions = conditions.filter(|_| condition_keys.len() <= CLASSIFY_KEYS);
         Self {
             engine,
             settles,
             needs_all_spans,
             keys,
+            spans_besides_bits: spans_besides_bits || conditions.is_none(),
+            conditions,
+            condition_keys,
         }
     }
 }
@@ -398,21 +457,36 @@ fn wire_spans<'a>(spans: &[(&'a [u8], &'a [u8])], keys: &'a [String]) -> Vec<Wir
 }
 
 impl TraceObserver for SliObserver {
+    fn classify_keys(&self) -> Option<Vec<String>> {
+        self.conditions
+            .as_ref()
+            .map(|_| self.condition_keys.clone())
+    }
+
+    fn classify(&self, span: &ArrivingSpan<'_>) -> u64 {
+        self.conditions.as_ref().map_or(0, |c| {
+            c.classify(&Arriving {
+                span,
+                keys: &self.condition_keys,
+            })
+        })
+    }
+
     fn released(&mut self, trace: &ReleasedTrace<'_>) {
         // A trace continuing another through a link may extend a settling event.
         let linked = trace.link.filter(|_| self.settles);
         // Spans are read before the engine's lock is taken; non-root spans only when some
-        // CUJ looks past the root, or to fold them into the event of the trace they continue.
+        // CUJ looks past the root in a way the arrival bits do not cover, or to fold them
+        // into the event of the trace they continue.
         let keys = &self.keys;
-        let (spans, root) = if self.needs_all_spans || linked.is_some() {
+        let bits_cover = trace.span_bits.is_some() && !self.spans_besides_bits;
+        let (spans, root) = if (self.needs_all_spans && !bits_cover) || linked.is_some() {
             let spans = wire_spans(&trace.spans, keys);
-            let root = spans.iter().position(|s| s.fields.parent_span_id.is_none());
-            (spans, root.map(RootSpan::Among))
+            (spans, trace.root.map(RootSpan::Among))
         } else {
             let root = trace
-                .spans
-                .iter()
-                .find(|(s, _)| cujo_wire::span::span_head(s).parent_span_id.is_none())
+                .root
+                .and_then(|i| trace.spans.get(i))
                 .map(|&(bytes, resource)| {
                     RootSpan::Alone(Box::new(WireSpan::new(
                         bytes,
@@ -444,6 +518,7 @@ impl TraceObserver for SliObserver {
             root_end_ns: root.fields.end_time_unix_nano,
             spans: &spans,
             last_end_ns: trace.last_end_ns,
+            span_bits: trace.span_bits,
         };
         engine.observe(&facts, wall_clock_ms());
     }

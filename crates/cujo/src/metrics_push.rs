@@ -717,6 +717,7 @@ cujs:
                 root_end_ns: ms * 1_000_000,
                 spans: &spans,
                 last_end_ns: ms * 1_000_000,
+                span_bits: None,
             },
             NOW_MS,
         );

@@ -862,6 +862,7 @@ cujs:
                 root_end_ns: 1_000_000,
                 spans: std::slice::from_ref(&root),
                 last_end_ns: 1_000_000,
+                span_bits: None,
             };
             e.observe(&trace, now);
         }

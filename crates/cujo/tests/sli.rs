@@ -31,6 +31,19 @@ cujs:
     objectives:
       - { sli: availability, target: 99.9%, window: 30d }
       - { sli: latency, target: 99%, window: 30d }
+  - name: post_message_trace
+    match: { attributes: { cuj.name: post_message } }
+    dimensions: [user.tier]
+    availability:
+      scope: trace
+      bad:
+        - status: error
+        - { attribute: http.response.status_code, gte: 500 }
+      exclude:
+        - { attribute: http.response.status_code, gte: 400, lt: 500 }
+    latency: { threshold: 300ms, measure: root }
+    objectives:
+      - { sli: availability, target: 99.9%, window: 30d }
 "#;
 
 /// What trace `i` is: (tier, HTTP status, error status, root duration).
@@ -44,7 +57,19 @@ fn shape(i: u64) -> (&'static str, i64, bool, Duration) {
     (tier, code, i % 7 == 3, Duration::from_millis(40 + i * 13))
 }
 
-/// Sends `traces` traces shaped by [`shape`] (plus one unmatched root) with the SDK.
+/// What the child span of trace `i` is: (error status, HTTP status it records, if any).
+/// Only `scope: trace` looks at it.
+fn child_shape(i: u64) -> (bool, Option<i64>) {
+    let code = match i % 13 {
+        4 => Some(502),
+        9 => Some(429),
+        _ => None,
+    };
+    (i % 11 == 5, code)
+}
+
+/// Sends `traces` traces shaped by [`shape`] and [`child_shape`] (plus one unmatched root)
+/// with the SDK.
 async fn send(endpoint: String, traces: u64) {
     tokio::task::spawn_blocking(move || {
         let provider = support::sdk_provider(endpoint, "frontend-api");
@@ -66,10 +91,15 @@ async fn send(endpoint: String, traces: u64) {
                 root.set_status(Status::error("boom"));
             }
             let cx = Context::new().with_remote_span_context(root.span_context().clone());
+            let (child_error, child_code) = child_shape(i);
             let mut child = t
                 .span_builder("db")
                 .with_start_time(start)
+                .with_attributes(child_code.map(|c| KeyValue::new("http.response.status_code", c)))
                 .start_with_context(&t, &cx);
+            if child_error {
+                child.set_status(Status::error("child failed"));
+            }
             child.end_with_timestamp(start + took / 2);
             root.end_with_timestamp(start + took);
         }
@@ -93,8 +123,21 @@ async fn exported_counts_equal_the_exact_counts_of_the_traffic() {
     // The exact counts, by the CUJ's own rules.
     let mut want: HashMap<(&str, &str, &str), f64> = HashMap::new();
     let mut excluded = 0.0;
+    // `post_message_trace` (scope: trace): every span's status and code count.
+    let mut want_trace: HashMap<(&str, &str), f64> = HashMap::new();
+    let mut excluded_trace = 0.0;
     for i in 0..TRACES {
         let (tier, code, error, took) = shape(i);
+        let (child_error, child_code) = child_shape(i);
+        let codes = [Some(code), child_code];
+        if codes.iter().flatten().any(|c| (400..500).contains(c)) {
+            excluded_trace += 1.0;
+        } else {
+            let bad = error || child_error || codes.iter().flatten().any(|c| *c >= 500);
+            *want_trace
+                .entry((tier, if bad { "bad" } else { "good" }))
+                .or_default() += 1.0;
+        }
         if (400..500).contains(&code) {
             excluded += 1.0;
             continue;
@@ -111,7 +154,8 @@ async fn exported_counts_equal_the_exact_counts_of_the_traffic() {
     let metrics = wait_for("SLI events", || async {
         let m = cujo.metrics().await;
         let seen = metric_value(&m, "cujo_sli_excluded_total{cuj=\"post_message\"}");
-        (seen == excluded).then_some(m)
+        let seen_trace = metric_value(&m, "cujo_sli_excluded_total{cuj=\"post_message_trace\"}");
+        (seen == excluded && seen_trace == excluded_trace).then_some(m)
     })
     .await;
     for tier in ["gold", "free"] {
@@ -129,6 +173,24 @@ async fn exported_counts_equal_the_exact_counts_of_the_traffic() {
             }
         }
     }
+    for tier in ["gold", "free"] {
+        for outcome in ["good", "bad"] {
+            let sample = format!(
+                "cujo_sli_events_total{{cuj=\"post_message_trace\",user_tier=\"{tier}\",sli=\"availability\",outcome=\"{outcome}\"}}"
+            );
+            let expected = want_trace.get(&(tier, outcome)).copied().unwrap_or(0.0);
+            assert_eq!(
+                metric_value(&metrics, &sample),
+                expected,
+                "{sample}\n{metrics}"
+            );
+        }
+    }
+    assert!(
+        want_trace.values().sum::<f64>() + excluded_trace == TRACES as f64
+            && excluded_trace > excluded,
+        "the children change which traces are excluded"
+    );
     assert!(metrics.contains(
         "cujo_cuj_duration_seconds_bucket{cuj=\"post_message\",user_tier=\"gold\",le=\"0.3\"}"
     ));
@@ -166,7 +228,8 @@ async fn slo_windows_survive_a_restart_and_a_corrupt_state_file_is_ignored() {
         let events: f64 = m
             .lines()
             .filter(|l| {
-                l.starts_with("cujo_sli_events_total{") && l.contains("sli=\"availability\"")
+                l.starts_with("cujo_sli_events_total{cuj=\"post_message\",")
+                    && l.contains("sli=\"availability\"")
             })
             .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
             .sum();
