@@ -7,7 +7,7 @@
 #   scripts/bench.sh --rounds 1 --duration 5s --rate 50000
 #
 # Options (env var in brackets):
-#   --only cujo|rotel|cujo-propagate|cujo-sli   run one target only [ONLY]
+#   --only cujo|rotel|cujo-padded|cujo-propagate|cujo-sli   run one target only [ONLY]
 #   --rounds N          rounds per (target, mode), default 3       [ROUNDS]
 #   --duration D        measured window per run, default 20s       [DURATION]
 #   --warmup D          unmeasured load before it, default 2s      [WARMUP]
@@ -54,9 +54,13 @@ done
 
 # cujo-propagate: cujo with the trace assembler on (root-attribute propagation), so the
 # cost of holding and enriching every trace shows against plain forwarding in the same run.
-PROPAGATE_YAML='admission: { max_in_flight: 512MiB }
+# Every cujo target gets the same admission budget: propagation needs room to hold traces, and
+# plain forwarding with a smaller one measured budget-bound (64 MiB: 1.12M spans/s with
+# refusals; 128 MiB and up: 1.48M, none), which would flatter the ratios.
+ADMISSION_YAML='admission: { max_in_flight: 512MiB }'
+PROPAGATE_YAML="$ADMISSION_YAML
 assembler: { decision_wait: 500ms, trace_timeout: 10s }
-propagate: { attributes: ["cuj.*", "user.tier", "tenant.id", "graphql.operation.name"] }'
+propagate: { attributes: [\"cuj.*\", \"user.tier\", \"tenant.id\", \"graphql.operation.name\"] }"
 # cujo-sli: propagation plus 10 CUJs with 2 dimensions each (the workload's five journeys,
 # each as a root-latency CUJ and an end-to-end CUJ over the whole trace).
 SLI_YAML="$PROPAGATE_YAML
@@ -77,9 +81,9 @@ for journey in checkout add-to-cart view-product search view-cart; do
   done
 done
 case "$ONLY" in
-  both) TARGETS=(cujo cujo-propagate cujo-sli rotel) ;;
-  cujo|rotel|cujo-propagate|cujo-sli) TARGETS=("$ONLY") ;;
-  *) echo "bench.sh: --only takes cujo, cujo-propagate, cujo-sli or rotel" >&2; exit 2 ;;
+  both) TARGETS=(cujo cujo-padded cujo-propagate cujo-sli rotel) ;;
+  cujo|rotel|cujo-padded|cujo-propagate|cujo-sli) TARGETS=("$ONLY") ;;
+  *) echo "bench.sh: --only takes cujo, cujo-padded, cujo-propagate, cujo-sli or rotel" >&2; exit 2 ;;
 esac
 
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -96,7 +100,7 @@ fi
 [[ -x "$LOAD" ]] || { echo "bench.sh: $LOAD not built" >&2; exit 1; }
 for t in "${TARGETS[@]}"; do
   case "$t" in
-    cujo|cujo-propagate|cujo-sli) [[ -x "$CUJO_BIN" ]] || { echo "bench.sh: $CUJO_BIN not built (use --only rotel until it is)" >&2; exit 1; } ;;
+    cujo|cujo-padded|cujo-propagate|cujo-sli) [[ -x "$CUJO_BIN" ]] || { echo "bench.sh: $CUJO_BIN not built (use --only rotel until it is)" >&2; exit 1; } ;;
     rotel) [[ -x "$ROTEL_BIN" ]] || { echo "bench.sh: rotel-agent not found at $ROTEL_BIN (pip install rotel, or set ROTEL_BIN)" >&2; exit 1; } ;;
   esac
 done
@@ -108,7 +112,7 @@ OUT=${OUT:-$LOG_DIR/results.jsonl}
 
 bin_for() {
   case "$1" in
-    cujo|cujo-propagate|cujo-sli) echo "$CUJO_BIN" ;;
+    cujo|cujo-padded|cujo-propagate|cujo-sli) echo "$CUJO_BIN" ;;
     rotel) echo "$ROTEL_BIN" ;;
   esac
 }
@@ -116,6 +120,10 @@ bin_for() {
 # cujo-load arguments that select a target.
 target_args() {
   case "$1" in
+    cujo) printf '%s\0' --target cujo --cujo-yaml "$ADMISSION_YAML" ;;
+    # Plain forwarding of spans padded to the size propagation makes them (448 B): what the
+    # bytes alone cost, in and out, apart from the assembler's work.
+    cujo-padded) printf '%s\0' --target cujo --label cujo-padded --padding-bytes 180 --cujo-yaml "$ADMISSION_YAML" ;;
     cujo-propagate) printf '%s\0' --target cujo --label cujo-propagate --cujo-yaml "$PROPAGATE_YAML" ;;
     cujo-sli) printf '%s\0' --target cujo --label cujo-sli --cujo-yaml "$SLI_YAML" ;;
     *) printf '%s\0' --target "$1" ;;

@@ -229,6 +229,7 @@ pub fn markdown_table(runs: &[RunReport]) -> String {
         })
         .collect();
     let rotel = |mode: &str| rows.iter().find(|r| r.mode == mode && r.target == "rotel");
+    let plain = |mode: &str| rows.iter().find(|r| r.mode == mode && r.target == "cujo");
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
         _ => "–".into(),
@@ -236,22 +237,23 @@ pub fn markdown_table(runs: &[RunReport]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| mode | target | runs | spans/s | spans/s vs rotel | p50 ms | p99 ms | CPU % | CPU µs/span | CPU/span vs rotel | peak RSS MiB | counts match |"
+        "| mode | target | runs | spans/s | spans/s vs rotel | vs cujo plain | p50 ms | p99 ms | CPU % | CPU µs/span | CPU/span vs rotel | peak RSS MiB | counts match |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     for r in &rows {
         let base = rotel(&r.mode);
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} |",
             r.mode,
             r.target,
             r.runs,
             r.spans.map_or("–".into(), thousands),
             ratio(r.spans, base.and_then(|b| b.spans)),
+            ratio(r.spans, plain(&r.mode).and_then(|b| b.spans)),
             fmt_opt(r.p50, 2),
             fmt_opt(r.p99, 2),
             fmt_opt(r.cpu_pct, 0),

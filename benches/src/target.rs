@@ -49,17 +49,11 @@ pub fn cujo_config(
     metrics_port: u16,
     extra: &str,
 ) -> String {
-    // `extra` may set its own admission budget (holding traces needs more than forwarding).
-    let admission = if extra.contains("admission:") {
-        ""
-    } else {
-        "admission: { max_in_flight: 64MiB }\n"
-    };
     let base = format!(
         r#"receivers:
   otlp:
     grpc: {{ endpoint: "127.0.0.1:{grpc_port}" }}
-{admission}exporters:
+exporters:
   otlp:
     endpoint: "http://{downstream}"
     protocol: grpc

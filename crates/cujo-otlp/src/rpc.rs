@@ -150,6 +150,30 @@ pub fn decode_grpc_message(value: &[u8]) -> String {
 }
 
 /// Frames one message: compressed flag, big-endian length, payload.
+/// Bytes of a gRPC message header: the compressed flag and the big-endian length.
+pub const FRAME_HEADER_LEN: usize = 5;
+
+/// Fills in the gRPC message header over the first [`FRAME_HEADER_LEN`] bytes of `buf`,
+/// which the payload follows; an error when the payload is too long for the header.
+pub fn write_frame_header(buf: &mut [u8], compressed: bool) -> std::io::Result<()> {
+    let len = buf.len().saturating_sub(FRAME_HEADER_LEN);
+    let len = u32::try_from(len).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("a gRPC message cannot carry {len} bytes (limit 4 GiB)"),
+        )
+    })?;
+    let Some(header) = buf.get_mut(..FRAME_HEADER_LEN) else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no room for the gRPC message header",
+        ));
+    };
+    header[0] = u8::from(compressed);
+    header[1..].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
 pub fn frame(payload: &[u8], compressed: bool) -> Bytes {
     let mut buf = BytesMut::with_capacity(5 + payload.len());
     buf.put_u8(u8::from(compressed));
@@ -161,6 +185,18 @@ pub fn frame(payload: &[u8], compressed: bool) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_written_in_place_equals_framing_a_copy() {
+        let payload = b"spans".repeat(1000);
+        for compressed in [false, true] {
+            let mut buf = vec![0; FRAME_HEADER_LEN];
+            buf.extend_from_slice(&payload);
+            write_frame_header(&mut buf, compressed).expect("fits");
+            assert_eq!(buf, frame(&payload, compressed).to_vec());
+        }
+        assert!(write_frame_header(&mut [0; 3], false).is_err());
+    }
 
     #[test]
     fn retry_info_round_trips_through_the_header() {

@@ -190,28 +190,38 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// Encodes `batch` as the request body for `downstream`: protobuf, compressed and framed.
+/// For gRPC the 5-byte message header is reserved in front and filled in at the end, so
+/// the body (megabytes for a full batch) is written once, never copied behind a header.
 fn encode_body(
     batch: &SpanBatch,
     protocol: Protocol,
     compression: Compression,
 ) -> std::io::Result<Bytes> {
-    let mut raw = Vec::new();
-    encode_request(batch, &mut raw);
-    let payload = match compression {
-        Compression::None => raw,
-        Compression::Gzip => {
-            let mut enc = flate2::write::GzEncoder::new(
-                Vec::with_capacity(raw.len() / 4),
-                flate2::Compression::fast(),
-            );
-            enc.write_all(&raw)?;
-            enc.finish()?
-        }
+    let header = match protocol {
+        Protocol::Grpc => crate::rpc::FRAME_HEADER_LEN,
+        Protocol::HttpProtobuf => 0,
     };
-    Ok(match protocol {
-        Protocol::Grpc => crate::rpc::frame(&payload, compression == Compression::Gzip),
-        Protocol::HttpProtobuf => Bytes::from(payload),
-    })
+    let gzip = compression == Compression::Gzip;
+    let mut body = Vec::new();
+    match compression {
+        Compression::None => {
+            body.resize(header, 0);
+            encode_request(batch, &mut body);
+        }
+        Compression::Gzip => {
+            let mut raw = Vec::new();
+            encode_request(batch, &mut raw);
+            let mut out = Vec::with_capacity(header + raw.len() / 4);
+            out.resize(header, 0);
+            let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+            enc.write_all(&raw)?;
+            body = enc.finish()?;
+        }
+    }
+    if protocol == Protocol::Grpc {
+        crate::rpc::write_frame_header(&mut body, gzip)?;
+    }
+    Ok(Bytes::from(body))
 }
 
 /// Sends one batch until it is delivered, refused for good, out of retries, or abandoned.
