@@ -6,6 +6,11 @@
 //! ```text
 //! cargo run --release -p cujo-bench --bin assembler-mem -- --spans 1000000
 //! ```
+//!
+//! With `--config FILE` (a cujo config) the assembler takes that file's `assembler:` and
+//! `propagate:` settings, and its `cujs:` get the SLI engine as observer, as in the
+//! binary: the per-span times then include deriving the SLIs, on one core, with no network
+//! or load generator sharing the machine.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +28,9 @@ struct Args {
     /// Spans to hold.
     #[arg(long, default_value_t = 1_000_000)]
     spans: u64,
+    /// A cujo config whose assembler, propagation and CUJs to use.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
 }
 
 fn rss_bytes() -> anyhow::Result<u64> {
@@ -40,16 +48,40 @@ fn rss_bytes() -> anyhow::Result<u64> {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let pool = RequestPool::generate(&WorkloadConfig::default())?;
-    let mut assembler = Assembler::new(AssemblerSettings {
+    let config = match &args.config {
+        Some(path) => Some(cujo::config::Config::load(Some(path))?),
+        None => None,
+    };
+    let base = match &config {
+        Some(c) => cujo::assembly::settings(c),
+        None => AssemblerSettings {
+            propagate: PropagateSettings {
+                attributes: vec!["cuj.*".into(), "user.tier".into(), "tenant.id".into()],
+                ..PropagateSettings::default()
+            },
+            ..AssemblerSettings::default()
+        },
+    };
+    // Nothing falls due or is pushed out while the spans are held.
+    let settings = AssemblerSettings {
         decision_wait: Duration::from_secs(3600),
         trace_timeout: Duration::from_secs(7200),
         max_buffered_spans: usize::MAX,
-        propagate: PropagateSettings {
-            attributes: vec!["cuj.*".into(), "user.tier".into(), "tenant.id".into()],
-            ..PropagateSettings::default()
-        },
-        ..AssemblerSettings::default()
-    });
+        max_buffered_bytes: usize::MAX,
+        ..base
+    };
+    let cujs = config.as_ref().map(|c| c.cujs()).unwrap_or_default();
+    let observer = |assembler: &mut Assembler| {
+        if let Some(c) = config.as_ref().filter(|_| !cujs.is_empty()) {
+            let engine = cujo_sli::engine::SliEngine::new(c.cujs())
+                .with_settle(c.slo.settle.0, c.slo.max_settling_traces);
+            assembler.set_observer(Box::new(cujo::assembly::SliObserver::new(
+                std::sync::Arc::new(std::sync::Mutex::new(engine)),
+            )));
+        }
+    };
+    println!("CUJs observing:        {}", cujs.len());
+    let mut assembler = Assembler::new(settings);
     // Pre-build the requests so their memory is not counted as the assembler's.
     let mut requests = Vec::new();
     let mut spans = 0u64;
@@ -87,6 +119,7 @@ fn main() -> anyhow::Result<()> {
     // Requests go in in chunks; after each chunk everything held is released enriched and
     // the output dropped, as the exporter would.
     let mut assembler = Assembler::new(settings);
+    observer(&mut assembler);
     let (mut ingest, mut release) = (Duration::ZERO, Duration::ZERO);
     let mut out_spans = 0u64;
     let mut out_bytes = 0u64;

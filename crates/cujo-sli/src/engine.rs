@@ -280,7 +280,7 @@ impl SliEngine {
     /// CUJs wait (see [`crate::settle`]); the others are recorded now.
     pub fn observe<S: SpanFacts>(&mut self, trace: &TraceFacts<'_, S>, now_ms: u64) {
         let settle = self.settling.settle_ms() > 0;
-        let mut waiting = Vec::new();
+        let mut waiting = Vec::with_capacity(if settle { 2 } else { 0 });
         for (i, state) in self.cujs.iter_mut().enumerate() {
             let Some(mut event) = state.cuj.begin(trace) else {
                 continue;

@@ -7,8 +7,7 @@
 //! Bounded: at most `max_traces` traces wait; past that the oldest is recorded early with
 //! what it has (counted as evicted), never dropped.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::VecDeque;
 
 use crate::cuj::PendingEvent;
 use crate::engine::FastMap;
@@ -33,8 +32,10 @@ pub struct Settling {
     /// A continuation (a trace linking to a waiting trace, or to one of its continuations)
     /// → the waiting trace, so its own late spans and further links find the event.
     aliases: FastMap<TraceId, TraceId>,
-    /// (due, trace) for every entry, earliest first.
-    due: BinaryHeap<Reverse<(u64, TraceId)>>,
+    /// (due, trace) for every entry, in the order they were added. Every entry waits the
+    /// same `settle_ms`, so this is due order too (a clock stepping back only delays the
+    /// entries added after the step, by at most the step).
+    due: VecDeque<(u64, TraceId)>,
     /// Traces recorded before their settle time because `max_traces` were waiting.
     pub evicted: u64,
     /// Spans folded in after their trace's release: late spans of the same trace, and spans
@@ -50,7 +51,7 @@ impl Settling {
             max_traces: max_traces.max(1),
             entries: FastMap::default(),
             aliases: FastMap::default(),
-            due: BinaryHeap::new(),
+            due: VecDeque::new(),
             evicted: 0,
             late_spans: 0,
             linked_spans: 0,
@@ -80,7 +81,7 @@ impl Settling {
         }
         let mut evicted = Vec::new();
         while self.entries.len() >= self.max_traces {
-            let Some(Reverse((_, oldest))) = self.due.pop() else {
+            let Some((_, oldest)) = self.due.pop_front() else {
                 break;
             };
             if let Some(e) = self.remove(&oldest) {
@@ -97,7 +98,7 @@ impl Settling {
                 continuations: Vec::new(),
             },
         );
-        self.due.push(Reverse((due_ms, trace)));
+        self.due.push_back((due_ms, trace));
         evicted
     }
 
@@ -128,11 +129,11 @@ impl Settling {
     /// The events whose settle time has come.
     pub fn due(&mut self, now_ms: u64) -> Vec<Waiting> {
         let mut out = Vec::new();
-        while let Some(&Reverse((due, trace))) = self.due.peek() {
+        while let Some(&(due, trace)) = self.due.front() {
             if due > now_ms {
                 break;
             }
-            self.due.pop();
+            self.due.pop_front();
             if self.entries.get(&trace).is_some_and(|e| e.due_ms == due)
                 && let Some(e) = self.remove(&trace)
             {
