@@ -187,6 +187,22 @@ pub struct PendingEvent {
 }
 
 impl PendingEvent {
+    /// An event of `trace_id` with nothing decided yet, for tests of what holds events.
+    #[cfg(test)]
+    pub(crate) fn empty(trace_id: [u8; 16]) -> Self {
+        PendingEvent {
+            trace_id,
+            dimensions: Vec::new(),
+            excluded: false,
+            bad: false,
+            root_start_ns: 0,
+            root_end_ns: 0,
+            last_end_ns: 0,
+            from_ns: None,
+            to_ns: None,
+        }
+    }
+
     /// Folds in what this CUJ's trace-scope conditions decided over spans that were not
     /// folded one by one (classified as they arrived, see [`TraceFacts::span_bits`]).
     pub fn fold_decided(&mut self, bad: bool, excluded: bool) {

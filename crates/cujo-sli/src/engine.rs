@@ -7,7 +7,6 @@
 //! evaluated over the CUJ's aggregate windows.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::time::Duration;
 
 use crate::condition::{ConditionSet, SpanFacts};
@@ -69,13 +68,80 @@ struct SeriesExemplars {
 /// process so crafted values cannot aim at one bucket.
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// A CUJ's series by dimension values. The values are looked up encoded in one buffer
+/// (reused, so finding an existing series allocates nothing), in a map to the series'
+/// position: one hashed slice and one compare, instead of hashing and comparing each value
+/// behind its own pointer.
+#[derive(Default)]
+struct SeriesMap {
+    index: FastMap<Box<[u8]>, usize>,
+    series: Vec<(Vec<String>, Series)>,
+    scratch: Vec<u8>,
+}
+
+impl SeriesMap {
+    fn encode(values: &[String], out: &mut Vec<u8>) {
+        out.clear();
+        for v in values {
+            out.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            out.extend_from_slice(v.as_bytes());
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Where the series of `values` is, if it exists.
+    fn find(&mut self, values: &[String]) -> Option<usize> {
+        Self::encode(values, &mut self.scratch);
+        self.index.get(&self.scratch[..]).copied()
+    }
+
+    fn at_mut(&mut self, i: usize) -> &mut Series {
+        &mut self.series[i].1
+    }
+
+    /// Adds the series of `values` (which must not exist yet).
+    fn insert(&mut self, values: Vec<String>, series: Series) -> &mut Series {
+        Self::encode(&values, &mut self.scratch);
+        let i = self.series.len();
+        self.index.insert(Box::from(&self.scratch[..]), i);
+        self.series.push((values, series));
+        &mut self.series[i].1
+    }
+
+    /// The series of `values`, added (by `new`) if missing.
+    fn get_or_insert_with(
+        &mut self,
+        values: Vec<String>,
+        new: impl FnOnce() -> Series,
+    ) -> &mut Series {
+        match self.find(&values) {
+            Some(i) => self.at_mut(i),
+            None => self.insert(values, new()),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Vec<String>, &Series)> {
+        self.series.iter().map(|(k, v)| (k, v))
+    }
+
+    /// Every series, by dimension values.
+    fn sorted(&self) -> Vec<(&Vec<String>, &Series)> {
+        let mut all: Vec<_> = self.iter().collect();
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        all
+    }
+}
+
 struct CujState {
     cuj: Cuj,
     /// This CUJ's `bad` and `exclude` conditions as bits of the engine's [`ConditionSet`]
     /// (`scope: trace` only), for traces whose spans were classified as they arrived.
     trace_masks: (u64, u64),
     bounds: Vec<f64>,
-    series: FastMap<Vec<String>, Series>,
+    series: SeriesMap,
     excluded: u64,
     /// Events folded into the overflow series because `max_series` was reached.
     overflowed: u64,
@@ -192,7 +258,7 @@ impl SliEngine {
                     cuj,
                     trace_masks,
                     bounds,
-                    series: FastMap::default(),
+                    series: SeriesMap::default(),
                     excluded: 0,
                     overflowed: 0,
                     availability: SlicedCounter::new(),
@@ -530,14 +596,13 @@ impl SliEngine {
                 for (dims, windows) in w.series {
                     // Series of a CUJ whose dimensions changed, or beyond its cap, are dropped.
                     if dims.len() != s.cuj.dimensions.len()
-                        || (!s.series.contains_key(&dims) && s.series.len() >= s.cuj.max_series)
+                        || (s.series.find(&dims).is_none() && s.series.len() >= s.cuj.max_series)
                     {
                         continue;
                     }
                     let buckets = s.bounds.len() + 1;
                     s.series
-                        .entry(dims)
-                        .or_insert_with(|| Series::new(buckets))
+                        .get_or_insert_with(dims, || Series::new(buckets))
                         .windows = windows;
                 }
                 restored += 1;
@@ -620,10 +685,7 @@ impl SliEngine {
                     ));
                 }
             }
-            let mut keys: Vec<&Vec<String>> = s.series.keys().collect();
-            keys.sort();
-            for dims in keys {
-                let series = &s.series[dims];
+            for (dims, series) in s.series.sorted() {
                 let mut labels = vec![("cuj".to_string(), name.clone())];
                 for (d, v) in s.cuj.dimensions.iter().zip(dims) {
                     labels.push((label_name(d), v.clone()));
@@ -837,16 +899,17 @@ impl CujState {
 
     fn record(&mut self, event: SliEvent, now_ms: u64) {
         let buckets = self.bounds.len() + 1;
-        let at_cap = self.series.len() >= self.cuj.max_series;
-        // One hash of the dimensions in the usual case, an existing series.
-        let series = match self.series.entry(event.dimensions) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) if !at_cap => v.insert(Series::new(buckets)),
-            Entry::Vacant(_) => {
+        let series = match self.series.find(&event.dimensions) {
+            Some(i) => self.series.at_mut(i),
+            None if self.series.len() < self.cuj.max_series => {
+                self.series.insert(event.dimensions, Series::new(buckets))
+            }
+            None => {
                 self.overflowed += 1;
-                self.series
-                    .entry(vec![OVERFLOW.to_string(); self.cuj.dimensions.len()])
-                    .or_insert_with(|| Series::new(buckets))
+                self.series.get_or_insert_with(
+                    vec![OVERFLOW.to_string(); self.cuj.dimensions.len()],
+                    || Series::new(buckets),
+                )
             }
         };
         let exemplar = |value: f64| {
@@ -993,26 +1056,22 @@ impl SliEngine {
         self.cujs
             .iter()
             .map(|s| {
-                let mut keys: Vec<&Vec<String>> = s.series.keys().collect();
-                keys.sort();
+                let sorted = s.series.sorted();
                 CujExport {
                     name: s.cuj.name.clone(),
                     dimensions: s.cuj.dimensions.clone(),
                     has_latency: s.cuj.latency.is_some(),
                     excluded: s.excluded,
                     overflowed: s.overflowed,
-                    series: keys
+                    series: sorted
                         .into_iter()
-                        .map(|k| {
-                            let v = &s.series[k];
-                            SeriesExport {
-                                values: k.clone(),
-                                availability_good: v.available_good,
-                                availability_bad: v.available_bad,
-                                latency_good: v.latency_good,
-                                latency_bad: v.latency_bad,
-                                latency: v.latency_hist.export(max_buckets),
-                            }
+                        .map(|(k, v)| SeriesExport {
+                            values: k.clone(),
+                            availability_good: v.available_good,
+                            availability_bad: v.available_bad,
+                            latency_good: v.latency_good,
+                            latency_bad: v.latency_bad,
+                            latency: v.latency_hist.export(max_buckets),
                         })
                         .collect(),
                 }
@@ -1537,7 +1596,12 @@ mod tests {
     fn a_series_fits_in_64_kib() {
         let mut e = engine(10);
         feed(&mut e, "gold", true, 10, 1_700_000_000_000);
-        let series = e.cujs[0].series.values().next().expect("series");
+        let series = e.cujs[0]
+            .series
+            .iter()
+            .map(|(_, v)| v)
+            .next()
+            .expect("series");
         // The windows, the latency histogram's allowance (32 KiB, kept by the histogram
         // itself) and everything else the series holds.
         let own = std::mem::size_of::<Series>()

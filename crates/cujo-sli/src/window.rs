@@ -247,13 +247,30 @@ impl WindowCounts {
 /// Unlike [`SlicedCounter`], a slot does not say which slice it holds: each ring remembers
 /// the newest slice written (its head) and clears the slots it moves past, so a slot is
 /// current exactly when it lies within one ring length behind the head.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Events of the current finest slice (10 s) are summed in `pending`, beside the struct,
+/// and written to the four rings when a later slice begins: recording an event touches one
+/// cache line and divides once, instead of once per ring. Reads count `pending` as if it
+/// had been written.
+#[derive(Debug, Clone)]
 pub struct SeriesWindows {
     /// Every ring's slots, one after another (see [`SERIES_RING_OFFSETS`]).
     slots: Box<[EventSlot]>,
     /// The newest slice each ring has written; zero before the first event.
     heads: [u64; 4],
+    /// The finest ring's slice being summed, and its events, not yet in the rings.
+    pending: Option<(u64, EventSlot)>,
 }
+
+impl PartialEq for SeriesWindows {
+    /// Equal when they count the same (whether or not the pending slice was written).
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (self.flushed(), other.flushed());
+        a.heads == b.heads && a.slots == b.slots
+    }
+}
+
+impl Eq for SeriesWindows {}
 
 impl Default for SeriesWindows {
     fn default() -> Self {
@@ -266,6 +283,24 @@ impl SeriesWindows {
         Self {
             slots: vec![EventSlot::default(); SERIES_SLOTS].into_boxed_slice(),
             heads: [0; 4],
+            pending: None,
+        }
+    }
+
+    /// A copy with the pending slice written to the rings.
+    fn flushed(&self) -> std::borrow::Cow<'_, SeriesWindows> {
+        if self.pending.is_none() {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut w = self.clone();
+        w.flush();
+        std::borrow::Cow::Owned(w)
+    }
+
+    /// Writes the pending slice's events to every ring.
+    fn flush(&mut self) {
+        if let Some((slice, events)) = self.pending.take() {
+            self.add(slice * SERIES_RINGS[0].0, events);
         }
     }
 
@@ -277,15 +312,20 @@ impl SeriesWindows {
     /// Records one valid event at `now_ms`: available or not, and its latency outcome when
     /// latency was measured.
     pub fn record(&mut self, now_ms: u64, available: bool, latency_good: Option<bool>) {
-        self.add(
-            now_ms,
-            EventSlot {
-                valid: 1,
-                availability_good: u32::from(available),
-                latency_valid: u32::from(latency_good.is_some()),
-                latency_good: u32::from(latency_good == Some(true)),
-            },
-        );
+        let event = EventSlot {
+            valid: 1,
+            availability_good: u32::from(available),
+            latency_valid: u32::from(latency_good.is_some()),
+            latency_good: u32::from(latency_good == Some(true)),
+        };
+        let slice = now_ms / SERIES_RINGS[0].0;
+        match &mut self.pending {
+            Some((pending, events)) if *pending == slice => events.add(event),
+            _ => {
+                self.flush();
+                self.pending = Some((slice, event));
+            }
+        }
     }
 
     fn add(&mut self, now_ms: u64, d: EventSlot) {
@@ -321,19 +361,32 @@ impl SeriesWindows {
         let n = n as u64;
         let k = window_ms.div_ceil(slice_ms).max(1);
         let now = now_ms / slice_ms;
-        let head = self.heads[r];
+        let written = self.heads[r];
+        // The pending slice, in this ring's slices; writing it would move the head up to it
+        // and clear the slots it passes (they read as zero here).
+        let pending = self
+            .pending
+            .map(|(slice, events)| (slice * SERIES_RINGS[0].0 / slice_ms, events));
+        let head = pending.map_or(written, |(p, _)| written.max(p));
         let newest = now.min(head);
         let oldest = (now + 1)
             .saturating_sub(k)
             .max((head + 1).saturating_sub(n));
         let mut c = WindowCounts::default();
+        let mut count = |s: EventSlot| {
+            c.valid += u64::from(s.valid);
+            c.availability_good += u64::from(s.availability_good);
+            c.latency_valid += u64::from(s.latency_valid);
+            c.latency_good += u64::from(s.latency_good);
+        };
         if oldest <= newest {
-            for t in oldest..=newest {
-                let s = ring[(t % n) as usize];
-                c.valid += u64::from(s.valid);
-                c.availability_good += u64::from(s.availability_good);
-                c.latency_valid += u64::from(s.latency_valid);
-                c.latency_good += u64::from(s.latency_good);
+            for t in oldest..=newest.min(written) {
+                count(ring[(t % n) as usize]);
+            }
+            if let Some((p, events)) = pending
+                && (oldest..=newest).contains(&p)
+            {
+                count(events);
             }
         }
         Some(c)
@@ -341,10 +394,11 @@ impl SeriesWindows {
 
     /// Appends the windows' state (heads, then every slot, little-endian) to `out`.
     pub fn write_state(&self, out: &mut Vec<u8>) {
-        for h in self.heads {
+        let flushed = self.flushed();
+        for h in flushed.heads {
             out.extend_from_slice(&h.to_le_bytes());
         }
-        for s in self.slots.iter() {
+        for s in flushed.slots.iter() {
             for w in [
                 s.valid,
                 s.availability_good,
@@ -577,5 +631,48 @@ mod tests {
             "{}",
             SeriesWindows::memory_bytes()
         );
+    }
+
+    #[test]
+    fn summing_the_current_slice_apart_counts_as_writing_every_event_at_once() {
+        // Times mostly moving forward by up to 30 s, sometimes stepping back two minutes or
+        // jumping hours; after every event both must count the same over every window.
+        let windows = [
+            10, 60, 300, 1800, 3600, 7200, 21_600, 86_400, 259_200, 2_592_000,
+        ]
+        .map(Duration::from_secs);
+        let mut pending = SeriesWindows::new();
+        let mut reference = SeriesWindows::new();
+        let mut now: u64 = 1_700_000_000_000;
+        let mut rng: u64 = 0x5eed;
+        let mut next = |m: u64| {
+            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (rng >> 33) % m
+        };
+        for i in 0..20_000 {
+            now = match next(100) {
+                0 => now - 120_000,
+                1 => now + 3_600_000 * (1 + next(30)),
+                _ => now + next(30_000),
+            };
+            let available = next(10) != 0;
+            let latency = [None, Some(true), Some(false)][next(3) as usize];
+            pending.record(now, available, latency);
+            reference.record(now, available, latency);
+            reference.flush();
+            let at = now + next(20_000);
+            for w in windows {
+                assert_eq!(
+                    pending.counts(at, w),
+                    reference.counts(at, w),
+                    "event {i}, window {w:?}"
+                );
+            }
+        }
+        assert_eq!(pending, reference);
+        // And the state file holds what was summed apart.
+        let mut saved = Vec::new();
+        pending.write_state(&mut saved);
+        assert_eq!(SeriesWindows::read_state(&saved), Some(reference));
     }
 }
