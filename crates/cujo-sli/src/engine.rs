@@ -949,9 +949,10 @@ impl CujState {
                 .position(|b| secs <= *b)
                 .unwrap_or(self.bounds.len());
             series.buckets[bucket] += 1;
-            series.latency_hist.record(measured);
-            self.latency_all.record(measured);
-            self.latency_interval.record(measured);
+            let m = crate::histogram::Measured::new(measured);
+            series.latency_hist.record_measured(m);
+            self.latency_all.record_measured(m);
+            self.latency_interval.record_measured(m);
             if let Some(slot) = series.exemplars.buckets.get_mut(bucket) {
                 *slot = exemplar(secs);
             }

@@ -38,6 +38,27 @@ const BUCKETS_PER_OCTAVE: f64 = (1u32 << SCALE) as f64;
 const MIN_NS: u64 = 1_000;
 const MAX_NS: u64 = 3_600_000_000_000;
 
+/// A latency and its bucket, found once (a logarithm) for every histogram it goes into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Measured {
+    ns: u64,
+    index: i32,
+}
+
+impl Measured {
+    pub fn new(value: Duration) -> Self {
+        let ns = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
+        let index = if ns < MIN_NS {
+            min_index()
+        } else if ns > MAX_NS {
+            max_index()
+        } else {
+            index_of(ns as f64 / 1e9).clamp(min_index(), max_index())
+        };
+        Self { ns, index }
+    }
+}
+
 /// The bucket index (at [`SCALE`]) holding `seconds` (> 0).
 pub fn index_of(seconds: f64) -> i32 {
     // Upper-inclusive buckets: an exact power of two (log2 exact) belongs below its bound.
@@ -137,22 +158,23 @@ impl ExpHistogram {
     }
 
     pub fn record(&mut self, value: Duration) {
-        let ns = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
+        self.record_measured(Measured::new(value));
+    }
+
+    /// Records a value whose bucket was found once for several histograms.
+    pub fn record_measured(&mut self, m: Measured) {
         self.count += 1;
-        self.sum_ns += u128::from(ns);
-        self.min_ns = self.min_ns.min(ns);
-        self.max_ns = self.max_ns.max(ns);
-        if ns < MIN_NS {
+        self.sum_ns += u128::from(m.ns);
+        self.min_ns = self.min_ns.min(m.ns);
+        self.max_ns = self.max_ns.max(m.ns);
+        if m.ns < MIN_NS {
             self.zero_count += 1;
             return;
         }
-        let index = if ns > MAX_NS {
+        if m.ns > MAX_NS {
             self.clamped += 1;
-            max_index()
-        } else {
-            index_of(ns as f64 / 1e9).clamp(min_index(), max_index())
-        };
-        self.add(index, 1);
+        }
+        self.add(m.index, 1);
     }
 
     pub fn scale(&self) -> i32 {

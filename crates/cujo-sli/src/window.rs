@@ -60,9 +60,8 @@ impl Ring {
         self.slice_ms * self.slots.len() as u64
     }
 
-    fn add(&mut self, now_ms: u64, good: u32, valid: u32) {
-        let slice = (now_ms / self.slice_ms) as u32;
-        let n = self.slots.len();
+    /// Adds to `slice` (in this ring's slices); `n` is the ring's slot count.
+    fn add_slice(&mut self, slice: u32, n: usize, good: u32, valid: u32) {
         let slot = &mut self.slots[slice as usize % n];
         if slot.slice != slice {
             *slot = Slot {
@@ -127,8 +126,10 @@ impl SlicedCounter {
     }
 
     pub fn add(&mut self, now_ms: u64, good: u32, valid: u32) {
-        for ring in &mut self.rings {
-            ring.add(now_ms, good, valid);
+        // The rings' shapes as constants (the same as [`SERIES_RINGS`], checked by a test),
+        // so the slice divisions compile to multiplications.
+        for (ring, &(slice_ms, n)) in self.rings.iter_mut().zip(SERIES_RINGS.iter()) {
+            ring.add_slice((now_ms / slice_ms) as u32, n, good, valid);
         }
     }
 
@@ -674,5 +675,16 @@ mod tests {
         let mut saved = Vec::new();
         pending.write_state(&mut saved);
         assert_eq!(SeriesWindows::read_state(&saved), Some(reference));
+    }
+
+    #[test]
+    fn counters_and_series_share_the_ring_shapes() {
+        let c = SlicedCounter::new();
+        let shapes: Vec<(u64, usize)> = c
+            .rings
+            .iter()
+            .map(|r| (r.slice_ms, r.slots.len()))
+            .collect();
+        assert_eq!(shapes, SERIES_RINGS.to_vec());
     }
 }

@@ -265,6 +265,8 @@ struct WireSpan<'a> {
     /// pass as the fields (no allocation per span), so conditions never walk the span again.
     keys: &'a [String],
     values: [Option<&'a [u8]>; HELD_KEYS],
+    /// `values` decoded, on first use: ten CUJs matching the same root ask for the same key.
+    scalars: [std::cell::OnceCell<Option<Scalar<'a>>>; HELD_KEYS],
 }
 
 /// How many attribute values a [`WireSpan`] keeps; keys past these are looked up in the span.
@@ -285,6 +287,7 @@ impl<'a> WireSpan<'a> {
             service,
             keys,
             values,
+            scalars: Default::default(),
         }
     }
 }
@@ -303,12 +306,16 @@ impl SpanFacts for WireSpan<'_> {
     }
 
     fn attribute(&self, key: &str) -> Option<Scalar<'_>> {
-        let value = match self.keys.iter().position(|k| k == key) {
-            Some(i) if i < HELD_KEYS => self.values[i]?,
+        match self.keys.iter().position(|k| k == key) {
+            Some(i) if i < HELD_KEYS => {
+                *self.scalars[i].get_or_init(|| self.values[i].and_then(scalar))
+            }
             // A key past the held ones, or one no CUJ declared: look it up in the span.
-            _ => cujo_wire::span::span_attribute_value(self.bytes, key.as_bytes())?,
-        };
-        scalar(value)
+            _ => scalar(cujo_wire::span::span_attribute_value(
+                self.bytes,
+                key.as_bytes(),
+            )?),
+        }
     }
 
     fn times_ns(&self) -> Option<(u64, u64)> {
