@@ -13,7 +13,11 @@
 //! of its request so a long-lived trace does not pin the request buffer, and resources and
 //! scopes are interned so thousands of traces share one copy.
 //!
-//! It knows nothing of receivers, exporters or channels: spans in, spans out.
+//! It knows nothing of receivers, exporters or channels: spans in, spans out. A
+//! [`TraceObserver`] (the SLI engine) hears of every trace released whole; it may also name
+//! attribute keys whose values the assembler captures in its own pass over each arriving span
+//! and classify the span into bits ([`TraceObserver::classify`]), OR-ed per trace, so the
+//! observer need not read the trace's spans again.
 //!
 //! # Layout
 //! - [`settings`]: `assembler:` and `propagate:` settings.

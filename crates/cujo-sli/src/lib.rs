@@ -7,7 +7,9 @@
 //!
 //! # Layout
 //! - [`condition`]: root matching and bad/exclude conditions over any [`condition::SpanFacts`]
-//!   (exact, any-of, regex, exists, ranges; status).
+//!   (exact, any-of, regex, exists, ranges; status); [`condition::ConditionSet`], the
+//!   `scope: trace` conditions deduplicated, so spans are classified into bits as they
+//!   arrive and a released trace need not be read again span by span.
 //! - [`cuj`]: a CUJ definition and the SLI event (or exclusion) a released trace yields.
 //! - [`engine`]: [`engine::SliEngine`] — series with a cardinality cap, exact event counts,
 //!   latency buckets that include every threshold, objective states, as metric families.

@@ -72,6 +72,7 @@ fn every_example_config_passes_cujo_check() {
     )
     .expect("write");
     let (ok, output) = cujo_check(&bad);
+    let _ = std::fs::remove_file(&bad);
     assert!(!ok);
     assert!(
         output.contains("exporters.prometheus.endpont: unknown field"),
@@ -169,6 +170,7 @@ fn check_manifest(path: &Path) -> Vec<PathBuf> {
             std::env::temp_dir().join(format!("cujo-deploy-{}-{cm_name}.yaml", std::process::id()));
         std::fs::write(&extracted, yaml).expect("write");
         let (ok, output) = cujo_check(&extracted);
+        let _ = std::fs::remove_file(&extracted);
         assert!(ok, "{name}: ConfigMap {cm_name}: {output}");
         embedded.push(same);
         configs.push((cm_name.to_string(), yaml.to_string()));
