@@ -73,7 +73,7 @@ fn main() -> anyhow::Result<()> {
     let cujs = config.as_ref().map(|c| c.cujs()).unwrap_or_default();
     let observer = |assembler: &mut Assembler| {
         if let Some(c) = config.as_ref().filter(|_| !cujs.is_empty()) {
-            let engine = cujo_sli::engine::SliEngine::new(c.cujs())
+            let engine = cujo_sli::engine::SliEngine::new(cujs.clone())
                 .with_settle(c.slo.settle.0, c.slo.max_settling_traces);
             assembler.set_observer(Box::new(cujo::assembly::SliObserver::new(
                 std::sync::Arc::new(std::sync::Mutex::new(engine)),

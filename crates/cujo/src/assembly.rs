@@ -341,7 +341,7 @@ fn scalar(any_value: &[u8]) -> Option<Scalar<'_>> {
 }
 
 /// An arriving span as the assembler read it, for the trace-scope conditions
-/// ([`ConditionSet::classify`]): they read status and attributes only.
+/// ([`ConditionSet::classify`]): they read status and attributes only (no times).
 struct Arriving<'a> {
     span: &'a ArrivingSpan<'a>,
     keys: &'a [String],
@@ -364,13 +364,6 @@ impl SpanFacts for Arriving<'_> {
     fn attribute(&self, key: &str) -> Option<Scalar<'_>> {
         let i = self.keys.iter().position(|k| k == key)?;
         scalar((*self.span.values.get(i)?)?)
-    }
-
-    fn times_ns(&self) -> Option<(u64, u64)> {
-        Some((
-            self.span.fields.start_time_unix_nano,
-            self.span.fields.end_time_unix_nano,
-        ))
     }
 }
 
