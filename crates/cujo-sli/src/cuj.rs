@@ -144,11 +144,95 @@ pub struct TraceFacts<'a, S: SpanFacts> {
     pub span_bits: Option<u64>,
 }
 
+/// The values of a CUJ's dimensions for one event, in order (an empty string when the root
+/// lacks one), encoded in a single allocation: each value's length (`u32`, little-endian)
+/// then its UTF-8 bytes. The encoding is also the series key, so an event finds its series
+/// with one hash of these bytes and no allocation.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DimensionValues(Box<[u8]>);
+
+impl DimensionValues {
+    /// Encodes `values` in order.
+    pub fn new<S: AsRef<str>>(values: &[S]) -> Self {
+        let mut out = Vec::new();
+        for v in values {
+            Self::push(&mut out, v.as_ref());
+        }
+        Self(out.into_boxed_slice())
+    }
+
+    fn push(out: &mut Vec<u8>, value: &str) {
+        let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&value.as_bytes()[..len as usize]);
+    }
+
+    /// The values of `dimensions` on `root`, rendered as text.
+    fn of_root<S: SpanFacts>(dimensions: &[String], root: &S) -> Self {
+        use crate::condition::Scalar;
+        use std::fmt::Write;
+        let mut out = Vec::with_capacity(dimensions.len() * 24);
+        let mut text = String::new();
+        for d in dimensions {
+            let value = match root.attribute(d) {
+                Some(Scalar::Str(s)) => s,
+                Some(other) => {
+                    text.clear();
+                    let _ = match other {
+                        Scalar::Int(i) => write!(text, "{i}"),
+                        Scalar::Double(x) => write!(text, "{x}"),
+                        Scalar::Bool(b) => write!(text, "{b}"),
+                        Scalar::Str(_) => Ok(()),
+                    };
+                    text.as_str()
+                }
+                None => "",
+            };
+            Self::push(&mut out, value);
+        }
+        Self(out.into_boxed_slice())
+    }
+
+    /// The encoded form: the series key.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The values, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        let mut rest: &[u8] = &self.0;
+        std::iter::from_fn(move || {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = (u32::from_le_bytes(*len) as usize).min(tail.len());
+            let (value, tail) = tail.split_at(len);
+            rest = tail;
+            // Written from `&str` only, so always UTF-8.
+            Some(std::str::from_utf8(value).unwrap_or(""))
+        })
+    }
+
+    /// The values, owned.
+    pub fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_string).collect()
+    }
+
+    /// Bytes held on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl std::fmt::Debug for DimensionValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 /// One valid event of a CUJ.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SliEvent {
     /// Values of the CUJ's dimensions, in order (empty string when the root lacks one).
-    pub dimensions: Vec<String>,
+    pub dimensions: DimensionValues,
     pub available: bool,
     /// The measured latency and whether it met the threshold, when the CUJ has one and it
     /// could be measured.
@@ -174,7 +258,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingEvent {
     pub trace_id: [u8; 16],
-    dimensions: Vec<String>,
+    dimensions: DimensionValues,
     excluded: bool,
     bad: bool,
     root_start_ns: u64,
@@ -192,7 +276,7 @@ impl PendingEvent {
     pub(crate) fn empty(trace_id: [u8; 16]) -> Self {
         PendingEvent {
             trace_id,
-            dimensions: Vec::new(),
+            dimensions: DimensionValues::new::<&str>(&[]),
             excluded: false,
             bad: false,
             root_start_ns: 0,
@@ -212,12 +296,7 @@ impl PendingEvent {
 
     /// Bytes this pending event holds, for bounding the events waiting to settle.
     pub fn memory_bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self
-                .dimensions
-                .iter()
-                .map(|d| d.capacity() + std::mem::size_of::<String>())
-                .sum::<usize>()
+        std::mem::size_of::<Self>() + self.dimensions.heap_bytes()
     }
 }
 
@@ -271,22 +350,7 @@ impl Cuj {
             return None;
         }
         let root_only = |conds: &[Condition]| conds.iter().any(|c| c.holds(trace.root));
-        let dimensions = self
-            .dimensions
-            .iter()
-            .map(|d| {
-                trace
-                    .root
-                    .attribute(d)
-                    .map(|v| match v {
-                        crate::condition::Scalar::Str(s) => s.to_string(),
-                        crate::condition::Scalar::Int(i) => i.to_string(),
-                        crate::condition::Scalar::Double(x) => x.to_string(),
-                        crate::condition::Scalar::Bool(b) => b.to_string(),
-                    })
-                    .unwrap_or_default()
-            })
-            .collect();
+        let dimensions = DimensionValues::of_root(&self.dimensions, trace.root);
         let mut e = PendingEvent {
             trace_id: trace.trace_id,
             dimensions,
@@ -539,6 +603,60 @@ mod tests {
     }
 
     #[test]
+    fn dimension_values_keep_every_value_and_render_non_strings_as_text() {
+        let root = Span {
+            name: "POST /v1/messages",
+            status: StatusCode::Unset,
+            attrs: vec![
+                ("user.tier", Scalar::Str("gold")),
+                ("shard", Scalar::Int(-7)),
+                ("ratio", Scalar::Double(0.25)),
+                ("beta", Scalar::Bool(true)),
+                ("empty", Scalar::Str("")),
+                ("accent", Scalar::Str("café ☕")),
+            ],
+            times: None,
+        };
+        let keys: Vec<String> = [
+            "user.tier",
+            "missing",
+            "shard",
+            "ratio",
+            "beta",
+            "empty",
+            "accent",
+        ]
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+        let d = DimensionValues::of_root(&keys, &root);
+        assert_eq!(
+            d.to_vec(),
+            ["gold", "", "-7", "0.25", "true", "", "café ☕"],
+            "a missing attribute is an empty value"
+        );
+        assert_eq!(
+            d,
+            DimensionValues::new(&d.to_vec()),
+            "same values, same key"
+        );
+        // Values are delimited by length, so moving a boundary makes another key.
+        assert_ne!(
+            DimensionValues::new(&["ab", "c"]),
+            DimensionValues::new(&["a", "bc"])
+        );
+        assert_ne!(
+            DimensionValues::new(&["a"]),
+            DimensionValues::new(&["a", ""])
+        );
+        assert_eq!(DimensionValues::new::<&str>(&[]).iter().count(), 0);
+        assert_eq!(
+            format!("{d:?}"),
+            r#"["gold", "", "-7", "0.25", "true", "", "café ☕"]"#
+        );
+    }
+
+    #[test]
     fn late_spans_fold_into_a_pending_event() {
         let c = cuj(Scope::Trace, Measure::EndToEnd);
         let spans = [span("POST /v1/messages", 201, StatusCode::Unset)];
@@ -546,7 +664,7 @@ mod tests {
         assert_eq!(
             c.finish(pending.clone()),
             Outcome::Event(SliEvent {
-                dimensions: vec!["gold".into()],
+                dimensions: DimensionValues::new(&["gold"]),
                 available: true,
                 latency: Some((Duration::from_millis(100), true)),
                 unmeasured: None,
@@ -577,7 +695,7 @@ mod tests {
             Some((Duration::from_millis(300), true)),
             "300 ms <= 300 ms is good"
         );
-        assert_eq!(e.dimensions, vec!["gold".to_string()]);
+        assert_eq!(e.dimensions.to_vec(), vec!["gold".to_string()]);
         let Outcome::Event(e) = c.evaluate(&trace(&ok, 301, 301)) else {
             panic!("event expected")
         };

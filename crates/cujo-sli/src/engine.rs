@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use crate::condition::{ConditionSet, SpanFacts};
 use crate::cuj::{
-    Cuj, Measure, Outcome, PendingEvent, Scope, Sli, SliEvent, TraceFacts, Unmeasured,
+    Cuj, DimensionValues, Measure, Outcome, PendingEvent, Scope, Sli, SliEvent, TraceFacts,
+    Unmeasured,
 };
 use crate::histogram::{ExpBuckets, ExpHistogram};
 use crate::settle::{Settling, Waiting};
@@ -68,58 +69,46 @@ struct SeriesExemplars {
 /// process so crafted values cannot aim at one bucket.
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// A CUJ's series by dimension values. The values are looked up encoded in one buffer
-/// (reused, so finding an existing series allocates nothing), in a map to the series'
-/// position: one hashed slice and one compare, instead of hashing and comparing each value
-/// behind its own pointer.
+/// A CUJ's series by dimension values, found by the values' encoding
+/// ([`DimensionValues`], which the event already carries): one hashed slice and one
+/// compare, and no allocation for an existing series.
 #[derive(Default)]
 struct SeriesMap {
-    index: FastMap<Box<[u8]>, usize>,
+    index: FastMap<DimensionValues, usize>,
     series: Vec<(Vec<String>, Series)>,
-    scratch: Vec<u8>,
 }
 
 impl SeriesMap {
-    fn encode(values: &[String], out: &mut Vec<u8>) {
-        out.clear();
-        for v in values {
-            out.extend_from_slice(&(v.len() as u64).to_le_bytes());
-            out.extend_from_slice(v.as_bytes());
-        }
-    }
-
     fn len(&self) -> usize {
         self.series.len()
     }
 
-    /// Where the series of `values` is, if it exists.
-    fn find(&mut self, values: &[String]) -> Option<usize> {
-        Self::encode(values, &mut self.scratch);
-        self.index.get(&self.scratch[..]).copied()
+    /// Where the series of `key` is, if it exists.
+    fn find(&self, key: &DimensionValues) -> Option<usize> {
+        self.index.get(key).copied()
     }
 
     fn at_mut(&mut self, i: usize) -> &mut Series {
         &mut self.series[i].1
     }
 
-    /// Adds the series of `values` (which must not exist yet).
-    fn insert(&mut self, values: Vec<String>, series: Series) -> &mut Series {
-        Self::encode(&values, &mut self.scratch);
+    /// Adds the series of `key` (which must not exist yet).
+    fn insert(&mut self, key: DimensionValues, series: Series) -> &mut Series {
         let i = self.series.len();
-        self.index.insert(Box::from(&self.scratch[..]), i);
-        self.series.push((values, series));
+        self.series.push((key.to_vec(), series));
+        self.index.insert(key, i);
         &mut self.series[i].1
     }
 
-    /// The series of `values`, added (by `new`) if missing.
+    /// The series of `key`, added (by `new`) if missing.
     fn get_or_insert_with(
         &mut self,
-        values: Vec<String>,
+        key: DimensionValues,
         new: impl FnOnce() -> Series,
     ) -> &mut Series {
-        match self.find(&values) {
+        match self.find(&key) {
             Some(i) => self.at_mut(i),
-            None => self.insert(values, new()),
+            None => self.insert(key, new()),
         }
     }
 
@@ -142,6 +131,8 @@ struct CujState {
     trace_masks: (u64, u64),
     bounds: Vec<f64>,
     series: SeriesMap,
+    /// The overflow series' key ([`OVERFLOW`] for every dimension).
+    overflow_key: DimensionValues,
     excluded: u64,
     /// Events folded into the overflow series because `max_series` was reached.
     overflowed: u64,
@@ -255,6 +246,7 @@ impl SliEngine {
                     }
                 }
                 CujState {
+                    overflow_key: DimensionValues::new(&vec![OVERFLOW; cuj.dimensions.len()]),
                     cuj,
                     trace_masks,
                     bounds,
@@ -595,14 +587,15 @@ impl SliEngine {
                 s.latency = w.latency;
                 for (dims, windows) in w.series {
                     // Series of a CUJ whose dimensions changed, or beyond its cap, are dropped.
+                    let key = DimensionValues::new(&dims);
                     if dims.len() != s.cuj.dimensions.len()
-                        || (s.series.find(&dims).is_none() && s.series.len() >= s.cuj.max_series)
+                        || (s.series.find(&key).is_none() && s.series.len() >= s.cuj.max_series)
                     {
                         continue;
                     }
                     let buckets = s.bounds.len() + 1;
                     s.series
-                        .get_or_insert_with(dims, || Series::new(buckets))
+                        .get_or_insert_with(key, || Series::new(buckets))
                         .windows = windows;
                 }
                 restored += 1;
@@ -906,10 +899,12 @@ impl CujState {
             }
             None => {
                 self.overflowed += 1;
-                self.series.get_or_insert_with(
-                    vec![OVERFLOW.to_string(); self.cuj.dimensions.len()],
-                    || Series::new(buckets),
-                )
+                match self.series.find(&self.overflow_key) {
+                    Some(i) => self.series.at_mut(i),
+                    None => self
+                        .series
+                        .insert(self.overflow_key.clone(), Series::new(buckets)),
+                }
             }
         };
         let exemplar = |value: f64| {
