@@ -12,7 +12,7 @@
 
 use std::hint::black_box;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use cujo_sli::condition::{Scalar, SpanFacts, StatusCode};
 use cujo_sli::cuj::TraceFacts;
 use cujo_sli::engine::SliEngine;
@@ -113,45 +113,83 @@ fn roots() -> Vec<Root> {
         .collect()
 }
 
-fn bench(c: &mut Criterion) {
-    let config = cujo::config::Config::parse("<sli bench>", &config_yaml(), &|_| None)
-        .expect("the bench's CUJs are a valid config");
-    let mut engine = SliEngine::new(config.cujs())
-        .with_settle(config.slo.settle.0, config.slo.max_settling_traces);
-    let conditions = engine
-        .span_conditions()
-        .cloned()
-        .expect("the trace-scope conditions fit the arrival classification");
-    let roots = roots();
-    // As the assembler hands them over: the root alone, with the trace's condition bits.
-    let bits: Vec<u64> = roots.iter().map(|r| conditions.classify(r)).collect();
-    let start_ms = 1_800_000_000_000u64;
-    let mut n = 0u64;
+/// The engine and the traffic fed to it, one trace per [`Feed::step`].
+struct Feed {
+    engine: SliEngine,
+    roots: Vec<Root>,
+    /// The trace-scope condition bits of each root, as the assembler hands them over.
+    bits: Vec<u64>,
+    n: u64,
+}
 
+const START_MS: u64 = 1_800_000_000_000;
+
+impl Feed {
+    fn new() -> Self {
+        let config = cujo::config::Config::parse("<sli bench>", &config_yaml(), &|_| None)
+            .expect("the bench's CUJs are a valid config");
+        let engine = SliEngine::new(config.cujs())
+            .with_settle(config.slo.settle.0, config.slo.max_settling_traces);
+        let conditions = engine
+            .span_conditions()
+            .cloned()
+            .expect("the trace-scope conditions fit the arrival classification");
+        let roots = roots();
+        let bits = roots.iter().map(|r| conditions.classify(r)).collect();
+        Feed {
+            engine,
+            roots,
+            bits,
+            n: 0,
+        }
+    }
+
+    /// Feeds the next trace: its root alone, with the trace's condition bits.
+    fn step(&mut self) {
+        let n = self.n;
+        let i = (n % ROOTS as u64) as usize;
+        let root = &self.roots[i];
+        let mut trace_id = [0u8; 16];
+        trace_id[..8].copy_from_slice(&n.to_le_bytes());
+        let now_ms = START_MS + n / 100;
+        let start_ns = now_ms * 1_000_000;
+        let facts = TraceFacts {
+            trace_id,
+            root,
+            root_start_ns: start_ns,
+            root_end_ns: start_ns + root.duration_ns,
+            spans: &[],
+            last_end_ns: start_ns + root.duration_ns + 5_000_000,
+            span_bits: Some(self.bits[i]),
+        };
+        self.engine.observe(black_box(&facts), now_ms);
+        self.n += 1;
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut feed = Feed::new();
     let mut group = c.benchmark_group("sli_engine_10_cujs_2_dims");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("observe_root_only_trace", |b| {
-        b.iter(|| {
-            let i = (n % ROOTS as u64) as usize;
-            let root = &roots[i];
-            let mut trace_id = [0u8; 16];
-            trace_id[..8].copy_from_slice(&n.to_le_bytes());
-            let start_ns = (start_ms + n / 100) * 1_000_000;
-            let facts = TraceFacts {
-                trace_id,
-                root,
-                root_start_ns: start_ns,
-                root_end_ns: start_ns + root.duration_ns,
-                spans: &[],
-                last_end_ns: start_ns + root.duration_ns + 5_000_000,
-                span_bits: Some(bits[i]),
-            };
-            engine.observe(black_box(&facts), start_ms + n / 100);
-            n += 1;
-        })
-    });
+    group.bench_function("observe_root_only_trace", |b| b.iter(|| feed.step()));
     group.finish();
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+/// `SLI_BENCH_TRACES=N`: feeds a fixed number of traces and exits, without criterion, for
+/// tools that count rather than time (`valgrind --tool=cachegrind`).
+fn main() {
+    if let Some(n) = std::env::var("SLI_BENCH_TRACES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let mut feed = Feed::new();
+        for _ in 0..n {
+            feed.step();
+        }
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -15,7 +15,7 @@ use crate::cuj::{
     Unmeasured,
 };
 use crate::histogram::{ExpBuckets, ExpHistogram};
-use crate::settle::{Settling, Waiting};
+use crate::settle::{Events, Settling, Waiting};
 use crate::slo::{ObjectiveStatus, REPORTED_WINDOWS};
 use crate::window::{SeriesWindows, SlicedCounter};
 
@@ -27,23 +27,36 @@ const DEFAULT_BOUNDS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
+/// One series' state. Laid out for the per-event path: the counters an event always
+/// writes share the first cache line, then the windows' pending slice and the histogram's
+/// header; each latency bucket keeps its count beside its exemplar, so recording an event
+/// touches a few lines of the series instead of one per field.
 #[derive(Debug, Clone, Default)]
+#[repr(C, align(64))]
 struct Series {
     available_good: u64,
     available_bad: u64,
     latency_good: u64,
     latency_bad: u64,
-    /// Per bucket of the CUJ's bounds (not cumulative), plus one for +Inf.
-    buckets: Vec<u64>,
-    latency_sum_s: f64,
-    /// Trace id of the most recent bad event (availability or latency).
-    last_bad: Option<[u8; 16]>,
-    /// Every latency since start, for quantiles and the OTLP exponential histogram.
-    latency_hist: ExpHistogram,
     /// Rolling windows of this series (both SLIs), for its share of the budget burned.
     windows: SeriesWindows,
-    /// Recent events to jump to from a dashboard.
-    exemplars: SeriesExemplars,
+    /// Every latency since start, for quantiles, the exact sum, and the OTLP exponential
+    /// histogram.
+    latency_hist: ExpHistogram,
+    /// Per bucket of the CUJ's bounds (not cumulative), plus one for +Inf.
+    buckets: Vec<Bucket>,
+    /// Trace id of the most recent bad event (availability or latency).
+    last_bad: Option<[u8; 16]>,
+    /// The latest bad event of each SLI, to jump to from a dashboard.
+    availability_bad: Option<Exemplar>,
+    latency_bad_exemplar: Option<Exemplar>,
+}
+
+/// A latency bucket's count and its latest event.
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    count: u64,
+    exemplar: Option<Exemplar>,
 }
 
 /// A trace behind a sample: OpenMetrics exemplars carry its id, so a dashboard can jump
@@ -55,14 +68,6 @@ pub struct Exemplar {
     pub value: f64,
     /// When the event was recorded (milliseconds since the Unix epoch).
     pub timestamp_ms: u64,
-}
-
-#[derive(Debug, Clone, Default)]
-struct SeriesExemplars {
-    availability_bad: Option<Exemplar>,
-    latency_bad: Option<Exemplar>,
-    /// The latest event per latency bucket (same index as `Series::buckets`).
-    buckets: Vec<Option<Exemplar>>,
 }
 
 /// Maps keyed by what traffic decides (dimension values, trace ids): a fast hash, seeded per
@@ -338,7 +343,7 @@ impl SliEngine {
     /// CUJs wait (see [`crate::settle`]); the others are recorded now.
     pub fn observe<S: SpanFacts>(&mut self, trace: &TraceFacts<'_, S>, now_ms: u64) {
         let settle = self.settling.settle_ms() > 0;
-        let mut waiting = Vec::with_capacity(if settle { 2 } else { 0 });
+        let mut waiting = Events::new();
         for (i, state) in self.cujs.iter_mut().enumerate() {
             let Some(mut event) = state.cuj.begin(trace) else {
                 continue;
@@ -356,8 +361,12 @@ impl SliEngine {
             }
         }
         if !waiting.is_empty() {
-            let evicted = self.settling.add(trace.trace_id, waiting, now_ms);
-            self.finish_all(evicted, now_ms);
+            self.settling.add(
+                trace.trace_id,
+                waiting,
+                now_ms,
+                finish_in(&mut self.cujs, now_ms),
+            );
         }
         self.tick(now_ms);
     }
@@ -401,24 +410,14 @@ impl SliEngine {
 
     /// Records every settling event now (shutdown: nothing more will come).
     pub fn settle_all(&mut self, now_ms: u64) {
-        let all = self.settling.drain();
-        self.finish_all(all, now_ms);
-    }
-
-    fn finish_all(&mut self, events: Vec<Waiting>, now_ms: u64) {
-        for (i, e) in events {
-            if let Some(state) = self.cujs.get_mut(i) {
-                state.finish(e, now_ms);
-            }
-        }
+        self.settling.drain(finish_in(&mut self.cujs, now_ms));
     }
 
     /// Samples the history when a point is due (cheap otherwise). Called on every observed
     /// trace and by a timer, so the charts move while no traffic comes.
     pub fn tick(&mut self, now_ms: u64) {
         if !self.settling.is_empty() {
-            let due = self.settling.due(now_ms);
-            self.finish_all(due, now_ms);
+            self.settling.due(now_ms, finish_in(&mut self.cujs, now_ms));
         }
         if now_ms < self.next_sample_ms {
             return;
@@ -694,7 +693,7 @@ impl SliEngine {
                     series.available_good as f64,
                 ));
                 events.samples.push(Sample {
-                    exemplar: series.exemplars.availability_bad,
+                    exemplar: series.availability_bad,
                     ..sample(
                         "",
                         with(&[("sli", "availability"), ("outcome", "bad")]),
@@ -708,7 +707,7 @@ impl SliEngine {
                         series.latency_good as f64,
                     ));
                     events.samples.push(Sample {
-                        exemplar: series.exemplars.latency_bad,
+                        exemplar: series.latency_bad_exemplar,
                         ..sample(
                             "",
                             with(&[("sli", "latency"), ("outcome", "bad")]),
@@ -717,9 +716,10 @@ impl SliEngine {
                     });
                     let mut cumulative = 0u64;
                     for (i, bound) in s.bounds.iter().enumerate() {
-                        cumulative += series.buckets.get(i).copied().unwrap_or(0);
+                        let bucket = series.buckets.get(i).copied().unwrap_or_default();
+                        cumulative += bucket.count;
                         duration.samples.push(Sample {
-                            exemplar: series.exemplars.bucket(i),
+                            exemplar: bucket.exemplar,
                             ..sample(
                                 "_bucket",
                                 with(&[("le", &bound.to_string())]),
@@ -729,12 +729,14 @@ impl SliEngine {
                     }
                     let count = series.latency_good + series.latency_bad;
                     duration.samples.push(Sample {
-                        exemplar: series.exemplars.bucket(s.bounds.len()),
+                        exemplar: series.buckets.get(s.bounds.len()).and_then(|b| b.exemplar),
                         ..sample("_bucket", with(&[("le", "+Inf")]), count as f64)
                     });
-                    duration
-                        .samples
-                        .push(sample("_sum", labels.clone(), series.latency_sum_s));
+                    duration.samples.push(sample(
+                        "_sum",
+                        labels.clone(),
+                        series.latency_hist.sum_seconds(),
+                    ));
                     duration
                         .samples
                         .push(sample("_count", labels.clone(), count as f64));
@@ -865,19 +867,18 @@ impl SliEngine {
 impl Series {
     fn new(buckets: usize) -> Self {
         Series {
-            buckets: vec![0; buckets],
-            exemplars: SeriesExemplars {
-                buckets: vec![None; buckets],
-                ..SeriesExemplars::default()
-            },
+            buckets: vec![Bucket::default(); buckets],
             ..Series::default()
         }
     }
 }
 
-impl SeriesExemplars {
-    fn bucket(&self, i: usize) -> Option<Exemplar> {
-        self.buckets.get(i).copied().flatten()
+/// Records settled events in their CUJs.
+fn finish_in(cujs: &mut [CujState], now_ms: u64) -> impl FnMut(Waiting) + '_ {
+    move |(i, e)| {
+        if let Some(state) = cujs.get_mut(i) {
+            state.finish(e, now_ms);
+        }
     }
 }
 
@@ -919,7 +920,7 @@ impl CujState {
         } else {
             series.available_bad += 1;
             series.last_bad = Some(event.trace_id);
-            series.exemplars.availability_bad = exemplar(1.0);
+            series.availability_bad = exemplar(1.0);
         }
         self.availability.record(now_ms, event.available);
         series
@@ -934,22 +935,22 @@ impl CujState {
             } else {
                 series.latency_bad += 1;
                 series.last_bad = Some(event.trace_id);
-                series.exemplars.latency_bad = exemplar(1.0);
+                series.latency_bad_exemplar = exemplar(1.0);
             }
             let secs = measured.as_secs_f64();
-            series.latency_sum_s += secs;
             let bucket = self
                 .bounds
                 .iter()
                 .position(|b| secs <= *b)
                 .unwrap_or(self.bounds.len());
-            series.buckets[bucket] += 1;
+
             let m = crate::histogram::Measured::new(measured);
             series.latency_hist.record_measured(m);
             self.latency_all.record_measured(m);
             self.latency_interval.record_measured(m);
-            if let Some(slot) = series.exemplars.buckets.get_mut(bucket) {
-                *slot = exemplar(secs);
+            if let Some(slot) = series.buckets.get_mut(bucket) {
+                slot.count += 1;
+                slot.exemplar = exemplar(secs);
             }
             self.latency.record(now_ms, good);
         }
@@ -1601,8 +1602,7 @@ mod tests {
         // The windows, the latency histogram's allowance (32 KiB, kept by the histogram
         // itself) and everything else the series holds.
         let own = std::mem::size_of::<Series>()
-            + series.buckets.capacity() * 8
-            + series.exemplars.buckets.capacity() * std::mem::size_of::<Option<Exemplar>>();
+            + series.buckets.capacity() * std::mem::size_of::<Bucket>();
         let total = SeriesWindows::memory_bytes() + 32 * 1024 + own;
         assert!(total <= 64 * 1024, "{total} bytes per series");
     }

@@ -100,25 +100,29 @@ fn midpoint_ns(index: i32) -> f64 {
 }
 
 /// One latency distribution. See the module doc for the design.
+///
+/// Fields in declared order: what every recorded value reads or writes comes first, so it
+/// spans as few cache lines as possible.
 #[derive(Debug, Clone, PartialEq)]
+#[repr(C)]
 pub struct ExpHistogram {
+    /// Exact sum of the measured values.
+    sum_ns: u128,
+    count: u64,
+    min_ns: u64,
+    max_ns: u64,
     /// Bucket index of `counts[0]`.
     offset: i32,
-    /// Low 32 bits of each bucket's count; `carries` holds the rest.
-    counts: Vec<u32>,
-    /// (bucket index, multiple of 2^32) for the rare buckets past `u32::MAX`.
-    carries: Vec<(i32, u64)>,
     /// Indexes below this were collapsed into it to keep within [`MAX_BUCKETS`].
     floor: i32,
+    /// Low 32 bits of each bucket's count; `carries` holds the rest.
+    counts: Vec<u32>,
     /// Values below [`MIN_VALUE`].
     zero_count: u64,
     /// Values above [`MAX_VALUE`], counted in the top bucket.
     clamped: u64,
-    count: u64,
-    /// Exact sum of the measured values.
-    sum_ns: u128,
-    min_ns: u64,
-    max_ns: u64,
+    /// (bucket index, multiple of 2^32) for the rare buckets past `u32::MAX`.
+    carries: Vec<(i32, u64)>,
 }
 
 impl Default for ExpHistogram {

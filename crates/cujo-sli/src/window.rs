@@ -254,13 +254,15 @@ impl WindowCounts {
 /// cache line and divides once, instead of once per ring. Reads count `pending` as if it
 /// had been written.
 #[derive(Debug, Clone)]
+#[repr(C)]
 pub struct SeriesWindows {
-    /// Every ring's slots, one after another (see [`SERIES_RING_OFFSETS`]).
-    slots: Box<[EventSlot]>,
+    /// The finest ring's slice being summed, and its events, not yet in the rings: first,
+    /// as the only field most events touch.
+    pending: Option<(u64, EventSlot)>,
     /// The newest slice each ring has written; zero before the first event.
     heads: [u64; 4],
-    /// The finest ring's slice being summed, and its events, not yet in the rings.
-    pending: Option<(u64, EventSlot)>,
+    /// Every ring's slots, one after another (see [`SERIES_RING_OFFSETS`]).
+    slots: Box<[EventSlot]>,
 }
 
 impl PartialEq for SeriesWindows {
