@@ -258,7 +258,12 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingEvent {
     pub trace_id: [u8; 16],
+    /// Empty once the engine found the series of these values (see
+    /// [`PendingEvent::set_series`]).
     dimensions: DimensionValues,
+    /// The engine's series for the dimension values, when it already existed at the
+    /// release: a settling event then neither holds the values nor looks them up again.
+    series: Option<u32>,
     excluded: bool,
     bad: bool,
     root_start_ns: u64,
@@ -277,6 +282,7 @@ impl PendingEvent {
         PendingEvent {
             trace_id,
             dimensions: DimensionValues::new::<&str>(&[]),
+            series: None,
             excluded: false,
             bad: false,
             root_start_ns: 0,
@@ -292,6 +298,22 @@ impl PendingEvent {
     pub fn fold_decided(&mut self, bad: bool, excluded: bool) {
         self.bad |= bad;
         self.excluded |= excluded;
+    }
+
+    /// The values of the CUJ's dimensions (empty once the series was set).
+    pub fn dimensions(&self) -> &DimensionValues {
+        &self.dimensions
+    }
+
+    /// Notes that the engine's series `index` holds this event's dimension values, and drops
+    /// the values.
+    pub(crate) fn set_series(&mut self, index: u32) {
+        self.series = Some(index);
+        self.dimensions = DimensionValues::new::<&str>(&[]);
+    }
+
+    pub(crate) fn series(&self) -> Option<u32> {
+        self.series
     }
 
     /// Bytes this pending event holds, for bounding the events waiting to settle.
@@ -354,6 +376,7 @@ impl Cuj {
         let mut e = PendingEvent {
             trace_id: trace.trace_id,
             dimensions,
+            series: None,
             excluded: root_only(&self.exclude),
             bad: root_only(&self.bad),
             root_start_ns: trace.root_start_ns,

@@ -355,6 +355,13 @@ impl SliEngine {
                 event.fold_decided(bits & bad != 0, bits & exclude != 0);
             }
             if settle && state.cuj.settles() {
+                // Found now, while the values are at hand, rather than when the event
+                // settles a minute later.
+                if let Some(series) = state.series.find(event.dimensions())
+                    && let Ok(series) = u32::try_from(series)
+                {
+                    event.set_series(series);
+                }
                 waiting.push((i, event));
             } else {
                 state.finish(event, now_ms);
@@ -884,16 +891,23 @@ fn finish_in(cujs: &mut [CujState], now_ms: u64) -> impl FnMut(Waiting) + '_ {
 
 impl CujState {
     fn finish(&mut self, event: PendingEvent, now_ms: u64) {
+        let known = event.series();
         match self.cuj.finish(event) {
             Outcome::NotMatched => {}
             Outcome::Excluded => self.excluded += 1,
-            Outcome::Event(event) => self.record(event, now_ms),
+            Outcome::Event(event) => self.record(event, known, now_ms),
         }
     }
 
-    fn record(&mut self, event: SliEvent, now_ms: u64) {
+    /// Records `event` in its series: `known` when found at the release, else looked up by
+    /// its dimension values (and added, or folded into the overflow series).
+    fn record(&mut self, event: SliEvent, known: Option<u32>, now_ms: u64) {
         let buckets = self.bounds.len() + 1;
-        let series = match self.series.find(&event.dimensions) {
+        let found = known
+            .map(|i| i as usize)
+            .filter(|i| *i < self.series.len())
+            .or_else(|| self.series.find(&event.dimensions));
+        let series = match found {
             Some(i) => self.series.at_mut(i),
             None if self.series.len() < self.cuj.max_series => {
                 self.series.insert(event.dimensions, Series::new(buckets))
@@ -1762,8 +1776,30 @@ mod tests {
             value(&e.families(t0), "cujo_sli_settle_evicted_total", "", &[]),
             Some(1.0)
         );
-        e.settle_all(t0 + 40_003);
-        assert_eq!(count(&e), Some(4.0));
+        // Events whose series exists when they begin to wait keep to it: two tiers, each
+        // series made before its second event.
+        let free = [Span {
+            tier: "free".into(),
+            error: false,
+        }];
+        let free_trace = |id: u8| TraceFacts {
+            root: &free[0],
+            spans: &free,
+            ..trace(id)
+        };
+        e.observe(&free_trace(5), t0 + 40_003);
+        e.settle_all(t0 + 40_004);
+        e.observe(&free_trace(6), t0 + 40_005);
+        e.observe(&trace(8), t0 + 40_006);
+        e.settle_all(t0 + 40_007);
+        assert_eq!(count(&e), Some(5.0), "traces 1 to 4 and 8");
+        let free_count = value(
+            &e.families(t0),
+            "cujo_cuj_duration_seconds",
+            "_count",
+            &[("user_tier", "free")],
+        );
+        assert_eq!(free_count, Some(2.0));
         assert_eq!(
             value(
                 &e.families(t0),
