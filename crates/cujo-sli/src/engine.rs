@@ -79,8 +79,61 @@ pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// compare, and no allocation for an existing series.
 #[derive(Default)]
 struct SeriesMap {
-    index: FastMap<DimensionValues, usize>,
+    index: FastMap<SeriesKey, usize>,
     series: Vec<(Vec<String>, Series)>,
+}
+
+/// Longest encoded dimension values kept inside the map's table.
+const INLINE_KEY: usize = 38;
+
+/// A series' key in [`SeriesMap`]: the encoded dimension values, inside the table when they
+/// are short (a tier and a tenant id take about 25 bytes), so a lookup compares them in the
+/// table's own memory rather than following a pointer to an allocation made long ago.
+#[derive(Clone)]
+enum SeriesKey {
+    Inline(u8, [u8; INLINE_KEY]),
+    Spilled(Box<[u8]>),
+}
+
+impl SeriesKey {
+    fn new(bytes: &[u8]) -> Self {
+        match u8::try_from(bytes.len()) {
+            Ok(len) if bytes.len() <= INLINE_KEY => {
+                let mut inline = [0; INLINE_KEY];
+                inline[..bytes.len()].copy_from_slice(bytes);
+                SeriesKey::Inline(len, inline)
+            }
+            _ => SeriesKey::Spilled(bytes.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            SeriesKey::Inline(len, inline) => &inline[..usize::from(*len)],
+            SeriesKey::Spilled(b) => b,
+        }
+    }
+}
+
+impl PartialEq for SeriesKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for SeriesKey {}
+
+/// Hashes as the bytes do, so the map is searched with a plain `&[u8]`.
+impl std::hash::Hash for SeriesKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for SeriesKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
 }
 
 impl SeriesMap {
@@ -90,7 +143,7 @@ impl SeriesMap {
 
     /// Where the series of `key` is, if it exists.
     fn find(&self, key: &DimensionValues) -> Option<usize> {
-        self.index.get(key).copied()
+        self.index.get(key.as_bytes()).copied()
     }
 
     fn at_mut(&mut self, i: usize) -> &mut Series {
@@ -101,7 +154,7 @@ impl SeriesMap {
     fn insert(&mut self, key: DimensionValues, series: Series) -> &mut Series {
         let i = self.series.len();
         self.series.push((key.to_vec(), series));
-        self.index.insert(key, i);
+        self.index.insert(SeriesKey::new(key.as_bytes()), i);
         &mut self.series[i].1
     }
 
@@ -1831,6 +1884,33 @@ mod tests {
         };
         assert_eq!(windows(&fresh), windows(&e));
         assert_eq!(windows(&fresh)[1].1[0].valid, 4);
+    }
+
+    #[test]
+    fn series_keys_short_and_long_find_their_series() {
+        let mut map = SeriesMap::default();
+        let short = DimensionValues::new(&["gold", "tenant-0042"]);
+        let at_limit = DimensionValues::new(&["x".repeat(INLINE_KEY - 4)]);
+        let long = DimensionValues::new(&["gold", &"t".repeat(300)]);
+        assert!(at_limit.as_bytes().len() == INLINE_KEY && long.as_bytes().len() > INLINE_KEY);
+        for (n, key) in [&short, &at_limit, &long].into_iter().enumerate() {
+            assert_eq!(map.find(key), None);
+            map.insert(key.clone(), Series::new(1)).available_good = n as u64 + 1;
+        }
+        for (n, key) in [&short, &at_limit, &long].into_iter().enumerate() {
+            let i = map.find(key).expect("added");
+            assert_eq!(map.at_mut(i).available_good, n as u64 + 1);
+        }
+        // Keys differing only past the inline part, or by a prefix, are different series.
+        assert_eq!(
+            map.find(&DimensionValues::new(&["gold", &"t".repeat(299)])),
+            None
+        );
+        assert_eq!(
+            map.find(&DimensionValues::new(&["gold", "tenant-004"])),
+            None
+        );
+        assert_eq!(map.len(), 3);
     }
 
     #[test]
