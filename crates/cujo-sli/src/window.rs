@@ -209,6 +209,24 @@ struct EventSlot {
 }
 
 impl EventSlot {
+    fn from_words([valid, availability_good, latency_valid, latency_good]: [u32; 4]) -> Self {
+        EventSlot {
+            valid,
+            availability_good,
+            latency_valid,
+            latency_good,
+        }
+    }
+
+    fn words(self) -> [u32; 4] {
+        [
+            self.valid,
+            self.availability_good,
+            self.latency_valid,
+            self.latency_good,
+        ]
+    }
+
     fn add(&mut self, d: EventSlot) {
         self.valid = self.valid.saturating_add(d.valid);
         self.availability_good = self.availability_good.saturating_add(d.availability_good);
@@ -261,8 +279,13 @@ pub struct SeriesWindows {
     pending: Option<(u64, EventSlot)>,
     /// The newest slice each ring has written; zero before the first event.
     heads: [u64; 4],
-    /// Every ring's slots, one after another (see [`SERIES_RING_OFFSETS`]).
-    slots: Box<[EventSlot]>,
+    /// Bit `r` is set once ring `r` has been written: before that its slots are all zero
+    /// and its first write clears nothing.
+    written: u8,
+    /// Every ring's slots, one after another (see [`SERIES_RING_OFFSETS`]), each an
+    /// [`EventSlot`]'s four counts. Plain words so the slots come from zeroed memory: a
+    /// new series touches only the pages its first events land in, not all seven.
+    slots: Box<[[u32; 4]]>,
 }
 
 impl PartialEq for SeriesWindows {
@@ -284,8 +307,9 @@ impl Default for SeriesWindows {
 impl SeriesWindows {
     pub fn new() -> Self {
         Self {
-            slots: vec![EventSlot::default(); SERIES_SLOTS].into_boxed_slice(),
+            slots: vec![[0; 4]; SERIES_SLOTS].into_boxed_slice(),
             heads: [0; 4],
+            written: 0,
             pending: None,
         }
     }
@@ -337,18 +361,25 @@ impl SeriesWindows {
             let n = n as u64;
             let slice = now_ms / slice_ms;
             let head = self.heads[r];
-            if slice > head {
+            if self.written & (1 << r) == 0 {
+                // The first write: every slot is still zero, nothing to clear.
+                self.written |= 1 << r;
+                self.heads[r] = slice;
+            } else if slice > head {
                 // Slices between the old head and this one had no events: clear their slots.
                 let clear = (slice - head).min(n);
                 for t in (slice + 1 - clear)..=slice {
-                    ring[(t % n) as usize] = EventSlot::default();
+                    ring[(t % n) as usize] = [0; 4];
                 }
                 self.heads[r] = slice;
             } else if head - slice >= n {
                 // Older than this ring remembers (the clock went back that far).
                 continue;
             }
-            ring[(slice % n) as usize].add(d);
+            let slot = &mut ring[(slice % n) as usize];
+            let mut sum = EventSlot::from_words(*slot);
+            sum.add(d);
+            *slot = sum.words();
         }
     }
 
@@ -384,7 +415,7 @@ impl SeriesWindows {
         };
         if oldest <= newest {
             for t in oldest..=newest.min(written) {
-                count(ring[(t % n) as usize]);
+                count(EventSlot::from_words(ring[(t % n) as usize]));
             }
             if let Some((p, events)) = pending
                 && (oldest..=newest).contains(&p)
@@ -402,12 +433,7 @@ impl SeriesWindows {
             out.extend_from_slice(&h.to_le_bytes());
         }
         for s in flushed.slots.iter() {
-            for w in [
-                s.valid,
-                s.availability_good,
-                s.latency_valid,
-                s.latency_good,
-            ] {
+            for w in s {
                 out.extend_from_slice(&w.to_le_bytes());
             }
         }
@@ -426,6 +452,8 @@ impl SeriesWindows {
         }
         let (heads, slots) = bytes.split_at(32);
         let mut w = SeriesWindows::new();
+        // Restored rings may hold counts under any head: clear as rings that were written.
+        w.written = 0b1111;
         for (h, b) in w.heads.iter_mut().zip(heads.chunks_exact(8)) {
             let mut a = [0u8; 8];
             a.copy_from_slice(b);
@@ -435,15 +463,11 @@ impl SeriesWindows {
             .chunks_exact(4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         for slot in w.slots.iter_mut() {
-            *slot = EventSlot {
-                valid: words.next()?,
-                availability_good: words.next()?,
-                latency_valid: words.next()?,
-                latency_good: words.next()?,
-            };
-            if slot.availability_good > slot.valid
-                || slot.latency_valid > slot.valid
-                || slot.latency_good > slot.latency_valid
+            *slot = [words.next()?, words.next()?, words.next()?, words.next()?];
+            let s = EventSlot::from_words(*slot);
+            if s.availability_good > s.valid
+                || s.latency_valid > s.valid
+                || s.latency_good > s.latency_valid
             {
                 return None;
             }
@@ -624,6 +648,46 @@ mod tests {
         assert_eq!(bytes.len(), SeriesWindows::state_len());
         assert_eq!(SeriesWindows::read_state(&bytes), Some(w));
         assert_eq!(SeriesWindows::read_state(&bytes[1..]), None);
+    }
+
+    #[test]
+    fn a_ring_first_written_at_slice_zero_forgets_it_like_any_other() {
+        // Head zero is both "never written" and "wrote slice 0": the first must not keep
+        // slice 0's counts once the ring has moved a whole length past them.
+        let mut w = SeriesWindows::new();
+        let mut c = SlicedCounter::new();
+        for (t, ok) in [
+            (0, false),
+            (5_000, true),
+            (400_000, true),
+            (720_000, true),
+            (7_300_000, false),
+        ] {
+            w.record(t, ok, Some(ok));
+            c.record(t, ok);
+            for secs in [300, 7200] {
+                let window = Duration::from_secs(secs);
+                let got = w.counts(t, window).expect("window");
+                assert_eq!(
+                    Some(got.availability()),
+                    c.counts(t, window),
+                    "{secs}s at {t}"
+                );
+            }
+        }
+        // By 400 s the five-minute window has moved past slice 0's two events.
+        let mut w = SeriesWindows::new();
+        w.record(0, false, None);
+        w.record(400_000, true, None);
+        assert_eq!(
+            w.counts(400_000, Duration::from_secs(300)).map(|c| c.valid),
+            Some(1)
+        );
+        assert_eq!(
+            w.counts(400_000, Duration::from_secs(3600))
+                .map(|c| c.valid),
+            Some(2)
+        );
     }
 
     #[test]

@@ -367,12 +367,6 @@ impl SpanFacts for Arriving<'_> {
     }
 }
 
-/// Where a released trace's root is: among its spans read for the CUJs, or read alone.
-enum RootSpan<'a> {
-    Among(usize),
-    Alone(Box<WireSpan<'a>>),
-}
-
 /// Feeds every trace the assembler releases whole to the SLI engine, and — when some CUJ
 /// measures `end_to_end` or `{from, to}` — the late spans and linked traces that continue
 /// traces whose events are still settling.
@@ -480,23 +474,25 @@ impl TraceObserver for SliObserver {
         // into the event of the trace they continue.
         let keys = &self.keys;
         let bits_cover = trace.span_bits.is_some() && !self.spans_besides_bits;
-        let (spans, root) = if (self.needs_all_spans && !bits_cover) || linked.is_some() {
-            let spans = wire_spans(&trace.spans, keys);
-            (spans, trace.root.map(RootSpan::Among))
+        // The root is either among every span read, or read alone (on the stack: most
+        // traces take this path, and a boxed span was an allocation per trace).
+        let (spans, among, alone) = if (self.needs_all_spans && !bits_cover) || linked.is_some() {
+            (wire_spans(&trace.spans, keys), trace.root, None)
         } else {
-            let root = trace
+            let alone = trace
                 .root
                 .and_then(|i| trace.spans.get(i))
                 .map(|&(bytes, resource)| {
-                    RootSpan::Alone(Box::new(WireSpan::new(
+                    WireSpan::new(
                         bytes,
                         cujo_wire::span::service_name(resource).unwrap_or(""),
                         keys,
-                    )))
+                    )
                 });
-            (Vec::new(), root)
+            (Vec::new(), None, alone)
         };
-        if root.is_none() && linked.is_none() {
+        let has_root = among.is_some() || alone.is_some();
+        if !has_root && linked.is_none() {
             return;
         }
         let Ok(mut engine) = self.engine.lock() else {
@@ -506,10 +502,9 @@ impl TraceObserver for SliObserver {
             engine.observe_linked(trace.trace_id, to, &spans);
         }
         // Only a trace released with its own root is an event of a journey.
-        let root = match &root {
-            Some(RootSpan::Among(i)) => &spans[*i],
-            Some(RootSpan::Alone(alone)) => alone.as_ref(),
-            None => return,
+        let root = match (among.and_then(|i| spans.get(i)), &alone) {
+            (Some(root), _) | (None, Some(root)) => root,
+            (None, None) => return,
         };
         let facts = TraceFacts {
             trace_id: trace.trace_id,
