@@ -209,24 +209,6 @@ struct EventSlot {
 }
 
 impl EventSlot {
-    fn from_words([valid, availability_good, latency_valid, latency_good]: [u32; 4]) -> Self {
-        EventSlot {
-            valid,
-            availability_good,
-            latency_valid,
-            latency_good,
-        }
-    }
-
-    fn words(self) -> [u32; 4] {
-        [
-            self.valid,
-            self.availability_good,
-            self.latency_valid,
-            self.latency_good,
-        ]
-    }
-
     fn add(&mut self, d: EventSlot) {
         self.valid = self.valid.saturating_add(d.valid);
         self.availability_good = self.availability_good.saturating_add(d.availability_good);
@@ -279,13 +261,8 @@ pub struct SeriesWindows {
     pending: Option<(u64, EventSlot)>,
     /// The newest slice each ring has written; zero before the first event.
     heads: [u64; 4],
-    /// Bit `r` is set once ring `r` has been written: before that its slots are all zero
-    /// and its first write clears nothing.
-    written: u8,
-    /// Every ring's slots, one after another (see [`SERIES_RING_OFFSETS`]), each an
-    /// [`EventSlot`]'s four counts. Plain words so the slots come from zeroed memory: a
-    /// new series touches only the pages its first events land in, not all seven.
-    slots: Box<[[u32; 4]]>,
+    /// Every ring's slots, one after another (see [`SERIES_RING_OFFSETS`]).
+    slots: Box<[EventSlot]>,
 }
 
 impl PartialEq for SeriesWindows {
@@ -307,9 +284,8 @@ impl Default for SeriesWindows {
 impl SeriesWindows {
     pub fn new() -> Self {
         Self {
-            slots: vec![[0; 4]; SERIES_SLOTS].into_boxed_slice(),
+            slots: vec![EventSlot::default(); SERIES_SLOTS].into_boxed_slice(),
             heads: [0; 4],
-            written: 0,
             pending: None,
         }
     }
@@ -361,25 +337,18 @@ impl SeriesWindows {
             let n = n as u64;
             let slice = now_ms / slice_ms;
             let head = self.heads[r];
-            if self.written & (1 << r) == 0 {
-                // The first write: every slot is still zero, nothing to clear.
-                self.written |= 1 << r;
-                self.heads[r] = slice;
-            } else if slice > head {
+            if slice > head {
                 // Slices between the old head and this one had no events: clear their slots.
                 let clear = (slice - head).min(n);
                 for t in (slice + 1 - clear)..=slice {
-                    ring[(t % n) as usize] = [0; 4];
+                    ring[(t % n) as usize] = EventSlot::default();
                 }
                 self.heads[r] = slice;
             } else if head - slice >= n {
                 // Older than this ring remembers (the clock went back that far).
                 continue;
             }
-            let slot = &mut ring[(slice % n) as usize];
-            let mut sum = EventSlot::from_words(*slot);
-            sum.add(d);
-            *slot = sum.words();
+            ring[(slice % n) as usize].add(d);
         }
     }
 
@@ -415,7 +384,7 @@ impl SeriesWindows {
         };
         if oldest <= newest {
             for t in oldest..=newest.min(written) {
-                count(EventSlot::from_words(ring[(t % n) as usize]));
+                count(ring[(t % n) as usize]);
             }
             if let Some((p, events)) = pending
                 && (oldest..=newest).contains(&p)
@@ -433,7 +402,12 @@ impl SeriesWindows {
             out.extend_from_slice(&h.to_le_bytes());
         }
         for s in flushed.slots.iter() {
-            for w in s {
+            for w in [
+                s.valid,
+                s.availability_good,
+                s.latency_valid,
+                s.latency_good,
+            ] {
                 out.extend_from_slice(&w.to_le_bytes());
             }
         }
@@ -452,8 +426,6 @@ impl SeriesWindows {
         }
         let (heads, slots) = bytes.split_at(32);
         let mut w = SeriesWindows::new();
-        // Restored rings may hold counts under any head: clear as rings that were written.
-        w.written = 0b1111;
         for (h, b) in w.heads.iter_mut().zip(heads.chunks_exact(8)) {
             let mut a = [0u8; 8];
             a.copy_from_slice(b);
@@ -463,11 +435,15 @@ impl SeriesWindows {
             .chunks_exact(4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         for slot in w.slots.iter_mut() {
-            *slot = [words.next()?, words.next()?, words.next()?, words.next()?];
-            let s = EventSlot::from_words(*slot);
-            if s.availability_good > s.valid
-                || s.latency_valid > s.valid
-                || s.latency_good > s.latency_valid
+            *slot = EventSlot {
+                valid: words.next()?,
+                availability_good: words.next()?,
+                latency_valid: words.next()?,
+                latency_good: words.next()?,
+            };
+            if slot.availability_good > slot.valid
+                || slot.latency_valid > slot.valid
+                || slot.latency_good > slot.latency_valid
             {
                 return None;
             }
@@ -651,9 +627,9 @@ mod tests {
     }
 
     #[test]
-    fn a_ring_first_written_at_slice_zero_forgets_it_like_any_other() {
-        // Head zero is both "never written" and "wrote slice 0": the first must not keep
-        // slice 0's counts once the ring has moved a whole length past them.
+    fn series_windows_from_clock_zero_match_the_counters() {
+        // A ring's head reads zero both before its first write and after writing slice 0
+        // (an injected clock starting at zero): either way slice 0 is forgotten in time.
         let mut w = SeriesWindows::new();
         let mut c = SlicedCounter::new();
         for (t, ok) in [
