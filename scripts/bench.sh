@@ -7,7 +7,8 @@
 #   scripts/bench.sh --rounds 1 --duration 5s --rate 50000
 #
 # Options (env var in brackets):
-#   --only cujo|rotel|cujo-padded|cujo-propagate|cujo-sli   run one target only [ONLY]
+#   --only LIST         comma-separated targets among cujo, rotel, cujo-padded,  [ONLY]
+#                       cujo-propagate, cujo-sli (default: all five)
 #   --rounds N          rounds per (target, mode), default 3       [ROUNDS]
 #   --duration D        measured window per run, default 20s       [DURATION]
 #   --warmup D          unmeasured load before it, default 2s      [WARMUP]
@@ -80,11 +81,17 @@ for journey in checkout add-to-cart view-product search view-cart; do
     objectives: [ { sli: availability, target: 99.9%, window: 30d }, { sli: latency, target: 99%, window: 30d } ]"
   done
 done
-case "$ONLY" in
-  both) TARGETS=(cujo cujo-padded cujo-propagate cujo-sli rotel) ;;
-  cujo|rotel|cujo-padded|cujo-propagate|cujo-sli) TARGETS=("$ONLY") ;;
-  *) echo "bench.sh: --only takes cujo, cujo-padded, cujo-propagate, cujo-sli or rotel" >&2; exit 2 ;;
-esac
+if [[ $ONLY == both ]]; then
+  TARGETS=(cujo cujo-padded cujo-propagate cujo-sli rotel)
+else
+  IFS=, read -r -a TARGETS <<< "$ONLY"
+  for t in "${TARGETS[@]}"; do
+    case "$t" in
+      cujo|rotel|cujo-padded|cujo-propagate|cujo-sli) ;;
+      *) echo "bench.sh: --only takes cujo, cujo-padded, cujo-propagate, cujo-sli or rotel (comma-separated), not '$t'" >&2; exit 2 ;;
+    esac
+  done
+fi
 
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 LOAD="$TARGET_DIR/release/cujo-load"
