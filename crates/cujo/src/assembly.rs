@@ -474,8 +474,7 @@ impl TraceObserver for SliObserver {
         // into the event of the trace they continue.
         let keys = &self.keys;
         let bits_cover = trace.span_bits.is_some() && !self.spans_besides_bits;
-        // The root is either among every span read, or read alone (on the stack: most
-        // traces take this path, and a boxed span was an allocation per trace).
+        // The root is either among every span read, or read alone (most traces).
         let (spans, among, alone) = if (self.needs_all_spans && !bits_cover) || linked.is_some() {
             (wire_spans(&trace.spans, keys), trace.root, None)
         } else {
