@@ -490,8 +490,8 @@ impl TraceObserver for SliObserver {
                 });
             (Vec::new(), None, alone)
         };
-        let has_root = among.is_some() || alone.is_some();
-        if !has_root && linked.is_none() {
+        let root = among.and_then(|i| spans.get(i)).or(alone.as_ref());
+        if root.is_none() && linked.is_none() {
             return;
         }
         let Ok(mut engine) = self.engine.lock() else {
@@ -501,9 +501,8 @@ impl TraceObserver for SliObserver {
             engine.observe_linked(trace.trace_id, to, &spans);
         }
         // Only a trace released with its own root is an event of a journey.
-        let root = match (among.and_then(|i| spans.get(i)), &alone) {
-            (Some(root), _) | (None, Some(root)) => root,
-            (None, None) => return,
+        let Some(root) = root else {
+            return;
         };
         let facts = TraceFacts {
             trace_id: trace.trace_id,
