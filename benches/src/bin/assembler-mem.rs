@@ -53,7 +53,13 @@ fn main() -> anyhow::Result<()> {
         None => None,
     };
     let base = match &config {
-        Some(c) => cujo::assembly::settings(c),
+        Some(c) => cujo::assembly::settings(
+            c,
+            &cujo_otlp::memory::MemoryBudget::new(
+                c.admission.max_in_flight.0 as usize,
+                c.memory_shares(),
+            ),
+        ),
         None => AssemblerSettings {
             propagate: PropagateSettings {
                 attributes: vec!["cuj.*".into(), "user.tier".into(), "tenant.id".into()],
@@ -67,7 +73,7 @@ fn main() -> anyhow::Result<()> {
         decision_wait: Duration::from_secs(3600),
         trace_timeout: Duration::from_secs(7200),
         max_buffered_spans: usize::MAX,
-        max_buffered_bytes: usize::MAX,
+        max_memory_bytes: usize::MAX,
         ..base
     };
     let cujs = config.as_ref().map(|c| c.cujs()).unwrap_or_default();
@@ -110,6 +116,7 @@ fn main() -> anyhow::Result<()> {
     }
     let held = assembler.held_spans() as u64;
     let held_bytes = assembler.held_bytes() as u64;
+    let counted = assembler.memory_bytes() as u64;
     let grown = rss_bytes()?.saturating_sub(before);
     let mut released = SpanBatch::default();
     assembler.release_all(1, &mut released);
@@ -157,6 +164,12 @@ fn main() -> anyhow::Result<()> {
         "RSS growth holding:    {:.1} MiB = {:.2}x encoded size",
         grown as f64 / 1048576.0,
         grown as f64 / span_bytes as f64
+    );
+    println!(
+        "memory counted:        {:.1} MiB = {:.2}x encoded size ({:.2}x the RSS growth)",
+        counted as f64 / 1048576.0,
+        counted as f64 / span_bytes as f64,
+        counted as f64 / grown.max(1) as f64
     );
     println!(
         "ingest:                {:.3} us/span ({:.2} M spans/s, one core)",

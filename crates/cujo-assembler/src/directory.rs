@@ -9,14 +9,15 @@
 
 use std::sync::{Mutex, MutexGuard};
 
+use crate::TraceId;
 use crate::cache::{Cached, RootCache};
-use crate::{IdMap, TraceId};
+use crate::table::CountedMap;
 
 /// One shard's part of the directory.
 pub(crate) struct ShardIndex {
     pub(crate) cache: RootCache,
     /// Traces the shard holds now (value unused): linked traces in other shards wait for them.
-    pub(crate) held: IdMap<TraceId, ()>,
+    pub(crate) held: CountedMap<TraceId, ()>,
 }
 
 pub struct Directory {
@@ -24,16 +25,23 @@ pub struct Directory {
 }
 
 impl Directory {
-    /// A directory for `shards` shards, each with a root cache of `max_traces / shards`.
-    pub fn new(shards: usize, root_cache_ttl_ms: u64, root_cache_max_traces: usize) -> Self {
+    /// A directory for `shards` shards, each with a root cache of `max_traces / shards`
+    /// entries in `max_bytes / shards` bytes.
+    pub fn new(
+        shards: usize,
+        root_cache_ttl_ms: u64,
+        root_cache_max_traces: usize,
+        root_cache_max_bytes: usize,
+    ) -> Self {
         let shards = shards.max(1);
         let per_shard = root_cache_max_traces.div_ceil(shards);
+        let bytes_per_shard = root_cache_max_bytes / shards;
         Self {
             shards: (0..shards)
                 .map(|_| {
                     Mutex::new(ShardIndex {
-                        cache: RootCache::new(root_cache_ttl_ms, per_shard),
-                        held: IdMap::default(),
+                        cache: RootCache::new(root_cache_ttl_ms, per_shard, bytes_per_shard),
+                        held: CountedMap::new(),
                     })
                 })
                 .collect(),

@@ -7,11 +7,18 @@
 //! are resolved through the shared [`directory::Directory`].
 //!
 //! Each [`Assembler`] is a plain, single-threaded state machine driven by the caller with a
-//! clock value in milliseconds ([`Assembler::ingest`], [`Assembler::release_due`],
+//! clock value in milliseconds ([`Assembler::ingest_step`], [`Assembler::release_due`],
 //! [`Assembler::release_all`]): it owns its traces outright (no locks), and tests drive time
 //! without sleeping. Spans stay in protobuf wire form; each held span's bytes are copied out
-//! of its request so a long-lived trace does not pin the request buffer, and resources and
-//! scopes are interned so thousands of traces share one copy.
+//! of its request into its trace's buffer, so a long-lived trace does not pin the request,
+//! and resources and scopes are interned so thousands of traces share one copy.
+//!
+//! Memory is bounded and counted: [`Assembler::memory_bytes`] is what the held spans and
+//! every index over them occupy (allocator size classes included), kept under
+//! `max_memory_bytes` by releasing the oldest traces early; the root cache keeps itself under
+//! its own bytes; what one step may write out is limited by [`Assembler::set_output_room`];
+//! and `propagate:`'s caps bound what propagation adds to a span. Maps keyed by ids come
+//! from the input, so they hash with a per-process random seed.
 //!
 //! It knows nothing of receivers, exporters or channels: spans in, spans out. A
 //! [`TraceObserver`] (the SLI engine) hears of every trace released whole; it may also name
@@ -21,214 +28,86 @@
 //!
 //! # Layout
 //! - [`settings`]: `assembler:` and `propagate:` settings.
-//! - [`origin`]: what a trace propagates ([`origin::Origin`]) and writing it onto a span.
-//! - [`cache`]: the root cache of released traces' origins (TTL, bounded).
+//! - [`origin`]: what a trace propagates ([`origin::Origin`], capped) and writing it onto a span.
+//! - [`cache`]: the root cache of released traces' origins (TTL, entries, bytes).
 //! - [`directory`]: what the shards share — each shard's root cache and held trace ids, each
 //!   behind the shard's own lock — so span links resolve across shards.
-//! - this file: buffering, release policy, links, and the counters ([`AssemblerStats`]).
+//! - `held`: how a held trace is laid out (one buffer of span bytes, 16 bytes of facts per
+//!   span) and the shard's table of interned resources and scopes.
+//! - `emit`: writing a released trace (or a late span) out, enriched.
+//! - [`stats`]: release reasons and the counters ([`AssemblerStats`]).
+//! - this file: taking spans in, the release policy, links, memory.
 #![forbid(unsafe_code)]
 
 pub mod cache;
 pub mod directory;
+mod emit;
+mod held;
 pub mod origin;
 pub mod settings;
+pub mod stats;
+mod table;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+
 use std::sync::Arc;
+use table::CountedMap;
 
 use bytes::Bytes;
-use cujo_wire::span::{
-    SpanFields, key_value, kind, read_span_with, service_name, span_attributes, span_head,
-};
-use cujo_wire::{ResourceHeader, ScopeGroup, SpanBatch};
+use cujo_wire::SpanBatch;
+use cujo_wire::alloc::{allocation_size, vec_bytes};
+use cujo_wire::span::{SpanFields, key_value, kind, read_span_with, service_name, span_attributes};
 
 pub use directory::Directory;
-use origin::{Origin, SpanContext, duration_ms, enrich, enrich_fast, shared_block};
+use held::{GroupTable, HeldSpan, Trace, span_flags};
+use origin::Origin;
 pub use settings::{AssemblerSettings, PropagateSettings};
+pub use stats::{AssemblerStats, RELEASE_LAG_BUCKETS_MS, ReleaseReason};
 
 pub type TraceId = [u8; 16];
-/// A span id as a number; zero (an invalid id) stands for "no parent".
-type SpanId = u64;
 
-/// Trace and span ids are random already: hashing them again is wasted work on the hot path.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct IdHasher(u64);
+/// The hasher of every map keyed by what clients send (trace and span ids, resources):
+/// fast, and seeded at random per process and per map, so crafted ids cannot be aimed at one
+/// bucket.
+pub(crate) type RandomState = foldhash::fast::RandomState;
 
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
+pub(crate) fn random_state() -> RandomState {
+    RandomState::default()
+}
+
+pub(crate) type IdMap<K, V> = HashMap<K, V, RandomState>;
+
+/// Where taking in a request stands ([`Assembler::ingest_step`]): the next span to read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cursor {
+    group: usize,
+    span: usize,
+}
+
+impl Cursor {
+    /// Spans of `batch` from `cursor` on.
+    pub fn spans_after(batch: &SpanBatch, cursor: &Cursor) -> usize {
+        batch
+            .groups
+            .iter()
+            .enumerate()
+            .skip(cursor.group)
+            .map(|(i, g)| {
+                if i == cursor.group {
+                    g.spans.len().saturating_sub(cursor.span)
+                } else {
+                    g.spans.len()
+                }
+            })
+            .sum()
     }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Fold 8 bytes at a time; ids are 8 or 16 bytes.
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0 ^ u64::from_le_bytes(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-pub(crate) type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
-
-fn span_id(id: [u8; 8]) -> SpanId {
-    u64::from_le_bytes(id)
-}
-
-/// Why a trace (or part of one) was released.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReleaseReason {
-    /// `decision_wait` passed after its root arrived.
-    Root,
-    /// `trace_timeout` passed and no root came.
-    TimeoutWithoutRoot,
-    /// It reached `max_spans_per_trace`.
-    Size,
-    /// Held spans passed `max_buffered_spans`; the oldest traces went first.
-    MemoryPressure,
-    Shutdown,
-}
-
-impl ReleaseReason {
-    pub const ALL: [ReleaseReason; 5] = [
-        ReleaseReason::Root,
-        ReleaseReason::TimeoutWithoutRoot,
-        ReleaseReason::Size,
-        ReleaseReason::MemoryPressure,
-        ReleaseReason::Shutdown,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            ReleaseReason::Root => "root",
-            ReleaseReason::TimeoutWithoutRoot => "timeout_without_root",
-            ReleaseReason::Size => "size",
-            ReleaseReason::MemoryPressure => "memory_pressure",
-            ReleaseReason::Shutdown => "shutdown",
-        }
-    }
-}
-
-/// Counters and gauges of the assembler, read by the metrics endpoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AssemblerStats {
-    pub traces_buffered: u64,
-    pub spans_buffered: u64,
-    pub bytes_buffered: u64,
-    /// Traces (or parts of traces) released, by [`ReleaseReason`] in `ALL` order.
-    pub traces_released: [u64; 5],
-    pub spans_released: u64,
-    pub spans_enriched: u64,
-    /// Spans that arrived after their trace was released and were enriched from the cache.
-    pub late_spans_enriched: u64,
-    /// Spans that arrived after their trace was released, with no root known.
-    pub late_spans_without_root: u64,
-    /// Traces whose span links led to a known origin.
-    pub linked_traces_joined: u64,
-    /// Traces whose span links led nowhere known (origin expired, never seen, too many hops).
-    pub linked_traces_unresolved: u64,
-    pub root_cache_entries: u64,
-    /// How late traces were released after they fell due, in milliseconds: counts per
-    /// bucket of [`RELEASE_LAG_BUCKETS_MS`] (cumulative is computed when rendered), sum, count.
-    pub release_lag_ms: [u64; RELEASE_LAG_BUCKETS_MS.len()],
-    pub release_lag_sum_ms: u64,
-    pub release_lag_count: u64,
-}
-
-impl AssemblerStats {
-    /// Adds another shard's counters and gauges to these.
-    pub fn merge(&mut self, other: &AssemblerStats) {
-        self.traces_buffered += other.traces_buffered;
-        self.spans_buffered += other.spans_buffered;
-        self.bytes_buffered += other.bytes_buffered;
-        for (a, b) in self.traces_released.iter_mut().zip(other.traces_released) {
-            *a += b;
-        }
-        self.spans_released += other.spans_released;
-        self.spans_enriched += other.spans_enriched;
-        self.late_spans_enriched += other.late_spans_enriched;
-        self.late_spans_without_root += other.late_spans_without_root;
-        self.linked_traces_joined += other.linked_traces_joined;
-        self.linked_traces_unresolved += other.linked_traces_unresolved;
-        self.root_cache_entries += other.root_cache_entries;
-        for (a, b) in self.release_lag_ms.iter_mut().zip(other.release_lag_ms) {
-            *a += b;
-        }
-        self.release_lag_sum_ms += other.release_lag_sum_ms;
-        self.release_lag_count += other.release_lag_count;
-    }
-}
-
-/// Upper bounds of the release-lag buckets (the last bucket is everything above).
-pub const RELEASE_LAG_BUCKETS_MS: [u64; 10] = [0, 1, 2, 5, 10, 25, 50, 100, 250, 1000];
-
-/// A resource and scope, shared by every held span that arrived under them.
-#[derive(Clone)]
-struct Group {
-    resource: Arc<ResourceHeader>,
-    scope: Bytes,
-}
-
-/// A span waiting for its trace's release: its own copy of the bytes (exactly sized, so a
-/// long-lived trace pins nothing else), with what release needs of it that fits the struct's
-/// 40 bytes, so release reads the span only to copy it. Ids are read again at release
-/// ([`span_head`]) only for traces with consumer spans (async hops).
-struct HeldSpan {
-    bytes: Box<[u8]>,
-    group: Arc<Group>,
-    /// For `cujo.root.offset_ms`.
-    start_ns: u64,
-    /// [`origin::flags`]: whether release must look at the span's own attributes.
-    flags: u8,
-    /// A CONSUMER span with a parent: its trace's async hops need the span ids.
-    consumer_child: bool,
-    /// The span that became its trace's root (gets `cujo.trace.*`).
-    root: bool,
-}
-
-/// What release reads of a held span.
-struct Head {
-    span_id: SpanId,
-    /// Zero for a root.
-    parent: SpanId,
-    kind: u8,
-}
-
-fn head(span: &HeldSpan) -> Head {
-    let h = span_head(&span.bytes);
-    Head {
-        span_id: span_id(h.span_id),
-        parent: h.parent_span_id.map(span_id).unwrap_or(0),
-        kind: h.kind as u8,
-    }
-}
-
-struct Trace {
-    first_seen_ms: u64,
-    spans: Vec<HeldSpan>,
-    /// The trace's own root, once it has arrived (boxed: most held traces have none yet).
-    root: Option<Box<Origin>>,
-    /// Another trace this one continues (the first span link to a different trace).
-    link: Option<TraceId>,
-    /// When the trace is next due for release.
-    due_ms: u64,
-    /// Latest end time of any span seen, for `cujo.trace.duration_ms`.
-    last_end_ns: u64,
-    span_count: u64,
-    bytes: usize,
-    /// The observer's [`TraceObserver::classify`] bits of every span seen, OR-ed.
-    span_bits: u64,
 }
 
 /// Buffers traces and releases them enriched. See the crate docs.
 pub struct Assembler {
     settings: AssemblerSettings,
-    traces: IdMap<TraceId, Trace>,
+    traces: CountedMap<TraceId, Trace>,
     /// (due, trace) for every trace; stale pairs (the trace's due moved) are skipped.
     due: BinaryHeap<Reverse<(u64, TraceId)>>,
     /// Traces in first-seen order, for memory-pressure release; stale ids are skipped.
@@ -236,9 +115,12 @@ pub struct Assembler {
     /// The root caches and held ids of every shard; this shard's entry is `shard`.
     directory: Arc<Directory>,
     shard: usize,
-    groups: HashMap<(Bytes, Bytes), Arc<Group>>,
+    groups: GroupTable,
     held_spans: usize,
+    /// Encoded bytes of the held spans.
     held_bytes: usize,
+    /// What the traces hold on the heap, as last accounted ([`Trace::heap_bytes`]).
+    trace_heap: usize,
     stats: AssemblerStats,
     /// [`PropagateSettings::first_bytes`], computed once.
     collide_first_bytes: [bool; 256],
@@ -248,6 +130,10 @@ pub struct Assembler {
     classify_keys: Option<Vec<Box<[u8]>>>,
     /// First bytes of `classify_keys`, so most attributes are passed over at one lookup.
     classify_first_bytes: [bool; 256],
+    /// How many bytes the current step may write out ([`Assembler::set_output_room`]).
+    output_room: usize,
+    /// Memory of what was written out since the room was last set.
+    output_written: usize,
 }
 
 /// Most attribute values an arriving span can be classified on ([`TraceObserver::classify_keys`]).
@@ -309,6 +195,7 @@ impl Assembler {
             1,
             settings.root_cache_ttl.as_millis() as u64,
             settings.root_cache_max_traces,
+            settings.root_cache_max_bytes,
         ));
         Self::new_shard(settings, directory, 0)
     }
@@ -319,19 +206,22 @@ impl Assembler {
         let collide_first_bytes = settings.propagate.first_bytes();
         Self {
             settings,
-            traces: IdMap::default(),
+            traces: CountedMap::new(),
             due: BinaryHeap::new(),
             arrival: VecDeque::new(),
             directory,
             shard,
-            groups: HashMap::new(),
+            groups: GroupTable::new(),
             held_spans: 0,
             held_bytes: 0,
+            trace_heap: 0,
             stats: AssemblerStats::default(),
             collide_first_bytes,
             observer: None,
             classify_keys: None,
             classify_first_bytes: [false; 256],
+            output_room: usize::MAX,
+            output_written: 0,
         }
     }
 
@@ -364,7 +254,11 @@ impl Assembler {
         s.traces_buffered = self.traces.len() as u64;
         s.spans_buffered = self.held_spans as u64;
         s.bytes_buffered = self.held_bytes as u64;
-        s.root_cache_entries = self.directory.index(self.shard).cache.len() as u64;
+        s.memory_bytes = self.memory_bytes() as u64;
+        let index = self.directory.index(self.shard);
+        s.root_cache_entries = index.cache.len() as u64;
+        s.root_cache_evicted = index.cache.evicted;
+        s.root_cache_bytes = index.cache.bytes() as u64;
         s
     }
 
@@ -373,14 +267,46 @@ impl Assembler {
         self.held_bytes
     }
 
-    /// What the held spans cost in memory, for the admission budget: their bytes plus the
-    /// bookkeeping around them (measured at about 1.45x by `assembler-mem`).
-    pub fn held_memory(&self) -> usize {
-        self.held_bytes + self.held_bytes / 2
-    }
-
     pub fn held_spans(&self) -> usize {
         self.held_spans
+    }
+
+    /// Memory the held spans and every index over them occupy, counted by allocation:
+    /// each trace's buffer, span facts and group list, its root's origin, the trace table,
+    /// the release queues and the interned resources and scopes. This shard's held ids in
+    /// the directory are counted by [`Assembler::memory_bytes_shared`].
+    pub fn memory_bytes(&self) -> usize {
+        self.trace_heap
+            + self.traces.bytes()
+            + vec_bytes::<Reverse<(u64, TraceId)>>(self.due.capacity())
+            + vec_bytes::<TraceId>(self.arrival.capacity())
+            + self.groups.memory_bytes()
+    }
+
+    /// [`Assembler::memory_bytes`] plus this shard's part of what the shards share: its held
+    /// ids (for links from other shards) and its root cache, as (assembler, root cache).
+    pub fn memory_bytes_shared(&self) -> (usize, usize) {
+        let index = self.directory.index(self.shard);
+        let held_ids = index.held.bytes();
+        (self.memory_bytes() + held_ids, index.cache.bytes())
+    }
+
+    /// Limits what the next calls may write out, in bytes of memory, until it is set again:
+    /// the room the stage after has. A release stops once it is used up (one trace always
+    /// goes, so the assembler cannot stall), and [`Assembler::output_written`] says how much
+    /// was written.
+    pub fn set_output_room(&mut self, bytes: usize) {
+        self.output_room = bytes;
+        self.output_written = 0;
+    }
+
+    /// Memory of what was written out since [`Assembler::set_output_room`].
+    pub fn output_written(&self) -> usize {
+        self.output_written
+    }
+
+    fn output_full(&self) -> bool {
+        self.output_written > 0 && self.output_written >= self.output_room
     }
 
     /// When the next trace is due, if any.
@@ -394,45 +320,85 @@ impl Assembler {
         None
     }
 
-    /// Takes the spans of `batch`: spans of released traces whose root is cached are enriched
-    /// into `out` at once; the rest are held.
+    /// Takes all the spans of `batch` (see [`Assembler::ingest_step`]).
     pub fn ingest(&mut self, batch: &SpanBatch, now_ms: u64, out: &mut SpanBatch) {
-        for group in &batch.groups {
-            let shared = self.intern(group);
-            for span in &group.spans {
-                self.ingest_span(span, &shared, now_ms, out);
+        let mut cursor = Cursor::default();
+        while !self.ingest_step(batch, &mut cursor, usize::MAX, now_ms, out) {}
+    }
+
+    /// Takes up to `max_spans` spans of `batch` from `cursor` on: spans of released traces
+    /// whose root is cached are enriched into `out` at once, the rest are held. Returns
+    /// whether the batch is done. Taking a large request in steps lets the caller bound
+    /// what one step writes out (late spans, parts of traces over their caps).
+    pub fn ingest_step(
+        &mut self,
+        batch: &SpanBatch,
+        cursor: &mut Cursor,
+        max_spans: usize,
+        now_ms: u64,
+        out: &mut SpanBatch,
+    ) -> bool {
+        // This step's spans, and room for them before they are copied in.
+        let mut probe = *cursor;
+        let mut incoming = 0usize;
+        let mut n = 0usize;
+        while n < max_spans.max(1) {
+            let Some((_, span)) = next_span(batch, &mut probe) else {
+                break;
+            };
+            incoming += span.len() + std::mem::size_of::<HeldSpan>();
+            n += 1;
+        }
+        if self.held_spans + n > self.settings.max_buffered_spans
+            || self.memory_bytes() + incoming > self.settings.max_memory_bytes
+        {
+            self.relieve_pressure(n, incoming, now_ms, out);
+        }
+        let mut pending: Vec<&[u8]> = Vec::with_capacity(n.min(4096));
+        let mut touched: Vec<TraceId> = Vec::new();
+        let mut interned: Option<(usize, Arc<held::Group>)> = None;
+        for _ in 0..n {
+            let Some((g, span)) = next_span(batch, cursor) else {
+                break;
+            };
+            let group = match &interned {
+                Some((at, group)) if *at == cursor.group => group.clone(),
+                _ => {
+                    let group = self.groups.intern(&batch.groups[cursor.group]);
+                    interned = Some((cursor.group, group.clone()));
+                    group
+                }
+            };
+            debug_assert!(std::ptr::eq(g, &batch.groups[cursor.group]));
+            self.ingest_span(span, &group, now_ms, out, &mut pending, &mut touched);
+        }
+        for id in touched {
+            self.copy_pending(&id, &pending);
+            if let Some(t) = self.traces.get(&id)
+                && t.spans.len() >= self.settings.max_spans_per_trace.max(1)
+            {
+                self.release_part(id, now_ms, ReleaseReason::Size, out);
             }
         }
+        let done = next_span(batch, &mut cursor.clone()).is_none();
         if self.held_spans > self.settings.max_buffered_spans
-            || self.held_bytes > self.settings.max_buffered_bytes
+            || self.memory_bytes() > self.settings.max_memory_bytes
         {
-            self.relieve_pressure(now_ms, out);
+            self.relieve_pressure(0, 0, now_ms, out);
         }
+        done
     }
 
-    fn intern(&mut self, group: &ScopeGroup) -> Arc<Group> {
-        let key = (group.resource.bytes.clone(), group.scope.clone());
-        if let Some(g) = self.groups.get(&key) {
-            return g.clone();
-        }
-        // Own copies, so held spans do not pin the request buffer.
-        let resource = Bytes::copy_from_slice(&group.resource.bytes);
-        let scope = Bytes::copy_from_slice(&group.scope);
-        let g = Arc::new(Group {
-            resource: Arc::new(ResourceHeader {
-                bytes: resource.clone(),
-            }),
-            scope: scope.clone(),
-        });
-        if self.groups.len() > 65_536 {
-            self.groups.retain(|_, g| Arc::strong_count(g) > 1);
-        }
-        self.groups.insert((resource, scope), g.clone());
-        g
-    }
-
-    fn ingest_span(&mut self, span: &Bytes, group: &Arc<Group>, now_ms: u64, out: &mut SpanBatch) {
-        let mut span_flags = 0u8;
+    fn ingest_span<'a>(
+        &mut self,
+        span: &'a Bytes,
+        group: &Arc<held::Group>,
+        now_ms: u64,
+        out: &mut SpanBatch,
+        pending: &mut Vec<&'a [u8]>,
+        touched: &mut Vec<TraceId>,
+    ) {
+        let mut flags = 0u8;
         let propagate = &self.settings.propagate;
         let first_bytes = &self.collide_first_bytes;
         let classify_keys = self.classify_keys.as_deref().unwrap_or_default();
@@ -441,10 +407,10 @@ impl Assembler {
         let f = read_span_with(span, |key, kv| {
             let Some(&first) = key.first() else { return };
             if first == b'c' && key.starts_with(b"cujo.") {
-                span_flags |= origin::flags::CUJO;
+                flags |= span_flags::CUJO;
             }
             if first_bytes[first as usize] && propagate.collides(key) {
-                span_flags |= origin::flags::COLLIDES;
+                flags |= span_flags::COLLIDES;
             }
             if classify_first[first as usize]
                 && let Some(i) = classify_keys.iter().position(|k| **k == *key)
@@ -460,39 +426,49 @@ impl Assembler {
             _ => 0,
         };
         let trace_id = f.trace_id;
-        let trace = match self.traces.get_mut(&trace_id) {
-            Some(t) => t,
-            None => {
-                // One lock of this shard's index: released already (late span), or held from now.
-                let cached = {
-                    let sharded = self.directory.shards() > 1;
-                    let mut index = self.directory.index(self.shard);
-                    let cached = index.cache.get(&trace_id, now_ms).cloned();
-                    // Held ids matter only to other shards' links.
-                    if cached.is_none() && sharded {
-                        index.held.insert(trace_id, ());
-                    }
-                    cached
-                };
-                if let Some(cached) = cached {
-                    self.release_late(span, group, &f, cached.as_deref(), out);
-                    return;
+        if !self.traces.contains_key(&trace_id) {
+            // One lock of this shard's index: released already (late span), or held from now.
+            let cached = {
+                let sharded = self.directory.shards() > 1;
+                let mut index = self.directory.index(self.shard);
+                let cached = index.cache.get(&trace_id, now_ms).cloned();
+                // Held ids matter only to other shards' links.
+                if cached.is_none() && sharded {
+                    index.held.insert(trace_id, ());
                 }
-                let due_ms = now_ms + self.settings.trace_timeout.as_millis() as u64;
-                self.arrival.push_back(trace_id);
-                self.due.push(Reverse((due_ms, trace_id)));
-                self.traces.entry(trace_id).or_insert(Trace {
-                    first_seen_ms: now_ms,
-                    spans: Vec::new(),
-                    root: None,
-                    link: None,
-                    due_ms,
-                    last_end_ns: 0,
-                    span_count: 0,
-                    bytes: 0,
-                    span_bits: 0,
-                })
+                cached
+            };
+            if let Some(cached) = cached {
+                self.release_late(span, group, &f, cached.as_ref(), out);
+                return;
             }
+            let due_ms = now_ms + self.settings.trace_timeout.as_millis() as u64;
+            self.arrival.push_back(trace_id);
+            self.due.push(Reverse((due_ms, trace_id)));
+            self.traces.insert(trace_id, Trace::new(now_ms, due_ms));
+        }
+        // The span must fit the trace's list of groups and 32-bit offsets: release what the
+        // trace holds first when it would not.
+        let (groups_full, offsets_full) =
+            self.traces.get_mut(&trace_id).map_or((false, false), |t| {
+                (
+                    t.group_index(group, self.settings.max_groups_per_trace)
+                        .is_none(),
+                    t.data.len() + span.len() + pending_bytes(t, pending) > u32::MAX as usize,
+                )
+            });
+        if groups_full || offsets_full {
+            self.copy_pending(&trace_id, pending);
+            if groups_full {
+                self.stats.group_cap_releases += 1;
+            }
+            self.release_part(trace_id, now_ms, ReleaseReason::Size, out);
+        }
+        let Some(trace) = self.traces.get_mut(&trace_id) else {
+            return;
+        };
+        let Some(group_index) = trace.group_index(group, self.settings.max_groups_per_trace) else {
+            return;
         };
         trace.last_end_ns = trace.last_end_ns.max(f.end_time_unix_nano);
         trace.span_count += 1;
@@ -502,25 +478,29 @@ impl Assembler {
         }
         let is_root = f.parent_span_id.is_none() && trace.root.is_none();
         if is_root {
-            let propagate = &self.settings.propagate;
-            let attributes = Origin::encode_attributes(
-                span_attributes(span).filter(|a| propagate.selects(a.key)),
-                &propagate.prefix,
+            let origin = Origin::from_root(
+                std::str::from_utf8(f.name).unwrap_or(""),
+                service_name(&group.resource.bytes).unwrap_or_default(),
+                span_attributes(span),
+                f.start_time_unix_nano,
+                &self.settings.propagate,
+                &mut self.stats.capped,
             );
-            trace.root = Some(Box::new(Origin {
-                attributes,
-                root_name: String::from_utf8_lossy(f.name).into(),
-                root_service: service_name(&group.resource.bytes)
-                    .unwrap_or_default()
-                    .into(),
-                root_start_ns: f.start_time_unix_nano,
-                link_hops: 0,
-            }));
+            trace.root = Some(Box::new(origin));
             let due = now_ms + self.settings.decision_wait.as_millis() as u64;
             if due < trace.due_ms {
                 trace.due_ms = due;
                 self.due.push(Reverse((due, trace_id)));
             }
+        }
+        if is_root {
+            flags |= span_flags::ROOT;
+        }
+        if f.kind == kind::CONSUMER && f.parent_span_id.is_some() {
+            flags |= span_flags::CONSUMER_CHILD;
+        }
+        if trace.pending == 0 {
+            touched.push(trace_id);
         }
         if trace.spans.len() == trace.spans.capacity() {
             // Grow by half, not double: held spans are most of cujo's memory.
@@ -528,60 +508,51 @@ impl Assembler {
             trace.spans.reserve_exact(extra);
         }
         trace.spans.push(HeldSpan {
-            bytes: Box::from(&span[..]),
-            group: group.clone(),
             start_ns: f.start_time_unix_nano,
-            flags: span_flags,
-            consumer_child: f.kind == kind::CONSUMER && f.parent_span_id.is_some(),
-            root: is_root,
+            end: pending.len() as u32,
+            group: group_index,
+            flags,
         });
-        trace.bytes += span.len();
+        trace.pending += 1;
+        pending.push(span);
         self.held_bytes += span.len();
         self.held_spans += 1;
-        if trace.spans.len() >= self.settings.max_spans_per_trace.max(1) {
-            self.release_part(trace_id, now_ms, ReleaseReason::Size, out);
-        }
     }
 
-    /// A span whose trace was already released: enriched from the cache now, held nothing.
-    fn release_late(
-        &mut self,
-        span: &Bytes,
-        group: &Arc<Group>,
-        f: &cujo_wire::span::SpanFields<'_>,
-        origin: Option<&Origin>,
-        out: &mut SpanBatch,
-    ) {
-        self.stats.spans_released += 1;
-        let Some(origin) = origin else {
-            push_span(out, group, span.clone());
-            self.stats.late_spans_without_root += 1;
+    /// Copies the spans of `id` that wait in `pending` into its buffer, growing it once to
+    /// exactly what they need, and accounts for what the trace holds now.
+    fn copy_pending(&mut self, id: &TraceId, pending: &[&[u8]]) {
+        let Some(trace) = self.traces.get_mut(id) else {
             return;
         };
-        if let Some(observer) = self.observer.as_mut() {
-            observer.late_span(&f.trace_id, span, &group.resource.bytes);
+        let waiting = trace.pending as usize;
+        if waiting > 0 {
+            let first = trace.spans.len() - waiting;
+            let need: usize = trace.spans[first..]
+                .iter()
+                .map(|s| pending[s.end as usize].len())
+                .sum();
+            let want = allocation_size(trace.data.len() + need);
+            if want > trace.data.capacity() {
+                trace.data.reserve_exact(want - trace.data.len());
+            }
+            for s in &mut trace.spans[first..] {
+                trace.data.extend_from_slice(pending[s.end as usize]);
+                s.end = trace.data.len() as u32;
+            }
+            trace.pending = 0;
         }
-        // It arrived after its trace was complete, so it sits across an async boundary (a
-        // consumer, or work under one). Its parent may not have arrived yet, so the path
-        // cannot be walked: count one hop.
-        let ctx = SpanContext {
-            start_ns: f.start_time_unix_nano,
-            async_hops: origin.link_hops + 1,
-            root_summary: None,
-        };
-        let mut buf = Vec::new();
-        enrich(span, origin, &ctx, &self.settings.propagate, &mut buf);
-        push_span(out, group, Bytes::from(buf));
-        self.stats.late_spans_enriched += 1;
-        self.stats.spans_enriched += 1;
+        let now = trace.heap_bytes();
+        self.trace_heap = self.trace_heap + now - trace.accounted;
+        trace.accounted = now;
     }
 
-    /// Releases every trace whose time has come.
+    /// Releases every trace whose time has come, while the output has room.
     pub fn release_due(&mut self, now_ms: u64, out: &mut SpanBatch) {
         self.directory.index(self.shard).cache.expire(now_ms);
         let mut waiting = Vec::new();
         while let Some(&Reverse((due, id))) = self.due.peek() {
-            if due > now_ms {
+            if due > now_ms || self.output_full() {
                 break;
             }
             self.due.pop();
@@ -623,6 +594,7 @@ impl Assembler {
                 self.due.push(Reverse((due, id)));
             }
         }
+        self.tidy();
     }
 
     /// Releases everything held (shutdown). Traces continuing other held traces go last, so
@@ -646,18 +618,62 @@ impl Assembler {
         for id in rest {
             self.release_trace(id, now_ms, ReleaseReason::Shutdown, out);
         }
+        self.tidy();
     }
 
-    fn relieve_pressure(&mut self, now_ms: u64, out: &mut SpanBatch) {
-        let spans = self.settings.max_buffered_spans - self.settings.max_buffered_spans / 10;
-        let bytes = self.settings.max_buffered_bytes - self.settings.max_buffered_bytes / 10;
-        while self.held_spans > spans || self.held_bytes > bytes {
+    /// Releases the oldest traces until `spans` more held spans and `bytes` more memory fit
+    /// under the limits, with a tenth of each to spare.
+    fn relieve_pressure(&mut self, spans: usize, bytes: usize, now_ms: u64, out: &mut SpanBatch) {
+        let max_spans = self.settings.max_buffered_spans - self.settings.max_buffered_spans / 10;
+        let max_memory = self.settings.max_memory_bytes - self.settings.max_memory_bytes / 10;
+        let mut swept = false;
+        while self.held_spans + spans > max_spans || self.memory_bytes() + bytes > max_memory {
             let Some(id) = self.arrival.pop_front() else {
+                // Nothing left to release: what is left are tables and interned groups.
+                if !swept {
+                    swept = true;
+                    self.groups.sweep();
+                    self.tidy();
+                    continue;
+                }
                 break;
             };
             if self.traces.contains_key(&id) {
                 self.release_trace(id, now_ms, ReleaseReason::MemoryPressure, out);
             }
+        }
+        self.groups.sweep();
+    }
+
+    /// Keeps the release queues near the number of held traces: stale entries of released
+    /// traces go, and their memory with them.
+    fn tidy(&mut self) {
+        while let Some(id) = self.arrival.front() {
+            if self.traces.contains_key(id) {
+                break;
+            }
+            self.arrival.pop_front();
+        }
+        let live = self.traces.len();
+        if self.arrival.len() > 2 * live + 1024 {
+            let traces = &self.traces;
+            self.arrival.retain(|id| traces.contains_key(id));
+        }
+        if self.due.len() > 2 * live + 1024 {
+            self.due = self
+                .traces
+                .iter()
+                .map(|(id, t)| Reverse((t.due_ms, *id)))
+                .collect();
+        }
+        if self.arrival.capacity() > 4 * self.arrival.len() + 1024 {
+            self.arrival.shrink_to(2 * self.arrival.len());
+        }
+        if self.due.capacity() > 4 * self.due.len() + 1024 {
+            self.due.shrink_to(2 * self.due.len());
+        }
+        if self.traces.capacity() > 4 * live + 1024 {
+            self.traces.shrink_to(2 * live);
         }
     }
 
@@ -671,7 +687,7 @@ impl Assembler {
         let linked = match link {
             None => None,
             Some(l) => match self.directory.cached(&l, now_ms) {
-                Some(Some(o)) if o.link_hops < self.settings.max_link_hops => {
+                Some(Some(o)) if u32::from(o.link_hops) < self.settings.max_link_hops => {
                     self.stats.linked_traces_joined += 1;
                     Some(o)
                 }
@@ -681,7 +697,14 @@ impl Assembler {
                 }
             },
         };
-        Origin::merge(own, linked.as_deref())
+        Origin::merge(own, linked.as_ref(), &self.settings.propagate)
+    }
+
+    /// Takes a trace out of the table, its memory off the count.
+    fn remove_trace(&mut self, id: &TraceId) -> Option<Trace> {
+        let trace = self.traces.remove(id)?;
+        self.trace_heap -= trace.accounted;
+        Some(trace)
     }
 
     fn release_trace(
@@ -691,25 +714,31 @@ impl Assembler {
         reason: ReleaseReason,
         out: &mut SpanBatch,
     ) {
-        let Some(mut trace) = self.traces.remove(&id) else {
+        let Some(mut trace) = self.remove_trace(&id) else {
             return;
         };
-        let origin = self
-            .origin_of(trace.root.take().map(|b| *b), trace.link, now_ms)
-            .map(Arc::new);
-        self.emit(&trace, origin.as_deref(), reason, out);
+        let origin = self.origin_of(trace.root.take().map(|b| *b), trace.link, now_ms);
+        let data = Bytes::from(std::mem::take(&mut trace.data));
+        self.emit(&trace, &data, origin.as_ref(), reason, out);
         if let Some(observer) = self.observer.as_mut() {
+            let mut root = None;
+            let spans = trace
+                .spans_in(&data)
+                .enumerate()
+                .map(|(i, (range, s, g))| {
+                    if s.flags & span_flags::ROOT != 0 {
+                        root = Some(i);
+                    }
+                    (&data[range], &g.resource.bytes[..])
+                })
+                .collect();
             observer.released(&ReleasedTrace {
                 trace_id: id,
-                spans: trace
-                    .spans
-                    .iter()
-                    .map(|s| (&s.bytes[..], &s.group.resource.bytes[..]))
-                    .collect(),
+                spans,
                 last_end_ns: trace.last_end_ns,
                 reason,
                 link: trace.link,
-                root: trace.spans.iter().position(|s| s.root),
+                root,
                 span_bits: self.classify_keys.is_some().then_some(trace.span_bits),
             });
         }
@@ -734,8 +763,8 @@ impl Assembler {
         }
     }
 
-    /// Releases what a trace holds now (it reached `max_spans_per_trace`); the trace stays
-    /// open for later spans.
+    /// Releases what a trace holds now (it reached a cap); the trace stays open for later
+    /// spans.
     fn release_part(
         &mut self,
         id: TraceId,
@@ -743,7 +772,7 @@ impl Assembler {
         reason: ReleaseReason,
         out: &mut SpanBatch,
     ) {
-        let Some(mut trace) = self.traces.remove(&id) else {
+        let Some(mut trace) = self.remove_trace(&id) else {
             return;
         };
         let origin = if trace.root.is_some() || trace.link.is_some() {
@@ -751,124 +780,36 @@ impl Assembler {
         } else {
             None
         };
-        self.emit(&trace, origin.as_ref(), reason, out);
-        trace.spans = Vec::new();
-        trace.bytes = 0;
+        let data = Bytes::from(std::mem::take(&mut trace.data));
+        self.emit(&trace, &data, origin.as_ref(), reason, out);
+        trace.clear_held();
+        trace.accounted = trace.heap_bytes();
+        self.trace_heap += trace.accounted;
         self.traces.insert(id, trace);
     }
+}
 
-    /// Writes what `trace` holds to `out` (enriched when there is an origin) and takes it off
-    /// the held counts.
-    fn emit(
-        &mut self,
-        trace: &Trace,
-        origin: Option<&Origin>,
-        reason: ReleaseReason,
-        out: &mut SpanBatch,
-    ) {
-        let spans = &trace.spans;
-        self.stats.traces_released[reason as usize] += 1;
-        self.stats.spans_released += spans.len() as u64;
-        self.held_spans -= spans.len();
-        self.held_bytes -= trace.bytes;
-        let Some(origin) = origin else {
-            for s in spans {
-                push_span(out, &s.group, Bytes::copy_from_slice(&s.bytes));
-            }
-            return;
-        };
-        // Hop counts need the span tree only when the trace has a consumer under a parent.
-        let hops = if spans.iter().any(|s| s.consumer_child) {
-            let heads: Vec<Head> = spans.iter().map(head).collect();
-            async_hops(&heads, origin.link_hops)
-        } else {
-            vec![origin.link_hops; spans.len()]
-        };
-        let duration = origin_duration(trace, origin);
-        let shared = shared_block(origin);
-        let mut buf = Vec::with_capacity(trace.bytes + spans.len() * (shared.len() + 64));
-        let mut offsets = Vec::with_capacity(spans.len());
-        for (s, h) in spans.iter().zip(hops) {
-            let start = buf.len();
-            let root_summary = s.root.then_some((trace.span_count, duration));
-            let ctx = SpanContext {
-                start_ns: s.start_ns,
-                async_hops: h,
-                root_summary,
-            };
-            if s.flags == 0 {
-                enrich_fast(&s.bytes, &shared, &ctx, origin, &mut buf);
-            } else {
-                enrich(&s.bytes, origin, &ctx, &self.settings.propagate, &mut buf);
-            }
-            offsets.push((start, buf.len()));
+/// The span at `cursor` and its group, moving the cursor past it; `None` at the end.
+fn next_span<'a>(
+    batch: &'a SpanBatch,
+    cursor: &mut Cursor,
+) -> Option<(&'a cujo_wire::ScopeGroup, &'a Bytes)> {
+    loop {
+        let g = batch.groups.get(cursor.group)?;
+        if let Some(span) = g.spans.get(cursor.span) {
+            cursor.span += 1;
+            return Some((g, span));
         }
-        self.stats.spans_enriched += spans.len() as u64;
-        // One allocation for the whole trace; each span is a slice of it.
-        let buf = Bytes::from(buf);
-        for (s, (a, b)) in spans.iter().zip(offsets) {
-            push_span(out, &s.group, buf.slice(a..b));
-        }
+        cursor.group += 1;
+        cursor.span = 0;
     }
 }
 
-fn origin_duration(trace: &Trace, origin: &Origin) -> i64 {
-    duration_ms(origin.root_start_ns, trace.last_end_ns)
-}
-
-fn push_span(out: &mut SpanBatch, group: &Arc<Group>, bytes: Bytes) {
-    if let Some(last) = out.groups.last_mut()
-        && Arc::ptr_eq(&last.resource, &group.resource)
-        && last.scope.as_ptr() == group.scope.as_ptr()
-    {
-        last.spans.push(bytes);
-        return;
-    }
-    out.groups.push(ScopeGroup {
-        resource: group.resource.clone(),
-        scope: group.scope.clone(),
-        spans: vec![bytes],
-    });
-}
-
-/// Async hops of each span: the trace's base (`link_hops`) plus one for every CONSUMER span
-/// with a parent on its path to the root within the trace.
-fn async_hops(spans: &[Head], base: u32) -> Vec<u32> {
-    let consumer = kind::CONSUMER as u8;
-    if !spans.iter().any(|s| s.kind == consumer && s.parent != 0) {
-        return vec![base; spans.len()];
-    }
-    let index: IdMap<SpanId, usize> = spans
+/// Bytes of `trace`'s spans that wait in `pending`.
+fn pending_bytes(trace: &Trace, pending: &[&[u8]]) -> usize {
+    let first = trace.spans.len() - trace.pending as usize;
+    trace.spans[first..]
         .iter()
-        .enumerate()
-        .map(|(i, s)| (s.span_id, i))
-        .collect();
-    let mut memo: Vec<Option<u32>> = vec![None; spans.len()];
-    let mut path = Vec::new();
-    for i in 0..spans.len() {
-        // Walk up until a known value, then fill the path back down.
-        path.clear();
-        let mut cur = Some(i);
-        let mut value = base;
-        while let Some(c) = cur {
-            if let Some(v) = memo[c] {
-                value = v;
-                break;
-            }
-            if path.len() > spans.len() {
-                break; // a parent cycle in bad data
-            }
-            path.push(c);
-            let parent = spans[c].parent;
-            cur = (parent != 0).then(|| index.get(&parent).copied()).flatten();
-        }
-        for &c in path.iter().rev() {
-            let s = &spans[c];
-            if s.kind == consumer && s.parent != 0 {
-                value += 1;
-            }
-            memo[c] = Some(value);
-        }
-    }
-    memo.into_iter().map(|v| v.unwrap_or(base)).collect()
+        .map(|s| pending[s.end as usize].len())
+        .sum()
 }

@@ -6,7 +6,8 @@
 //! the configured prefix, ready to be appended to a span as they are.
 
 use cujo_wire::span::{
-    Attribute, NewValue, append_attribute, attributes, copy_without_attributes, span_attributes,
+    Attribute, NewValue, any_value_str, append_attribute, attributes, copy_without_attributes,
+    span_attributes,
 };
 
 use crate::settings::PropagateSettings;
@@ -14,62 +15,218 @@ use crate::settings::PropagateSettings;
 /// Field number of `Span.attributes`, which the encoded attribute buffer repeats.
 const ATTRIBUTES_FIELD: u32 = 9;
 
-/// What a trace propagates to its spans.
+/// What a trace propagates to its spans: 24 bytes and one allocation, because the root
+/// cache keeps one per released trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
-    /// Selected root attributes as encoded `Span.attributes` entries (key under the prefix).
-    pub attributes: Box<[u8]>,
-    pub root_name: Box<str>,
-    pub root_service: Box<str>,
-    pub root_start_ns: u64,
+    /// The root's start time (8 bytes, little-endian), its name, its service's name, then the
+    /// selected root attributes as encoded `Span.attributes` entries (key under the prefix),
+    /// ready to append to a span.
+    data: Box<[u8]>,
     /// Span links followed from this trace to the origin root.
-    pub link_hops: u32,
+    pub link_hops: u16,
+    name_len: u16,
+    service_len: u16,
+}
+
+/// Bytes of the start time at the head of [`Origin::data`].
+const START: usize = 8;
+
+/// What the caps of `propagate:` cut from an origin, for the counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capped {
+    /// String values cut to `max_value_bytes`.
+    pub values_truncated: u64,
+    /// Attributes left out: a non-string value over `max_value_bytes`, or past
+    /// `max_set_bytes` for the trace.
+    pub attributes_dropped: u64,
+    /// Root or service names cut to `max_name_bytes`.
+    pub names_truncated: u64,
+}
+
+impl Capped {
+    pub fn add(&mut self, other: Capped) {
+        self.values_truncated += other.values_truncated;
+        self.attributes_dropped += other.attributes_dropped;
+        self.names_truncated += other.names_truncated;
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub fn truncate_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 impl Origin {
-    /// The propagated attributes, key as written (prefix included) and encoded value.
-    pub fn attributes(&self) -> impl Iterator<Item = Attribute<'_>> {
-        attributes(&self.attributes, ATTRIBUTES_FIELD)
+    /// An origin with `name` and `service` (cut to the settings' `max_name_bytes`) and the
+    /// root attributes the settings select, each value cut to `max_value_bytes` and the set
+    /// to `max_set_bytes`; what was cut is added to `capped`.
+    pub fn from_root<'a>(
+        name: &str,
+        service: &str,
+        root_attributes: impl Iterator<Item = Attribute<'a>>,
+        root_start_ns: u64,
+        settings: &PropagateSettings,
+        capped: &mut Capped,
+    ) -> Origin {
+        let cut = |s: &str, capped: &mut Capped| {
+            let t = truncate_str(s, settings.max_name_bytes.min(u16::MAX as usize));
+            if t.len() < s.len() {
+                capped.names_truncated += 1;
+            }
+            t.len()
+        };
+        let (name_len, service_len) = (cut(name, capped), cut(service, capped));
+        let mut data = Vec::with_capacity(START + name_len + service_len + 64);
+        data.extend_from_slice(&root_start_ns.to_le_bytes());
+        data.extend_from_slice(&name.as_bytes()[..name_len]);
+        data.extend_from_slice(&service.as_bytes()[..service_len]);
+        let start = data.len();
+        for a in root_attributes.filter(|a| settings.selects(a.key)) {
+            let mut value = a.value;
+            let truncated;
+            if value.len() > settings.max_value_bytes {
+                match any_value_str(value) {
+                    Some(s) => {
+                        let t = truncate_str(s, settings.max_value_bytes);
+                        truncated = encode_string_value(t);
+                        value = &truncated;
+                        capped.values_truncated += 1;
+                    }
+                    None => {
+                        capped.attributes_dropped += 1;
+                        continue;
+                    }
+                }
+            }
+            let before = data.len();
+            append_attribute(
+                &mut data,
+                &settings.prefix,
+                a.key,
+                &NewValue::Encoded(value),
+            );
+            if data.len() - start > settings.max_set_bytes {
+                data.truncate(before);
+                capped.attributes_dropped += 1;
+            }
+        }
+        Origin {
+            link_hops: 0,
+            name_len: name_len as u16,
+            service_len: service_len as u16,
+            data: data.into_boxed_slice(),
+        }
     }
 
-    /// Encodes the selected root attributes (`key`, encoded `AnyValue`) under `prefix`.
-    pub fn encode_attributes<'a>(
-        selected: impl Iterator<Item = Attribute<'a>>,
-        prefix: &str,
-    ) -> Box<[u8]> {
-        let mut out = Vec::new();
-        for a in selected {
-            append_attribute(&mut out, prefix, a.key, &NewValue::Encoded(a.value));
-        }
-        out.into_boxed_slice()
+    pub fn root_start_ns(&self) -> u64 {
+        let mut b = [0u8; START];
+        b.copy_from_slice(&self.data[..START]);
+        u64::from_le_bytes(b)
+    }
+
+    pub fn root_name(&self) -> &str {
+        std::str::from_utf8(&self.data[START..self.head_len() - self.service_len as usize])
+            .unwrap_or("")
+    }
+
+    pub fn root_service(&self) -> &str {
+        let end = self.head_len();
+        std::str::from_utf8(&self.data[end - self.service_len as usize..end]).unwrap_or("")
+    }
+
+    /// Bytes before the attributes: start time and names.
+    fn head_len(&self) -> usize {
+        START + self.name_len as usize + self.service_len as usize
+    }
+
+    /// The propagated attributes as encoded `Span.attributes` entries.
+    pub fn attribute_bytes(&self) -> &[u8] {
+        &self.data[self.head_len()..]
+    }
+
+    /// The propagated attributes, key as written (prefix included) and encoded value.
+    pub fn attributes(&self) -> impl Iterator<Item = Attribute<'_>> {
+        attributes(self.attribute_bytes(), ATTRIBUTES_FIELD)
+    }
+
+    /// Bytes this origin holds on the heap (its one allocation).
+    pub fn heap_bytes(&self) -> usize {
+        cujo_wire::alloc::allocation_size(self.data.len())
     }
 
     /// The origin of a trace whose own root is `own`, with `linked` (the origin of the trace
     /// its spans link to) when that was resolved. The linked origin gives the root identity
-    /// and offsets; the trace's own root keeps its values for keys it has itself.
-    pub fn merge(own: Option<Origin>, linked: Option<&Origin>) -> Option<Origin> {
+    /// and offsets; the trace's own root keeps its values for keys it has itself. The merged
+    /// set is held to `max_set_bytes` like any other.
+    pub fn merge(
+        own: Option<Origin>,
+        linked: Option<&Origin>,
+        settings: &PropagateSettings,
+    ) -> Option<Origin> {
         match (own, linked) {
             (own, None) => own,
             (None, Some(l)) => Some(Origin {
-                link_hops: l.link_hops + 1,
+                link_hops: l.link_hops.saturating_add(1),
                 ..l.clone()
             }),
             (Some(own), Some(l)) => {
-                let mut merged = Vec::with_capacity(own.attributes.len() + l.attributes.len());
+                let mut data = Vec::with_capacity(l.data.len() + own.attribute_bytes().len());
+                let head = l.head_len();
+                data.extend_from_slice(&l.data[..head]);
                 for a in l.attributes() {
                     if !own.attributes().any(|o| o.key == a.key) {
-                        append_attribute(&mut merged, "", a.key, &NewValue::Encoded(a.value));
+                        append_attribute(&mut data, "", a.key, &NewValue::Encoded(a.value));
                     }
                 }
-                merged.extend_from_slice(&own.attributes);
+                data.extend_from_slice(own.attribute_bytes());
+                if data.len() - head > settings.max_set_bytes {
+                    // Keep whole entries up to the cap: the linked root's first.
+                    let mut kept = head;
+                    for a in attributes(&data[head..], ATTRIBUTES_FIELD) {
+                        let mut one = Vec::new();
+                        append_attribute(&mut one, "", a.key, &NewValue::Encoded(a.value));
+                        if kept - head + one.len() > settings.max_set_bytes {
+                            break;
+                        }
+                        kept += one.len();
+                    }
+                    data.truncate(kept);
+                }
                 Some(Origin {
-                    attributes: merged.into_boxed_slice(),
-                    link_hops: l.link_hops + 1,
-                    ..l.clone()
+                    link_hops: l.link_hops.saturating_add(1),
+                    name_len: l.name_len,
+                    service_len: l.service_len,
+                    data: data.into_boxed_slice(),
                 })
             }
         }
     }
+
+    /// The most a span grows when this origin is written onto it (propagated attributes,
+    /// root identity, per-span and root-summary attributes).
+    pub fn growth_per_span(&self) -> usize {
+        self.data.len() + MAX_DERIVED_ENCODED
+    }
+}
+
+/// Encoded bytes of the derived attributes besides the root identity, at most: four integer
+/// attributes with keys of up to 22 bytes, each `KeyValue` under its tags and lengths.
+const MAX_DERIVED_ENCODED: usize = 4 * (2 + 2 + 22 + 2 + 11) + 2 * 6;
+
+/// An encoded `AnyValue` holding the string `s`.
+fn encode_string_value(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() + 6);
+    cujo_wire::proto::put_len_prefix(&mut out, 1, s.len());
+    out.extend_from_slice(s.as_bytes());
+    out
 }
 
 /// Derived attributes written on every span.
@@ -118,16 +275,17 @@ pub(crate) fn duration_ms(start_ns: u64, end_ns: u64) -> i64 {
 /// The part of the enrichment every span of a trace shares, encoded once per trace: the
 /// propagated attributes and the root's name and service.
 pub fn shared_block(origin: &Origin) -> Vec<u8> {
-    let mut out = Vec::with_capacity(origin.attributes.len() + 96);
-    out.extend_from_slice(&origin.attributes);
+    let mut out = Vec::with_capacity(origin.data.len() + 96);
+    out.extend_from_slice(origin.attribute_bytes());
     append_root_identity(origin, &mut out);
     out
 }
 
 fn append_root_identity(origin: &Origin, out: &mut Vec<u8>) {
-    append_attribute(out, "", ROOT_NAME, &NewValue::Str(&origin.root_name));
-    if !origin.root_service.is_empty() {
-        append_attribute(out, "", ROOT_SERVICE, &NewValue::Str(&origin.root_service));
+    append_attribute(out, "", ROOT_NAME, &NewValue::Str(origin.root_name()));
+    let service = origin.root_service();
+    if !service.is_empty() {
+        append_attribute(out, "", ROOT_SERVICE, &NewValue::Str(service));
     }
 }
 
@@ -136,7 +294,7 @@ fn append_per_span(origin: &Origin, ctx: &SpanContext, out: &mut Vec<u8>) {
         out,
         "",
         ROOT_OFFSET_MS,
-        &NewValue::Int(millis_between(origin.root_start_ns, ctx.start_ns)),
+        &NewValue::Int(millis_between(origin.root_start_ns(), ctx.start_ns)),
     );
     append_attribute(
         out,

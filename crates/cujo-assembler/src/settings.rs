@@ -10,14 +10,21 @@ pub struct AssemblerSettings {
     pub trace_timeout: Duration,
     /// A trace holding more spans is released early, in parts.
     pub max_spans_per_trace: usize,
+    /// A trace whose spans arrived under more distinct resource/scope pairs is released
+    /// early, in parts (each pair held is a copy of its resource and scope).
+    pub max_groups_per_trace: usize,
     /// Past this many held spans, the oldest traces are released early.
     pub max_buffered_spans: usize,
-    /// Past this many held bytes (encoded spans), the oldest traces are released early; set
-    /// from the admission budget so held traces cannot starve the receivers.
-    pub max_buffered_bytes: usize,
+    /// Past this much memory for held spans and their indexes (see
+    /// [`crate::Assembler::memory_bytes`]), the oldest traces are released early: the
+    /// assembler's share of the memory budget.
+    pub max_memory_bytes: usize,
     /// How long a released trace's root stays known for late and linked spans.
     pub root_cache_ttl: Duration,
     pub root_cache_max_traces: usize,
+    /// Memory the root cache may hold (entries and their origins), all shards together: the
+    /// root cache's share of the memory budget.
+    pub root_cache_max_bytes: usize,
     /// How many span links are followed to find an origin root.
     pub max_link_hops: u32,
     pub propagate: PropagateSettings,
@@ -29,17 +36,19 @@ impl Default for AssemblerSettings {
             decision_wait: Duration::from_secs(2),
             trace_timeout: Duration::from_secs(30),
             max_spans_per_trace: 10_000,
+            max_groups_per_trace: 64,
             max_buffered_spans: 2_000_000,
-            max_buffered_bytes: usize::MAX,
+            max_memory_bytes: usize::MAX,
             root_cache_ttl: Duration::from_secs(600),
             root_cache_max_traces: 1_000_000,
+            root_cache_max_bytes: usize::MAX,
             max_link_hops: 3,
             propagate: PropagateSettings::default(),
         }
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PropagateSettings {
     /// Exact keys, or `prefix.*` globs.
     pub attributes: Vec<String>,
@@ -47,6 +56,28 @@ pub struct PropagateSettings {
     pub prefix: String,
     /// Replace a span's own attribute of the same key.
     pub overwrite: bool,
+    /// A propagated string value is cut to this many bytes (on a character boundary); a
+    /// longer value of another type (array, map, bytes) is not propagated.
+    pub max_value_bytes: usize,
+    /// The propagated attributes of one trace, encoded, take at most this many bytes;
+    /// attributes past it are not propagated. With `max_spans_per_trace`, this bounds what
+    /// propagation can add to a trace, whatever the root carries.
+    pub max_set_bytes: usize,
+    /// `cujo.root.name` and `cujo.root.service.name` are cut to this many bytes.
+    pub max_name_bytes: usize,
+}
+
+impl Default for PropagateSettings {
+    fn default() -> Self {
+        Self {
+            attributes: Vec::new(),
+            prefix: String::new(),
+            overwrite: false,
+            max_value_bytes: 256,
+            max_set_bytes: 1024,
+            max_name_bytes: 256,
+        }
+    }
 }
 
 impl PropagateSettings {

@@ -35,8 +35,7 @@ fn settings() -> AssemblerSettings {
         trace_timeout: Duration::from_millis(30_000),
         propagate: PropagateSettings {
             attributes: vec!["cuj.*".into(), "user.tier".into(), "tenant.id".into()],
-            prefix: String::new(),
-            overwrite: false,
+            ..PropagateSettings::default()
         },
         ..AssemblerSettings::default()
     }
@@ -687,6 +686,7 @@ impl Sharded {
             n,
             s.root_cache_ttl.as_millis() as u64,
             s.root_cache_max_traces,
+            s.root_cache_max_bytes,
         ));
         let shards = (0..n)
             .map(|i| Assembler::new_shard(settings(), directory.clone(), i))

@@ -1,98 +1,17 @@
-//! Admission: the bytes-in-flight budget, and the hand-off from receivers to the next stage.
+//! Admission: the hand-off from receivers to the next stage.
 //!
-//! A request is admitted only if its bytes fit in `max_in_flight`; the [`Lease`] it gets
-//! travels with its spans and gives the bytes back when the last of them is delivered or
-//! dropped. Together with the bounded channel behind [`SpanSink`], this is what keeps memory
-//! bounded under any load: when either is full, the receiver answers with the OTLP spec's
-//! retryable refusal and the client retries.
+//! Accepted spans travel with the [`Lease`] that pays for their memory (see [`crate::memory`]);
+//! the bytes go back to the budget when the last of them is delivered or dropped, or move to
+//! the next stage's account with them. Together with the bounded channel behind [`SpanSink`],
+//! this is what keeps memory bounded under any load: when either is full, the receiver answers
+//! with the OTLP spec's retryable refusal and the client retries.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cujo_wire::SpanBatch;
 use tokio::sync::mpsc;
 
-use crate::telemetry::PipelineTelemetry;
-
-/// The bytes-in-flight budget.
-pub struct Admission {
-    max_bytes: usize,
-    in_flight: AtomicUsize,
-    telemetry: Arc<PipelineTelemetry>,
-}
-
-impl Admission {
-    pub fn new(max_bytes: usize, telemetry: Arc<PipelineTelemetry>) -> Arc<Self> {
-        telemetry.set_max_in_flight_bytes(max_bytes as u64);
-        Arc::new(Self {
-            max_bytes,
-            in_flight: AtomicUsize::new(0),
-            telemetry,
-        })
-    }
-
-    /// Takes `bytes` from the budget, or `None` if they do not fit. A request larger than the
-    /// whole budget is still admitted when nothing else is in flight, so it cannot be refused
-    /// forever.
-    pub fn try_admit(self: &Arc<Self>, bytes: usize) -> Option<Lease> {
-        let mut current = self.in_flight.load(Ordering::Relaxed);
-        loop {
-            if current != 0 && current.saturating_add(bytes) > self.max_bytes {
-                return None;
-            }
-            match self.in_flight.compare_exchange_weak(
-                current,
-                current + bytes,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(actual) => current = actual,
-            }
-        }
-        self.telemetry.in_flight_bytes_add(bytes as i64);
-        Some(Lease {
-            admission: self.clone(),
-            bytes,
-        })
-    }
-
-    /// Takes `bytes` without checking the budget: for a stage that re-homes bytes already
-    /// admitted (the assembler copying spans out of their requests).
-    pub fn hold(self: &Arc<Self>, bytes: usize) -> Lease {
-        self.in_flight.fetch_add(bytes, Ordering::AcqRel);
-        self.telemetry.in_flight_bytes_add(bytes as i64);
-        Lease {
-            admission: self.clone(),
-            bytes,
-        }
-    }
-
-    pub fn in_flight_bytes(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
-    pub fn max_bytes(&self) -> usize {
-        self.max_bytes
-    }
-}
-
-/// Bytes held against the budget; returned on drop.
-pub struct Lease {
-    admission: Arc<Admission>,
-    bytes: usize,
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.admission
-            .in_flight
-            .fetch_sub(self.bytes, Ordering::AcqRel);
-        self.admission
-            .telemetry
-            .in_flight_bytes_add(-(self.bytes as i64));
-    }
-}
+pub use crate::memory::Lease;
 
 /// Spans accepted by a receiver, with the lease that pays for their memory.
 pub struct Admitted {
@@ -227,6 +146,11 @@ impl SpanSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::{Account, Component, MemoryBudget, Shares};
+
+    fn test_account() -> Account {
+        MemoryBudget::new(1 << 20, Shares::for_stages(false, false)).account(Component::Receivers)
+    }
 
     fn two_traces() -> SpanBatch {
         use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -254,12 +178,11 @@ mod tests {
 
     #[test]
     fn a_sharded_sink_hands_on_all_or_nothing() {
-        let t = Arc::new(PipelineTelemetry::new());
-        let a = Admission::new(1 << 20, t);
+        let a = test_account();
         let (sink, mut sources) = SpanSink::sharded(1, 2, |t, n| usize::from(t[0]) % n);
         let admitted = || Admitted {
             batch: two_traces(),
-            lease: Arc::new(a.hold(10)),
+            lease: Arc::new(a.take(10)),
         };
         assert!(sink.try_send(admitted()).is_ok());
         // Both shards are full now: the next batch is refused whole.
@@ -270,17 +193,16 @@ mod tests {
         assert_eq!((first.span_count(), second.span_count()), (1, 2));
         assert!(sources[0].try_recv().is_err() && sources[1].try_recv().is_err());
         drop((first, second, back));
-        assert_eq!(a.in_flight_bytes(), 0, "the lease is shared by the parts");
+        assert_eq!(a.used(), 0, "the lease is shared by the parts");
     }
 
     #[tokio::test]
     async fn a_sharded_sink_sends_each_part_to_its_shard_or_gives_the_rest_back() {
-        let t = Arc::new(PipelineTelemetry::new());
-        let a = Admission::new(1 << 20, t);
+        let a = test_account();
         let (sink, mut sources) = SpanSink::sharded(4, 2, |t, n| usize::from(t[0]) % n);
         let admitted = || Admitted {
             batch: two_traces(),
-            lease: Arc::new(a.hold(10)),
+            lease: Arc::new(a.take(10)),
         };
         assert!(sink.send(admitted()).await.is_ok());
         assert_eq!(sources[0].recv().await.map(|a| a.span_count()), Some(1));
@@ -290,23 +212,5 @@ mod tests {
         let back = sink.send(admitted()).await.expect_err("shard 1 is gone");
         assert_eq!(back.span_count(), 2);
         assert_eq!(sources[0].recv().await.map(|a| a.span_count()), Some(1));
-    }
-
-    #[test]
-    fn budget_is_returned_when_the_lease_drops() {
-        let t = Arc::new(PipelineTelemetry::new());
-        let a = Admission::new(100, t);
-        let first = a.try_admit(60).expect("fits");
-        assert!(a.try_admit(50).is_none(), "over budget");
-        let second = a.try_admit(40).expect("fits exactly");
-        assert_eq!(a.in_flight_bytes(), 100);
-        drop(first);
-        drop(second);
-        assert_eq!(a.in_flight_bytes(), 0);
-        let huge = a
-            .try_admit(1000)
-            .expect("alone, a request larger than the budget passes");
-        assert!(a.try_admit(1).is_none());
-        drop(huge);
     }
 }

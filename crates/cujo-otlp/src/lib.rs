@@ -23,6 +23,7 @@
 pub mod admin;
 pub mod admission;
 pub mod exporter;
+pub mod memory;
 pub mod prom;
 pub mod receiver;
 pub mod rpc;

@@ -113,9 +113,6 @@ pub struct PipelineTelemetry {
     queue_spans: AtomicI64,
     /// Configured capacity of the exporter queue, for saturation alerts.
     queue_capacity: AtomicU64,
-    /// Bytes held under admission leases; set by the admission controller.
-    in_flight_bytes: AtomicI64,
-    max_in_flight_bytes: AtomicU64,
 }
 
 impl PipelineTelemetry {
@@ -176,14 +173,6 @@ impl PipelineTelemetry {
 
     pub fn set_queue_capacity(&self, spans: u64) {
         self.queue_capacity.store(spans, Relaxed);
-    }
-
-    pub(crate) fn in_flight_bytes_add(&self, bytes: i64) {
-        self.in_flight_bytes.fetch_add(bytes, Relaxed);
-    }
-
-    pub(crate) fn set_max_in_flight_bytes(&self, bytes: u64) {
-        self.max_in_flight_bytes.store(bytes, Relaxed);
     }
 
     /// Spans accepted by every receiver.
@@ -291,17 +280,5 @@ impl PipelineTelemetry {
             "Capacity of the span exporter queue.",
         )
         .sample(&[], self.queue_capacity.load(Relaxed) as f64);
-        prom::Family::gauge(
-            out,
-            "cujo_admission_in_flight_bytes",
-            "Bytes of accepted requests not yet delivered or dropped.",
-        )
-        .sample(&[], self.in_flight_bytes.load(Relaxed).max(0) as f64);
-        prom::Family::gauge(
-            out,
-            "cujo_admission_max_in_flight_bytes",
-            "Admission budget (admission.max_in_flight).",
-        )
-        .sample(&[], self.max_in_flight_bytes.load(Relaxed) as f64);
     }
 }

@@ -50,6 +50,19 @@ impl SpanBatch {
         self.groups.iter().all(|g| g.spans.is_empty())
     }
 
+    /// Bytes of the batch's own bookkeeping beside the bytes its spans point into: the group
+    /// list, one handle per span, and each group's shared resource header. Counted against
+    /// the memory budget with the request the spans came in.
+    pub fn handle_bytes(&self) -> usize {
+        const RESOURCE: usize = std::mem::size_of::<ResourceHeader>() + 16;
+        self.groups.capacity() * std::mem::size_of::<ScopeGroup>()
+            + self
+                .groups
+                .iter()
+                .map(|g| g.spans.capacity() * std::mem::size_of::<Bytes>() + RESOURCE)
+                .sum::<usize>()
+    }
+
     /// Moves all groups of `other` to the end of this batch.
     pub fn append(&mut self, other: &mut SpanBatch) {
         self.groups.append(&mut other.groups);

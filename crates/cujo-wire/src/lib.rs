@@ -17,8 +17,11 @@
 //!   one by one.
 //! - [`write`]: [`encode_request`], which writes a batch as an `ExportTraceServiceRequest`.
 //! - [`span`]: reading one span's ids, times, links and attributes; appending attributes.
+//! - [`alloc`]: what an allocation of n bytes really costs, for every component's memory
+//!   accounting.
 #![forbid(unsafe_code)]
 
+pub mod alloc;
 pub mod batch;
 pub mod proto;
 pub mod span;

@@ -5,12 +5,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cujo_assembler::{ArrivingSpan, CLASSIFY_KEYS, ReleasedTrace, TraceObserver};
+use cujo_assembler::{ArrivingSpan, CLASSIFY_KEYS, Cursor, ReleasedTrace, TraceObserver};
 use cujo_assembler::{
     Assembler, AssemblerSettings, AssemblerStats, PropagateSettings, RELEASE_LAG_BUCKETS_MS,
     ReleaseReason,
 };
-use cujo_otlp::admission::{Admission, Admitted, Lease, SpanSink, SpanSource};
+use cujo_otlp::admission::{Admitted, SpanSink, SpanSource};
+use cujo_otlp::memory::{Account, Component, MemoryBudget};
 use cujo_otlp::prom::{Exemplar, Exposition, Family};
 use cujo_otlp::telemetry::{DropReason, PipelineTelemetry};
 use cujo_sli::condition::{ConditionSet, Scalar, SpanFacts, StatusCode};
@@ -22,26 +23,29 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 
-/// The assembler's settings from the config (defaults for whichever section is absent).
-pub fn settings(config: &Config) -> AssemblerSettings {
-    // Held traces may use at most half the admission budget (counted at their memory cost),
-    // so receivers keep room to accept while traces wait for their roots.
-    let max_buffered_bytes = (config.admission.max_in_flight.0 as usize / 2) * 2 / 3;
+/// The assembler's settings from the config (defaults for whichever section is absent), its
+/// memory and its root cache's bounded by their shares of `budget`.
+pub fn settings(config: &Config, budget: &MemoryBudget) -> AssemblerSettings {
     let a = config.assembler.clone().unwrap_or_default();
     let p = config.propagate.clone().unwrap_or_default();
     AssemblerSettings {
         decision_wait: a.decision_wait.0,
         trace_timeout: a.trace_timeout.0,
         max_spans_per_trace: a.max_spans_per_trace,
+        max_groups_per_trace: a.max_groups_per_trace,
         max_buffered_spans: a.max_buffered_spans,
-        max_buffered_bytes,
+        max_memory_bytes: budget.limit(Component::Assembler),
         root_cache_ttl: a.root_cache.ttl.0,
         root_cache_max_traces: a.root_cache.max_traces,
+        root_cache_max_bytes: budget.limit(Component::RootCache),
         max_link_hops: a.max_link_hops,
         propagate: PropagateSettings {
             attributes: p.attributes,
             prefix: p.prefix,
             overwrite: p.overwrite,
+            max_value_bytes: p.max_value_bytes.0 as usize,
+            max_set_bytes: p.max_set_bytes.0 as usize,
+            max_name_bytes: p.max_name_bytes.0 as usize,
         },
     }
 }
@@ -62,7 +66,12 @@ pub fn shard_count(config: &Config) -> usize {
 
 /// What the assembler stage shares with the rest of the pipeline.
 pub struct StageContext {
-    pub admission: Arc<Admission>,
+    /// Held spans and their indexes (this shard's share of them).
+    pub memory: Account,
+    /// This shard's root cache.
+    pub root_cache_memory: Account,
+    /// Where released spans go: the stage waits while it is full.
+    pub exporter_memory: Account,
     pub telemetry: Arc<PipelineTelemetry>,
     pub stats: SharedStats,
     /// This shard's slot in `stats`.
@@ -73,9 +82,21 @@ pub struct StageContext {
     pub abandon: CancellationToken,
 }
 
+/// Spans taken in from one request per step: what one step can write out (late spans
+/// enriched at once, parts of traces over their caps) stays bounded however large the
+/// request, so the exporter's account is checked often enough.
+const STEP_SPANS: usize = 2048;
+
+/// How often the caps of `propagate:` and `assembler:` are reported in the log when hit.
+const CAP_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Runs until `input` is closed (receivers gone, or `input_closed` cancelled), then
 /// releases everything held and returns; or until `abandon`, counting what it still holds
 /// as dropped.
+///
+/// Memory: the held spans and the root cache are kept in their accounts (the assembler keeps
+/// itself within their limits); what is released is counted in the exporter's account
+/// before it is handed on, and the stage takes no step while that account is full.
 pub async fn run(
     mut assembler: Assembler,
     mut input: SpanSource,
@@ -84,67 +105,82 @@ pub async fn run(
 ) {
     let epoch = Instant::now();
     let now_ms = move || epoch.elapsed().as_millis() as u64;
-    // Bytes the assembler holds, kept in the admission budget as one lease.
-    let mut held: Option<Lease> = None;
+    let mut held = ctx.memory.empty_lease();
+    let mut cached = ctx.root_cache_memory.empty_lease();
+    // The request being taken in, and how far.
+    let mut current: Option<(Admitted, Cursor)> = None;
     let mut closing = false;
+    let mut caps = CapReport::default();
     loop {
         let mut out = SpanBatch::default();
-        let next_due = assembler.next_due_ms();
         let mut done = false;
-        tokio::select! {
-            biased;
-            _ = ctx.abandon.cancelled() => {
-                let spans = assembler.held_spans() as u64;
-                ctx.telemetry.spans_dropped(
-                    DropReason::Shutdown,
-                    spans,
-                    "shutdown deadline passed while the assembler held them",
-                );
-                input.close();
-                while let Some(admitted) = input.recv().await {
-                    ctx.telemetry.spans_dropped(
-                        DropReason::Shutdown,
-                        admitted.span_count() as u64,
-                        "shutdown deadline passed before the assembler took them",
-                    );
-                }
-                break;
-            }
-            _ = ctx.input_closed.cancelled(), if !closing => {
-                closing = true;
-                input.close();
-            }
-            received = input.recv() => match received {
-                Some(admitted) => {
-                    let now = now_ms();
-                    assembler.ingest(&admitted.batch, now, &mut out);
-                    // Under steady input the timer branch may never win: release here too.
-                    if assembler.next_due_ms().is_some_and(|d| d <= now) {
-                        assembler.release_due(now, &mut out);
-                    }
-                    // The spans were copied out; the request's bytes go back to the budget.
-                    drop(admitted);
-                }
-                None => {
-                    assembler.release_all(now_ms(), &mut out);
-                    done = true;
-                }
-            },
-            _ = sleep_until_ms(epoch, next_due) => assembler.release_due(now_ms(), &mut out),
+        if ctx.abandon.is_cancelled() {
+            let rest = current
+                .take()
+                .map_or(0, |(a, c)| Cursor::spans_after(&a.batch, &c));
+            abandon(&mut assembler, &mut input, rest, &ctx.telemetry).await;
+            break;
         }
-        held.replace(ctx.admission.hold(assembler.held_memory()));
+        // Released spans need room where they go: wait for it before any step.
+        if ctx.exporter_memory.is_full() {
+            ctx.exporter_memory.note_full();
+            tokio::select! {
+                biased;
+                _ = ctx.abandon.cancelled() => {}
+                _ = ctx.exporter_memory.wait_for_room() => {}
+            }
+            continue;
+        }
+        assembler.set_output_room(ctx.exporter_memory.available());
+        if let Some((admitted, cursor)) = current.as_mut() {
+            let now = now_ms();
+            let finished =
+                assembler.ingest_step(&admitted.batch, cursor, STEP_SPANS, now, &mut out);
+            // Under steady input the timer branch may never win: release here too.
+            if assembler.next_due_ms().is_some_and(|d| d <= now) {
+                assembler.release_due(now, &mut out);
+            }
+            if finished {
+                // The spans were copied out; the request's bytes go back to the budget.
+                current = None;
+            }
+        } else {
+            let next_due = assembler.next_due_ms();
+            tokio::select! {
+                biased;
+                _ = ctx.abandon.cancelled() => continue,
+                _ = ctx.input_closed.cancelled(), if !closing => {
+                    closing = true;
+                    input.close();
+                }
+                received = input.recv() => match received {
+                    Some(admitted) => current = Some((admitted, Cursor::default())),
+                    None => {
+                        assembler.release_all(now_ms(), &mut out);
+                        done = true;
+                    }
+                },
+                _ = sleep_until_ms(epoch, next_due) => assembler.release_due(now_ms(), &mut out),
+            }
+        }
+        let (memory, cache) = assembler.memory_bytes_shared();
+        held.set(memory);
+        cached.set(cache);
+        let stats = assembler.stats();
+        caps.report(&stats, ctx.shard);
         if let Ok(mut s) = ctx.stats.lock()
             && let Some(slot) = s.get_mut(ctx.shard)
         {
-            *slot = assembler.stats();
+            *slot = stats;
         }
         if !out.is_empty() {
             out.compact();
             let spans = out.span_count() as u64;
-            let bytes = out.groups.iter().map(|g| g.span_bytes()).sum();
-            let lease = Arc::new(ctx.admission.hold(bytes));
+            let lease = ctx
+                .exporter_memory
+                .take(assembler.output_written() + out.handle_bytes());
             let sent = tokio::select! {
-                sent = output.send(Admitted { batch: out, lease }) => sent.is_ok(),
+                sent = output.send(Admitted { batch: out, lease: Arc::new(lease) }) => sent.is_ok(),
                 _ = ctx.abandon.cancelled() => false,
             };
             if !sent {
@@ -159,7 +195,67 @@ pub async fn run(
             break;
         }
     }
-    drop(held);
+}
+
+/// The shutdown deadline passed: counts what the stage still holds, and what waits in its
+/// input, as dropped.
+async fn abandon(
+    assembler: &mut Assembler,
+    input: &mut SpanSource,
+    taking_in: usize,
+    telemetry: &PipelineTelemetry,
+) {
+    telemetry.spans_dropped(
+        DropReason::Shutdown,
+        (assembler.held_spans() + taking_in) as u64,
+        "shutdown deadline passed while the assembler held them",
+    );
+    input.close();
+    while let Some(admitted) = input.recv().await {
+        telemetry.spans_dropped(
+            DropReason::Shutdown,
+            admitted.span_count() as u64,
+            "shutdown deadline passed before the assembler took them",
+        );
+    }
+}
+
+/// Logs, at most once per [`CAP_LOG_INTERVAL`], that caps on what input creates were hit
+/// (the counters on `/metrics` say how often).
+#[derive(Default)]
+struct CapReport {
+    last: Option<Instant>,
+    seen: (u64, u64, u64, u64, u64),
+}
+
+impl CapReport {
+    fn report(&mut self, stats: &AssemblerStats, shard: usize) {
+        if self.last.is_some_and(|t| t.elapsed() < CAP_LOG_INTERVAL) {
+            return;
+        }
+        let now = (
+            stats.capped.values_truncated,
+            stats.capped.attributes_dropped,
+            stats.capped.names_truncated,
+            stats.group_cap_releases,
+            stats.root_cache_evicted,
+        );
+        if now == self.seen {
+            return;
+        }
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        tracing::warn!(
+            shard,
+            propagated_values_truncated = d(now.0, self.seen.0),
+            propagated_attributes_dropped = d(now.1, self.seen.1),
+            root_names_truncated = d(now.2, self.seen.2),
+            traces_split_for_groups = d(now.3, self.seen.3),
+            root_cache_evicted = d(now.4, self.seen.4),
+            "input hit the assembler's caps (propagate.max_value_bytes, max_set_bytes, max_name_bytes, assembler.max_groups_per_trace, the root cache's memory); see cujo_assembler_capped_total"
+        );
+        self.seen = now;
+        self.last = Some(Instant::now());
+    }
 }
 
 async fn sleep_until_ms(epoch: Instant, due: Option<u64>) {
@@ -253,6 +349,27 @@ pub fn render(shards: &[AssemblerStats], out: &mut Exposition) {
         "Released traces whose origin is remembered for late and linked spans.",
     )
     .sample(&[], stats.root_cache_entries as f64);
+    Family::counter(
+        out,
+        "cujo_assembler_root_cache_evicted_total",
+        "Root cache entries forgotten before their TTL to stay within the root cache's memory (or assembler.root_cache.max_traces).",
+    )
+    .sample(&[], stats.root_cache_evicted as f64);
+    Family::counter(
+        out,
+        "cujo_assembler_capped_total",
+        "Times input hit a cap on what it creates: propagated string values cut to propagate.max_value_bytes (value_truncated), propagated attributes left out past propagate.max_set_bytes or as oversized non-strings (attribute_dropped), root and service names cut to propagate.max_name_bytes (name_truncated), traces released in parts past assembler.max_groups_per_trace (groups_per_trace).",
+    )
+    .sample(
+        &[("cap", "value_truncated")],
+        stats.capped.values_truncated as f64,
+    )
+    .sample(
+        &[("cap", "attribute_dropped")],
+        stats.capped.attributes_dropped as f64,
+    )
+    .sample(&[("cap", "name_truncated")], stats.capped.names_truncated as f64)
+    .sample(&[("cap", "groups_per_trace")], stats.group_cap_releases as f64);
 }
 
 /// A span in wire form, as the SLI conditions read it: fields and attributes read once.

@@ -93,12 +93,17 @@ fn default_max_message() -> ByteSize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdmissionConfig {
-    /// Bytes of spans accepted but not yet forwarded.
+    /// The memory budget: every byte that grows with input (request bodies, held traces, the
+    /// root cache, the exporter queue, SLI series and settling events) is counted against it.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: ByteSize,
     /// Delay suggested to refused clients (gRPC RetryInfo, HTTP Retry-After).
     #[serde(default = "default_retry_after")]
     pub retry_after: HumanDuration,
+    /// How the budget is split between the components; unset ones share what the set ones
+    /// leave, by their default weights.
+    #[serde(default)]
+    pub shares: SharesConfig,
 }
 
 impl Default for AdmissionConfig {
@@ -106,7 +111,55 @@ impl Default for AdmissionConfig {
         Self {
             max_in_flight: default_max_in_flight(),
             retry_after: default_retry_after(),
+            shares: SharesConfig::default(),
         }
+    }
+}
+
+/// `admission.shares`: each component's fraction of `admission.max_in_flight` (0 to 1).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharesConfig {
+    pub receivers: Option<Fraction>,
+    pub assembler: Option<Fraction>,
+    pub root_cache: Option<Fraction>,
+    pub exporter: Option<Fraction>,
+    pub sli: Option<Fraction>,
+}
+
+/// A fraction: `0.25` or `25%`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fraction(pub f64);
+
+impl<'de> Deserialize<'de> for Fraction {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        let value = match Raw::deserialize(d)? {
+            Raw::Number(n) => n,
+            Raw::Text(t) => match t.trim().strip_suffix('%') {
+                Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0).map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "expected a fraction like 0.25 or 25%, found {t:?}"
+                    ))
+                })?,
+                None => t.trim().parse::<f64>().map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "expected a fraction like 0.25 or 25%, found {t:?}"
+                    ))
+                })?,
+            },
+        };
+        if !(0.0..=1.0).contains(&value) {
+            return Err(serde::de::Error::custom(format!(
+                "expected a fraction between 0 and 1 (or 0% and 100%), found {value}"
+            )));
+        }
+        Ok(Fraction(value))
     }
 }
 
@@ -318,6 +371,10 @@ pub struct AssemblerConfig {
     pub trace_timeout: HumanDuration,
     #[serde(default = "default_max_spans_per_trace")]
     pub max_spans_per_trace: usize,
+    /// A trace whose spans arrive under more distinct resource/scope pairs is released early,
+    /// in parts.
+    #[serde(default = "default_max_groups_per_trace")]
+    pub max_groups_per_trace: usize,
     #[serde(default = "default_max_buffered_spans")]
     pub max_buffered_spans: usize,
     #[serde(default)]
@@ -335,6 +392,7 @@ impl Default for AssemblerConfig {
             decision_wait: default_decision_wait(),
             trace_timeout: default_trace_timeout(),
             max_spans_per_trace: default_max_spans_per_trace(),
+            max_groups_per_trace: default_max_groups_per_trace(),
             max_buffered_spans: default_max_buffered_spans(),
             root_cache: RootCacheConfig::default(),
             max_link_hops: default_max_link_hops(),
@@ -353,6 +411,10 @@ fn default_trace_timeout() -> HumanDuration {
 
 fn default_max_spans_per_trace() -> usize {
     10_000
+}
+
+fn default_max_groups_per_trace() -> usize {
+    64
 }
 
 fn default_max_buffered_spans() -> usize {
@@ -399,6 +461,16 @@ pub struct PropagateConfig {
     pub prefix: String,
     #[serde(default)]
     pub overwrite: bool,
+    /// A propagated string value is cut to this many bytes; a longer value of another type
+    /// is not propagated.
+    #[serde(default = "default_max_value_bytes")]
+    pub max_value_bytes: ByteSize,
+    /// The propagated attributes of one trace take at most this many bytes, encoded.
+    #[serde(default = "default_max_set_bytes")]
+    pub max_set_bytes: ByteSize,
+    /// `cujo.root.name` and `cujo.root.service.name` are cut to this many bytes.
+    #[serde(default = "default_max_name_bytes")]
+    pub max_name_bytes: ByteSize,
 }
 
 impl Default for PropagateConfig {
@@ -407,8 +479,23 @@ impl Default for PropagateConfig {
             attributes: default_propagated(),
             prefix: String::new(),
             overwrite: false,
+            max_value_bytes: default_max_value_bytes(),
+            max_set_bytes: default_max_set_bytes(),
+            max_name_bytes: default_max_name_bytes(),
         }
     }
+}
+
+fn default_max_value_bytes() -> ByteSize {
+    ByteSize(cujo_assembler::PropagateSettings::default().max_value_bytes as u64)
+}
+
+fn default_max_set_bytes() -> ByteSize {
+    ByteSize(cujo_assembler::PropagateSettings::default().max_set_bytes as u64)
+}
+
+fn default_max_name_bytes() -> ByteSize {
+    ByteSize(cujo_assembler::PropagateSettings::default().max_name_bytes as u64)
 }
 
 fn default_propagated() -> Vec<String> {
@@ -808,6 +895,7 @@ impl Config {
                 "must be greater than zero".into(),
             );
         }
+        self.check_memory()?;
         if let Some(otlp) = &self.exporters.otlp {
             let scheme_ok =
                 otlp.endpoint.starts_with("http://") || otlp.endpoint.starts_with("https://");
@@ -866,6 +954,96 @@ impl Config {
             check_otlp_metrics(m)?;
         }
         Ok(())
+    }
+
+    /// The budget's split: shares add up to at most 1, and the receivers' share holds the
+    /// largest request they accept (else such a request could never be admitted).
+    fn check_memory(&self) -> Result<(), (String, String)> {
+        let s = &self.admission.shares;
+        let set: f64 = [s.receivers, s.assembler, s.root_cache, s.exporter, s.sli]
+            .iter()
+            .flatten()
+            .map(|f| f.0)
+            .sum();
+        if set > 1.0 + 1e-9 {
+            return Err((
+                "admission.shares".into(),
+                format!("the shares add up to {set:.3}; they must add up to at most 1"),
+            ));
+        }
+        if let Some(a) = &self.assembler
+            && a.max_groups_per_trace == 0
+        {
+            return Err((
+                "assembler.max_groups_per_trace".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        let budget = self.memory_shares();
+        let receivers = (self.admission.max_in_flight.0 as f64
+            * budget.of(cujo_otlp::memory::Component::Receivers)) as u64;
+        let otlp = self.receivers.otlp.clone().unwrap_or_default();
+        let largest = [
+            otlp.grpc.as_ref().map(|g| {
+                (
+                    "receivers.otlp.grpc.max_recv_msg_size",
+                    g.max_recv_msg_size.0,
+                )
+            }),
+            otlp.http.as_ref().map(|h| {
+                (
+                    "receivers.otlp.http.max_request_body_size",
+                    h.max_request_body_size.0,
+                )
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .max_by_key(|(_, size)| *size);
+        if let Some((key, size)) = largest
+            && size > receivers
+        {
+            return Err((
+                "admission.max_in_flight".into(),
+                format!(
+                    "{} leaves the receivers {receivers} bytes ({:.1}% of it), less than {key} ({size} bytes): such a request could never be accepted; raise the budget or admission.shares.receivers, or lower {key}",
+                    self.admission.max_in_flight.0,
+                    budget.of(cujo_otlp::memory::Component::Receivers) * 100.0,
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// How the memory budget is split, from `admission.shares` and the stages that run.
+    pub fn memory_shares(&self) -> cujo_otlp::memory::Shares {
+        use cujo_otlp::memory::{Component, Shares};
+        let assembler = self.assembler_enabled();
+        let defaults = Shares::for_stages(assembler, assembler && !self.cujs.is_empty());
+        let s = &self.admission.shares;
+        let set = [
+            (Component::Receivers, s.receivers),
+            (Component::Assembler, s.assembler),
+            (Component::RootCache, s.root_cache),
+            (Component::Exporter, s.exporter),
+            (Component::Sli, s.sli),
+        ];
+        let fixed: f64 = set.iter().filter_map(|(_, f)| f.map(|f| f.0)).sum();
+        let free_weight: f64 = set
+            .iter()
+            .filter(|(_, f)| f.is_none())
+            .map(|(c, _)| defaults.of(*c))
+            .sum();
+        let left = (1.0 - fixed).max(0.0);
+        let mut out = [0.0; 5];
+        for (c, f) in set {
+            out[c as usize] = match f {
+                Some(f) => f.0,
+                None if free_weight > 0.0 => defaults.of(c) / free_weight * left,
+                None => 0.0,
+            };
+        }
+        Shares(out)
     }
 
     fn check_notifications(&self, n: &NotificationsConfig) -> Result<(), (String, String)> {

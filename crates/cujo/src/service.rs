@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cujo_otlp::admin::{self, MetricsSource, Readiness};
-use cujo_otlp::admission::{Admission, SpanSink};
+use cujo_otlp::admission::SpanSink;
 use cujo_otlp::exporter::retry::RetrySettings;
 use cujo_otlp::exporter::transport::{self, Downstream};
 use cujo_otlp::exporter::{self, ExporterSettings};
+use cujo_otlp::memory::{Component, MemoryBudget};
 use cujo_otlp::prom::Exposition;
 use cujo_otlp::receiver::{self, Ingest, ReceiverLimits};
 use cujo_otlp::server::{self, ServerLimits};
@@ -61,7 +62,19 @@ pub struct Summary {
 /// Runs cujo until `stop` resolves, then shuts down in order.
 pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Result<Summary> {
     let telemetry = Arc::new(PipelineTelemetry::new());
-    let admission = Admission::new(config.admission.max_in_flight.0 as usize, telemetry.clone());
+    let budget = MemoryBudget::new(
+        config.admission.max_in_flight.0 as usize,
+        config.memory_shares(),
+    );
+    tracing::info!(
+        budget = budget.total(),
+        receivers = budget.limit(Component::Receivers),
+        assembler = budget.limit(Component::Assembler),
+        root_cache = budget.limit(Component::RootCache),
+        exporter = budget.limit(Component::Exporter),
+        sli = budget.limit(Component::Sli),
+        "memory budget (admission.max_in_flight) and its shares, in bytes"
+    );
     let readiness = Readiness::default();
 
     let receivers_stop = CancellationToken::new();
@@ -86,7 +99,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     let mut sli_engine: Option<Arc<std::sync::Mutex<SliEngine>>> = None;
     let (source, assembler_tasks) = if config.assembler_enabled() {
         let (to_exporter, source) = SpanSink::channel(ASSEMBLER_OUTPUT_CAPACITY);
-        let settings = assembly::settings(&config);
+        let settings = assembly::settings(&config, &budget);
         tracing::info!(
             decision_wait = ?settings.decision_wait,
             attributes = ?settings.propagate.attributes,
@@ -109,11 +122,12 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             shards,
             settings.root_cache_ttl.as_millis() as u64,
             settings.root_cache_max_traces,
+            settings.root_cache_max_bytes,
         ));
         // Memory limits are for all shards together: each shard gets its share.
         let mut per_shard = settings.clone();
         per_shard.max_buffered_spans = settings.max_buffered_spans.div_ceil(shards);
-        per_shard.max_buffered_bytes = settings.max_buffered_bytes.div_ceil(shards);
+        per_shard.max_memory_bytes = settings.max_memory_bytes / shards;
         let mut tasks = Vec::with_capacity(shards);
         for (shard, input) in receiver_outputs.drain(..).enumerate() {
             let mut assembler = Assembler::new_shard(per_shard.clone(), directory.clone(), shard);
@@ -125,7 +139,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                 input,
                 to_exporter.clone(),
                 assembly::StageContext {
-                    admission: admission.clone(),
+                    memory: budget.account(Component::Assembler),
+                    root_cache_memory: budget.account(Component::RootCache),
+                    exporter_memory: budget.account(Component::Exporter),
                     telemetry: telemetry.clone(),
                     stats: assembler_stats.clone(),
                     shard,
@@ -158,6 +174,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                     max_interval: otlp.retry.max_interval.0,
                     max_elapsed: otlp.retry.max_elapsed.0,
                 },
+                memory: budget.account(Component::Exporter),
             };
             tokio::spawn(exporter::run(
                 settings,
@@ -179,7 +196,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     };
 
     let ingest = |limit: u64| Ingest {
-        admission: admission.clone(),
+        memory: budget.account(Component::Receivers),
         sink: sink.clone(),
         telemetry: telemetry.clone(),
         limits: ReceiverLimits {
@@ -257,8 +274,11 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                 .await
                 .context("exporters.prometheus.endpoint")?;
             let t = telemetry.clone();
-            let mut sources: Vec<MetricsSource> =
-                vec![Arc::new(move |out: &mut Exposition| t.render(out))];
+            let b = budget.clone();
+            let mut sources: Vec<MetricsSource> = vec![
+                Arc::new(move |out: &mut Exposition| t.render(out)),
+                Arc::new(move |out: &mut Exposition| b.render(out)),
+            ];
             if let Some(engine) = sli_engine.clone() {
                 sources.push(Arc::new(move |out: &mut Exposition| {
                     if let Ok(e) = engine.lock() {

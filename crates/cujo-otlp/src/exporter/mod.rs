@@ -1,8 +1,11 @@
 //! The OTLP trace exporter: batches, a bounded queue, concurrent senders with retries.
 //!
 //! One task owns the batch being built and the queue of batches waiting to be sent; it stops
-//! reading its input while the queue is full, which fills the channel behind the receivers,
-//! which then refuse with a retryable answer — the queue pushes back to admission.
+//! reading its input while the queue is full — in spans (`queue.max_spans`) or in bytes (the
+//! exporter's share of the memory budget) — which fills the channel behind the stage before,
+//! up to the receivers, which then refuse with a retryable answer. Everything the exporter
+//! holds is counted in its account: the batches (their leases move here with them), the
+//! encoded request bodies, and the encode buffers kept for reuse.
 //! Encoding and compression run on the blocking pool. Every batch ends in exactly one of
 //! `exported`, or `dropped{reason}`, counted in [`PipelineTelemetry`].
 //!
@@ -23,6 +26,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Lease, SpanSource};
+use crate::memory::Account;
 use crate::telemetry::{DropReason, PipelineTelemetry};
 use retry::{Backoff, RetrySettings};
 use transport::{Compression, Downstream, Outcome, Protocol};
@@ -36,6 +40,8 @@ pub struct ExporterSettings {
     /// Requests in flight to the downstream at once.
     pub concurrency: usize,
     pub retry: RetrySettings,
+    /// The exporter's share of the memory budget.
+    pub memory: Account,
 }
 
 /// Spans on their way out, with the leases that pay for their memory.
@@ -88,13 +94,22 @@ pub async fn run(
     let mut source_open = true;
     let mut closing = false;
     let max_batch = settings.batch_max_spans.max(1);
-    let buffers = Arc::new(BufferPool::new(settings.concurrency.max(1) + 1));
+    let memory = settings.memory.clone();
+    let buffers = Arc::new(BufferPool::new(
+        settings.concurrency.max(1) + 1,
+        memory.clone(),
+    ));
     loop {
-        while senders.len() < settings.concurrency.max(1) {
+        // A sender encodes its batch into a new body: start one only while the account has
+        // room for it, or when none runs (so the queue always moves).
+        while senders.len() < settings.concurrency.max(1)
+            && (senders.is_empty() || !memory.is_full())
+        {
             let Some(next) = queue.pop_front() else { break };
             queued_spans -= next.spans;
             senders.spawn(deliver(
                 next,
+                memory.clone(),
                 buffers.clone(),
                 downstream.clone(),
                 telemetry.clone(),
@@ -105,7 +120,12 @@ pub async fn run(
         if !source_open && building.spans == 0 && queue.is_empty() && senders.is_empty() {
             return;
         }
-        let room = queued_spans + building.spans < settings.queue_max_spans;
+        // Take more input only below both limits; a request taken moves its bytes here, so
+        // the account holds at most its limit plus one request.
+        let room = queued_spans + building.spans < settings.queue_max_spans && !memory.is_full();
+        if !room && memory.is_full() {
+            memory.note_full();
+        }
         let flush_at = building_since.map(|t| t + settings.batch_timeout);
         tokio::select! {
             biased;
@@ -116,13 +136,16 @@ pub async fn run(
                 source.close();
             }
             Some(_) = senders.join_next(), if !senders.is_empty() => {}
+            // Room again for a sender that waits on memory.
+            _ = memory.wait_for_room(), if !queue.is_empty() && !senders.is_empty()
+                && senders.len() < settings.concurrency.max(1) => {}
             received = source.recv(), if source_open && room => match received {
                 Some(admitted) => {
                     let n = admitted.span_count();
                     telemetry.queue_add(n as i64);
                     building.batch.append(&mut { admitted.batch });
                     building.spans += n;
-                    building.leases.push(admitted.lease);
+                    building.leases.push(move_lease(admitted.lease, &memory));
                     building_since.get_or_insert_with(Instant::now);
                     while building.spans >= max_batch {
                         let full = building.split_front(max_batch);
@@ -170,6 +193,16 @@ pub async fn run(
     }
 }
 
+/// The lease of spans taken from the input, moved to the exporter's account when nothing
+/// else shares it (a request the receivers accepted, or the assembler's output).
+fn move_lease(lease: Arc<Lease>, to: &Account) -> Arc<Lease> {
+    match Arc::try_unwrap(lease) {
+        Ok(lease) if lease.component() != to.component() => Arc::new(lease.transfer(to)),
+        Ok(lease) => Arc::new(lease),
+        Err(shared) => shared,
+    }
+}
+
 fn flush(
     building: &mut Outgoing,
     since: &mut Option<Instant>,
@@ -195,7 +228,8 @@ async fn sleep_until(at: Option<Instant>) {
 /// and fresh memory for every batch showed as page faults (the kernel zeroing pages) in a
 /// measurable share of the CPU.
 struct BufferPool {
-    free: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// Kept buffers, with the lease that counts their capacity.
+    free: std::sync::Mutex<(Vec<Vec<u8>>, Lease)>,
     max: usize,
 }
 
@@ -203,30 +237,40 @@ impl BufferPool {
     /// Buffers larger than this are not kept (an outsized batch should not pin its memory).
     const MAX_KEPT_BYTES: usize = 64 << 20;
 
-    fn new(max: usize) -> Self {
+    fn new(max: usize, memory: Account) -> Self {
         Self {
-            free: std::sync::Mutex::new(Vec::new()),
+            free: std::sync::Mutex::new((Vec::new(), memory.empty_lease())),
             max,
         }
     }
 
-    fn take(&self) -> Vec<u8> {
-        self.free
-            .lock()
-            .ok()
-            .and_then(|mut f| f.pop())
-            .unwrap_or_default()
+    /// A kept buffer (its bytes move to `lease`), or a new empty one.
+    fn take(&self, lease: &mut Lease) -> Vec<u8> {
+        let Ok(mut free) = self.free.lock() else {
+            return Vec::new();
+        };
+        let (bufs, kept) = &mut *free;
+        match bufs.pop() {
+            Some(buf) => {
+                kept.shrink(buf.capacity());
+                lease.grow(buf.capacity());
+                buf
+            }
+            None => Vec::new(),
+        }
     }
 
+    /// Keeps `buf` for the next batch if the pool has a place and the account has room.
     fn give(&self, mut buf: Vec<u8>) {
         if buf.capacity() == 0 || buf.capacity() > Self::MAX_KEPT_BYTES {
             return;
         }
         buf.clear();
-        if let Ok(mut free) = self.free.lock()
-            && free.len() < self.max
-        {
-            free.push(buf);
+        if let Ok(mut free) = self.free.lock() {
+            let (bufs, kept) = &mut *free;
+            if bufs.len() < self.max && kept.try_grow(buf.capacity()) {
+                bufs.push(buf);
+            }
         }
     }
 
@@ -283,6 +327,7 @@ fn encode_body(
 /// Sends one batch until it is delivered, refused for good, out of retries, or abandoned.
 async fn deliver(
     out: Outgoing,
+    memory: Account,
     buffers: Arc<BufferPool>,
     downstream: Arc<Downstream>,
     telemetry: Arc<PipelineTelemetry>,
@@ -293,22 +338,36 @@ async fn deliver(
     let Outgoing { batch, leases, .. } = out;
     let (protocol, compression) = (downstream.protocol(), downstream.compression());
     let pool = buffers.clone();
-    let body = match tokio::task::spawn_blocking(move || {
+    // The body is counted before it is written: its encoded size (twice with gzip: the
+    // plain encoding, then the compressed copy), then what it really holds.
+    let mut body_lease = memory.empty_lease();
+    let encoded = tokio::task::spawn_blocking(move || {
         let mut batch = batch;
         batch.compact();
-        let body = encode_body(&batch, protocol, compression, pool.take());
+        let plain = crate::rpc::FRAME_HEADER_LEN + cujo_wire::encoded_request_len(&batch);
+        let buf = pool.take(&mut body_lease);
+        let estimate = match compression {
+            Compression::None => plain,
+            Compression::Gzip => plain + plain / 2,
+        };
+        body_lease.grow(estimate.saturating_sub(body_lease.bytes()));
+        let body = encode_body(&batch, protocol, compression, buf);
         drop(batch);
-        body
+        (body, body_lease)
     })
-    .await
-    {
-        Ok(Ok((body, spare))) => {
+    .await;
+    // The spans are in the body now (or gone): their own bytes go back.
+    drop(leases);
+    let (body, mut body_lease) = match encoded {
+        Ok((Ok((body, spare)), mut lease)) => {
             if let Some(spare) = spare {
+                lease.shrink(spare.capacity());
                 buffers.give(spare);
             }
-            body
+            lease.set(body.len());
+            (body, lease)
         }
-        Ok(Err(e)) => {
+        Ok((Err(e), _)) => {
             finish(
                 &telemetry,
                 spans,
@@ -358,7 +417,7 @@ async fn deliver(
         }
     };
     finish(&telemetry, spans, result);
-    drop(leases);
+    body_lease.shrink(body.len());
     buffers.give_body(body);
 }
 
@@ -434,22 +493,39 @@ mod tests {
             .batch
     }
 
+    fn account() -> Account {
+        crate::memory::MemoryBudget::new(64 << 20, crate::memory::Shares::for_stages(false, false))
+            .account(crate::memory::Component::Exporter)
+    }
+
     #[test]
     fn encode_buffers_are_reused_once_the_body_is_sent() {
-        let pool = BufferPool::new(2);
-        let (first, spare) =
-            encode_body(&batch(50), Protocol::Grpc, Compression::None, pool.take())
-                .expect("encodes");
+        let memory = account();
+        let pool = BufferPool::new(2, memory.clone());
+        let mut lease = memory.empty_lease();
+        let (first, spare) = encode_body(
+            &batch(50),
+            Protocol::Grpc,
+            Compression::None,
+            pool.take(&mut lease),
+        )
+        .expect("encodes");
         assert!(spare.is_none());
         let at = first.as_ptr();
         let expected = first.to_vec();
         // Still held elsewhere (a retry in flight): not taken back.
         let held = first.clone();
         pool.give_body(first);
-        assert_eq!(pool.take().capacity(), 0, "nothing came back");
+        assert_eq!(pool.take(&mut lease).capacity(), 0, "nothing came back");
         pool.give_body(held);
-        let reused = pool.take();
+        assert!(memory.used() > 0, "the kept buffer is counted");
+        let reused = pool.take(&mut lease);
         assert_eq!(reused.as_ptr(), at, "the sent body's buffer");
+        assert_eq!(
+            lease.bytes(),
+            reused.capacity(),
+            "its bytes moved to the taker"
+        );
         let (second, _) =
             encode_body(&batch(50), Protocol::Grpc, Compression::None, reused).expect("encodes");
         assert_eq!(second.as_ptr(), at);
@@ -463,9 +539,16 @@ mod tests {
 
     #[test]
     fn gzip_bodies_give_back_the_uncompressed_buffer() {
-        let pool = BufferPool::new(2);
-        let (body, spare) = encode_body(&batch(50), Protocol::Grpc, Compression::Gzip, pool.take())
-            .expect("encodes");
+        let memory = account();
+        let pool = BufferPool::new(2, memory.clone());
+        let mut lease = memory.empty_lease();
+        let (body, spare) = encode_body(
+            &batch(50),
+            Protocol::Grpc,
+            Compression::Gzip,
+            pool.take(&mut lease),
+        )
+        .expect("encodes");
         assert_eq!(body[0], 1, "compressed flag");
         let raw = spare.expect("the uncompressed encoding's buffer");
         let mut gz = flate2::read::GzDecoder::new(&body[crate::rpc::FRAME_HEADER_LEN..]);
@@ -475,6 +558,6 @@ mod tests {
         encode_request(&batch(50), &mut direct);
         assert_eq!(plain, direct);
         pool.give(raw);
-        assert!(pool.take().capacity() > 0);
+        assert!(pool.take(&mut lease).capacity() > 0);
     }
 }

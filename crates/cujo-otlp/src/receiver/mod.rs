@@ -17,7 +17,8 @@ use bytes::Bytes;
 use cujo_wire::scan_request;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
 
-use crate::admission::{Admission, Admitted, SpanSink};
+use crate::admission::{Admitted, SpanSink};
+use crate::memory::Account;
 use crate::telemetry::{PipelineTelemetry, RequestOutcome, Transport};
 
 /// Limits shared by the receivers.
@@ -41,10 +42,12 @@ impl Default for ReceiverLimits {
     }
 }
 
-/// What the receivers share: the budget, the next stage and the counters.
+/// What the receivers share: their memory account, the next stage and the counters.
 #[derive(Clone)]
 pub struct Ingest {
-    pub admission: Arc<Admission>,
+    /// The receivers' share of the memory budget: request bodies and accepted requests
+    /// waiting for the next stage.
+    pub memory: Account,
     pub sink: SpanSink,
     pub telemetry: Arc<PipelineTelemetry>,
     pub limits: ReceiverLimits,
@@ -127,12 +130,14 @@ impl Ingest {
                 retry_after: this.limits.retry_after,
             }
         };
-        let Some(lease) = self.admission.try_admit(body.len()) else {
+        let bytes = body.len() + scanned.batch.handle_bytes();
+        let Some(lease) = self.memory.try_take(bytes) else {
+            self.memory.note_full();
             return Err(refused(
                 self,
                 &format!(
-                    "cujo is over its in-flight budget ({} bytes)",
-                    self.admission.max_bytes()
+                    "cujo's receivers are over their share of the memory budget ({} of admission.max_in_flight)",
+                    self.memory.limit()
                 ),
             ));
         };

@@ -1,0 +1,209 @@
+//! Writing released spans out: a released trace (or a part of one) enriched from its origin,
+//! or as it came when it has none; a late span enriched from the root cache at once. Every
+//! byte written out is added to [`Assembler::output_written`], the memory the next stage
+//! takes over.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cujo_wire::alloc::allocation_size;
+use cujo_wire::span::{SpanFields, span_head};
+use cujo_wire::{ScopeGroup, SpanBatch};
+
+use crate::held::{Group, Trace, span_flags};
+use crate::origin::{Origin, SpanContext, duration_ms, enrich, enrich_fast, shared_block};
+use crate::{Assembler, IdMap, ReleaseReason};
+
+/// A span id as a number; zero (an invalid id) stands for "no parent".
+type SpanId = u64;
+
+fn span_id(id: [u8; 8]) -> SpanId {
+    u64::from_le_bytes(id)
+}
+
+/// What release reads of a held span's ids, for async hops.
+struct Head {
+    span_id: SpanId,
+    /// Zero for a root.
+    parent: SpanId,
+    kind: u8,
+}
+
+fn head(span: &[u8]) -> Head {
+    let h = span_head(span);
+    Head {
+        span_id: span_id(h.span_id),
+        parent: h.parent_span_id.map(span_id).unwrap_or(0),
+        kind: h.kind as u8,
+    }
+}
+
+/// Memory of one span's place in an output batch (its handle), beside its bytes.
+const HANDLE: usize = std::mem::size_of::<Bytes>();
+
+impl Assembler {
+    /// A span whose trace was already released: enriched from the cache now, held nothing.
+    pub(crate) fn release_late(
+        &mut self,
+        span: &Bytes,
+        group: &Arc<Group>,
+        f: &SpanFields<'_>,
+        origin: Option<&Origin>,
+        out: &mut SpanBatch,
+    ) {
+        self.stats.spans_released += 1;
+        let Some(origin) = origin else {
+            // Passed on as it came: a slice of the request, which the receivers counted.
+            push_span(out, group, span.clone());
+            self.output_written += HANDLE;
+            self.stats.late_spans_without_root += 1;
+            return;
+        };
+        if let Some(observer) = self.observer.as_mut() {
+            observer.late_span(&f.trace_id, span, &group.resource.bytes);
+        }
+        // It arrived after its trace was complete, so it sits across an async boundary (a
+        // consumer, or work under one). Its parent may not have arrived yet, so the path
+        // cannot be walked: count one hop.
+        let ctx = SpanContext {
+            start_ns: f.start_time_unix_nano,
+            async_hops: u32::from(origin.link_hops) + 1,
+            root_summary: None,
+        };
+        let mut buf = Vec::with_capacity(span.len() + origin.growth_per_span());
+        enrich(span, origin, &ctx, &self.settings.propagate, &mut buf);
+        self.output_written += allocation_size(buf.capacity()) + HANDLE;
+        push_span(out, group, Bytes::from(buf));
+        self.stats.late_spans_enriched += 1;
+        self.stats.spans_enriched += 1;
+    }
+
+    /// Writes the spans `trace` holds (their bytes are `data`) to `out`, enriched when there
+    /// is an origin, and takes them off the held counts.
+    pub(crate) fn emit(
+        &mut self,
+        trace: &Trace,
+        data: &Bytes,
+        origin: Option<&Origin>,
+        reason: ReleaseReason,
+        out: &mut SpanBatch,
+    ) {
+        let n = trace.spans.len();
+        self.stats.traces_released[reason as usize] += 1;
+        self.stats.spans_released += n as u64;
+        self.held_spans -= n;
+        self.held_bytes -= data.len();
+        let Some(origin) = origin else {
+            // As they came: slices of the trace's own buffer, which moves out with them.
+            for (range, _, group) in trace.spans_in(data) {
+                push_span(out, group, data.slice(range));
+            }
+            self.output_written += allocation_size(data.len()) + n * HANDLE;
+            return;
+        };
+        // Hop counts need the span tree only when the trace has a consumer under a parent.
+        let hops = if trace
+            .spans
+            .iter()
+            .any(|s| s.flags & span_flags::CONSUMER_CHILD != 0)
+        {
+            let heads: Vec<Head> = trace
+                .spans_in(data)
+                .map(|(r, _, _)| head(&data[r]))
+                .collect();
+            async_hops(&heads, u32::from(origin.link_hops))
+        } else {
+            vec![u32::from(origin.link_hops); n]
+        };
+        let duration = duration_ms(origin.root_start_ns(), trace.last_end_ns);
+        let shared = shared_block(origin);
+        let mut buf = Vec::with_capacity(data.len() + n * (shared.len() + 64) + 32);
+        let mut offsets = Vec::with_capacity(n);
+        for ((range, s, _), h) in trace.spans_in(data).zip(hops) {
+            let start = buf.len();
+            let root_summary =
+                (s.flags & span_flags::ROOT != 0).then_some((trace.span_count, duration));
+            let ctx = SpanContext {
+                start_ns: s.start_ns,
+                async_hops: h,
+                root_summary,
+            };
+            if s.flags & span_flags::READ_ATTRIBUTES == 0 {
+                enrich_fast(&data[range], &shared, &ctx, origin, &mut buf);
+            } else {
+                enrich(
+                    &data[range],
+                    origin,
+                    &ctx,
+                    &self.settings.propagate,
+                    &mut buf,
+                );
+            }
+            offsets.push((start, buf.len()));
+        }
+        self.stats.spans_enriched += n as u64;
+        self.output_written += allocation_size(buf.capacity()) + n * HANDLE;
+        // One allocation for the whole trace; each span is a slice of it.
+        let buf = Bytes::from(buf);
+        for ((_, _, group), (a, b)) in trace.spans_in(data).zip(offsets) {
+            push_span(out, group, buf.slice(a..b));
+        }
+    }
+}
+
+fn push_span(out: &mut SpanBatch, group: &Arc<Group>, bytes: Bytes) {
+    if let Some(last) = out.groups.last_mut()
+        && Arc::ptr_eq(&last.resource, &group.resource)
+        && last.scope.as_ptr() == group.scope.as_ptr()
+    {
+        last.spans.push(bytes);
+        return;
+    }
+    out.groups.push(ScopeGroup {
+        resource: group.resource.clone(),
+        scope: group.scope.clone(),
+        spans: vec![bytes],
+    });
+}
+
+/// Async hops of each span: the trace's base (`link_hops`) plus one for every CONSUMER span
+/// with a parent on its path to the root within the trace.
+fn async_hops(spans: &[Head], base: u32) -> Vec<u32> {
+    let consumer = cujo_wire::span::kind::CONSUMER as u8;
+    if !spans.iter().any(|s| s.kind == consumer && s.parent != 0) {
+        return vec![base; spans.len()];
+    }
+    let index: IdMap<SpanId, usize> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.span_id, i))
+        .collect();
+    let mut memo: Vec<Option<u32>> = vec![None; spans.len()];
+    let mut path = Vec::new();
+    for i in 0..spans.len() {
+        // Walk up until a known value, then fill the path back down.
+        path.clear();
+        let mut cur = Some(i);
+        let mut value = base;
+        while let Some(c) = cur {
+            if let Some(v) = memo[c] {
+                value = v;
+                break;
+            }
+            if path.len() > spans.len() {
+                break; // a parent cycle in bad data
+            }
+            path.push(c);
+            let parent = spans[c].parent;
+            cur = (parent != 0).then(|| index.get(&parent).copied()).flatten();
+        }
+        for &c in path.iter().rev() {
+            let s = &spans[c];
+            if s.kind == consumer && s.parent != 0 {
+                value += 1;
+            }
+            memo[c] = Some(value);
+        }
+    }
+    memo.into_iter().map(|v| v.unwrap_or(base)).collect()
+}

@@ -1,0 +1,224 @@
+//! How a trace is held until its release, laid out for memory: a held span costs its
+//! encoded bytes, 16 bytes of facts, and its share of its trace's entry.
+//!
+//! A trace's spans are copied one after another into one buffer that grows once per
+//! request that brings spans of the trace (to exactly what they need), so a span pins
+//! nothing else and costs no allocation of its own. Each span's facts (where its bytes end,
+//! its start time, its resource/scope and what release needs to know of it) fit 16 bytes.
+//! Resources and scopes are interned shard-wide ([`GroupTable`]); a trace keeps a short list
+//! of the ones its spans arrived under.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cujo_wire::alloc::{allocation_size, vec_bytes};
+use cujo_wire::{ResourceHeader, ScopeGroup};
+
+use crate::TraceId;
+use crate::origin::Origin;
+use crate::table::CountedMap;
+
+/// A resource and scope, shared by every held span that arrived under them.
+pub(crate) struct Group {
+    pub resource: Arc<ResourceHeader>,
+    pub scope: Bytes,
+}
+
+impl Group {
+    /// What an interned group holds: its two blocks and the copies of its bytes.
+    fn heap_bytes(&self) -> usize {
+        allocation_size(16 + std::mem::size_of::<Group>())
+            + allocation_size(16 + std::mem::size_of::<ResourceHeader>())
+            + allocation_size(self.resource.bytes.len())
+            + allocation_size(self.scope.len())
+    }
+}
+
+/// Facts of a span besides its bytes.
+pub(crate) mod span_flags {
+    pub use crate::origin::flags::{COLLIDES, CUJO};
+    /// The span that became its trace's root (gets `cujo.trace.*`).
+    pub const ROOT: u8 = 4;
+    /// A CONSUMER span with a parent: its trace's async hops need the span ids.
+    pub const CONSUMER_CHILD: u8 = 8;
+    /// Whether release must look at the span's own attributes ([`crate::origin::enrich`]).
+    pub const READ_ATTRIBUTES: u8 = COLLIDES | CUJO;
+}
+
+/// A held span: 16 bytes.
+#[derive(Clone, Copy)]
+pub(crate) struct HeldSpan {
+    /// For `cujo.root.offset_ms`.
+    pub start_ns: u64,
+    /// Where the span's bytes end in [`Trace::data`] (they start where the previous span's
+    /// end). While a request is taken in, its index among the request's pending spans.
+    pub end: u32,
+    /// Index in [`Trace::groups`].
+    pub group: u8,
+    /// [`span_flags`].
+    pub flags: u8,
+}
+
+pub(crate) struct Trace {
+    pub first_seen_ms: u64,
+    /// When the trace is next due for release.
+    pub due_ms: u64,
+    /// Latest end time of any span seen, for `cujo.trace.duration_ms`.
+    pub last_end_ns: u64,
+    /// The observer's classification bits of every span seen, OR-ed.
+    pub span_bits: u64,
+    /// Every span seen, parts released earlier included.
+    pub span_count: u64,
+    /// The held spans' bytes, one after another.
+    pub data: Vec<u8>,
+    pub spans: Vec<HeldSpan>,
+    /// The resources and scopes the held spans arrived under.
+    pub groups: Vec<Arc<Group>>,
+    /// The trace's own root, once it has arrived (boxed: most held traces have none yet).
+    pub root: Option<Box<Origin>>,
+    /// Another trace this one continues (the first span link to a different trace).
+    pub link: Option<TraceId>,
+    /// Spans of the request being taken in that wait to be copied into `data`: the last
+    /// `pending` of `spans`.
+    pub pending: u32,
+    /// [`Trace::heap_bytes`] as last counted in the assembler's memory.
+    pub accounted: usize,
+}
+
+impl Trace {
+    pub fn new(now_ms: u64, due_ms: u64) -> Self {
+        Trace {
+            first_seen_ms: now_ms,
+            due_ms,
+            last_end_ns: 0,
+            span_bits: 0,
+            span_count: 0,
+            data: Vec::new(),
+            spans: Vec::new(),
+            groups: Vec::new(),
+            root: None,
+            link: None,
+            pending: 0,
+            accounted: 0,
+        }
+    }
+
+    /// What the trace holds on the heap (its entry in the trace table is counted there).
+    pub fn heap_bytes(&self) -> usize {
+        allocation_size(self.data.capacity())
+            + vec_bytes::<HeldSpan>(self.spans.capacity())
+            + vec_bytes::<Arc<Group>>(self.groups.capacity())
+            + self.root.as_ref().map_or(0, |o| {
+                allocation_size(std::mem::size_of::<Origin>()) + o.heap_bytes()
+            })
+    }
+
+    /// The index of `group` in the trace's list, added if new; `None` when the list is full.
+    pub fn group_index(&mut self, group: &Arc<Group>, max: usize) -> Option<u8> {
+        // Spans of one request come in runs under one group: try the last one first.
+        if let Some(last) = self.groups.last()
+            && Arc::ptr_eq(last, group)
+        {
+            return Some((self.groups.len() - 1) as u8);
+        }
+        if let Some(i) = self.groups.iter().position(|g| Arc::ptr_eq(g, group)) {
+            return Some(i as u8);
+        }
+        if self.groups.len() >= max.clamp(1, u8::MAX as usize + 1) {
+            return None;
+        }
+        if self.groups.len() == self.groups.capacity() {
+            self.groups.reserve_exact(self.groups.len().clamp(1, 4));
+        }
+        self.groups.push(group.clone());
+        Some((self.groups.len() - 1) as u8)
+    }
+
+    /// Where each held span's bytes are in `data` (the trace's buffer, taken out of it for
+    /// release), with its facts and group.
+    pub fn spans_in<'a>(
+        &'a self,
+        data: &'a [u8],
+    ) -> impl Iterator<Item = (std::ops::Range<usize>, &'a HeldSpan, &'a Arc<Group>)> + 'a {
+        let mut start = 0usize;
+        self.spans.iter().map(move |s| {
+            let end = (s.end as usize).min(data.len());
+            let range = start.min(end)..end;
+            start = end;
+            (range, s, &self.groups[s.group as usize])
+        })
+    }
+
+    /// Forgets the held spans (released in a part); the trace stays open.
+    pub fn clear_held(&mut self) {
+        self.data = Vec::new();
+        self.spans = Vec::new();
+        self.groups = Vec::new();
+    }
+}
+
+/// Resources and scopes interned once per shard, so thousands of held traces share one copy
+/// of each. Counted: every group's copies and the table itself.
+pub(crate) struct GroupTable {
+    groups: CountedMap<(Bytes, Bytes), Arc<Group>>,
+    /// Heap bytes of the groups in the table.
+    bytes: usize,
+    /// Size of the table after the last sweep of unused groups.
+    swept_at: usize,
+}
+
+impl GroupTable {
+    pub fn new() -> Self {
+        Self {
+            groups: CountedMap::new(),
+            bytes: 0,
+            swept_at: 0,
+        }
+    }
+
+    /// The shared group for `group`'s resource and scope.
+    pub fn intern(&mut self, group: &ScopeGroup) -> Arc<Group> {
+        let key = (group.resource.bytes.clone(), group.scope.clone());
+        if let Some(g) = self.groups.get(&key) {
+            return g.clone();
+        }
+        if self.groups.len() >= 2 * self.swept_at + 1024 {
+            self.sweep();
+        }
+        // Own copies, so held spans do not pin the request buffer.
+        let resource = Bytes::copy_from_slice(&group.resource.bytes);
+        let scope = Bytes::copy_from_slice(&group.scope);
+        let g = Arc::new(Group {
+            resource: Arc::new(ResourceHeader {
+                bytes: resource.clone(),
+            }),
+            scope: scope.clone(),
+        });
+        self.bytes += g.heap_bytes();
+        self.groups.insert((resource, scope), g.clone());
+        g
+    }
+
+    /// Drops the groups no held span uses any more.
+    pub fn sweep(&mut self) {
+        let mut freed = 0;
+        self.groups.retain(|_, g| {
+            let used = Arc::strong_count(g) > 1;
+            if !used {
+                freed += g.heap_bytes();
+            }
+            used
+        });
+        self.bytes -= freed;
+        self.swept_at = self.groups.len();
+        if self.groups.capacity() > 4 * self.groups.len() + 64 {
+            let n = self.groups.len();
+            self.groups.shrink_to(2 * n);
+        }
+    }
+
+    /// Memory the table holds: the groups and the table's slots.
+    pub fn memory_bytes(&self) -> usize {
+        self.bytes + self.groups.bytes()
+    }
+}
