@@ -20,8 +20,43 @@ use cujo_assembler::{Assembler, AssemblerSettings, PropagateSettings};
 use cujo_bench::workload::{RequestPool, WorkloadConfig};
 use cujo_wire::{SpanBatch, scan_request};
 
+/// mimalloc (as in cujo), counting the bytes asked of it: the requested bytes, the
+/// assembler's own count and the resident growth side by side tell rounding to size classes
+/// from what the allocator's pages add.
+struct Counting;
+
+static REQUESTED: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+
+// SAFETY: every call forwards to mimalloc with the same arguments; the counter is an atomic.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        REQUESTED.fetch_add(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded unchanged.
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        REQUESTED.fetch_sub(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded unchanged.
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        REQUESTED.fetch_add(
+            new_size as isize - layout.size() as isize,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        // SAFETY: forwarded unchanged.
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+    }
+}
+
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Counting = Counting;
+
+fn requested() -> i64 {
+    REQUESTED.load(std::sync::atomic::Ordering::Relaxed) as i64
+}
 
 #[derive(Parser)]
 struct Args {
@@ -31,6 +66,15 @@ struct Args {
     /// A cujo config whose assembler, propagation and CUJs to use.
     #[arg(long)]
     config: Option<std::path::PathBuf>,
+    /// Instead of holding N spans once: run a steady flow at this many spans/s of
+    /// simulated time (traces released `decision_wait` after their root, 2 s unless the
+    /// config says otherwise) for `--seconds`, and report resident memory against what the
+    /// assembler holds and counts at the end, as a long-running process sees it.
+    #[arg(long)]
+    steady_rate: Option<u64>,
+    /// Simulated seconds of the steady flow.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
 }
 
 fn rss_bytes() -> anyhow::Result<u64> {
@@ -45,6 +89,75 @@ fn rss_bytes() -> anyhow::Result<u64> {
     Ok(kib * 1024)
 }
 
+/// The steady flow of `--steady-rate`: requests in on a simulated clock, due traces out,
+/// the output dropped as an exporter would; resident memory against held and counted bytes.
+fn steady(
+    pool: &RequestPool,
+    settings: AssemblerSettings,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    let mut assembler = Assembler::new(settings);
+    let before = rss_bytes()?;
+    let requested_before = requested();
+    let mut now_ms = 0.0f64;
+    let mut seq = 0u64;
+    let mut spans_in = 0u64;
+    let started = Instant::now();
+    let mut peak = 0u64;
+    while now_ms < (seconds * 1000) as f64 {
+        let inst = pool.instance(seq);
+        seq += 1;
+        spans_in += u64::from(inst.spans);
+        let batch = scan_request(&inst.body)?.batch;
+        let mut out = SpanBatch::default();
+        assembler.ingest(&batch, now_ms as u64, &mut out);
+        assembler.release_due(now_ms as u64, &mut out);
+        drop(out);
+        now_ms += f64::from(inst.spans) * 1000.0 / rate as f64;
+        if seq.is_multiple_of(1000) {
+            peak = peak.max(rss_bytes()?.saturating_sub(before));
+        }
+    }
+    let held = assembler.held_bytes() as u64;
+    let (counted, cache) = assembler.memory_bytes_shared();
+    let (counted, cache) = (counted as u64, cache as u64);
+    let asked = (requested() - requested_before).max(0) as u64;
+    let grown = rss_bytes()?.saturating_sub(before);
+    let mib = |b: u64| b as f64 / 1048576.0;
+    println!(
+        "steady flow:           {rate} spans/s for {seconds} s simulated ({spans_in} spans, {:.1} s of CPU)",
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "held at the end:       {} spans, {:.1} MiB encoded",
+        assembler.held_spans(),
+        mib(held)
+    );
+    println!(
+        "memory counted:        {:.1} MiB = {:.2}x held encoded size",
+        mib(counted),
+        counted as f64 / held.max(1) as f64
+    );
+    println!(
+        "root cache counted:    {:.1} MiB ({} entries)",
+        mib(cache),
+        assembler.stats().root_cache_entries
+    );
+    println!(
+        "bytes asked of malloc: {:.1} MiB = {:.2}x counted (assembler and root cache)",
+        mib(asked),
+        asked as f64 / (counted + cache).max(1) as f64
+    );
+    println!(
+        "RSS growth:            {:.1} MiB = {:.2}x counted (assembler and root cache); peak {:.1} MiB",
+        mib(grown),
+        grown as f64 / (counted + cache).max(1) as f64,
+        mib(peak)
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let pool = RequestPool::generate(&WorkloadConfig::default())?;
@@ -52,7 +165,7 @@ fn main() -> anyhow::Result<()> {
         Some(path) => Some(cujo::config::Config::load(Some(path))?),
         None => None,
     };
-    let base = match &config {
+    let base: AssemblerSettings = match &config {
         Some(c) => cujo::assembly::settings(
             c,
             &cujo_otlp::memory::MemoryBudget::new(
@@ -68,6 +181,21 @@ fn main() -> anyhow::Result<()> {
             ..AssemblerSettings::default()
         },
     };
+    if let Some(rate) = args.steady_rate {
+        // The root cache gets the default budget's share unless the config sets one.
+        let root_cache_max_bytes = if base.root_cache_max_bytes == usize::MAX {
+            32 << 20
+        } else {
+            base.root_cache_max_bytes
+        };
+        let steady_settings = AssemblerSettings {
+            max_buffered_spans: usize::MAX,
+            max_memory_bytes: usize::MAX,
+            root_cache_max_bytes,
+            ..base
+        };
+        return steady(&pool, steady_settings, rate, args.seconds);
+    }
     // Nothing falls due or is pushed out while the spans are held.
     let settings = AssemblerSettings {
         decision_wait: Duration::from_secs(3600),
@@ -110,6 +238,7 @@ fn main() -> anyhow::Result<()> {
     let settings = assembler.settings_clone();
     // Pass 1, on fresh memory: what holding the spans costs in resident memory.
     let before = rss_bytes()?;
+    let requested_before = requested();
     let mut out = SpanBatch::default();
     for batch in &scanned {
         assembler.ingest(batch, 0, &mut out);
@@ -117,6 +246,8 @@ fn main() -> anyhow::Result<()> {
     let held = assembler.held_spans() as u64;
     let held_bytes = assembler.held_bytes() as u64;
     let counted = assembler.memory_bytes() as u64;
+    let breakdown = assembler.memory_breakdown();
+    let asked = (requested() - requested_before).max(0) as u64;
     let grown = rss_bytes()?.saturating_sub(before);
     let mut released = SpanBatch::default();
     assembler.release_all(1, &mut released);
@@ -166,11 +297,23 @@ fn main() -> anyhow::Result<()> {
         grown as f64 / span_bytes as f64
     );
     println!(
+        "bytes asked of malloc: {:.1} MiB = {:.2}x encoded size",
+        asked as f64 / 1048576.0,
+        asked as f64 / span_bytes as f64
+    );
+    println!(
         "memory counted:        {:.1} MiB = {:.2}x encoded size ({:.2}x the RSS growth)",
         counted as f64 / 1048576.0,
         counted as f64 / span_bytes as f64,
         counted as f64 / grown.max(1) as f64
     );
+    for (part, bytes) in &breakdown {
+        println!(
+            "  {part:<20} {:>8.1} MiB = {:.3}x encoded size",
+            *bytes as f64 / 1048576.0,
+            *bytes as f64 / span_bytes as f64
+        );
+    }
     println!(
         "ingest:                {:.3} us/span ({:.2} M spans/s, one core)",
         ingest.as_secs_f64() * 1e6 / spans as f64,

@@ -21,8 +21,10 @@ fn span_id(id: [u8; 8]) -> SpanId {
     u64::from_le_bytes(id)
 }
 
-/// What release reads of a held span's ids, for async hops.
+/// What release reads of a held span's leading fields: its start (for
+/// `cujo.root.offset_ms`) and, for async hops, its ids and kind.
 struct Head {
+    start_ns: u64,
     span_id: SpanId,
     /// Zero for a root.
     parent: SpanId,
@@ -32,6 +34,7 @@ struct Head {
 fn head(span: &[u8]) -> Head {
     let h = span_head(span);
     Head {
+        start_ns: h.start_time_unix_nano,
         span_id: span_id(h.span_id),
         parent: h.parent_span_id.map(span_id).unwrap_or(0),
         kind: h.kind as u8,
@@ -101,16 +104,16 @@ impl Assembler {
             self.output_written += allocation_size(data.len()) + n * HANDLE;
             return;
         };
+        let heads: Vec<Head> = trace
+            .spans_in(data)
+            .map(|(r, _, _)| head(&data[r]))
+            .collect();
         // Hop counts need the span tree only when the trace has a consumer under a parent.
         let hops = if trace
             .spans
             .iter()
             .any(|s| s.flags & span_flags::CONSUMER_CHILD != 0)
         {
-            let heads: Vec<Head> = trace
-                .spans_in(data)
-                .map(|(r, _, _)| head(&data[r]))
-                .collect();
             async_hops(&heads, u32::from(origin.link_hops))
         } else {
             vec![u32::from(origin.link_hops); n]
@@ -119,12 +122,12 @@ impl Assembler {
         let shared = shared_block(origin);
         let mut buf = Vec::with_capacity(data.len() + n * (shared.len() + 64) + 32);
         let mut offsets = Vec::with_capacity(n);
-        for ((range, s, _), h) in trace.spans_in(data).zip(hops) {
+        for (((range, s, _), h), head) in trace.spans_in(data).zip(hops).zip(&heads) {
             let start = buf.len();
             let root_summary =
                 (s.flags & span_flags::ROOT != 0).then_some((trace.span_count, duration));
             let ctx = SpanContext {
-                start_ns: s.start_ns,
+                start_ns: head.start_ns,
                 async_hops: h,
                 root_summary,
             };

@@ -1,10 +1,12 @@
 //! How a trace is held until its release, laid out for memory: a held span costs its
-//! encoded bytes, 16 bytes of facts, and its share of its trace's entry.
+//! encoded bytes, 8 bytes of facts, and its share of its trace's entry.
 //!
 //! A trace's spans are copied one after another into one buffer that grows once per
 //! request that brings spans of the trace (to exactly what they need), so a span pins
 //! nothing else and costs no allocation of its own. Each span's facts (where its bytes end,
-//! its start time, its resource/scope and what release needs to know of it) fit 16 bytes.
+//! its resource/scope and what release needs to know of it) fit 8 bytes, in a list that
+//! also grows once per request, exactly; what release needs besides (start time, ids) it
+//! reads from the span's leading fields.
 //! Resources and scopes are interned shard-wide ([`GroupTable`]); a trace keeps a short list
 //! of the ones its spans arrived under.
 
@@ -45,13 +47,11 @@ pub(crate) mod span_flags {
     pub const READ_ATTRIBUTES: u8 = COLLIDES | CUJO;
 }
 
-/// A held span: 16 bytes.
+/// A held span: 8 bytes.
 #[derive(Clone, Copy)]
 pub(crate) struct HeldSpan {
-    /// For `cujo.root.offset_ms`.
-    pub start_ns: u64,
     /// Where the span's bytes end in [`Trace::data`] (they start where the previous span's
-    /// end). While a request is taken in, its index among the request's pending spans.
+    /// end).
     pub end: u32,
     /// Index in [`Trace::groups`].
     pub group: u8,
@@ -78,11 +78,25 @@ pub(crate) struct Trace {
     pub root: Option<Box<Origin>>,
     /// Another trace this one continues (the first span link to a different trace).
     pub link: Option<TraceId>,
-    /// Spans of the request being taken in that wait to be copied into `data`: the last
-    /// `pending` of `spans`.
-    pub pending: u32,
+    /// Spans of the request being taken in that wait to be copied in: the first and last
+    /// in the step's list of [`Pending`] spans ([`NONE`] when there are none), and their
+    /// bytes.
+    pub pending_head: u32,
+    pub pending_tail: u32,
+    pub pending_bytes: u32,
     /// [`Trace::heap_bytes`] as last counted in the assembler's memory.
     pub accounted: usize,
+}
+
+/// No pending span.
+pub(crate) const NONE: u32 = u32::MAX;
+
+/// A span read in this step, waiting to be copied into its trace.
+pub(crate) struct Pending<'a> {
+    pub bytes: &'a [u8],
+    pub fact: HeldSpan,
+    /// The trace's next pending span in the step's list, or [`NONE`].
+    pub next: u32,
 }
 
 impl Trace {
@@ -98,14 +112,18 @@ impl Trace {
             groups: Vec::new(),
             root: None,
             link: None,
-            pending: 0,
+            pending_head: NONE,
+            pending_tail: NONE,
+            pending_bytes: 0,
             accounted: 0,
         }
     }
 
-    /// What the trace holds on the heap (its entry in the trace table is counted there).
+    /// What the trace holds on the heap, its own block included (its slot in the trace
+    /// table is counted with the table).
     pub fn heap_bytes(&self) -> usize {
-        allocation_size(self.data.capacity())
+        allocation_size(std::mem::size_of::<Trace>())
+            + allocation_size(self.data.capacity())
             + vec_bytes::<HeldSpan>(self.spans.capacity())
             + vec_bytes::<Arc<Group>>(self.groups.capacity())
             + self.root.as_ref().map_or(0, |o| {
@@ -132,6 +150,52 @@ impl Trace {
         }
         self.groups.push(group.clone());
         Some((self.groups.len() - 1) as u8)
+    }
+
+    /// Adds a span read in this step to the trace's pending ones (`index` in `pending`).
+    pub fn add_pending(&mut self, pending: &mut [Pending<'_>], index: u32) {
+        if self.pending_tail == NONE {
+            self.pending_head = index;
+        } else if let Some(p) = pending.get_mut(self.pending_tail as usize) {
+            p.next = index;
+        }
+        self.pending_tail = index;
+        let bytes = pending.get(index as usize).map_or(0, |p| p.bytes.len());
+        self.pending_bytes = self.pending_bytes.saturating_add(bytes as u32);
+    }
+
+    /// Copies the pending spans into the trace: the buffer and the facts grow once, to
+    /// exactly what they need (rounded up to the allocator's size class).
+    pub fn copy_pending(&mut self, pending: &[Pending<'_>]) {
+        if self.pending_head == NONE {
+            return;
+        }
+        let mut n = 0usize;
+        let mut at = self.pending_head;
+        while let Some(p) = pending.get(at as usize) {
+            n += 1;
+            at = p.next;
+        }
+        let want = allocation_size(self.data.len() + self.pending_bytes as usize);
+        if want > self.data.capacity() {
+            self.data.reserve_exact(want - self.data.len());
+        }
+        let facts = vec_bytes::<HeldSpan>(self.spans.len() + n) / std::mem::size_of::<HeldSpan>();
+        if facts > self.spans.capacity() {
+            self.spans.reserve_exact(facts - self.spans.len());
+        }
+        let mut at = self.pending_head;
+        while let Some(p) = pending.get(at as usize) {
+            self.data.extend_from_slice(p.bytes);
+            self.spans.push(HeldSpan {
+                end: self.data.len() as u32,
+                ..p.fact
+            });
+            at = p.next;
+        }
+        self.pending_head = NONE;
+        self.pending_tail = NONE;
+        self.pending_bytes = 0;
     }
 
     /// Where each held span's bytes are in `data` (the trace's buffer, taken out of it for

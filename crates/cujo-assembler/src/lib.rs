@@ -60,7 +60,7 @@ use cujo_wire::alloc::{allocation_size, vec_bytes};
 use cujo_wire::span::{SpanFields, key_value, kind, read_span_with, service_name, span_attributes};
 
 pub use directory::Directory;
-use held::{GroupTable, HeldSpan, Trace, span_flags};
+use held::{GroupTable, HeldSpan, Pending, Trace, span_flags};
 use origin::Origin;
 pub use settings::{AssemblerSettings, PropagateSettings};
 pub use stats::{AssemblerStats, RELEASE_LAG_BUCKETS_MS, ReleaseReason};
@@ -107,7 +107,8 @@ impl Cursor {
 /// Buffers traces and releases them enriched. See the crate docs.
 pub struct Assembler {
     settings: AssemblerSettings,
-    traces: CountedMap<TraceId, Trace>,
+    /// Boxed: the table's slots stay small (a quarter of them or more are empty).
+    traces: CountedMap<TraceId, Box<Trace>>,
     /// (due, trace) for every trace; stale pairs (the trace's due moved) are skipped.
     due: BinaryHeap<Reverse<(u64, TraceId)>>,
     /// Traces in first-seen order, for memory-pressure release; stale ids are skipped.
@@ -283,6 +284,36 @@ impl Assembler {
             + self.groups.memory_bytes()
     }
 
+    /// [`Assembler::memory_bytes`] by part, walking every held trace (for benchmarks and
+    /// tests, not the span path): (part, bytes) pairs adding up to it.
+    pub fn memory_breakdown(&self) -> Vec<(&'static str, usize)> {
+        let (mut data, mut facts, mut groups, mut origins) = (0, 0, 0, 0);
+        for t in self.traces.values() {
+            data += allocation_size(t.data.capacity());
+            facts += vec_bytes::<HeldSpan>(t.spans.capacity());
+            groups += vec_bytes::<Arc<held::Group>>(t.groups.capacity());
+            origins += t.root.as_ref().map_or(0, |o| {
+                allocation_size(std::mem::size_of::<Origin>()) + o.heap_bytes()
+            });
+        }
+        vec![
+            ("span bytes", data),
+            ("span facts", facts),
+            ("trace group lists", groups),
+            ("origins", origins),
+            ("trace table", self.traces.bytes()),
+            (
+                "release queue",
+                vec_bytes::<Reverse<(u64, TraceId)>>(self.due.capacity()),
+            ),
+            (
+                "arrival queue",
+                vec_bytes::<TraceId>(self.arrival.capacity()),
+            ),
+            ("interned resources", self.groups.memory_bytes()),
+        ]
+    }
+
     /// [`Assembler::memory_bytes`] plus this shard's part of what the shards share: its held
     /// ids (for links from other shards) and its root cache, as (assembler, root cache).
     pub fn memory_bytes_shared(&self) -> (usize, usize) {
@@ -354,7 +385,7 @@ impl Assembler {
         {
             self.relieve_pressure(n, incoming, now_ms, out);
         }
-        let mut pending: Vec<&[u8]> = Vec::with_capacity(n.min(4096));
+        let mut pending: Vec<Pending<'_>> = Vec::with_capacity(n.min(4096));
         let mut touched: Vec<TraceId> = Vec::new();
         let mut interned: Option<(usize, Arc<held::Group>)> = None;
         for _ in 0..n {
@@ -395,7 +426,7 @@ impl Assembler {
         group: &Arc<held::Group>,
         now_ms: u64,
         out: &mut SpanBatch,
-        pending: &mut Vec<&'a [u8]>,
+        pending: &mut Vec<Pending<'a>>,
         touched: &mut Vec<TraceId>,
     ) {
         let mut flags = 0u8;
@@ -445,7 +476,8 @@ impl Assembler {
             let due_ms = now_ms + self.settings.trace_timeout.as_millis() as u64;
             self.arrival.push_back(trace_id);
             self.due.push(Reverse((due_ms, trace_id)));
-            self.traces.insert(trace_id, Trace::new(now_ms, due_ms));
+            self.traces
+                .insert(trace_id, Box::new(Trace::new(now_ms, due_ms)));
         }
         // The span must fit the trace's list of groups and 32-bit offsets: release what the
         // trace holds first when it would not.
@@ -454,7 +486,7 @@ impl Assembler {
                 (
                     t.group_index(group, self.settings.max_groups_per_trace)
                         .is_none(),
-                    t.data.len() + span.len() + pending_bytes(t, pending) > u32::MAX as usize,
+                    t.data.len() + span.len() + t.pending_bytes as usize > u32::MAX as usize,
                 )
             });
         if groups_full || offsets_full {
@@ -499,49 +531,31 @@ impl Assembler {
         if f.kind == kind::CONSUMER && f.parent_span_id.is_some() {
             flags |= span_flags::CONSUMER_CHILD;
         }
-        if trace.pending == 0 {
+        if trace.pending_head == held::NONE {
             touched.push(trace_id);
         }
-        if trace.spans.len() == trace.spans.capacity() {
-            // Grow by half, not double: held spans are most of cujo's memory.
-            let extra = (trace.spans.len() / 2).max(4);
-            trace.spans.reserve_exact(extra);
-        }
-        trace.spans.push(HeldSpan {
-            start_ns: f.start_time_unix_nano,
-            end: pending.len() as u32,
-            group: group_index,
-            flags,
+        let index = pending.len() as u32;
+        pending.push(Pending {
+            bytes: span,
+            fact: HeldSpan {
+                end: 0,
+                group: group_index,
+                flags,
+            },
+            next: held::NONE,
         });
-        trace.pending += 1;
-        pending.push(span);
+        trace.add_pending(pending, index);
         self.held_bytes += span.len();
         self.held_spans += 1;
     }
 
-    /// Copies the spans of `id` that wait in `pending` into its buffer, growing it once to
-    /// exactly what they need, and accounts for what the trace holds now.
-    fn copy_pending(&mut self, id: &TraceId, pending: &[&[u8]]) {
+    /// Copies the spans of `id` that wait in `pending` into it, and accounts for what the
+    /// trace holds now.
+    fn copy_pending(&mut self, id: &TraceId, pending: &[Pending<'_>]) {
         let Some(trace) = self.traces.get_mut(id) else {
             return;
         };
-        let waiting = trace.pending as usize;
-        if waiting > 0 {
-            let first = trace.spans.len() - waiting;
-            let need: usize = trace.spans[first..]
-                .iter()
-                .map(|s| pending[s.end as usize].len())
-                .sum();
-            let want = allocation_size(trace.data.len() + need);
-            if want > trace.data.capacity() {
-                trace.data.reserve_exact(want - trace.data.len());
-            }
-            for s in &mut trace.spans[first..] {
-                trace.data.extend_from_slice(pending[s.end as usize]);
-                s.end = trace.data.len() as u32;
-            }
-            trace.pending = 0;
-        }
+        trace.copy_pending(pending);
         let now = trace.heap_bytes();
         self.trace_heap = self.trace_heap + now - trace.accounted;
         trace.accounted = now;
@@ -701,7 +715,7 @@ impl Assembler {
     }
 
     /// Takes a trace out of the table, its memory off the count.
-    fn remove_trace(&mut self, id: &TraceId) -> Option<Trace> {
+    fn remove_trace(&mut self, id: &TraceId) -> Option<Box<Trace>> {
         let trace = self.traces.remove(id)?;
         self.trace_heap -= trace.accounted;
         Some(trace)
@@ -803,13 +817,4 @@ fn next_span<'a>(
         cursor.group += 1;
         cursor.span = 0;
     }
-}
-
-/// Bytes of `trace`'s spans that wait in `pending`.
-fn pending_bytes(trace: &Trace, pending: &[&[u8]]) -> usize {
-    let first = trace.spans.len() - trace.pending as usize;
-    trace.spans[first..]
-        .iter()
-        .map(|s| pending[s.end as usize].len())
-        .sum()
 }

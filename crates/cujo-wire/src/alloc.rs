@@ -3,7 +3,8 @@
 //! Every component counts its memory against the budget by the size of its allocations, and
 //! an allocator hands out blocks of fixed size classes, not the bytes asked for. cujo runs
 //! on mimalloc, whose classes above 64 bytes step by a quarter of the power of two below
-//! (for example 256, 320, 384, 448, 512 bytes); smaller requests round to 8 bytes. Blocks
+//! (for example 256, 320, 384, 448, 512 bytes); smaller requests round to 16 bytes (8 for
+//! the smallest). Blocks
 //! share pages, so the rounding of small and medium blocks is memory the process holds.
 //! Past 64 KiB what counts is the pages the block's bytes touch (the untouched tail of a
 //! large block is never paged in), so those round to 4 KiB. Counting this way keeps the
@@ -16,8 +17,11 @@ pub fn allocation_size(bytes: usize) -> usize {
         return 0;
     }
     const WORD: usize = std::mem::size_of::<usize>();
+    if bytes <= WORD {
+        return WORD;
+    }
     if bytes <= 8 * WORD {
-        return bytes.div_ceil(WORD) * WORD;
+        return bytes.div_ceil(2 * WORD) * 2 * WORD;
     }
     // Large blocks cost the pages their bytes touch.
     if bytes > 64 << 10 {
@@ -43,6 +47,7 @@ mod tests {
     fn sizes_round_up_to_classes() {
         assert_eq!(allocation_size(0), 0);
         assert_eq!(allocation_size(1), 8);
+        assert_eq!(allocation_size(24), 32);
         assert_eq!(allocation_size(63), 64);
         assert_eq!(allocation_size(248), 256);
         assert_eq!(allocation_size(257), 320);
