@@ -109,20 +109,18 @@ impl Assembler {
             .map(|(r, _, _)| head(&data[r]))
             .collect();
         // Hop counts need the span tree only when the trace has a consumer under a parent.
-        let hops = if trace
+        let base_hops = u32::from(origin.link_hops);
+        let hops = trace
             .spans
             .iter()
             .any(|s| s.flags & span_flags::CONSUMER_CHILD != 0)
-        {
-            async_hops(&heads, u32::from(origin.link_hops))
-        } else {
-            vec![u32::from(origin.link_hops); n]
-        };
+            .then(|| async_hops(&heads, base_hops));
         let duration = duration_ms(origin.root_start_ns(), trace.last_end_ns);
         let shared = shared_block(origin);
         let mut buf = Vec::with_capacity(data.len() + n * (shared.len() + 64) + 32);
         let mut offsets = Vec::with_capacity(n);
-        for (((range, s, _), h), head) in trace.spans_in(data).zip(hops).zip(&heads) {
+        for (i, ((range, s, _), head)) in trace.spans_in(data).zip(&heads).enumerate() {
+            let h = hops.as_ref().and_then(|v| v.get(i).copied()).unwrap_or(base_hops);
             let start = buf.len();
             let root_summary =
                 (s.flags & span_flags::ROOT != 0).then_some((trace.span_count, duration));
