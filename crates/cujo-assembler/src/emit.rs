@@ -120,7 +120,10 @@ impl Assembler {
         let mut buf = Vec::with_capacity(data.len() + n * (shared.len() + 64) + 32);
         let mut offsets = Vec::with_capacity(n);
         for (i, ((range, s, _), head)) in trace.spans_in(data).zip(&heads).enumerate() {
-            let h = hops.as_ref().and_then(|v| v.get(i).copied()).unwrap_or(base_hops);
+            let h = hops
+                .as_ref()
+                .and_then(|v| v.get(i).copied())
+                .unwrap_or(base_hops);
             let start = buf.len();
             let root_summary =
                 (s.flags & span_flags::ROOT != 0).then_some((trace.span_count, duration));
