@@ -1,10 +1,9 @@
 //! Benchmarks for cujo.
 //!
 //! Two kinds live here: criterion micro-benchmarks (`benches/`, e.g. `wire`: decode-modify-
-//! encode with the generated types against cujo's wire-form scan), and `cujo-load`, an
-//! end-to-end load benchmark that drives a trace-forwarding OTLP process (cujo, or rotel as
-//! the peer) with realistic traffic and checks that every acknowledged span came out the other
-//! side.
+//! encode with the generated types against cujo's wire-form scan); `cujo-load`, an end-to-end
+//! load benchmark that drives a trace-forwarding OTLP process (cujo, or rotel as the peer) with
+//! realistic traffic and checks that every acknowledged span came out the other side.
 //!
 //! # Layout
 //! - [`workload`]: realistic traces (CUJ root attributes, 2–4 services, children before their
@@ -15,11 +14,16 @@
 //!   purpose.
 //! - [`codec`]: a pass-through tonic codec, so neither clients nor downstream decode spans.
 //! - [`downstream`]: the counting OTLP/gRPC server the target exports to.
+//! - [`sink`]: that server as a process of its own (`cujo-sink`), its stdin/stdout control
+//!   channel (counts and checksum), and the handle the load generators hold on it.
 //! - [`target`]: starting the process under test from a generated config, readiness, SIGTERM,
 //!   and `/proc` CPU and memory samples.
 //! - [`load`]: the clients — closed loop (`saturate`) or open loop (`rate`), retries of
 //!   refusals, latency histogram, and the flush that completes every trace begun.
 //! - [`report`]: one run's report (human text, one JSON line) and the BENCHMARKS.md table.
+//!
+//! Binaries (`src/bin/`): `cujo-load` (the load benchmark), `cujo-sink` (the downstream it
+//! starts), `assembler-mem` (the assembler alone, in process).
 #![forbid(unsafe_code)]
 
 pub mod codec;
@@ -27,5 +31,6 @@ pub mod downstream;
 pub mod load;
 pub mod otlp;
 pub mod report;
+pub mod sink;
 pub mod target;
 pub mod workload;
