@@ -185,3 +185,64 @@ fn sink_exits_when_its_control_channel_closes() {
     };
     assert!(status.success(), "{status}");
 }
+
+/// The hostile clients keep going through refusals (backing off), stay within their bounds,
+/// and the closing normal request is accepted.
+#[test]
+fn hostile_clients_back_off_on_refusals_and_stay_bounded() {
+    use cujo_bench::hostile::drive::{self, DriveConfig};
+    use cujo_bench::hostile::scenario::{RequestMaker, Scenario, Shape, filler, normal_request};
+    use std::sync::atomic::AtomicBool;
+
+    let downstream = Downstream::start_refusing(3).unwrap();
+    let shape = Shape {
+        spans: 200,
+        value_bytes: 0,
+    };
+    let makers = (0..2)
+        .map(|i| {
+            RequestMaker::new(
+                Scenario::RootlessFlood,
+                shape,
+                "tenant.id",
+                i,
+                Arc::new(filler(64, 1)),
+            )
+            .unwrap()
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cfg = DriveConfig {
+        duration: Duration::from_secs(5),
+        max_requests: 40,
+        request_timeout: Duration::from_secs(5),
+        max_backoff: Duration::from_millis(100),
+    };
+    let stats = rt
+        .block_on(drive::drive(
+            downstream.addr,
+            makers,
+            cfg,
+            Arc::new(AtomicBool::new(false)),
+        ))
+        .unwrap();
+    assert_eq!(
+        stats.accepted + stats.refused + stats.failed,
+        40,
+        "{stats:?}"
+    );
+    assert!(stats.refused > 0 && stats.failed == 0, "{stats:?}");
+    wait_for_count(&downstream, stats.accepted_spans);
+    assert_eq!(downstream.counts.snapshot().spans, stats.accepted_spans);
+
+    let probe = rt.block_on(drive::probe(
+        downstream.addr,
+        &normal_request(5),
+        Duration::from_secs(10),
+    ));
+    assert!(probe.accepted, "{probe:?}");
+}
