@@ -248,6 +248,8 @@ pub fn markdown_table(runs: &[RunReport]) -> String {
         target: String,
         runs: usize,
         spans: Option<f64>,
+        /// Fraction mode: the rate offered (it differs per target).
+        offered: Option<f64>,
         p50: Option<f64>,
         p99: Option<f64>,
         cpu_pct: Option<f64>,
@@ -277,6 +279,7 @@ pub fn markdown_table(runs: &[RunReport]) -> String {
             Row {
                 runs: rs.len(),
                 spans: med(&|r| Some(r.spans_per_s)),
+                offered: med(&|r| r.rate_fraction.and(r.offered_spans_per_s)),
                 p50: med(&|r| Some(r.p50_ms)),
                 p99: med(&|r| Some(r.p99_ms)),
                 cpu_pct: med(&|r| r.cpu_pct),
@@ -322,7 +325,10 @@ pub fn markdown_table(runs: &[RunReport]) -> String {
             r.mode,
             r.target,
             r.runs,
-            r.spans.map_or("–".into(), thousands),
+            match (r.spans, r.offered) {
+                (Some(a), Some(o)) => format!("{} of {}", thousands(a), thousands(o)),
+                (a, _) => a.map_or("–".into(), thousands),
+            },
             ratio(r.spans, base.and_then(|b| b.spans)),
             ratio(r.spans, plain(&r.mode).and_then(|b| b.spans)),
             fmt_opt(r.p50, 2),
@@ -430,7 +436,7 @@ mod tests {
         let table = markdown_table(&[r]);
         let row = table.lines().nth(2).unwrap();
         assert!(
-            row.starts_with("| 80% of saturation | cujo-pipeline | 1 | 800,000 |"),
+            row.starts_with("| 80% of saturation | cujo-pipeline | 1 | 800,000 of 800,000 |"),
             "{row}"
         );
         assert!(row.contains("| 12 |"), "{row}");

@@ -29,7 +29,8 @@ use cujo_bench::hostile::scenario::{RequestMaker, Scenario, Shape, filler, norma
 use cujo_bench::rss::RssWatch;
 use cujo_bench::sink::{SinkProcess, default_sink_bin};
 use cujo_bench::target::{
-    Target, TargetKind, metric_lines_matching, metric_value, proc_sample, scrape_metrics_at,
+    Target, TargetKind, clock_ticks_per_second, metric_lines_matching, metric_value, proc_sample,
+    scrape_metrics_at,
 };
 
 #[derive(Debug, Parser)]
@@ -89,6 +90,9 @@ struct Args {
     /// Append each scenario's JSON line to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
+    /// Write the last full `/metrics` text of each scenario to DIR/SCENARIO.metrics.
+    #[arg(long, value_name = "DIR")]
+    metrics_out: Option<PathBuf>,
     /// Keep the work dir (config, cujo's log).
     #[arg(long)]
     keep_dir: bool,
@@ -249,12 +253,19 @@ fn run_scenario(args: &Args, scenario: Scenario) -> anyhow::Result<HostileReport
         request_timeout: args.request_timeout,
         max_backoff: args.max_backoff,
     };
+    let cpu_start = proc_sample(pid).ok();
+    let drive_start = Instant::now();
     let stats = rt.block_on(drive::drive(
         target.grpc_addr,
         makers,
         cfg,
         watch.killed_flag(),
     ))?;
+    // cujo's CPU while the clients sent (none if it was killed: its /proc entry is gone).
+    let cpu_pct = cpu_start.zip(proc_sample(pid).ok()).map(|(a, b)| {
+        let ticks = b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64;
+        100.0 * ticks / clock_ticks_per_second() / drive_start.elapsed().as_secs_f64()
+    });
     let probe = if watch.killed() {
         None
     } else {
@@ -271,6 +282,14 @@ fn run_scenario(args: &Args, scenario: Scenario) -> anyhow::Result<HostileReport
     let sink_hwm = sink.sample().map(|s| s.hwm_kib as f64 / 1024.0);
     sink.stop();
 
+    if let (Some(dir), Some(text)) = (&args.metrics_out, &metrics_text) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(format!("{scenario}.metrics"));
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    // The sampled peak, or cujo's own high-water mark when it outlived the run (it sees
+    // between samples).
+    let hwm_kib = end.map_or(0, |s| s.hwm_kib);
     let report = HostileReport {
         scenario,
         shape,
@@ -278,9 +297,10 @@ fn run_scenario(args: &Args, scenario: Scenario) -> anyhow::Result<HostileReport
         cujo_yaml: yaml,
         budget_bytes,
         budget_source,
-        peak_rss_mib: trace.peak_kib as f64 / 1024.0,
+        peak_rss_mib: trace.peak_kib.max(hwm_kib) as f64 / 1024.0,
         rss_end_mib: end.map(|s| s.rss_kib as f64 / 1024.0),
         hwm_mib: end.map(|s| s.hwm_kib as f64 / 1024.0),
+        cpu_pct,
         sample_interval_ms: args.sample_interval.as_millis() as u64,
         rss_per_second_mib: trace.per_step_max_mib(Duration::from_secs(1)),
         killed_at: trace

@@ -18,6 +18,8 @@ pub const METRIC_WORDS: &[&str] = &[
     "admission",
     "buffered",
     "settling",
+    "released",
+    "sent_spans",
 ];
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -35,6 +37,8 @@ pub struct HostileReport {
     pub rss_end_mib: Option<f64>,
     /// cujo's own VmHWM at the end, when it was still running.
     pub hwm_mib: Option<f64>,
+    /// cujo's CPU (user + system) while the clients were sending, in % of one core.
+    pub cpu_pct: Option<f64>,
     pub sample_interval_ms: u64,
     /// Highest VmRSS in each second of the run.
     pub rss_per_second_mib: Vec<f64>,
@@ -82,12 +86,17 @@ impl HostileReport {
         );
         let _ = writeln!(
             s,
-            "cujo RSS            peak {:.0} MiB (VmRSS every {} ms), at end {}, VmHWM {}",
+            "cujo RSS            peak {:.0} MiB (VmRSS every {} ms, or VmHWM), at end {}, VmHWM {}",
             self.peak_rss_mib,
             self.sample_interval_ms,
             self.rss_end_mib
                 .map_or("n/a".into(), |m| format!("{m:.0} MiB")),
             self.hwm_mib.map_or("n/a".into(), |m| format!("{m:.0} MiB"))
+        );
+        let _ = writeln!(
+            s,
+            "cujo CPU            {} % of one core while the clients sent",
+            self.cpu_pct.map_or("n/a".into(), |c| format!("{c:.0}"))
         );
         if let Some((t, m)) = self.killed_at {
             let _ = writeln!(
