@@ -82,9 +82,14 @@ struct Args {
     max_backoff: Duration,
     #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
     ready_timeout: Duration,
-    /// How long cujo gets to exit after SIGTERM before SIGKILL.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    /// How long cujo gets to exit after SIGTERM before SIGKILL (its own shutdown deadline is
+    /// 30 s).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "35s")]
     stop_timeout: Duration,
+    /// How often cujo's `/metrics` is scraped during the run (0s: only at start and end). A
+    /// scrape is a reader like Prometheus; with large dimension values its text is large.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    scrape_interval: Duration,
     #[arg(long, default_value_t = 0x00c0_ffee)]
     seed: u64,
     /// Append each scenario's JSON line to this file.
@@ -242,7 +247,7 @@ fn run_scenario(args: &Args, scenario: Scenario) -> anyhow::Result<HostileReport
         args.sample_interval,
         Some(args.rss_cap_mib.saturating_mul(1024)),
     )?;
-    let scraper = MetricsScraper::start(metrics_addr, Duration::from_secs(1));
+    let scraper = MetricsScraper::start(metrics_addr, args.scrape_interval);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -272,7 +277,7 @@ fn run_scenario(args: &Args, scenario: Scenario) -> anyhow::Result<HostileReport
         let req = normal_request(args.seed);
         Some(rt.block_on(drive::probe(target.grpc_addr, &req, args.probe_timeout)))
     };
-    let (metrics_text, metrics_at) = scraper.finish();
+    let (metrics_text, metrics_at, metrics_max_bytes) = scraper.finish();
     let end = proc_sample(pid).ok().filter(|_| !watch.killed());
     let trace = watch.finish();
     let target_exit = target.stop(args.stop_timeout)?;
@@ -322,6 +327,7 @@ fn run_scenario(args: &Args, scenario: Scenario) -> anyhow::Result<HostileReport
             })
             .unwrap_or_default(),
         metrics_at_s: metrics_at,
+        metrics_max_bytes,
         target_exit,
     };
     if args.keep_dir || report.killed_at.is_some() || !report.serves_at_end() {
@@ -332,55 +338,73 @@ fn run_scenario(args: &Args, scenario: Scenario) -> anyhow::Result<HostileReport
     Ok(report)
 }
 
-/// Scrapes `/metrics` every `interval` on a thread of its own and keeps the last answer, so a
-/// cujo killed at the RSS cap still leaves its last counters.
+/// Scrapes `/metrics` every `interval` (zero: only at the end) on a thread of its own and
+/// keeps the last answer, so a cujo killed at the RSS cap still leaves its last counters.
 struct MetricsScraper {
     stop: Arc<AtomicBool>,
-    last: Arc<Mutex<Option<(String, f64)>>>,
+    scraped: Arc<Mutex<Scraped>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Scraped {
+    /// The last text served, and when (seconds after the scraper started).
+    last: Option<(String, f64)>,
+    /// The largest text's length.
+    max_bytes: usize,
 }
 
 impl MetricsScraper {
     fn start(addr: SocketAddr, interval: Duration) -> MetricsScraper {
         let stop = Arc::new(AtomicBool::new(false));
-        let last = Arc::new(Mutex::new(None));
-        let (s, l) = (stop.clone(), last.clone());
+        let scraped = Arc::new(Mutex::new(Scraped::default()));
+        let (s, l) = (stop.clone(), scraped.clone());
         let thread = std::thread::Builder::new()
             .name("metrics-scrape".into())
             .spawn(move || {
                 let start = Instant::now();
+                let keep = |text: String| {
+                    if let Ok(mut slot) = l.lock() {
+                        slot.max_bytes = slot.max_bytes.max(text.len());
+                        slot.last = Some((text, start.elapsed().as_secs_f64()));
+                    }
+                };
+                let mut next = start + interval;
                 while !s.load(Ordering::Relaxed) {
-                    if let Some(text) = scrape_metrics_at(addr)
-                        && let Ok(mut slot) = l.lock()
-                    {
-                        *slot = Some((text, start.elapsed().as_secs_f64()));
+                    if !interval.is_zero() && Instant::now() >= next {
+                        if let Some(text) = scrape_metrics_at(addr) {
+                            keep(text);
+                        }
+                        next = Instant::now() + interval;
                     }
-                    let until = Instant::now() + interval;
-                    while Instant::now() < until && !s.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
+                    std::thread::sleep(Duration::from_millis(20));
                 }
                 // One last scrape as the run ends.
-                if let Some(text) = scrape_metrics_at(addr)
-                    && let Ok(mut slot) = l.lock()
-                {
-                    *slot = Some((text, start.elapsed().as_secs_f64()));
+                if let Some(text) = scrape_metrics_at(addr) {
+                    keep(text);
                 }
             })
             .ok();
-        MetricsScraper { stop, last, thread }
+        MetricsScraper {
+            stop,
+            scraped,
+            thread,
+        }
     }
 
-    /// Stops scraping; the last text that was served, and when.
-    fn finish(mut self) -> (Option<String>, Option<f64>) {
+    /// Stops scraping; the last text that was served, when, and the largest text's length.
+    fn finish(mut self) -> (Option<String>, Option<f64>, usize) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let last = self.last.lock().ok().and_then(|mut l| l.take());
-        match last {
-            Some((text, at)) => (Some(text), Some(at)),
-            None => (None, None),
+        let Ok(mut slot) = self.scraped.lock() else {
+            return (None, None, 0);
+        };
+        let max = slot.max_bytes;
+        match slot.last.take() {
+            Some((text, at)) => (Some(text), Some(at), max),
+            None => (None, None, max),
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct HostileReport {
     /// answered, and when that was (seconds since the load began).
     pub metrics: Vec<String>,
     pub metrics_at_s: Option<f64>,
+    /// The largest `/metrics` text served during the run, in bytes.
+    pub metrics_max_bytes: usize,
     pub target_exit: String,
 }
 
@@ -144,7 +146,8 @@ impl HostileReport {
             "metrics             {}",
             self.metrics_at_s
                 .map_or("(no scrape answered)".into(), |t| format!(
-                    "last scrape {t:.1} s after the load began"
+                    "last scrape {t:.1} s after the load began; largest text {:.1} MiB",
+                    mib(self.metrics_max_bytes as u64)
                 ))
         );
         for line in &self.metrics {
