@@ -9,14 +9,14 @@
 #   scripts/bench.sh --only cujo,cujo-pipeline,rotel --modes saturate,rate,fraction
 #
 # Targets: cujo (plain forwarding), cujo-padded, cujo-propagate, cujo-sli (these four with
-# admission.max_in_flight 512MiB), cujo-pipeline (propagation + 4 CUJs at the default
-# budget, 256 MiB), rotel.
+# admission.max_in_flight 512MiB), cujo-default (plain forwarding at the default budget,
+# 256 MiB), cujo-pipeline (propagation + 4 CUJs at the default budget), rotel.
 # Modes: saturate (closed loop), rate (--rate spans/s, open loop), fraction (--fraction of
 # the saturation measured in the same round's saturate run, or measured first when the round
 # has none, offered to a fresh target in open loop: refusals below saturation).
 #
 # Options (env var in brackets):
-#   --only LIST         comma-separated targets (default: all six)   [ONLY]
+#   --only LIST         comma-separated targets (default: all seven) [ONLY]
 #   --rounds N          rounds per (target, mode), default 3         [ROUNDS]
 #   --duration D        measured window per run, default 20s         [DURATION]
 #   --warmup D          unmeasured load before it, default 2s        [WARMUP]
@@ -117,14 +117,14 @@ for cuj in checkout:api checkout:e2e search:api add-to-cart:e2e; do
     latency: { threshold: 300ms, measure: $measure }
     objectives: [ { sli: availability, target: 99.9%, window: 30d }, { sli: latency, target: 99%, window: 30d } ]"
 done
-ALL_TARGETS=(cujo cujo-padded cujo-propagate cujo-sli cujo-pipeline rotel)
+ALL_TARGETS=(cujo cujo-padded cujo-propagate cujo-sli cujo-default cujo-pipeline rotel)
 if [[ $ONLY == both || $ONLY == all ]]; then
   TARGETS=("${ALL_TARGETS[@]}")
 else
   IFS=, read -r -a TARGETS <<< "$ONLY"
   for t in "${TARGETS[@]}"; do
     case "$t" in
-      cujo|rotel|cujo-padded|cujo-propagate|cujo-sli|cujo-pipeline) ;;
+      cujo|rotel|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline) ;;
       *) echo "bench.sh: --only takes ${ALL_TARGETS[*]} (comma-separated), not '$t'" >&2; exit 2 ;;
     esac
   done
@@ -157,7 +157,7 @@ fi
 [[ $DOWNSTREAM == in-process || -x "$SINK" ]] || { echo "bench.sh: $SINK not built" >&2; exit 1; }
 for t in "${TARGETS[@]}"; do
   case "$t" in
-    cujo|cujo-padded|cujo-propagate|cujo-sli|cujo-pipeline) [[ -x "$CUJO_BIN" ]] || { echo "bench.sh: $CUJO_BIN not built (use --only rotel until it is)" >&2; exit 1; } ;;
+    cujo|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline) [[ -x "$CUJO_BIN" ]] || { echo "bench.sh: $CUJO_BIN not built (use --only rotel until it is)" >&2; exit 1; } ;;
     rotel) [[ -x "$ROTEL_BIN" ]] || { echo "bench.sh: rotel-agent not found at $ROTEL_BIN (pip install rotel, or set ROTEL_BIN)" >&2; exit 1; } ;;
   esac
 done
@@ -169,7 +169,7 @@ OUT=${OUT:-$LOG_DIR/results.jsonl}
 
 bin_for() {
   case "$1" in
-    cujo|cujo-padded|cujo-propagate|cujo-sli|cujo-pipeline) echo "$CUJO_BIN" ;;
+    cujo|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline) echo "$CUJO_BIN" ;;
     rotel) echo "$ROTEL_BIN" ;;
   esac
 }
@@ -183,6 +183,8 @@ target_args() {
     cujo-padded) printf '%s\0' --target cujo --label cujo-padded --padding-bytes 180 --cujo-yaml "$ADMISSION_YAML" ;;
     cujo-propagate) printf '%s\0' --target cujo --label cujo-propagate --cujo-yaml "$PROPAGATE_YAML" ;;
     cujo-sli) printf '%s\0' --target cujo --label cujo-sli --cujo-yaml "$SLI_YAML" ;;
+    # Plain forwarding as deployed: no admission: key, the default 256 MiB budget.
+    cujo-default) printf '%s\0' --target cujo --label cujo-default ;;
     cujo-pipeline) printf '%s\0' --target cujo --label cujo-pipeline --cujo-yaml "$PIPELINE_YAML" ;;
     *) printf '%s\0' --target "$1" ;;
   esac
