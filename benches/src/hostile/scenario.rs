@@ -110,7 +110,7 @@ cujs:
                 spans: 9_000,
                 value_bytes: 15 << 20,
             },
-            // ~330 B per span with its resource: ~3.3 MiB.
+            // ~450 B per span with its resource: ~4.5 MiB.
             Scenario::UniqueResources => Shape {
                 spans: 10_000,
                 value_bytes: 48,
