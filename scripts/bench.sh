@@ -1,25 +1,37 @@
 #!/usr/bin/env bash
-# End-to-end load benchmark: cujo vs rotel, saturate and fixed-rate, alternated over several
-# rounds in one run, then a markdown table of medians for BENCHMARKS.md.
+# End-to-end load benchmark: cujo vs rotel, saturate, fixed-rate and a fraction of saturation,
+# alternated over several rounds in one run, then a markdown table of medians for
+# BENCHMARKS.md. The counting downstream runs in a process of its own (cujo-sink).
 #
-#   scripts/bench.sh                      # 3 rounds x {saturate, rate} x {cujo, rotel}
+#   scripts/bench.sh                      # 3 rounds x {saturate, rate} x all targets
 #   scripts/bench.sh --only rotel         # before target/release/cujo exists
 #   scripts/bench.sh --rounds 1 --duration 5s --rate 50000
+#   scripts/bench.sh --only cujo,cujo-pipeline,rotel --modes saturate,rate,fraction
+#
+# Targets: cujo (plain forwarding), cujo-padded, cujo-propagate, cujo-sli (these four with
+# admission.max_in_flight 512MiB), cujo-default (plain forwarding at the default budget,
+# 256 MiB), cujo-pipeline (propagation + 4 CUJs at the default budget), rotel.
+# Modes: saturate (closed loop), rate (--rate spans/s, open loop), fraction (--fraction of
+# the saturation measured in the same round's saturate run, or measured first when the round
+# has none, offered to a fresh target in open loop: refusals below saturation).
 #
 # Options (env var in brackets):
-#   --only LIST         comma-separated targets among cujo, rotel, cujo-padded,  [ONLY]
-#                       cujo-propagate, cujo-sli (default: all five)
-#   --rounds N          rounds per (target, mode), default 3       [ROUNDS]
-#   --duration D        measured window per run, default 20s       [DURATION]
-#   --warmup D          unmeasured load before it, default 2s      [WARMUP]
+#   --only LIST         comma-separated targets (default: all seven) [ONLY]
+#   --rounds N          rounds per (target, mode), default 3         [ROUNDS]
+#   --duration D        measured window per run, default 20s         [DURATION]
+#   --warmup D          unmeasured load before it, default 2s        [WARMUP]
 #   --rate N            spans/s offered in rate mode, default 100000 [RATE]
-#   --clients N         gRPC connections, default 8                [CLIENTS]
-#   --concurrency N     requests in flight per connection          [CONCURRENCY]
+#   --fraction F        share of saturation in fraction mode, 0.8    [FRACTION]
+#   --clients N         gRPC connections, default 8                  [CLIENTS]
+#   --concurrency N     requests in flight per connection            [CONCURRENCY]
 #                       (default: cujo-load's, 1 saturate / 4 rate)
-#   --modes LIST        comma-separated, default saturate,rate     [MODES]
-#   --out FILE          JSON lines file (appended)                 [OUT]
+#   --modes LIST        comma-separated, default saturate,rate       [MODES]
+#   --downstream WHERE  process (cujo-sink, default) or in-process   [DOWNSTREAM]
+#   --out FILE          JSON lines file (appended)                   [OUT]
 #   --no-build          use the binaries already built
 # ROTEL_BIN overrides the rotel-agent path; CARGO_TARGET_DIR is respected.
+# The table's "CPU µs/span over plain" is each run's CPU per span minus that of the `cujo`
+# run of the same round and mode (median over rounds).
 set -euo pipefail
 
 SCRIPT=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
@@ -30,6 +42,8 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-20s}
 WARMUP=${WARMUP:-2s}
 RATE=${RATE:-100000}
+FRACTION=${FRACTION:-0.8}
+DOWNSTREAM=${DOWNSTREAM:-process}
 CLIENTS=${CLIENTS:-8}
 CONCURRENCY=${CONCURRENCY:-}
 MODES=${MODES:-saturate,rate}
@@ -43,12 +57,14 @@ while [[ $# -gt 0 ]]; do
     --duration) DURATION=$2; shift 2 ;;
     --warmup) WARMUP=$2; shift 2 ;;
     --rate) RATE=$2; shift 2 ;;
+    --fraction) FRACTION=$2; shift 2 ;;
+    --downstream) DOWNSTREAM=$2; shift 2 ;;
     --clients) CLIENTS=$2; shift 2 ;;
     --concurrency) CONCURRENCY=$2; shift 2 ;;
     --modes) MODES=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    -h|--help) sed -n '2,22p' "$SCRIPT"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$SCRIPT"; exit 0 ;;
     *) echo "bench.sh: unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -81,20 +97,53 @@ for journey in checkout add-to-cart view-product search view-cart; do
     objectives: [ { sli: availability, target: 99.9%, window: 30d }, { sli: latency, target: 99%, window: 30d } ]"
   done
 done
-if [[ $ONLY == both ]]; then
-  TARGETS=(cujo cujo-padded cujo-propagate cujo-sli rotel)
+# cujo-pipeline: the full pipeline as deployed, at the default budget (no admission:
+# override, 256 MiB): propagation as above plus 4 CUJs by user.tier (a dimension every root
+# has, 3 values), two of them end-to-end over the whole trace (availability scope: trace).
+PIPELINE_YAML="assembler: { decision_wait: 500ms, trace_timeout: 10s }
+propagate: { attributes: [\"cuj.*\", \"user.tier\", \"tenant.id\", \"graphql.operation.name\"] }
+cujs:"
+for cuj in checkout:api checkout:e2e search:api add-to-cart:e2e; do
+  journey=${cuj%%:*} variant=${cuj##*:}
+  if [[ $variant == api ]]; then scope=root; measure=root; else scope=trace; measure=end_to_end; fi
+  PIPELINE_YAML+="
+  - name: $journey-$variant
+    match: { attributes: { cuj.name: $journey } }
+    dimensions: [user.tier]
+    availability:
+      scope: $scope
+      bad: [ { status: error }, { attribute: http.response.status_code, gte: 500 } ]
+      exclude: [ { attribute: http.response.status_code, gte: 400, lt: 500 } ]
+    latency: { threshold: 300ms, measure: $measure }
+    objectives: [ { sli: availability, target: 99.9%, window: 30d }, { sli: latency, target: 99%, window: 30d } ]"
+done
+ALL_TARGETS=(cujo cujo-padded cujo-propagate cujo-sli cujo-default cujo-pipeline rotel)
+if [[ $ONLY == both || $ONLY == all ]]; then
+  TARGETS=("${ALL_TARGETS[@]}")
 else
   IFS=, read -r -a TARGETS <<< "$ONLY"
   for t in "${TARGETS[@]}"; do
     case "$t" in
-      cujo|rotel|cujo-padded|cujo-propagate|cujo-sli) ;;
-      *) echo "bench.sh: --only takes cujo, cujo-padded, cujo-propagate, cujo-sli or rotel (comma-separated), not '$t'" >&2; exit 2 ;;
+      cujo|rotel|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline) ;;
+      *) echo "bench.sh: --only takes ${ALL_TARGETS[*]} (comma-separated), not '$t'" >&2; exit 2 ;;
     esac
   done
 fi
+IFS=, read -r -a MODE_LIST <<< "$MODES"
+for mode in "${MODE_LIST[@]}"; do
+  case "$mode" in
+    saturate|rate|fraction) ;;
+    *) echo "bench.sh: --modes takes saturate, rate, fraction (comma-separated), not '$mode'" >&2; exit 2 ;;
+  esac
+done
+case "$DOWNSTREAM" in
+  process|in-process) ;;
+  *) echo "bench.sh: --downstream takes process or in-process, not '$DOWNSTREAM'" >&2; exit 2 ;;
+esac
 
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 LOAD="$TARGET_DIR/release/cujo-load"
+SINK="$TARGET_DIR/release/cujo-sink"
 CUJO_BIN="$TARGET_DIR/release/cujo"
 ROTEL_BIN=${ROTEL_BIN:-/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages/rotel/rotel-agent}
 
@@ -105,9 +154,10 @@ if [[ $BUILD == 1 ]]; then
 fi
 
 [[ -x "$LOAD" ]] || { echo "bench.sh: $LOAD not built" >&2; exit 1; }
+[[ $DOWNSTREAM == in-process || -x "$SINK" ]] || { echo "bench.sh: $SINK not built" >&2; exit 1; }
 for t in "${TARGETS[@]}"; do
   case "$t" in
-    cujo|cujo-padded|cujo-propagate|cujo-sli) [[ -x "$CUJO_BIN" ]] || { echo "bench.sh: $CUJO_BIN not built (use --only rotel until it is)" >&2; exit 1; } ;;
+    cujo|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline) [[ -x "$CUJO_BIN" ]] || { echo "bench.sh: $CUJO_BIN not built (use --only rotel until it is)" >&2; exit 1; } ;;
     rotel) [[ -x "$ROTEL_BIN" ]] || { echo "bench.sh: rotel-agent not found at $ROTEL_BIN (pip install rotel, or set ROTEL_BIN)" >&2; exit 1; } ;;
   esac
 done
@@ -119,7 +169,7 @@ OUT=${OUT:-$LOG_DIR/results.jsonl}
 
 bin_for() {
   case "$1" in
-    cujo|cujo-padded|cujo-propagate|cujo-sli) echo "$CUJO_BIN" ;;
+    cujo|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline) echo "$CUJO_BIN" ;;
     rotel) echo "$ROTEL_BIN" ;;
   esac
 }
@@ -133,12 +183,14 @@ target_args() {
     cujo-padded) printf '%s\0' --target cujo --label cujo-padded --padding-bytes 180 --cujo-yaml "$ADMISSION_YAML" ;;
     cujo-propagate) printf '%s\0' --target cujo --label cujo-propagate --cujo-yaml "$PROPAGATE_YAML" ;;
     cujo-sli) printf '%s\0' --target cujo --label cujo-sli --cujo-yaml "$SLI_YAML" ;;
+    # Plain forwarding as deployed: no admission: key, the default 256 MiB budget.
+    cujo-default) printf '%s\0' --target cujo --label cujo-default ;;
+    cujo-pipeline) printf '%s\0' --target cujo --label cujo-pipeline --cujo-yaml "$PIPELINE_YAML" ;;
     *) printf '%s\0' --target "$1" ;;
   esac
 }
 
-IFS=, read -r -a MODE_LIST <<< "$MODES"
-extra=()
+extra=(--downstream "$DOWNSTREAM" --sink-bin "$SINK")
 [[ -n "$CONCURRENCY" ]] && extra+=(--concurrency "$CONCURRENCY")
 failures=0
 echo "results: $OUT   logs: $LOG_DIR"
@@ -149,17 +201,24 @@ for ((round = 1; round <= ROUNDS; round++)); do
     reversed=(); for ((i = ${#order[@]} - 1; i >= 0; i--)); do reversed+=("${order[i]}"); done
     order=("${reversed[@]}")
   fi
+  # This round's saturation throughput per target, for fraction mode.
+  declare -A saturation=()
   for mode in "${MODE_LIST[@]}"; do
     for t in "${order[@]}"; do
       log="$LOG_DIR/$t-$mode-$round.log"
       printf 'round %d/%d  %-8s %-14s ... ' "$round" "$ROUNDS" "$mode" "$t"
       rc=0
       mapfile -d '' -t targs < <(target_args "$t")
-      "$LOAD" "${targs[@]}" --bin "$(bin_for "$t")" --mode "$mode" --rate "$RATE" \
+      mode_args=(--mode "$mode" --rate "$RATE" --rate-fraction "$FRACTION")
+      [[ $mode == fraction && -n "${saturation[$t]:-}" ]] && mode_args+=(--saturation "${saturation[$t]}")
+      "$LOAD" "${targs[@]}" --bin "$(bin_for "$t")" "${mode_args[@]}" --round "$round" \
         --duration "$DURATION" --warmup "$WARMUP" --clients "$CLIENTS" \
         --json-out "$OUT" "${extra[@]}" > "$log" 2>&1 || rc=$?
       if [[ $rc == 0 ]]; then
-        grep -E '^throughput|^latency' "$log" | sed -E 's/ +/ /g' | tr '\n' ' '
+        if [[ $mode == saturate ]]; then
+          saturation[$t]=$(grep -m1 -o '"spans_per_s":[0-9.e+-]*' <(grep '^{' "$log") | cut -d: -f2)
+        fi
+        grep -E '^throughput|^latency|^refusals' "$log" | tail -n 3 | sed -E 's/ +/ /g' | tr '\n' ' '
         echo
       else
         failures=$((failures + 1))
@@ -173,7 +232,7 @@ done
 cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //' || true)
 echo
 echo "Machine: $(nproc) cores${cpu:+, $cpu}; $(git rev-parse --short HEAD 2>/dev/null || echo '?'); rotel $("$ROTEL_BIN" --version 2>/dev/null | awk '{print $2}' || echo '?')."
-echo "Each run: ${CLIENTS} clients${CONCURRENCY:+ x $CONCURRENCY in flight}, ${WARMUP} warm-up + ${DURATION} measured; rate mode offers ${RATE} spans/s; medians of ${ROUNDS} rounds; CPU % is of one core (the machine has $(nproc))."
+echo "Each run: ${CLIENTS} clients${CONCURRENCY:+ x $CONCURRENCY in flight}, ${WARMUP} warm-up + ${DURATION} measured; rate mode offers ${RATE} spans/s; fraction mode ${FRACTION} of saturation; downstream ${DOWNSTREAM}; medians of ${ROUNDS} rounds; CPU % is of one core (the machine has $(nproc))."
 echo
 "$LOAD" --report "$OUT"
 if (( failures > 0 )); then

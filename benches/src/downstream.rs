@@ -35,14 +35,16 @@ pub struct DownstreamCounts {
     pub refused: AtomicU64,
 }
 
-/// A snapshot of [`DownstreamCounts`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// A snapshot of [`DownstreamCounts`]; also the line `cujo-sink` answers on its control
+/// channel (JSON), so the field names are a protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DownstreamSnapshot {
     pub spans: u64,
     pub requests: u64,
     pub bytes: u64,
     pub checksum: u64,
     pub malformed: u64,
+    pub refused: u64,
 }
 
 impl DownstreamCounts {
@@ -53,6 +55,7 @@ impl DownstreamCounts {
             bytes: self.bytes.load(Ordering::Relaxed),
             checksum: self.checksum.load(Ordering::Relaxed),
             malformed: self.malformed.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
         }
     }
 
@@ -147,6 +150,9 @@ pub struct Downstream {
 
 impl Downstream {
     /// Binds 127.0.0.1:0 and serves on a dedicated thread.
+    ///
+    /// In the load generator's process this shares its CPU and allocator; `cujo-sink` runs
+    /// the same server in a process of its own (see [`crate::sink`]).
     pub fn start() -> anyhow::Result<Downstream> {
         Self::start_refusing(0)
     }
@@ -154,6 +160,12 @@ impl Downstream {
     /// Like [`Downstream::start`], but answers every `every`-th request UNAVAILABLE without
     /// counting it (0: never). For testing the harness's retry path.
     pub fn start_refusing(every: u64) -> anyhow::Result<Downstream> {
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), every)
+    }
+
+    /// Binds `listen` (port 0: any free port) and serves on a dedicated thread, refusing every
+    /// `refuse_every`-th request (0: never).
+    pub fn start_at(listen: SocketAddr, every: u64) -> anyhow::Result<Downstream> {
         let counts = Arc::new(DownstreamCounts::default());
         let (shutdown, on_shutdown) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<SocketAddr>>();
@@ -176,10 +188,12 @@ impl Downstream {
                     }
                 };
                 rt.block_on(async move {
-                    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+                    let listener = match tokio::net::TcpListener::bind(listen).await {
                         Ok(l) => l,
                         Err(e) => {
-                            let _ = ready_tx.send(Err(e.into()));
+                            let _ = ready_tx.send(Err(
+                                anyhow::Error::from(e).context(format!("binding {listen}"))
+                            ));
                             return;
                         }
                     };
@@ -201,7 +215,9 @@ impl Downstream {
                     }
                 });
             })?;
-        let addr = ready_rx.recv()??;
+        let addr = ready_rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("downstream thread ended before it was listening"))??;
         Ok(Downstream {
             addr,
             counts,

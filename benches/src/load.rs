@@ -125,7 +125,10 @@ pub struct LoadOutcome {
     pub window: Duration,
     /// Target process at the start and end of the window.
     pub target_window: Option<(ProcSample, ProcSample)>,
-    /// This process (clients + downstream) at the start and end of the window.
+    /// The downstream's own process (`cujo-sink`), when it has one.
+    pub sink_window: Option<(ProcSample, ProcSample)>,
+    /// This process (the clients, and the downstream when it runs in process) at the start
+    /// and end of the window.
     pub self_window: Option<(ProcSample, ProcSample)>,
     /// When the last flush request was acknowledged.
     pub finished: Instant,
@@ -164,12 +167,19 @@ async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Channel> {
     Ok(endpoint.connect().await?)
 }
 
+/// Processes whose CPU and memory are sampled at the edges of the measured window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Watched {
+    pub target: Option<u32>,
+    pub sink: Option<u32>,
+}
+
 /// Runs warm-up, the measured window and the flush against `addr`.
 pub async fn run(
     pool: Arc<RequestPool>,
     addr: std::net::SocketAddr,
     cfg: LoadConfig,
-    target_pid: Option<u32>,
+    watched: Watched,
 ) -> anyhow::Result<LoadOutcome> {
     anyhow::ensure!(
         cfg.clients >= 1 && cfg.concurrency >= 1,
@@ -204,10 +214,13 @@ pub async fn run(
 
     let workers = spawn_all(Phase::Timed);
     tokio::time::sleep_until(window_start.into()).await;
-    let target_start = target_pid.and_then(|p| proc_sample(p).ok());
+    let sample = |pid: Option<u32>| pid.and_then(|p| proc_sample(p).ok());
+    let target_start = sample(watched.target);
+    let sink_start = sample(watched.sink);
     let self_start = self_sample().ok();
     tokio::time::sleep_until(window_end.into()).await;
-    let target_end = target_pid.and_then(|p| proc_sample(p).ok());
+    let target_end = sample(watched.target);
+    let sink_end = sample(watched.sink);
     let self_end = self_sample().ok();
     shared.stop.store(true, Ordering::SeqCst);
 
@@ -225,6 +238,7 @@ pub async fn run(
         stats,
         window: cfg.duration,
         target_window: target_start.zip(target_end),
+        sink_window: sink_start.zip(sink_end),
         self_window: self_start.zip(self_end),
         finished: Instant::now(),
         sent,

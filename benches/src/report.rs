@@ -11,8 +11,18 @@ use serde::{Deserialize, Serialize};
 #[serde(default)]
 pub struct RunReport {
     pub target: String,
+    /// `saturate`, `rate`, or `fraction` (rate mode at a fraction of a measured saturation).
     pub mode: String,
     pub offered_spans_per_s: Option<f64>,
+    /// Round of a `scripts/bench.sh` run: runs of one round are compared with each other
+    /// (the "over plain" column).
+    pub round: Option<u32>,
+    /// `fraction` mode: the saturation throughput measured first, and the fraction of it
+    /// offered.
+    pub saturation_spans_per_s: Option<f64>,
+    pub rate_fraction: Option<f64>,
+    /// Where the counting downstream ran: `process` (`cujo-sink`) or `in-process`.
+    pub downstream: String,
     pub clients: usize,
     pub concurrency: usize,
     pub warmup_s: f64,
@@ -35,9 +45,13 @@ pub struct RunReport {
     /// Target VmHWM after the run, and VmRSS at the same moment.
     pub peak_rss_mib: Option<f64>,
     pub rss_end_mib: Option<f64>,
-    /// The benchmark process (clients + downstream) inside the window: the target shares the
-    /// machine with it.
+    /// The load generator (clients, and the downstream when in process) inside the window:
+    /// the target shares the machine with it.
     pub bench_cpu_pct: Option<f64>,
+    /// The downstream's own process (`cujo-sink`) inside the window, and its VmHWM after the
+    /// run; `None` in process.
+    pub sink_cpu_pct: Option<f64>,
+    pub sink_peak_rss_mib: Option<f64>,
     pub acked_spans: u64,
     pub acked_requests: u64,
     pub flush_requests: u64,
@@ -66,6 +80,13 @@ impl RunReport {
             v.map_or("n/a".to_string(), |v| format!("{v:.digits$}"))
         };
         let _ = writeln!(s, "== {} / {} ==", self.target, self.mode);
+        if let (Some(sat), Some(frac)) = (self.saturation_spans_per_s, self.rate_fraction) {
+            let _ = writeln!(
+                s,
+                "saturation          {sat:.0} spans/s measured first; offering {:.0}% of it",
+                frac * 100.0
+            );
+        }
         if let Some(rate) = self.offered_spans_per_s {
             let _ = writeln!(s, "offered rate        {rate:.0} spans/s");
         }
@@ -101,11 +122,25 @@ impl RunReport {
             opt(self.peak_rss_mib, 1),
             opt(self.rss_end_mib, 1)
         );
-        let _ = writeln!(
-            s,
-            "benchmark CPU       {} % (clients + downstream, same machine)",
-            opt(self.bench_cpu_pct, 1)
-        );
+        if self.downstream == "in-process" {
+            let _ = writeln!(
+                s,
+                "benchmark CPU       {} % (clients + downstream in one process, same machine)",
+                opt(self.bench_cpu_pct, 1)
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "benchmark CPU       {} % (clients, same machine)",
+                opt(self.bench_cpu_pct, 1)
+            );
+            let _ = writeln!(
+                s,
+                "sink                {} % CPU, peak RSS {} MiB (own process)",
+                opt(self.sink_cpu_pct, 1),
+                opt(self.sink_peak_rss_mib, 1)
+            );
+        }
         let _ = writeln!(
             s,
             "refusals            {} (transport errors {}, gave up {}, failed {}, partial rejections {} spans)",
@@ -167,12 +202,23 @@ fn thousands(v: f64) -> String {
     out
 }
 
+/// The row label of a run's mode: `saturate`, `rate 100,000/s`, `80% of saturation`.
+pub fn mode_label(r: &RunReport) -> String {
+    match (r.mode.as_str(), r.rate_fraction, r.offered_spans_per_s) {
+        ("fraction", Some(f), _) => format!("{:.0}% of saturation", f * 100.0),
+        (_, _, Some(rate)) => format!("rate {}/s", thousands(rate)),
+        _ => r.mode.clone(),
+    }
+}
+
 /// The markdown table for BENCHMARKS.md: one row per (mode, target), medians over its runs,
-/// and ratios against rotel in the same mode.
+/// ratios against rotel in the same mode, and cujo's CPU per span over plain forwarding
+/// (`cujo`), taken round by round when the runs say their round.
 pub fn markdown_table(runs: &[RunReport]) -> String {
     let mode_order = |m: &str| match m {
         "saturate" => 0,
-        _ => 1,
+        "rate" => 1,
+        _ => 2,
     };
     let target_order = |t: &str| match t {
         "cujo" => 0,
@@ -180,11 +226,15 @@ pub fn markdown_table(runs: &[RunReport]) -> String {
         _ => 2,
     };
     let mut groups: BTreeMap<(u8, String, u8, String), Vec<&RunReport>> = BTreeMap::new();
+    // Plain forwarding's CPU per span, by (mode label, round).
+    let mut plain_cpu: BTreeMap<(String, u32), f64> = BTreeMap::new();
     for r in runs {
-        let mode = match r.offered_spans_per_s {
-            Some(rate) => format!("rate {}/s", thousands(rate)),
-            None => r.mode.clone(),
-        };
+        let mode = mode_label(r);
+        if r.target == "cujo"
+            && let (Some(round), Some(cpu)) = (r.round, r.cpu_us_per_span)
+        {
+            plain_cpu.insert((mode.clone(), round), cpu);
+        }
         let key = (
             mode_order(&r.mode),
             mode,
@@ -198,11 +248,18 @@ pub fn markdown_table(runs: &[RunReport]) -> String {
         target: String,
         runs: usize,
         spans: Option<f64>,
+        /// Fraction mode: the rate offered (it differs per target).
+        offered: Option<f64>,
         p50: Option<f64>,
         p99: Option<f64>,
         cpu_pct: Option<f64>,
         cpu_us: Option<f64>,
+        /// Median over rounds of (this run's − the same round's plain run's) CPU µs/span.
+        cpu_us_over_plain: Option<f64>,
         rss: Option<f64>,
+        refusals: Option<f64>,
+        sink_cpu_pct: Option<f64>,
+        sink_rss: Option<f64>,
         matched: usize,
     }
     let rows: Vec<Row> = groups
@@ -211,20 +268,33 @@ pub fn markdown_table(runs: &[RunReport]) -> String {
             let med = |f: &dyn Fn(&RunReport) -> Option<f64>| {
                 median(rs.iter().filter_map(|r| f(r)).collect())
             };
+            let over_plain = median(
+                rs.iter()
+                    .filter_map(|r| {
+                        let plain = plain_cpu.get(&(mode.clone(), r.round?))?;
+                        Some(r.cpu_us_per_span? - plain)
+                    })
+                    .collect(),
+            );
             Row {
-                mode,
-                target,
                 runs: rs.len(),
                 spans: med(&|r| Some(r.spans_per_s)),
+                offered: med(&|r| r.rate_fraction.and(r.offered_spans_per_s)),
                 p50: med(&|r| Some(r.p50_ms)),
                 p99: med(&|r| Some(r.p99_ms)),
                 cpu_pct: med(&|r| r.cpu_pct),
                 cpu_us: med(&|r| r.cpu_us_per_span),
+                cpu_us_over_plain: over_plain,
                 rss: med(&|r| r.peak_rss_mib),
+                refusals: med(&|r| Some(r.refusals as f64)),
+                sink_cpu_pct: med(&|r| r.sink_cpu_pct),
+                sink_rss: med(&|r| r.sink_peak_rss_mib),
                 matched: rs
                     .iter()
                     .filter(|r| r.counts_match && r.checksum_match != Some(false))
                     .count(),
+                mode,
+                target,
             }
         })
         .collect();
@@ -237,29 +307,40 @@ pub fn markdown_table(runs: &[RunReport]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| mode | target | runs | spans/s | spans/s vs rotel | vs cujo plain | p50 ms | p99 ms | CPU % | CPU µs/span | CPU/span vs rotel | peak RSS MiB | counts match |"
+        "| mode | target | runs | spans/s | spans/s vs rotel | vs cujo plain | p50 ms | p99 ms | CPU % | CPU µs/span | CPU µs/span over plain | CPU/span vs rotel | peak RSS MiB | refusals | sink CPU % | sink peak RSS MiB | counts match |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     for r in &rows {
         let base = rotel(&r.mode);
+        let over_plain = match (r.target.as_str(), r.cpu_us_over_plain) {
+            ("cujo" | "rotel", _) | (_, None) => "–".to_string(),
+            (_, Some(d)) => format!("{d:+.2}"),
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} |",
             r.mode,
             r.target,
             r.runs,
-            r.spans.map_or("–".into(), thousands),
+            match (r.spans, r.offered) {
+                (Some(a), Some(o)) => format!("{} of {}", thousands(a), thousands(o)),
+                (a, _) => a.map_or("–".into(), thousands),
+            },
             ratio(r.spans, base.and_then(|b| b.spans)),
             ratio(r.spans, plain(&r.mode).and_then(|b| b.spans)),
             fmt_opt(r.p50, 2),
             fmt_opt(r.p99, 2),
             fmt_opt(r.cpu_pct, 0),
             fmt_opt(r.cpu_us, 2),
+            over_plain,
             ratio(r.cpu_us, base.and_then(|b| b.cpu_us)),
             fmt_opt(r.rss, 1),
+            r.refusals.map_or("–".into(), thousands),
+            fmt_opt(r.sink_cpu_pct, 0),
+            fmt_opt(r.sink_rss, 1),
             r.matched,
             r.runs
         );
@@ -315,6 +396,50 @@ mod tests {
         );
         assert!(lines[4].contains("| 0.25× |"), "{}", lines[4]);
         assert!(lines[2].ends_with("| 3/3 |"));
+    }
+
+    #[test]
+    fn cpu_over_plain_is_taken_round_by_round() {
+        let in_round = |target: &str, round: u32, cpu_us: f64| RunReport {
+            round: Some(round),
+            ..run(target, "rate", Some(100_000.0), 100_000.0, cpu_us)
+        };
+        // Round 2 is slow for both targets: the per-round differences are 0.5, 0.5, 1.6,
+        // while the medians alone would say 2.5 - 1.0 = 1.5.
+        let runs = vec![
+            in_round("cujo", 1, 1.0),
+            in_round("cujo-pipeline", 1, 1.5),
+            in_round("cujo", 2, 3.0),
+            in_round("cujo-pipeline", 2, 3.5),
+            in_round("cujo", 3, 0.9),
+            in_round("cujo-pipeline", 3, 2.5),
+        ];
+        let table = markdown_table(&runs);
+        let row = table
+            .lines()
+            .find(|l| l.contains("| cujo-pipeline |"))
+            .unwrap();
+        assert!(row.contains("| 2.50 | +0.50 |"), "{row}");
+        let plain = table.lines().find(|l| l.contains("| cujo |")).unwrap();
+        assert!(plain.contains("| 1.00 | – |"), "{plain}");
+    }
+
+    #[test]
+    fn fraction_runs_are_labelled_by_their_fraction_and_show_refusals() {
+        let r = RunReport {
+            rate_fraction: Some(0.8),
+            saturation_spans_per_s: Some(1_000_000.0),
+            refusals: 12,
+            ..run("cujo-pipeline", "fraction", Some(800_000.0), 800_000.0, 1.0)
+        };
+        assert_eq!(mode_label(&r), "80% of saturation");
+        let table = markdown_table(&[r]);
+        let row = table.lines().nth(2).unwrap();
+        assert!(
+            row.starts_with("| 80% of saturation | cujo-pipeline | 1 | 800,000 of 800,000 |"),
+            "{row}"
+        );
+        assert!(row.contains("| 12 |"), "{row}");
     }
 
     #[test]

@@ -232,15 +232,7 @@ impl Target {
 
     /// cujo's `/metrics` text (plain HTTP/1.0 GET), or `None` for other targets.
     pub fn scrape_metrics(&self) -> Option<String> {
-        use std::io::{Read, Write};
-        let addr = self.metrics_addr?;
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        text.split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_string())
+        scrape_metrics_at(self.metrics_addr?)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -318,6 +310,44 @@ impl Target {
     }
 }
 
+/// The `/metrics` text served at `addr` (plain HTTP/1.0 GET), or `None` if it does not answer
+/// within a few seconds.
+pub fn scrape_metrics_at(addr: SocketAddr) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+}
+
+/// The name of a Prometheus text sample line (`name{labels} value` or `name value`); `None`
+/// for comments and blank lines.
+fn sample_name(line: &str) -> Option<&str> {
+    let line = line.trim_start();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    line.split(['{', ' ']).next()
+}
+
+/// The value of the first sample of metric `name` (any labels).
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| sample_name(l) == Some(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The sample lines whose metric name contains one of `words`.
+pub fn metric_lines_matching<'a>(text: &'a str, words: &[&str]) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| sample_name(l).is_some_and(|n| words.iter().any(|w| n.contains(w))))
+        .collect()
+}
+
 fn describe_exit(status: ExitStatus, after: Duration) -> String {
     format!("{status} {:.0} ms after SIGTERM", after.as_secs_f64() * 1e3)
 }
@@ -328,5 +358,31 @@ impl Drop for Target {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "# HELP cujo_admission_max_in_flight_bytes Admission budget.
+# TYPE cujo_admission_max_in_flight_bytes gauge
+cujo_admission_max_in_flight_bytes 268435456
+cujo_dropped_spans_total{reason=\"queue_full\"} 3
+cujo_receiver_spans_total 10
+";
+
+    #[test]
+    fn reads_metric_values_and_picks_lines_by_name() {
+        assert_eq!(
+            metric_value(TEXT, "cujo_admission_max_in_flight_bytes"),
+            Some(268_435_456.0)
+        );
+        assert_eq!(metric_value(TEXT, "cujo_dropped_spans_total"), Some(3.0));
+        assert_eq!(metric_value(TEXT, "cujo_memory_budget_bytes"), None);
+        assert_eq!(
+            metric_lines_matching(TEXT, &["dropped", "budget"]),
+            vec!["cujo_dropped_spans_total{reason=\"queue_full\"} 3"]
+        );
     }
 }

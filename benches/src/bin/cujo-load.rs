@@ -1,12 +1,14 @@
 //! `cujo-load`: end-to-end OTLP load benchmark for a trace-forwarding process.
 //!
-//! Starts a counting downstream, starts the target (cujo or rotel) pointed at it, drives it
-//! with pre-encoded realistic traces from N gRPC clients, then checks that the downstream
-//! received exactly the spans that were acknowledged. See `cujo_bench` for the parts.
+//! Starts a counting downstream (`cujo-sink`, a process of its own, unless `--downstream
+//! in-process`), starts the target (cujo or rotel) pointed at it, drives it with pre-encoded
+//! realistic traces from N gRPC clients, then checks that the downstream received exactly the
+//! spans that were acknowledged. See `cujo_bench` for the parts.
 //!
 //! ```text
 //! cujo-load --target rotel --mode saturate --duration 20s
 //! cujo-load --target cujo --bin target/release/cujo --mode rate --rate 100000
+//! cujo-load --target cujo --mode fraction --rate-fraction 0.8   # saturate, then 80% of it
 //! cujo-load --report results.jsonl      # markdown table from earlier runs
 //! ```
 
@@ -19,16 +21,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use clap::Parser;
 
-use cujo_bench::downstream::Downstream;
-use cujo_bench::load::{self, LoadConfig, Mode};
+use cujo_bench::load::{self, LoadConfig, Mode, Watched};
 use cujo_bench::report::{RunReport, markdown_table};
-use cujo_bench::target::{DEFAULT_ROTEL_BIN, Target, TargetKind, clock_ticks_per_second};
+use cujo_bench::sink::{DownstreamHandle, DownstreamPlace, default_sink_bin};
+use cujo_bench::target::{
+    DEFAULT_ROTEL_BIN, ProcSample, Target, TargetKind, clock_ticks_per_second,
+};
 use cujo_bench::workload::{RequestPool, WorkloadConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ModeArg {
+    /// Closed loop: as fast as the target answers.
     Saturate,
+    /// Open loop at `--rate` spans/s.
     Rate,
+    /// Measure saturation (or take `--saturation`), then a fresh target at `--rate-fraction`
+    /// of it in rate mode: are there refusals below saturation?
+    Fraction,
 }
 
 #[derive(Debug, Parser)]
@@ -54,6 +63,22 @@ struct Args {
     /// Spans per second offered in `rate` mode (all clients together).
     #[arg(long, default_value_t = 100_000.0)]
     rate: f64,
+    /// `fraction` mode: the share of saturation offered.
+    #[arg(long, default_value_t = 0.8)]
+    rate_fraction: f64,
+    /// `fraction` mode: the saturation throughput (spans/s) to take a fraction of, e.g. from a
+    /// saturate run of the same round, instead of measuring it first.
+    #[arg(long)]
+    saturation: Option<f64>,
+    /// Round number, recorded in the report (runs of one round are compared round by round).
+    #[arg(long)]
+    round: Option<u32>,
+    /// Where the counting downstream runs.
+    #[arg(long, value_enum, default_value = "process")]
+    downstream: DownstreamPlace,
+    /// The `cujo-sink` binary [default: beside this binary].
+    #[arg(long)]
+    sink_bin: Option<PathBuf>,
     /// Measured window.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
     duration: Duration,
@@ -78,7 +103,7 @@ struct Args {
     pool_spans: usize,
     #[arg(long, default_value_t = 0x00c0_ffee)]
     seed: u64,
-    /// Tokio worker threads for the clients (the downstream has its own thread).
+    /// Tokio worker threads for the clients (an in-process downstream has its own thread).
     #[arg(long, default_value_t = 2)]
     threads: usize,
     #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
@@ -147,25 +172,6 @@ fn run(args: Args) -> anyhow::Result<bool> {
         return Ok(true);
     }
 
-    let mode = match args.mode {
-        ModeArg::Saturate => Mode::Saturate,
-        ModeArg::Rate => {
-            anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
-            Mode::Rate {
-                spans_per_s: args.rate,
-            }
-        }
-    };
-    let concurrency = args.concurrency.unwrap_or(match mode {
-        Mode::Saturate => 1,
-        Mode::Rate { .. } => 4,
-    });
-    let bin = args.bin.clone().unwrap_or_else(|| match args.target {
-        TargetKind::Rotel => PathBuf::from(DEFAULT_ROTEL_BIN),
-        _ => PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()))
-            .join("release/cujo"),
-    });
-
     let generated = Instant::now();
     let pool = Arc::new(RequestPool::generate(&WorkloadConfig {
         min_request_spans: args.request_spans.0,
@@ -188,6 +194,81 @@ fn run(args: Args) -> anyhow::Result<bool> {
         generated.elapsed().as_secs_f64()
     );
 
+    let report = match args.mode {
+        ModeArg::Saturate => one_run(&args, &pool, Mode::Saturate)?,
+        ModeArg::Rate => {
+            anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
+            one_run(
+                &args,
+                &pool,
+                Mode::Rate {
+                    spans_per_s: args.rate,
+                },
+            )?
+        }
+        ModeArg::Fraction => {
+            anyhow::ensure!(
+                args.rate_fraction > 0.0 && args.rate_fraction <= 1.0,
+                "--rate-fraction must be in (0, 1], got {}",
+                args.rate_fraction
+            );
+            let saturation = match args.saturation {
+                Some(s) => {
+                    anyhow::ensure!(s > 0.0, "--saturation must be positive");
+                    println!("saturation {s:.0} spans/s (given)");
+                    s
+                }
+                None => {
+                    println!("-- measuring saturation first --");
+                    let sat = one_run(&args, &pool, Mode::Saturate)?;
+                    print!("{}", sat.human());
+                    anyhow::ensure!(
+                        sat.counts_match && sat.checksum_match != Some(false),
+                        "the saturation run did not account for every span"
+                    );
+                    sat.spans_per_s
+                }
+            };
+            let spans_per_s = saturation * args.rate_fraction;
+            println!(
+                "-- a fresh target at {:.0}% of saturation: {spans_per_s:.0} spans/s --",
+                args.rate_fraction * 100.0
+            );
+            let mut r = one_run(&args, &pool, Mode::Rate { spans_per_s })?;
+            r.mode = "fraction".into();
+            r.rate_fraction = Some(args.rate_fraction);
+            r.saturation_spans_per_s = Some(saturation);
+            r
+        }
+    };
+
+    print!("{}", report.human());
+    let line = serde_json::to_string(&report)?;
+    println!("{line}");
+    if let Some(path) = &args.json_out {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        writeln!(f, "{line}")?;
+    }
+    Ok(report.counts_match && report.checksum_match != Some(false))
+}
+
+/// One target process, one downstream, one load phase: start them, drive, drain, check.
+fn one_run(args: &Args, pool: &Arc<RequestPool>, mode: Mode) -> anyhow::Result<RunReport> {
+    let concurrency = args.concurrency.unwrap_or(match mode {
+        Mode::Saturate => 1,
+        Mode::Rate { .. } => 4,
+    });
+    let bin = args.bin.clone().unwrap_or_else(|| match args.target {
+        TargetKind::Rotel => PathBuf::from(DEFAULT_ROTEL_BIN),
+        _ => PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()))
+            .join("release/cujo"),
+    });
+    let st = &pool.stats;
+
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -195,16 +276,26 @@ fn run(args: Args) -> anyhow::Result<bool> {
     let dir = std::env::temp_dir().join(format!("cujo-load-{}-{stamp}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
-    let downstream = Downstream::start()?;
+    // Dropped in reverse order on any early return: the target first, then the sink (both
+    // are killed if still running).
+    let sink_bin = args.sink_bin.clone().unwrap_or_else(default_sink_bin);
+    let mut downstream = DownstreamHandle::start(args.downstream, &sink_bin)?;
     let mut target = Target::start(
         args.target,
         &bin,
         &args.target_args,
         args.cujo_yaml.as_deref().unwrap_or(""),
-        downstream.addr,
+        downstream.addr(),
         &dir,
     )?;
-    println!("downstream: {}", downstream.addr);
+    println!(
+        "downstream: {} ({})",
+        downstream.addr(),
+        match downstream.pid() {
+            Some(pid) => format!("cujo-sink, pid {pid}"),
+            None => "in process".into(),
+        }
+    );
     println!("target: {}", target.command);
     let ready_in = target.wait_ready(args.ready_timeout)?;
     println!(
@@ -226,7 +317,11 @@ fn run(args: Args) -> anyhow::Result<bool> {
         .worker_threads(args.threads.max(1))
         .enable_all()
         .build()?;
-    let outcome = rt.block_on(load::run(pool.clone(), target.grpc_addr, cfg, target.pid()));
+    let watched = Watched {
+        target: target.pid(),
+        sink: downstream.pid(),
+    };
+    let outcome = rt.block_on(load::run(pool.clone(), target.grpc_addr, cfg, watched));
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
@@ -237,31 +332,35 @@ fn run(args: Args) -> anyhow::Result<bool> {
 
     // Wait (bounded) for the target to hand on everything it acknowledged.
     let drain_deadline = outcome.finished + args.drain_timeout;
-    let mut down = downstream.counts.snapshot();
+    let mut down = downstream.snapshot()?;
     while down.spans < stats.acked_spans && Instant::now() < drain_deadline {
         std::thread::sleep(Duration::from_millis(10));
-        down = downstream.counts.snapshot();
+        down = downstream.snapshot()?;
     }
     let drain_ms = outcome.finished.elapsed().as_secs_f64() * 1e3;
     // A short settle so late duplicates (more spans than acknowledged) show up too.
     std::thread::sleep(Duration::from_millis(100));
-    down = downstream.counts.snapshot();
+    down = downstream.snapshot()?;
 
     let end_sample = target.sample();
+    let sink_end = downstream
+        .pid()
+        .and_then(|pid| cujo_bench::target::proc_sample(pid).ok());
     if let (Some(path), Some(text)) = (&args.metrics_out, target.scrape_metrics()) {
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     let exit = target.stop(args.stop_timeout)?;
+    let sink_exit = downstream.stop();
     rt.shutdown_timeout(Duration::from_secs(2));
 
     let ticks = clock_ticks_per_second();
     let window_s = outcome.window.as_secs_f64();
-    let cpu_s = outcome
-        .target_window
-        .map(|(a, b)| b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / ticks);
-    let bench_cpu_s = outcome
-        .self_window
-        .map(|(a, b)| b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / ticks);
+    let cpu_of = |w: Option<(ProcSample, ProcSample)>| {
+        w.map(|(a, b)| b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / ticks)
+    };
+    let cpu_s = cpu_of(outcome.target_window);
+    let bench_cpu_s = cpu_of(outcome.self_window);
+    let sink_cpu_s = cpu_of(outcome.sink_window);
     let q = |p: f64| stats.latency_us.value_at_quantile(p) as f64 / 1e3;
     let counts_match = down.spans == stats.acked_spans && down.malformed == 0;
     let checksum_match =
@@ -279,6 +378,10 @@ fn run(args: Args) -> anyhow::Result<bool> {
             Mode::Rate { spans_per_s } => Some(spans_per_s),
             Mode::Saturate => None,
         },
+        round: args.round,
+        saturation_spans_per_s: None,
+        rate_fraction: None,
+        downstream: downstream.place().into(),
         clients: args.clients,
         concurrency,
         warmup_s: args.warmup.as_secs_f64(),
@@ -300,6 +403,8 @@ fn run(args: Args) -> anyhow::Result<bool> {
         peak_rss_mib: end_sample.map(|s| s.hwm_kib as f64 / 1024.0),
         rss_end_mib: end_sample.map(|s| s.rss_kib as f64 / 1024.0),
         bench_cpu_pct: bench_cpu_s.map(|c| 100.0 * c / window_s),
+        sink_cpu_pct: sink_cpu_s.map(|c| 100.0 * c / window_s),
+        sink_peak_rss_mib: sink_end.map(|s| s.hwm_kib as f64 / 1024.0),
         acked_spans: stats.acked_spans,
         acked_requests: stats.acked_requests,
         flush_requests: stats.flush_requests,
@@ -317,24 +422,16 @@ fn run(args: Args) -> anyhow::Result<bool> {
         target_exit: exit,
         first_error: stats.first_error.clone(),
     };
+    if downstream.pid().is_some() {
+        println!("sink exit: {sink_exit}");
+    }
     drop(downstream);
 
-    print!("{}", report.human());
-    let line = serde_json::to_string(&report)?;
-    println!("{line}");
-    if let Some(path) = &args.json_out {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        writeln!(f, "{line}")?;
-    }
     let ok = counts_match && checksum_match != Some(false);
     if ok && !args.keep_dir {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
         println!("work dir (config, target log): {}", dir.display());
     }
-    Ok(ok)
+    Ok(report)
 }
