@@ -25,6 +25,8 @@
 
 use std::time::Duration;
 
+use cujo_wire::alloc::vec_bytes;
+
 /// Buckets per power of two: 2^9 = 512.
 pub const SCALE: i32 = 9;
 /// Most buckets one histogram keeps (32 KiB of `u32` counts).
@@ -291,6 +293,17 @@ impl ExpHistogram {
         std::mem::size_of::<Self>()
             + self.counts.capacity() * std::mem::size_of::<u32>()
             + self.carries.capacity() * std::mem::size_of::<(i32, u64)>()
+    }
+
+    /// Heap bytes the buckets take, as the allocator hands them out (for memory accounting).
+    pub fn heap_bytes(&self) -> usize {
+        vec_bytes::<u32>(self.counts.capacity()) + vec_bytes::<(i32, u64)>(self.carries.capacity())
+    }
+
+    /// The most heap bytes bucket counts take ([`MAX_BUCKETS`] of them): what a histogram
+    /// may grow into. Carries (a bucket past 2^32 events) come on top.
+    pub fn max_heap_bytes() -> usize {
+        vec_bytes::<u32>(MAX_BUCKETS)
     }
 
     /// The buckets merged to the highest scale at which they fit in `max_buckets` (OTel SDKs

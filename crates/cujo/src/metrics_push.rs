@@ -26,6 +26,7 @@ use cujo_otlp::prom;
 use cujo_sli::cuj::Sli;
 use cujo_sli::engine::{CujExport, SliEngine, window_label};
 use cujo_sli::histogram::{ExpBuckets, MIN_VALUE};
+use cujo_sli::limits::OverflowReason;
 use cujo_sli::slo::ObjectiveStatus;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyInner;
@@ -150,12 +151,11 @@ impl MetricsShaper {
                 base.clone(),
                 cuj.excluded,
             ));
-            overflow.push(counter(
-                &mut next,
-                "cujo.sli.series_overflow",
-                base.clone(),
-                cuj.overflowed,
-            ));
+            for (reason, n) in OverflowReason::ALL.iter().zip(cuj.overflowed) {
+                let mut attrs = base.clone();
+                attrs.push(("reason".into(), reason.label().into()));
+                overflow.push(counter(&mut next, "cujo.sli.series_overflow", attrs, n));
+            }
             for s in &cuj.series {
                 let mut attrs = base.clone();
                 attrs.extend(cuj.dimensions.iter().cloned().zip(s.values.iter().cloned()));
@@ -198,7 +198,7 @@ impl MetricsShaper {
             ),
             sum(
                 "cujo.sli.series_overflow",
-                "Events folded into a CUJ's overflow series because it reached max_series.",
+                "Events folded into a CUJ's overflow series, by reason: max_series reached, or the SLI engine's memory limit.",
                 "{event}",
                 overflow,
                 temporality,
