@@ -839,6 +839,30 @@ cujs:
     }
 
     #[test]
+    fn overflow_is_pushed_by_reason() {
+        let config = crate::config::Config::parse("cujo.yaml", YAML, &|_| None).expect("config");
+        // No memory for series: every new one overflows, for memory.
+        let mut e = SliEngine::new(config.cujs()).with_limits(config.slo.limits(0));
+        feed(&mut e, "gold", false, 10);
+        feed(&mut e, "free", false, 10);
+        let shaper = MetricsShaper::new(Temporality::Cumulative, 1_000, "test-3");
+        let (req, _) = shaper.build(&EngineSnapshot::take(&e, NOW_MS), NOW_MS * 1_000_000);
+        let Some(metric::Data::Sum(sum)) = &metric(&req, "cujo.sli.series_overflow").data else {
+            panic!("overflow is not a sum");
+        };
+        let by = |reason: &str| {
+            sum.data_points
+                .iter()
+                .find(|p| has(&p.attributes, &[("cuj", "checkout"), ("reason", reason)]))
+                .and_then(|p| match p.value {
+                    Some(number_data_point::Value::AsInt(v)) => Some(v),
+                    _ => None,
+                })
+        };
+        assert_eq!((by("max_series"), by("memory")), (Some(0), Some(2)));
+    }
+
+    #[test]
     fn delta_points_carry_the_change_since_the_last_delivered_push() {
         let mut e = engine();
         for _ in 0..5 {
