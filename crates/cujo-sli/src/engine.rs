@@ -137,6 +137,9 @@ pub struct SliEngine {
     limits: SliLimits,
     /// Bytes of the limit kept for settling traces (see [`crate::limits`]).
     settle_reserve: usize,
+    /// No series can have been idle for the TTL before this time: until then, a tick
+    /// does not look at the CUJs' series.
+    next_expiry_ms: u64,
     /// The latest clock value seen, for events recorded early by calls that carry no
     /// clock ([`SliEngine::observe_linked`] making room).
     now_ms: u64,
@@ -302,6 +305,7 @@ impl SliEngine {
             ),
             limits: SliLimits::default(),
             settle_reserve: 0,
+            next_expiry_ms: 0,
             now_ms: 0,
         }
         .with_limits(SliLimits::default())
@@ -315,6 +319,7 @@ impl SliEngine {
         }
         self.limits = limits;
         self.settle_reserve = self.reserve_for_settling();
+        self.next_expiry_ms = 0;
         self
     }
 
@@ -391,7 +396,7 @@ impl SliEngine {
         self.now_ms = now_ms;
         let settle = self.settling.settle_ms() > 0;
         let max_value = self.limits.max_dimension_value_bytes;
-        let room = self.room();
+        let room = Room::new(&self.limits, &self.settling, self.settle_reserve);
         let mut waiting = Events::new();
         for &i in self.dispatch.candidates(trace.root) {
             let Some(state) = self.cujs.get_mut(i) else {
@@ -519,7 +524,7 @@ impl SliEngine {
 
     /// Records `events` (settled, or made to settle early) in their CUJs.
     fn finish_all(&mut self, events: Events, now_ms: u64) {
-        let room = self.room();
+        let room = Room::new(&self.limits, &self.settling, self.settle_reserve);
         for (i, event) in events {
             finish_event(&mut self.cujs, room, i, event, now_ms);
         }
@@ -944,7 +949,7 @@ impl SliEngine {
 /// Records a finished event of CUJ `i`: in the series found when its trace was released,
 /// else in the series of its dimension values — added if missing, or the overflow series
 /// past `max_series` or the byte limit.
-fn finish_event(cujs: &mut [CujState], room: Room, i: usize, event: PendingEvent, now_ms: u64) {
+fn finish_event(cujs: &mut [CujState], room: Room<'_>, i: usize, event: PendingEvent, now_ms: u64) {
     let Some(state) = cujs.get_mut(i) else {
         return;
     };
@@ -975,7 +980,7 @@ fn finish_event(cujs: &mut [CujState], room: Room, i: usize, event: PendingEvent
 /// counts why not and finds (or adds) the overflow series; returns the series' place.
 fn add_series(
     cujs: &mut [CujState],
-    room: Room,
+    room: Room<'_>,
     i: usize,
     key: DimensionValues,
     now_ms: u64,
@@ -1043,15 +1048,18 @@ impl CujState {
                 .unwrap_or(self.bounds.len());
 
             let m = crate::histogram::Measured::new(measured);
-            let before = series.latency_hist.heap_bytes();
+            let before = series.latency_hist.allocated();
             series.latency_hist.record_measured(m);
-            let after = series.latency_hist.heap_bytes();
+            let after = series.latency_hist.allocated();
             if let Some(slot) = series.buckets.get_mut(bucket) {
                 slot.count += 1;
                 slot.exemplar = exemplar(secs);
             }
             if after != before {
-                self.series.histogram_changed(before, after);
+                self.series.histogram_changed(
+                    ExpHistogram::heap_bytes_for(before),
+                    ExpHistogram::heap_bytes_for(after),
+                );
             }
             self.latency_all.record_measured(m);
             self.latency_interval.record_measured(m);

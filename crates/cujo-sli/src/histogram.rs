@@ -297,7 +297,18 @@ impl ExpHistogram {
 
     /// Heap bytes the buckets take, as the allocator hands them out (for memory accounting).
     pub fn heap_bytes(&self) -> usize {
-        vec_bytes::<u32>(self.counts.capacity()) + vec_bytes::<(i32, u64)>(self.carries.capacity())
+        Self::heap_bytes_for(self.allocated())
+    }
+
+    /// The bucket slots allocated (counts, carries): [`ExpHistogram::heap_bytes`] changes
+    /// exactly when these do, and they are cheaper to compare.
+    pub fn allocated(&self) -> (usize, usize) {
+        (self.counts.capacity(), self.carries.capacity())
+    }
+
+    /// Heap bytes of a histogram with `allocated` bucket slots ([`ExpHistogram::allocated`]).
+    pub fn heap_bytes_for((counts, carries): (usize, usize)) -> usize {
+        vec_bytes::<u32>(counts) + vec_bytes::<(i32, u64)>(carries)
     }
 
     /// The most heap bytes bucket counts take ([`MAX_BUCKETS`] of them): what a histogram

@@ -218,6 +218,11 @@ impl SeriesMap {
         self.series.len()
     }
 
+    /// No series can have been idle for the TTL before this time (`u64::MAX`: none may).
+    pub fn next_expiry_ms(&self) -> u64 {
+        self.next_expiry_ms
+    }
+
     /// Where the series of `key` is, if it exists.
     pub fn find(&self, key: &DimensionValues) -> Option<usize> {
         self.index.get(key.as_bytes()).copied()

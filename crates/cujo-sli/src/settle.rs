@@ -124,9 +124,10 @@ impl Settling {
         self.queue.len() >= self.max_traces
     }
 
-    /// Whether `trace` waits (its events would join the entry).
-    pub fn contains(&self, trace: &TraceId) -> bool {
-        self.index.contains_key(trace)
+    fn entry(&self, trace: &TraceId) -> Option<&Entry> {
+        let seq = *self.index.get(trace)?;
+        let i = usize::try_from(seq.checked_sub(self.front)?).ok()?;
+        self.queue.get(i)
     }
 
     fn entry_mut(&mut self, trace: &TraceId) -> Option<&mut Entry> {
@@ -135,27 +136,38 @@ impl Settling {
         self.queue.get_mut(i)
     }
 
-    /// What [`Settling::add`] of `events` for `trace` would add to [`Settling::bytes`].
-    pub fn cost_of_add(&mut self, trace: &TraceId, events: &Events) -> usize {
+    /// What [`Settling::join`] of `events` would add to [`Settling::bytes`]; `None` when
+    /// `trace` does not wait.
+    pub fn cost_of_join(&self, trace: &TraceId, events: &Events) -> Option<usize> {
+        let e = self.entry(trace)?;
+        let (cap, len) = (e.events.capacity(), e.events.len() + events.len());
         let dims: usize = events.iter().map(|(_, e)| e.heap_bytes()).sum();
-        if let Some(e) = self.entry_mut(trace) {
-            let (cap, len) = (e.events.capacity(), e.events.len() + events.len());
-            return vec_growth::<Waiting>(cap, len) + dims;
-        }
-        let queue = vec_growth::<Entry>(self.queue.capacity(), self.queue.len() + 1);
-        queue + self.index.growth_for_new() + vec_bytes::<Waiting>(events.capacity()) + dims
+        Some(vec_growth::<Waiting>(cap, len) + dims)
     }
 
-    /// Makes `events` of `trace` wait until `now_ms + settle` (or join its waiting events).
-    /// The caller makes room first ([`Settling::is_full`], [`Settling::cost_of_add`]).
-    pub fn add(&mut self, trace: TraceId, events: Events, now_ms: u64) {
-        if let Some(e) = self.entry_mut(&trace) {
-            let before = events_heap(&e.events);
-            e.events.extend(events);
-            let after = events_heap(&e.events);
-            self.entry_heap = self.entry_heap + after - before;
-            return;
-        }
+    /// Adds `events` to those of `trace` if it waits (another part of the trace was
+    /// released); else hands them back.
+    pub fn join(&mut self, trace: &TraceId, events: Events) -> Option<Events> {
+        let Some(e) = self.entry_mut(trace) else {
+            return Some(events);
+        };
+        let before = events_heap(&e.events);
+        e.events.extend(events);
+        let after = events_heap(&e.events);
+        self.entry_heap = self.entry_heap + after - before;
+        None
+    }
+
+    /// What [`Settling::push`] of `events` would add to [`Settling::bytes`].
+    pub fn cost_of_push(&mut self, events: &Events) -> usize {
+        let queue = vec_growth::<Entry>(self.queue.capacity(), self.queue.len() + 1);
+        queue + self.index.growth_for_new() + events_heap(events)
+    }
+
+    /// Makes `events` of `trace`, which does not wait yet ([`Settling::join`]), wait until
+    /// `now_ms + settle`. The caller makes room first ([`Settling::is_full`],
+    /// [`Settling::cost_of_push`]).
+    pub fn push(&mut self, trace: TraceId, events: Events, now_ms: u64) {
         self.index
             .insert(trace, self.front + self.queue.len() as u64);
         let entry = Entry {
@@ -315,10 +327,21 @@ mod tests {
             .collect()
     }
 
+    /// Adds `n` events of trace `id`, to its entry if it waits; checks what it costs.
     fn add(s: &mut Settling, id: u8, n: usize, now_ms: u64) {
         let before = s.bytes();
-        let cost = s.cost_of_add(&[id; 16], &events(id, n));
-        s.add([id; 16], events(id, n), now_ms);
+        let cost = match s.cost_of_join(&[id; 16], &events(id, n)) {
+            Some(cost) => {
+                assert!(s.join(&[id; 16], events(id, n)).is_none(), "joined");
+                cost
+            }
+            None => {
+                let events = s.join(&[id; 16], events(id, n)).expect("not waiting");
+                let cost = s.cost_of_push(&events);
+                s.push([id; 16], events, now_ms);
+                cost
+            }
+        };
         assert_eq!(
             s.bytes(),
             before + cost,
@@ -389,7 +412,7 @@ mod tests {
         for n in 0..20_000u32 {
             let now = u64::from(n);
             assert!(!s.is_full());
-            s.add(id(n), one(n), now);
+            s.push(id(n), one(n), now);
             while s.pop_due(now).is_some() {
                 settled += 1;
             }
@@ -405,7 +428,11 @@ mod tests {
         }
         assert_eq!(s.origin_of(&id(19_000)), Some(id(19_000)));
         // A settled trace released again (another part of it) waits anew.
-        s.add(id(18_999), one(18_999), 20_000);
+        assert!(
+            s.join(&id(18_999), one(18_999)).is_some(),
+            "not waiting any more"
+        );
+        s.push(id(18_999), one(18_999), 20_000);
         assert_eq!(s.origin_of(&id(18_999)), Some(id(18_999)));
         assert_eq!(s.events_mut(&id(18_999)).map(|e| e.len()), Some(1));
         let mut order = Vec::new();

@@ -11,26 +11,37 @@ use cujo_wire::alloc::{allocation_size, vec_bytes};
 
 use super::{CujState, Family, Kind, SliEngine, family, sample};
 use crate::cuj::DimensionValues;
+use crate::limits::SliLimits;
 use crate::limits::{EvictReason, RestoreSkip};
 use crate::report::HistoryPoint;
 use crate::series::{Series, histogram_room};
-use crate::settle::{Events, TraceId};
+use crate::settle::{Events, Settling, TraceId};
 use crate::state::CujWindows;
 
-/// What a new series must fit in, read before events are recorded (the settling queue does
-/// not change while they are).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Room {
+/// What a new series must fit in beside the CUJs: the limit, and the settling traces (the
+/// queue does not change while events are recorded) or the reserve kept for them.
+#[derive(Clone, Copy)]
+pub(super) struct Room<'a> {
     max_bytes: usize,
-    /// What the settling traces hold, or the reserve kept for them if more.
-    settling: usize,
+    settling: &'a Settling,
+    settle_reserve: usize,
+}
+
+impl<'a> Room<'a> {
+    pub(super) fn new(limits: &SliLimits, settling: &'a Settling, settle_reserve: usize) -> Self {
+        Room {
+            max_bytes: limits.max_bytes,
+            settling,
+            settle_reserve,
+        }
+    }
 }
 
 /// Whether a new series of `key` in CUJ `i` fits in the byte limit, with room for what
 /// the engine holds to grow as it may.
 pub(super) fn admits_series(
     cujs: &mut [CujState],
-    room: Room,
+    room: Room<'_>,
     i: usize,
     key: &DimensionValues,
 ) -> bool {
@@ -39,8 +50,9 @@ pub(super) fn admits_series(
     }
     let buckets = cujs[i].bounds.len() + 1;
     let need = cujs[i].series.cost_of_new(key, buckets);
+    let settling = room.settling.bytes().max(room.settle_reserve);
     committed(cujs)
-        .saturating_add(room.settling)
+        .saturating_add(settling)
         .saturating_add(need)
         <= room.max_bytes
 }
@@ -110,13 +122,6 @@ impl SliEngine {
         }
     }
 
-    pub(super) fn room(&self) -> Room {
-        Room {
-            max_bytes: self.limits.max_bytes,
-            settling: self.settling.bytes().max(self.settle_reserve),
-        }
-    }
-
     /// Whether `more` bytes of settling traces fit in the byte limit.
     fn settling_fits(&self, more: usize) -> bool {
         more == 0
@@ -141,14 +146,13 @@ impl SliEngine {
     /// traces early while `max_settling_traces` wait or the byte limit would be passed.
     /// When even an empty queue has no room, `waiting` is recorded now.
     pub(super) fn wait_to_settle(&mut self, trace: TraceId, waiting: Events, now_ms: u64) {
-        if !self.settling.contains(&trace) {
-            while self.settling.is_full()
-                && self.settle_oldest_early(EvictReason::MaxTraces, now_ms)
-            {}
-        }
+        let Some(waiting) = self.join_settling(&trace, waiting, now_ms) else {
+            return;
+        };
+        while self.settling.is_full() && self.settle_oldest_early(EvictReason::MaxTraces, now_ms) {}
         if self.limits.max_bytes != usize::MAX {
             loop {
-                let need = self.settling.cost_of_add(&trace, &waiting);
+                let need = self.settling.cost_of_push(&waiting);
                 if self.settling_fits(need) {
                     break;
                 }
@@ -159,7 +163,27 @@ impl SliEngine {
                 }
             }
         }
-        self.settling.add(trace, waiting, now_ms);
+        self.settling.push(trace, waiting, now_ms);
+    }
+
+    /// Adds `waiting` to the events of `trace` if it waits already (another part of the
+    /// trace was released), within the byte limit; else hands the events back.
+    fn join_settling(&mut self, trace: &TraceId, waiting: Events, now_ms: u64) -> Option<Events> {
+        if self.limits.max_bytes != usize::MAX {
+            loop {
+                let Some(need) = self.settling.cost_of_join(trace, &waiting) else {
+                    return Some(waiting);
+                };
+                if self.settling_fits(need) {
+                    break;
+                }
+                // Making room may record this very trace early: it then waits anew.
+                if !self.settle_oldest_early(EvictReason::Memory, now_ms) {
+                    return Some(waiting);
+                }
+            }
+        }
+        self.settling.join(trace, waiting)
     }
 
     /// Notes that `continuation` continues the waiting trace `origin`, within the byte
@@ -179,18 +203,24 @@ impl SliEngine {
         self.settling.alias(continuation, origin);
     }
 
-    /// Removes series idle for `series_idle_ttl` (cheap until one may be).
+    /// Removes series idle for `series_idle_ttl` (one comparison until one may be).
     pub(super) fn expire_idle_series(&mut self, now_ms: u64) {
-        if self.limits.series_idle_ttl.is_zero() {
+        let ttl = self.limits.series_idle_ttl_ms();
+        if ttl == 0 || now_ms < self.next_expiry_ms {
             return;
         }
+        // A series added from now on is due a TTL from now at the earliest (later than
+        // that by as much as the clock may step back).
+        let mut next = now_ms.saturating_add(ttl);
         for (i, s) in self.cujs.iter_mut().enumerate() {
             let out = s.series.expire(now_ms);
             s.expired += out.removed;
             if let Some(places) = out.moved {
                 self.settling.move_series(i, &places);
             }
+            next = next.min(s.series.next_expiry_ms());
         }
+        self.next_expiry_ms = next;
     }
 
     /// Restores CUJ `i`'s windows from a state file: its series most recently active
@@ -204,8 +234,10 @@ impl SliEngine {
         } = saved;
         self.cujs[i].availability = availability;
         self.cujs[i].latency = latency;
+        // Restored series may be idle already: look at them at the next tick.
+        self.next_expiry_ms = 0;
         series.sort_by_key(|(_, w)| std::cmp::Reverse(w.latest_event_bound_ms()));
-        let room = self.room();
+        let room = Room::new(&self.limits, &self.settling, self.settle_reserve);
         let max_value = self.limits.max_dimension_value_bytes;
         // Which places hold a series restored by this call (a later one with the same
         // values, once cut, is a duplicate).
