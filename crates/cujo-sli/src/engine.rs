@@ -49,8 +49,9 @@ struct CujState {
     trace_masks: (u64, u64),
     bounds: Vec<f64>,
     series: SeriesMap,
-    /// The overflow series' key ([`OVERFLOW`] for every dimension).
-    overflow_key: DimensionValues,
+    /// The most the CUJ's history and latency histograms come to (see the `memory`
+    /// submodule).
+    aggregates_max: usize,
     excluded: u64,
     /// Events folded into the overflow series, by [`OverflowReason`] in `ALL` order.
     overflowed: [u64; 2],
@@ -274,12 +275,14 @@ impl SliEngine {
                         bounds.sort_by(f64::total_cmp);
                     }
                 }
+                let overflow_key = DimensionValues::new(&vec![OVERFLOW; cuj.dimensions.len()]);
+                let ttl_ms = SliLimits::default().series_idle_ttl_ms();
                 CujState {
-                    overflow_key: DimensionValues::new(&vec![OVERFLOW; cuj.dimensions.len()]),
+                    series: SeriesMap::new(ttl_ms, overflow_key, bounds.len() + 1),
+                    aggregates_max: memory::aggregates_max(&cuj),
                     cuj,
                     trace_masks,
                     bounds,
-                    series: SeriesMap::new(SliLimits::default().series_idle_ttl_ms()),
                     excluded: 0,
                     overflowed: [0; 2],
                     truncated: 0,
@@ -993,17 +996,12 @@ fn add_series(
         None
     };
     let state = &mut cujs[i];
-    let buckets = state.bounds.len() + 1;
     let Some(reason) = refused else {
-        return state.series.insert(key, Series::new(buckets, now_ms));
+        let series = state.series.new_series(now_ms);
+        return state.series.insert(key, series);
     };
     state.overflowed[reason as usize] += 1;
-    match state.series.find(&state.overflow_key) {
-        Some(at) => at,
-        None => state
-            .series
-            .insert(state.overflow_key.clone(), Series::new(buckets, now_ms)),
-    }
+    state.series.overflow(now_ms)
 }
 
 impl CujState {

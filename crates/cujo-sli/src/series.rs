@@ -88,14 +88,14 @@ impl Series {
 
     /// The most heap bytes a new series with `buckets` latency buckets comes to.
     fn max_heap_bytes(buckets: usize) -> usize {
-        SeriesWindows::new().heap_bytes()
+        SeriesWindows::new_heap_bytes()
             + vec_bytes::<Bucket>(buckets)
             + ExpHistogram::max_heap_bytes()
     }
 }
 
 /// Room a histogram holding `heap` bytes may still grow into.
-pub(crate) fn histogram_room(heap: usize) -> usize {
+fn histogram_room(heap: usize) -> usize {
     ExpHistogram::max_heap_bytes().saturating_sub(heap)
 }
 
@@ -181,10 +181,15 @@ pub(crate) struct Expired {
 
 /// A CUJ's series by dimension values, found by the values' encoding
 /// ([`DimensionValues`], which the event already carries): one hashed slice and one
-/// compare, and no allocation for an existing series.
+/// compare, and no allocation for an existing series. Includes the CUJ's overflow series
+/// once events were folded into it.
 pub(crate) struct SeriesMap {
     index: CountedMap<SeriesKey, usize>,
     series: Vec<(DimensionValues, Series)>,
+    /// The overflow series' values ([`crate::engine::OVERFLOW`] for every dimension).
+    overflow_key: DimensionValues,
+    /// Latency buckets of a new series (the CUJ's bounds and +Inf).
+    buckets: usize,
     /// Heap bytes the series hold beside the two tables: their values and spilled keys,
     /// windows, buckets and histograms.
     heap: usize,
@@ -194,18 +199,28 @@ pub(crate) struct SeriesMap {
     ttl_ms: u64,
     /// No series can have been idle for the TTL before this time.
     next_expiry_ms: u64,
+    /// [`SeriesMap::committed`], kept as series come and go (it does not move as
+    /// histograms grow: what they hold comes out of the room kept for them).
+    committed: usize,
 }
 
 impl SeriesMap {
-    pub fn new(ttl_ms: u64) -> Self {
-        Self {
+    /// No series yet; series of `buckets` latency buckets, the overflow series' values
+    /// `overflow_key`, removed after `ttl_ms` without events (0: never).
+    pub fn new(ttl_ms: u64, overflow_key: DimensionValues, buckets: usize) -> Self {
+        let mut map = Self {
             index: CountedMap::default(),
             series: Vec::new(),
+            overflow_key,
+            buckets,
             heap: 0,
             growth: 0,
             ttl_ms,
             next_expiry_ms: u64::MAX,
-        }
+            committed: 0,
+        };
+        map.recommit();
+        map
     }
 
     /// Series with no event for `ttl_ms` are removed from now on (0: never).
@@ -232,6 +247,19 @@ impl SeriesMap {
         &mut self.series[i].1
     }
 
+    /// A new series for an event at `now_ms`.
+    pub fn new_series(&self, now_ms: u64) -> Series {
+        Series::new(self.buckets, now_ms)
+    }
+
+    /// The overflow series' place, added for an event at `now_ms` if missing.
+    pub fn overflow(&mut self, now_ms: u64) -> usize {
+        match self.find(&self.overflow_key) {
+            Some(at) => at,
+            None => self.insert(self.overflow_key.clone(), self.new_series(now_ms)),
+        }
+    }
+
     /// Adds the series of `key` (which must not exist yet); returns its place.
     pub fn insert(&mut self, key: DimensionValues, series: Series) -> usize {
         let i = self.series.len();
@@ -243,22 +271,38 @@ impl SeriesMap {
         }
         self.index.insert(SeriesKey::new(key.as_bytes()), i);
         self.series.push((key, series));
+        self.recommit();
         i
     }
 
-    /// The most a new series of `key` with `buckets` latency buckets adds to
-    /// [`SeriesMap::bytes`] over its life: itself with a full histogram, and the tables'
-    /// growth if they are full.
-    pub fn cost_of_new(&mut self, key: &DimensionValues, buckets: usize) -> usize {
-        self.table_growth() + key_heap(key.as_bytes().len()) + Series::max_heap_bytes(buckets)
+    /// The most a new series of `key` adds to [`SeriesMap::bytes`] over its life: itself
+    /// with a full histogram, and the tables' growth if they are full.
+    pub fn cost_of_new(&mut self, key: &DimensionValues) -> usize {
+        self.table_growth() + key_heap(key.as_bytes().len()) + Series::max_heap_bytes(self.buckets)
     }
 
     /// [`SeriesMap::cost_of_new`] without tidying the index first: never less.
-    pub fn cost_bound_of_new(&self, key: &DimensionValues, buckets: usize) -> usize {
+    fn cost_bound_of_new(&self, key: &DimensionValues) -> usize {
         self.list_growth()
             + self.index.growth_bound_new()
             + key_heap(key.as_bytes().len())
-            + Series::max_heap_bytes(buckets)
+            + Series::max_heap_bytes(self.buckets)
+    }
+
+    /// What the series hold and may still grow into without asking: [`SeriesMap::bytes`],
+    /// the room kept for their histograms, and the overflow series while there is none
+    /// (events fold into it when nothing else fits, so its room is kept).
+    pub fn committed(&self) -> usize {
+        self.committed
+    }
+
+    fn recommit(&mut self) {
+        let overflow = if self.find(&self.overflow_key).is_some() {
+            0
+        } else {
+            self.cost_bound_of_new(&self.overflow_key)
+        };
+        self.committed = self.bytes() + self.growth + overflow;
     }
 
     /// What the series table and the index would add by taking one more series.
@@ -280,6 +324,7 @@ impl SeriesMap {
     pub fn histogram_changed(&mut self, before: usize, after: usize) {
         self.heap = self.heap + after - before;
         self.growth = self.growth + histogram_room(after) - histogram_room(before);
+        self.recommit();
     }
 
     /// Heap bytes of every series with the tables holding them.
@@ -290,6 +335,7 @@ impl SeriesMap {
     }
 
     /// Room the series' histograms may still grow into.
+    #[cfg(test)]
     pub fn growth(&self) -> usize {
         self.growth
     }
@@ -371,6 +417,7 @@ impl SeriesMap {
         if len <= self.index.slots_capacity() / 4 {
             self.index.shrink_to(len * 2);
         }
+        self.recommit();
         if moved {
             out.moved = Some(places);
         }
@@ -395,7 +442,7 @@ mod tests {
 
     #[test]
     fn series_keys_short_and_long_find_their_series() {
-        let mut map = SeriesMap::new(0);
+        let mut map = SeriesMap::new(0, DimensionValues::new(&["__overflow__"]), 1);
         let short = DimensionValues::new(&["gold", "tenant-0042"]);
         let at_limit = DimensionValues::new(&["x".repeat(INLINE_KEY - 4)]);
         let long = DimensionValues::new(&["gold", &"t".repeat(300)]);
@@ -424,7 +471,7 @@ mod tests {
 
     #[test]
     fn idle_series_go_in_order_and_their_memory_comes_back() {
-        let mut map = SeriesMap::new(1_000);
+        let mut map = SeriesMap::new(1_000, DimensionValues::new(&["__overflow__"]), 16);
         let key = |n: usize| DimensionValues::new(&[format!("tenant-{n}")]);
         for n in 0..100 {
             map.insert(key(n), Series::new(16, n as u64 * 10));

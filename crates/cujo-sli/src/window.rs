@@ -319,6 +319,11 @@ impl SeriesWindows {
         vec_bytes::<EventSlot>(self.slots.len())
     }
 
+    /// Heap bytes new windows take ([`SeriesWindows::heap_bytes`] of every one).
+    pub fn new_heap_bytes() -> usize {
+        vec_bytes::<EventSlot>(SERIES_SLOTS)
+    }
+
     /// A time no earlier than the latest event recorded (the end of its 10 s slice); zero
     /// when nothing was recorded. For windows restored from a state file, whose events
     /// carry no time of their own.

@@ -6,15 +6,20 @@
 //! each CUJ's history and latency histograms. Not counted: what does not grow with input
 //! (the CUJ definitions, their aggregate windows, the dispatch table). Each part keeps its
 //! own total as it changes, so the sum is O(number of CUJs).
+//!
+//! Kept within the byte limit: what the engine holds plus what it may still grow into
+//! without asking (histograms to their cap, history to a day, an overflow series per CUJ
+//! that has none) — "committed" bytes. That sum moves only when a series comes or goes,
+//! so each CUJ keeps it as one number, and weighing a new series or a settling trace
+//! reads one number per CUJ.
 
 use cujo_wire::alloc::{allocation_size, vec_bytes};
 
 use super::{CujState, Family, Kind, SliEngine, family, sample};
-use crate::cuj::DimensionValues;
-use crate::limits::SliLimits;
-use crate::limits::{EvictReason, RestoreSkip};
+use crate::cuj::{Cuj, DimensionValues};
+use crate::histogram::ExpHistogram;
+use crate::limits::{EvictReason, RestoreSkip, SliLimits};
 use crate::report::HistoryPoint;
-use crate::series::{Series, histogram_room};
 use crate::settle::{Events, Settling, TraceId};
 use crate::state::CujWindows;
 
@@ -48,8 +53,7 @@ pub(super) fn admits_series(
     if room.max_bytes == usize::MAX {
         return true;
     }
-    let buckets = cujs[i].bounds.len() + 1;
-    let need = cujs[i].series.cost_of_new(key, buckets);
+    let need = cujs[i].series.cost_of_new(key);
     let settling = room.settling.bytes().max(room.settle_reserve);
     committed(cujs)
         .saturating_add(settling)
@@ -57,11 +61,20 @@ pub(super) fn admits_series(
         <= room.max_bytes
 }
 
-/// What the CUJs hold and may still grow into.
+/// What the CUJs hold and may still grow into without asking.
 fn committed(cujs: &[CujState]) -> usize {
     cujs.iter()
-        .map(|c| c.held_bytes() + c.reserved_bytes())
+        .map(|c| c.series.committed() + c.aggregates_max)
         .sum()
+}
+
+/// The most a CUJ's history and latency histograms come to: histograms at their cap, a
+/// day of history points (what they hold now and may still grow into).
+pub(super) fn aggregates_max(cuj: &Cuj) -> usize {
+    let point = allocation_size(cuj.objectives.len() * std::mem::size_of::<f64>());
+    2 * ExpHistogram::max_heap_bytes()
+        + vec_bytes::<HistoryPoint>(super::HISTORY_POINTS.next_power_of_two())
+        + super::HISTORY_POINTS * point
 }
 
 impl CujState {
@@ -77,30 +90,8 @@ impl CujState {
     /// Bytes the CUJ's history holds: the points and each one's budgets.
     fn history_bytes(&self) -> usize {
         vec_bytes::<HistoryPoint>(self.history.capacity())
-            + self.history.len() * self.history_point_heap()
-    }
-
-    fn history_point_heap(&self) -> usize {
-        allocation_size(self.cuj.objectives.len() * std::mem::size_of::<f64>())
-    }
-
-    /// What the CUJ may still grow into without asking: its histograms up to their cap,
-    /// its history up to [`super::HISTORY_POINTS`], and its overflow series if it has
-    /// none yet (events fold into it when nothing else fits).
-    fn reserved_bytes(&self) -> usize {
-        let history = vec_bytes::<HistoryPoint>(super::HISTORY_POINTS.next_power_of_two())
-            + super::HISTORY_POINTS * self.history_point_heap();
-        let overflow = if self.series.find(&self.overflow_key).is_some() {
-            0
-        } else {
-            self.series
-                .cost_bound_of_new(&self.overflow_key, self.bounds.len() + 1)
-        };
-        self.series.growth()
-            + histogram_room(self.latency_all.heap_bytes())
-            + histogram_room(self.latency_interval.heap_bytes())
-            + history.saturating_sub(self.history_bytes())
-            + overflow
+            + self.history.len()
+                * allocation_size(self.cuj.objectives.len() * std::mem::size_of::<f64>())
     }
 }
 
@@ -275,7 +266,7 @@ impl SliEngine {
                     restored[at] = true;
                 }
                 None => {
-                    let mut series = Series::new(state.bounds.len() + 1, latest);
+                    let mut series = state.series.new_series(latest);
                     series.windows = windows;
                     let at = state.series.insert(key, series);
                     restored.resize(at + 1, false);
