@@ -148,31 +148,46 @@ pub struct TraceFacts<'a, S: SpanFacts> {
 /// lacks one), encoded in a single allocation: each value's length (`u32`, little-endian)
 /// then its UTF-8 bytes. The encoding is also the series key, so an event finds its series
 /// with one hash of these bytes and no allocation.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DimensionValues(Box<[u8]>);
 
 impl DimensionValues {
     /// Encodes `values` in order.
     pub fn new<S: AsRef<str>>(values: &[S]) -> Self {
+        Self::new_capped(values, usize::MAX).0
+    }
+
+    /// Encodes `values` in order, each cut to at most `max_value_bytes` (see
+    /// [`truncate_value`]); also says how many were cut.
+    pub fn new_capped<S: AsRef<str>>(values: &[S], max_value_bytes: usize) -> (Self, u32) {
         let mut out = Vec::new();
+        let mut cut = 0;
         for v in values {
-            Self::push(&mut out, v.as_ref());
+            cut += u32::from(Self::push(&mut out, v.as_ref(), max_value_bytes));
         }
-        Self(out.into_boxed_slice())
+        (Self(out.into_boxed_slice()), cut)
     }
 
-    fn push(out: &mut Vec<u8>, value: &str) {
-        let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&value.as_bytes()[..len as usize]);
+    /// Appends `value`, cut to `max` bytes; whether it was cut.
+    fn push(out: &mut Vec<u8>, value: &str, max: usize) -> bool {
+        let kept = truncate_value(value, max.min(u32::MAX as usize));
+        out.extend_from_slice(&(kept.len() as u32).to_le_bytes());
+        out.extend_from_slice(kept.as_bytes());
+        kept.len() < value.len()
     }
 
-    /// The values of `dimensions` on `root`, rendered as text.
-    fn of_root<S: SpanFacts>(dimensions: &[String], root: &S) -> Self {
+    /// The values of `dimensions` on `root`, rendered as text, each cut to at most
+    /// `max_value_bytes`; also how many were cut.
+    fn of_root<S: SpanFacts>(
+        dimensions: &[String],
+        root: &S,
+        max_value_bytes: usize,
+    ) -> (Self, u32) {
         use crate::condition::Scalar;
         use std::fmt::Write;
         let mut out = Vec::with_capacity(dimensions.len() * 24);
         let mut text = String::new();
+        let mut cut = 0;
         for d in dimensions {
             let value = match root.attribute(d) {
                 Some(Scalar::Str(s)) => s,
@@ -188,9 +203,9 @@ impl DimensionValues {
                 }
                 None => "",
             };
-            Self::push(&mut out, value);
+            cut += u32::from(Self::push(&mut out, value, max_value_bytes));
         }
-        Self(out.into_boxed_slice())
+        (Self(out.into_boxed_slice()), cut)
     }
 
     /// The encoded form: the series key.
@@ -220,6 +235,19 @@ impl DimensionValues {
     pub fn heap_bytes(&self) -> usize {
         self.0.len()
     }
+}
+
+/// `value` cut to at most `max` bytes, on a character boundary (never inside a UTF-8
+/// sequence): values differing only past the cut make the same series key.
+pub fn truncate_value(value: &str, max: usize) -> &str {
+    if value.len() <= max {
+        return value;
+    }
+    let mut end = max;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
 }
 
 impl std::fmt::Debug for DimensionValues {
@@ -316,9 +344,10 @@ impl PendingEvent {
         self.series
     }
 
-    /// Bytes this pending event holds, for bounding the events waiting to settle.
-    pub fn memory_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.dimensions.heap_bytes()
+    /// Heap bytes this pending event holds beside itself (its dimension values, until its
+    /// series is found), for bounding the events waiting to settle.
+    pub fn heap_bytes(&self) -> usize {
+        cujo_wire::alloc::allocation_size(self.dimensions.heap_bytes())
     }
 }
 
@@ -368,11 +397,22 @@ impl Cuj {
     /// Starts this CUJ's event from a released trace (its root and every span given);
     /// `None` when the root does not match.
     pub fn begin<S: SpanFacts>(&self, trace: &TraceFacts<'_, S>) -> Option<PendingEvent> {
+        self.begin_capped(trace, usize::MAX).map(|(e, _)| e)
+    }
+
+    /// [`Cuj::begin`] with each dimension value cut to at most `max_value_bytes`; also says
+    /// how many values were cut.
+    pub fn begin_capped<S: SpanFacts>(
+        &self,
+        trace: &TraceFacts<'_, S>,
+        max_value_bytes: usize,
+    ) -> Option<(PendingEvent, u32)> {
         if !self.matcher.matches(trace.root) {
             return None;
         }
         let root_only = |conds: &[Condition]| conds.iter().any(|c| c.holds(trace.root));
-        let dimensions = DimensionValues::of_root(&self.dimensions, trace.root);
+        let (dimensions, cut) =
+            DimensionValues::of_root(&self.dimensions, trace.root, max_value_bytes);
         let mut e = PendingEvent {
             trace_id: trace.trace_id,
             dimensions,
@@ -393,7 +433,7 @@ impl Cuj {
         for s in trace.spans {
             self.fold(&mut e, s);
         }
-        Some(e)
+        Some((e, cut))
     }
 
     /// Folds one more span of the trace (or of a continuation) into a pending event.
@@ -652,7 +692,8 @@ mod tests {
         .iter()
         .map(|k| k.to_string())
         .collect();
-        let d = DimensionValues::of_root(&keys, &root);
+        let (d, cut) = DimensionValues::of_root(&keys, &root, usize::MAX);
+        assert_eq!(cut, 0);
         assert_eq!(
             d.to_vec(),
             ["gold", "", "-7", "0.25", "true", "", "café ☕"],
@@ -677,6 +718,20 @@ mod tests {
             format!("{d:?}"),
             r#"["gold", "", "-7", "0.25", "true", "", "café ☕"]"#
         );
+    }
+
+    #[test]
+    fn long_values_are_cut_on_a_character_boundary() {
+        let (a, cut_a) = DimensionValues::new_capped(&["x".repeat(10_000), "gold".into()], 128);
+        let (b, cut_b) = DimensionValues::new_capped(&["x".repeat(10_001), "gold".into()], 128);
+        assert_eq!((a.clone(), cut_a, cut_b), (b, 1, 1), "one key past the cut");
+        assert_eq!(a.to_vec(), ["x".repeat(128), "gold".into()]);
+        // "é" is two bytes: a cut at an odd length keeps whole characters only.
+        let accents = "é".repeat(100);
+        assert_eq!(truncate_value(&accents, 127), "é".repeat(63));
+        assert_eq!(truncate_value("☕☕", 5), "☕");
+        assert_eq!(truncate_value("short", 128), "short");
+        assert_eq!(DimensionValues::new_capped(&["exactly"], 7).1, 0);
     }
 
     #[test]

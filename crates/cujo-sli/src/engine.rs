@@ -2,9 +2,15 @@
 //! and rolling windows, and reports them as metric families (plain data; the binary writes
 //! the exposition format).
 //!
-//! Series are (CUJ, dimension values). Each CUJ keeps at most `max_series`; later values
-//! fold into one overflow series (dimension values `__overflow__`), counted. Objectives are
-//! evaluated over the CUJ's aggregate windows.
+//! Series are (CUJ, dimension values). Each CUJ keeps at most `max_series`, within the
+//! engine's byte limit ([`crate::limits`]); later values fold into one overflow series
+//! (dimension values `__overflow__`), counted by reason. Objectives are evaluated over the
+//! CUJ's aggregate windows.
+//!
+//! What the engine holds, and how it keeps within its limits, is in the `memory`
+//! submodule.
+
+mod memory;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,9 +21,14 @@ use crate::cuj::{
     Unmeasured,
 };
 use crate::histogram::{ExpBuckets, ExpHistogram};
-use crate::settle::{Events, Settling, Waiting};
+use crate::limits::{EvictReason, OverflowReason, SliLimits};
+use crate::series::{Series, SeriesMap};
+use crate::settle::{Events, Settling};
 use crate::slo::{ObjectiveStatus, REPORTED_WINDOWS};
-use crate::window::{SeriesWindows, SlicedCounter};
+use crate::window::SlicedCounter;
+use memory::Room;
+
+pub use crate::series::Exemplar;
 
 /// The dimension value of the overflow series.
 pub const OVERFLOW: &str = "__overflow__";
@@ -27,160 +38,9 @@ const DEFAULT_BOUNDS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
-/// One series' state. Laid out for the per-event path: the counters an event always
-/// writes share the first cache line, then the windows' pending slice and the histogram's
-/// header; each latency bucket keeps its count beside its exemplar, so recording an event
-/// touches a few lines of the series instead of one per field.
-#[derive(Debug, Clone, Default)]
-#[repr(C, align(64))]
-struct Series {
-    available_good: u64,
-    available_bad: u64,
-    latency_good: u64,
-    latency_bad: u64,
-    /// Rolling windows of this series (both SLIs), for its share of the budget burned.
-    windows: SeriesWindows,
-    /// Every latency since start, for quantiles, the exact sum, and the OTLP exponential
-    /// histogram.
-    latency_hist: ExpHistogram,
-    /// Per bucket of the CUJ's bounds (not cumulative), plus one for +Inf.
-    buckets: Vec<Bucket>,
-    /// Trace id of the most recent bad event (availability or latency).
-    last_bad: Option<[u8; 16]>,
-    /// The latest bad event of each SLI, to jump to from a dashboard.
-    availability_bad: Option<Exemplar>,
-    latency_bad_exemplar: Option<Exemplar>,
-}
-
-/// A latency bucket's count and its latest event.
-#[derive(Debug, Clone, Copy, Default)]
-struct Bucket {
-    count: u64,
-    exemplar: Option<Exemplar>,
-}
-
-/// A trace behind a sample: OpenMetrics exemplars carry its id, so a dashboard can jump
-/// from a bad count or a slow bucket to the trace.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Exemplar {
-    pub trace_id: [u8; 16],
-    /// 1 for an event counter; the measured seconds for a latency bucket.
-    pub value: f64,
-    /// When the event was recorded (milliseconds since the Unix epoch).
-    pub timestamp_ms: u64,
-}
-
 /// Maps keyed by what traffic decides (dimension values, trace ids): a fast hash, seeded per
 /// process so crafted values cannot aim at one bucket.
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
-/// A CUJ's series by dimension values, found by the values' encoding
-/// ([`DimensionValues`], which the event already carries): one hashed slice and one
-/// compare, and no allocation for an existing series.
-#[derive(Default)]
-struct SeriesMap {
-    index: FastMap<SeriesKey, usize>,
-    series: Vec<(Vec<String>, Series)>,
-}
-
-/// Longest encoded dimension values kept inside the map's table.
-const INLINE_KEY: usize = 38;
-
-/// A series' key in [`SeriesMap`]: the encoded dimension values, inside the table when they
-/// are short (a tier and a tenant id take about 25 bytes), so a lookup compares them in the
-/// table's own memory rather than following a pointer to an allocation made long ago.
-#[derive(Clone)]
-enum SeriesKey {
-    Inline(u8, [u8; INLINE_KEY]),
-    Spilled(Box<[u8]>),
-}
-
-impl SeriesKey {
-    fn new(bytes: &[u8]) -> Self {
-        match u8::try_from(bytes.len()) {
-            Ok(len) if bytes.len() <= INLINE_KEY => {
-                let mut inline = [0; INLINE_KEY];
-                inline[..bytes.len()].copy_from_slice(bytes);
-                SeriesKey::Inline(len, inline)
-            }
-            _ => SeriesKey::Spilled(bytes.into()),
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            SeriesKey::Inline(len, inline) => &inline[..usize::from(*len)],
-            SeriesKey::Spilled(b) => b,
-        }
-    }
-}
-
-impl PartialEq for SeriesKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl Eq for SeriesKey {}
-
-/// Hashes as the bytes do, so the map is searched with a plain `&[u8]`.
-impl std::hash::Hash for SeriesKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state);
-    }
-}
-
-impl std::borrow::Borrow<[u8]> for SeriesKey {
-    fn borrow(&self) -> &[u8] {
-        self.as_bytes()
-    }
-}
-
-impl SeriesMap {
-    fn len(&self) -> usize {
-        self.series.len()
-    }
-
-    /// Where the series of `key` is, if it exists.
-    fn find(&self, key: &DimensionValues) -> Option<usize> {
-        self.index.get(key.as_bytes()).copied()
-    }
-
-    fn at_mut(&mut self, i: usize) -> &mut Series {
-        &mut self.series[i].1
-    }
-
-    /// Adds the series of `key` (which must not exist yet).
-    fn insert(&mut self, key: DimensionValues, series: Series) -> &mut Series {
-        let i = self.series.len();
-        self.series.push((key.to_vec(), series));
-        self.index.insert(SeriesKey::new(key.as_bytes()), i);
-        &mut self.series[i].1
-    }
-
-    /// The series of `key`, added (by `new`) if missing.
-    fn get_or_insert_with(
-        &mut self,
-        key: DimensionValues,
-        new: impl FnOnce() -> Series,
-    ) -> &mut Series {
-        match self.find(&key) {
-            Some(i) => self.at_mut(i),
-            None => self.insert(key, new()),
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&Vec<String>, &Series)> {
-        self.series.iter().map(|(k, v)| (k, v))
-    }
-
-    /// Every series, by dimension values.
-    fn sorted(&self) -> Vec<(&Vec<String>, &Series)> {
-        let mut all: Vec<_> = self.iter().collect();
-        all.sort_by(|a, b| a.0.cmp(b.0));
-        all
-    }
-}
 
 struct CujState {
     cuj: Cuj,
@@ -189,11 +49,19 @@ struct CujState {
     trace_masks: (u64, u64),
     bounds: Vec<f64>,
     series: SeriesMap,
-    /// The overflow series' key ([`OVERFLOW`] for every dimension).
-    overflow_key: DimensionValues,
+    /// The most the CUJ's history and latency histograms come to (see the `memory`
+    /// submodule).
+    aggregates_max: usize,
     excluded: u64,
-    /// Events folded into the overflow series because `max_series` was reached.
-    overflowed: u64,
+    /// Events folded into the overflow series, by [`OverflowReason`] in `ALL` order.
+    overflowed: [u64; 2],
+    /// Dimension values cut to `max_dimension_value_bytes`.
+    truncated: u64,
+    /// Series removed after `series_idle_ttl` without events.
+    expired: u64,
+    /// Series of a state file not restored, by [`crate::limits::RestoreSkip`] in `ALL`
+    /// order.
+    restore_skipped: [u64; 4],
     availability: SlicedCounter,
     latency: SlicedCounter,
     /// Valid events whose latency could not be measured, by [`Unmeasured`] in `ALL` order.
@@ -266,6 +134,16 @@ pub struct SliEngine {
     settling: Settling,
     /// Which CUJs a root may match, by one attribute's value (see [`Dispatch`]).
     dispatch: Dispatch,
+    /// The byte limit, the cap on dimension values and the idle series' TTL.
+    limits: SliLimits,
+    /// Bytes of the limit kept for settling traces (see [`crate::limits`]).
+    settle_reserve: usize,
+    /// No series can have been idle for the TTL before this time: until then, a tick
+    /// does not look at the CUJs' series.
+    next_expiry_ms: u64,
+    /// The latest clock value seen, for events recorded early by calls that carry no
+    /// clock ([`SliEngine::observe_linked`] making room).
+    now_ms: u64,
 }
 
 /// The CUJs worth matching against a root, found by one attribute's value.
@@ -397,14 +275,19 @@ impl SliEngine {
                         bounds.sort_by(f64::total_cmp);
                     }
                 }
+                let overflow_key = DimensionValues::new(&vec![OVERFLOW; cuj.dimensions.len()]);
+                let ttl_ms = SliLimits::default().series_idle_ttl_ms();
                 CujState {
-                    overflow_key: DimensionValues::new(&vec![OVERFLOW; cuj.dimensions.len()]),
+                    series: SeriesMap::new(ttl_ms, overflow_key, bounds.len() + 1),
+                    aggregates_max: memory::aggregates_max(&cuj),
                     cuj,
                     trace_masks,
                     bounds,
-                    series: SeriesMap::default(),
                     excluded: 0,
-                    overflowed: 0,
+                    overflowed: [0; 2],
+                    truncated: 0,
+                    expired: 0,
+                    restore_skipped: [0; 4],
                     availability: SlicedCounter::new(),
                     latency: SlicedCounter::new(),
                     unmeasured: [0; 3],
@@ -423,13 +306,36 @@ impl SliEngine {
                 DEFAULT_SETTLE.as_millis() as u64,
                 DEFAULT_MAX_SETTLING_TRACES,
             ),
+            limits: SliLimits::default(),
+            settle_reserve: 0,
+            next_expiry_ms: 0,
+            now_ms: 0,
         }
+        .with_limits(SliLimits::default())
+    }
+
+    /// The byte limit, the cap on dimension values and the idle series' TTL (see
+    /// [`crate::limits`]); [`SliLimits::default`] until set.
+    pub fn with_limits(mut self, limits: SliLimits) -> Self {
+        for s in &mut self.cujs {
+            s.series.set_ttl(limits.series_idle_ttl_ms());
+        }
+        self.limits = limits;
+        self.settle_reserve = self.reserve_for_settling();
+        self.next_expiry_ms = 0;
+        self
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &SliLimits {
+        &self.limits
     }
 
     /// How long events of settling CUJs wait for late spans and linked continuations after
     /// their trace's release (zero: recorded at release), and how many traces may wait.
     pub fn with_settle(mut self, settle: Duration, max_traces: usize) -> Self {
         self.settling = Settling::new(settle.as_millis() as u64, max_traces);
+        self.settle_reserve = self.reserve_for_settling();
         self
     }
 
@@ -490,15 +396,19 @@ impl SliEngine {
     /// Feeds one released trace to every CUJ (a trace may feed several). Events of settling
     /// CUJs wait (see [`crate::settle`]); the others are recorded now.
     pub fn observe<S: SpanFacts>(&mut self, trace: &TraceFacts<'_, S>, now_ms: u64) {
+        self.now_ms = now_ms;
         let settle = self.settling.settle_ms() > 0;
+        let max_value = self.limits.max_dimension_value_bytes;
+        let room = Room::new(&self.limits, &self.settling, self.settle_reserve);
         let mut waiting = Events::new();
         for &i in self.dispatch.candidates(trace.root) {
             let Some(state) = self.cujs.get_mut(i) else {
                 continue;
             };
-            let Some(mut event) = state.cuj.begin(trace) else {
+            let Some((mut event, cut)) = state.cuj.begin_capped(trace, max_value) else {
                 continue;
             };
+            state.truncated += u64::from(cut);
             if let Some(bits) = trace.span_bits
                 && state.cuj.scope == Scope::Trace
             {
@@ -507,24 +417,24 @@ impl SliEngine {
             }
             if settle && state.cuj.settles() {
                 // Found now, while the values are at hand, rather than when the event
-                // settles a minute later.
-                if let Some(series) = state.series.find(event.dimensions())
-                    && let Ok(series) = u32::try_from(series)
+                // settles a minute later; the series stays while the event waits.
+                if let Some(at) = state.series.find(event.dimensions())
+                    && let Ok(place) = u32::try_from(at)
                 {
-                    event.set_series(series);
+                    event.set_series(place);
+                    state.series.at_mut(at).settling += 1;
+                }
+                // Most traces wait for one CUJ: an allocation of one event, not four.
+                if waiting.capacity() == 0 {
+                    waiting.reserve_exact(1);
                 }
                 waiting.push((i, event));
             } else {
-                state.finish(event, now_ms);
+                finish_event(&mut self.cujs, room, i, event, now_ms);
             }
         }
         if !waiting.is_empty() {
-            self.settling.add(
-                trace.trace_id,
-                waiting,
-                now_ms,
-                finish_in(&mut self.cujs, now_ms),
-            );
+            self.wait_to_settle(trace.trace_id, waiting, now_ms);
         }
         self.tick(now_ms);
     }
@@ -563,24 +473,30 @@ impl SliEngine {
             }
             self.settling.linked_spans += spans.len() as u64;
         }
-        self.settling.alias(trace, origin);
+        self.alias_settling(trace, origin);
     }
 
     /// Records every settling event now (shutdown: nothing more will come).
     pub fn settle_all(&mut self, now_ms: u64) {
-        self.settling.drain(finish_in(&mut self.cujs, now_ms));
+        while let Some(events) = self.settling.pop_oldest() {
+            self.finish_all(events, now_ms);
+        }
     }
 
-    /// Samples the history when a point is due (cheap otherwise). Called on every observed
-    /// trace and by a timer, so the charts move while no traffic comes.
+    /// Records settled events, expires idle series, and samples the history when a point
+    /// is due (cheap otherwise). Called on every observed trace and by a timer, so the
+    /// charts move while no traffic comes.
     pub fn tick(&mut self, now_ms: u64) {
-        if !self.settling.is_empty() {
-            self.settling.due(now_ms, finish_in(&mut self.cujs, now_ms));
+        self.now_ms = now_ms;
+        while let Some(events) = self.settling.pop_due(now_ms) {
+            self.finish_all(events, now_ms);
         }
+        self.expire_idle_series(now_ms);
         if now_ms < self.next_sample_ms {
             return;
         }
         self.next_sample_ms = (now_ms / HISTORY_INTERVAL_MS + 1) * HISTORY_INTERVAL_MS;
+        self.settling.shrink_if_sparse();
         for s in &mut self.cujs {
             let budget_remaining = s
                 .cuj
@@ -606,6 +522,14 @@ impl SliEngine {
                 p99: interval.quantile_seconds(0.99),
             });
             s.latency_interval.clear();
+        }
+    }
+
+    /// Records `events` (settled, or made to settle early) in their CUJs.
+    fn finish_all(&mut self, events: Events, now_ms: u64) {
+        let room = Room::new(&self.limits, &self.settling, self.settle_reserve);
+        for (i, event) in events {
+            finish_event(&mut self.cujs, room, i, event, now_ms);
         }
     }
 
@@ -667,7 +591,7 @@ impl SliEngine {
                                     .dimensions
                                     .iter()
                                     .cloned()
-                                    .zip(dims.iter().cloned())
+                                    .zip(dims.iter().map(str::to_string))
                                     .collect(),
                                 availability_good: v.available_good,
                                 availability_bad: v.available_bad,
@@ -700,7 +624,11 @@ impl SliEngine {
                     latency_threshold_seconds: s.cuj.latency.as_ref().map(|(t, _)| t.as_secs_f64()),
                     latency_measure: s.cuj.latency.as_ref().map(|(_, m)| m.label().to_string()),
                     excluded: s.excluded,
-                    overflowed: s.overflowed,
+                    overflowed: s.overflowed.iter().sum(),
+                    overflowed_memory: s.overflowed[OverflowReason::Memory as usize],
+                    dimension_values_truncated: s.truncated,
+                    series_expired: s.expired,
+                    series_not_restored: s.restore_skipped.iter().sum(),
                     objectives,
                     latency: latency_summary(&s.latency_all),
                     series,
@@ -726,7 +654,7 @@ impl SliEngine {
                 series: s
                     .series
                     .iter()
-                    .map(|(dims, v)| (dims.clone(), v.windows.clone()))
+                    .map(|(dims, v)| (dims.to_vec(), v.windows.clone()))
                     .collect(),
             })
             .collect();
@@ -734,27 +662,15 @@ impl SliEngine {
     }
 
     /// Restores windows saved by [`SliEngine::save_state`] for the CUJs that still exist;
-    /// returns how many were restored.
+    /// returns how many were restored. Series are restored most recently active first,
+    /// within the CUJ's `max_series` and the engine's limits; the others are counted
+    /// (`cujo_sli_restore_skipped_series_total`), never fatal.
     pub fn restore_state(&mut self, bytes: &[u8]) -> Result<usize, crate::state::StateError> {
         let saved = crate::state::decode(bytes)?;
         let mut restored = 0;
         for w in saved {
-            if let Some(s) = self.cujs.iter_mut().find(|s| s.cuj.name == w.name) {
-                s.availability = w.availability;
-                s.latency = w.latency;
-                for (dims, windows) in w.series {
-                    // Series of a CUJ whose dimensions changed, or beyond its cap, are dropped.
-                    let key = DimensionValues::new(&dims);
-                    if dims.len() != s.cuj.dimensions.len()
-                        || (s.series.find(&key).is_none() && s.series.len() >= s.cuj.max_series)
-                    {
-                        continue;
-                    }
-                    let buckets = s.bounds.len() + 1;
-                    s.series
-                        .get_or_insert_with(key, || Series::new(buckets))
-                        .windows = windows;
-                }
+            if let Some(i) = self.cujs.iter().position(|s| s.cuj.name == w.name) {
+                self.restore_cuj(i, w);
                 restored += 1;
             }
         }
@@ -795,7 +711,7 @@ impl SliEngine {
         );
         let mut overflow = family(
             "cujo_sli_series_overflow_total",
-            "Events folded into a CUJ's overflow series because it reached max_series.",
+            "Events folded into a CUJ's overflow series, by reason: the CUJ reached max_series, or a new series would not fit in the SLI engine's memory limit.",
             Kind::Counter,
         );
         let mut unmeasured = family(
@@ -815,11 +731,16 @@ impl SliEngine {
                 vec![("cuj".into(), name.clone())],
                 s.excluded as f64,
             ));
-            overflow.samples.push(sample(
-                "",
-                vec![("cuj".into(), name.clone())],
-                s.overflowed as f64,
-            ));
+            for (reason, n) in OverflowReason::ALL.iter().zip(s.overflowed) {
+                overflow.samples.push(sample(
+                    "",
+                    vec![
+                        ("cuj".into(), name.clone()),
+                        ("reason".into(), reason.label().into()),
+                    ],
+                    n as f64,
+                ));
+            }
             if matches!(
                 s.cuj.latency,
                 Some((_, crate::cuj::Measure::Between { .. }))
@@ -837,8 +758,8 @@ impl SliEngine {
             }
             for (dims, series) in s.series.sorted() {
                 let mut labels = vec![("cuj".to_string(), name.clone())];
-                for (d, v) in s.cuj.dimensions.iter().zip(dims) {
-                    labels.push((label_name(d), v.clone()));
+                for (d, v) in s.cuj.dimensions.iter().zip(dims.iter()) {
+                    labels.push((label_name(d), v.to_string()));
                 }
                 let with = |extra: &[(&str, &str)]| {
                     let mut l = labels.clone();
@@ -996,13 +917,17 @@ impl SliEngine {
         ));
         let mut evicted = family(
             "cujo_sli_settle_evicted_total",
-            "Settling events recorded before their settle time because slo.max_settling_traces traces were waiting.",
+            "Settling traces recorded before their settle time, by reason: slo.max_settling_traces traces were waiting, or another would not fit in the SLI engine's memory limit.",
             Kind::Counter,
         );
-        evicted
-            .samples
-            .push(sample("", vec![], self.settling.evicted as f64));
-        vec![
+        for (reason, n) in EvictReason::ALL.iter().zip(self.settling.evicted) {
+            evicted.samples.push(sample(
+                "",
+                vec![("reason".into(), reason.label().into())],
+                n as f64,
+            ));
+        }
+        let mut all = vec![
             events,
             excluded,
             overflow,
@@ -1018,61 +943,72 @@ impl SliEngine {
             settling,
             settle_spans,
             evicted,
-        ]
+        ];
+        all.extend(self.memory_families());
+        all
     }
 }
 
-impl Series {
-    fn new(buckets: usize) -> Self {
-        Series {
-            buckets: vec![Bucket::default(); buckets],
-            ..Series::default()
-        }
+/// Records a finished event of CUJ `i`: in the series found when its trace was released,
+/// else in the series of its dimension values — added if missing, or the overflow series
+/// past `max_series` or the byte limit.
+fn finish_event(cujs: &mut [CujState], room: Room<'_>, i: usize, event: PendingEvent, now_ms: u64) {
+    let Some(state) = cujs.get_mut(i) else {
+        return;
+    };
+    let known = event
+        .series()
+        .map(|at| at as usize)
+        .filter(|at| *at < state.series.len());
+    if let Some(at) = known {
+        let series = state.series.at_mut(at);
+        series.settling = series.settling.saturating_sub(1);
     }
+    let mut event = match state.cuj.finish(event) {
+        Outcome::NotMatched => return,
+        Outcome::Excluded => {
+            state.excluded += 1;
+            return;
+        }
+        Outcome::Event(event) => event,
+    };
+    let at = match known.or_else(|| state.series.find(&event.dimensions)) {
+        Some(at) => at,
+        None => add_series(cujs, room, i, std::mem::take(&mut event.dimensions), now_ms),
+    };
+    cujs[i].record(at, event, now_ms);
 }
 
-/// Records settled events in their CUJs.
-fn finish_in(cujs: &mut [CujState], now_ms: u64) -> impl FnMut(Waiting) + '_ {
-    move |(i, e)| {
-        if let Some(state) = cujs.get_mut(i) {
-            state.finish(e, now_ms);
-        }
-    }
+/// Adds the series of `key` to CUJ `i` if the CUJ's cap and the byte limit allow, else
+/// counts why not and finds (or adds) the overflow series; returns the series' place.
+fn add_series(
+    cujs: &mut [CujState],
+    room: Room<'_>,
+    i: usize,
+    key: DimensionValues,
+    now_ms: u64,
+) -> usize {
+    let refused = if cujs[i].series.len() >= cujs[i].cuj.max_series {
+        Some(OverflowReason::MaxSeries)
+    } else if !memory::admits_series(cujs, room, i, &key) {
+        Some(OverflowReason::Memory)
+    } else {
+        None
+    };
+    let state = &mut cujs[i];
+    let Some(reason) = refused else {
+        let series = state.series.new_series(now_ms);
+        return state.series.insert(key, series);
+    };
+    state.overflowed[reason as usize] += 1;
+    state.series.overflow(now_ms)
 }
 
 impl CujState {
-    fn finish(&mut self, event: PendingEvent, now_ms: u64) {
-        let known = event.series();
-        match self.cuj.finish(event) {
-            Outcome::NotMatched => {}
-            Outcome::Excluded => self.excluded += 1,
-            Outcome::Event(event) => self.record(event, known, now_ms),
-        }
-    }
-
-    /// Records `event` in its series: `known` when found at the release, else looked up by
-    /// its dimension values (and added, or folded into the overflow series).
-    fn record(&mut self, event: SliEvent, known: Option<u32>, now_ms: u64) {
-        let buckets = self.bounds.len() + 1;
-        let found = known
-            .map(|i| i as usize)
-            .filter(|i| *i < self.series.len())
-            .or_else(|| self.series.find(&event.dimensions));
-        let series = match found {
-            Some(i) => self.series.at_mut(i),
-            None if self.series.len() < self.cuj.max_series => {
-                self.series.insert(event.dimensions, Series::new(buckets))
-            }
-            None => {
-                self.overflowed += 1;
-                match self.series.find(&self.overflow_key) {
-                    Some(i) => self.series.at_mut(i),
-                    None => self
-                        .series
-                        .insert(self.overflow_key.clone(), Series::new(buckets)),
-                }
-            }
-        };
+    /// Records `event` in the series at `at`.
+    fn record(&mut self, at: usize, event: SliEvent, now_ms: u64) {
+        let series = self.series.at_mut(at);
+        series.last_event_ms = series.last_event_ms.max(now_ms);
         let exemplar = |value: f64| {
             Some(Exemplar {
                 trace_id: event.trace_id,
@@ -1110,13 +1046,21 @@ impl CujState {
                 .unwrap_or(self.bounds.len());
 
             let m = crate::histogram::Measured::new(measured);
+            let before = series.latency_hist.allocated();
             series.latency_hist.record_measured(m);
-            self.latency_all.record_measured(m);
-            self.latency_interval.record_measured(m);
+            let after = series.latency_hist.allocated();
             if let Some(slot) = series.buckets.get_mut(bucket) {
                 slot.count += 1;
                 slot.exemplar = exemplar(secs);
             }
+            if after != before {
+                self.series.histogram_changed(
+                    ExpHistogram::heap_bytes_for(before),
+                    ExpHistogram::heap_bytes_for(after),
+                );
+            }
+            self.latency_all.record_measured(m);
+            self.latency_interval.record_measured(m);
             self.latency.record(now_ms, good);
         }
     }
@@ -1194,7 +1138,8 @@ pub struct CujExport {
     /// Whether the CUJ has a latency SLI (latency counts and buckets are meaningful).
     pub has_latency: bool,
     pub excluded: u64,
-    pub overflowed: u64,
+    /// Events folded into the overflow series, by [`OverflowReason`] in `ALL` order.
+    pub overflowed: [u64; 2],
     pub series: Vec<SeriesExport>,
 }
 
@@ -1228,7 +1173,7 @@ impl SliEngine {
                     series: sorted
                         .into_iter()
                         .map(|(k, v)| SeriesExport {
-                            values: k.clone(),
+                            values: k.to_vec(),
                             availability_good: v.available_good,
                             availability_bad: v.available_bad,
                             latency_good: v.latency_good,
@@ -1711,7 +1656,11 @@ mod tests {
 
     #[test]
     fn series_keep_their_own_windows_and_rank_by_budget_burned_in_the_last_hour() {
-        let mut e = engine(10);
+        // Idle series are kept, to compare a day ago with now.
+        let mut e = engine(10).with_limits(SliLimits {
+            series_idle_ttl: Duration::ZERO,
+            ..SliLimits::default()
+        });
         let day_ago = 1_700_000_000_000;
         let now = day_ago + 86_400_000;
         // "free" failed a lot a day ago; "gold" fails a little now.
@@ -1752,24 +1701,6 @@ mod tests {
                 .map(|w| w.valid)
         };
         assert_eq!((fw("1h"), fw("2d"), fw("3d")), (Some(0), None, Some(50)));
-    }
-
-    #[test]
-    fn a_series_fits_in_64_kib() {
-        let mut e = engine(10);
-        feed(&mut e, "gold", true, 10, 1_700_000_000_000);
-        let series = e.cujs[0]
-            .series
-            .iter()
-            .map(|(_, v)| v)
-            .next()
-            .expect("series");
-        // The windows, the latency histogram's allowance (32 KiB, kept by the histogram
-        // itself) and everything else the series holds.
-        let own = std::mem::size_of::<Series>()
-            + series.buckets.capacity() * std::mem::size_of::<Bucket>();
-        let total = SeriesWindows::memory_bytes() + 32 * 1024 + own;
-        assert!(total <= 64 * 1024, "{total} bytes per series");
     }
 
     #[test]
@@ -1982,33 +1913,6 @@ mod tests {
         };
         assert_eq!(windows(&fresh), windows(&e));
         assert_eq!(windows(&fresh)[1].1[0].valid, 4);
-    }
-
-    #[test]
-    fn series_keys_short_and_long_find_their_series() {
-        let mut map = SeriesMap::default();
-        let short = DimensionValues::new(&["gold", "tenant-0042"]);
-        let at_limit = DimensionValues::new(&["x".repeat(INLINE_KEY - 4)]);
-        let long = DimensionValues::new(&["gold", &"t".repeat(300)]);
-        assert!(at_limit.as_bytes().len() == INLINE_KEY && long.as_bytes().len() > INLINE_KEY);
-        for (n, key) in [&short, &at_limit, &long].into_iter().enumerate() {
-            assert_eq!(map.find(key), None);
-            map.insert(key.clone(), Series::new(1)).available_good = n as u64 + 1;
-        }
-        for (n, key) in [&short, &at_limit, &long].into_iter().enumerate() {
-            let i = map.find(key).expect("added");
-            assert_eq!(map.at_mut(i).available_good, n as u64 + 1);
-        }
-        // Keys differing only past the inline part, or by a prefix, are different series.
-        assert_eq!(
-            map.find(&DimensionValues::new(&["gold", &"t".repeat(299)])),
-            None
-        );
-        assert_eq!(
-            map.find(&DimensionValues::new(&["gold", "tenant-004"])),
-            None
-        );
-        assert_eq!(map.len(), 3);
     }
 
     #[test]

@@ -25,6 +25,8 @@
 
 use std::time::Duration;
 
+use cujo_wire::alloc::vec_bytes;
+
 /// Buckets per power of two: 2^9 = 512.
 pub const SCALE: i32 = 9;
 /// Most buckets one histogram keeps (32 KiB of `u32` counts).
@@ -291,6 +293,28 @@ impl ExpHistogram {
         std::mem::size_of::<Self>()
             + self.counts.capacity() * std::mem::size_of::<u32>()
             + self.carries.capacity() * std::mem::size_of::<(i32, u64)>()
+    }
+
+    /// Heap bytes the buckets take, as the allocator hands them out (for memory accounting).
+    pub fn heap_bytes(&self) -> usize {
+        Self::heap_bytes_for(self.allocated())
+    }
+
+    /// The bucket slots allocated (counts, carries): [`ExpHistogram::heap_bytes`] changes
+    /// exactly when these do, and they are cheaper to compare.
+    pub fn allocated(&self) -> (usize, usize) {
+        (self.counts.capacity(), self.carries.capacity())
+    }
+
+    /// Heap bytes of a histogram with `allocated` bucket slots ([`ExpHistogram::allocated`]).
+    pub fn heap_bytes_for((counts, carries): (usize, usize)) -> usize {
+        vec_bytes::<u32>(counts) + vec_bytes::<(i32, u64)>(carries)
+    }
+
+    /// The most heap bytes bucket counts take ([`MAX_BUCKETS`] of them): what a histogram
+    /// may grow into. Carries (a bucket past 2^32 events) come on top.
+    pub fn max_heap_bytes() -> usize {
+        vec_bytes::<u32>(MAX_BUCKETS)
     }
 
     /// The buckets merged to the highest scale at which they fit in `max_buckets` (OTel SDKs

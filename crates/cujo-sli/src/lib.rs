@@ -12,16 +12,25 @@
 //!   arrive and a released trace need not be read again span by span.
 //! - [`cuj`]: a CUJ definition and the SLI event (or exclusion) a released trace yields.
 //! - [`engine`]: [`engine::SliEngine`] — series with a cardinality cap, exact event counts,
-//!   latency buckets that include every threshold, objective states, as metric families.
+//!   latency buckets that include every threshold, objective states, as metric families;
+//!   its `memory` submodule counts what the engine holds
+//!   ([`engine::SliEngine::memory_bytes`]) and keeps it within [`limits::SliLimits`]
+//!   (new series overflow, settling traces are recorded early, idle series expire, a large
+//!   state file is restored in part).
+//! - [`limits`]: what bounds the engine, [`limits::SliLimits`] — a byte limit, a cap on
+//!   dimension values, a TTL for idle series — and the reasons each is counted under.
+//! - `series`: one CUJ's series — counts, windows, histogram, exemplars — with their memory
+//!   kept as running totals, and the removal of idle series.
 //! - [`histogram`]: [`histogram::ExpHistogram`], latency as a base-2 exponential histogram
 //!   (scale 9, 1 µs–1 h, ≤ 32 KiB): exact counts, quantiles within 0.1%, OTLP-ready buckets.
 //! - [`settle`]: events of `end_to_end` and `{from, to}` CUJs waiting for late spans and
-//!   linked continuations (bounded, clock-driven).
+//!   linked continuations (bounded by count and bytes, clock-driven).
 //! - [`state`]: the SLO state file format (windows survive restarts; foreign or corrupt files
 //!   are refused with a reason).
 //! - [`window`]: [`window::SlicedCounter`], good/valid counts over windows from 5 minutes to
 //!   31 days in fixed memory; [`window::SeriesWindows`], both SLIs of one series in one
-//!   counter (24.6 KiB).
+//!   counter (24.6 KiB, 28 KiB in the allocator's size class).
+//! - `table`: hash tables counted by the slots they occupy, not the entries they hold.
 //! - [`slo`]: [`slo::Objective`] evaluation — SLI per window, budget remaining, burn rates,
 //!   page/ticket alerts (SRE Workbook factors, scaled to the objective's period), projected
 //!   exhaustion.
@@ -33,8 +42,11 @@ pub mod condition;
 pub mod cuj;
 pub mod engine;
 pub mod histogram;
+pub mod limits;
 pub mod report;
+pub(crate) mod series;
 pub mod settle;
 pub mod slo;
 pub mod state;
+pub(crate) mod table;
 pub mod window;

@@ -27,8 +27,22 @@ pub struct CujReport {
     pub latency_measure: Option<String>,
     /// Events excluded by the CUJ's `exclude` conditions (valid for neither SLI).
     pub excluded: u64,
-    /// Events folded into the overflow series because `max_series` was reached.
+    /// Events folded into the overflow series: the CUJ reached `max_series`, or a new series
+    /// would not fit in the SLI engine's memory limit.
     pub overflowed: u64,
+    /// Of `overflowed`, the events folded because of the memory limit.
+    #[serde(default)]
+    pub overflowed_memory: u64,
+    /// Dimension values cut to `slo.max_dimension_value_bytes` before making a series key.
+    #[serde(default)]
+    pub dimension_values_truncated: u64,
+    /// Series removed after `slo.series_idle_ttl` without events.
+    #[serde(default)]
+    pub series_expired: u64,
+    /// Series of the state file not restored at start (dimensions changed, or past
+    /// `max_series` or the memory limit).
+    #[serde(default)]
+    pub series_not_restored: u64,
     pub objectives: Vec<ObjectiveReport>,
     /// Latency over every event since start (all series together).
     pub latency: Option<LatencySummary>,

@@ -4,13 +4,17 @@
 //! here for `settle` after the release; late spans and linked continuations are folded in
 //! ([`crate::cuj::Cuj::fold`]) and the event is recorded when the time is up.
 //!
-//! Bounded: at most `max_traces` traces wait; past that the oldest is recorded early with
-//! what it has (counted as evicted), never dropped.
+//! Bounded: at most `max_traces` traces wait, and the engine keeps their memory
+//! ([`Settling::bytes`]) within its byte limit; past either, the oldest is recorded early
+//! with what it has (counted as evicted, by reason), never dropped.
 
 use std::collections::VecDeque;
 
+use cujo_wire::alloc::vec_bytes;
+
 use crate::cuj::PendingEvent;
-use crate::engine::FastMap;
+use crate::series::GONE;
+use crate::table::CountedMap;
 
 pub type TraceId = [u8; 16];
 
@@ -32,6 +36,26 @@ struct Entry {
     continuations: Vec<TraceId>,
 }
 
+impl Entry {
+    /// Heap bytes of the entry: its events with their dimension values, its continuations.
+    fn heap_bytes(&self) -> usize {
+        events_heap(&self.events) + vec_bytes::<TraceId>(self.continuations.capacity())
+    }
+}
+
+fn events_heap(events: &Events) -> usize {
+    vec_bytes::<Waiting>(events.capacity())
+        + events.iter().map(|(_, e)| e.heap_bytes()).sum::<usize>()
+}
+
+/// What a vector of `T` at capacity `cap` adds by growing to hold `len` elements.
+fn vec_growth<T>(cap: usize, len: usize) -> usize {
+    if len <= cap {
+        return 0;
+    }
+    vec_bytes::<T>(len.max(cap * 2).max(4)) - vec_bytes::<T>(cap)
+}
+
 /// The traces whose events wait to settle.
 ///
 /// Every entry waits the same `settle_ms`, so entries settle in the order they were added:
@@ -45,12 +69,15 @@ pub struct Settling {
     /// Sequence number of `queue[0]`; entry `i` has number `front + i`.
     front: u64,
     /// Trace → sequence number of its entry.
-    index: FastMap<TraceId, u64>,
+    index: CountedMap<TraceId, u64>,
     /// A continuation (a trace linking to a waiting trace, or to one of its continuations)
     /// → the waiting trace, so its own late spans and further links find the event.
-    aliases: FastMap<TraceId, TraceId>,
-    /// Traces recorded before their settle time because `max_traces` were waiting.
-    pub evicted: u64,
+    aliases: CountedMap<TraceId, TraceId>,
+    /// Heap bytes of the waiting entries ([`Entry::heap_bytes`]), kept as they change so
+    /// [`Settling::bytes`] need not walk the queue.
+    entry_heap: usize,
+    /// Traces recorded before their settle time, by [`crate::limits::EvictReason`].
+    pub evicted: [u64; 2],
     /// Spans folded in after their trace's release: late spans of the same trace, and spans
     /// of linked continuations.
     pub late_spans: u64,
@@ -64,9 +91,10 @@ impl Settling {
             max_traces: max_traces.max(1),
             queue: VecDeque::new(),
             front: 0,
-            index: FastMap::default(),
-            aliases: FastMap::default(),
-            evicted: 0,
+            index: CountedMap::default(),
+            aliases: CountedMap::default(),
+            entry_heap: 0,
+            evicted: [0; 2],
             late_spans: 0,
             linked_spans: 0,
         }
@@ -75,6 +103,11 @@ impl Settling {
     /// How long events wait after their trace's release.
     pub fn settle_ms(&self) -> u64 {
         self.settle_ms
+    }
+
+    /// How many traces may wait.
+    pub fn max_traces(&self) -> usize {
+        self.max_traces
     }
 
     /// Traces waiting.
@@ -86,38 +119,65 @@ impl Settling {
         self.queue.is_empty()
     }
 
+    /// Whether `max_traces` traces wait: a new one must make the oldest settle first.
+    pub fn is_full(&self) -> bool {
+        self.queue.len() >= self.max_traces
+    }
+
+    fn entry(&self, trace: &TraceId) -> Option<&Entry> {
+        let seq = *self.index.get(trace)?;
+        let i = usize::try_from(seq.checked_sub(self.front)?).ok()?;
+        self.queue.get(i)
+    }
+
     fn entry_mut(&mut self, trace: &TraceId) -> Option<&mut Entry> {
         let seq = *self.index.get(trace)?;
         let i = usize::try_from(seq.checked_sub(self.front)?).ok()?;
         self.queue.get_mut(i)
     }
 
-    /// Makes `events` of `trace` wait until `now_ms + settle`. Events that must be recorded
-    /// now, because the oldest waiting trace had to make room, go to `evicted`.
-    pub fn add(
-        &mut self,
-        trace: TraceId,
-        events: Events,
-        now_ms: u64,
-        mut evicted: impl FnMut(Waiting),
-    ) {
-        if let Some(e) = self.entry_mut(&trace) {
-            e.events.extend(events);
-            return;
-        }
-        while self.queue.len() >= self.max_traces {
-            let Some(e) = self.pop_front() else { break };
-            self.evicted += 1;
-            e.into_iter().for_each(&mut evicted);
-        }
+    /// What [`Settling::join`] of `events` would add to [`Settling::bytes`]; `None` when
+    /// `trace` does not wait.
+    pub fn cost_of_join(&self, trace: &TraceId, events: &Events) -> Option<usize> {
+        let e = self.entry(trace)?;
+        let (cap, len) = (e.events.capacity(), e.events.len() + events.len());
+        let dims: usize = events.iter().map(|(_, e)| e.heap_bytes()).sum();
+        Some(vec_growth::<Waiting>(cap, len) + dims)
+    }
+
+    /// Adds `events` to those of `trace` if it waits (another part of the trace was
+    /// released); else hands them back.
+    pub fn join(&mut self, trace: &TraceId, events: Events) -> Option<Events> {
+        let Some(e) = self.entry_mut(trace) else {
+            return Some(events);
+        };
+        let before = events_heap(&e.events);
+        e.events.extend(events);
+        let after = events_heap(&e.events);
+        self.entry_heap = self.entry_heap + after - before;
+        None
+    }
+
+    /// What [`Settling::push`] of `events` would add to [`Settling::bytes`].
+    pub fn cost_of_push(&mut self, events: &Events) -> usize {
+        let queue = vec_growth::<Entry>(self.queue.capacity(), self.queue.len() + 1);
+        queue + self.index.growth_for_new() + events_heap(events)
+    }
+
+    /// Makes `events` of `trace`, which does not wait yet ([`Settling::join`]), wait until
+    /// `now_ms + settle`. The caller makes room first ([`Settling::is_full`],
+    /// [`Settling::cost_of_push`]).
+    pub fn push(&mut self, trace: TraceId, events: Events, now_ms: u64) {
         self.index
             .insert(trace, self.front + self.queue.len() as u64);
-        self.queue.push_back(Entry {
+        let entry = Entry {
             trace,
             due_ms: now_ms + self.settle_ms,
             events,
             continuations: Vec::new(),
-        });
+        };
+        self.entry_heap += entry.heap_bytes();
+        self.queue.push_back(entry);
     }
 
     /// The waiting trace `trace` belongs to: itself, or the trace it continues.
@@ -133,46 +193,111 @@ impl Settling {
         self.entry_mut(origin).map(|e| &mut e.events)
     }
 
+    /// What [`Settling::alias`] would add to [`Settling::bytes`].
+    pub fn cost_of_alias(&mut self, continuation: &TraceId, origin: &TraceId) -> usize {
+        if continuation == origin {
+            return 0;
+        }
+        let Some(e) = self.entry_mut(origin) else {
+            return 0;
+        };
+        let list = vec_growth::<TraceId>(e.continuations.capacity(), e.continuations.len() + 1);
+        list + self.aliases.growth_for_new()
+    }
+
     /// Records that `continuation` continues the waiting trace `origin`.
     pub fn alias(&mut self, continuation: TraceId, origin: TraceId) {
         if continuation == origin {
             return;
         }
         if let Some(e) = self.entry_mut(&origin) {
+            let before = vec_bytes::<TraceId>(e.continuations.capacity());
             e.continuations.push(continuation);
+            let after = vec_bytes::<TraceId>(e.continuations.capacity());
+            self.entry_heap = self.entry_heap + after - before;
             self.aliases.insert(continuation, origin);
         }
     }
 
-    /// Hands the events whose settle time has come to `settled`, oldest first.
-    pub fn due(&mut self, now_ms: u64, mut settled: impl FnMut(Waiting)) {
-        while self.queue.front().is_some_and(|e| e.due_ms <= now_ms) {
-            if let Some(e) = self.pop_front() {
-                e.into_iter().for_each(&mut settled);
-            }
+    /// The events of the oldest waiting trace, if its settle time has come.
+    pub fn pop_due(&mut self, now_ms: u64) -> Option<Events> {
+        if self.queue.front()?.due_ms > now_ms {
+            return None;
         }
+        self.pop_oldest()
     }
 
-    /// Hands every waiting event to `settled`, oldest first (shutdown).
-    pub fn drain(&mut self, settled: impl FnMut(Waiting)) {
-        self.index.clear();
-        self.aliases.clear();
-        self.front += self.queue.len() as u64;
-        self.queue
-            .drain(..)
-            .flat_map(|e| e.events)
-            .for_each(settled);
-    }
-
-    /// Takes the oldest entry out, with its index and aliases.
-    fn pop_front(&mut self) -> Option<Events> {
+    /// Takes the oldest waiting trace out, with its index and aliases; its events.
+    pub fn pop_oldest(&mut self) -> Option<Events> {
         let e = self.queue.pop_front()?;
         self.front += 1;
         for c in &e.continuations {
             self.aliases.remove(c);
         }
         self.index.remove(&e.trace);
+        self.entry_heap -= e.heap_bytes();
         Some(e.events)
+    }
+
+    /// Points the waiting events of CUJ `cuj` at their series' new places, after the CUJ's
+    /// idle series were removed (`places[old]` is the new place).
+    pub(crate) fn move_series(&mut self, cuj: usize, places: &[usize]) {
+        for entry in &mut self.queue {
+            for (i, event) in &mut entry.events {
+                if *i != cuj {
+                    continue;
+                }
+                let Some(at) = event.series() else { continue };
+                // A series with waiting events is never removed.
+                if let Some(&to) = places.get(at as usize)
+                    && to != GONE
+                    && let Ok(to) = u32::try_from(to)
+                {
+                    event.set_series(to);
+                }
+            }
+        }
+    }
+
+    /// Memory the waiting traces hold: the queue, the two maps, and each entry's events.
+    pub fn bytes(&self) -> usize {
+        vec_bytes::<Entry>(self.queue.capacity())
+            + self.index.bytes()
+            + self.aliases.bytes()
+            + self.entry_heap
+    }
+
+    /// About what one waiting trace of one event costs, its share of the queue and the
+    /// index included.
+    pub fn trace_bytes() -> usize {
+        2 * std::mem::size_of::<Entry>()
+            + vec_bytes::<Waiting>(1)
+            + 2 * (std::mem::size_of::<(TraceId, u64)>() + 1)
+    }
+
+    /// Gives back the queue's and the maps' memory once they are mostly empty (after a
+    /// burst).
+    pub fn shrink_if_sparse(&mut self) {
+        let len = self.queue.len();
+        if self.queue.capacity() > 64 && len <= self.queue.capacity() / 4 {
+            self.queue.shrink_to(len * 2);
+        }
+        if self.index.slots_capacity() > 64 && len <= self.index.slots_capacity() / 4 {
+            self.index.shrink_to(len * 2);
+        }
+        let aliases = self.aliases.len();
+        if self.aliases.slots_capacity() > 64 && aliases <= self.aliases.slots_capacity() / 4 {
+            self.aliases.shrink_to(aliases * 2);
+        }
+    }
+
+    /// [`Settling::bytes`] counted again, entry by entry.
+    #[cfg(test)]
+    pub fn recount(&self) -> usize {
+        vec_bytes::<Entry>(self.queue.capacity())
+            + crate::table::table_bytes::<(TraceId, u64)>(self.index.slots_capacity())
+            + crate::table::table_bytes::<(TraceId, TraceId)>(self.aliases.slots_capacity())
+            + self.queue.iter().map(Entry::heap_bytes).sum::<usize>()
     }
 
     /// Entries in the trace map.
@@ -190,40 +315,69 @@ mod tests {
         (0..n).map(|i| (i, PendingEvent::empty([id; 16]))).collect()
     }
 
-    /// The first byte of the trace id of each event `f` hands out.
-    fn ids(f: impl FnOnce(&mut dyn FnMut(Waiting))) -> Vec<u8> {
-        let mut out = Vec::new();
-        f(&mut |(_, e)| out.push(e.trace_id[0]));
-        out
+    /// The first byte of the trace id of each event.
+    fn ids(events: impl IntoIterator<Item = Waiting>) -> Vec<u8> {
+        events.into_iter().map(|(_, e)| e.trace_id[0]).collect()
     }
 
-    fn add(s: &mut Settling, id: u8, n: usize, now_ms: u64) -> Vec<u8> {
-        ids(|f| s.add([id; 16], events(id, n), now_ms, f))
+    /// Every event due at `now_ms`, oldest first.
+    fn due(s: &mut Settling, now_ms: u64) -> Vec<u8> {
+        std::iter::from_fn(|| s.pop_due(now_ms))
+            .flat_map(ids)
+            .collect()
+    }
+
+    /// Adds `n` events of trace `id`, to its entry if it waits; checks what it costs.
+    fn add(s: &mut Settling, id: u8, n: usize, now_ms: u64) {
+        let before = s.bytes();
+        let cost = match s.cost_of_join(&[id; 16], &events(id, n)) {
+            Some(cost) => {
+                assert!(s.join(&[id; 16], events(id, n)).is_none(), "joined");
+                cost
+            }
+            None => {
+                let events = s.join(&[id; 16], events(id, n)).expect("not waiting");
+                let cost = s.cost_of_push(&events);
+                s.push([id; 16], events, now_ms);
+                cost
+            }
+        };
+        assert_eq!(
+            s.bytes(),
+            before + cost,
+            "the cost of an add is what it adds"
+        );
+        assert_eq!(s.bytes(), s.recount());
     }
 
     #[test]
     fn entries_settle_in_order_and_the_oldest_makes_room() {
         let mut s = Settling::new(1_000, 3);
-        assert!(add(&mut s, 1, 1, 0).is_empty());
-        assert!(add(&mut s, 2, 2, 10).is_empty());
+        add(&mut s, 1, 1, 0);
+        add(&mut s, 2, 2, 10);
         // More events of a waiting trace join its entry.
-        assert!(add(&mut s, 1, 1, 20).is_empty());
-        assert!(add(&mut s, 3, 1, 30).is_empty());
+        add(&mut s, 1, 1, 20);
+        add(&mut s, 3, 1, 30);
         assert_eq!(s.len(), 3);
-        // Full: trace 1, the oldest, is recorded early with both its events.
-        assert_eq!(add(&mut s, 4, 1, 40), vec![1, 1]);
-        assert_eq!(s.evicted, 1);
+        // Full: trace 1, the oldest, makes room with both its events.
+        assert!(s.is_full());
+        assert_eq!(s.pop_oldest().map(ids), Some(vec![1, 1]));
+        add(&mut s, 4, 1, 40);
         assert_eq!(s.origin_of(&[1; 16]), None);
         // Later entries are still found after the front moved.
         assert_eq!(s.events_mut(&[3; 16]).map(|e| e.len()), Some(1));
-        assert!(ids(|f| s.due(1_009, f)).is_empty());
-        assert_eq!(ids(|f| s.due(1_030, f)), vec![2, 2, 3]);
+        assert!(due(&mut s, 1_009).is_empty());
+        assert_eq!(due(&mut s, 1_030), vec![2, 2, 3]);
         assert_eq!(s.len(), 1);
         assert_eq!(s.origin_of(&[4; 16]), Some([4; 16]));
-        assert_eq!(ids(|f| s.drain(f)), vec![4]);
+        assert_eq!(
+            ids(std::iter::from_fn(|| s.pop_oldest()).flatten()),
+            vec![4]
+        );
         assert!(s.is_empty() && s.origin_of(&[4; 16]).is_none());
-        // Usable again after a drain.
-        assert!(add(&mut s, 5, 1, 2_000).is_empty());
+        assert_eq!(s.bytes(), s.recount());
+        // Usable again once empty.
+        add(&mut s, 5, 1, 2_000);
         assert_eq!(s.events_mut(&[5; 16]).map(|e| e.len()), Some(1));
     }
 
@@ -231,12 +385,18 @@ mod tests {
     fn continuations_find_their_origin_until_it_settles() {
         let mut s = Settling::new(1_000, 10);
         add(&mut s, 1, 1, 0);
+        let before = s.bytes();
+        let cost = s.cost_of_alias(&[7; 16], &[1; 16]);
         s.alias([7; 16], [1; 16]);
+        assert_eq!(s.bytes(), before + cost);
+        assert_eq!(s.cost_of_alias(&[8; 16], &[7; 16]), 0);
         s.alias([8; 16], [7; 16]); // not waiting itself: ignored
         assert_eq!(s.origin_of(&[7; 16]), Some([1; 16]));
         assert_eq!(s.origin_of(&[8; 16]), None);
-        assert_eq!(ids(|f| s.due(1_000, f)), vec![1]);
+        assert_eq!(s.bytes(), s.recount());
+        assert_eq!(due(&mut s, 1_000), vec![1]);
         assert_eq!(s.origin_of(&[7; 16]), None, "alias removed with its origin");
+        assert_eq!(s.bytes(), s.recount());
     }
 
     #[test]
@@ -251,12 +411,16 @@ mod tests {
         let mut settled = 0;
         for n in 0..20_000u32 {
             let now = u64::from(n);
-            s.add(id(n), one(n), now, |_| panic!("nothing is evicted"));
-            s.due(now, |_| settled += 1);
+            assert!(!s.is_full());
+            s.push(id(n), one(n), now);
+            while s.pop_due(now).is_some() {
+                settled += 1;
+            }
             assert_eq!(s.index_len(), s.len(), "settled traces leave the map");
         }
         assert_eq!(settled, 20_000 - 1_000, "each waited 1,000 ms");
         assert_eq!(s.len(), 1_000);
+        assert_eq!(s.bytes(), s.recount());
         // Settled: not found, nothing to fold into.
         for n in [0, 18_000, 18_999] {
             assert_eq!(s.origin_of(&id(n)), None, "trace {n} settled");
@@ -264,21 +428,30 @@ mod tests {
         }
         assert_eq!(s.origin_of(&id(19_000)), Some(id(19_000)));
         // A settled trace released again (another part of it) waits anew.
-        s.add(id(18_999), one(18_999), 20_000, |_| {
-            panic!("nothing is evicted")
-        });
+        assert!(
+            s.join(&id(18_999), one(18_999)).is_some(),
+            "not waiting any more"
+        );
+        s.push(id(18_999), one(18_999), 20_000);
         assert_eq!(s.origin_of(&id(18_999)), Some(id(18_999)));
         assert_eq!(s.events_mut(&id(18_999)).map(|e| e.len()), Some(1));
         let mut order = Vec::new();
-        s.drain(|(_, e)| {
-            order.push(u32::from_le_bytes([
-                e.trace_id[0],
-                e.trace_id[1],
-                e.trace_id[2],
-                e.trace_id[3],
-            ]))
-        });
+        while let Some(events) = s.pop_oldest() {
+            for (_, e) in events {
+                order.push(u32::from_le_bytes([
+                    e.trace_id[0],
+                    e.trace_id[1],
+                    e.trace_id[2],
+                    e.trace_id[3],
+                ]));
+            }
+        }
         assert_eq!(order.len(), 1_001);
         assert_eq!(order.last(), Some(&18_999), "the re-added trace waits last");
+        // Emptied after a burst: the queue and the map give their memory back.
+        let held = s.bytes();
+        s.shrink_if_sparse();
+        assert!(s.bytes() < held / 10, "{} of {held}", s.bytes());
+        assert_eq!(s.bytes(), s.recount());
     }
 }

@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use cujo_wire::alloc::vec_bytes;
+
 /// Counts of one SLI over a stretch of time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -310,6 +312,28 @@ impl SeriesWindows {
     /// Bytes one series' windows take, whatever they have seen.
     pub fn memory_bytes() -> usize {
         SERIES_SLOTS * std::mem::size_of::<EventSlot>() + std::mem::size_of::<Self>()
+    }
+
+    /// Heap bytes the windows take, as the allocator hands them out.
+    pub fn heap_bytes(&self) -> usize {
+        vec_bytes::<EventSlot>(self.slots.len())
+    }
+
+    /// Heap bytes new windows take ([`SeriesWindows::heap_bytes`] of every one).
+    pub fn new_heap_bytes() -> usize {
+        vec_bytes::<EventSlot>(SERIES_SLOTS)
+    }
+
+    /// A time no earlier than the latest event recorded (the end of its 10 s slice); zero
+    /// when nothing was recorded. For windows restored from a state file, whose events
+    /// carry no time of their own.
+    pub fn latest_event_bound_ms(&self) -> u64 {
+        let pending = self.pending.map_or(0, |(slice, _)| slice);
+        let newest = pending.max(self.heads[0]);
+        if newest == 0 && self.pending.is_none() && self.slots[0].valid == 0 {
+            return 0;
+        }
+        (newest + 1).saturating_mul(SERIES_RINGS[0].0)
     }
 
     /// Records one valid event at `now_ms`: available or not, and its latency outcome when

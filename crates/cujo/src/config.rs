@@ -519,6 +519,59 @@ pub struct SloConfig {
     /// At most this many traces wait to settle; past it the oldest is recorded early.
     #[serde(default = "default_max_settling_traces")]
     pub max_settling_traces: usize,
+    /// Dimension values longer than this are cut before they make a series, so a value
+    /// unique per request (an id, a URL) cannot make a series per request.
+    #[serde(default = "default_max_dimension_value_bytes")]
+    pub max_dimension_value_bytes: ByteSize,
+    /// Series with no event for this long are removed, their memory given back (0s: never),
+    /// so dimension values that stopped coming do not hold memory for good.
+    #[serde(default = "default_series_idle_ttl")]
+    pub series_idle_ttl: HumanDuration,
+}
+
+fn default_max_dimension_value_bytes() -> ByteSize {
+    ByteSize(cujo_sli::limits::DEFAULT_MAX_DIMENSION_VALUE_BYTES as u64)
+}
+
+fn default_series_idle_ttl() -> HumanDuration {
+    HumanDuration(cujo_sli::limits::DEFAULT_SERIES_IDLE_TTL)
+}
+
+impl SloConfig {
+    /// The SLI engine's limits: these settings, within `max_bytes` (its share of the
+    /// memory budget).
+    pub fn limits(&self, max_bytes: usize) -> cujo_sli::limits::SliLimits {
+        cujo_sli::limits::SliLimits {
+            max_bytes,
+            max_dimension_value_bytes: usize::try_from(self.max_dimension_value_bytes.0)
+                .unwrap_or(usize::MAX),
+            series_idle_ttl: self.series_idle_ttl.0,
+        }
+    }
+
+    fn check(&self) -> Result<(), (String, String)> {
+        let err = |p: &str, d: &str| Err((p.to_string(), d.to_string()));
+        if self.max_settling_traces == 0 {
+            return err("slo.max_settling_traces", "must be at least 1");
+        }
+        if self.max_dimension_value_bytes.0 == 0 {
+            return err(
+                "slo.max_dimension_value_bytes",
+                "must be at least 1 byte (every value would be cut to nothing)",
+            );
+        }
+        if self.max_dimension_value_bytes.0 > 64 << 10 {
+            return err(
+                "slo.max_dimension_value_bytes",
+                "must be at most 64KiB (a series key is held in memory for every series)",
+            );
+        }
+        let ttl = self.series_idle_ttl.0;
+        if !ttl.is_zero() && ttl < Duration::from_secs(1) {
+            return err("slo.series_idle_ttl", "must be 0s (never) or at least 1s");
+        }
+        Ok(())
+    }
 }
 
 fn default_settle() -> HumanDuration {
@@ -536,6 +589,8 @@ impl Default for SloConfig {
             save_interval: default_save_interval(),
             settle: default_settle(),
             max_settling_traces: default_max_settling_traces(),
+            max_dimension_value_bytes: default_max_dimension_value_bytes(),
+            series_idle_ttl: default_series_idle_ttl(),
         }
     }
 }
@@ -886,9 +941,7 @@ impl Config {
         if let Some(n) = &self.notifications {
             self.check_notifications(n)?;
         }
-        if self.slo.max_settling_traces == 0 {
-            return err("slo.max_settling_traces", "must be at least 1".into());
-        }
+        self.slo.check()?;
         if self.admission.max_in_flight.0 == 0 {
             return err(
                 "admission.max_in_flight",
@@ -1246,6 +1299,53 @@ mod tests {
             (name == "HONEYCOMB_API_KEY").then(|| "secret".to_string())
         })
         .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn slo_limits_default_parse_and_are_checked() {
+        let c = parse("").expect("empty config");
+        assert_eq!(c.slo.max_dimension_value_bytes, ByteSize(128));
+        assert_eq!(c.slo.series_idle_ttl.0, Duration::from_secs(3600));
+        let limits = c.slo.limits(1 << 20);
+        assert_eq!(
+            (limits.max_bytes, limits.max_dimension_value_bytes),
+            (1 << 20, 128)
+        );
+        let c = parse("slo: { max_dimension_value_bytes: 1KiB, series_idle_ttl: 0s }\n")
+            .expect("parses");
+        assert_eq!(c.slo.max_dimension_value_bytes, ByteSize(1024));
+        assert!(c.slo.limits(0).series_idle_ttl.is_zero(), "0s: never");
+        let c = parse("slo: { series_idle_ttl: 6h }\n").expect("parses");
+        assert_eq!(c.slo.series_idle_ttl.0, Duration::from_secs(6 * 3600));
+        for (yaml, want) in [
+            (
+                "slo: { max_dimension_value_bytes: 0 }\n",
+                "cujo.yaml: slo.max_dimension_value_bytes: must be at least 1 byte",
+            ),
+            (
+                "slo: { max_dimension_value_bytes: 1MiB }\n",
+                "cujo.yaml: slo.max_dimension_value_bytes: must be at most 64KiB",
+            ),
+            (
+                "slo: { max_dimension_value_bytes: lots }\n",
+                "cujo.yaml: slo.max_dimension_value_bytes: expected a size",
+            ),
+            (
+                "slo: { series_idle_ttl: 10ms }\n",
+                "cujo.yaml: slo.series_idle_ttl: must be 0s (never) or at least 1s",
+            ),
+            (
+                "slo: { series_idle_ttl: 3600 }\n",
+                "cujo.yaml: slo.series_idle_ttl: expected a duration with a unit",
+            ),
+            (
+                "slo: { max_settling_traces: 0 }\n",
+                "cujo.yaml: slo.max_settling_traces: must be at least 1",
+            ),
+        ] {
+            let e = parse(yaml).expect_err(yaml);
+            assert!(e.starts_with(want), "{yaml}: {e}");
+        }
     }
 
     #[test]

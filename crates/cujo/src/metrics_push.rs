@@ -26,6 +26,7 @@ use cujo_otlp::prom;
 use cujo_sli::cuj::Sli;
 use cujo_sli::engine::{CujExport, SliEngine, window_label};
 use cujo_sli::histogram::{ExpBuckets, MIN_VALUE};
+use cujo_sli::limits::OverflowReason;
 use cujo_sli::slo::ObjectiveStatus;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyInner;
@@ -150,12 +151,11 @@ impl MetricsShaper {
                 base.clone(),
                 cuj.excluded,
             ));
-            overflow.push(counter(
-                &mut next,
-                "cujo.sli.series_overflow",
-                base.clone(),
-                cuj.overflowed,
-            ));
+            for (reason, n) in OverflowReason::ALL.iter().zip(cuj.overflowed) {
+                let mut attrs = base.clone();
+                attrs.push(("reason".into(), reason.label().into()));
+                overflow.push(counter(&mut next, "cujo.sli.series_overflow", attrs, n));
+            }
             for s in &cuj.series {
                 let mut attrs = base.clone();
                 attrs.extend(cuj.dimensions.iter().cloned().zip(s.values.iter().cloned()));
@@ -198,7 +198,7 @@ impl MetricsShaper {
             ),
             sum(
                 "cujo.sli.series_overflow",
-                "Events folded into a CUJ's overflow series because it reached max_series.",
+                "Events folded into a CUJ's overflow series, by reason: max_series reached, or the SLI engine's memory limit.",
                 "{event}",
                 overflow,
                 temporality,
@@ -836,6 +836,30 @@ cujs:
         let (req, _) = shaper.build(&EngineSnapshot::take(&e, NOW_MS), t2);
         assert_eq!(events(&req, GOLD_LATENCY_GOOD), (11, start));
         assert_eq!(duration(&req, "gold").count, 14);
+    }
+
+    #[test]
+    fn overflow_is_pushed_by_reason() {
+        let config = crate::config::Config::parse("cujo.yaml", YAML, &|_| None).expect("config");
+        // No memory for series: every new one overflows, for memory.
+        let mut e = SliEngine::new(config.cujs()).with_limits(config.slo.limits(0));
+        feed(&mut e, "gold", false, 10);
+        feed(&mut e, "free", false, 10);
+        let shaper = MetricsShaper::new(Temporality::Cumulative, 1_000, "test-3");
+        let (req, _) = shaper.build(&EngineSnapshot::take(&e, NOW_MS), NOW_MS * 1_000_000);
+        let Some(metric::Data::Sum(sum)) = &metric(&req, "cujo.sli.series_overflow").data else {
+            panic!("overflow is not a sum");
+        };
+        let by = |reason: &str| {
+            sum.data_points
+                .iter()
+                .find(|p| has(&p.attributes, &[("cuj", "checkout"), ("reason", reason)]))
+                .and_then(|p| match p.value {
+                    Some(number_data_point::Value::AsInt(v)) => Some(v),
+                    _ => None,
+                })
+        };
+        assert_eq!((by("max_series"), by("memory")), (Some(0), Some(2)));
     }
 
     #[test]

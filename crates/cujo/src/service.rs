@@ -111,7 +111,8 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             tracing::info!(cujs = cujs.len(), "deriving CUJ SLIs from released traces");
             let engine = Arc::new(std::sync::Mutex::new(
                 SliEngine::new(cujs)
-                    .with_settle(config.slo.settle.0, config.slo.max_settling_traces),
+                    .with_settle(config.slo.settle.0, config.slo.max_settling_traces)
+                    .with_limits(config.slo.limits(budget.limit(Component::Sli))),
             ));
             if let Some(path) = &config.slo.state_file {
                 assembly::load_sli_state(&engine, path);

@@ -198,8 +198,8 @@ fn write_cuj(out: &mut String, i: usize, cuj: &CujReport, now_ms: u64) -> fmt::R
     }
     writeln!(
         out,
-        " · excluded <span id=\"cuj-{i}-excluded\">{}</span> · over max_series <span id=\"cuj-{i}-overflowed\">{}</span></p>",
-        cuj.excluded, cuj.overflowed
+        " · excluded <span id=\"cuj-{i}-excluded\">{}</span> · into the overflow series <span id=\"cuj-{i}-overflowed\">{}</span> (<span id=\"cuj-{i}-overflowed-memory\">{}</span> for memory)</p>",
+        cuj.excluded, cuj.overflowed, cuj.overflowed_memory
     )?;
     write_latency_summary(out, i, cuj)?;
     if cuj.objectives.is_empty() {
@@ -1137,6 +1137,10 @@ mod tests {
                 latency_measure: Some("root".to_string()),
                 excluded: 3,
                 overflowed: 0,
+                overflowed_memory: 0,
+                dimension_values_truncated: 0,
+                series_expired: 0,
+                series_not_restored: 0,
                 objectives: vec![
                     ObjectiveReport {
                         sli: "availability".to_string(),
