@@ -12,7 +12,8 @@
 //!   that stop answering pings are dropped.
 //! - **HTTP/2 state**: at most `http2_max_concurrent_streams` streams per connection, and
 //!   fixed flow-control windows (not adaptive ones, which grow to 16 MiB), so the bytes a
-//!   peer can push before cujo reads them are bounded per stream and per connection.
+//!   peer can push before cujo reads them are bounded: 256 KiB per stream, 1 MiB per
+//!   connection.
 //!
 //! On shutdown the listener closes at once and open connections finish the requests they
 //! carry (up to the drain deadline).
@@ -60,10 +61,12 @@ pub struct ServerLimits {
     pub idle_timeout: Duration,
     pub http2_keepalive: Duration,
     pub http2_max_concurrent_streams: u32,
-    /// Bytes a peer may send on one HTTP/2 stream before cujo has read them.
+    /// Bytes a peer may send on one HTTP/2 stream before cujo has read them (256 KiB: a
+    /// typical OTLP request arrives without waiting for a window update).
     pub http2_stream_window: u32,
     /// Bytes a peer may send on one HTTP/2 connection, all streams together, before cujo
-    /// has read them.
+    /// has read them (1 MiB, Envoy's recommendation at the edge). Over a long round trip
+    /// this bounds one connection's throughput: 1 MiB per RTT.
     pub http2_connection_window: u32,
     /// The memory account each connection pays [`CONNECTION_BYTES`] to (the receivers');
     /// `None` for listeners whose connections are not bounded by the budget (admin).
@@ -78,8 +81,8 @@ impl Default for ServerLimits {
             idle_timeout: Duration::from_secs(60),
             http2_keepalive: Duration::from_secs(30),
             http2_max_concurrent_streams: 100,
-            http2_stream_window: 1024 * 1024,
-            http2_connection_window: 2 * 1024 * 1024,
+            http2_stream_window: 256 * 1024,
+            http2_connection_window: 1024 * 1024,
             memory: None,
         }
     }
