@@ -358,13 +358,13 @@ async fn drive(
     let first_byte = tokio::time::sleep(limits.header_read_timeout);
     tokio::pin!(first_byte);
     let mut first_byte_checked = false;
-    // Once asked to close, a connection gets `CLOSE_GRACE` after its last request.
-    let mut closing = false;
+    // Once asked to close (when), a connection gets `CLOSE_GRACE` after that or after its
+    // last request, whichever is later.
+    let mut closing: Option<Instant> = None;
     loop {
-        let timeout = if closing {
-            CLOSE_GRACE
-        } else {
-            limits.idle_timeout
+        let (since, timeout) = match closing {
+            Some(at) => (at, CLOSE_GRACE),
+            None => (activity.start, limits.idle_timeout),
         };
         tokio::select! {
             result = conn.as_mut() => {
@@ -384,21 +384,21 @@ async fn drive(
                     return;
                 }
             }
-            _ = shutdown.cancelled(), if !closing => {
+            _ = shutdown.cancelled(), if closing.is_none() => {
                 conn.as_mut().graceful_shutdown();
-                closing = true;
+                closing = Some(Instant::now());
             }
-            _ = tokio::time::sleep_until(activity.idle_deadline(timeout)) => {
-                if !activity.idle_for(timeout) {
+            _ = tokio::time::sleep_until(activity.idle_deadline(since, timeout)) => {
+                if !activity.idle_for(since, timeout) {
                     continue;
                 }
-                if closing {
+                if closing.is_some() {
                     tracing::debug!(listener = %name, %peer, "dropping a connection that did not close after GOAWAY");
                     return;
                 }
                 tracing::debug!(listener = %name, %peer, idle = ?limits.idle_timeout, "closing an idle connection");
                 conn.as_mut().graceful_shutdown();
-                closing = true;
+                closing = Some(Instant::now());
             }
         }
     }
@@ -471,19 +471,22 @@ impl Activity {
         self.start + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire))
     }
 
-    /// When the connection will have been idle for `timeout`, if nothing starts before.
-    /// While requests are in flight, the earliest that can be is `timeout` from now.
-    fn idle_deadline(&self, timeout: Duration) -> Instant {
+    /// When the connection will have been idle for `timeout`, counting from `since` at the
+    /// earliest, if nothing starts before. While requests are in flight, the earliest that
+    /// can be is `timeout` from now.
+    fn idle_deadline(&self, since: Instant, timeout: Duration) -> Instant {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             Instant::now() + timeout
         } else {
-            self.idle_since() + timeout
+            self.idle_since().max(since) + timeout
         }
     }
 
-    /// Whether no request has been in flight for `timeout`.
-    fn idle_for(&self, timeout: Duration) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0 && Instant::now() >= self.idle_since() + timeout
+    /// Whether no request has been in flight for `timeout`, counting from `since` at the
+    /// earliest.
+    fn idle_for(&self, since: Instant, timeout: Duration) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && Instant::now() >= self.idle_since().max(since) + timeout
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {
@@ -666,6 +669,30 @@ mod tests {
         assert!(admit(&m).is_none(), "nothing idle to make room");
         drop((first, second));
         assert_eq!((m.held(), m.account.used()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idleness_counts_from_the_last_request_or_from_when_closing_began() {
+        let a = Arc::new(Activity::new());
+        let minute = Duration::from_secs(60);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let request = a.begin();
+        assert!(
+            !a.idle_for(a.start, Duration::ZERO),
+            "a request is in flight"
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        drop(request);
+        assert_eq!(
+            a.idle_deadline(a.start, minute),
+            a.start + Duration::from_secs(75)
+        );
+        tokio::time::advance(minute).await;
+        assert!(a.idle_for(a.start, minute));
+        // Asked to close now: the grace counts from now, not from the last request.
+        let closing = Instant::now();
+        assert!(!a.idle_for(closing, CLOSE_GRACE));
+        assert_eq!(a.idle_deadline(closing, CLOSE_GRACE), closing + CLOSE_GRACE);
     }
 
     #[test]

@@ -424,13 +424,14 @@ async fn slow_uploads_are_cut_off_and_their_memory_given_back() {
 
 /// Twice as many idle HTTP/2 connections as the receivers' share can pay for: the ones
 /// idle the longest give their place to new ones, so the share is never exceeded and a
-/// normal client is still served; after `idle_timeout` (3 s) the rest are closed with a
-/// GOAWAY and everything they held is given back.
+/// normal client is still served; after `idle_timeout` (6 s: longer than the 5 s grace a
+/// closing connection gets) the rest are closed with a GOAWAY and everything they held is
+/// given back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_http2_connections_are_bounded_by_the_budget_and_closed_when_idle() {
     let fit = (RECEIVERS_SHARE / CONNECTION_BYTES) as usize;
-    let idle_timeout = Duration::from_secs(3);
-    let (cujo, downstream) = start(", idle_timeout: 3s").await;
+    let idle_timeout = Duration::from_secs(6);
+    let (cujo, downstream) = start(", idle_timeout: 6s").await;
     let mut conns = Vec::with_capacity(2 * fit);
     for _ in 0..2 * fit {
         conns.push(H2::connect(cujo.grpc).await);
