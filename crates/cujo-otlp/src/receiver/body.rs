@@ -18,7 +18,7 @@ use crate::memory::Lease;
 
 /// The smallest buffer a body starts with when its size is not known.
 const MIN_CAPACITY: usize = 16 * 1024;
-/// A declared size is trusted once what arrived is at least this fraction of it.
+/// A declared size is believed once what arrived is at least 1/`TRUST_FACTOR` of it.
 const TRUST_FACTOR: usize = 8;
 
 /// Why a body could not be kept.
@@ -99,7 +99,7 @@ impl CountedBuf {
     pub(crate) fn into_bytes(mut self, lease: &mut Lease) -> Bytes {
         if self.buf.len() < self.buf.capacity() / 2 {
             self.buf.shrink_to_fit();
-            lease.shrink(self.counted - self.buf.len());
+            lease.shrink(self.counted.saturating_sub(self.buf.capacity()));
         }
         Bytes::from(self.buf)
     }
@@ -220,6 +220,98 @@ fn grpc_length(kept: &[u8], next: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::receiver::tests::ingest_with_budget;
+
+    /// A body arriving in `frame`-byte frames.
+    fn framed(bytes: Vec<u8>, frame: usize) -> Body {
+        let frames: Vec<Result<Bytes, std::io::Error>> = bytes
+            .chunks(frame)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Body::from_stream(futures_util::stream::iter(frames))
+    }
+
+    fn grpc_message(len: usize) -> Vec<u8> {
+        let mut m = vec![0u8];
+        m.extend((len as u32).to_be_bytes());
+        m.resize(5 + len, 7);
+        m
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(5)
+    }
+
+    #[tokio::test]
+    async fn an_honest_grpc_message_ends_in_one_buffer_of_its_size() {
+        let (ingest, _next) = ingest_with_budget(64 << 20);
+        let mut lease = ingest.memory.empty_lease();
+        let mut body = framed(grpc_message(100_000), 16 * 1024);
+        let buf = read(
+            &ingest,
+            &mut lease,
+            &mut body,
+            Framing::Grpc,
+            1 << 20,
+            soon(),
+        )
+        .await
+        .expect("read");
+        let bytes = buf.into_bytes(&mut lease);
+        assert_eq!(bytes.len(), 100_005);
+        assert_eq!(lease.bytes(), 100_005, "counted once, exactly");
+        assert_eq!(ingest.memory.used(), 100_005);
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_receivers_room_is_refused_as_it_arrives() {
+        // Receivers get 1 MiB; another request holds 900 KiB of it.
+        let (ingest, _next) = ingest_with_budget(4 << 20);
+        let other = ingest.memory.take(900 * 1024);
+        let mut lease = ingest.memory.empty_lease();
+        let mut body = framed(vec![7; 512 * 1024], 16 * 1024);
+        let framing = Framing::Plain {
+            content_length: None,
+        };
+        let result = read(&ingest, &mut lease, &mut body, framing, 16 << 20, soon()).await;
+        assert!(matches!(result, Err(ReadError::Overflow(Overflow::Full))));
+        assert!(
+            lease.bytes() <= 124 * 1024,
+            "at most the room: {}",
+            lease.bytes()
+        );
+        drop((lease, other));
+        assert_eq!(ingest.memory.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_declared_size_over_the_limit_is_refused_before_the_body_is_read() {
+        let (ingest, _next) = ingest_with_budget(64 << 20);
+        let mut lease = ingest.memory.empty_lease();
+        let mut body = framed(grpc_message(2 << 20), 16 * 1024);
+        let result = read(
+            &ingest,
+            &mut lease,
+            &mut body,
+            Framing::Grpc,
+            1 << 20,
+            soon(),
+        )
+        .await;
+        assert!(matches!(
+            result,
+            Err(ReadError::Overflow(Overflow::TooLarge))
+        ));
+        assert_eq!(lease.bytes(), 0, "nothing was kept");
+        let framing = Framing::Plain {
+            content_length: Some(2 << 20),
+        };
+        let result = read(&ingest, &mut lease, &mut body, framing, 1 << 20, soon()).await;
+        assert!(matches!(
+            result,
+            Err(ReadError::Overflow(Overflow::TooLarge))
+        ));
+    }
 
     #[test]
     fn capacity_doubles_until_the_declared_size_is_close_then_fits_it() {

@@ -227,7 +227,7 @@ fn read_counted(
         joined
     };
     // The lease now pays for the output's buffer alone.
-    lease.shrink(counted - out.capacity());
+    lease.shrink(counted.saturating_sub(out.capacity()));
     Ok(out)
 }
 
