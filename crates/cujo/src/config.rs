@@ -70,24 +70,114 @@ pub struct OtlpReceivers {
     pub http: Option<HttpReceiver>,
 }
 
+/// `receivers.otlp.grpc`. The limits below are the HTTP receiver's too.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrpcReceiver {
     pub endpoint: Endpoint,
     #[serde(default = "default_max_message")]
     pub max_recv_msg_size: ByteSize,
+    /// Connections open at once (default 4096). Each also takes a fixed cost (128 KiB) from
+    /// the receivers' share of admission.max_in_flight, which may allow fewer: then a new
+    /// connection takes the place of the one idle the longest.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Streams one HTTP/2 connection may have open at once (default 100, RFC 9113's minimum
+    /// recommendation).
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// A connection with no request in flight this long is closed, with a GOAWAY on HTTP/2
+    /// (default 60s, the Collector's idle_timeout).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    /// Time a client has to send a whole request body once its headers arrived (default
+    /// 30s); a slower one is cut off and the memory its body held is given back.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: HumanDuration,
 }
 
+/// `receivers.otlp.http`: the same limits as the gRPC receiver's.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpReceiver {
     pub endpoint: Endpoint,
     #[serde(default = "default_max_message")]
     pub max_request_body_size: ByteSize,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: HumanDuration,
 }
 
 fn default_max_message() -> ByteSize {
     ByteSize(16 * 1024 * 1024)
+}
+
+fn default_max_connections() -> usize {
+    4096
+}
+
+fn default_max_concurrent_streams() -> u32 {
+    100
+}
+
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+fn default_body_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+impl GrpcReceiver {
+    fn check(&self) -> Result<(), (String, String)> {
+        check_receiver_limits(
+            "receivers.otlp.grpc",
+            self.max_connections,
+            self.max_concurrent_streams,
+            self.idle_timeout,
+            self.body_timeout,
+        )
+    }
+}
+
+impl HttpReceiver {
+    fn check(&self) -> Result<(), (String, String)> {
+        check_receiver_limits(
+            "receivers.otlp.http",
+            self.max_connections,
+            self.max_concurrent_streams,
+            self.idle_timeout,
+            self.body_timeout,
+        )
+    }
+}
+
+fn check_receiver_limits(
+    at: &str,
+    max_connections: usize,
+    max_concurrent_streams: u32,
+    idle_timeout: HumanDuration,
+    body_timeout: HumanDuration,
+) -> Result<(), (String, String)> {
+    let err = |key: &str, detail: &str| Err((format!("{at}.{key}"), detail.to_string()));
+    if max_connections == 0 {
+        return err("max_connections", "must be at least 1");
+    }
+    if max_concurrent_streams == 0 {
+        return err("max_concurrent_streams", "must be at least 1");
+    }
+    if idle_timeout.0.is_zero() {
+        return err("idle_timeout", "must be greater than zero");
+    }
+    if body_timeout.0.is_zero() {
+        return err("body_timeout", "must be greater than zero");
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -949,6 +1039,9 @@ impl Config {
             );
         }
         self.check_memory()?;
+        let otlp = self.receivers.otlp.clone().unwrap_or_default();
+        otlp.grpc.as_ref().map_or(Ok(()), GrpcReceiver::check)?;
+        otlp.http.as_ref().map_or(Ok(()), HttpReceiver::check)?;
         if let Some(otlp) = &self.exporters.otlp {
             let scheme_ok =
                 otlp.endpoint.starts_with("http://") || otlp.endpoint.starts_with("https://");
@@ -1384,6 +1477,52 @@ exporters:
         assert_eq!(otlp.headers["x-honeycomb-team"], "secret");
         assert_eq!(otlp.batch.timeout.0, Duration::from_millis(200));
         assert_eq!(otlp.retry.max_elapsed.0, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn receiver_limits_default_like_the_collector_and_are_checked() {
+        let c = parse("receivers:\n  otlp:\n    grpc: { endpoint: \"127.0.0.1:4317\" }\n    http: { endpoint: \"127.0.0.1:4318\", idle_timeout: 5s, body_timeout: 2s, max_connections: 10, max_concurrent_streams: 8 }\n")
+            .expect("parses");
+        let otlp = c.receivers.otlp.expect("otlp");
+        let grpc = otlp.grpc.expect("grpc");
+        assert_eq!(
+            (grpc.max_connections, grpc.max_concurrent_streams),
+            (4096, 100)
+        );
+        assert_eq!(grpc.idle_timeout.0, Duration::from_secs(60));
+        assert_eq!(grpc.body_timeout.0, Duration::from_secs(30));
+        let http = otlp.http.expect("http");
+        assert_eq!((http.max_connections, http.max_concurrent_streams), (10, 8));
+        assert_eq!(http.idle_timeout.0, Duration::from_secs(5));
+        assert_eq!(http.body_timeout.0, Duration::from_secs(2));
+        for (key, value, detail) in [
+            (
+                "grpc",
+                "idle_timeout: 0",
+                "idle_timeout: must be greater than zero",
+            ),
+            (
+                "grpc",
+                "body_timeout: 0",
+                "body_timeout: must be greater than zero",
+            ),
+            (
+                "http",
+                "max_connections: 0",
+                "max_connections: must be at least 1",
+            ),
+            (
+                "http",
+                "max_concurrent_streams: 0",
+                "max_concurrent_streams: must be at least 1",
+            ),
+        ] {
+            let e = parse(&format!(
+                "receivers:\n  otlp:\n    {key}: {{ endpoint: \"127.0.0.1:0\", {value} }}\n"
+            ))
+            .expect_err(value);
+            assert!(e.contains(&format!("receivers.otlp.{key}.{detail}")), "{e}");
+        }
     }
 
     #[test]

@@ -1,11 +1,18 @@
-//! Request body decompression, bounded by the decompressed size.
+//! Request body decompression, counted as it inflates and bounded by the decompressed size.
 //!
-//! A compression bomb (1 MB of gzip inflating to 1 GiB) is stopped after `limit` bytes of
-//! output: memory never grows past the limit. Large bodies are inflated off the async workers.
+//! The output is paid for from the request's lease part by part before it is written, so a
+//! compression bomb (1 MB of gzip inflating to 1 GiB) costs at most the limit: past the
+//! receivers' room it is refused retryably, past the limit as too large. An honest body
+//! inflates into one buffer of the size it declares (gzip ISIZE, zstd content size). The
+//! compressed input is given back once inflated. Large bodies inflate off the async workers.
 
 use std::io::Read;
 
 use bytes::Bytes;
+
+use super::Ingest;
+use super::body::Overflow;
+use crate::memory::Lease;
 
 /// Content codings the receivers accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +38,9 @@ impl Coding {
 pub enum DecodeError {
     #[error("decompressed body is larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
+    /// The receivers' share of the memory budget has no room for the inflated body now.
+    #[error("no room in the receivers' memory share to inflate the body")]
+    Full,
     #[error("body is not valid {coding}: {detail}")]
     Corrupt {
         coding: &'static str,
@@ -40,43 +50,81 @@ pub enum DecodeError {
 
 /// Bodies larger than this are inflated on the blocking pool.
 const INLINE_LIMIT: usize = 64 * 1024;
+/// Output is produced at most this many bytes at a time.
+const CHUNK: usize = 64 * 1024;
 
-/// Decompresses `body` with `coding`, failing once the output would exceed `limit` bytes.
-pub async fn decompress(coding: Coding, body: Bytes, limit: usize) -> Result<Bytes, DecodeError> {
-    if coding == Coding::Identity {
-        return if body.len() > limit {
-            Err(DecodeError::TooLarge { limit })
-        } else {
-            Ok(body)
-        };
-    }
-    if body.len() <= INLINE_LIMIT {
-        return decompress_blocking(coding, &body, limit);
-    }
-    match tokio::task::spawn_blocking(move || decompress_blocking(coding, &body, limit)).await {
-        Ok(result) => result,
-        Err(e) => Err(DecodeError::Corrupt {
-            coding: "body",
-            detail: format!("decompression task failed: {e}"),
-        }),
-    }
+/// A compressed body and what of its request's lease pays for it.
+pub(crate) struct Compressed {
+    pub(crate) bytes: Bytes,
+    /// Bytes of the lease the body holds, given back once it is inflated.
+    pub(crate) counted: usize,
 }
 
-fn decompress_blocking(coding: Coding, body: &[u8], limit: usize) -> Result<Bytes, DecodeError> {
+/// Inflates `input` with `coding` into one buffer paid for from `lease`, failing once the
+/// output would exceed `limit` bytes or the receivers' share has no room for it. On success
+/// the lease pays for the output alone (the input's bytes are given back); on failure it is
+/// dropped, and everything it held with it.
+pub(crate) async fn decompress(
+    ingest: &Ingest,
+    coding: Coding,
+    input: Compressed,
+    limit: usize,
+    lease: Lease,
+) -> Result<(Bytes, Lease), DecodeError> {
+    if coding == Coding::Identity {
+        if input.bytes.len() > limit {
+            return Err(DecodeError::TooLarge { limit });
+        }
+        return Ok((input.bytes, lease));
+    }
+    if input.bytes.len() <= INLINE_LIMIT {
+        return inflate(ingest, coding, input, limit, lease);
+    }
+    let ingest = ingest.clone();
+    tokio::task::spawn_blocking(move || inflate(&ingest, coding, input, limit, lease))
+        .await
+        .unwrap_or_else(|e| {
+            Err(DecodeError::Corrupt {
+                coding: "body",
+                detail: format!("decompression task failed: {e}"),
+            })
+        })
+}
+
+fn inflate(
+    ingest: &Ingest,
+    coding: Coding,
+    input: Compressed,
+    limit: usize,
+    mut lease: Lease,
+) -> Result<(Bytes, Lease), DecodeError> {
+    let declared = declared_size(coding, &input.bytes).filter(|n| (1..=limit).contains(n));
     let (name, result) = match coding {
-        Coding::Identity => return Ok(Bytes::copy_from_slice(body)),
+        Coding::Identity => unreachable!("identity bodies are not inflated"),
         Coding::Gzip => (
             "gzip",
-            read_bounded(flate2::read::MultiGzDecoder::new(body), limit),
+            read_counted(
+                flate2::read::MultiGzDecoder::new(&input.bytes[..]),
+                declared,
+                limit,
+                ingest,
+                &mut lease,
+            ),
         ),
-        Coding::Zstd => match zstd::stream::read::Decoder::with_buffer(body) {
-            Ok(d) => ("zstd", read_bounded(d, limit)),
+        Coding::Zstd => match zstd::stream::read::Decoder::with_buffer(&input.bytes[..]) {
+            Ok(d) => ("zstd", read_counted(d, declared, limit, ingest, &mut lease)),
             Err(e) => ("zstd", Err(ReadError::Io(e))),
         },
     };
     match result {
-        Ok(out) => Ok(Bytes::from(out)),
-        Err(ReadError::TooLarge) => Err(DecodeError::TooLarge { limit }),
+        Ok(out) => {
+            // The compressed body is no longer needed: its bytes go back.
+            drop(input.bytes);
+            lease.shrink(input.counted);
+            Ok((Bytes::from(out), lease))
+        }
+        Err(ReadError::Overflow(Overflow::TooLarge)) => Err(DecodeError::TooLarge { limit }),
+        Err(ReadError::Overflow(Overflow::Full)) => Err(DecodeError::Full),
         Err(ReadError::Io(e)) => Err(DecodeError::Corrupt {
             coding: name,
             detail: e.to_string(),
@@ -84,56 +132,119 @@ fn decompress_blocking(coding: Coding, body: &[u8], limit: usize) -> Result<Byte
     }
 }
 
+/// What the body says its inflated size is (gzip's ISIZE, zstd's frame content size): the
+/// size of the first part of the output. Untouched capacity costs no RSS, and a claim
+/// larger than the output is given back when the output is sized to fit.
+fn declared_size(coding: Coding, input: &[u8]) -> Option<usize> {
+    match coding {
+        Coding::Identity => None,
+        // ISIZE, the last member's size modulo 2^32.
+        Coding::Gzip => input.len().checked_sub(4).map(|at| {
+            u32::from_le_bytes([input[at], input[at + 1], input[at + 2], input[at + 3]]) as usize
+        }),
+        Coding::Zstd => zstd::zstd_safe::get_frame_content_size(input)
+            .ok()
+            .flatten()
+            .and_then(|n| usize::try_from(n).ok()),
+    }
+}
+
 enum ReadError {
-    TooLarge,
+    Overflow(Overflow),
     Io(std::io::Error),
 }
 
-/// Reads all of `reader` in 64 KiB chunks, failing as soon as more than `limit` bytes come
-/// out; a bomb costs at most `limit` bytes of chunks, however much it would inflate. A body
-/// within the limit is joined into one buffer of exactly its size.
-fn read_bounded(mut reader: impl Read, limit: usize) -> Result<Vec<u8>, ReadError> {
-    const CHUNK: usize = 64 * 1024;
-    let mut chunks: Vec<Vec<u8>> = Vec::new();
+/// Reads all of `reader` into parts paid for from `lease` before they are filled — the
+/// first of the declared size, the rest [`CHUNK`]s — and stops as soon as the output would
+/// pass `limit` or the receivers' room. Parts never move while filling, so a bomb costs at
+/// most the limit; several parts are joined into one buffer at the end (paid for too).
+fn read_counted(
+    mut reader: impl Read,
+    declared: Option<usize>,
+    limit: usize,
+    ingest: &Ingest,
+    lease: &mut Lease,
+) -> Result<Vec<u8>, ReadError> {
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    // Bytes of `lease` the parts hold (their capacities).
+    let mut counted = 0usize;
     let mut total = 0usize;
+    let mut probe = [0u8; 4096];
     loop {
-        let mut chunk = vec![0u8; CHUNK];
-        let mut filled = 0;
-        while filled < CHUNK {
-            match reader.read(&mut chunk[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(ReadError::Io(e)),
+        // Whether there is more, before paying for a part to hold it.
+        let n = read_some(&mut reader, &mut probe)?;
+        if n == 0 {
+            break;
+        }
+        if total + n > limit {
+            return Err(ReadError::Overflow(Overflow::TooLarge));
+        }
+        let want = match declared {
+            Some(d) if parts.is_empty() => d,
+            _ => CHUNK,
+        };
+        let size = want.max(n).min(limit - total);
+        if !ingest.try_grow(lease, size) {
+            return Err(ReadError::Overflow(Overflow::Full));
+        }
+        counted += size;
+        let mut part = Vec::with_capacity(size);
+        part.extend_from_slice(&probe[..n]);
+        // Zero and fill a chunk at a time: capacity the output never reaches is never
+        // touched, so a size claimed and not delivered costs no RSS.
+        while part.len() < size {
+            let start = part.len();
+            part.resize((start + CHUNK).min(size), 0);
+            let got = read_some(&mut reader, &mut part[start..])?;
+            part.truncate(start + got);
+            if got == 0 {
+                break;
             }
         }
-        total += filled;
-        if total > limit {
-            return Err(ReadError::TooLarge);
-        }
-        chunk.truncate(filled);
-        let last = filled < CHUNK;
-        chunks.push(chunk);
-        if last {
+        total += part.len();
+        let ended = part.len() < size;
+        parts.push(part);
+        if ended {
             break;
         }
     }
-    if chunks.len() == 1 {
-        // Small bodies are held until exported: do not keep a 64 KiB buffer for them.
-        let mut only = chunks.pop().unwrap_or_default();
-        only.shrink_to_fit();
-        return Ok(only);
-    }
-    let mut out = Vec::with_capacity(total);
-    for c in chunks {
-        out.extend_from_slice(&c);
-    }
+    let out = if parts.len() <= 1 {
+        let mut only = parts.pop().unwrap_or_default();
+        if only.len() < only.capacity() / 2 {
+            // A claim much larger than the output: keep only what came.
+            only.shrink_to_fit();
+        }
+        only
+    } else {
+        if !ingest.try_grow(lease, total) {
+            return Err(ReadError::Overflow(Overflow::Full));
+        }
+        counted += total;
+        let mut joined = Vec::with_capacity(total);
+        for part in parts {
+            joined.extend_from_slice(&part);
+        }
+        joined
+    };
+    // The lease now pays for the output's buffer alone.
+    lease.shrink(counted.saturating_sub(out.capacity()));
     Ok(out)
+}
+
+fn read_some(reader: &mut impl Read, buf: &mut [u8]) -> Result<usize, ReadError> {
+    loop {
+        match reader.read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ReadError::Io(e)),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::receiver::tests::ingest_with_budget;
     use std::io::Write;
 
     fn gzip(data: &[u8]) -> Bytes {
@@ -142,28 +253,78 @@ mod tests {
         Bytes::from(enc.finish().expect("finish"))
     }
 
-    #[tokio::test]
-    async fn gzip_bomb_stops_at_the_limit() {
-        let bomb = gzip(&vec![0u8; 64 * 1024 * 1024]);
-        assert!(bomb.len() < 1024 * 1024);
-        let err = decompress(Coding::Gzip, bomb, 1024 * 1024)
-            .await
-            .expect_err("too large");
-        assert_eq!(err, DecodeError::TooLarge { limit: 1024 * 1024 });
+    /// `bytes` as a request body whose lease already pays for it.
+    fn received(ingest: &Ingest, bytes: Bytes) -> (Compressed, Lease) {
+        let lease = ingest.memory.take(bytes.len());
+        let counted = bytes.len();
+        (Compressed { bytes, counted }, lease)
     }
 
     #[tokio::test]
-    async fn zstd_round_trips_and_garbage_is_corrupt() {
-        let data = b"hello otlp".repeat(100);
-        let z = Bytes::from(zstd::encode_all(&data[..], 3).expect("zstd"));
+    async fn gzip_bomb_stops_at_the_limit_and_gives_everything_back() {
+        let (ingest, _next) = ingest_with_budget(64 << 20);
+        let (bomb, lease) = received(&ingest, gzip(&vec![0u8; 64 * 1024 * 1024]));
+        assert!(bomb.bytes.len() < 1024 * 1024);
+        let result = decompress(&ingest, Coding::Gzip, bomb, 1024 * 1024, lease).await;
         assert_eq!(
-            decompress(Coding::Zstd, z, 10_000).await.expect("ok"),
-            Bytes::from(data)
+            result.err(),
+            Some(DecodeError::TooLarge { limit: 1024 * 1024 })
         );
-        let err = decompress(Coding::Gzip, Bytes::from_static(b"not gzip"), 100).await;
+        assert_eq!(ingest.memory.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn inflating_past_the_receivers_room_is_refused_as_full() {
+        // Receivers get a quarter of 4 MiB; another request holds most of it.
+        let (ingest, _next) = ingest_with_budget(4 << 20);
+        let other = ingest.memory.take(ingest.memory.limit() - 100 * 1024);
+        let (body, lease) = received(&ingest, gzip(&vec![7u8; 512 * 1024]));
+        let result = decompress(&ingest, Coding::Gzip, body, 16 << 20, lease).await;
+        assert_eq!(result.err(), Some(DecodeError::Full));
+        drop(other);
+        assert_eq!(ingest.memory.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_inflated_body_is_paid_for_and_the_compressed_one_given_back() {
+        let (ingest, _next) = ingest_with_budget(64 << 20);
+        // Compressible like spans, a few times, not a thousandfold.
+        let mut x = 1u32;
+        let data: Vec<u8> = (0..100_000)
+            .map(|i| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                if i % 4 == 0 { (x >> 24) as u8 } else { b'a' }
+            })
+            .collect();
+        // One-shot compression writes the content size into the frame header.
+        let z = Bytes::from(zstd::bulk::compress(&data[..], 3).expect("zstd"));
+        let (body, lease) = received(&ingest, z);
+        let (out, lease) = decompress(&ingest, Coding::Zstd, body, 1 << 20, lease)
+            .await
+            .expect("inflates");
+        assert_eq!(out, Bytes::from(data.clone()));
+        // The frame declares its size: one buffer of exactly that, nothing else held.
+        assert_eq!(lease.bytes(), data.len());
+        assert_eq!(ingest.memory.used(), data.len());
+        drop((out, lease));
+
+        let (body, lease) = received(&ingest, gzip(&data));
+        let (out, lease) = decompress(&ingest, Coding::Gzip, body, 1 << 20, lease)
+            .await
+            .expect("inflates");
+        assert_eq!(out, Bytes::from(data.clone()));
+        assert_eq!(lease.bytes(), data.len(), "gzip's ISIZE sizes the buffer");
+    }
+
+    #[tokio::test]
+    async fn garbage_is_corrupt() {
+        let (ingest, _next) = ingest_with_budget(64 << 20);
+        let (body, lease) = received(&ingest, Bytes::from_static(b"not gzip"));
+        let err = decompress(&ingest, Coding::Gzip, body, 100, lease).await;
         assert!(matches!(
             err,
             Err(DecodeError::Corrupt { coding: "gzip", .. })
         ));
+        assert_eq!(ingest.memory.used(), 0);
     }
 }

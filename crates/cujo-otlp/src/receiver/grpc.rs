@@ -1,6 +1,7 @@
 //! OTLP/gRPC trace receiver: the unary `TraceService/Export` method, implemented on HTTP/2
 //! directly so that every limit is ours — the compressed and the decompressed size, the
-//! time to send a body — and every answer is the one the OTLP specification gives.
+//! time to send a body, the memory it takes as it arrives — and every answer is the one the
+//! OTLP specification gives.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -14,11 +15,13 @@ use axum::routing::post;
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body::Frame;
-use http_body_util::{BodyExt, Limited};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use tokio::time::Instant;
 
-use super::decode::{Coding, DecodeError, decompress};
+use super::body::{self, Framing, Overflow, ReadError};
+use super::decode::{Coding, Compressed, DecodeError, decompress};
 use super::{Ingest, IngestError};
+use crate::memory::Lease;
 use crate::rpc::{RpcStatus, code, encode_grpc_message, frame};
 use crate::telemetry::{RequestOutcome, Transport};
 
@@ -41,14 +44,17 @@ async fn unimplemented(uri: http::Uri) -> Response {
 }
 
 async fn export(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -> Response {
-    match read_request(&ingest, &headers, body).await {
-        Ok(message) => match ingest.ingest(Transport::Grpc, message) {
+    let deadline = Instant::now() + ingest.limits.body_timeout;
+    let lease = ingest.memory.empty_lease();
+    match read_request(&ingest, &headers, body, lease, deadline).await {
+        Ok((message, lease)) => match ingest.ingest(Transport::Grpc, message, lease) {
             Ok(accepted) => grpc_ok(&ExportTraceServiceResponse {
                 partial_success: accepted.partial_success(),
             }),
             Err(e) => grpc_error(status_of(&e)),
         },
-        Err(status) => {
+        Err(ReadFailure::Full) => grpc_error(status_of(&ingest.refuse_full(Transport::Grpc, 0))),
+        Err(ReadFailure::Status(status)) => {
             let outcome = if status.code == code::RESOURCE_EXHAUSTED {
                 RequestOutcome::TooLarge
             } else {
@@ -74,12 +80,29 @@ fn status_of(e: &IngestError) -> RpcStatus {
     }
 }
 
-/// Reads and decodes the single request message, or the status to answer with.
+/// Why a request could not be read.
+enum ReadFailure {
+    /// The receivers' memory share has no room: the retryable refusal.
+    Full,
+    /// Anything else, answered with this status.
+    Status(RpcStatus),
+}
+
+impl From<RpcStatus> for ReadFailure {
+    fn from(s: RpcStatus) -> Self {
+        ReadFailure::Status(s)
+    }
+}
+
+/// Reads and decodes the single request message into memory paid for by `lease`, or says
+/// why not.
 async fn read_request(
     ingest: &Ingest,
     headers: &HeaderMap,
-    body: Body,
-) -> Result<Bytes, RpcStatus> {
+    mut body: Body,
+    mut lease: Lease,
+    deadline: Instant,
+) -> Result<(Bytes, Lease), ReadFailure> {
     let limit = ingest.limits.max_message_bytes;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -89,7 +112,8 @@ async fn read_request(
         return Err(RpcStatus::new(
             code::INVALID_ARGUMENT,
             format!("content-type {content_type:?} is not application/grpc"),
-        ));
+        )
+        .into());
     }
     let encoding = headers.get("grpc-encoding").and_then(|v| v.to_str().ok());
     let coding = Coding::parse(encoding).ok_or_else(|| {
@@ -101,40 +125,44 @@ async fn read_request(
             ),
         )
     })?;
-    let collected = tokio::time::timeout(
-        ingest.limits.body_timeout,
-        Limited::new(body, limit + 5).collect(),
+    // Refused before its end, the rest of the stream is reset (HTTP/2 needs no draining).
+    let buf = body::read(
+        ingest,
+        &mut lease,
+        &mut body,
+        Framing::Grpc,
+        limit,
+        deadline,
     )
     .await
-    .map_err(|_| {
-        RpcStatus::new(
+    .map_err(|e| match e {
+        ReadError::Overflow(Overflow::Full) => ReadFailure::Full,
+        ReadError::Overflow(Overflow::TooLarge) => too_large(limit).into(),
+        ReadError::Timeout => RpcStatus::new(
             code::DEADLINE_EXCEEDED,
             format!(
-                "request body not received within {:?}",
+                "request body not received within {:?} (receivers.otlp.grpc.body_timeout)",
                 ingest.limits.body_timeout
             ),
         )
-    })?
-    .map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-        {
-            too_large(limit)
-        } else {
-            RpcStatus::new(code::CANCELLED, format!("reading request body failed: {e}"))
+        .into(),
+        ReadError::Failed(e) => {
+            RpcStatus::new(code::CANCELLED, format!("reading request body failed: {e}")).into()
         }
     })?;
-    let mut buf = collected.to_bytes();
+    let mut buf = buf.into_bytes(&mut lease);
+    let counted = lease.bytes();
     if buf.len() < 5 {
         return Err(RpcStatus::new(
             code::INVALID_ARGUMENT,
             "request has no complete gRPC message frame",
-        ));
+        )
+        .into());
     }
     let compressed = buf.get_u8();
     let len = buf.get_u32() as usize;
     if len > limit {
-        return Err(too_large(limit));
+        return Err(too_large(limit).into());
     }
     if buf.len() != len {
         return Err(RpcStatus::new(
@@ -143,22 +171,36 @@ async fn read_request(
                 "gRPC frame declares {len} bytes but {} follow (unary calls carry one message)",
                 buf.len()
             ),
-        ));
+        )
+        .into());
     }
     match (compressed, coding) {
-        (0, _) => Ok(buf),
+        (0, _) => Ok((buf, lease)),
         (1, Coding::Identity) => Err(RpcStatus::new(
             code::INTERNAL,
             "message is flagged compressed but no grpc-encoding was sent",
-        )),
-        (1, coding) => decompress(coding, buf, limit).await.map_err(|e| match e {
-            DecodeError::TooLarge { .. } => too_large(limit),
-            DecodeError::Corrupt { .. } => RpcStatus::new(code::INVALID_ARGUMENT, e.to_string()),
-        }),
+        )
+        .into()),
+        (1, coding) => {
+            let input = Compressed {
+                bytes: buf,
+                counted,
+            };
+            decompress(ingest, coding, input, limit, lease)
+                .await
+                .map_err(|e| match e {
+                    DecodeError::TooLarge { .. } => too_large(limit).into(),
+                    DecodeError::Full => ReadFailure::Full,
+                    DecodeError::Corrupt { .. } => {
+                        RpcStatus::new(code::INVALID_ARGUMENT, e.to_string()).into()
+                    }
+                })
+        }
         (flag, _) => Err(RpcStatus::new(
             code::INVALID_ARGUMENT,
             format!("invalid gRPC compressed-flag byte {flag}"),
-        )),
+        )
+        .into()),
     }
 }
 

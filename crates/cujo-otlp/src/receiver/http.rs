@@ -1,8 +1,10 @@
 //! OTLP/HTTP trace receiver: `POST /v1/traces` with `application/x-protobuf` or
 //! `application/json` bodies, optionally gzip- or zstd-encoded. Answers follow the OTLP/HTTP
 //! specification: the response uses the request's content type, failures carry a
-//! `google.rpc.Status`, overload is 503 with `Retry-After`, bad data is 400, too large 413,
-//! an unknown media type or encoding 415, another method 405.
+//! `google.rpc.Status`, overload (including no room in the receivers' memory share while the
+//! body arrives or inflates) is 503 with `Retry-After`, bad data is 400, too large 413, an
+//! unknown media type or encoding 415, another method 405, a body slower than the body
+//! timeout 408.
 
 use axum::Router;
 use axum::body::Body;
@@ -10,14 +12,15 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
+use http::{HeaderMap, HeaderValue, StatusCode, Version, header};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
+use tokio::time::Instant;
 
-use super::decode::{Coding, DecodeError, decompress};
+use super::body::{self, Framing, Overflow, ReadError};
+use super::decode::{Coding, Compressed, DecodeError, decompress};
 use super::{Ingest, IngestError};
 use crate::rpc::RpcStatus;
 use crate::telemetry::{RequestOutcome, Transport};
@@ -82,9 +85,18 @@ impl Failure {
     }
 }
 
-async fn export(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -> Response {
-    let format = match media_type(&headers) {
-        Some(f) => f,
+async fn export(
+    State(ingest): State<Ingest>,
+    version: Version,
+    headers: HeaderMap,
+    mut body: Body,
+) -> Response {
+    let deadline = Instant::now() + ingest.limits.body_timeout;
+    let (format, result) = match media_type(&headers) {
+        Some(format) => (
+            format,
+            handle(&ingest, format, &headers, &mut body, deadline).await,
+        ),
         None => {
             let found = headers
                 .get(header::CONTENT_TYPE)
@@ -97,12 +109,20 @@ async fn export(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) ->
                 ),
                 RequestOutcome::Invalid,
             );
-            return respond_failure(&ingest, Format::Protobuf, failure);
+            (Format::Protobuf, Err(failure))
         }
     };
-    match handle(&ingest, format, &headers, body).await {
+    match result {
         Ok(response) => respond_ok(format, &response),
-        Err(failure) => respond_failure(&ingest, format, failure),
+        Err(failure) => {
+            // An HTTP/1 client still sending reads the answer, not a reset, if the rest of
+            // its body is read (and dropped): up to twice the limit, within the body timeout.
+            if version < Version::HTTP_2 && !http_body::Body::is_end_stream(&body) {
+                let max = ingest.limits.max_message_bytes.saturating_mul(2);
+                body::linger(body, max, deadline);
+            }
+            respond_failure(&ingest, format, failure)
+        }
     }
 }
 
@@ -110,7 +130,8 @@ async fn handle(
     ingest: &Ingest,
     format: Format,
     headers: &HeaderMap,
-    body: Body,
+    body: &mut Body,
+    deadline: Instant,
 ) -> Result<ExportTraceServiceResponse, Failure> {
     let limit = ingest.limits.max_message_bytes;
     let encoding = headers
@@ -135,38 +156,41 @@ async fn handle(
             RequestOutcome::TooLarge,
         )
     };
-    let collected = tokio::time::timeout(
-        ingest.limits.body_timeout,
-        Limited::new(body, limit).collect(),
-    )
-    .await
-    .map_err(|_| {
-        Failure::new(
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "request body not received within {:?}",
-                ingest.limits.body_timeout
+    let content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let mut lease = ingest.memory.empty_lease();
+    let framing = Framing::Plain { content_length };
+    let read = body::read(ingest, &mut lease, body, framing, limit, deadline)
+        .await
+        .map_err(|e| match e {
+            ReadError::Overflow(Overflow::Full) => full(ingest),
+            ReadError::Overflow(Overflow::TooLarge) => too_large(),
+            ReadError::Timeout => Failure::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request body not received within {:?} (receivers.otlp.http.body_timeout)",
+                    ingest.limits.body_timeout
+                ),
+                RequestOutcome::Invalid,
             ),
-            RequestOutcome::Invalid,
-        )
-    })?
-    .map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-        {
-            too_large()
-        } else {
-            Failure::new(
+            ReadError::Failed(e) => Failure::new(
                 StatusCode::BAD_REQUEST,
                 format!("reading request body failed: {e}"),
                 RequestOutcome::Invalid,
-            )
-        }
-    })?;
-    let raw = decompress(coding, collected.to_bytes(), limit)
+            ),
+        })?;
+    let bytes = read.into_bytes(&mut lease);
+    let input = Compressed {
+        counted: lease.bytes(),
+        bytes,
+    };
+    let (raw, mut lease) = decompress(ingest, coding, input, limit, lease)
         .await
         .map_err(|e| match e {
             DecodeError::TooLarge { .. } => too_large(),
+            DecodeError::Full => full(ingest),
             DecodeError::Corrupt { .. } => Failure::new(
                 StatusCode::BAD_REQUEST,
                 e.to_string(),
@@ -175,50 +199,69 @@ async fn handle(
         })?;
     let protobuf = match format {
         Format::Protobuf => raw,
-        // JSON goes through the generated types: large bodies convert off the async workers.
-        Format::Json if raw.len() > 64 * 1024 => {
-            tokio::task::spawn_blocking(move || json_to_protobuf(&raw))
-                .await
-                .map_err(|e| {
-                    Failure::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("OTLP/JSON conversion failed: {e}"),
-                        RequestOutcome::Invalid,
-                    )
-                })??
+        Format::Json => {
+            // JSON goes through the generated types; the protobuf it becomes is paid for
+            // before the JSON is given back. Large bodies convert off the async workers.
+            let json_counted = lease.bytes();
+            let protobuf = if raw.len() > 64 * 1024 {
+                tokio::task::spawn_blocking(move || json_to_protobuf(&raw))
+                    .await
+                    .map_err(|e| {
+                        Failure::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("OTLP/JSON conversion failed: {e}"),
+                            RequestOutcome::Invalid,
+                        )
+                    })??
+            } else {
+                json_to_protobuf(&raw)?
+            };
+            if !ingest.try_grow(&mut lease, protobuf.len()) {
+                return Err(full(ingest));
+            }
+            lease.shrink(json_counted);
+            protobuf
         }
-        Format::Json => json_to_protobuf(&raw)?,
     };
-    let accepted = ingest.ingest(Transport::Http, protobuf).map_err(|e| {
-        match e {
-            IngestError::Invalid(m) => {
-                Failure::new(StatusCode::BAD_REQUEST, m, RequestOutcome::Invalid)
-            }
-            IngestError::TooLarge(m) => {
-                Failure::new(StatusCode::PAYLOAD_TOO_LARGE, m, RequestOutcome::TooLarge)
-            }
-            IngestError::UnsupportedEncoding(m) => Failure::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                m,
-                RequestOutcome::Invalid,
-            ),
-            IngestError::Refused {
-                message,
-                retry_after,
-            } => Failure {
-                retry_after_secs: Some(retry_after.as_secs().max(1)),
-                ..Failure::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    message,
-                    RequestOutcome::Refused,
-                )
-            },
-        }
-        .counted()
-    })?;
+    let accepted = ingest
+        .ingest(Transport::Http, protobuf, lease)
+        .map_err(|e| failure_of(e).counted())?;
     Ok(ExportTraceServiceResponse {
         partial_success: accepted.partial_success(),
     })
+}
+
+/// The retryable refusal for a full memory share, counted.
+fn full(ingest: &Ingest) -> Failure {
+    failure_of(ingest.refuse_full(Transport::Http, 0)).counted()
+}
+
+/// The HTTP answer to each way [`Ingest`] refuses a request.
+fn failure_of(e: IngestError) -> Failure {
+    match e {
+        IngestError::Invalid(m) => {
+            Failure::new(StatusCode::BAD_REQUEST, m, RequestOutcome::Invalid)
+        }
+        IngestError::TooLarge(m) => {
+            Failure::new(StatusCode::PAYLOAD_TOO_LARGE, m, RequestOutcome::TooLarge)
+        }
+        IngestError::UnsupportedEncoding(m) => Failure::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            m,
+            RequestOutcome::Invalid,
+        ),
+        IngestError::Refused {
+            message,
+            retry_after,
+        } => Failure {
+            retry_after_secs: Some(retry_after.as_secs().max(1)),
+            ..Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                message,
+                RequestOutcome::Refused,
+            )
+        },
+    }
 }
 
 /// OTLP/JSON goes through the generated types (the slow path), then on as protobuf.

@@ -1,11 +1,21 @@
-//! OTLP trace receivers. Both transports decode the body (bounded), then hand the protobuf
+//! OTLP trace receivers. Both transports read and decode the body, then hand the protobuf
 //! bytes to [`Ingest`], which validates, admits and passes spans on — so both answer the
 //! same way to the same input.
 //!
+//! Memory: a request is paid for from the receivers' account ([`Ingest::memory`]) from its
+//! first byte, in one [`Lease`]: the body's buffer as frames arrive, the inflated body as it
+//! inflates (the compressed one is given back), then the batch's handles; the same lease
+//! travels on with the accepted spans ([`Admitted::lease`]). When the account has no room
+//! the request is refused with the OTLP spec's retryable answer; past the size limit, with
+//! the non-retryable "too large". Connections, streams and idle peers are the server's
+//! ([`crate::server`]).
+//!
 //! - [`grpc`]: `opentelemetry.proto.collector.trace.v1.TraceService/Export` over HTTP/2.
 //! - [`http`]: `POST /v1/traces`, protobuf or JSON.
-//! - [`decode`]: decompression with a limit on the *decompressed* size.
+//! - [`body`]: bodies read into one buffer, counted as they arrive.
+//! - [`decode`]: decompression, counted as it inflates and bounded by the decompressed size.
 
+pub(crate) mod body;
 pub mod decode;
 pub mod grpc;
 pub mod http;
@@ -18,7 +28,8 @@ use cujo_wire::scan_request;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
 
 use crate::admission::{Admitted, SpanSink};
-use crate::memory::Account;
+use crate::memory::{Account, Lease};
+use crate::server::ConnectionMemory;
 use crate::telemetry::{PipelineTelemetry, RequestOutcome, Transport};
 
 /// Limits shared by the receivers.
@@ -30,6 +41,9 @@ pub struct ReceiverLimits {
     pub body_timeout: Duration,
     /// The delay suggested to clients refused for overload.
     pub retry_after: Duration,
+    /// What open connections hold in the receivers' account: a request may grow past the
+    /// share when nothing else is held beside them (one request is never refused forever).
+    pub connections: Option<ConnectionMemory>,
 }
 
 impl Default for ReceiverLimits {
@@ -38,6 +52,7 @@ impl Default for ReceiverLimits {
             max_message_bytes: 16 * 1024 * 1024,
             body_timeout: Duration::from_secs(30),
             retry_after: Duration::from_secs(1),
+            connections: None,
         }
     }
 }
@@ -45,8 +60,8 @@ impl Default for ReceiverLimits {
 /// What the receivers share: their memory account, the next stage and the counters.
 #[derive(Clone)]
 pub struct Ingest {
-    /// The receivers' share of the memory budget: request bodies and accepted requests
-    /// waiting for the next stage.
+    /// The receivers' share of the memory budget: request bodies as they arrive and
+    /// inflate, accepted requests waiting for the next stage, open connections.
     pub memory: Account,
     pub sink: SpanSink,
     pub telemetry: Arc<PipelineTelemetry>,
@@ -89,8 +104,48 @@ pub enum IngestError {
 }
 
 impl Ingest {
+    /// Takes `more` bytes into `lease` if the receivers' share has room for them, or if
+    /// nothing but this request and open connections' fixed costs is held.
+    pub(crate) fn try_grow(&self, lease: &mut Lease, more: usize) -> bool {
+        lease.try_grow(more)
+            || self
+                .limits
+                .connections
+                .as_ref()
+                .is_some_and(|c| c.grow_beside_connections(lease, more))
+    }
+
+    /// Counts a request refused because the receivers' share is full, and the answer.
+    pub(crate) fn refuse_full(&self, transport: Transport, spans: u64) -> IngestError {
+        self.memory.note_full();
+        self.refuse(
+            transport,
+            spans,
+            &format!(
+                "cujo's receivers are over their share of the memory budget ({} bytes of admission.max_in_flight)",
+                self.memory.limit()
+            ),
+        )
+    }
+
+    fn refuse(&self, transport: Transport, spans: u64, what: &str) -> IngestError {
+        self.telemetry
+            .request(transport, RequestOutcome::Refused, spans);
+        IngestError::Refused {
+            message: format!("{what}; retry later"),
+            retry_after: self.limits.retry_after,
+        }
+    }
+
     /// Validates an encoded `ExportTraceServiceRequest`, admits it and hands its spans on.
-    pub fn ingest(&self, transport: Transport, body: Bytes) -> Result<Accepted, IngestError> {
+    /// `lease` already pays for `body`; it grows by the batch's handles and goes on with
+    /// the spans.
+    pub fn ingest(
+        &self,
+        transport: Transport,
+        body: Bytes,
+        mut lease: Lease,
+    ) -> Result<Accepted, IngestError> {
         let scanned = match scan_request(&body) {
             Ok(s) => s,
             Err(e) => {
@@ -122,25 +177,9 @@ impl Ingest {
                 .request(transport, RequestOutcome::Accepted, 0);
             return Ok(accepted);
         }
-        let refused = |this: &Self, what: &str| {
-            this.telemetry
-                .request(transport, RequestOutcome::Refused, spans);
-            IngestError::Refused {
-                message: format!("{what}; retry later"),
-                retry_after: this.limits.retry_after,
-            }
-        };
-        let bytes = body.len() + scanned.batch.handle_bytes();
-        let Some(lease) = self.memory.try_take(bytes) else {
-            self.memory.note_full();
-            return Err(refused(
-                self,
-                &format!(
-                    "cujo's receivers are over their share of the memory budget ({} of admission.max_in_flight)",
-                    self.memory.limit()
-                ),
-            ));
-        };
+        if !self.try_grow(&mut lease, scanned.batch.handle_bytes()) {
+            return Err(self.refuse_full(transport, spans));
+        }
         let admitted = Admitted {
             batch: scanned.batch,
             lease: Arc::new(lease),
@@ -151,8 +190,28 @@ impl Ingest {
             .request(transport, RequestOutcome::Accepted, spans);
         if self.sink.try_send(admitted).is_err() {
             self.telemetry.undo_accepted(transport, spans);
-            return Err(refused(self, "cujo's pipeline is full"));
+            return Err(self.refuse(transport, spans, "cujo's pipeline is full"));
         }
         Ok(accepted)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::memory::{Component, MemoryBudget, Shares};
+
+    /// An ingest path whose receivers get a quarter of `budget` bytes, and the channel it
+    /// hands on to.
+    pub(crate) fn ingest_with_budget(budget: usize) -> (Ingest, crate::admission::SpanSource) {
+        let (sink, source) = SpanSink::channel(16);
+        let ingest = Ingest {
+            memory: MemoryBudget::new(budget, Shares::for_stages(false, false))
+                .account(Component::Receivers),
+            sink,
+            telemetry: Arc::new(PipelineTelemetry::new()),
+            limits: ReceiverLimits::default(),
+        };
+        (ingest, source)
     }
 }
