@@ -1146,13 +1146,14 @@ impl Config {
         .into_iter()
         .flatten()
         .max_by_key(|(_, size)| *size);
+        let connection = cujo_otlp::server::CONNECTION_BYTES as u64;
         if let Some((key, size)) = largest
-            && size > receivers
+            && size + connection > receivers
         {
             return Err((
                 "admission.max_in_flight".into(),
                 format!(
-                    "{} leaves the receivers {receivers} bytes ({:.1}% of it), less than {key} ({size} bytes): such a request could never be accepted; raise the budget or admission.shares.receivers, or lower {key}",
+                    "{} leaves the receivers {receivers} bytes ({:.1}% of it), less than {key} ({size} bytes) plus one connection ({connection} bytes): such a request could never be accepted; raise the budget or admission.shares.receivers, or lower {key}",
                     self.admission.max_in_flight.0,
                     budget.of(cujo_otlp::memory::Component::Receivers) * 100.0,
                 ),

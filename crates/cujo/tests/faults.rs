@@ -76,11 +76,12 @@ async fn downstream_down_then_back_delivers_every_span_once() {
 async fn slow_downstream_makes_admission_refuse_and_clients_retry_without_loss() {
     let downstream = Downstream::start().await;
     downstream.set_mode(DownstreamMode::Slow(Duration::from_millis(200)));
-    // A budget of a few requests: the receivers' share must still hold the largest one.
+    // A budget of a few requests for the exporter; the receivers' share holds the four
+    // clients' connections (128 KiB each) and a request each.
     let cujo = Cujo::start_yaml(&format!(
         "receivers:\n  otlp:\n    grpc: {{ endpoint: \"127.0.0.1:0\", max_recv_msg_size: 64KiB }}\n    \
          http: {{ endpoint: \"127.0.0.1:0\", max_request_body_size: 64KiB }}\n\
-         admission: {{ max_in_flight: 200KiB, retry_after: 1s, shares: {{ receivers: 50% }} }}\n{}\n  prometheus: {{ endpoint: \"127.0.0.1:0\" }}\n",
+         admission: {{ max_in_flight: 1MiB, retry_after: 1s, shares: {{ receivers: 80% }} }}\n{}\n  prometheus: {{ endpoint: \"127.0.0.1:0\" }}\n",
         exporter_yaml(downstream.addr, "    concurrency: 1\n")
     ))
     .await;
@@ -106,7 +107,7 @@ async fn slow_downstream_makes_admission_refuse_and_clients_retry_without_loss()
     }
     assert!(
         refusals > 0,
-        "a 200 KiB budget against a slow downstream must refuse some requests"
+        "an exporter share of ~100 KiB against a slow downstream must refuse some requests"
     );
     let refused = cujo
         .metric("cujo_receiver_requests_total{transport=\"grpc\",outcome=\"refused\"}")
