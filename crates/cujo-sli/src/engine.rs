@@ -11,6 +11,7 @@
 //! submodule.
 
 mod memory;
+pub use memory::SliCaps;
 
 use std::collections::HashMap;
 use std::time::Duration;

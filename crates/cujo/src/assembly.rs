@@ -220,6 +220,41 @@ async fn abandon(
     }
 }
 
+/// Logs the SLI engine's caps being hit, at most once per [`CAP_LOG_INTERVAL`] and only
+/// when some count moved; the counters on `/metrics` have every hit.
+#[derive(Default)]
+pub struct SliCapReport {
+    last: Option<Instant>,
+    seen: cujo_sli::engine::SliCaps,
+}
+
+impl SliCapReport {
+    pub fn report(&mut self, now: cujo_sli::engine::SliCaps) {
+        // Idle series expiring is routine: reported along, but not a reason to log.
+        let moved = cujo_sli::engine::SliCaps {
+            series_expired: self.seen.series_expired,
+            ..now
+        } != self.seen;
+        if !moved || self.last.is_some_and(|t| t.elapsed() < CAP_LOG_INTERVAL) {
+            return;
+        }
+        let (was, d) = (self.seen, |a: u64, b: u64| a.saturating_sub(b));
+        tracing::warn!(
+            dimension_values_truncated = d(
+                now.dimension_values_truncated,
+                was.dimension_values_truncated
+            ),
+            series_expired = d(now.series_expired, was.series_expired),
+            events_overflowed_max_series = d(now.overflowed_max_series, was.overflowed_max_series),
+            events_overflowed_memory = d(now.overflowed_memory, was.overflowed_memory),
+            traces_settled_early = d(now.settled_early, was.settled_early),
+            "SLI engine caps hit since the last report (slo.max_dimension_value_bytes, slo.series_idle_ttl, max_series, its memory share, slo.max_settling_traces); see cujo_sli_* counters"
+        );
+        self.seen = now;
+        self.last = Some(Instant::now());
+    }
+}
+
 /// Logs, at most once per [`CAP_LOG_INTERVAL`], that caps on what input creates were hit
 /// (the counters on `/metrics` say how often).
 #[derive(Default)]

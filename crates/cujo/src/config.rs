@@ -1146,14 +1146,26 @@ impl Config {
         .into_iter()
         .flatten()
         .max_by_key(|(_, size)| *size);
+        // A request may grow past the share while it is alone in it beside connections'
+        // costs (so the largest one fits whatever connections hold), but a connection is
+        // only opened while its cost fits.
         let connection = cujo_otlp::server::CONNECTION_BYTES as u64;
+        if receivers < connection {
+            return Err((
+                "admission.max_in_flight".into(),
+                format!(
+                    "{} leaves the receivers {receivers} bytes, less than one connection costs ({connection} bytes): no connection could be accepted; raise the budget or admission.shares.receivers",
+                    self.admission.max_in_flight.0,
+                ),
+            ));
+        }
         if let Some((key, size)) = largest
-            && size + connection > receivers
+            && size > receivers
         {
             return Err((
                 "admission.max_in_flight".into(),
                 format!(
-                    "{} leaves the receivers {receivers} bytes ({:.1}% of it), less than {key} ({size} bytes) plus one connection ({connection} bytes): such a request could never be accepted; raise the budget or admission.shares.receivers, or lower {key}",
+                    "{} leaves the receivers {receivers} bytes ({:.1}% of it), less than {key} ({size} bytes): such a request could never be accepted; raise the budget or admission.shares.receivers, or lower {key}",
                     self.admission.max_in_flight.0,
                     budget.of(cujo_otlp::memory::Component::Receivers) * 100.0,
                 ),

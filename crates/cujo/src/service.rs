@@ -339,18 +339,33 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         }
         None => None,
     };
-    // Sample the SLO history (and so the charts) even while no trace comes.
+    // Sample the SLO history (and so the charts) even while no trace comes. Each second the
+    // engine's memory is also written into the SLI's account, so the budget's split on
+    // /metrics shows it (the engine keeps itself within that share on its own).
     let sli_ticker = sli_engine.clone().map(|engine| {
+        let mut lease = budget.account(Component::Sli).empty_lease();
         tokio::spawn(async move {
             let every = engine
                 .lock()
                 .map(|e| e.tick_interval())
                 .unwrap_or(Duration::from_secs(10));
             let mut tick = tokio::time::interval(every);
+            let mut weigh = tokio::time::interval(Duration::from_secs(1));
+            let mut caps = assembly::SliCapReport::default();
             loop {
-                tick.tick().await;
-                if let Ok(mut e) = engine.lock() {
-                    e.tick(assembly::wall_clock_ms());
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Ok(mut e) = engine.lock() {
+                            e.tick(assembly::wall_clock_ms());
+                        }
+                    }
+                    _ = weigh.tick() => {
+                        let seen = engine.lock().ok().map(|e| (e.memory_bytes(), e.caps()));
+                        if let Some((bytes, hit)) = seen {
+                            lease.set(bytes);
+                            caps.report(hit);
+                        }
+                    }
                 }
             }
         })

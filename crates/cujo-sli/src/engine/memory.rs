@@ -18,7 +18,7 @@ use cujo_wire::alloc::{allocation_size, vec_bytes};
 use super::{CujState, Family, Kind, SliEngine, family, sample};
 use crate::cuj::{Cuj, DimensionValues};
 use crate::histogram::ExpHistogram;
-use crate::limits::{EvictReason, RestoreSkip, SliLimits};
+use crate::limits::{EvictReason, OverflowReason, RestoreSkip, SliLimits};
 use crate::report::HistoryPoint;
 use crate::settle::{Events, Settling, TraceId};
 use crate::state::CujWindows;
@@ -95,6 +95,19 @@ impl CujState {
     }
 }
 
+/// Counts of the SLI engine's caps being hit, since start (see [`SliEngine::caps`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SliCaps {
+    pub dimension_values_truncated: u64,
+    pub series_expired: u64,
+    /// Events folded into a CUJ's overflow series because it had `max_series` series.
+    pub overflowed_max_series: u64,
+    /// Events folded into the overflow series because a new series would not fit in memory.
+    pub overflowed_memory: u64,
+    /// Settling traces recorded before their settle time (queue full or memory).
+    pub settled_early: u64,
+}
+
 impl SliEngine {
     /// Heap bytes the engine holds that grow with input: every series, the settling
     /// traces, each CUJ's history and latency histograms (see the module doc). Counted as
@@ -102,6 +115,22 @@ impl SliEngine {
     /// running totals: O(number of CUJs).
     pub fn memory_bytes(&self) -> usize {
         self.cujs.iter().map(CujState::held_bytes).sum::<usize>() + self.settling.bytes()
+    }
+
+    /// How often the engine's caps were hit since start, summed over the CUJs: for a log
+    /// line once per interval beside the counters on `/metrics`.
+    pub fn caps(&self) -> SliCaps {
+        let mut caps = SliCaps {
+            settled_early: self.settling.evicted.iter().sum(),
+            ..SliCaps::default()
+        };
+        for s in &self.cujs {
+            caps.dimension_values_truncated += s.truncated;
+            caps.series_expired += s.expired;
+            caps.overflowed_max_series += s.overflowed[OverflowReason::MaxSeries as usize];
+            caps.overflowed_memory += s.overflowed[OverflowReason::Memory as usize];
+        }
+        caps
     }
 
     /// Bytes of the limit kept for settling traces: none when no CUJ settles.
