@@ -88,6 +88,9 @@ impl Shares {
 pub struct MemoryBudget {
     total: usize,
     accounts: [AccountState; 5],
+    /// Times the allocator was made to give freed memory back to the OS because the
+    /// resident set passed the budget plus its slack (see the binary's allocator governor).
+    purges: AtomicU64,
 }
 
 struct AccountState {
@@ -108,7 +111,11 @@ impl MemoryBudget {
             full: AtomicU64::new(0),
             freed: Notify::new(),
         });
-        Arc::new(Self { total, accounts })
+        Arc::new(Self {
+            total,
+            accounts,
+            purges: AtomicU64::new(0),
+        })
     }
 
     /// One account of the budget.
@@ -122,6 +129,11 @@ impl MemoryBudget {
     /// The whole budget in bytes.
     pub fn total(&self) -> usize {
         self.total
+    }
+
+    /// Counts one forced return of freed memory to the OS.
+    pub fn note_purge(&self) {
+        self.purges.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Bytes held by every account together.
@@ -182,6 +194,12 @@ impl MemoryBudget {
         for c in Component::ALL {
             f.sample(&[("component", c.label())], self.full_count(c) as f64);
         }
+        Family::counter(
+            out,
+            "cujo_memory_purges_total",
+            "Times the resident set passed the budget plus its slack and the allocator was made to return the freed memory it keeps for reuse.",
+        )
+        .sample(&[], self.purges.load(Ordering::Relaxed) as f64);
         // The names earlier versions exported, kept for dashboards built on them.
         Family::gauge(
             out,

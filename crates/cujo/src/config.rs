@@ -372,6 +372,10 @@ pub enum Compression {
 pub struct BatchConfig {
     #[serde(default = "default_batch_spans")]
     pub max_spans: usize,
+    /// A batch is sent once its encoded size reaches this (a request is never split for
+    /// it): bounds the body the exporter encodes, and so its memory beyond its share.
+    #[serde(default = "default_batch_bytes")]
+    pub max_bytes: ByteSize,
     #[serde(default = "default_batch_timeout")]
     pub timeout: HumanDuration,
 }
@@ -380,9 +384,14 @@ impl Default for BatchConfig {
     fn default() -> Self {
         Self {
             max_spans: default_batch_spans(),
+            max_bytes: default_batch_bytes(),
             timeout: default_batch_timeout(),
         }
     }
+}
+
+fn default_batch_bytes() -> ByteSize {
+    ByteSize(8 << 20)
 }
 
 fn default_batch_spans() -> usize {

@@ -20,12 +20,39 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// kernel zeroing pages, and throughput rose 11–13% with 10 s (BENCHMARKS.md). Peak RSS grew
 /// about 5%. `MIMALLOC_PURGE_DELAY` in the environment still wins.
 fn tune_allocator() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+    if let Some(ms) = std::env::var("MIMALLOC_PURGE_DELAY")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+    {
+        PURGE_DELAY_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
         return;
     }
     // SAFETY: mi_option_set only stores an integer option; it is called once, before the
     // runtime starts any thread, with a valid option number for the linked mimalloc.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000) };
+}
+
+/// The purge delay cujo runs with: `MIMALLOC_PURGE_DELAY` when set, else 10 s.
+static PURGE_DELAY_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(10_000);
+
+/// Puts mimalloc under pressure (the allocator governor calls it when the resident set
+/// passes the memory budget plus its slack): every freed page it keeps goes back to the OS
+/// now, and later ones as soon as they are freed. `false` restores the purge delay.
+fn allocator_pressure(on: bool) {
+    let delay = if on {
+        0
+    } else {
+        PURGE_DELAY_MS.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // SAFETY: mi_option_set stores an integer that mimalloc reads on each purge decision
+    // (a word-sized store); mi_collect takes no pointers and, with `force`, frees what the
+    // calling thread's heap keeps and purges the freed pages of every arena.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay as std::ffi::c_long);
+        if on {
+            libmimalloc_sys::mi_collect(true);
+        }
+    }
 }
 
 /// OpenTelemetry span processor for Critical User Journeys.
@@ -56,6 +83,7 @@ enum Command {
 
 fn main() -> ExitCode {
     tune_allocator();
+    cujo::allocator::set_pressure(allocator_pressure);
     let cli = Cli::parse();
     // `status` talks to a running cujo and needs no configuration.
     if let Some(Command::Status(args)) = &cli.command {

@@ -75,6 +75,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         sli = budget.limit(Component::Sli),
         "memory budget (admission.max_in_flight) and its shares, in bytes"
     );
+    crate::allocator::govern(&budget);
     let readiness = Readiness::default();
 
     let receivers_stop = CancellationToken::new();
@@ -167,6 +168,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             tracing::info!(endpoint = %downstream.uri(), "forwarding spans");
             let settings = ExporterSettings {
                 batch_max_spans: otlp.batch.max_spans,
+                batch_max_bytes: otlp.batch.max_bytes.0 as usize,
                 batch_timeout: otlp.batch.timeout.0,
                 queue_max_spans: otlp.queue.max_spans,
                 concurrency: otlp.concurrency,

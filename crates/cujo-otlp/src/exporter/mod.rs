@@ -35,6 +35,9 @@ use transport::{Compression, Downstream, Outcome, Protocol};
 #[derive(Debug, Clone)]
 pub struct ExporterSettings {
     pub batch_max_spans: usize,
+    /// A batch is sent once its encoded size reaches this (a request is never split for
+    /// it: a batch holds at most this plus one request). Bounds the bodies being encoded.
+    pub batch_max_bytes: usize,
     pub batch_timeout: Duration,
     pub queue_max_spans: usize,
     /// Requests in flight to the downstream at once.
@@ -48,6 +51,8 @@ pub struct ExporterSettings {
 struct Outgoing {
     batch: SpanBatch,
     spans: usize,
+    /// The batch's encoded size.
+    bytes: usize,
     leases: Vec<Arc<Lease>>,
 }
 
@@ -56,6 +61,7 @@ impl Outgoing {
         Self {
             batch: SpanBatch::default(),
             spans: 0,
+            bytes: 0,
             leases: Vec::new(),
         }
     }
@@ -63,10 +69,13 @@ impl Outgoing {
     fn split_front(&mut self, n: usize) -> Outgoing {
         let batch = self.batch.split_front(n);
         let spans = batch.span_count();
+        let bytes = cujo_wire::encoded_request_len(&batch);
         self.spans -= spans;
+        self.bytes = self.bytes.saturating_sub(bytes);
         Outgoing {
             batch,
             spans,
+            bytes,
             // Both halves keep every lease: the bytes return when both are done.
             leases: self.leases.clone(),
         }
@@ -94,6 +103,7 @@ pub async fn run(
     let mut source_open = true;
     let mut closing = false;
     let max_batch = settings.batch_max_spans.max(1);
+    let max_bytes = settings.batch_max_bytes.max(1);
     let memory = settings.memory.clone();
     let buffers = Arc::new(BufferPool::new(
         settings.concurrency.max(1) + 1,
@@ -121,8 +131,12 @@ pub async fn run(
             return;
         }
         // Take more input only below both limits; a request taken moves its bytes here, so
-        // the account holds at most its limit plus one request.
-        let room = queued_spans + building.spans < settings.queue_max_spans && !memory.is_full();
+        // the account holds at most its limit plus one request. Holding nothing, take input
+        // whatever the account says: what fills it then is input already charged to it
+        // (the assembler's output, leased before it is sent), which only moves once taken.
+        let idle = building.spans == 0 && queue.is_empty() && senders.is_empty();
+        let room =
+            queued_spans + building.spans < settings.queue_max_spans && (!memory.is_full() || idle);
         if !room && memory.is_full() {
             memory.note_full();
         }
@@ -142,9 +156,14 @@ pub async fn run(
             received = source.recv(), if source_open && room => match received {
                 Some(admitted) => {
                     let n = admitted.span_count();
+                    let bytes = cujo_wire::encoded_request_len(&admitted.batch);
                     telemetry.queue_add(n as i64);
+                    if building.spans > 0 && building.bytes + bytes > max_bytes {
+                        flush(&mut building, &mut building_since, &mut queue, &mut queued_spans);
+                    }
                     building.batch.append(&mut { admitted.batch });
                     building.spans += n;
+                    building.bytes += bytes;
                     building.leases.push(move_lease(admitted.lease, &memory));
                     building_since.get_or_insert_with(Instant::now);
                     while building.spans >= max_batch {
@@ -152,8 +171,12 @@ pub async fn run(
                         queued_spans += full.spans;
                         queue.push_back(full);
                     }
+                    if building.bytes >= max_bytes {
+                        flush(&mut building, &mut building_since, &mut queue, &mut queued_spans);
+                    }
                     if building.spans == 0 {
                         building.leases.clear();
+                        building.bytes = 0;
                         building_since = None;
                     }
                 }
@@ -231,6 +254,8 @@ struct BufferPool {
     /// Kept buffers, with the lease that counts their capacity.
     free: std::sync::Mutex<(Vec<Vec<u8>>, Lease)>,
     max: usize,
+    /// The most the kept buffers may hold together: a quarter of the account's limit.
+    max_kept_bytes: usize,
 }
 
 impl BufferPool {
@@ -239,6 +264,7 @@ impl BufferPool {
 
     fn new(max: usize, memory: Account) -> Self {
         Self {
+            max_kept_bytes: memory.limit() / 4,
             free: std::sync::Mutex::new((Vec::new(), memory.empty_lease())),
             max,
         }
@@ -261,6 +287,9 @@ impl BufferPool {
     }
 
     /// Keeps `buf` for the next batch if the pool has a place and the account has room.
+    /// Kept buffers never take more than a quarter of the account's limit: memory nothing
+    /// uses must not fill the share, or the exporter would stop taking input (and the stage
+    /// before it, waiting for room, would wait for ever).
     fn give(&self, mut buf: Vec<u8>) {
         if buf.capacity() == 0 || buf.capacity() > Self::MAX_KEPT_BYTES {
             return;
@@ -268,7 +297,8 @@ impl BufferPool {
         buf.clear();
         if let Ok(mut free) = self.free.lock() {
             let (bufs, kept) = &mut *free;
-            if bufs.len() < self.max && kept.try_grow(buf.capacity()) {
+            let within = kept.bytes() + buf.capacity() <= self.max_kept_bytes;
+            if bufs.len() < self.max && within && kept.try_grow(buf.capacity()) {
                 bufs.push(buf);
             }
         }
@@ -559,5 +589,23 @@ mod tests {
         assert_eq!(plain, direct);
         pool.give(raw);
         assert!(pool.take(&mut lease).capacity() > 0);
+    }
+
+    #[test]
+    fn kept_buffers_never_fill_the_exporters_share() {
+        // 64 MiB budget, plain forwarding: the exporter's share is 48 MiB.
+        let memory = account();
+        let pool = BufferPool::new(8, memory.clone());
+        for _ in 0..8 {
+            pool.give(Vec::with_capacity(10 << 20));
+        }
+        let kept = memory.used();
+        assert!(kept > 0, "some are kept");
+        assert!(
+            kept <= memory.limit() / 4,
+            "kept {kept} bytes of a {} limit",
+            memory.limit()
+        );
+        assert!(!memory.is_full(), "the exporter still takes input");
     }
 }
