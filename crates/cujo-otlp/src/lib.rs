@@ -7,13 +7,18 @@
 //! spans to export from a [`admission::SpanSource`], whoever sits between.
 //!
 //! # Layout
-//! - [`admission`]: the bytes-in-flight budget, leases, and the bounded hand-off channel
-//!   (one channel per assembler shard; batches split by trace id, handed on all or nothing).
+//! - [`memory`]: the memory budget (`admission.max_in_flight`), one account per component
+//!   with its share, leases that give bytes back when dropped, and its `/metrics` families.
+//! - [`admission`]: the bounded hand-off channel between stages (one channel per assembler
+//!   shard; batches split by trace id, handed on all or nothing) with each batch's lease.
+//! - `receiver::body` (inside [`receiver`]): request bodies paid for from their first byte.
 //! - [`receiver`]: gRPC and HTTP receivers over one [`receiver::Ingest`] path; bounded
 //!   decompression.
 //! - [`exporter`]: batching, bounded queue, retrying senders over gRPC or HTTP/protobuf (the
 //!   transport also carries the OTLP metrics push).
-//! - [`server`]: the connection loop (limits, timeouts, graceful drain) every listener uses.
+//! - [`server`]: the connection loop every listener uses: connections paid for from the
+//!   receivers' share, HTTP/2 windows and streams bounded, idle and slow peers closed,
+//!   graceful drain.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`telemetry`]: counters of the receive → export path, in one place.
 //! - [`prom`]: Prometheus text and OpenMetrics writer (content negotiation, exemplars).

@@ -384,5 +384,17 @@ async fn long_dimension_values_are_cut_and_their_series_bounded() {
         "dimension values on /metrics are at most 128 bytes: {longest}"
     );
     assert!(m.len() < 4 << 20, "a scrape stays small: {} bytes", m.len());
+    // The engine's memory shows in its account of the budget (written each second).
+    let sli = wait_for("the SLI engine's memory in its account", || async {
+        let used = cujo
+            .metric("cujo_memory_used_bytes{component=\"sli\"}")
+            .await;
+        (used > 0.0).then_some(used)
+    })
+    .await;
+    let limit = cujo
+        .metric("cujo_memory_limit_bytes{component=\"sli\"}")
+        .await;
+    assert!(sli <= limit, "the SLI engine holds {sli} of {limit} bytes");
     assert_within_budget(&cujo, idle, "long dimension values");
 }
