@@ -322,6 +322,17 @@ impl Assembler {
         (self.memory_bytes() + held_ids, index.cache.bytes())
     }
 
+    /// The memory the assembler keeps itself under (`max_memory_bytes`): lowered while
+    /// the process's resident set is too far over its budget, so the oldest traces go
+    /// early at the next step.
+    pub fn set_max_memory_bytes(&mut self, bytes: usize) {
+        self.settings.max_memory_bytes = bytes;
+    }
+
+    pub fn max_memory_bytes(&self) -> usize {
+        self.settings.max_memory_bytes
+    }
+
     /// Limits what the next calls may write out, in bytes of memory, until it is set again:
     /// the room the stage after has. A release stops once it is used up (one trace always
     /// goes, so the assembler cannot stall), and [`Assembler::output_written`] says how much

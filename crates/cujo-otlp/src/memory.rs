@@ -91,7 +91,14 @@ pub struct MemoryBudget {
     /// Times the allocator was made to give freed memory back to the OS because the
     /// resident set passed the budget plus its slack (see the binary's allocator governor).
     purges: AtomicU64,
+    /// The share of each configured limit in force, per mille: lowered by the allocator
+    /// governor while the resident set stays too far over the budget (memory the counts
+    /// cannot see: the allocator's fragmentation), raised back once it is under.
+    scale: AtomicUsize,
 }
+
+/// The lowest [`MemoryBudget::set_scale_permille`] goes: half of every limit.
+pub const MIN_SCALE_PERMILLE: usize = 500;
 
 struct AccountState {
     limit: usize,
@@ -100,6 +107,14 @@ struct AccountState {
     full: AtomicU64,
     /// Woken when bytes are given back, for stages that wait for room.
     freed: Notify,
+}
+
+/// `limit` scaled by `permille`, without overflow for unlimited (`usize::MAX`) limits.
+pub fn scaled(limit: usize, permille: usize) -> usize {
+    if permille >= 1000 {
+        return limit;
+    }
+    ((limit as u128 * permille as u128) / 1000) as usize
 }
 
 impl MemoryBudget {
@@ -115,6 +130,7 @@ impl MemoryBudget {
             total,
             accounts,
             purges: AtomicU64::new(0),
+            scale: AtomicUsize::new(1000),
         })
     }
 
@@ -144,8 +160,35 @@ impl MemoryBudget {
             .sum()
     }
 
+    /// A component's limit in force: its share of the budget, scaled down while the
+    /// resident set is too far over the budget.
     pub fn limit(&self, component: Component) -> usize {
+        scaled(
+            self.accounts[component as usize].limit,
+            self.scale_permille(),
+        )
+    }
+
+    /// A component's share of the budget as configured.
+    pub fn configured_limit(&self, component: Component) -> usize {
         self.accounts[component as usize].limit
+    }
+
+    /// The share of each configured limit in force, per mille (1000 = all of it).
+    pub fn scale_permille(&self) -> usize {
+        self.scale.load(Ordering::Relaxed)
+    }
+
+    /// Sets the share of each configured limit in force (clamped to
+    /// [`MIN_SCALE_PERMILLE`]..=1000); raising it wakes whoever waits for room.
+    pub fn set_scale_permille(&self, permille: usize) {
+        let permille = permille.clamp(MIN_SCALE_PERMILLE, 1000);
+        let was = self.scale.swap(permille, Ordering::Relaxed);
+        if permille > was {
+            for a in &self.accounts {
+                a.freed.notify_waiters();
+            }
+        }
     }
 
     pub fn used_by(&self, component: Component) -> usize {
@@ -170,10 +213,16 @@ impl MemoryBudget {
             "The memory budget (admission.max_in_flight): every byte that grows with input is counted against it.",
         )
         .sample(&[], self.total as f64);
+        Family::gauge(
+            out,
+            "cujo_memory_limit_scale_ratio",
+            "The share of each component's limit in force: below 1 while the resident set stays more than 56 MiB over the budget (memory the counts cannot see, such as the allocator's fragmentation).",
+        )
+        .sample(&[], self.scale_permille() as f64 / 1000.0);
         let mut f = Family::gauge(
             out,
             "cujo_memory_limit_bytes",
-            "Each component's share of the memory budget.",
+            "Each component's share of the memory budget, as in force now (see cujo_memory_limit_scale_ratio).",
         );
         for c in Component::ALL {
             f.sample(&[("component", c.label())], self.limit(c) as f64);
@@ -242,8 +291,14 @@ impl Account {
         self.component
     }
 
+    /// The account's limit in force (see [`MemoryBudget::limit`]).
     pub fn limit(&self) -> usize {
-        self.state().limit
+        self.budget.limit(self.component)
+    }
+
+    /// The share of the configured limit in force, per mille.
+    pub fn scale_permille(&self) -> usize {
+        self.budget.scale_permille()
     }
 
     pub fn used(&self) -> usize {
@@ -339,10 +394,11 @@ impl Lease {
             return true;
         }
         let state = self.account.state();
+        let limit = self.account.limit();
         let mut current = state.used.load(Ordering::Relaxed);
         loop {
             let alone = current == self.bytes;
-            if !alone && current.saturating_add(more) > state.limit {
+            if !alone && current.saturating_add(more) > limit {
                 return false;
             }
             match state.used.compare_exchange_weak(
@@ -406,6 +462,36 @@ mod tests {
 
     fn budget(total: usize) -> Arc<MemoryBudget> {
         MemoryBudget::new(total, Shares::for_stages(false, false))
+    }
+
+    #[tokio::test]
+    async fn lowered_limits_refuse_sooner_and_raising_them_wakes_waiters() {
+        let b = budget(1000 * 1024);
+        let e = b.account(Component::Exporter);
+        let configured = e.limit();
+        let held = e.take(configured * 3 / 4);
+        assert!(!e.is_full());
+        b.set_scale_permille(600);
+        assert_eq!(e.limit(), configured * 6 / 10);
+        assert_eq!(b.configured_limit(Component::Exporter), configured);
+        assert!(e.is_full(), "what is held is now over the limit in force");
+        assert!(e.try_take(1).is_none());
+        b.set_scale_permille(0);
+        assert_eq!(b.scale_permille(), MIN_SCALE_PERMILLE, "never below half");
+        let waiter = tokio::spawn({
+            let e = e.clone();
+            async move { e.wait_for_room().await }
+        });
+        tokio::task::yield_now().await;
+        b.set_scale_permille(1000);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken when the limits come back")
+            .expect("waiter");
+        assert!(e.try_take(1).is_some());
+        drop(held);
+        assert_eq!(scaled(usize::MAX, 500), usize::MAX / 2);
+        assert_eq!(scaled(usize::MAX, 1000), usize::MAX);
     }
 
     #[test]

@@ -8,7 +8,12 @@
 //! allocator is put under pressure (the binary registers how, with [`set_pressure`]:
 //! mimalloc returns what it holds now and every page as soon as it is freed), counted in
 //! `cujo_memory_purges_total`; once the resident set is back under the budget, the
-//! allocator keeps freed memory again. A process with room never leaves the fast path.
+//! allocator keeps freed memory again. If the resident set still passes the budget plus
+//! [`HARD`] (memory the counts cannot see: the allocator's fragmentation across threads'
+//! pages), every component's limit is lowered step by step, down to half
+//! (`cujo_memory_limit_scale_ratio`): receivers refuse sooner, the assembler releases its
+//! oldest traces early, the exporter takes less; the limits come back once the resident set
+//! is under the budget plus [`SLACK`]. A process with room never leaves the fast path.
 
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -21,6 +26,15 @@ pub const PERIOD: Duration = Duration::from_millis(50);
 /// How far past the budget the resident set may go before the allocator is put under
 /// pressure: the code, the runtime and thread stacks take about 10–20 MiB of it.
 pub const SLACK: usize = 32 << 20;
+
+/// How far past the budget the resident set may go before every component's limit is
+/// lowered (see [`MemoryBudget::set_scale_permille`]).
+pub const HARD: usize = 56 << 20;
+
+/// Per mille of the configured limits taken away per period above [`HARD`], and given
+/// back per period under [`SLACK`]: down to half within a second, back within 5 s.
+const SCALE_DOWN: usize = 25;
+const SCALE_UP: usize = 5;
 
 /// How the allocator is put under pressure (`true`: return freed memory now and at once)
 /// and released from it (`false`: keep freed memory for reuse again), registered by the
@@ -59,15 +73,25 @@ fn run(budget: Weak<MemoryBudget>, pressure: fn(bool)) {
         let Some(rss) = resident_bytes() else {
             continue;
         };
-        if rss > budget.total().saturating_add(SLACK) {
+        let total = budget.total();
+        if rss > total.saturating_add(SLACK) {
             // Again on every period above the line: pages freed before the pressure began
             // wait out the old delay otherwise.
             pressure(true);
             budget.note_purge();
             pressed = true;
-        } else if pressed && rss < budget.total() {
+        } else if pressed && rss < total {
             pressure(false);
             pressed = false;
+        }
+        // Still too far over with the allocator under pressure: memory the counts cannot
+        // see (fragmentation across threads' pages). Hold less until the resident set is
+        // back under the line: 2.5% of every limit per period, down to half.
+        let scale = budget.scale_permille();
+        if rss > total.saturating_add(HARD) {
+            budget.set_scale_permille(scale.saturating_sub(SCALE_DOWN));
+        } else if rss < total.saturating_add(SLACK) && scale < 1000 {
+            budget.set_scale_permille(scale + SCALE_UP);
         }
     }
 }

@@ -111,8 +111,14 @@ pub async fn run(
     let mut current: Option<(Admitted, Cursor)> = None;
     let mut closing = false;
     let mut caps = CapReport::default();
+    // This shard's memory limit as configured; scaled with the budget's limits in force.
+    let configured_limit = assembler.max_memory_bytes();
     loop {
         let mut out = SpanBatch::default();
+        assembler.set_max_memory_bytes(cujo_otlp::memory::scaled(
+            configured_limit,
+            ctx.memory.scale_permille(),
+        ));
         let mut done = false;
         if ctx.abandon.is_cancelled() {
             let rest = current
