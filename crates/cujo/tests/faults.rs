@@ -9,33 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::{
-    Cujo, Downstream, DownstreamMode, RetryingClient, exporter_yaml, make_request, metric_value,
-    span_keys, wait_for,
+    Cujo, Downstream, DownstreamMode, RetryingClient, assert_accounting, exporter_yaml,
+    make_request, span_keys, wait_for,
 };
-
-async fn assert_accounting(cujo: &Cujo) -> (f64, f64, f64) {
-    let m = cujo.metrics().await;
-    let accepted = metric_value(
-        &m,
-        "cujo_receiver_spans_total{transport=\"grpc\",outcome=\"accepted\"}",
-    ) + metric_value(
-        &m,
-        "cujo_receiver_spans_total{transport=\"http\",outcome=\"accepted\"}",
-    );
-    let exported = metric_value(&m, "cujo_exporter_sent_spans_total");
-    let dropped: f64 = m
-        .lines()
-        .filter(|l| l.starts_with("cujo_dropped_spans_total{"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum();
-    let in_flight = metric_value(&m, "cujo_in_flight_spans");
-    assert_eq!(
-        accepted,
-        exported + dropped + in_flight,
-        "accounting invariant:\n{m}"
-    );
-    (accepted, exported, dropped)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downstream_down_then_back_delivers_every_span_once() {

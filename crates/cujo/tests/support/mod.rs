@@ -652,6 +652,32 @@ pub fn span_keys(req: &ExportTraceServiceRequest) -> Vec<(Vec<u8>, Vec<u8>)> {
         .collect()
 }
 
+/// Checks the accounting invariant on cujo's `/metrics`, `accepted = exported +
+/// dropped{reason} + in_flight` over both receivers; returns (accepted, exported, dropped).
+pub async fn assert_accounting(cujo: &Cujo) -> (f64, f64, f64) {
+    let m = cujo.metrics().await;
+    let accepted = metric_value(
+        &m,
+        "cujo_receiver_spans_total{transport=\"grpc\",outcome=\"accepted\"}",
+    ) + metric_value(
+        &m,
+        "cujo_receiver_spans_total{transport=\"http\",outcome=\"accepted\"}",
+    );
+    let exported = metric_value(&m, "cujo_exporter_sent_spans_total");
+    let dropped: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("cujo_dropped_spans_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    let in_flight = metric_value(&m, "cujo_in_flight_spans");
+    assert_eq!(
+        accepted,
+        exported + dropped + in_flight,
+        "accounting invariant:\n{m}"
+    );
+    (accepted, exported, dropped)
+}
+
 /// A gRPC client that retries what OTLP says is retryable, honouring RetryInfo.
 pub struct RetryingClient {
     client:
