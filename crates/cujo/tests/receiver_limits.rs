@@ -740,58 +740,43 @@ async fn a_gzip_bomb_is_counted_as_it_inflates() {
 async fn measure_the_cost_of_an_idle_http2_connection() {
     const N: usize = 1000;
     let many = ", max_connections: 5000";
-    let (cujo, downstream) = start_with(many, many, "admission: { max_in_flight: 2GiB }").await;
     // Spans per request (500 by default: about 130 KB, a typical SDK batch).
     let spans = std::env::var("MEASURE_SPANS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(500);
     let payload = make_request("measure", 1, spans).encode_to_vec();
-    // Warm up: one connection and request, so the allocator has its pools.
-    let mut warm = H2::connect(cujo.grpc).await;
-    let a = grpc_call(
-        &mut warm.sender,
-        cujo.grpc,
-        None,
-        full(grpc_frame(&payload, false)),
-    )
-    .await;
-    assert_eq!(a.code, 0, "{a:?}");
-    let before = cujo.rss_bytes();
-    let mut conns = Vec::with_capacity(N);
-    for _ in 0..N {
-        let mut h2 = H2::connect(cujo.grpc).await;
-        let a = grpc_call(
-            &mut h2.sender,
-            cujo.grpc,
-            None,
-            full(grpc_frame(&payload, false)),
-        )
-        .await;
-        assert_eq!(a.code, 0, "{a:?}");
-        conns.push(h2);
-    }
-    let after = cujo.rss_bytes();
-    println!(
-        "{N} idle HTTP/2 connections: RSS {} -> {} KiB, {} bytes per connection",
-        before / 1024,
-        after / 1024,
-        (after - before) / N as u64
-    );
-    drop((conns, cujo, downstream));
-    let many = ", max_connections: 5000";
+    let report = |what: &str, before: u64, after: u64| {
+        println!(
+            "{N} idle {what} connections: RSS {} -> {} KiB, {} bytes per connection",
+            before / 1024,
+            after / 1024,
+            after.saturating_sub(before) / N as u64
+        );
+    };
+
+    // HTTP/2: a connection that carried one gRPC request, then stays open.
     let (cujo, downstream) = start_with(many, many, "admission: { max_in_flight: 2GiB }").await;
-    let mut s = TcpStream::connect(cujo.http).await.expect("connect");
-    let head = format!(
-        "POST /v1/traces HTTP/1.1\r\nHost: cujo\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
-        payload.len()
-    );
-    s.write_all(head.as_bytes()).await.expect("head");
-    s.write_all(&payload).await.expect("body");
-    assert_eq!(http1_response(&mut s).await.0, 200);
+    let grpc_once = || async {
+        let mut h2 = H2::connect(cujo.grpc).await;
+        let frame = full(grpc_frame(&payload, false));
+        let a = grpc_call(&mut h2.sender, cujo.grpc, None, frame).await;
+        assert_eq!(a.code, 0, "{a:?}");
+        h2
+    };
+    // Warm up: one connection and request, so the allocator has its pools.
+    let warm = grpc_once().await;
     let before = cujo.rss_bytes();
     let mut conns = Vec::with_capacity(N);
     for _ in 0..N {
+        conns.push(grpc_once().await);
+    }
+    report("HTTP/2", before, cujo.rss_bytes());
+    drop((warm, conns, cujo, downstream));
+
+    // HTTP/1.1: the same over a keep-alive connection.
+    let (cujo, downstream) = start_with(many, many, "admission: { max_in_flight: 2GiB }").await;
+    let http1_once = || async {
         let mut s = TcpStream::connect(cujo.http).await.expect("connect");
         let head = format!(
             "POST /v1/traces HTTP/1.1\r\nHost: cujo\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
@@ -799,16 +784,15 @@ async fn measure_the_cost_of_an_idle_http2_connection() {
         );
         s.write_all(head.as_bytes()).await.expect("head");
         s.write_all(&payload).await.expect("body");
-        let (status, _, _) = http1_response(&mut s).await;
-        assert_eq!(status, 200);
-        conns.push(s);
+        assert_eq!(http1_response(&mut s).await.0, 200);
+        s
+    };
+    let warm = http1_once().await;
+    let before = cujo.rss_bytes();
+    let mut conns = Vec::with_capacity(N);
+    for _ in 0..N {
+        conns.push(http1_once().await);
     }
-    let after = cujo.rss_bytes();
-    println!(
-        "{N} idle HTTP/1.1 connections: RSS {} -> {} KiB, {} bytes per connection",
-        before / 1024,
-        after / 1024,
-        after.saturating_sub(before) / N as u64
-    );
-    drop(downstream);
+    report("HTTP/1.1", before, cujo.rss_bytes());
+    drop((warm, conns, cujo, downstream));
 }
