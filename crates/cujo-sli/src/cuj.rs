@@ -303,7 +303,50 @@ pub struct PendingEvent {
     to_ns: Option<u64>,
 }
 
+/// What one span (or several, [`SpanMark::merge`]d) decides for an event of one CUJ:
+/// conditions that held, the latest end, the `{from, to}` edges it matched. Applying marks
+/// in any order and grouping gives the event that folding the spans one by one gives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpanMark {
+    pub excluded: bool,
+    pub bad: bool,
+    /// The latest end time (0 when no span said).
+    pub last_end_ns: u64,
+    /// The earliest time of a span matching the measure's `from`.
+    pub from_ns: Option<u64>,
+    /// The latest time of a span matching its `to`.
+    pub to_ns: Option<u64>,
+}
+
+impl SpanMark {
+    /// The mark of `self`'s spans and `other`'s together.
+    pub fn merge(&mut self, other: &SpanMark) {
+        self.excluded |= other.excluded;
+        self.bad |= other.bad;
+        self.last_end_ns = self.last_end_ns.max(other.last_end_ns);
+        self.from_ns = min_some(self.from_ns, other.from_ns);
+        self.to_ns = self.to_ns.max(other.to_ns);
+    }
+}
+
+fn min_some(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
 impl PendingEvent {
+    /// Folds in the spans `mark` summarises.
+    pub fn apply(&mut self, mark: &SpanMark) {
+        self.excluded |= mark.excluded;
+        self.bad |= mark.bad;
+        self.last_end_ns = self.last_end_ns.max(mark.last_end_ns);
+        self.from_ns = min_some(self.from_ns, mark.from_ns);
+        self.to_ns = self.to_ns.max(mark.to_ns);
+    }
+
     /// An event of `trace_id` with nothing decided yet, for tests of what holds events.
     #[cfg(test)]
     pub(crate) fn empty(trace_id: [u8; 16]) -> Self {
@@ -442,22 +485,33 @@ impl Cuj {
     }
 
     fn fold_timed<S: SpanFacts>(&self, e: &mut PendingEvent, span: &S, times: Option<(u64, u64)>) {
+        e.apply(&self.mark_timed(span, times));
+    }
+
+    /// What `span` would change in any event of this CUJ, as plain data: late spans and
+    /// linked continuations are read where they arrive and only their marks are handed to
+    /// the engine ([`PendingEvent::apply`]; folding a span is applying its mark).
+    pub fn mark<S: SpanFacts>(&self, span: &S) -> SpanMark {
+        self.mark_timed(span, span.times_ns())
+    }
+
+    fn mark_timed<S: SpanFacts>(&self, span: &S, times: Option<(u64, u64)>) -> SpanMark {
+        let mut m = SpanMark::default();
         if self.scope == Scope::Trace {
-            e.excluded = e.excluded || self.exclude.iter().any(|c| c.holds(span));
-            e.bad = e.bad || self.bad.iter().any(|c| c.holds(span));
+            m.excluded = self.exclude.iter().any(|c| c.holds(span));
+            m.bad = self.bad.iter().any(|c| c.holds(span));
         }
-        let Some(times) = times else { return };
-        e.last_end_ns = e.last_end_ns.max(times.1);
+        let Some(times) = times else { return m };
+        m.last_end_ns = times.1;
         if let Some((_, Measure::Between { from, to })) = &self.latency {
             if from.matcher.matches(span) {
-                let t = from.time(times);
-                e.from_ns = Some(e.from_ns.map_or(t, |f| f.min(t)));
+                m.from_ns = Some(from.time(times));
             }
             if to.matcher.matches(span) {
-                let t = to.time(times);
-                e.to_ns = Some(e.to_ns.map_or(t, |f| f.max(t)));
+                m.to_ns = Some(to.time(times));
             }
         }
+        m
     }
 
     /// What the event comes to with the spans folded so far.

@@ -10,16 +10,18 @@
 //! What the engine holds, and how it keeps within its limits, is in the `memory`
 //! submodule.
 
+mod matching;
 mod memory;
+pub use matching::{Matched, MatchedTrace, SliMatcher, SpanMarks};
 pub use memory::SliCaps;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::condition::{ConditionSet, Literal, Scalar, SpanFacts, ValueMatch};
+use crate::condition::{ConditionSet, SpanFacts};
 use crate::cuj::{
-    Cuj, DimensionValues, Measure, Outcome, PendingEvent, Scope, Sli, SliEvent, TraceFacts,
-    Unmeasured,
+    Cuj, DimensionValues, Outcome, PendingEvent, Sli, SliEvent, TraceFacts, Unmeasured,
 };
 use crate::histogram::{ExpBuckets, ExpHistogram};
 use crate::limits::{EvictReason, OverflowReason, SliLimits};
@@ -45,9 +47,6 @@ pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 struct CujState {
     cuj: Cuj,
-    /// This CUJ's `bad` and `exclude` conditions as bits of the engine's [`ConditionSet`]
-    /// (`scope: trace` only), for traces whose spans were classified as they arrived.
-    trace_masks: (u64, u64),
     bounds: Vec<f64>,
     series: SeriesMap,
     /// The most the CUJ's history and latency histograms come to (see the `memory`
@@ -126,15 +125,13 @@ pub fn label_name(key: &str) -> String {
 
 pub struct SliEngine {
     cujs: Vec<CujState>,
-    /// Every distinct condition of the `scope: trace` CUJs, when there are some and they fit
-    /// (see [`SliEngine::span_conditions`]).
-    span_conditions: Option<ConditionSet>,
+    /// The CUJs' definitions as the span path matches them (shared with it, see
+    /// [`SliEngine::matcher`]).
+    matcher: Arc<SliMatcher>,
     /// When the next history point is due.
     next_sample_ms: u64,
     /// Events of settling CUJs (`end_to_end`, `{from, to}`) waiting for late and linked spans.
     settling: Settling,
-    /// Which CUJs a root may match, by one attribute's value (see [`Dispatch`]).
-    dispatch: Dispatch,
     /// The byte limit, the cap on dimension values and the idle series' TTL.
     limits: SliLimits,
     /// Bytes of the limit kept for settling traces (see [`crate::limits`]).
@@ -147,97 +144,6 @@ pub struct SliEngine {
     now_ms: u64,
 }
 
-/// The CUJs worth matching against a root, found by one attribute's value.
-///
-/// CUJs are usually told apart by one attribute with a string value (`cuj.name: checkout`).
-/// The key most CUJs require to equal a string is read from the root once, and only the CUJs
-/// requiring that value, plus those that do not constrain the key that way, are matched:
-/// with ten CUJs over five journeys, two matchers run per trace instead of ten. Every CUJ
-/// listed is still matched in full, so the result is the same as matching all of them.
-#[derive(Debug, Default)]
-struct Dispatch {
-    /// The attribute; `None` when fewer than two CUJs require a string value of one key.
-    key: Option<String>,
-    /// For each string value: the CUJs requiring it, merged with `others`, in CUJ order.
-    by_value: FastMap<String, Vec<usize>>,
-    /// The CUJs that do not require the key to equal a string (in CUJ order).
-    others: Vec<usize>,
-    /// Every CUJ, for roots whose value of the key is not a string (a literal `"500"`
-    /// matches the integer 500).
-    all: Vec<usize>,
-}
-
-impl Dispatch {
-    fn new(cujs: &[Cuj]) -> Self {
-        let required = |cuj: &Cuj, key: &str| {
-            cuj.matcher.attributes.iter().find_map(|(k, m)| match m {
-                ValueMatch::Equals(Literal::Str(v)) if k == key => Some(v.clone()),
-                _ => None,
-            })
-        };
-        let mut counts: Vec<(&str, usize)> = Vec::new();
-        for cuj in cujs {
-            for (k, m) in &cuj.matcher.attributes {
-                if matches!(m, ValueMatch::Equals(Literal::Str(_))) {
-                    match counts.iter_mut().find(|(key, _)| key == k) {
-                        Some((_, n)) => *n += 1,
-                        None => counts.push((k, 1)),
-                    }
-                }
-            }
-        }
-        let all: Vec<usize> = (0..cujs.len()).collect();
-        // The key most CUJs require (the first such, on a tie).
-        let best = counts
-            .iter()
-            .fold(None::<(&str, usize)>, |best, &(k, n)| match best {
-                Some((_, b)) if b >= n => best,
-                _ => Some((k, n)),
-            });
-        let Some((key, _)) = best.filter(|(_, n)| *n >= 2) else {
-            return Dispatch {
-                all,
-                ..Dispatch::default()
-            };
-        };
-        let values: Vec<Option<String>> = cujs.iter().map(|c| required(c, key)).collect();
-        let others: Vec<usize> = all
-            .iter()
-            .copied()
-            .filter(|i| values[*i].is_none())
-            .collect();
-        let mut by_value: FastMap<String, Vec<usize>> = FastMap::default();
-        for (i, v) in values.iter().enumerate() {
-            if let Some(v) = v {
-                by_value.entry(v.clone()).or_default().push(i);
-            }
-        }
-        for list in by_value.values_mut() {
-            list.extend(&others);
-            list.sort_unstable();
-        }
-        Dispatch {
-            key: Some(key.to_string()),
-            by_value,
-            others,
-            all,
-        }
-    }
-
-    /// The CUJs `root` may match, in CUJ order.
-    fn candidates<S: SpanFacts>(&self, root: &S) -> &[usize] {
-        let Some(key) = &self.key else {
-            return &self.all;
-        };
-        match root.attribute(key) {
-            Some(Scalar::Str(v)) => self.by_value.get(v).unwrap_or(&self.others),
-            // Absent: no CUJ requiring a value of it can match.
-            None => &self.others,
-            Some(_) => &self.all,
-        }
-    }
-}
-
 /// How long settling events wait for late spans and linked continuations by default.
 pub const DEFAULT_SETTLE: Duration = Duration::from_secs(30);
 /// How many traces may wait to settle by default.
@@ -245,29 +151,10 @@ pub const DEFAULT_MAX_SETTLING_TRACES: usize = 100_000;
 
 impl SliEngine {
     pub fn new(cujs: Vec<Cuj>) -> Self {
-        let dispatch = Dispatch::new(&cujs);
-        let mut set = ConditionSet::default();
-        let mut fits = true;
-        let masks: Vec<(u64, u64)> = cujs
-            .iter()
-            .map(|cuj| {
-                if cuj.scope != Scope::Trace {
-                    return (0, 0);
-                }
-                match (set.mask_of(&cuj.bad), set.mask_of(&cuj.exclude)) {
-                    (Some(bad), Some(exclude)) => (bad, exclude),
-                    _ => {
-                        fits = false;
-                        (0, 0)
-                    }
-                }
-            })
-            .collect();
-        let span_conditions = (fits && !set.is_empty()).then_some(set);
+        let matcher = Arc::new(SliMatcher::new(cujs.clone(), true, usize::MAX));
         let cujs = cujs
             .into_iter()
-            .zip(masks)
-            .map(|(cuj, trace_masks)| {
+            .map(|cuj| {
                 let mut bounds = DEFAULT_BOUNDS.to_vec();
                 if let Some((threshold, _)) = &cuj.latency {
                     let t = threshold.as_secs_f64();
@@ -282,7 +169,6 @@ impl SliEngine {
                     series: SeriesMap::new(ttl_ms, overflow_key, bounds.len() + 1),
                     aggregates_max: memory::aggregates_max(&cuj),
                     cuj,
-                    trace_masks,
                     bounds,
                     excluded: 0,
                     overflowed: [0; 2],
@@ -299,9 +185,8 @@ impl SliEngine {
             })
             .collect();
         Self {
-            dispatch,
             cujs,
-            span_conditions,
+            matcher,
             next_sample_ms: 0,
             settling: Settling::new(
                 DEFAULT_SETTLE.as_millis() as u64,
@@ -324,7 +209,23 @@ impl SliEngine {
         self.limits = limits;
         self.settle_reserve = self.reserve_for_settling();
         self.next_expiry_ms = 0;
+        self.rebuild_matcher();
         self
+    }
+
+    /// The matcher again, after a change to what it reads from the engine's settings.
+    fn rebuild_matcher(&mut self) {
+        self.matcher = self.matcher.rebuilt(
+            self.settling.settle_ms() > 0,
+            self.limits.max_dimension_value_bytes,
+        );
+    }
+
+    /// The CUJs' definitions as the span path matches released traces against them,
+    /// without the engine: [`SliMatcher::match_trace`] there, [`SliEngine::record`] here.
+    /// Take it after the `with_*` settings, which change it.
+    pub fn matcher(&self) -> Arc<SliMatcher> {
+        self.matcher.clone()
     }
 
     /// The limits in force.
@@ -337,6 +238,7 @@ impl SliEngine {
     pub fn with_settle(mut self, settle: Duration, max_traces: usize) -> Self {
         self.settling = Settling::new(settle.as_millis() as u64, max_traces);
         self.settle_reserve = self.reserve_for_settling();
+        self.rebuild_matcher();
         self
     }
 
@@ -344,7 +246,7 @@ impl SliEngine {
     /// does, callers need not report them ([`SliEngine::observe_late`],
     /// [`SliEngine::observe_linked`]).
     pub fn settles(&self) -> bool {
-        self.settling.settle_ms() > 0 && self.cujs.iter().any(|s| s.cuj.settles())
+        self.matcher.settles()
     }
 
     /// How often [`SliEngine::tick`] should run: every 10 s, or often enough that settled
@@ -357,66 +259,47 @@ impl SliEngine {
         Duration::from_millis(self.settling.settle_ms() / 4).clamp(Duration::from_millis(100), ten)
     }
 
-    /// Whether some CUJ looks at spans other than the root (`scope: trace`); when none does,
-    /// callers may pass only the root in [`TraceFacts::spans`].
+    /// See [`SliMatcher::needs_all_spans`].
     pub fn needs_all_spans(&self) -> bool {
-        self.cujs.iter().any(|s| s.cuj.needs_spans())
+        self.matcher.needs_all_spans()
     }
 
-    /// The conditions `scope: trace` CUJs evaluate on every span, when callers may classify
-    /// spans as they arrive and pass the OR of their bits as [`TraceFacts::span_bits`]
-    /// instead of every span. `None` when no CUJ has `scope: trace`, or their distinct
-    /// conditions exceed [`ConditionSet::MAX`] (then pass every span).
+    /// See [`SliMatcher::span_conditions`].
     pub fn span_conditions(&self) -> Option<&ConditionSet> {
-        self.span_conditions.as_ref()
+        self.matcher.span_conditions()
     }
 
-    /// Whether spans other than the root must be passed even with
-    /// [`TraceFacts::span_bits`]: some CUJ measures `{from, to}`, or trace-scope conditions
-    /// could not be classified.
+    /// See [`SliMatcher::needs_spans_besides_bits`].
     pub fn needs_spans_besides_bits(&self) -> bool {
-        self.cujs.iter().any(|s| {
-            matches!(s.cuj.latency, Some((_, Measure::Between { .. })))
-                || (s.cuj.scope == Scope::Trace && self.span_conditions.is_none())
-        })
+        self.matcher.needs_spans_besides_bits()
     }
 
-    /// Every attribute key some CUJ reads from spans, once each (see [`Cuj::attribute_keys`]).
+    /// See [`SliMatcher::attribute_keys`].
     pub fn attribute_keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = Vec::new();
-        for s in &self.cujs {
-            for k in s.cuj.attribute_keys() {
-                if !keys.iter().any(|have| have == k) {
-                    keys.push(k.to_string());
-                }
-            }
-        }
-        keys
+        self.matcher.attribute_keys()
     }
 
-    /// Feeds one released trace to every CUJ (a trace may feed several). Events of settling
-    /// CUJs wait (see [`crate::settle`]); the others are recorded now.
+    /// Feeds one released trace to every CUJ (a trace may feed several): matching and
+    /// recording in one call, for callers that own the engine.
     pub fn observe<S: SpanFacts>(&mut self, trace: &TraceFacts<'_, S>, now_ms: u64) {
+        let matched = self.matcher.match_trace(trace);
+        self.record(matched, now_ms);
+    }
+
+    /// Records the events a released trace began ([`SliMatcher::match_trace`]). Events of
+    /// settling CUJs wait (see [`crate::settle`]); the others are recorded now.
+    pub fn record(&mut self, trace: MatchedTrace, now_ms: u64) {
         self.now_ms = now_ms;
-        let settle = self.settling.settle_ms() > 0;
-        let max_value = self.limits.max_dimension_value_bytes;
         let room = Room::new(&self.limits, &self.settling, self.settle_reserve);
         let mut waiting = Events::new();
-        for &i in self.dispatch.candidates(trace.root) {
+        for Matched { cuj: i, event, cut } in trace.events {
+            let settles = self.matcher.settles_cuj(i);
             let Some(state) = self.cujs.get_mut(i) else {
                 continue;
             };
-            let Some((mut event, cut)) = state.cuj.begin_capped(trace, max_value) else {
-                continue;
-            };
             state.truncated += u64::from(cut);
-            if let Some(bits) = trace.span_bits
-                && state.cuj.scope == Scope::Trace
-            {
-                let (bad, exclude) = state.trace_masks;
-                event.fold_decided(bits & bad != 0, bits & exclude != 0);
-            }
-            if settle && state.cuj.settles() {
+            let mut event = event;
+            if settles {
                 // Found now, while the values are at hand, rather than when the event
                 // settles a minute later; the series stays while the event waits.
                 if let Some(at) = state.series.find(event.dimensions())
@@ -425,7 +308,6 @@ impl SliEngine {
                     event.set_series(place);
                     state.series.at_mut(at).settling += 1;
                 }
-                // Most traces wait for one CUJ: an allocation of one event, not four.
                 if waiting.capacity() == 0 {
                     waiting.reserve_exact(1);
                 }
@@ -443,14 +325,23 @@ impl SliEngine {
     /// A span of `trace` that arrived after the trace was released (a queue consumer in the
     /// same trace): folded into the trace's settling events, if any wait.
     pub fn observe_late<S: SpanFacts>(&mut self, trace: [u8; 16], span: &S) {
+        let marks = self.matcher.mark_spans(std::slice::from_ref(span));
+        self.record_late(trace, &marks);
+    }
+
+    /// [`SliEngine::observe_late`] with the span read where it arrived
+    /// ([`SliMatcher::mark_spans`]).
+    pub fn record_late(&mut self, trace: [u8; 16], marks: &SpanMarks) {
         let Some(origin) = self.settling.origin_of(&trace) else {
             return;
         };
         if let Some(events) = self.settling.events_mut(&origin) {
             for (i, e) in events.iter_mut() {
-                self.cujs[*i].cuj.fold(e, span);
+                if let Some(m) = marks.of(*i) {
+                    e.apply(m);
+                }
             }
-            self.settling.late_spans += 1;
+            self.settling.late_spans += marks.spans;
         }
     }
 
@@ -463,16 +354,23 @@ impl SliEngine {
         linked_to: [u8; 16],
         spans: &[S],
     ) {
+        let marks = self.matcher.mark_spans(spans);
+        self.record_linked(trace, linked_to, &marks);
+    }
+
+    /// [`SliEngine::observe_linked`] with the continuation's spans read where they were
+    /// released ([`SliMatcher::mark_spans`]).
+    pub fn record_linked(&mut self, trace: [u8; 16], linked_to: [u8; 16], marks: &SpanMarks) {
         let Some(origin) = self.settling.origin_of(&linked_to) else {
             return;
         };
         if let Some(events) = self.settling.events_mut(&origin) {
             for (i, e) in events.iter_mut() {
-                for s in spans {
-                    self.cujs[*i].cuj.fold(e, s);
+                if let Some(m) = marks.of(*i) {
+                    e.apply(m);
                 }
             }
-            self.settling.linked_spans += spans.len() as u64;
+            self.settling.linked_spans += marks.spans;
         }
         self.alias_settling(trace, origin);
     }
@@ -1914,87 +1812,6 @@ mod tests {
         };
         assert_eq!(windows(&fresh), windows(&e));
         assert_eq!(windows(&fresh)[1].1[0].valid, 4);
-    }
-
-    #[test]
-    fn dispatch_lists_every_cuj_a_root_matches() {
-        /// A root with one `cuj.name` value (or none).
-        struct Root(Option<Scalar<'static>>);
-        impl SpanFacts for Root {
-            fn name(&self) -> &str {
-                "GET /"
-            }
-            fn service(&self) -> &str {
-                "frontend"
-            }
-            fn status(&self) -> StatusCode {
-                StatusCode::Unset
-            }
-            fn attribute(&self, key: &str) -> Option<Scalar<'_>> {
-                (key == "cuj.name").then_some(self.0).flatten()
-            }
-        }
-        let s = |v: &str| Literal::Str(v.into());
-        let on_name = |m: ValueMatch| RootMatch {
-            attributes: vec![("cuj.name".into(), m)],
-            ..RootMatch::default()
-        };
-        let matchers = [
-            on_name(ValueMatch::Equals(s("checkout"))),
-            on_name(ValueMatch::Equals(s("search"))),
-            on_name(ValueMatch::Equals(s("checkout"))),
-            on_name(ValueMatch::AnyOf(vec![s("search"), s("cart")])),
-            on_name(ValueMatch::regex("check.*").expect("regex")),
-            on_name(ValueMatch::Exists(false)),
-            on_name(ValueMatch::Equals(s("500"))),
-            RootMatch::default(),
-            RootMatch {
-                span_name: Some(ValueMatch::Equals(s("GET /"))),
-                ..RootMatch::default()
-            },
-        ];
-        let cujs: Vec<Cuj> = matchers
-            .into_iter()
-            .enumerate()
-            .map(|(i, matcher)| Cuj {
-                name: format!("cuj-{i}"),
-                matcher,
-                ..engine(10).cujs.remove(0).cuj
-            })
-            .collect();
-        let d = Dispatch::new(&cujs);
-        assert_eq!(d.key.as_deref(), Some("cuj.name"));
-        let roots = [
-            Root(Some(Scalar::Str("checkout"))),
-            Root(Some(Scalar::Str("search"))),
-            Root(Some(Scalar::Str("cart"))),
-            Root(Some(Scalar::Str("other"))),
-            Root(Some(Scalar::Str("500"))),
-            Root(Some(Scalar::Int(500))),
-            Root(Some(Scalar::Bool(true))),
-            Root(None),
-        ];
-        for root in &roots {
-            let listed = d.candidates(root);
-            assert!(listed.windows(2).all(|w| w[0] < w[1]), "in CUJ order");
-            let matching: Vec<usize> = (0..cujs.len())
-                .filter(|i| cujs[*i].matcher.matches(root))
-                .collect();
-            for i in &matching {
-                assert!(
-                    listed.contains(i),
-                    "{:?}: CUJ {i} matches but is not listed",
-                    root.0
-                );
-            }
-        }
-        // Two of the nine CUJs are skipped for a checkout root, more for a search root.
-        assert_eq!(d.candidates(&roots[0]).len(), 7);
-        assert_eq!(d.candidates(&roots[1]).len(), 6);
-        // Fewer than two CUJs require a string of one key: every CUJ is matched.
-        let d = Dispatch::new(&cujs[3..]);
-        assert_eq!(d.key, None);
-        assert_eq!(d.candidates(&roots[0]), &[0, 1, 2, 3, 4, 5]);
     }
 
     #[test]
