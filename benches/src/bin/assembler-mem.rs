@@ -209,8 +209,17 @@ fn main() -> anyhow::Result<()> {
         if let Some(c) = config.as_ref().filter(|_| !cujs.is_empty()) {
             let engine = cujo_sli::engine::SliEngine::new(cujs.clone())
                 .with_settle(c.slo.settle.0, c.slo.max_settling_traces);
-            assembler.set_observer(Box::new(cujo::assembly::SliObserver::new(
-                std::sync::Arc::new(std::sync::Mutex::new(engine)),
+            let matcher = engine.matcher();
+            let (feed, _reader) = cujo_sli::processor::spawn(
+                engine,
+                cujo::assembly::wall_clock_ms,
+                Duration::from_secs(1),
+            )
+            .expect("the SLI engine's thread starts");
+            assembler.set_observer(Box::new(cujo_sli::observer::SliObserver::new(
+                matcher,
+                feed,
+                cujo::assembly::wall_clock_ms,
             )));
         }
     };

@@ -16,6 +16,11 @@ use crate::prom;
 /// Something that appends its metric families to the scrape output.
 pub type MetricsSource = Arc<dyn Fn(&mut prom::Exposition) + Send + Sync>;
 
+/// A source whose families are fetched for each scrape before it is written (a snapshot
+/// from a component on another thread); `None` when it has nothing to give.
+pub type SnapshotSource =
+    Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Option<MetricsSource>> + Send + Sync>;
+
 /// Shared readiness flag: set once receivers listen, cleared when shutdown starts.
 #[derive(Clone, Default)]
 pub struct Readiness(Arc<AtomicBool>);
@@ -33,17 +38,24 @@ impl Readiness {
 #[derive(Clone)]
 struct AdminState {
     sources: Arc<Vec<MetricsSource>>,
+    snapshots: Arc<Vec<SnapshotSource>>,
     readiness: Readiness,
 }
 
-/// Routes of the admin listener; more routes (status pages) can be merged onto it.
-pub fn router(sources: Vec<MetricsSource>, readiness: Readiness) -> Router {
+/// Routes of the admin listener; more routes (status pages) can be merged onto it. A scrape
+/// writes `sources`, then each of `snapshots` once fetched.
+pub fn router(
+    sources: Vec<MetricsSource>,
+    snapshots: Vec<SnapshotSource>,
+    readiness: Readiness,
+) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(AdminState {
             sources: Arc::new(sources),
+            snapshots: Arc::new(snapshots),
             readiness,
         })
 }
@@ -54,6 +66,11 @@ async fn metrics(State(state): State<AdminState>, headers: http::HeaderMap) -> R
     let mut out = prom::Exposition::new(format);
     for source in state.sources.iter() {
         source(&mut out);
+    }
+    for snapshot in state.snapshots.iter() {
+        if let Some(source) = snapshot().await {
+            source(&mut out);
+        }
     }
     (
         [

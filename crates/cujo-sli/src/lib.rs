@@ -1,9 +1,14 @@
 //! CUJ SLIs in the stream: good and valid events per Critical User Journey, kept in rolling
 //! windows, evaluated against SLOs (compliance, error budget, burn rates, multiwindow alerts).
 //!
+//! It is the SLI processor of the pipeline: the assembler's shards hand it released traces
+//! ([`observer`]), its engine runs on a thread of its own and readers work from snapshots
+//! ([`processor`]); no lock is shared between the span path and any reader.
+//!
 //! Everything here is driven by an explicit clock (milliseconds since the Unix epoch), so
-//! tests move time without sleeping. This crate knows nothing of OTLP transport or trace
-//! assembly.
+//! tests move time without sleeping. It reads spans in wire form and the assembler's
+//! released traces, and knows nothing of OTLP transport, exposition formats or config
+//! files: it must not reach into the receivers, the exporters or the binary.
 //!
 //! # Layout
 //! - [`condition`]: root matching and bad/exclude conditions over any [`condition::SpanFacts`]
@@ -11,6 +16,12 @@
 //!   `scope: trace` conditions deduplicated, so spans are classified into bits as they
 //!   arrive and a released trace need not be read again span by span.
 //! - [`cuj`]: a CUJ definition and the SLI event (or exclusion) a released trace yields.
+//! - [`observer`]: [`observer::SliObserver`], the assembler's observer on each shard: reads
+//!   released traces in wire form (only what the CUJs use), begins their events with the
+//!   shared [`engine::SliMatcher`] and hands them on through an [`processor::SliFeed`].
+//! - [`processor`]: the engine's thread, the bounded hand-off from the span path
+//!   ([`processor::SliFeed`]) and the readers' side ([`processor::SliReader`]: jobs on the
+//!   engine thread, report and families snapshots).
 //! - [`engine`]: [`engine::SliEngine`] — series with a cardinality cap, exact event counts,
 //!   latency buckets that include every threshold, objective states, as metric families;
 //!   its `memory` submodule counts what the engine holds
@@ -43,6 +54,8 @@ pub mod cuj;
 pub mod engine;
 pub mod histogram;
 pub mod limits;
+pub mod observer;
+pub mod processor;
 pub mod report;
 pub(crate) mod series;
 pub mod settle;

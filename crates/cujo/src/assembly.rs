@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cujo_assembler::{ArrivingSpan, CLASSIFY_KEYS, Cursor, ReleasedTrace, TraceObserver};
+use cujo_assembler::Cursor;
 use cujo_assembler::{
     Assembler, AssemblerSettings, AssemblerStats, PropagateSettings, RELEASE_LAG_BUCKETS_MS,
     ReleaseReason,
@@ -14,9 +14,8 @@ use cujo_otlp::admission::{Admitted, SpanSink, SpanSource};
 use cujo_otlp::memory::{Account, Component, MemoryBudget};
 use cujo_otlp::prom::{Exemplar, Exposition, Family};
 use cujo_otlp::telemetry::{DropReason, PipelineTelemetry};
-use cujo_sli::condition::{ConditionSet, Scalar, SpanFacts, StatusCode};
-use cujo_sli::cuj::TraceFacts;
-use cujo_sli::engine::{Kind, SliEngine};
+use cujo_sli::engine::{Family as SliFamily, Kind, SliEngine};
+use cujo_sli::processor::SliReader;
 use cujo_wire::SpanBatch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -413,172 +412,6 @@ pub fn render(shards: &[AssemblerStats], out: &mut Exposition) {
     .sample(&[("cap", "groups_per_trace")], stats.group_cap_releases as f64);
 }
 
-/// A span in wire form, as the SLI conditions read it: fields and attributes read once.
-struct WireSpan<'a> {
-    bytes: &'a [u8],
-    fields: cujo_wire::span::SpanFields<'a>,
-    service: &'a str,
-    /// The keys the CUJs read ([`SliEngine::attribute_keys`]) and, in the same order, the
-    /// encoded values this span has for the first [`HELD_KEYS`] of them: read in the same
-    /// pass as the fields (no allocation per span), so conditions never walk the span again.
-    keys: &'a [String],
-    values: [Option<&'a [u8]>; HELD_KEYS],
-    /// `values` decoded, on first use: ten CUJs matching the same root ask for the same key.
-    scalars: [std::cell::OnceCell<Option<Scalar<'a>>>; HELD_KEYS],
-}
-
-/// How many attribute values a [`WireSpan`] keeps; keys past these are looked up in the span.
-const HELD_KEYS: usize = 8;
-
-impl<'a> WireSpan<'a> {
-    fn new(bytes: &'a [u8], service: &'a str, keys: &'a [String]) -> Self {
-        let mut values = [None; HELD_KEYS];
-        let held = &keys[..keys.len().min(HELD_KEYS)];
-        let fields = cujo_wire::span::read_span_with(bytes, |key, kv| {
-            if let Some(i) = held.iter().position(|k| k.as_bytes() == key) {
-                values[i] = Some(cujo_wire::span::key_value(kv));
-            }
-        });
-        Self {
-            bytes,
-            fields,
-            service,
-            keys,
-            values,
-            scalars: Default::default(),
-        }
-    }
-}
-
-impl SpanFacts for WireSpan<'_> {
-    fn name(&self) -> &str {
-        std::str::from_utf8(self.fields.name).unwrap_or("")
-    }
-
-    fn service(&self) -> &str {
-        self.service
-    }
-
-    fn status(&self) -> StatusCode {
-        StatusCode::from_otlp(self.fields.status_code)
-    }
-
-    fn attribute(&self, key: &str) -> Option<Scalar<'_>> {
-        match self.keys.iter().position(|k| k == key) {
-            Some(i) if i < HELD_KEYS => {
-                *self.scalars[i].get_or_init(|| self.values[i].and_then(scalar))
-            }
-            // A key past the held ones, or one no CUJ declared: look it up in the span.
-            _ => scalar(cujo_wire::span::span_attribute_value(
-                self.bytes,
-                key.as_bytes(),
-            )?),
-        }
-    }
-
-    fn times_ns(&self) -> Option<(u64, u64)> {
-        Some((
-            self.fields.start_time_unix_nano,
-            self.fields.end_time_unix_nano,
-        ))
-    }
-}
-
-/// The scalar inside an encoded `AnyValue` (string, bool, int or double).
-fn scalar(any_value: &[u8]) -> Option<Scalar<'_>> {
-    use cujo_wire::proto::{FieldReader, Value};
-    let mut r = FieldReader::new(any_value, "AnyValue");
-    // The first field that is a scalar; arrays, maps and bytes have none.
-    std::iter::from_fn(|| r.next_field()?.ok()).find_map(|f| match (f.number, f.value) {
-        (1, Value::Len(s)) => std::str::from_utf8(s).ok().map(Scalar::Str),
-        (2, Value::Varint(b)) => Some(Scalar::Bool(b != 0)),
-        (3, Value::Varint(i)) => Some(Scalar::Int(i as i64)),
-        (4, Value::I64(bits)) => Some(Scalar::Double(f64::from_bits(bits))),
-        _ => None,
-    })
-}
-
-/// An arriving span as the assembler read it, for the trace-scope conditions
-/// ([`ConditionSet::classify`]): they read status and attributes only (no times).
-struct Arriving<'a> {
-    span: &'a ArrivingSpan<'a>,
-    keys: &'a [String],
-}
-
-impl SpanFacts for Arriving<'_> {
-    fn name(&self) -> &str {
-        std::str::from_utf8(self.span.fields.name).unwrap_or("")
-    }
-
-    fn service(&self) -> &str {
-        // Conditions never ask (only root matchers do).
-        ""
-    }
-
-    fn status(&self) -> StatusCode {
-        StatusCode::from_otlp(self.span.fields.status_code)
-    }
-
-    fn attribute(&self, key: &str) -> Option<Scalar<'_>> {
-        let i = self.keys.iter().position(|k| k == key)?;
-        scalar((*self.span.values.get(i)?)?)
-    }
-}
-
-/// Feeds every trace the assembler releases whole to the SLI engine, and — when some CUJ
-/// measures `end_to_end` or `{from, to}` — the late spans and linked traces that continue
-/// traces whose events are still settling.
-pub struct SliObserver {
-    engine: Arc<Mutex<SliEngine>>,
-    /// Whether some CUJ settles (fixed by the config): otherwise late spans and links are
-    /// not looked at, and the hot path takes no lock for them.
-    settles: bool,
-    /// Whether some CUJ looks past the root (fixed by the config).
-    needs_all_spans: bool,
-    /// The attribute keys the CUJs read, so each span is read once, before the lock.
-    keys: Vec<String>,
-    /// The trace-scope CUJs' conditions, evaluated on each span as the assembler reads it
-    /// on arrival, so released traces need not be read again span by span.
-    conditions: Option<ConditionSet>,
-    /// The attribute keys `conditions` read, in the order the assembler captures them.
-    condition_keys: Vec<String>,
-    /// Whether spans besides the root must be read at release even with the trace's
-    /// condition bits (a `{from, to}` CUJ).
-    spans_besides_bits: bool,
-}
-
-impl SliObserver {
-    pub fn new(engine: Arc<Mutex<SliEngine>>) -> Self {
-        let (settles, needs_all_spans, keys, conditions, spans_besides_bits) = engine
-            .lock()
-            .map(|e| {
-                (
-                    e.settles(),
-                    e.needs_all_spans(),
-                    e.attribute_keys(),
-                    e.span_conditions().cloned(),
-                    e.needs_spans_besides_bits(),
-                )
-            })
-            .unwrap_or_default();
-        let condition_keys = conditions
-            .as_ref()
-            .map(ConditionSet::attribute_keys)
-            .unwrap_or_default();
-        // Too many keys to capture on arrival: read the spans at release instead.
-        let conditions = conditions.filter(|_| condition_keys.len() <= CLASSIFY_KEYS);
-        Self {
-            engine,
-            settles,
-            needs_all_spans,
-            keys,
-            spans_besides_bits: spans_besides_bits || conditions.is_none(),
-            conditions,
-            condition_keys,
-        }
-    }
-}
-
 /// Milliseconds since the Unix epoch: SLO windows are wall-clock windows.
 pub fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()
@@ -587,113 +420,10 @@ pub fn wall_clock_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Every span of a released trace as [`WireSpan`]s, reading each resource's `service.name`
-/// once (resources repeat across a trace's spans).
-fn wire_spans<'a>(spans: &[(&'a [u8], &'a [u8])], keys: &'a [String]) -> Vec<WireSpan<'a>> {
-    let mut services: Vec<(*const u8, &str)> = Vec::new();
-    spans
-        .iter()
-        .map(|(s, r)| {
-            let key = r.as_ptr();
-            let service = match services.iter().find(|(k, _)| *k == key) {
-                Some((_, svc)) => *svc,
-                None => {
-                    let svc = cujo_wire::span::service_name(r).unwrap_or("");
-                    services.push((key, svc));
-                    svc
-                }
-            };
-            WireSpan::new(s, service, keys)
-        })
-        .collect()
-}
-
-impl TraceObserver for SliObserver {
-    fn classify_keys(&self) -> Option<Vec<String>> {
-        self.conditions
-            .as_ref()
-            .map(|_| self.condition_keys.clone())
-    }
-
-    fn classify(&self, span: &ArrivingSpan<'_>) -> u64 {
-        self.conditions.as_ref().map_or(0, |c| {
-            c.classify(&Arriving {
-                span,
-                keys: &self.condition_keys,
-            })
-        })
-    }
-
-    fn released(&mut self, trace: &ReleasedTrace<'_>) {
-        // A trace continuing another through a link may extend a settling event.
-        let linked = trace.link.filter(|_| self.settles);
-        // Spans are read before the engine's lock is taken; non-root spans only when some
-        // CUJ looks past the root in a way the arrival bits do not cover, or to fold them
-        // into the event of the trace they continue.
-        let keys = &self.keys;
-        let bits_cover = trace.span_bits.is_some() && !self.spans_besides_bits;
-        // The root is either among every span read, or read alone (most traces).
-        let (spans, among, alone) = if (self.needs_all_spans && !bits_cover) || linked.is_some() {
-            (wire_spans(&trace.spans, keys), trace.root, None)
-        } else {
-            let alone = trace
-                .root
-                .and_then(|i| trace.spans.get(i))
-                .map(|&(bytes, resource)| {
-                    WireSpan::new(
-                        bytes,
-                        cujo_wire::span::service_name(resource).unwrap_or(""),
-                        keys,
-                    )
-                });
-            (Vec::new(), None, alone)
-        };
-        let root = among.and_then(|i| spans.get(i)).or(alone.as_ref());
-        if root.is_none() && linked.is_none() {
-            return;
-        }
-        let Ok(mut engine) = self.engine.lock() else {
-            return;
-        };
-        if let Some(to) = linked {
-            engine.observe_linked(trace.trace_id, to, &spans);
-        }
-        // Only a trace released with its own root is an event of a journey.
-        let Some(root) = root else {
-            return;
-        };
-        let facts = TraceFacts {
-            trace_id: trace.trace_id,
-            root,
-            root_start_ns: root.fields.start_time_unix_nano,
-            root_end_ns: root.fields.end_time_unix_nano,
-            spans: &spans,
-            last_end_ns: trace.last_end_ns,
-            span_bits: trace.span_bits,
-        };
-        engine.observe(&facts, wall_clock_ms());
-    }
-
-    fn late_span(&mut self, trace_id: &[u8; 16], span: &[u8], resource: &[u8]) {
-        if !self.settles {
-            return;
-        }
-        let Ok(mut engine) = self.engine.lock() else {
-            return;
-        };
-        let span = WireSpan::new(
-            span,
-            cujo_wire::span::service_name(resource).unwrap_or(""),
-            &self.keys,
-        );
-        engine.observe_late(*trace_id, &span);
-    }
-}
-
 /// Appends the SLI engine's metric families in the scrape's format; in OpenMetrics, bad
 /// event counts and latency buckets carry the trace id of their latest event as exemplar.
-pub fn render_sli(engine: &SliEngine, out: &mut Exposition) {
-    for fam in engine.families(wall_clock_ms()) {
+pub fn render_sli(families: &[SliFamily], out: &mut Exposition) {
+    for fam in families {
         let mut f = match fam.kind {
             Kind::Counter => Family::counter(out, fam.name, fam.help),
             Kind::Gauge => Family::gauge(out, fam.name, fam.help),
@@ -722,9 +452,26 @@ pub fn render_sli(engine: &SliEngine, out: &mut Exposition) {
     }
 }
 
+/// The hand-off between the span path and the SLI engine's thread: how often a shard had
+/// to wait for room (the engine was behind), and how many inputs the engine applied.
+pub fn render_sli_handoff(reader: &SliReader, out: &mut Exposition) {
+    Family::counter(
+        out,
+        "cujo_sli_handoff_waits_total",
+        "Times an assembler shard found the hand-off to the SLI engine's thread full and waited for room (the engine was behind the span path; readers never cause this).",
+    )
+    .sample(&[], reader.handoff_waits() as f64);
+    Family::counter(
+        out,
+        "cujo_sli_handoff_applied_total",
+        "Released traces' events, late spans and linked continuations the SLI engine's thread applied.",
+    )
+    .sample(&[], reader.applied() as f64);
+}
+
 /// Restores the CUJs' windows from `path` if it exists. A missing file is a first start; a
 /// file that cannot be read or is not a valid state is reported and ignored, never fatal.
-pub fn load_sli_state(engine: &Mutex<SliEngine>, path: &std::path::Path) {
+pub fn load_sli_state(engine: &mut SliEngine, path: &std::path::Path) {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -736,10 +483,7 @@ pub fn load_sli_state(engine: &Mutex<SliEngine>, path: &std::path::Path) {
             return;
         }
     };
-    let result = match engine.lock() {
-        Ok(mut e) => e.restore_state(&bytes),
-        Err(_) => return,
-    };
+    let result = engine.restore_state(&bytes);
     match result {
         Ok(n) => tracing::info!(file = %path.display(), cujs = n, "SLO windows restored"),
         Err(e) => {
@@ -750,10 +494,10 @@ pub fn load_sli_state(engine: &Mutex<SliEngine>, path: &std::path::Path) {
 
 /// Writes the CUJs' windows to `path` (via a temporary file and a rename, so a crash never
 /// leaves half a file).
-pub async fn save_sli_state(engine: &Mutex<SliEngine>, path: &std::path::Path) {
-    let bytes = match engine.lock() {
-        Ok(e) => e.save_state(),
-        Err(_) => return,
+pub async fn save_sli_state(engine: &SliReader, path: &std::path::Path) {
+    let Some(bytes) = engine.with(|e| e.save_state()).await else {
+        tracing::warn!(file = %path.display(), "the SLI engine's thread stopped: SLO state not saved");
+        return;
     };
     let path = path.to_path_buf();
     let result = tokio::task::spawn_blocking(move || {

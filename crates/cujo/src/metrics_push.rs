@@ -14,8 +14,8 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -27,6 +27,7 @@ use cujo_sli::cuj::Sli;
 use cujo_sli::engine::{CujExport, SliEngine, window_label};
 use cujo_sli::histogram::{ExpBuckets, MIN_VALUE};
 use cujo_sli::limits::OverflowReason;
+use cujo_sli::processor::SliReader;
 use cujo_sli::slo::ObjectiveStatus;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyInner;
@@ -489,10 +490,10 @@ impl MetricsPush {
     }
 }
 
-/// Starts pushing `engine`'s metrics as `exporters.otlp_metrics` says.
+/// Starts pushing the metrics of the engine behind `engine` as `exporters.otlp_metrics` says.
 pub fn spawn(
     cfg: &config::OtlpMetricsExporter,
-    engine: Arc<Mutex<SliEngine>>,
+    engine: SliReader,
     stats: Arc<PushStats>,
     clock_ms: fn() -> u64,
 ) -> anyhow::Result<MetricsPush> {
@@ -552,7 +553,7 @@ fn hostname() -> String {
 }
 
 struct Pusher {
-    engine: Arc<Mutex<SliEngine>>,
+    engine: SliReader,
     downstream: Downstream,
     shaper: MetricsShaper,
     stats: Arc<PushStats>,
@@ -577,9 +578,14 @@ impl Pusher {
     /// One push, retried while retryable within `budget`; gives up early on `stop`.
     async fn push(&mut self, budget: Duration, stop: &CancellationToken) {
         let now_ms = (self.clock_ms)();
-        let snapshot = match self.engine.lock() {
-            Ok(engine) => EngineSnapshot::take(&engine, now_ms),
-            Err(_) => return,
+        let Some(snapshot) = self
+            .engine
+            .with(move |engine| EngineSnapshot::take(engine, now_ms))
+            .await
+        else {
+            return self
+                .stats
+                .failed("the SLI engine's thread stopped; nothing to push");
         };
         let (request, baseline) = self.shaper.build(&snapshot, now_ms * 1_000_000);
         let points = data_points(&request);

@@ -19,14 +19,14 @@
 //! again, with a new `started_at`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cujo_otlp::admin::MetricsSource;
 use cujo_otlp::prom::Family;
-use cujo_sli::engine::SliEngine;
+use cujo_sli::processor::SliReader;
 use cujo_sli::report::{ObjectiveReport, Report};
 use cujo_sli::slo::Severity;
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
@@ -648,11 +648,11 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// Starts evaluating `engine` every `config.evaluation_interval` at `clock()` (ms since the
-    /// Unix epoch). Must be called within a Tokio runtime.
+    /// Starts evaluating the engine behind `engine` every `config.evaluation_interval` at
+    /// `clock()` (ms since the Unix epoch). Must be called within a Tokio runtime.
     pub fn start(
         config: &NotificationsConfig,
-        engine: Arc<Mutex<SliEngine>>,
+        engine: SliReader,
         clock: fn() -> u64,
     ) -> Result<Notifier, NotifyError> {
         let hooks = config
@@ -753,7 +753,7 @@ fn wants(severities: &[AlertSeverity], s: Severity) -> bool {
 }
 
 async fn evaluate(
-    engine: Arc<Mutex<SliEngine>>,
+    engine: SliReader,
     clock: fn() -> u64,
     every: Duration,
     mut tracker: AlertTracker,
@@ -768,12 +768,11 @@ async fn evaluate(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let report = match engine.lock() {
-            Ok(e) => e.report(clock()),
-            Err(_) => {
-                tracing::error!("the SLI engine's lock is poisoned; alert notifications stop");
-                return;
-            }
+        // A report of this moment (not a snapshot): transitions are timed by it.
+        let now = clock();
+        let Some(report) = engine.with(move |e| e.report(now)).await else {
+            tracing::error!("the SLI engine's thread stopped; alert notifications stop");
+            return;
         };
         for t in tracker.update(&report) {
             let dedup_key = t.dedup_key();
@@ -808,6 +807,7 @@ mod tests {
     use super::*;
     use cujo_sli::condition::{Scalar, SpanFacts, StatusCode};
     use cujo_sli::cuj::TraceFacts;
+    use cujo_sli::engine::SliEngine;
 
     const MIN: u64 = 60_000;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cujo_otlp::admin::{self, MetricsSource, Readiness};
+use cujo_otlp::admin::{self, MetricsSource, Readiness, SnapshotSource};
 use cujo_otlp::admission::SpanSink;
 use cujo_otlp::exporter::retry::RetrySettings;
 use cujo_otlp::exporter::transport::{self, Downstream};
@@ -25,7 +25,9 @@ use crate::config::{self, Config};
 use crate::metrics_push;
 use crate::status;
 use cujo_assembler::{Assembler, Directory};
-use cujo_sli::engine::SliEngine;
+use cujo_sli::engine::{SliEngine, SliMatcher};
+use cujo_sli::observer::SliObserver;
+use cujo_sli::processor::{SliFeed, SliReader};
 
 /// Without an assembler the exporter reads the receivers' channel directly and closes it
 /// when the receivers are done.
@@ -46,6 +48,11 @@ const SINK_CAPACITY: usize = 4096;
 const ASSEMBLER_OUTPUT_CAPACITY: usize = 64;
 /// How long open connections get to finish their requests once shutdown starts.
 const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
+
+/// How old a report or metric families snapshot of the SLI engine handed to a reader (the
+/// page, the APIs, `/metrics`) may be: readers polling many times a second cost the engine
+/// one build per period, and what they show is never older than this.
+const SLI_SNAPSHOT_MAX_AGE: Duration = Duration::from_millis(500);
 
 /// How long queued alert notifications get for a last attempt once shutdown starts.
 const NOTIFICATION_DRAIN: Duration = Duration::from_secs(5);
@@ -97,7 +104,10 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         SpanSink::sharded(SINK_CAPACITY, shards, cujo_assembler::directory::shard_of);
     let assembler_stats: assembly::SharedStats =
         Arc::new(std::sync::Mutex::new(vec![Default::default(); shards]));
-    let mut sli_engine: Option<Arc<std::sync::Mutex<SliEngine>>> = None;
+    // The SLI engine runs on a thread of its own: shards match their released traces and
+    // hand the events over (`SliFeed`); readers ask for snapshots (`SliReader`).
+    let mut sli: Option<(Arc<SliMatcher>, SliFeed)> = None;
+    let mut sli_reader: Option<SliReader> = None;
     let (source, assembler_tasks) = if config.assembler_enabled() {
         let (to_exporter, source) = SpanSink::channel(ASSEMBLER_OUTPUT_CAPACITY);
         let settings = assembly::settings(&config, &budget);
@@ -110,15 +120,18 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         let cujs = config.cujs();
         if !cujs.is_empty() {
             tracing::info!(cujs = cujs.len(), "deriving CUJ SLIs from released traces");
-            let engine = Arc::new(std::sync::Mutex::new(
-                SliEngine::new(cujs)
-                    .with_settle(config.slo.settle.0, config.slo.max_settling_traces)
-                    .with_limits(config.slo.limits(budget.limit(Component::Sli))),
-            ));
+            let mut engine = SliEngine::new(cujs)
+                .with_settle(config.slo.settle.0, config.slo.max_settling_traces)
+                .with_limits(config.slo.limits(budget.limit(Component::Sli)));
             if let Some(path) = &config.slo.state_file {
-                assembly::load_sli_state(&engine, path);
+                assembly::load_sli_state(&mut engine, path);
             }
-            sli_engine = Some(engine);
+            let matcher = engine.matcher();
+            let (feed, reader) =
+                cujo_sli::processor::spawn(engine, assembly::wall_clock_ms, SLI_SNAPSHOT_MAX_AGE)
+                    .context("cannot start the SLI engine's thread")?;
+            sli = Some((matcher, feed));
+            sli_reader = Some(reader);
         }
         let directory = Arc::new(Directory::new(
             shards,
@@ -133,8 +146,12 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         let mut tasks = Vec::with_capacity(shards);
         for (shard, input) in receiver_outputs.drain(..).enumerate() {
             let mut assembler = Assembler::new_shard(per_shard.clone(), directory.clone(), shard);
-            if let Some(engine) = &sli_engine {
-                assembler.set_observer(Box::new(assembly::SliObserver::new(engine.clone())));
+            if let Some((matcher, feed)) = &sli {
+                assembler.set_observer(Box::new(SliObserver::new(
+                    matcher.clone(),
+                    feed.clone(),
+                    assembly::wall_clock_ms,
+                )));
             }
             tasks.push(tokio::spawn(assembly::run(
                 assembler,
@@ -265,20 +282,20 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     drop(sink);
 
     // Burn-rate alert notifications (webhooks), evaluated on their own interval.
-    let notifier = match (&config.notifications, &sli_engine) {
-        (Some(n), Some(engine)) => Some(crate::notify::Notifier::start(
+    let notifier = match (&config.notifications, &sli_reader) {
+        (Some(n), Some(reader)) => Some(crate::notify::Notifier::start(
             n,
-            engine.clone(),
+            reader.clone(),
             assembly::wall_clock_ms,
         )?),
         _ => None,
     };
 
     let push_stats = Arc::new(metrics_push::PushStats::default());
-    let metrics_push = match (&config.exporters.otlp_metrics, &sli_engine) {
-        (Some(cfg), Some(engine)) => Some(metrics_push::spawn(
+    let metrics_push = match (&config.exporters.otlp_metrics, &sli_reader) {
+        (Some(cfg), Some(reader)) => Some(metrics_push::spawn(
             cfg,
-            engine.clone(),
+            reader.clone(),
             push_stats.clone(),
             assembly::wall_clock_ms,
         )?),
@@ -301,11 +318,21 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                 Arc::new(move |out: &mut Exposition| t.render(out)),
                 Arc::new(move |out: &mut Exposition| b.render(out)),
             ];
-            if let Some(engine) = sli_engine.clone() {
+            let mut snapshots: Vec<SnapshotSource> = Vec::new();
+            if let Some(reader) = sli_reader.clone() {
+                let waits = reader.clone();
                 sources.push(Arc::new(move |out: &mut Exposition| {
-                    if let Ok(e) = engine.lock() {
-                        assembly::render_sli(&e, out);
-                    }
+                    assembly::render_sli_handoff(&waits, out)
+                }));
+                snapshots.push(Arc::new(move || {
+                    let reader = reader.clone();
+                    Box::pin(async move {
+                        let families = reader.families().await?;
+                        let source: MetricsSource = Arc::new(move |out: &mut Exposition| {
+                            assembly::render_sli(&families, out)
+                        });
+                        Some(source)
+                    })
                 }));
             }
             if let Some(n) = &notifier {
@@ -323,12 +350,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                     }
                 }));
             }
-            let mut router = admin::router(sources, readiness.clone());
-            // Without CUJs the status views still answer, from an engine with none.
-            let engine = sli_engine
-                .clone()
-                .unwrap_or_else(|| Arc::new(std::sync::Mutex::new(SliEngine::new(Vec::new()))));
-            let source = status::ReportSource::new(engine, assembly::wall_clock_ms);
+            let mut router = admin::router(sources, snapshots, readiness.clone());
+            // Without CUJs the status views still answer, with none.
+            let source = status::ReportSource::new(sli_reader.clone(), assembly::wall_clock_ms);
             router = router.merge(status::router(source));
             Some(tokio::spawn(server::serve(
                 "admin",
@@ -341,48 +365,35 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         }
         None => None,
     };
-    // Sample the SLO history (and so the charts) even while no trace comes. Each second the
-    // engine's memory is also written into the SLI's account, so the budget's split on
-    // /metrics shows it (the engine keeps itself within that share on its own).
-    let sli_ticker = sli_engine.clone().map(|engine| {
+    // Each second the engine's memory and what waits in the hand-off to it are written into
+    // the SLI's account, so the budget's split on /metrics shows them (the engine keeps
+    // itself within that share on its own; its thread ticks itself).
+    let sli_weigher = sli_reader.clone().map(|reader| {
         let mut lease = budget.account(Component::Sli).empty_lease();
         tokio::spawn(async move {
-            let every = engine
-                .lock()
-                .map(|e| e.tick_interval())
-                .unwrap_or(Duration::from_secs(10));
-            let mut tick = tokio::time::interval(every);
             let mut weigh = tokio::time::interval(Duration::from_secs(1));
             let mut caps = assembly::SliCapReport::default();
             loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        if let Ok(mut e) = engine.lock() {
-                            e.tick(assembly::wall_clock_ms());
-                        }
-                    }
-                    _ = weigh.tick() => {
-                        let seen = engine.lock().ok().map(|e| (e.memory_bytes(), e.caps()));
-                        if let Some((bytes, hit)) = seen {
-                            lease.set(bytes);
-                            caps.report(hit);
-                        }
-                    }
-                }
+                weigh.tick().await;
+                let Some((bytes, hit)) = reader.with(|e| (e.memory_bytes(), e.caps())).await else {
+                    return;
+                };
+                lease.set(bytes + reader.queued_bytes());
+                caps.report(hit);
             }
         })
     });
     // Save the SLO windows periodically; once more at shutdown.
-    let state_saver = match (&sli_engine, &config.slo.state_file) {
-        (Some(engine), Some(path)) => {
-            let (engine, path) = (engine.clone(), path.clone());
+    let state_saver = match (&sli_reader, &config.slo.state_file) {
+        (Some(reader), Some(path)) => {
+            let (reader, path) = (reader.clone(), path.clone());
             let every = config.slo.save_interval.0.max(Duration::from_secs(1));
             Some(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    assembly::save_sli_state(&engine, &path).await;
+                    assembly::save_sli_state(&reader, &path).await;
                 }
             }))
         }
@@ -416,20 +427,22 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     if let Some(saver) = state_saver {
         saver.abort();
     }
-    if let Some(ticker) = sli_ticker {
-        ticker.abort();
+    if let Some(weigher) = sli_weigher {
+        weigher.abort();
     }
     if let Some(n) = notifier {
         n.stop(NOTIFICATION_DRAIN).await;
     }
     // Nothing more will come: settling events are recorded with what they have.
-    if let Some(engine) = &sli_engine
-        && let Ok(mut e) = engine.lock()
-    {
-        e.settle_all(assembly::wall_clock_ms());
+    // The shards are gone, so everything they handed over is in the engine's queue, which
+    // the engine applies before this job.
+    drop(sli);
+    if let Some(reader) = &sli_reader {
+        let now = assembly::wall_clock_ms();
+        reader.with(move |e| e.settle_all(now)).await;
     }
-    if let (Some(engine), Some(path)) = (&sli_engine, &config.slo.state_file) {
-        assembly::save_sli_state(engine, path).await;
+    if let (Some(reader), Some(path)) = (&sli_reader, &config.slo.state_file) {
+        assembly::save_sli_state(reader, path).await;
     }
     // One last metrics push, within the shutdown deadline.
     if let Some(push) = metrics_push {

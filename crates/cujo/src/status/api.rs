@@ -1,6 +1,8 @@
 //! `GET /api/v1/slos[?cuj=NAME]`: the SLO report as JSON, for scripts, dashboards and the
 //! `cujo status` deploy gate.
 
+use std::borrow::Cow;
+
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -31,19 +33,22 @@ fn configured_list(names: &[String]) -> String {
     }
 }
 
-/// The report narrowed to one CUJ; `None` or an empty name keeps every CUJ.
-pub fn select(mut report: Report, cuj: Option<&str>) -> Result<Report, UnknownCuj> {
+/// The report narrowed to one CUJ (a copy of that CUJ only); `None` or an empty name keeps
+/// every CUJ (the report itself, not copied).
+pub fn select<'a>(report: &'a Report, cuj: Option<&str>) -> Result<Cow<'a, Report>, UnknownCuj> {
     let Some(name) = cuj.filter(|n| !n.is_empty()) else {
-        return Ok(report);
+        return Ok(Cow::Borrowed(report));
     };
-    if !report.cujs.iter().any(|c| c.name == name) {
+    let Some(found) = report.cujs.iter().find(|c| c.name == name) else {
         return Err(UnknownCuj {
             name: name.to_string(),
             configured: report.cujs.iter().map(|c| c.name.clone()).collect(),
         });
-    }
-    report.cujs.retain(|c| c.name == name);
-    Ok(report)
+    };
+    Ok(Cow::Owned(Report {
+        generated_at_ms: report.generated_at_ms,
+        cujs: vec![found.clone()],
+    }))
 }
 
 #[derive(Deserialize)]
@@ -68,13 +73,13 @@ async fn slos(
             );
         }
     };
-    let Some(report) = source.report() else {
+    let Some(report) = source.report().await else {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "the SLI engine is unavailable (a panic poisoned its lock); see cujo's log",
+            "the SLI engine is unavailable (its thread stopped); see cujo's log",
         );
     };
-    match select(report, query.cuj.as_deref()) {
+    match select(&report, query.cuj.as_deref()) {
         Ok(report) => match serde_json::to_vec(&report) {
             Ok(body) => json(StatusCode::OK, body),
             Err(e) => error(

@@ -32,14 +32,14 @@ impl SloService for SloStatus {
         &self,
         request: Request<proto::GetStatusRequest>,
     ) -> Result<Response<proto::GetStatusResponse>, Status> {
-        let report = self.source.report().ok_or_else(|| {
+        let report = self.source.report().await.ok_or_else(|| {
             Status::unavailable(
-                "the SLI engine is unavailable (a panic poisoned its lock); see cujo's log",
+                "the SLI engine is unavailable (its thread stopped); see cujo's log",
             )
         })?;
-        let report = select(report, Some(&request.get_ref().cuj))
+        let report = select(&report, Some(&request.get_ref().cuj))
             .map_err(|unknown| Status::not_found(unknown.to_string()))?;
-        Ok(Response::new(report.into()))
+        Ok(Response::new(report.into_owned().into()))
     }
 }
 

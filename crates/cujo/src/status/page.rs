@@ -40,7 +40,7 @@ struct PageQuery {
 }
 
 async fn page(State(source): State<ReportSource>, Query(query): Query<PageQuery>) -> Response {
-    let Some(report) = source.report() else {
+    let Some(report) = source.report().await else {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
             "SLO report unavailable: the SLI engine failed (see cujo's log)\n",

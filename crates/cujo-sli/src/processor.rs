@@ -1,0 +1,306 @@
+//! The SLI processor: the engine on a thread of its own, fed by the span path through a
+//! bounded hand-off and read through snapshots, so no lock is shared between the two.
+//!
+//! - The span path (each assembler shard) matches its released traces itself
+//!   ([`crate::engine::SliMatcher`]) and hands the engine plain data through an [`SliFeed`]:
+//!   the events a trace began, the marks of late and linked spans. Sending never waits for a
+//!   reader; it waits only when the engine thread is [`HANDOFF_CAPACITY`] messages behind,
+//!   which is back-pressure from recording itself (counted: [`SliFeed::waits`]).
+//! - Readers (`/metrics`, the status page and APIs, the notifier, the OTLP push, the state
+//!   saver) go through an [`SliReader`]: a job runs on the engine thread between two inputs
+//!   and hands back plain data (a [`Report`], metric families, the state file's bytes).
+//!   Reports and families are kept as snapshots for [`SliReader::snapshot_max_age`], so
+//!   readers polling many times a second cost the engine one build per period; a reader
+//!   holds its snapshot (an `Arc`) as long as it likes without holding anything else up.
+//! - The thread ticks the engine itself ([`SliEngine::tick_interval`]), so the charts move
+//!   and settled events are recorded while no traffic comes.
+//!
+//! What waits in the hand-off is counted ([`SliReader::queued_bytes`]) so the caller can
+//! put it in the budget beside [`SliEngine::memory_bytes`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+use crate::engine::{Family, MatchedTrace, SliEngine, SpanMarks};
+use crate::report::Report;
+
+/// How many messages may wait between the span path and the engine thread. Recording an
+/// event takes about a microsecond, so this is tens of milliseconds of work: enough to ride
+/// out a snapshot being built over thousands of series.
+pub const HANDOFF_CAPACITY: usize = 16_384;
+
+/// How many waiting inputs the engine applies before a reader's job, at most: a job sees
+/// what was handed over before it was asked (read-your-writes for the caller), and a
+/// saturated span path cannot starve readers.
+const DRAIN_BEFORE_JOB: usize = HANDOFF_CAPACITY;
+
+enum Input {
+    Trace(MatchedTrace, u64),
+    Late([u8; 16], SpanMarks),
+    Linked([u8; 16], [u8; 16], SpanMarks),
+    /// A reader queued a job: look at the jobs now rather than at the next input or tick.
+    Wake,
+}
+
+impl Input {
+    /// Bytes this input holds, counted while it waits.
+    fn bytes(&self) -> usize {
+        let heap = match self {
+            Input::Trace(t, _) => t.heap_bytes(),
+            Input::Late(_, m) | Input::Linked(_, _, m) => {
+                cujo_wire::alloc::vec_bytes::<(usize, crate::cuj::SpanMark)>(m.marks.capacity())
+            }
+            // Not counted when sent: readers' wake-ups are not the span path's data.
+            Input::Wake => return 0,
+        };
+        std::mem::size_of::<Input>() + heap
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut SliEngine) + Send>;
+
+/// What the span path, the readers and the engine thread share: plain counters.
+#[derive(Default)]
+struct Shared {
+    queued_bytes: AtomicUsize,
+    /// Sends that found the hand-off full and waited for the engine.
+    waits: AtomicU64,
+    /// Inputs the engine thread applied.
+    applied: AtomicU64,
+}
+
+/// Starts the engine's thread. `clock` gives milliseconds since the Unix epoch (the
+/// windows' time); `snapshot_max_age` is how old a report or families snapshot handed to
+/// a reader may be.
+pub fn spawn(
+    engine: SliEngine,
+    clock: fn() -> u64,
+    snapshot_max_age: Duration,
+) -> std::io::Result<(SliFeed, SliReader)> {
+    let (inputs_tx, inputs) = mpsc::sync_channel(HANDOFF_CAPACITY);
+    let (jobs_tx, jobs) = mpsc::channel::<Job>();
+    let shared = Arc::new(Shared::default());
+    let thread_shared = shared.clone();
+    std::thread::Builder::new()
+        .name("cujo-sli".into())
+        .spawn(move || run(engine, inputs, jobs, clock, &thread_shared))?;
+    let feed = SliFeed {
+        tx: inputs_tx.clone(),
+        shared: shared.clone(),
+    };
+    let reader = SliReader {
+        jobs: jobs_tx,
+        wake: inputs_tx,
+        shared,
+        clock,
+        snapshot_max_age,
+        reports: Arc::default(),
+        families: Arc::default(),
+    };
+    Ok((feed, reader))
+}
+
+/// The engine thread: applies inputs as they come, runs readers' jobs between them, ticks.
+/// Ends when every feed and reader is gone.
+fn run(
+    mut engine: SliEngine,
+    inputs: Receiver<Input>,
+    jobs: Receiver<Job>,
+    clock: fn() -> u64,
+    shared: &Shared,
+) {
+    let every = engine.tick_interval();
+    let mut next_tick = Instant::now() + every;
+    let apply = |engine: &mut SliEngine, input: Input| {
+        shared
+            .queued_bytes
+            .fetch_sub(input.bytes(), Ordering::Relaxed);
+        match input {
+            Input::Trace(trace, now_ms) => engine.record(trace, now_ms),
+            Input::Late(trace, marks) => engine.record_late(trace, &marks),
+            Input::Linked(trace, to, marks) => engine.record_linked(trace, to, &marks),
+            Input::Wake => return,
+        }
+        shared.applied.fetch_add(1, Ordering::Relaxed);
+    };
+    loop {
+        let wait = next_tick.saturating_duration_since(Instant::now());
+        match inputs.recv_timeout(wait) {
+            Ok(input) => apply(&mut engine, input),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                while let Ok(job) = jobs.try_recv() {
+                    job(&mut engine);
+                }
+                return;
+            }
+        }
+        if Instant::now() >= next_tick {
+            engine.tick(clock());
+            next_tick = Instant::now() + every;
+        }
+        while let Ok(job) = jobs.try_recv() {
+            for input in inputs.try_iter().take(DRAIN_BEFORE_JOB) {
+                apply(&mut engine, input);
+            }
+            job(&mut engine);
+        }
+    }
+}
+
+/// The span path's end of the hand-off (one clone per assembler shard).
+#[derive(Clone)]
+pub struct SliFeed {
+    tx: SyncSender<Input>,
+    shared: Arc<Shared>,
+}
+
+impl SliFeed {
+    /// The events a released trace began, released at `now_ms`. Traces that began none
+    /// need not be sent.
+    pub fn trace(&self, trace: MatchedTrace, now_ms: u64) {
+        self.send(Input::Trace(trace, now_ms));
+    }
+
+    /// Late spans of `trace` (arrived after its release), read into marks.
+    pub fn late(&self, trace: [u8; 16], marks: SpanMarks) {
+        self.send(Input::Late(trace, marks));
+    }
+
+    /// A released trace `trace` continuing `linked_to`, its spans read into marks. Send it
+    /// before the trace's own events ([`SliFeed::trace`]), as the engine expects.
+    pub fn linked(&self, trace: [u8; 16], linked_to: [u8; 16], marks: SpanMarks) {
+        self.send(Input::Linked(trace, linked_to, marks));
+    }
+
+    fn send(&self, input: Input) {
+        let bytes = input.bytes();
+        self.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let sent = match self.tx.try_send(input) {
+            Ok(()) => true,
+            Err(TrySendError::Full(input)) => {
+                self.shared.waits.fetch_add(1, Ordering::Relaxed);
+                self.tx.send(input).is_ok()
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        };
+        if !sent {
+            // The engine thread is gone (it panicked): nothing waits.
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends that found the hand-off full and waited for the engine thread, since start.
+    pub fn waits(&self) -> u64 {
+        self.shared.waits.load(Ordering::Relaxed)
+    }
+}
+
+/// A snapshot kept for readers, with when it was built.
+type Slot<T> = tokio::sync::Mutex<Option<(Instant, Arc<T>)>>;
+
+/// The readers' end: jobs on the engine thread, and snapshots of what they build.
+#[derive(Clone)]
+pub struct SliReader {
+    jobs: Sender<Job>,
+    wake: SyncSender<Input>,
+    shared: Arc<Shared>,
+    clock: fn() -> u64,
+    snapshot_max_age: Duration,
+    reports: Arc<Slot<Report>>,
+    families: Arc<Slot<Vec<Family>>>,
+}
+
+impl SliReader {
+    /// Runs `f` on the engine thread, after the inputs handed over before the call, and
+    /// gives back what it returns; `None` if the engine thread is gone.
+    pub async fn with<R, F>(&self, f: F) -> Option<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut SliEngine) -> R + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(Box::new(move |e| {
+            let _ = tx.send(f(e));
+        }))?;
+        rx.await.ok()
+    }
+
+    /// [`SliReader::with`] for callers outside an async runtime (start-up, tests, tools).
+    pub fn with_blocking<R, F>(&self, f: F) -> Option<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut SliEngine) -> R + Send + 'static,
+    {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(Box::new(move |e| {
+            let _ = tx.send(f(e));
+        }))?;
+        rx.recv().ok()
+    }
+
+    fn submit(&self, job: Job) -> Option<()> {
+        self.jobs.send(job).ok()?;
+        // Full: the engine is busy with inputs and looks at jobs after each one.
+        let _ = self.wake.try_send(Input::Wake);
+        Some(())
+    }
+
+    /// The report, built at most [`SliReader::snapshot_max_age`] ago.
+    pub async fn report(&self) -> Option<Arc<Report>> {
+        let clock = self.clock;
+        self.snapshot(&self.reports, move |e| e.report(clock()))
+            .await
+    }
+
+    /// The metric families, built at most [`SliReader::snapshot_max_age`] ago.
+    pub async fn families(&self) -> Option<Arc<Vec<Family>>> {
+        let clock = self.clock;
+        self.snapshot(&self.families, move |e| e.families(clock()))
+            .await
+    }
+
+    async fn snapshot<T: Send + Sync + 'static>(
+        &self,
+        slot: &Slot<T>,
+        build: impl FnOnce(&mut SliEngine) -> T + Send + 'static,
+    ) -> Option<Arc<T>> {
+        // One reader builds; the others wait for it and take the same snapshot.
+        let mut kept = slot.lock().await;
+        if let Some((at, snapshot)) = kept.as_ref()
+            && at.elapsed() < self.snapshot_max_age
+        {
+            return Some(snapshot.clone());
+        }
+        let fresh = Arc::new(self.with(build).await?);
+        *kept = Some((Instant::now(), fresh.clone()));
+        Some(fresh)
+    }
+
+    /// How old a snapshot handed to a reader may be.
+    pub fn snapshot_max_age(&self) -> Duration {
+        self.snapshot_max_age
+    }
+
+    /// The clock the engine's windows run on.
+    pub fn clock(&self) -> fn() -> u64 {
+        self.clock
+    }
+
+    /// Bytes waiting in the hand-off.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Sends that found the hand-off full and waited for the engine thread, since start.
+    pub fn handoff_waits(&self) -> u64 {
+        self.shared.waits.load(Ordering::Relaxed)
+    }
+
+    /// Inputs the engine thread has applied, since start.
+    pub fn applied(&self) -> u64 {
+        self.shared.applied.load(Ordering::Relaxed)
+    }
+}
