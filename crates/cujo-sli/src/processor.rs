@@ -304,3 +304,129 @@ impl SliReader {
         self.shared.applied.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::condition::{RootMatch, Scalar, SpanFacts, StatusCode};
+    use crate::cuj::{Cuj, Scope, TraceFacts};
+    use crate::engine::SliMatcher;
+
+    const START_MS: u64 = 1_800_000_000_000;
+
+    fn clock() -> u64 {
+        START_MS
+    }
+
+    struct Root;
+
+    impl SpanFacts for Root {
+        fn name(&self) -> &str {
+            "GET /"
+        }
+        fn service(&self) -> &str {
+            "api"
+        }
+        fn status(&self) -> StatusCode {
+            StatusCode::Unset
+        }
+        fn attribute(&self, _key: &str) -> Option<Scalar<'_>> {
+            None
+        }
+    }
+
+    /// One CUJ every root matches, no dimensions: one series whose counts are the events.
+    fn engine() -> SliEngine {
+        SliEngine::new(vec![Cuj {
+            name: "all".into(),
+            matcher: RootMatch::default(),
+            dimensions: Vec::new(),
+            max_series: 10,
+            scope: Scope::Root,
+            bad: Vec::new(),
+            exclude: Vec::new(),
+            latency: None,
+            objectives: Vec::new(),
+        }])
+    }
+
+    fn trace(matcher: &SliMatcher, n: u64) -> MatchedTrace {
+        let mut trace_id = [0u8; 16];
+        trace_id[..8].copy_from_slice(&n.to_le_bytes());
+        let facts = TraceFacts {
+            trace_id,
+            root: &Root,
+            root_start_ns: START_MS * 1_000_000,
+            root_end_ns: START_MS * 1_000_000 + 1_000_000,
+            spans: &[],
+            last_end_ns: START_MS * 1_000_000 + 1_000_000,
+            span_bits: None,
+        };
+        matcher.match_trace(&facts)
+    }
+
+    /// Events recorded, as a report counts them.
+    fn events(report: &Report) -> u64 {
+        report.cujs[0]
+            .series
+            .iter()
+            .map(|s| s.availability_good + s.availability_bad)
+            .sum()
+    }
+
+    /// Feeds `n` traces from a thread of its own (as a shard would), more than the
+    /// hand-off holds, and waits for it.
+    fn feed_from_a_shard(feed: SliFeed, matcher: Arc<SliMatcher>, n: u64) {
+        std::thread::spawn(move || {
+            for i in 0..n {
+                feed.trace(trace(&matcher, i), START_MS);
+            }
+        })
+        .join()
+        .expect("the feeding thread ends");
+    }
+
+    #[test]
+    fn a_job_sees_every_input_handed_over_before_it() {
+        let engine = engine();
+        let matcher = engine.matcher();
+        let (feed, reader) = spawn(engine, clock, Duration::ZERO).expect("thread");
+        let n = 3 * HANDOFF_CAPACITY as u64;
+        feed_from_a_shard(feed, matcher, n);
+        let report = reader
+            .with_blocking(|e| e.report(START_MS))
+            .expect("the engine's thread answers");
+        assert_eq!(events(&report), n);
+        assert_eq!(reader.applied(), n);
+        assert_eq!(reader.queued_bytes(), 0, "nothing is left counted");
+    }
+
+    #[tokio::test]
+    async fn ingestion_goes_on_while_a_reader_holds_a_report() {
+        let engine = engine();
+        let matcher = engine.matcher();
+        let (feed, reader) = spawn(engine, clock, Duration::from_secs(3600)).expect("thread");
+        let held = reader.report().await.expect("a report");
+        assert_eq!(events(&held), 0);
+        // Three times what the hand-off holds, while the report is held: had the reader
+        // held up the engine, the shard would wait here for good.
+        let n = 3 * HANDOFF_CAPACITY as u64;
+        let shard = {
+            let matcher = matcher.clone();
+            tokio::task::spawn_blocking(move || feed_from_a_shard(feed, matcher, n))
+        };
+        tokio::time::timeout(Duration::from_secs(60), shard)
+            .await
+            .expect("the shard handed everything over while the report was held")
+            .expect("the shard's task");
+        let now = reader
+            .with(|e| e.report(START_MS))
+            .await
+            .expect("the engine's thread answers");
+        assert_eq!(events(&now), n);
+        // Within its max age the snapshot is handed out again, unchanged.
+        let again = reader.report().await.expect("a report");
+        assert!(Arc::ptr_eq(&held, &again));
+        assert_eq!(events(&held), 0);
+    }
+}

@@ -268,3 +268,69 @@ async fn slo_windows_survive_a_restart_and_a_corrupt_state_file_is_ignored() {
         "empty windows: no ratio yet"
     );
 }
+
+/// Valid `post_message` availability events in a `/api/v1/slos` answer.
+fn events_in_report(body: &str) -> Option<u64> {
+    let report: serde_json::Value = serde_json::from_str(body).ok()?;
+    let cuj = report["cujs"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == "post_message")?;
+    Some(
+        cuj["series"]
+            .as_array()?
+            .iter()
+            .map(|s| {
+                s["availability_good"].as_u64().unwrap_or(0)
+                    + s["availability_bad"].as_u64().unwrap_or(0)
+            })
+            .sum(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_polling_without_pause_hold_up_neither_spans_nor_events() {
+    let downstream = Downstream::start().await;
+    let cujo = Cujo::start(&format!("{CUJS}{}", exporter_yaml(downstream.addr, ""))).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Four readers, each asking again as soon as it has its answer: two on the JSON API,
+    // two on /metrics.
+    let pollers: Vec<_> = ["/api/v1/slos", "/metrics", "/api/v1/slos", "/metrics"]
+        .into_iter()
+        .map(|path| {
+            let (stop, admin) = (stop.clone(), cujo.admin);
+            tokio::spawn(async move {
+                let (mut answered, mut failed) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match support::http_get(admin, path).await {
+                        Some((200, _)) => answered += 1,
+                        _ => failed += 1,
+                    }
+                }
+                (path, answered, failed)
+            })
+        })
+        .collect();
+    const TRACES: u64 = 300;
+    send(format!("http://{}", cujo.grpc), TRACES).await;
+    downstream.wait_for_spans((TRACES * 2 + 1) as usize).await;
+    // Every trace whose root code is not 4xx is a valid event (shape: i % 10 == 1 is 404).
+    let valid = (0..TRACES).filter(|i| shape(*i).1 != 404).count() as u64;
+    wait_for("every event in the report", || async {
+        let (status, body) = support::http_get(cujo.admin, "/api/v1/slos").await?;
+        (status == 200 && events_in_report(&body) == Some(valid)).then_some(())
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for poller in pollers {
+        let (path, answered, failed) = poller.await.expect("poller");
+        assert!(answered > 0, "{path} answered while spans flowed");
+        assert_eq!(failed, 0, "{path} failed {failed} times");
+    }
+    let metrics = cujo.metrics().await;
+    assert!(
+        metrics.contains("cujo_sli_handoff_applied_total "),
+        "the hand-off to the engine is on /metrics"
+    );
+    support::assert_accounting(&cujo).await;
+}
