@@ -19,7 +19,8 @@
 //! - [`server`]: the connection loop every listener uses: connections paid for from the
 //!   receivers' share, HTTP/2 windows and streams bounded, idle and slow peers closed,
 //!   graceful drain.
-//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`admin`]: `/metrics` (sources written in place, and snapshot sources fetched for each
+//!   scrape from components on other threads), `/healthz`, `/readyz`.
 //! - [`telemetry`]: counters of the receive → export path, in one place.
 //! - [`prom`]: Prometheus text and OpenMetrics writer (content negotiation, exemplars).
 //! - [`rpc`]: gRPC status, `RetryInfo`, framing.
