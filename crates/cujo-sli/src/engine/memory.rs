@@ -15,7 +15,8 @@
 
 use cujo_wire::alloc::{allocation_size, vec_bytes};
 
-use super::{CujState, Family, Kind, SliEngine, family, sample};
+use super::export::{Family, Kind, family, sample};
+use super::{CujState, SliEngine};
 use crate::cuj::{Cuj, DimensionValues};
 use crate::histogram::ExpHistogram;
 use crate::limits::{EvictReason, OverflowReason, RestoreSkip, SliLimits};
