@@ -15,8 +15,9 @@
 
 use cujo_wire::alloc::{allocation_size, vec_bytes};
 
+use super::SliEngine;
 use super::export::{Family, Kind, family, sample};
-use super::{CujState, SliEngine};
+use super::record::CujState;
 use crate::cuj::{Cuj, DimensionValues};
 use crate::histogram::ExpHistogram;
 use crate::limits::{EvictReason, OverflowReason, RestoreSkip, SliLimits};
