@@ -13,6 +13,7 @@
 mod export;
 mod matching;
 mod memory;
+mod persist;
 mod record;
 mod reports;
 #[cfg(test)]
@@ -302,64 +303,13 @@ impl SliEngine {
             finish_event(&mut self.cujs, room, i, event, now_ms);
         }
     }
-
-    /// Every CUJ's windows, encoded for the state file.
-    pub fn save_state(&self) -> Vec<u8> {
-        let cujs: Vec<crate::state::CujWindows> = self
-            .cujs
-            .iter()
-            .map(|s| crate::state::CujWindows {
-                name: s.cuj.name.clone(),
-                availability: s.availability.clone(),
-                latency: s.latency.clone(),
-                series: s
-                    .series
-                    .iter()
-                    .map(|(dims, v)| (dims.to_vec(), v.windows.clone()))
-                    .collect(),
-            })
-            .collect();
-        crate::state::encode(&cujs)
-    }
-
-    /// Restores windows saved by [`SliEngine::save_state`] for the CUJs that still exist;
-    /// returns how many were restored. Series are restored most recently active first,
-    /// within the CUJ's `max_series` and the engine's limits; the others are counted
-    /// (`cujo_sli_restore_skipped_series_total`), never fatal.
-    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<usize, crate::state::StateError> {
-        let saved = crate::state::decode(bytes)?;
-        let mut restored = 0;
-        for w in saved {
-            if let Some(i) = self.cujs.iter().position(|s| s.cuj.name == w.name) {
-                self.restore_cuj(i, w);
-                restored += 1;
-            }
-        }
-        Ok(restored)
-    }
 }
 #[cfg(test)]
 mod tests {
-    use super::testkit::{Span, Timed, engine, feed, value};
+    use super::testkit::{Span, Timed, engine, value};
     use super::*;
     use crate::condition::{Condition, RootMatch, Scalar, StatusCode, ValueMatch};
     use crate::cuj::{Measure, Scope};
-
-    #[test]
-    fn windows_survive_a_save_and_restore() {
-        let mut e = engine(10);
-        let now = 1_700_000_000_000;
-        for i in 0..100 {
-            feed(&mut e, "gold", i % 4 == 0, 10, now);
-        }
-        let saved = e.save_state();
-        let mut fresh = engine(10);
-        assert_eq!(fresh.restore_state(&saved), Ok(1));
-        let sli = |e: &SliEngine| e.objectives(now)[0].3.sli[0].1;
-        assert_eq!(sli(&fresh), Some(0.75));
-        assert_eq!(sli(&fresh), sli(&e));
-        assert!(fresh.restore_state(b"garbage").is_err());
-    }
 
     #[test]
     fn end_to_end_events_settle_with_late_and_linked_spans() {
@@ -490,28 +440,6 @@ mod tests {
             ),
             Some(1.0)
         );
-    }
-
-    #[test]
-    fn series_windows_survive_a_save_and_restore() {
-        let mut e = engine(10);
-        let now = 1_700_000_000_000;
-        for i in 0..10 {
-            feed(&mut e, if i < 4 { "gold" } else { "free" }, i == 0, 10, now);
-        }
-        let mut fresh = engine(10);
-        assert_eq!(fresh.restore_state(&e.save_state()), Ok(1));
-        let windows = |e: &SliEngine| {
-            let mut s: Vec<_> = e.report(now).cujs[0]
-                .series
-                .iter()
-                .map(|s| (s.dimensions.clone(), s.windows.clone()))
-                .collect();
-            s.sort_by(|a, b| a.0.cmp(&b.0));
-            s
-        };
-        assert_eq!(windows(&fresh), windows(&e));
-        assert_eq!(windows(&fresh)[1].1[0].valid, 4);
     }
 
     /// A span with an HTTP status code, for trace-scope conditions.
