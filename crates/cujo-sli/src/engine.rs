@@ -7,8 +7,28 @@
 //! (dimension values `__overflow__`), counted by reason. Objectives are evaluated over the
 //! CUJ's aggregate windows.
 //!
-//! What the engine holds, and how it keeps within its limits, is in the `memory`
-//! submodule.
+//! # Layout
+//! This file holds [`SliEngine`], its construction and settings, and the dispatch of its
+//! inputs: matched traces recorded now or made to wait ([`SliEngine::record`]), late and
+//! linked spans folded into waiting events, [`SliEngine::tick`] and
+//! [`SliEngine::settle_all`]. It decides when an event is finished, not how it is counted
+//! or read. Each submodule's public items are re-exported here, so `cujo_sli::engine` stays
+//! the one public path:
+//! - `matching`: [`SliMatcher`] — which CUJs a released trace feeds and the events it
+//!   begins, late and linked spans read into marks; the CUJs' definitions only (shared with
+//!   the span path), never the engine's state.
+//! - `record`: series and windows — each CUJ's state, a finished event counted in its
+//!   series (found, added, or the overflow series), the history sampled on a tick.
+//! - `memory`: what the engine holds ([`SliEngine::memory_bytes`]) and keeping it within
+//!   [`crate::limits::SliLimits`]: admitting new series, settling traces early, expiring
+//!   idle series, restoring a large state file in part.
+//! - `reports`: [`SliEngine::report`] and [`SliEngine::objectives`]; read-only.
+//! - `export`: the metric families ([`Family`], [`Kind`], [`Sample`], [`label_name`],
+//!   [`window_label`]) of [`SliEngine::families`] for `/metrics`, and
+//!   [`SliEngine::export_view`] for the OTLP push; read-only.
+//! - `persist`: [`SliEngine::save_state`] and [`SliEngine::restore_state`], the windows
+//!   through the SLO state file ([`crate::state`]).
+//! - `testkit` (tests only): the spans, the engine and the helpers the unit tests share.
 
 mod export;
 mod matching;
@@ -304,12 +324,12 @@ impl SliEngine {
         }
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::testkit::{Span, Timed, engine, value};
     use super::*;
-    use crate::condition::{Condition, RootMatch, Scalar, StatusCode, ValueMatch};
-    use crate::cuj::{Measure, Scope};
+    use crate::cuj::Measure;
 
     #[test]
     fn end_to_end_events_settle_with_late_and_linked_spans() {
@@ -440,175 +460,5 @@ mod tests {
             ),
             Some(1.0)
         );
-    }
-
-    /// A span with an HTTP status code, for trace-scope conditions.
-    struct Coded {
-        error: bool,
-        code: Option<i64>,
-    }
-
-    impl SpanFacts for Coded {
-        fn name(&self) -> &str {
-            "POST /v1/messages"
-        }
-        fn service(&self) -> &str {
-            "api"
-        }
-        fn status(&self) -> StatusCode {
-            if self.error {
-                StatusCode::Error
-            } else {
-                StatusCode::Unset
-            }
-        }
-        fn attribute(&self, key: &str) -> Option<Scalar<'_>> {
-            match key {
-                "http.response.status_code" => self.code.map(Scalar::Int),
-                "user.tier" => Some(Scalar::Str("gold")),
-                _ => None,
-            }
-        }
-    }
-
-    fn range(gte: f64, lt: Option<f64>) -> ValueMatch {
-        ValueMatch::Range {
-            gte: Some(gte),
-            gt: None,
-            lte: None,
-            lt,
-        }
-    }
-
-    /// Two trace-scope CUJs sharing a condition, and a root-scope one.
-    fn trace_scope_engine() -> SliEngine {
-        let code = |value| Condition::Attribute {
-            key: "http.response.status_code".into(),
-            value,
-        };
-        let cuj = |name: &str, scope, bad: Vec<Condition>, exclude: Vec<Condition>| Cuj {
-            name: name.into(),
-            matcher: RootMatch::default(),
-            dimensions: vec!["user.tier".into()],
-            max_series: 10,
-            scope,
-            bad,
-            exclude,
-            latency: None,
-            objectives: vec![],
-        };
-        SliEngine::new(vec![
-            cuj(
-                "errors",
-                Scope::Trace,
-                vec![Condition::Status(StatusCode::Error)],
-                vec![],
-            ),
-            cuj(
-                "http",
-                Scope::Trace,
-                vec![
-                    Condition::Status(StatusCode::Error),
-                    code(range(500.0, None)),
-                ],
-                vec![code(range(400.0, Some(500.0)))],
-            ),
-            cuj(
-                "root_only",
-                Scope::Root,
-                vec![code(range(500.0, None))],
-                vec![],
-            ),
-        ])
-    }
-
-    fn coded_trace<'a>(
-        trace_id: [u8; 16],
-        spans: &'a [Coded],
-        span_bits: Option<u64>,
-    ) -> TraceFacts<'a, Coded> {
-        TraceFacts {
-            trace_id,
-            root: &spans[0],
-            root_start_ns: 0,
-            root_end_ns: 1_000_000,
-            spans,
-            last_end_ns: 1_000_000,
-            span_bits,
-        }
-    }
-
-    #[test]
-    fn condition_bits_of_arriving_spans_decide_as_reading_every_span_would() {
-        let mut by_spans = trace_scope_engine();
-        let mut by_bits = trace_scope_engine();
-        let set = by_bits
-            .span_conditions()
-            .cloned()
-            .expect("trace-scope conditions");
-        assert_eq!(
-            set.attribute_keys(),
-            vec!["http.response.status_code".to_string()]
-        );
-        assert!(!by_bits.needs_spans_besides_bits());
-        // Every mix of three spans drawn from these shapes, the first being the root.
-        let shapes = [
-            (false, None),
-            (true, None),
-            (false, Some(200)),
-            (false, Some(503)),
-            (false, Some(404)),
-            (true, Some(429)),
-        ];
-        let mut traces = 0u64;
-        for a in shapes {
-            for b in shapes {
-                for c in shapes {
-                    let spans: Vec<Coded> = [a, b, c]
-                        .into_iter()
-                        .map(|(error, code)| Coded { error, code })
-                        .collect();
-                    let id: [u8; 16] = [traces.to_le_bytes(), [0; 8]]
-                        .concat()
-                        .try_into()
-                        .expect("16 bytes");
-                    by_spans.observe(&coded_trace(id, &spans, None), 1_000);
-                    let bits = spans.iter().fold(0, |b, s| b | set.classify(s));
-                    by_bits.observe(&coded_trace(id, &spans[..1], Some(bits)), 1_000);
-                    traces += 1;
-                }
-            }
-        }
-        let (a, b) = (by_spans.families(1_000), by_bits.families(1_000));
-        for cuj in ["errors", "http", "root_only"] {
-            for outcome in ["good", "bad"] {
-                let labels = [("cuj", cuj), ("sli", "availability"), ("outcome", outcome)];
-                let want = value(&a, "cujo_sli_events_total", "", &labels);
-                assert_eq!(
-                    want,
-                    value(&b, "cujo_sli_events_total", "", &labels),
-                    "{cuj} {outcome}"
-                );
-            }
-            let labels = [("cuj", cuj)];
-            assert_eq!(
-                value(&a, "cujo_sli_excluded_total", "", &labels),
-                value(&b, "cujo_sli_excluded_total", "", &labels),
-                "{cuj} excluded"
-            );
-        }
-        // The spans did decide: some traces are bad only through a non-root span.
-        let errors_bad = value(
-            &a,
-            "cujo_sli_events_total",
-            "",
-            &[
-                ("cuj", "errors"),
-                ("sli", "availability"),
-                ("outcome", "bad"),
-            ],
-        );
-        // Four of the six shapes have no error status: 4^3 traces are error-free.
-        assert_eq!(errors_bad, Some((traces - 4 * 4 * 4) as f64));
     }
 }

@@ -12,6 +12,10 @@
 //! that has none) — "committed" bytes. That sum moves only when a series comes or goes,
 //! so each CUJ keeps it as one number, and weighing a new series or a settling trace
 //! reads one number per CUJ.
+//!
+//! It weighs, refuses and trims; it must not decide how an event is counted (`record`) or
+//! which CUJs a trace feeds (`matching`). Its metric families ([`SliEngine::memory_families`])
+//! are gathered into `/metrics` by `export`.
 
 use cujo_wire::alloc::{allocation_size, vec_bytes};
 
