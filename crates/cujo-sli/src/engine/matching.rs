@@ -312,8 +312,10 @@ impl Dispatch {
 
 #[cfg(test)]
 mod tests {
+    use super::super::SliEngine;
+    use super::super::testkit::value;
     use super::*;
-    use crate::condition::{RootMatch, StatusCode};
+    use crate::condition::{Condition, RootMatch, StatusCode};
 
     #[test]
     fn dispatch_lists_every_cuj_a_root_matches() {
@@ -400,5 +402,175 @@ mod tests {
         let d = Dispatch::new(&cujs[3..]);
         assert_eq!(d.key, None);
         assert_eq!(d.candidates(&roots[0]), &[0, 1, 2, 3, 4, 5]);
+    }
+
+    /// A span with an HTTP status code, for trace-scope conditions.
+    struct Coded {
+        error: bool,
+        code: Option<i64>,
+    }
+
+    impl SpanFacts for Coded {
+        fn name(&self) -> &str {
+            "POST /v1/messages"
+        }
+        fn service(&self) -> &str {
+            "api"
+        }
+        fn status(&self) -> StatusCode {
+            if self.error {
+                StatusCode::Error
+            } else {
+                StatusCode::Unset
+            }
+        }
+        fn attribute(&self, key: &str) -> Option<Scalar<'_>> {
+            match key {
+                "http.response.status_code" => self.code.map(Scalar::Int),
+                "user.tier" => Some(Scalar::Str("gold")),
+                _ => None,
+            }
+        }
+    }
+
+    fn range(gte: f64, lt: Option<f64>) -> ValueMatch {
+        ValueMatch::Range {
+            gte: Some(gte),
+            gt: None,
+            lte: None,
+            lt,
+        }
+    }
+
+    /// Two trace-scope CUJs sharing a condition, and a root-scope one.
+    fn trace_scope_engine() -> SliEngine {
+        let code = |value| Condition::Attribute {
+            key: "http.response.status_code".into(),
+            value,
+        };
+        let cuj = |name: &str, scope, bad: Vec<Condition>, exclude: Vec<Condition>| Cuj {
+            name: name.into(),
+            matcher: RootMatch::default(),
+            dimensions: vec!["user.tier".into()],
+            max_series: 10,
+            scope,
+            bad,
+            exclude,
+            latency: None,
+            objectives: vec![],
+        };
+        SliEngine::new(vec![
+            cuj(
+                "errors",
+                Scope::Trace,
+                vec![Condition::Status(StatusCode::Error)],
+                vec![],
+            ),
+            cuj(
+                "http",
+                Scope::Trace,
+                vec![
+                    Condition::Status(StatusCode::Error),
+                    code(range(500.0, None)),
+                ],
+                vec![code(range(400.0, Some(500.0)))],
+            ),
+            cuj(
+                "root_only",
+                Scope::Root,
+                vec![code(range(500.0, None))],
+                vec![],
+            ),
+        ])
+    }
+
+    fn coded_trace<'a>(
+        trace_id: [u8; 16],
+        spans: &'a [Coded],
+        span_bits: Option<u64>,
+    ) -> TraceFacts<'a, Coded> {
+        TraceFacts {
+            trace_id,
+            root: &spans[0],
+            root_start_ns: 0,
+            root_end_ns: 1_000_000,
+            spans,
+            last_end_ns: 1_000_000,
+            span_bits,
+        }
+    }
+
+    #[test]
+    fn condition_bits_of_arriving_spans_decide_as_reading_every_span_would() {
+        let mut by_spans = trace_scope_engine();
+        let mut by_bits = trace_scope_engine();
+        let set = by_bits
+            .span_conditions()
+            .cloned()
+            .expect("trace-scope conditions");
+        assert_eq!(
+            set.attribute_keys(),
+            vec!["http.response.status_code".to_string()]
+        );
+        assert!(!by_bits.needs_spans_besides_bits());
+        // Every mix of three spans drawn from these shapes, the first being the root.
+        let shapes = [
+            (false, None),
+            (true, None),
+            (false, Some(200)),
+            (false, Some(503)),
+            (false, Some(404)),
+            (true, Some(429)),
+        ];
+        let mut traces = 0u64;
+        for a in shapes {
+            for b in shapes {
+                for c in shapes {
+                    let spans: Vec<Coded> = [a, b, c]
+                        .into_iter()
+                        .map(|(error, code)| Coded { error, code })
+                        .collect();
+                    let id: [u8; 16] = [traces.to_le_bytes(), [0; 8]]
+                        .concat()
+                        .try_into()
+                        .expect("16 bytes");
+                    by_spans.observe(&coded_trace(id, &spans, None), 1_000);
+                    let bits = spans.iter().fold(0, |b, s| b | set.classify(s));
+                    by_bits.observe(&coded_trace(id, &spans[..1], Some(bits)), 1_000);
+                    traces += 1;
+                }
+            }
+        }
+        let (a, b) = (by_spans.families(1_000), by_bits.families(1_000));
+        for cuj in ["errors", "http", "root_only"] {
+            for outcome in ["good", "bad"] {
+                let labels = [("cuj", cuj), ("sli", "availability"), ("outcome", outcome)];
+                let want = value(&a, "cujo_sli_events_total", "", &labels);
+                assert_eq!(
+                    want,
+                    value(&b, "cujo_sli_events_total", "", &labels),
+                    "{cuj} {outcome}"
+                );
+            }
+            let labels = [("cuj", cuj)];
+            assert_eq!(
+                value(&a, "cujo_sli_excluded_total", "", &labels),
+                value(&b, "cujo_sli_excluded_total", "", &labels),
+                "{cuj} excluded"
+            );
+        }
+        // The spans did decide: some traces are bad only through a non-root span.
+        let errors_bad = value(
+            &a,
+            "cujo_sli_events_total",
+            "",
+            &[
+                ("cuj", "errors"),
+                ("sli", "availability"),
+                ("outcome", "bad"),
+            ],
+        );
+        // Four of the six shapes have no error status: 4^3 traces are error-free.
+        assert_eq!(errors_bad, Some((traces - 4 * 4 * 4) as f64));
     }
 }

@@ -12,10 +12,16 @@
 //! that has none) — "committed" bytes. That sum moves only when a series comes or goes,
 //! so each CUJ keeps it as one number, and weighing a new series or a settling trace
 //! reads one number per CUJ.
+//!
+//! It weighs, refuses and trims; it must not decide how an event is counted (`record`) or
+//! which CUJs a trace feeds (`matching`). Its metric families ([`SliEngine::memory_families`])
+//! are gathered into `/metrics` by `export`.
 
 use cujo_wire::alloc::{allocation_size, vec_bytes};
 
-use super::{CujState, Family, Kind, SliEngine, family, sample};
+use super::SliEngine;
+use super::export::{Family, Kind, family, sample};
+use super::record::CujState;
 use crate::cuj::{Cuj, DimensionValues};
 use crate::histogram::ExpHistogram;
 use crate::limits::{EvictReason, OverflowReason, RestoreSkip, SliLimits};

@@ -1,0 +1,453 @@
+//! Reports: the engine's state read as plain data — [`crate::report::Report`] for the
+//! status page, the status API and the deploy gate, and the objectives' states at a time
+//! ([`SliEngine::objectives`], which `/metrics` reads too) — with the per-series windows,
+//! the ranking by budget burned and the latency summaries they carry.
+//!
+//! It only reads (every method takes `&self`): it must not record, expire or settle
+//! anything, nor format output (metric families are `export`'s).
+
+use std::time::Duration;
+
+use super::SliEngine;
+use super::export::window_label;
+use super::record::CujState;
+use crate::cuj::Sli;
+use crate::histogram::ExpHistogram;
+use crate::limits::OverflowReason;
+use crate::series::Series;
+use crate::slo::{ObjectiveStatus, REPORTED_WINDOWS};
+
+impl SliEngine {
+    /// The whole state as plain data, for the status page, API and deploy gate.
+    pub fn report(&self, now_ms: u64) -> crate::report::Report {
+        use crate::report::{CujReport, ObjectiveReport, SeriesReport, WindowReport};
+        let cujs = self
+            .cujs
+            .iter()
+            .map(|s| {
+                let objectives = s
+                    .cuj
+                    .objectives
+                    .iter()
+                    .map(|(sli, obj)| {
+                        let counter = match sli {
+                            Sli::Availability => &s.availability,
+                            Sli::Latency => &s.latency,
+                        };
+                        let status = obj.evaluate(counter, now_ms);
+                        let windows = status
+                            .sli
+                            .iter()
+                            .zip(&status.burn_rate)
+                            .map(|((w, ratio), (_, burn))| {
+                                let c = counter.counts(now_ms, *w).unwrap_or_default();
+                                WindowReport {
+                                    window: window_label(*w),
+                                    seconds: w.as_secs(),
+                                    good: c.good,
+                                    valid: c.valid,
+                                    sli: *ratio,
+                                    burn_rate: *burn,
+                                }
+                            })
+                            .collect();
+                        ObjectiveReport {
+                            sli: sli.label().to_string(),
+                            target: obj.target,
+                            window: window_label(obj.window),
+                            window_seconds: obj.window.as_secs(),
+                            windows,
+                            budget_remaining: status.budget_remaining,
+                            page: status.page,
+                            ticket: status.ticket,
+                            exhaustion_seconds: status.exhaustion.map(|d| d.as_secs_f64()),
+                        }
+                    })
+                    .collect();
+                let mut ranked: Vec<(f64, SeriesReport)> = s
+                    .series
+                    .iter()
+                    .map(|(dims, v)| {
+                        (
+                            s.budget_burned_1h(v, now_ms),
+                            SeriesReport {
+                                dimensions: s
+                                    .cuj
+                                    .dimensions
+                                    .iter()
+                                    .cloned()
+                                    .zip(dims.iter().map(str::to_string))
+                                    .collect(),
+                                availability_good: v.available_good,
+                                availability_bad: v.available_bad,
+                                latency_good: v.latency_good,
+                                latency_bad: v.latency_bad,
+                                windows: s.series_windows(v, now_ms),
+                                latency: latency_summary(&v.latency_hist),
+                                last_bad_trace_id: v
+                                    .last_bad
+                                    .as_ref()
+                                    .map(crate::report::trace_id_hex),
+                            },
+                        )
+                    })
+                    .collect();
+                // Worst first: most budget burned over the last hour, then most bad events
+                // since start, then by dimension values for a stable order.
+                ranked.sort_by(|(sa, a), (sb, b)| {
+                    sb.total_cmp(sa)
+                        .then_with(|| {
+                            (b.availability_bad + b.latency_bad)
+                                .cmp(&(a.availability_bad + a.latency_bad))
+                        })
+                        .then_with(|| a.dimensions.cmp(&b.dimensions))
+                });
+                let series: Vec<SeriesReport> = ranked.into_iter().map(|(_, r)| r).collect();
+                CujReport {
+                    name: s.cuj.name.clone(),
+                    dimensions: s.cuj.dimensions.clone(),
+                    latency_threshold_seconds: s.cuj.latency.as_ref().map(|(t, _)| t.as_secs_f64()),
+                    latency_measure: s.cuj.latency.as_ref().map(|(_, m)| m.label().to_string()),
+                    excluded: s.excluded,
+                    overflowed: s.overflowed.iter().sum(),
+                    overflowed_memory: s.overflowed[OverflowReason::Memory as usize],
+                    dimension_values_truncated: s.truncated,
+                    series_expired: s.expired,
+                    series_not_restored: s.restore_skipped.iter().sum(),
+                    objectives,
+                    latency: latency_summary(&s.latency_all),
+                    series,
+                    history: s.history.iter().cloned().collect(),
+                }
+            })
+            .collect();
+        crate::report::Report {
+            generated_at_ms: now_ms,
+            cujs,
+        }
+    }
+
+    /// Objective states of every CUJ at `now_ms`: (cuj, sli, target, status).
+    pub fn objectives(&self, now_ms: u64) -> Vec<(&str, Sli, f64, ObjectiveStatus)> {
+        let mut out = Vec::new();
+        for s in &self.cujs {
+            for (sli, obj) in &s.cuj.objectives {
+                let counter = match sli {
+                    Sli::Availability => &s.availability,
+                    Sli::Latency => &s.latency,
+                };
+                out.push((
+                    s.cuj.name.as_str(),
+                    *sli,
+                    obj.target,
+                    obj.evaluate(counter, now_ms),
+                ));
+            }
+        }
+        out
+    }
+}
+
+impl CujState {
+    /// A series' windows for the report: the reported windows and the objectives' own.
+    fn series_windows(&self, series: &Series, now_ms: u64) -> Vec<crate::report::SeriesWindow> {
+        let mut windows = REPORTED_WINDOWS.to_vec();
+        for (_, o) in &self.cuj.objectives {
+            if !windows.contains(&o.window) {
+                windows.push(o.window);
+            }
+        }
+        windows.sort();
+        windows
+            .into_iter()
+            .filter_map(|w| {
+                let c = series.windows.counts(now_ms, w)?;
+                Some(crate::report::SeriesWindow {
+                    window: window_label(w),
+                    valid: c.valid,
+                    availability_good: c.availability_good,
+                    latency_valid: c.latency_valid,
+                    latency_good: c.latency_good,
+                })
+            })
+            .collect()
+    }
+
+    /// How much of the CUJ's error budgets a series burned over the last hour, for ranking:
+    /// its bad events per objective over the objective's budget fraction (the CUJ's valid
+    /// count is the same for every series, so it is left out). Without objectives, its bad
+    /// events.
+    fn budget_burned_1h(&self, series: &Series, now_ms: u64) -> f64 {
+        let c = series
+            .windows
+            .counts(now_ms, Duration::from_secs(3600))
+            .unwrap_or_default();
+        let bad = |sli: Sli| match sli {
+            Sli::Availability => c.availability().bad() as f64,
+            Sli::Latency => c.latency().bad() as f64,
+        };
+        if self.cuj.objectives.is_empty() {
+            return bad(Sli::Availability) + bad(Sli::Latency);
+        }
+        self.cuj
+            .objectives
+            .iter()
+            .map(|(sli, o)| bad(*sli) / (1.0 - o.target).max(f64::MIN_POSITIVE))
+            .sum()
+    }
+}
+
+/// Count, sum and quantiles of a histogram; absent when it holds nothing.
+fn latency_summary(h: &ExpHistogram) -> Option<crate::report::LatencySummary> {
+    (h.count() > 0).then(|| crate::report::LatencySummary {
+        count: h.count(),
+        sum_seconds: h.sum_seconds(),
+        p50: h.quantile_seconds(0.5),
+        p90: h.quantile_seconds(0.9),
+        p99: h.quantile_seconds(0.99),
+        p999: h.quantile_seconds(0.999),
+        max: h.max().map(|d| d.as_secs_f64()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use super::super::testkit::{Span, engine, feed, value};
+    use super::super::{HISTORY_INTERVAL_MS, SliEngine};
+    use crate::cuj::TraceFacts;
+    use crate::limits::SliLimits;
+
+    #[test]
+    fn the_report_carries_objectives_series_and_history() {
+        let mut e = engine(10);
+        let now = 1_700_000_000_000;
+        for i in 0..100 {
+            feed(
+                &mut e,
+                if i < 50 { "gold" } else { "free" },
+                i % 10 == 0,
+                10,
+                now,
+            );
+        }
+        e.tick(now + HISTORY_INTERVAL_MS);
+        let r = e.report(now + HISTORY_INTERVAL_MS);
+        let cuj = &r.cujs[0];
+        assert_eq!(cuj.name, "post_message");
+        assert_eq!(cuj.objectives.len(), 2);
+        let avail = &cuj.objectives[0];
+        assert_eq!(avail.sli, "availability");
+        assert_eq!(avail.window, "30d");
+        let w5m = &avail.windows[0];
+        assert_eq!((w5m.window.as_str(), w5m.good, w5m.valid), ("5m", 90, 100));
+        assert_eq!(w5m.sli, Some(0.9));
+        assert_eq!(cuj.series.len(), 2);
+        assert_eq!(cuj.series[0].availability_bad, 5);
+        assert_eq!(
+            cuj.history.len(),
+            2,
+            "one point at the first event, one a minute later"
+        );
+        let json = serde_json::to_string(&r).unwrap_or_default();
+        let back: crate::report::Report = serde_json::from_str(&json).expect("round trip");
+        assert_eq!(back.cujs[0].series, cuj.series);
+        assert_eq!(back.cujs[0].objectives[0].windows[0], *w5m);
+    }
+
+    fn feed_ns(e: &mut SliEngine, tier: &str, error: bool, latency_ns: u64, now_ms: u64) {
+        let spans = [Span {
+            tier: tier.into(),
+            error,
+        }];
+        let t = TraceFacts {
+            trace_id: [2; 16],
+            root: &spans[0],
+            root_start_ns: 1_000,
+            root_end_ns: 1_000 + latency_ns,
+            spans: &spans,
+            last_end_ns: 1_000 + latency_ns,
+            span_bits: None,
+        };
+        e.observe(&t, now_ms);
+    }
+
+    /// The `q` quantile of `values` by nearest rank, the definition the histogram reports.
+    fn exact_quantile(values: &[u64], q: f64) -> f64 {
+        let mut sorted = values.to_vec();
+        sorted.sort_unstable();
+        let r = crate::histogram::rank(q, sorted.len() as u64) as usize;
+        sorted[r - 1] as f64 / 1e9
+    }
+
+    fn assert_close(got: Option<f64>, want: f64, what: &str) {
+        let got = got.unwrap_or_else(|| panic!("{what}: no value"));
+        let err = (got - want).abs() / want;
+        assert!(
+            err <= 0.001,
+            "{what}: got {got}, exact {want} (error {err})"
+        );
+    }
+
+    #[test]
+    fn latency_counts_are_exact_and_quantiles_within_a_tenth_of_a_percent() {
+        let mut e = engine(100);
+        let now = 1_700_000_000_000;
+        // Durations log-uniform from 1 ms to 5 s (deterministic), every 13th an error.
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut all = Vec::new();
+        let mut per_tier: HashMap<&str, Vec<u64>> = HashMap::new();
+        let (mut good, mut bad) = (0u64, 0u64);
+        for i in 0..5000u64 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let u = (seed >> 11) as f64 / (1u64 << 53) as f64;
+            let ns = (1e6f64.ln() + u * (5e9f64.ln() - 1e6f64.ln())).exp() as u64;
+            let tier = ["gold", "free", "team"][(i % 3) as usize];
+            feed_ns(&mut e, tier, i % 13 == 0, ns, now);
+            all.push(ns);
+            per_tier.entry(tier).or_default().push(ns);
+            if ns <= 300_000_000 {
+                good += 1;
+            } else {
+                bad += 1;
+            }
+        }
+        let r = e.report(now);
+        let cuj = &r.cujs[0];
+        let total = cuj.latency.as_ref().expect("latency summary");
+        assert_eq!(total.count, 5000);
+        let exact_sum = all.iter().sum::<u64>() as f64 / 1e9;
+        assert!((total.sum_seconds - exact_sum).abs() < 1e-6);
+        assert_close(total.p50, exact_quantile(&all, 0.5), "p50");
+        assert_close(total.p90, exact_quantile(&all, 0.9), "p90");
+        assert_close(total.p99, exact_quantile(&all, 0.99), "p99");
+        assert_close(total.p999, exact_quantile(&all, 0.999), "p99.9");
+        assert_eq!(
+            total.max,
+            Some(*all.iter().max().expect("values") as f64 / 1e9)
+        );
+        let (series_good, series_bad) = cuj
+            .series
+            .iter()
+            .fold((0, 0), |(g, b), s| (g + s.latency_good, b + s.latency_bad));
+        assert_eq!(
+            (series_good, series_bad),
+            (good, bad),
+            "good/bad on exact values"
+        );
+        for s in &cuj.series {
+            let values = &per_tier[s.dimensions[0].1.as_str()];
+            let l = s.latency.as_ref().expect("series latency");
+            assert_eq!(l.count, values.len() as u64);
+            for (q, got) in [(0.5, l.p50), (0.9, l.p90), (0.99, l.p99)] {
+                assert_close(got, exact_quantile(values, q), &s.dimensions[0].1);
+            }
+        }
+        // The OTLP view: counts exact, buckets within 160, nothing lost in the merge.
+        let view = e.export_view(160);
+        for s in &view[0].series {
+            let n = per_tier[s.values[0].as_str()].len() as u64;
+            assert_eq!(s.latency.count, n);
+            assert!(s.latency.counts.len() <= 160);
+            assert_eq!(
+                s.latency.counts.iter().sum::<u64>() + s.latency.zero_count,
+                n
+            );
+            assert_eq!(s.latency_good + s.latency_bad, n);
+        }
+        let f = e.families(now);
+        let p99 = value(
+            &f,
+            "cujo_cuj_latency_quantile_seconds",
+            "",
+            &[("cuj", "post_message"), ("q", "0.99")],
+        );
+        assert_close(p99, exact_quantile(&all, 0.99), "/metrics p99");
+
+        // History points carry the quantiles of their own interval only: the first point was
+        // taken at the first event, the next one covers the rest.
+        e.tick(now + HISTORY_INTERVAL_MS);
+        let point = e.report(now).cujs[0]
+            .history
+            .last()
+            .cloned()
+            .expect("point");
+        assert_close(point.p90, exact_quantile(&all[1..], 0.9), "interval p90");
+        for _ in 0..100 {
+            feed_ns(
+                &mut e,
+                "gold",
+                false,
+                7_000_000,
+                now + HISTORY_INTERVAL_MS + 1,
+            );
+        }
+        e.tick(now + 2 * HISTORY_INTERVAL_MS);
+        let point = e.report(now).cujs[0]
+            .history
+            .last()
+            .cloned()
+            .expect("point");
+        assert_close(point.p99, 0.007, "a quiet interval of 7 ms events");
+        e.tick(now + 3 * HISTORY_INTERVAL_MS);
+        let point = e.report(now).cujs[0]
+            .history
+            .last()
+            .cloned()
+            .expect("point");
+        assert_eq!(point.p50, None, "no events, no quantile");
+    }
+
+    #[test]
+    fn series_keep_their_own_windows_and_rank_by_budget_burned_in_the_last_hour() {
+        // Idle series are kept, to compare a day ago with now.
+        let mut e = engine(10).with_limits(SliLimits {
+            series_idle_ttl: Duration::ZERO,
+            ..SliLimits::default()
+        });
+        let day_ago = 1_700_000_000_000;
+        let now = day_ago + 86_400_000;
+        // "free" failed a lot a day ago; "gold" fails a little now.
+        for _ in 0..50 {
+            feed(&mut e, "free", true, 10, day_ago);
+        }
+        for i in 0..20 {
+            feed(&mut e, "gold", i < 2, 10, now);
+        }
+        let r = e.report(now);
+        let cuj = &r.cujs[0];
+        let names: Vec<&str> = cuj
+            .series
+            .iter()
+            .map(|s| s.dimensions[0].1.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["gold", "free"],
+            "the last hour decides, not the totals"
+        );
+        let gold = &cuj.series[0];
+        let w = |label: &str| {
+            gold.windows
+                .iter()
+                .find(|w| w.window == label)
+                .cloned()
+                .expect("window")
+        };
+        assert_eq!((w("5m").valid, w("5m").availability_good), (20, 18));
+        assert_eq!((w("5m").latency_valid, w("5m").latency_good), (20, 20));
+        assert_eq!(w("30d").valid, 20, "the objective's window is reported too");
+        let free = &cuj.series[1];
+        let fw = |label: &str| {
+            free.windows
+                .iter()
+                .find(|w| w.window == label)
+                .map(|w| w.valid)
+        };
+        assert_eq!((fw("1h"), fw("2d"), fw("3d")), (Some(0), None, Some(50)));
+    }
+}
