@@ -23,11 +23,14 @@
 //!   ([`processor::SliFeed`]) and the readers' side ([`processor::SliReader`]: jobs on the
 //!   engine thread, report and families snapshots).
 //! - [`engine`]: [`engine::SliEngine`] — series with a cardinality cap, exact event counts,
-//!   latency buckets that include every threshold, objective states, as metric families;
-//!   its `memory` submodule counts what the engine holds
-//!   ([`engine::SliEngine::memory_bytes`]) and keeps it within [`limits::SliLimits`]
-//!   (new series overflow, settling traces are recorded early, idle series expire, a large
-//!   state file is restored in part).
+//!   latency buckets that include every threshold, objective states, as metric families.
+//!   The module root takes the engine's inputs (matched traces, late and linked spans,
+//!   ticks); each submodule owns one part: `matching` ([`engine::SliMatcher`]), `record`
+//!   (series and windows), `memory` (what the engine holds,
+//!   [`engine::SliEngine::memory_bytes`], kept within [`limits::SliLimits`]: new series
+//!   overflow, settling traces are recorded early, idle series expire, a large state file
+//!   is restored in part), `reports`, `export` (metric families and the OTLP push view) and
+//!   `persist` (the state file).
 //! - [`limits`]: what bounds the engine, [`limits::SliLimits`] — a byte limit, a cap on
 //!   dimension values, a TTL for idle series — and the reasons each is counted under.
 //! - `series`: one CUJ's series — counts, windows, histogram, exemplars — with their memory
