@@ -60,7 +60,8 @@ impl SpanMarks {
 }
 
 /// The CUJs' definitions, as the span path needs them to begin events: root matching with
-/// `Dispatch` (one attribute read to narrow the candidates), dimension values capped, arrival bits folded in.
+/// `Dispatch` (one attribute read to narrow the candidates), dimension values capped,
+/// arrival bits folded in.
 #[derive(Debug)]
 pub struct SliMatcher {
     cujs: Vec<Cuj>,
