@@ -69,6 +69,8 @@ struct Shared {
     waits: AtomicU64,
     /// Inputs the engine thread applied.
     applied: AtomicU64,
+    /// Inputs not handed over because the engine thread had stopped (a panic).
+    lost: AtomicU64,
 }
 
 /// Starts the engine's thread. `clock` gives milliseconds since the Unix epoch (the
@@ -187,8 +189,10 @@ impl SliFeed {
             Err(TrySendError::Disconnected(_)) => false,
         };
         if !sent {
-            // The engine thread is gone (it panicked): nothing waits.
+            // The engine thread is gone (it panicked): nothing waits, the input is lost to
+            // the SLIs (the spans themselves flow on).
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.shared.lost.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -302,6 +306,11 @@ impl SliReader {
     /// Inputs the engine thread has applied, since start.
     pub fn applied(&self) -> u64 {
         self.shared.applied.load(Ordering::Relaxed)
+    }
+
+    /// Inputs the span path could not hand over because the engine thread had stopped.
+    pub fn lost(&self) -> u64 {
+        self.shared.lost.load(Ordering::Relaxed)
     }
 }
 

@@ -467,6 +467,12 @@ pub fn render_sli_handoff(reader: &SliReader, out: &mut Exposition) {
         "Released traces' events, late spans and linked continuations the SLI engine's thread applied.",
     )
     .sample(&[], reader.applied() as f64);
+    Family::counter(
+        out,
+        "cujo_sli_handoff_lost_total",
+        "Released traces' events, late spans and linked continuations not recorded because the SLI engine's thread had stopped (see the log); the spans themselves flow on.",
+    )
+    .sample(&[], reader.lost() as f64);
 }
 
 /// Restores the CUJs' windows from `path` if it exists. A missing file is a first start; a

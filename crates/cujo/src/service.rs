@@ -376,6 +376,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             loop {
                 weigh.tick().await;
                 let Some((bytes, hit)) = reader.with(|e| (e.memory_bytes(), e.caps())).await else {
+                    tracing::error!(
+                        "the SLI engine's thread stopped (its panic is logged above): SLIs are no longer recorded and the SLO views answer 500; spans still flow"
+                    );
                     return;
                 };
                 lease.set(bytes + reader.queued_bytes());
