@@ -11,6 +11,9 @@
 # Targets: cujo (plain forwarding), cujo-padded, cujo-propagate, cujo-sli (these four with
 # admission.max_in_flight 512MiB), cujo-default (plain forwarding at the default budget,
 # 256 MiB), cujo-pipeline (propagation + 4 CUJs at the default budget), rotel.
+# Not in the default set: cujo-sli-polled, cujo-sli with its admin /api/v1/slos and /metrics
+# each GET --poll-rate times a second while the load runs (cujo-load --poll-rate); the table
+# then adds its throughput over cujo-sli's round by round, and the polls' latencies.
 # Modes: saturate (closed loop), rate (--rate spans/s, open loop), fraction (--fraction of
 # the saturation measured in the same round's saturate run, or measured first when the round
 # has none, offered to a fresh target in open loop: refusals below saturation).
@@ -28,6 +31,10 @@
 #   --modes LIST        comma-separated, default saturate,rate       [MODES]
 #   --downstream WHERE  process (cujo-sink, default) or in-process   [DOWNSTREAM]
 #   --out FILE          JSON lines file (appended)                   [OUT]
+#   --poll-rate N       GETs/s of each admin endpoint, cujo-sli-polled [POLL_RATE]
+#                       only (default 50)
+#   --poll-connections N  keep-alive connections per endpoint sharing   [POLL_CONNECTIONS]
+#                       that rate (default 1: a poll slower than 1/rate delays the next)
 #   --no-build          use the binaries already built
 # ROTEL_BIN overrides the rotel-agent path; CARGO_TARGET_DIR is respected.
 # The table's "CPU µs/span over plain" is each run's CPU per span minus that of the `cujo`
@@ -48,6 +55,8 @@ CLIENTS=${CLIENTS:-8}
 CONCURRENCY=${CONCURRENCY:-}
 MODES=${MODES:-saturate,rate}
 OUT=${OUT:-}
+POLL_RATE=${POLL_RATE:-50}
+POLL_CONNECTIONS=${POLL_CONNECTIONS:-1}
 BUILD=1
 
 while [[ $# -gt 0 ]]; do
@@ -63,6 +72,8 @@ while [[ $# -gt 0 ]]; do
     --concurrency) CONCURRENCY=$2; shift 2 ;;
     --modes) MODES=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
+    --poll-rate) POLL_RATE=$2; shift 2 ;;
+    --poll-connections) POLL_CONNECTIONS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$SCRIPT"; exit 0 ;;
     *) echo "bench.sh: unknown argument: $1" >&2; exit 2 ;;
@@ -124,8 +135,8 @@ else
   IFS=, read -r -a TARGETS <<< "$ONLY"
   for t in "${TARGETS[@]}"; do
     case "$t" in
-      cujo|rotel|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline) ;;
-      *) echo "bench.sh: --only takes ${ALL_TARGETS[*]} (comma-separated), not '$t'" >&2; exit 2 ;;
+      cujo|rotel|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline|cujo-sli-polled) ;;
+      *) echo "bench.sh: --only takes ${ALL_TARGETS[*]} cujo-sli-polled (comma-separated), not '$t'" >&2; exit 2 ;;
     esac
   done
 fi
@@ -157,7 +168,7 @@ fi
 [[ $DOWNSTREAM == in-process || -x "$SINK" ]] || { echo "bench.sh: $SINK not built" >&2; exit 1; }
 for t in "${TARGETS[@]}"; do
   case "$t" in
-    cujo|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline) [[ -x "$CUJO_BIN" ]] || { echo "bench.sh: $CUJO_BIN not built (use --only rotel until it is)" >&2; exit 1; } ;;
+    cujo|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline|cujo-sli-polled) [[ -x "$CUJO_BIN" ]] || { echo "bench.sh: $CUJO_BIN not built (use --only rotel until it is)" >&2; exit 1; } ;;
     rotel) [[ -x "$ROTEL_BIN" ]] || { echo "bench.sh: rotel-agent not found at $ROTEL_BIN (pip install rotel, or set ROTEL_BIN)" >&2; exit 1; } ;;
   esac
 done
@@ -169,7 +180,7 @@ OUT=${OUT:-$LOG_DIR/results.jsonl}
 
 bin_for() {
   case "$1" in
-    cujo|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline) echo "$CUJO_BIN" ;;
+    cujo|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline|cujo-sli-polled) echo "$CUJO_BIN" ;;
     rotel) echo "$ROTEL_BIN" ;;
   esac
 }
@@ -186,6 +197,9 @@ target_args() {
     # Plain forwarding as deployed: no admission: key, the default 256 MiB budget.
     cujo-default) printf '%s\0' --target cujo --label cujo-default ;;
     cujo-pipeline) printf '%s\0' --target cujo --label cujo-pipeline --cujo-yaml "$PIPELINE_YAML" ;;
+    # cujo-sli while its SLO report and /metrics are read, as dashboards and deploy gates do.
+    cujo-sli-polled) printf '%s\0' --target cujo --label cujo-sli-polled --cujo-yaml "$SLI_YAML" \
+      --poll-rate "$POLL_RATE" --poll-connections "$POLL_CONNECTIONS" --unpolled-label cujo-sli ;;
     *) printf '%s\0' --target "$1" ;;
   esac
 }
@@ -220,6 +234,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
         fi
         grep -E '^throughput|^latency|^refusals' "$log" | tail -n 3 | sed -E 's/ +/ /g' | tr '\n' ' '
         echo
+        grep -E '^polls ' "$log" | sed -E 's/ +/ /g; s/^/    /' || true
       else
         failures=$((failures + 1))
         echo "FAILED (exit $rc; 3 = span counts did not match) — see $log"
@@ -233,6 +248,9 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
 echo
 echo "Machine: $(nproc) cores${cpu:+, $cpu}; $(git rev-parse --short HEAD 2>/dev/null || echo '?'); rotel $("$ROTEL_BIN" --version 2>/dev/null | awk '{print $2}' || echo '?')."
 echo "Each run: ${CLIENTS} clients${CONCURRENCY:+ x $CONCURRENCY in flight}, ${WARMUP} warm-up + ${DURATION} measured; rate mode offers ${RATE} spans/s; fraction mode ${FRACTION} of saturation; downstream ${DOWNSTREAM}; medians of ${ROUNDS} rounds; CPU % is of one core (the machine has $(nproc))."
+if [[ " ${TARGETS[*]} " == *" cujo-sli-polled "* ]]; then
+  echo "cujo-sli-polled: cujo-sli with /api/v1/slos and /metrics each GET ${POLL_RATE}/s (keep-alive HTTP/1.1, ${POLL_CONNECTIONS} connection(s) each) from the warm-up on; the pollers are threads of cujo-load, so their CPU is in its benchmark CPU, not the target's."
+fi
 echo
 "$LOAD" --report "$OUT"
 if (( failures > 0 )); then

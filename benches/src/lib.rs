@@ -21,6 +21,8 @@
 //!   `/proc` CPU and memory samples, and reading its `/metrics`.
 //! - [`load`]: the clients — closed loop (`saturate`) or open loop (`rate`), retries of
 //!   refusals, latency histogram, and the flush that completes every trace begun.
+//! - [`poll`]: GETs of cujo's admin endpoints at a fixed rate while the load runs (the
+//!   readers' cost to ingestion).
 //! - [`report`]: one run's report (human text, one JSON line) and the BENCHMARKS.md table.
 //! - [`rss`]: VmRSS sampled over time on a thread, with a cap past which the process is killed.
 //! - [`hostile`]: `cujo-hostile`'s scenarios, clients and report.
@@ -35,6 +37,7 @@ pub mod downstream;
 pub mod hostile;
 pub mod load;
 pub mod otlp;
+pub mod poll;
 pub mod report;
 pub mod rss;
 pub mod sink;

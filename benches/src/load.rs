@@ -17,6 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::codec::{RawCodec, TRACE_EXPORT_PATH};
 use crate::otlp::read_partial_success;
+use crate::poll::{EndpointPolls, PollConfig, Poller};
 use crate::target::{ProcSample, proc_sample, self_sample};
 use crate::workload::{Instance, RequestPool};
 
@@ -42,6 +43,9 @@ pub struct LoadConfig {
     pub request_timeout: Duration,
     /// How long one request keeps being retried after refusals.
     pub retry_timeout: Duration,
+    /// Admin endpoints GET at a fixed rate from the start of the warm-up to the end of the
+    /// window, on threads of their own ([`crate::poll`]); `None`: no polling.
+    pub poll: Option<PollConfig>,
 }
 
 /// What the clients saw.
@@ -134,6 +138,8 @@ pub struct LoadOutcome {
     pub finished: Instant,
     /// Requests sent in total, however they ended.
     pub sent: u64,
+    /// Per polled endpoint, what its poller saw inside the window (empty without polling).
+    pub polls: Vec<EndpointPolls>,
 }
 
 struct Shared {
@@ -213,6 +219,10 @@ pub async fn run(
     };
 
     let workers = spawn_all(Phase::Timed);
+    let poller = match &cfg.poll {
+        Some(p) => Some(Poller::start(p, t0, window_start, window_end)?),
+        None => None,
+    };
     tokio::time::sleep_until(window_start.into()).await;
     let sample = |pid: Option<u32>| pid.and_then(|p| proc_sample(p).ok());
     let target_start = sample(watched.target);
@@ -234,6 +244,8 @@ pub async fn run(
         stats.merge(w.await?);
     }
     let sent = stats.acked_requests + stats.gave_up + stats.failed_requests;
+    // The pollers stopped at the window's end.
+    let polls = poller.map(Poller::join).unwrap_or_default();
     Ok(LoadOutcome {
         stats,
         window: cfg.duration,
@@ -242,6 +254,7 @@ pub async fn run(
         self_window: self_start.zip(self_end),
         finished: Instant::now(),
         sent,
+        polls,
     })
 }
 

@@ -71,6 +71,35 @@ pub struct RunReport {
     pub drain_ms: f64,
     pub target_exit: String,
     pub first_error: Option<String>,
+    /// `--poll-rate`: GETs per second asked of each admin endpoint while the load ran; `None`
+    /// when nothing polled.
+    pub poll_rate: Option<f64>,
+    /// The label of the same run without polling: the table's per-round polled/unpolled
+    /// ratio is taken against that target's run of the same round and mode.
+    pub unpolled_target: Option<String>,
+    /// Per polled endpoint, inside the measured window.
+    pub polls: Vec<PollReport>,
+}
+
+/// One admin endpoint's polling inside the measured window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PollReport {
+    pub path: String,
+    /// Polls answered 200 with the whole body read.
+    pub polls: u64,
+    pub polls_per_s: f64,
+    pub failed: u64,
+    /// Slots skipped because the previous polls took longer than the interval.
+    pub missed: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub mean_body_bytes: f64,
+    /// The poller thread's own CPU (part of `bench_cpu_pct`), % of one core.
+    pub poller_cpu_pct: Option<f64>,
+    pub connections: u64,
+    pub first_error: Option<String>,
 }
 
 impl RunReport {
@@ -139,6 +168,27 @@ impl RunReport {
                 "sink                {} % CPU, peak RSS {} MiB (own process)",
                 opt(self.sink_cpu_pct, 1),
                 opt(self.sink_peak_rss_mib, 1)
+            );
+        }
+        for p in &self.polls {
+            let _ = writeln!(
+                s,
+                "polls {:<14} {} in window ({:.1}/s of {}/s asked), p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms, failed {}, missed {}, {:.0} KiB/body, poller CPU {} %, {} connection(s){}",
+                p.path,
+                p.polls,
+                p.polls_per_s,
+                self.poll_rate.unwrap_or(0.0),
+                p.p50_ms,
+                p.p99_ms,
+                p.max_ms,
+                p.failed,
+                p.missed,
+                p.mean_body_bytes / 1024.0,
+                opt(p.poller_cpu_pct, 1),
+                p.connections,
+                p.first_error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!("; first error: {e}"))
             );
         }
         let _ = writeln!(
@@ -345,6 +395,116 @@ pub fn markdown_table(runs: &[RunReport]) -> String {
             r.runs
         );
     }
+    s.push_str(&polled_tables(runs));
+    s
+}
+
+/// For runs that polled the admin endpoints while loaded (`unpolled_target` set): the ratio
+/// of their throughput to the unpolled target's run of the same round and mode, round by round,
+/// and what each endpoint's polls took. Empty when no run polled.
+pub fn polled_tables(runs: &[RunReport]) -> String {
+    let mut groups: BTreeMap<(String, String, String), Vec<&RunReport>> = BTreeMap::new();
+    for r in runs {
+        if let Some(base) = &r.unpolled_target {
+            groups
+                .entry((mode_label(r), r.target.clone(), base.clone()))
+                .or_default()
+                .push(r);
+        }
+    }
+    if groups.is_empty() {
+        return String::new();
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\nPolled against unpolled: each polled run's spans/s over the unpolled target's run of the same round and mode, in round order.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| mode | target | against | rounds | per-round ratios | median ratio | CPU µs/span over unpolled |"
+    );
+    let _ = writeln!(s, "|---|---|---|---:|---|---:|---:|");
+    for ((mode, target, base), rs) in &groups {
+        let mut pairs: Vec<(u32, f64, Option<f64>)> = rs
+            .iter()
+            .filter_map(|r| {
+                let round = r.round?;
+                let b = runs.iter().find(|b| {
+                    &b.target == base && b.round == Some(round) && &mode_label(b) == mode
+                })?;
+                (b.spans_per_s > 0.0).then(|| {
+                    (
+                        round,
+                        r.spans_per_s / b.spans_per_s,
+                        r.cpu_us_per_span.zip(b.cpu_us_per_span).map(|(p, u)| p - u),
+                    )
+                })
+            })
+            .collect();
+        pairs.sort_by_key(|p| p.0);
+        let ratios: Vec<String> = pairs.iter().map(|p| format!("{:.3}", p.1)).collect();
+        let _ = writeln!(
+            s,
+            "| {mode} | {target} | {base} | {} | {} | {} | {} |",
+            pairs.len(),
+            if ratios.is_empty() {
+                "–".to_string()
+            } else {
+                ratios.join(", ")
+            },
+            median(pairs.iter().map(|p| p.1).collect())
+                .map_or("–".into(), |m| format!("{m:.3}×")),
+            median(pairs.iter().filter_map(|p| p.2).collect())
+                .map_or("–".into(), |d| format!("{d:+.2}")),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nPolls inside the measured window (medians over runs; max over runs; failed and missed summed):\n"
+    );
+    let _ = writeln!(
+        s,
+        "| mode | target | endpoint | runs | polls/s (asked) | p50 ms | p99 ms | max ms | failed | missed | KiB/body | poller CPU % |"
+    );
+    let _ = writeln!(
+        s,
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for ((mode, target, _), rs) in &groups {
+        let mut paths: Vec<&str> = Vec::new();
+        for r in rs {
+            for p in &r.polls {
+                if !paths.contains(&p.path.as_str()) {
+                    paths.push(&p.path);
+                }
+            }
+        }
+        for path in paths {
+            let ps: Vec<&PollReport> = rs
+                .iter()
+                .flat_map(|r| r.polls.iter().filter(|p| p.path == path))
+                .collect();
+            let med = |f: &dyn Fn(&PollReport) -> Option<f64>| {
+                median(ps.iter().filter_map(|p| f(p)).collect())
+            };
+            let asked = median(rs.iter().filter_map(|r| r.poll_rate).collect());
+            let _ = writeln!(
+                s,
+                "| {mode} | {target} | {path} | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} |",
+                ps.len(),
+                fmt_opt(med(&|p| Some(p.polls_per_s)), 1),
+                fmt_opt(asked, 0),
+                fmt_opt(med(&|p| Some(p.p50_ms)), 2),
+                fmt_opt(med(&|p| Some(p.p99_ms)), 2),
+                fmt_opt(ps.iter().map(|p| p.max_ms).reduce(f64::max), 2),
+                ps.iter().map(|p| p.failed).sum::<u64>(),
+                ps.iter().map(|p| p.missed).sum::<u64>(),
+                fmt_opt(med(&|p| Some(p.mean_body_bytes / 1024.0)), 0),
+                fmt_opt(med(&|p| p.poller_cpu_pct), 1),
+            );
+        }
+    }
     s
 }
 
@@ -440,6 +600,59 @@ mod tests {
             "{row}"
         );
         assert!(row.contains("| 12 |"), "{row}");
+    }
+
+    #[test]
+    fn polled_runs_are_compared_with_the_unpolled_run_of_their_round() {
+        let at = |target: &str, round: u32, spans: f64| RunReport {
+            round: Some(round),
+            ..run(target, "saturate", None, spans, 2.0)
+        };
+        let polled = |round: u32, spans: f64, p99: f64| RunReport {
+            poll_rate: Some(50.0),
+            unpolled_target: Some("cujo-sli".into()),
+            polls: vec![PollReport {
+                path: "/api/v1/slos".into(),
+                polls: 500,
+                polls_per_s: 50.0,
+                p50_ms: 10.0,
+                p99_ms: p99,
+                max_ms: p99 + 1.0,
+                missed: 1,
+                mean_body_bytes: 2048.0,
+                ..Default::default()
+            }],
+            ..at("cujo-sli-polled", round, spans)
+        };
+        let runs = vec![
+            at("cujo-sli", 1, 100.0),
+            polled(1, 90.0, 20.0),
+            at("cujo-sli", 2, 200.0),
+            polled(2, 190.0, 30.0),
+            at("cujo-sli", 3, 100.0),
+            polled(3, 100.0, 40.0),
+            // No unpolled run in round 4: left out of the ratios.
+            polled(4, 50.0, 50.0),
+        ];
+        let table = markdown_table(&runs);
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("| saturate | cujo-sli-polled | cujo-sli |"))
+            .unwrap_or_else(|| panic!("{table}"));
+        assert_eq!(
+            row,
+            "| saturate | cujo-sli-polled | cujo-sli | 3 | 0.900, 0.950, 1.000 | 0.950× | +0.00 |"
+        );
+        let polls = table
+            .lines()
+            .find(|l| l.contains("| /api/v1/slos |"))
+            .unwrap();
+        assert_eq!(
+            polls,
+            "| saturate | cujo-sli-polled | /api/v1/slos | 4 | 50.0 (50) | 10.00 | 35.00 | 51.00 | 0 | 4 | 2 | – |"
+        );
+        // Without polled runs the table has no such section.
+        assert!(polled_tables(&runs[..1]).is_empty());
     }
 
     #[test]

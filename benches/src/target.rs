@@ -121,6 +121,11 @@ pub fn self_sample() -> anyhow::Result<ProcSample> {
     proc_sample_at("/proc/self")
 }
 
+/// The calling thread alone (its CPU; the memory figures are the process's).
+pub fn thread_sample() -> anyhow::Result<ProcSample> {
+    proc_sample_at("/proc/thread-self")
+}
+
 fn proc_sample_at(dir: &str) -> anyhow::Result<ProcSample> {
     let stat = std::fs::read_to_string(format!("{dir}/stat"))
         .with_context(|| format!("reading {dir}/stat"))?;

@@ -30,6 +30,7 @@ fn config(mode: Mode, duration: Duration) -> LoadConfig {
         duration,
         request_timeout: Duration::from_secs(5),
         retry_timeout: Duration::from_secs(10),
+        poll: None,
     }
 }
 

@@ -9,6 +9,7 @@
 //! cujo-load --target rotel --mode saturate --duration 20s
 //! cujo-load --target cujo --bin target/release/cujo --mode rate --rate 100000
 //! cujo-load --target cujo --mode fraction --rate-fraction 0.8   # saturate, then 80% of it
+//! cujo-load --target cujo --cujo-yaml "$SLI_YAML" --poll-rate 50   # admin API read meanwhile
 //! cujo-load --report results.jsonl      # markdown table from earlier runs
 //! ```
 
@@ -22,7 +23,8 @@ use anyhow::Context as _;
 use clap::Parser;
 
 use cujo_bench::load::{self, LoadConfig, Mode, Watched};
-use cujo_bench::report::{RunReport, markdown_table};
+use cujo_bench::poll::{ENDPOINTS, PollConfig};
+use cujo_bench::report::{PollReport, RunReport, markdown_table};
 use cujo_bench::sink::{DownstreamHandle, DownstreamPlace, default_sink_bin};
 use cujo_bench::target::{
     DEFAULT_ROTEL_BIN, ProcSample, Target, TargetKind, clock_ticks_per_second,
@@ -119,6 +121,22 @@ struct Args {
     /// How long the target gets to exit after SIGTERM before SIGKILL.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
     stop_timeout: Duration,
+    /// GETs per second of each of cujo's admin `/api/v1/slos` and `/metrics` while the load
+    /// runs (warm-up and window; polls counted in the window), on threads of this process
+    /// outside the clients' runtime, over keep-alive HTTP/1.1. 0: no polling.
+    #[arg(long, default_value_t = 0.0)]
+    poll_rate: f64,
+    /// Keep-alive connections per polled endpoint, each its own thread taking every Nth slot
+    /// (with one, a poll slower than 1/rate delays the next and the rate is not reached).
+    #[arg(long, default_value_t = 1)]
+    poll_connections: usize,
+    /// Timeout of one poll (connect, and each read or write).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    poll_timeout: Duration,
+    /// The label of the same run without polling, recorded so the table can give the ratio
+    /// polled/unpolled round by round.
+    #[arg(long)]
+    unpolled_label: Option<String>,
     /// Write cujo's `/metrics` (scraped after the run, before SIGTERM) to this file.
     #[arg(long)]
     metrics_out: Option<PathBuf>,
@@ -194,6 +212,10 @@ fn run(args: Args) -> anyhow::Result<bool> {
         generated.elapsed().as_secs_f64()
     );
 
+    anyhow::ensure!(
+        args.poll_rate >= 0.0 && args.poll_rate.is_finite(),
+        "--poll-rate must be 0 or positive"
+    );
     let report = match args.mode {
         ModeArg::Saturate => one_run(&args, &pool, Mode::Saturate)?,
         ModeArg::Rate => {
@@ -312,6 +334,24 @@ fn one_run(args: &Args, pool: &Arc<RequestPool>, mode: Mode) -> anyhow::Result<R
         duration: args.duration,
         request_timeout: args.request_timeout,
         retry_timeout: args.retry_timeout,
+        poll: None,
+    };
+    let cfg = if args.poll_rate > 0.0 {
+        let addr = target
+            .metrics_addr
+            .context("--poll-rate needs a target with an admin listener (cujo)")?;
+        LoadConfig {
+            poll: Some(PollConfig {
+                addr,
+                per_s: args.poll_rate,
+                paths: ENDPOINTS.iter().map(|p| p.to_string()).collect(),
+                connections: args.poll_connections,
+                timeout: args.poll_timeout,
+            }),
+            ..cfg
+        }
+    } else {
+        cfg
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
@@ -421,6 +461,29 @@ fn one_run(args: &Args, pool: &Arc<RequestPool>, mode: Mode) -> anyhow::Result<R
         drain_ms,
         target_exit: exit,
         first_error: stats.first_error.clone(),
+        poll_rate: (args.poll_rate > 0.0).then_some(args.poll_rate),
+        unpolled_target: args.unpolled_label.clone(),
+        polls: outcome
+            .polls
+            .iter()
+            .map(|p| {
+                let q = |x: f64| p.latency_us.value_at_quantile(x) as f64 / 1e3;
+                PollReport {
+                    path: p.path.clone(),
+                    polls: p.polls,
+                    polls_per_s: p.polls as f64 / window_s,
+                    failed: p.failed,
+                    missed: p.missed,
+                    p50_ms: q(0.50),
+                    p99_ms: q(0.99),
+                    max_ms: p.latency_us.max() as f64 / 1e3,
+                    mean_body_bytes: p.bytes as f64 / p.polls.max(1) as f64,
+                    poller_cpu_pct: p.cpu_s.map(|c| 100.0 * c / window_s),
+                    connections: p.connections,
+                    first_error: p.first_error.clone(),
+                }
+            })
+            .collect(),
     };
     if downstream.pid().is_some() {
         println!("sink exit: {sink_exit}");
