@@ -86,6 +86,18 @@ impl Exposition {
         &self.text
     }
 
+    /// The text so far, without ending it: families rendered once and appended to many
+    /// scrapes of the same format ([`Exposition::append_rendered`]).
+    pub fn into_body(self) -> String {
+        self.text
+    }
+
+    /// Appends families rendered earlier in this exposition's format
+    /// ([`Exposition::into_body`] of an exposition of the same [`Format`]).
+    pub fn append_rendered(&mut self, body: &str) {
+        self.text.push_str(body);
+    }
+
     /// Ends the output (`# EOF` in OpenMetrics) and returns it.
     pub fn finish(mut self) -> String {
         if self.format == Format::OpenMetrics {
@@ -287,6 +299,25 @@ mod tests {
             prom.finish(),
             "# HELP x_total X.\n# TYPE x_total counter\nx_total 3\n"
         );
+    }
+
+    #[test]
+    fn families_rendered_once_read_as_if_written_into_each_scrape() {
+        let write = |out: &mut Exposition| {
+            Family::counter(out, "cujo_x_total", "X.").sample(&[("k", "v")], 3.0);
+        };
+        for format in [Format::Prometheus, Format::OpenMetrics] {
+            let mut direct = Exposition::new(format);
+            Family::gauge(&mut direct, "cujo_before", "Before.").sample(&[], 1.0);
+            write(&mut direct);
+            let mut once = Exposition::new(format);
+            write(&mut once);
+            let body = once.into_body();
+            let mut scrape = Exposition::new(format);
+            Family::gauge(&mut scrape, "cujo_before", "Before.").sample(&[], 1.0);
+            scrape.append_rendered(&body);
+            assert_eq!(scrape.finish(), direct.finish(), "{format:?}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use cujo_assembler::{
 };
 use cujo_otlp::admission::{Admitted, SpanSink, SpanSource};
 use cujo_otlp::memory::{Account, Component, MemoryBudget};
-use cujo_otlp::prom::{Exemplar, Exposition, Family};
+use cujo_otlp::prom::{Exemplar, Exposition, Family, Format};
 use cujo_otlp::telemetry::{DropReason, PipelineTelemetry};
 use cujo_sli::engine::{Family as SliFamily, Kind, SliEngine};
 use cujo_sli::processor::SliReader;
@@ -418,6 +418,47 @@ pub fn wall_clock_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The SLI engine's families rendered for scrapes, per format, kept while the engine hands
+/// out the same snapshot: scrapes many times a second render the text (megabytes over
+/// thousands of series) once per snapshot, not once each.
+#[derive(Default)]
+pub struct RenderedSli {
+    /// Per [`Format`]: the snapshot rendered, and its text.
+    kept: Mutex<[Option<Rendered>; 2]>,
+}
+
+/// A snapshot of the families and its text in one format.
+type Rendered = (Arc<Vec<SliFamily>>, Arc<str>);
+
+impl RenderedSli {
+    /// Appends `families` to `out` in its format, rendered once per snapshot.
+    pub fn append(&self, families: &Arc<Vec<SliFamily>>, out: &mut Exposition) {
+        let format = out.format();
+        let slot = match format {
+            Format::Prometheus => 0,
+            Format::OpenMetrics => 1,
+        };
+        let text = match self.kept.lock() {
+            Ok(mut kept) => match &kept[slot] {
+                Some((snapshot, text)) if Arc::ptr_eq(snapshot, families) => text.clone(),
+                _ => {
+                    let mut fresh = Exposition::new(format);
+                    render_sli(families, &mut fresh);
+                    let text: Arc<str> = fresh.into_body().into();
+                    kept[slot] = Some((families.clone(), text.clone()));
+                    text
+                }
+            },
+            // A reader panicked while rendering: render for this scrape alone.
+            Err(_) => {
+                render_sli(families, out);
+                return;
+            }
+        };
+        out.append_rendered(&text);
+    }
 }
 
 /// Appends the SLI engine's metric families in the scrape's format; in OpenMetrics, bad

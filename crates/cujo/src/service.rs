@@ -324,13 +324,13 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                 sources.push(Arc::new(move |out: &mut Exposition| {
                     assembly::render_sli_handoff(&waits, out)
                 }));
+                let rendered = Arc::new(assembly::RenderedSli::default());
                 snapshots.push(Arc::new(move || {
-                    let reader = reader.clone();
+                    let (reader, rendered) = (reader.clone(), rendered.clone());
                     Box::pin(async move {
                         let families = reader.families().await?;
-                        let source: MetricsSource = Arc::new(move |out: &mut Exposition| {
-                            assembly::render_sli(&families, out)
-                        });
+                        let source: MetricsSource =
+                            Arc::new(move |out: &mut Exposition| rendered.append(&families, out));
                         Some(source)
                     })
                 }));

@@ -2,12 +2,14 @@
 //! `cujo status` deploy gate.
 
 use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use cujo_sli::report::Report;
 use http::{StatusCode, header};
 use serde::Deserialize;
@@ -56,12 +58,39 @@ struct SloQuery {
     cuj: Option<String>,
 }
 
+/// The whole report's JSON, kept while the engine hands out the same snapshot: scripts
+/// polling many times a second encode it (hundreds of KiB over thousands of series) once
+/// per snapshot, not once each.
+#[derive(Clone, Default)]
+struct Encoded(Arc<Mutex<Option<EncodedReport>>>);
+
+/// A report snapshot and its JSON.
+type EncodedReport = (Arc<Report>, Bytes);
+
+impl Encoded {
+    fn of(&self, report: &Arc<Report>) -> Result<Bytes, serde_json::Error> {
+        if let Ok(kept) = self.0.lock()
+            && let Some((snapshot, body)) = kept.as_ref()
+            && Arc::ptr_eq(snapshot, report)
+        {
+            return Ok(body.clone());
+        }
+        let body = Bytes::from(serde_json::to_vec(report.as_ref())?);
+        if let Ok(mut kept) = self.0.lock() {
+            *kept = Some((report.clone(), body.clone()));
+        }
+        Ok(body)
+    }
+}
+
 pub fn routes(source: ReportSource) -> Router {
-    Router::new().route(PATH, get(slos)).with_state(source)
+    Router::new()
+        .route(PATH, get(slos))
+        .with_state((source, Encoded::default()))
 }
 
 async fn slos(
-    State(source): State<ReportSource>,
+    State((source, encoded)): State<(ReportSource, Encoded)>,
     query: Result<Query<SloQuery>, QueryRejection>,
 ) -> Response {
     let query = match query {
@@ -79,19 +108,22 @@ async fn slos(
             "the SLI engine is unavailable (its thread stopped); see cujo's log",
         );
     };
-    match select(&report, query.cuj.as_deref()) {
-        Ok(report) => match serde_json::to_vec(&report) {
-            Ok(body) => json(StatusCode::OK, body),
-            Err(e) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("cannot encode the report: {e}"),
-            ),
-        },
-        Err(unknown) => error(StatusCode::NOT_FOUND, &unknown.to_string()),
+    let body = match select(&report, query.cuj.as_deref()) {
+        Ok(Cow::Borrowed(_)) => encoded.of(&report),
+        Ok(Cow::Owned(one)) => serde_json::to_vec(&one).map(Bytes::from),
+        Err(unknown) => return error(StatusCode::NOT_FOUND, &unknown.to_string()),
+    };
+    match body {
+        Ok(body) => json(StatusCode::OK, body),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot encode the report: {e}"),
+        ),
     }
 }
 
-fn json(status: StatusCode, body: Vec<u8>) -> Response {
+fn json(status: StatusCode, body: impl Into<Bytes>) -> Response {
+    let body: Bytes = body.into();
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
