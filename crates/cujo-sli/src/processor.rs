@@ -10,8 +10,10 @@
 //!   saver) go through an [`SliReader`]: a job runs on the engine thread between two inputs
 //!   and hands back plain data (a [`Report`], metric families, the state file's bytes).
 //!   Reports and families are kept as snapshots for [`SliReader::snapshot_max_age`], so
-//!   readers polling many times a second cost the engine one build per period; a reader
-//!   holds its snapshot (an `Arc`) as long as it likes without holding anything else up.
+//!   readers polling many times a second cost the engine one build per period; past it the
+//!   kept snapshot is still handed out while the next is built, so only the very first
+//!   reader waits for the engine. A reader holds its snapshot (an `Arc`) as long as it
+//!   likes without holding anything else up.
 //! - The thread ticks the engine itself ([`SliEngine::tick_interval`]), so the charts move
 //!   and settled events are recorded while no traffic comes.
 //!
@@ -202,8 +204,32 @@ impl SliFeed {
     }
 }
 
-/// A snapshot kept for readers, with when it was built.
-type Slot<T> = tokio::sync::Mutex<Option<(Instant, Arc<T>)>>;
+/// A snapshot kept for readers: the latest built (with when), whether a build is under way,
+/// and a wake-up for readers that have nothing to take until it ends.
+struct Slot<T> {
+    state: std::sync::Mutex<SlotState<T>>,
+    built: tokio::sync::Notify,
+}
+
+struct SlotState<T> {
+    kept: Option<(Instant, Arc<T>)>,
+    building: bool,
+    /// The engine's thread stopped: no build will come.
+    gone: bool,
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Self {
+            state: std::sync::Mutex::new(SlotState {
+                kept: None,
+                building: false,
+                gone: false,
+            }),
+            built: tokio::sync::Notify::new(),
+        }
+    }
+}
 
 /// The readers' end: jobs on the engine thread, and snapshots of what they build.
 #[derive(Clone)]
@@ -266,21 +292,55 @@ impl SliReader {
             .await
     }
 
+    /// The snapshot in `slot` while it is younger than the max age. Past it, one reader
+    /// starts a new build on the engine thread and every reader takes the kept snapshot
+    /// meanwhile (at most one build's time older than the max age): no reader waits for
+    /// the engine except before the first snapshot.
     async fn snapshot<T: Send + Sync + 'static>(
         &self,
-        slot: &Slot<T>,
+        slot: &Arc<Slot<T>>,
         build: impl FnOnce(&mut SliEngine) -> T + Send + 'static,
     ) -> Option<Arc<T>> {
-        // One reader builds; the others wait for it and take the same snapshot.
-        let mut kept = slot.lock().await;
-        if let Some((at, snapshot)) = kept.as_ref()
-            && at.elapsed() < self.snapshot_max_age
-        {
-            return Some(snapshot.clone());
+        let mut build = Some(build);
+        loop {
+            let built = slot.built.notified();
+            tokio::pin!(built);
+            {
+                let mut state = slot.state.lock().ok()?;
+                if let Some((at, snapshot)) = &state.kept
+                    && at.elapsed() < self.snapshot_max_age
+                {
+                    return Some(snapshot.clone());
+                }
+                if state.gone {
+                    return None;
+                }
+                if !state.building
+                    && let Some(build) = build.take()
+                {
+                    state.building = true;
+                    let (reader, slot) = (self.clone(), slot.clone());
+                    tokio::spawn(async move {
+                        let fresh = reader.with(build).await;
+                        if let Ok(mut state) = slot.state.lock() {
+                            state.building = false;
+                            match fresh {
+                                Some(v) => state.kept = Some((Instant::now(), Arc::new(v))),
+                                None => state.gone = true,
+                            }
+                        }
+                        slot.built.notify_waiters();
+                    });
+                }
+                if let Some((_, stale)) = &state.kept {
+                    return Some(stale.clone());
+                }
+                // Nothing to hand out yet: wait for the build, registered before the lock
+                // is let go so its end cannot be missed.
+                built.as_mut().enable();
+            }
+            built.await;
         }
-        let fresh = Arc::new(self.with(build).await?);
-        *kept = Some((Instant::now(), fresh.clone()));
-        Some(fresh)
     }
 
     /// How old a snapshot handed to a reader may be.
@@ -437,5 +497,34 @@ mod tests {
         let again = reader.report().await.expect("a report");
         assert!(Arc::ptr_eq(&held, &again));
         assert_eq!(events(&held), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stale_snapshot_is_handed_out_while_the_engine_is_busy() {
+        let (_feed, reader) = spawn(engine(), clock, Duration::ZERO).expect("thread");
+        let first = reader.report().await.expect("the first report, built");
+        // The engine thread is held by a job until `release` says.
+        let (release, held) = mpsc::channel::<()>();
+        let busy = reader.clone();
+        let job = tokio::spawn(async move { busy.with(move |_| held.recv().is_ok()).await });
+        // Stale at once (max age zero): a rebuild is asked for, and the kept one handed out
+        // meanwhile; had the reader waited for the busy engine, this would time out.
+        let stale = tokio::time::timeout(Duration::from_secs(30), reader.report())
+            .await
+            .expect("the reader did not wait for the engine")
+            .expect("a report");
+        assert!(Arc::ptr_eq(&first, &stale));
+        release.send(()).expect("the job waits");
+        assert_eq!(job.await.expect("job task"), Some(true));
+        // Once the engine is free, the rebuild lands and the next reader takes it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = reader.report().await.expect("a report");
+            if !Arc::ptr_eq(&first, &now) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the rebuild never landed");
+            tokio::task::yield_now().await;
+        }
     }
 }

@@ -50,9 +50,10 @@ const ASSEMBLER_OUTPUT_CAPACITY: usize = 64;
 const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
 
 /// How old a report or metric families snapshot of the SLI engine handed to a reader (the
-/// page, the APIs, `/metrics`) may be: readers polling many times a second cost the engine
-/// one build per period, and what they show is never older than this.
-const SLI_SNAPSHOT_MAX_AGE: Duration = Duration::from_millis(500);
+/// page, the APIs, `/metrics`) may be before it is built again: readers polling many times
+/// a second cost the engine one build per second each, and what they show is never older
+/// than this plus one build (the kept snapshot is handed out while the next is made).
+const SLI_SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// How long queued alert notifications get for a last attempt once shutdown starts.
 const NOTIFICATION_DRAIN: Duration = Duration::from_secs(5);
