@@ -1,6 +1,16 @@
-//! Sending one encoded request downstream over OTLP/gRPC or OTLP/HTTP, and reading the
-//! answer the way the OTLP specification defines it: success (maybe partial), retryable
-//! (with the server's delay if it gave one), or permanent.
+//! cujo's one outbound transport: every exporter's requests leave through here, whatever
+//! they carry (spans, OTLP metrics, webhook notifications), over one client setup — rustls
+//! with the public roots plus an optional private CA ([`client_tls_config`]), pooled
+//! HTTP/1.1 and HTTP/2 connections, the configured headers, a deadline per attempt — and
+//! every answer is read into one [`Outcome`]: delivered, retryable (with the server's delay
+//! if it gave one), or permanent. Retrying is the caller's, with [`super::retry::Backoff`].
+//!
+//! - [`Downstream`]: an OTLP destination (gRPC or HTTP/protobuf), answers read the way the
+//!   OTLP specification defines them (partial success, `RetryInfo`, `Retry-After`);
+//!   [`encode_message`] makes its body (compressed if configured, framed for gRPC).
+//! - [`HttpPost`]: any other HTTP destination (a webhook): POST these bytes with these
+//!   headers; 2xx is delivered, 429 and 5xx retryable, other answers permanent. Its errors
+//!   never carry the URL (a webhook URL is a secret).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,12 +28,9 @@ use prost::Message;
 
 use crate::rpc::{RpcStatus, code, decode_grpc_message};
 
-/// `exporters.otlp.protocol`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Grpc,
-    HttpProtobuf,
-}
+/// `protocol` and `compression` of an exporter's config: the transport takes the config's
+/// own values, so every exporter spells and maps them the same way.
+pub use cujo_config::outbound::{Compression, Protocol};
 
 /// What is exported: spans (`exporters.otlp`) or metrics (`exporters.otlp_metrics`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,13 +63,6 @@ impl Signal {
     }
 }
 
-/// `exporters.otlp.compression`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    Gzip,
-    None,
-}
-
 /// The answer to one attempt.
 #[derive(Debug)]
 pub enum Outcome {
@@ -82,7 +82,7 @@ pub enum Outcome {
 
 /// A connection pool to the downstream plus what every request carries.
 pub struct Downstream {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpClient,
     uri: Uri,
     protocol: Protocol,
     compression: Compression,
@@ -167,25 +167,9 @@ impl Downstream {
             }
         }
         .map_err(|e| bad(&e))?;
-        let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(key, ca_file)?)
-            .https_or_http();
-        let connector = match protocol {
-            Protocol::Grpc => builder.enable_http2().build(),
-            Protocol::HttpProtobuf => builder.enable_all_versions().build(),
-        };
-        let mut client = Client::builder(TokioExecutor::new());
-        client
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .http2_keep_alive_interval(Some(Duration::from_secs(30)))
-            .http2_adaptive_window(true);
-        if protocol == Protocol::Grpc {
-            client.http2_only(true);
-        }
+        let client = http_client(tls_config(key, ca_file)?, protocol == Protocol::Grpc);
         Ok(Self {
-            client: client.build(connector),
+            client,
             uri,
             protocol,
             compression,
@@ -229,10 +213,7 @@ impl Downstream {
                 }
             }
         }
-        req = req.header(
-            header::USER_AGENT,
-            concat!("cujo/", env!("CARGO_PKG_VERSION")),
-        );
+        req = req.header(header::USER_AGENT, USER_AGENT);
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
@@ -271,6 +252,191 @@ impl Downstream {
             },
         }
     }
+}
+
+/// The pooled client every destination uses: HTTP/1.1 or HTTP/2 as TLS negotiates (or
+/// HTTP/2 only, for gRPC), idle connections kept 90 s, HTTP/2 pings every 30 s.
+fn http_client(tls: rustls::ClientConfig, http2_only: bool) -> HttpClient {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    let connector = if http2_only {
+        builder.enable_http2().build()
+    } else {
+        builder.enable_all_versions().build()
+    };
+    let mut client = Client::builder(TokioExecutor::new());
+    client
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .http2_keep_alive_interval(Some(Duration::from_secs(30)))
+        .http2_adaptive_window(true);
+    if http2_only {
+        client.http2_only(true);
+    }
+    client.build(connector)
+}
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The `User-Agent` of every request cujo sends.
+const USER_AGENT: &str = concat!("cujo/", env!("CARGO_PKG_VERSION"));
+
+/// How much of a non-OTLP answer's body is read (for the error of a refusal).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// An OTLP message as a request body for `protocol`: gzip-compressed if `compression` says
+/// so, and framed for gRPC. (The span exporter writes its bodies in place, reusing buffers;
+/// this is for small, occasional messages such as a metrics push.)
+pub fn encode_message(
+    raw: &[u8],
+    protocol: Protocol,
+    compression: Compression,
+) -> std::io::Result<Bytes> {
+    let gzip = compression == Compression::Gzip;
+    let compressed;
+    let payload = if gzip {
+        let mut enc = flate2::write::GzEncoder::new(
+            Vec::with_capacity(raw.len() / 4),
+            flate2::Compression::fast(),
+        );
+        std::io::Write::write_all(&mut enc, raw)?;
+        compressed = enc.finish()?;
+        &compressed[..]
+    } else {
+        raw
+    };
+    Ok(match protocol {
+        Protocol::Grpc => crate::rpc::frame(payload, gzip),
+        Protocol::HttpProtobuf => Bytes::copy_from_slice(payload),
+    })
+}
+
+/// An HTTP destination that is not OTLP (a webhook): the same client, TLS and deadline
+/// handling as [`Downstream`], with plain HTTP answers.
+pub struct HttpPost {
+    client: HttpClient,
+    uri: Uri,
+    /// Sent with every request, after `Content-Type` and `User-Agent`.
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// Bounds one attempt (connecting, sending, reading the answer).
+    timeout: Duration,
+}
+
+/// Why an [`HttpPost`] could not be set up. Never carries the URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpPostError {
+    #[error("url: {0}")]
+    Url(String),
+    #[error("tls: {0}")]
+    Tls(#[from] TlsSetupError),
+}
+
+impl HttpPost {
+    /// A destination at `url` (`http://` plaintext or `https://` TLS, with a host).
+    /// `ca_file`: PEM certificates trusted in addition to the public roots.
+    pub fn new(
+        url: &str,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        timeout: Duration,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, HttpPostError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| HttpPostError::Url(e.to_string()))?;
+        if !matches!(uri.scheme_str(), Some("http") | Some("https")) {
+            return Err(HttpPostError::Url(
+                "must start with http:// (plaintext) or https:// (TLS)".into(),
+            ));
+        }
+        if uri.authority().is_none() {
+            return Err(HttpPostError::Url("has no host".into()));
+        }
+        Ok(Self {
+            client: http_client(client_tls_config(ca_file)?, false),
+            uri,
+            headers,
+            timeout,
+        })
+    }
+
+    /// POSTs `body` as `content_type`. The errors of the outcome name neither the URL nor
+    /// the headers.
+    pub async fn post(&self, content_type: &'static str, body: Bytes) -> Outcome {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(self.uri.clone())
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::USER_AGENT, USER_AGENT);
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        let req = match req.body(Full::new(body)) {
+            Ok(r) => r,
+            Err(e) => {
+                return Outcome::Permanent {
+                    error: format!("cannot build the request: {e}"),
+                };
+            }
+        };
+        let exchange = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| error_chain(&e))?;
+            let (parts, body) = resp.into_parts();
+            // The answer's body only feeds the error text; a huge one is cut.
+            let body = http_body_util::Limited::new(body, MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Ok::<_, String>((parts.status, parts.headers, body))
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Err(_) => Outcome::Retryable {
+                after: None,
+                error: format!("no answer within {:?}", self.timeout),
+            },
+            Ok(Err(error)) => Outcome::Retryable {
+                after: None,
+                error: format!("posting failed: {error}"),
+            },
+            Ok(Ok((status, headers, body))) => post_outcome(status, &headers, &body),
+        }
+    }
+}
+
+/// A plain HTTP answer: 2xx delivered; 429 and 5xx retryable (after `Retry-After` seconds if
+/// given); anything else permanent.
+fn post_outcome(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Outcome {
+    if status.is_success() {
+        return Outcome::Delivered {
+            rejected: 0,
+            message: String::new(),
+        };
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+    let error = format!("answered HTTP {status}: {}", text.trim());
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        Outcome::Retryable {
+            after: retry_after(headers),
+            error,
+        }
+    } else {
+        Outcome::Permanent { error }
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not read).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }
 
 /// rustls with the public (webpki) roots, plus the certificates of `ca_file` if given.
@@ -432,13 +598,159 @@ fn http_outcome(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Outcome
     let error = format!("downstream answered HTTP {status}: {detail}");
     match status.as_u16() {
         429 | 502 | 503 | 504 => Outcome::Retryable {
-            after: headers
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs),
+            after: retry_after(headers),
             error,
         },
         _ => Outcome::Permanent { error },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read as _;
+    use std::sync::Mutex;
+
+    #[test]
+    fn messages_are_compressed_and_framed_as_configured() {
+        let raw = b"an OTLP message, repeated, repeated, repeated".to_vec();
+        let plain = encode_message(&raw, Protocol::HttpProtobuf, Compression::None).expect("plain");
+        assert_eq!(&plain[..], &raw[..]);
+        let framed = encode_message(&raw, Protocol::Grpc, Compression::None).expect("framed");
+        assert_eq!(framed[0], 0, "not compressed");
+        assert_eq!(&framed[5..], &raw[..]);
+        let gzip = encode_message(&raw, Protocol::Grpc, Compression::Gzip).expect("gzip");
+        assert_eq!(gzip[0], 1, "compressed flag");
+        let len = u32::from_be_bytes([gzip[1], gzip[2], gzip[3], gzip[4]]) as usize;
+        assert_eq!(len, gzip.len() - 5);
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gzip[5..])
+            .read_to_end(&mut back)
+            .expect("gunzip");
+        assert_eq!(back, raw);
+    }
+
+    #[test]
+    fn plain_http_answers_are_read_like_a_webhook_receiver_means_them() {
+        let mut retry = HeaderMap::new();
+        retry.insert(header::RETRY_AFTER, HeaderValue::from_static("7"));
+        assert!(matches!(
+            post_outcome(StatusCode::NO_CONTENT, &HeaderMap::new(), b""),
+            Outcome::Delivered { rejected: 0, .. }
+        ));
+        match post_outcome(StatusCode::TOO_MANY_REQUESTS, &retry, b"slow down") {
+            Outcome::Retryable { after, error } => {
+                assert_eq!(after, Some(Duration::from_secs(7)));
+                assert_eq!(error, "answered HTTP 429 Too Many Requests: slow down");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            post_outcome(StatusCode::INTERNAL_SERVER_ERROR, &HeaderMap::new(), b""),
+            Outcome::Retryable { after: None, .. }
+        ));
+        assert!(matches!(
+            post_outcome(StatusCode::NOT_FOUND, &retry, b"no such hook"),
+            Outcome::Permanent { .. }
+        ));
+    }
+
+    /// What the test receiver saw of each request: content type, one header, the body.
+    type Seen = Arc<Mutex<Vec<(String, String, Bytes)>>>;
+
+    /// A receiver answering each request with the next status of `answers` (503s carry
+    /// `Retry-After: 2`).
+    async fn receiver(answers: Vec<u16>) -> (std::net::SocketAddr, Seen) {
+        use hyper::service::service_fn;
+        use hyper_util::rt::TokioIo;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen: Seen = Arc::default();
+        let answers = Arc::new(Mutex::new(answers.into_iter()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (log, answers) = (log.clone(), answers.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let (log, answers) = (log.clone(), answers.clone());
+                        async move {
+                            let text = |name| {
+                                req.headers()
+                                    .get(name)
+                                    .and_then(|v: &HeaderValue| v.to_str().ok())
+                                    .unwrap_or_default()
+                                    .to_string()
+                            };
+                            let (ct, token) = (text("content-type"), text("x-token"));
+                            let body = req.into_body().collect().await?.to_bytes();
+                            log.lock().expect("log").push((ct, token, body));
+                            let status = answers.lock().expect("answers").next().unwrap_or(200);
+                            let mut resp = http::Response::builder().status(status);
+                            if status == 503 {
+                                resp = resp.header(header::RETRY_AFTER, "2");
+                            }
+                            Ok::<_, hyper::Error>(
+                                resp.body(Full::new(Bytes::from_static(b"busy")))
+                                    .expect("response"),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test]
+    async fn a_post_carries_its_headers_and_its_errors_never_name_the_url() {
+        let (addr, seen) = receiver(vec![503, 200]).await;
+        let url = format!("http://{addr}/services/T000/B000/secret-token");
+        let headers = vec![(
+            HeaderName::from_static("x-token"),
+            HeaderValue::from_static("t0ken"),
+        )];
+        let post = HttpPost::new(&url, headers, Duration::from_secs(5), None).expect("post");
+        let body = Bytes::from_static(b"{\"status\":\"firing\"}");
+        match post.post("application/json", body.clone()).await {
+            Outcome::Retryable { after, error } => {
+                assert_eq!(after, Some(Duration::from_secs(2)));
+                assert!(!error.contains("secret-token"), "{error}");
+                assert!(error.starts_with("answered HTTP 503"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            post.post("application/json", body.clone()).await,
+            Outcome::Delivered { .. }
+        ));
+        let seen = seen.lock().expect("seen").clone();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[1], ("application/json".into(), "t0ken".into(), body));
+
+        // Nothing listens: retryable, and the error still does not name the URL.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let gone = format!(
+            "http://{}/hooks/secret-token",
+            closed.local_addr().expect("a")
+        );
+        drop(closed);
+        let post = HttpPost::new(&gone, Vec::new(), Duration::from_secs(5), None).expect("post");
+        match post.post("application/json", Bytes::new()).await {
+            Outcome::Retryable { error, .. } => {
+                assert!(error.starts_with("posting failed: "), "{error}");
+                assert!(!error.contains("secret-token"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let bad = HttpPost::new("hooks.example/x", Vec::new(), Duration::from_secs(1), None);
+        assert!(matches!(bad, Err(HttpPostError::Url(_))), "{:?}", bad.err());
     }
 }

@@ -1,0 +1,115 @@
+//! What every exporter's destination is configured with, whatever it sends (spans, OTLP
+//! metrics, webhooks): a URL, headers, TLS trust, compression and protocol. The transport
+//! that uses them is `cujo_otlp::exporter::transport`; this module only reads and checks
+//! the values.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Uri};
+use serde::Deserialize;
+
+use crate::{KeyError, fail};
+
+/// Deadline of one export attempt unless a section says otherwise.
+pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS settings of an `https://` destination.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of CA certificates trusted besides the public roots (a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// OTLP's two transports.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum Protocol {
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    None,
+}
+
+/// `key` holds an `http://` or `https://` URL with a host. `example` is shown in the error
+/// (`"https://api.honeycomb.io:443"`).
+pub fn check_url(key: &str, url: &str, example: &str) -> Result<(), KeyError> {
+    let ok = url.parse::<Uri>().is_ok_and(|u| {
+        matches!(u.scheme_str(), Some("http") | Some("https")) && u.authority().is_some()
+    });
+    if ok {
+        return Ok(());
+    }
+    fail(
+        key,
+        format!(
+            "expected a URL like \"{example}\" (https:// = TLS, http:// = plaintext), found {url:?}"
+        ),
+    )
+}
+
+/// Every header at `key` has a valid name and value.
+pub fn check_headers(key: &str, headers: &BTreeMap<String, String>) -> Result<(), KeyError> {
+    header_pairs(key, headers).map(drop)
+}
+
+/// The headers at `key` as sent; fails as [`check_headers`] does.
+pub fn header_pairs(
+    key: &str,
+    headers: &BTreeMap<String, String>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, KeyError> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let Ok(n) = HeaderName::from_bytes(name.as_bytes()) else {
+                return fail(key, format!("{name:?} is not a valid header name"));
+            };
+            let Ok(v) = HeaderValue::from_str(value) else {
+                return fail(format!("{key}.{name}"), "is not a valid header value");
+            };
+            Ok((n, v))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_need_a_scheme_and_a_host() {
+        assert!(check_url("k", "https://api.honeycomb.io:443", "x").is_ok());
+        assert!(check_url("k", "http://127.0.0.1:9/alerts", "x").is_ok());
+        for bad in ["api.honeycomb.io:443", "ftp://x", "not a url"] {
+            let e = check_url("exporters.otlp.endpoint", bad, "https://e:1").expect_err(bad);
+            assert_eq!(e.key, "exporters.otlp.endpoint");
+            assert!(
+                e.detail.starts_with("expected a URL like \"https://e:1\""),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_errors_name_the_header() {
+        let mut h = BTreeMap::new();
+        h.insert("x-team".to_string(), "secret".to_string());
+        assert_eq!(header_pairs("k", &h).expect("valid").len(), 1);
+        h.insert("a b".into(), "c".into());
+        let e = check_headers("k", &h).expect_err("name");
+        assert_eq!(e.to_string(), "k: \"a b\" is not a valid header name");
+        h.remove("a b");
+        h.insert("x-bad".into(), "line\nbreak".into());
+        let e = check_headers("k", &h).expect_err("value");
+        assert_eq!(e.to_string(), "k.x-bad: is not a valid header value");
+    }
+}
