@@ -2,13 +2,28 @@
 //!
 //! Errors name the file and the key path (`cujo.yaml: exporters.otlp.batch.timeout: ...`).
 //! Unknown keys are errors, so a typo never silently falls back to a default.
+//!
+//! This is the composition: each component's section is its own type, which checks itself
+//! with `validate(&self, key)` (`exporters.otlp_metrics` and `notifications:` live in
+//! `cujo-slo` beside the exporters they configure, `cujs:` too; the value types in
+//! `cujo-config`). What is defined here: the sections of the components the binary wires
+//! directly (receivers, admission, the span exporter, the assembler, propagation, the SLI
+//! engine's `slo:` limits, shutdown, logging), loading and `${env:}` substitution, and the
+//! checks that need two sections at once (notifications need CUJs, the memory budget's
+//! split against the largest request).
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+pub use cujo_config::outbound::{Compression, Protocol, TlsConfig};
+pub use cujo_config::{ByteSize, Endpoint, HumanDuration};
+use cujo_config::{KeyError, outbound};
+pub use cujo_slo::cujs::CujConfig;
+pub use cujo_slo::exporters::otlp_metrics::{OtlpMetricsExporter, Temporality};
+pub use cujo_slo::exporters::webhooks::{
+    AlertSeverity, NotificationsConfig, WebhookConfig, WebhookFormat,
+};
 use serde::{Deserialize, Deserializer};
 
 /// The embedded default configuration (`config/default.yaml`).
@@ -46,7 +61,7 @@ pub struct Config {
     pub propagate: Option<PropagateConfig>,
     /// Critical User Journeys: SLIs derived from released traces (needs the assembler).
     #[serde(default)]
-    pub cujs: Vec<crate::cuj_config::CujConfig>,
+    pub cujs: Vec<CujConfig>,
     #[serde(default)]
     pub slo: SloConfig,
     /// Burn-rate alert notifications (webhooks); needs CUJs.
@@ -134,9 +149,9 @@ fn default_body_timeout() -> HumanDuration {
 }
 
 impl GrpcReceiver {
-    fn check(&self) -> Result<(), (String, String)> {
+    fn validate(&self, key: &str) -> Result<(), KeyError> {
         check_receiver_limits(
-            "receivers.otlp.grpc",
+            key,
             self.max_connections,
             self.max_concurrent_streams,
             self.idle_timeout,
@@ -146,9 +161,9 @@ impl GrpcReceiver {
 }
 
 impl HttpReceiver {
-    fn check(&self) -> Result<(), (String, String)> {
+    fn validate(&self, key: &str) -> Result<(), KeyError> {
         check_receiver_limits(
-            "receivers.otlp.http",
+            key,
             self.max_connections,
             self.max_concurrent_streams,
             self.idle_timeout,
@@ -163,8 +178,8 @@ fn check_receiver_limits(
     max_concurrent_streams: u32,
     idle_timeout: HumanDuration,
     body_timeout: HumanDuration,
-) -> Result<(), (String, String)> {
-    let err = |key: &str, detail: &str| Err((format!("{at}.{key}"), detail.to_string()));
+) -> Result<(), KeyError> {
+    let err = |key: &str, detail: &str| cujo_config::fail(format!("{at}.{key}"), detail);
     if max_connections == 0 {
         return err("max_connections", "must be at least 1");
     }
@@ -296,75 +311,49 @@ pub struct OtlpExporter {
     pub tls: TlsConfig,
 }
 
-/// TLS settings of an `https://` exporter endpoint.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file of CA certificates trusted besides the public roots (a private CA).
-    pub ca_file: Option<std::path::PathBuf>,
-}
-
-/// `exporters.otlp_metrics`: the SLI metrics pushed to an OTLP backend every `interval`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtlpMetricsExporter {
-    pub endpoint: String,
-    #[serde(default)]
-    pub protocol: Protocol,
-    /// Sent with every push (`x-honeycomb-team`, `api-key`, `DD-API-KEY`, …).
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Time between pushes.
-    #[serde(default = "default_push_interval")]
-    pub interval: HumanDuration,
-    /// `cumulative` (totals since start) or `delta` (change since the last push).
-    #[serde(default)]
-    pub temporality: Temporality,
-    /// Deadline of one push attempt.
-    #[serde(default = "default_export_timeout")]
-    pub timeout: HumanDuration,
-    #[serde(default)]
-    pub compression: Compression,
-    #[serde(default)]
-    pub tls: TlsConfig,
-}
-
-/// How pushed counters and histograms accumulate.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Temporality {
-    #[default]
-    Cumulative,
-    Delta,
-}
-
-fn default_push_interval() -> HumanDuration {
-    HumanDuration(Duration::from_secs(60))
-}
-
 fn default_export_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(10))
+    HumanDuration(cujo_config::outbound::DEFAULT_EXPORT_TIMEOUT)
 }
 
 fn default_concurrency() -> usize {
     4
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-pub enum Protocol {
-    #[default]
-    #[serde(rename = "grpc")]
-    Grpc,
-    #[serde(rename = "http/protobuf")]
-    HttpProtobuf,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    #[default]
-    Gzip,
-    None,
+impl OtlpExporter {
+    /// A usable URL and headers; batch, queue, concurrency and durations that can work.
+    fn validate(&self, key: &str) -> Result<(), KeyError> {
+        let at = |k: &str| format!("{key}.{k}");
+        let err = |k: &str, d: &str| cujo_config::fail(at(k), d);
+        outbound::check_url(
+            &at("endpoint"),
+            &self.endpoint,
+            "https://api.honeycomb.io:443",
+        )?;
+        outbound::check_headers(&at("headers"), &self.headers)?;
+        if self.batch.max_spans == 0 {
+            return err("batch.max_spans", "must be at least 1");
+        }
+        if self.queue.max_spans < self.batch.max_spans {
+            return cujo_config::fail(
+                at("queue.max_spans"),
+                format!(
+                    "must be at least {} ({})",
+                    at("batch.max_spans"),
+                    self.batch.max_spans
+                ),
+            );
+        }
+        if self.concurrency == 0 {
+            return err("concurrency", "must be at least 1");
+        }
+        if self.retry.initial_interval.0.is_zero() {
+            return err("retry.initial_interval", "must be greater than zero");
+        }
+        if self.timeout.0.is_zero() {
+            return err("timeout", "must be greater than zero");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -500,6 +489,28 @@ impl Default for AssemblerConfig {
     }
 }
 
+impl AssemblerConfig {
+    fn validate(&self, key: &str) -> Result<(), KeyError> {
+        let err = |k: &str, d: String| cujo_config::fail(format!("{key}.{k}"), d);
+        if self.max_spans_per_trace == 0 {
+            return err("max_spans_per_trace", "must be at least 1".into());
+        }
+        if self.max_buffered_spans == 0 {
+            return err("max_buffered_spans", "must be at least 1".into());
+        }
+        if self.trace_timeout.0 < self.decision_wait.0 {
+            return err(
+                "trace_timeout",
+                format!(
+                    "must be at least {key}.decision_wait ({:?})",
+                    self.decision_wait.0
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
 fn default_decision_wait() -> HumanDuration {
     HumanDuration(Duration::from_secs(2))
 }
@@ -585,6 +596,24 @@ impl Default for PropagateConfig {
     }
 }
 
+impl PropagateConfig {
+    /// Each attribute is an exact key or a prefix glob (`*` only at the end).
+    fn validate(&self, key: &str) -> Result<(), KeyError> {
+        for (i, pattern) in self.attributes.iter().enumerate() {
+            let star = pattern.find('*');
+            if pattern.is_empty() || star.is_some_and(|at| at != pattern.len() - 1) {
+                return cujo_config::fail(
+                    format!("{key}.attributes[{i}]"),
+                    format!(
+                        "{pattern:?}: expected an attribute key like \"user.tier\" or a prefix glob like \"cuj.*\""
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 fn default_max_value_bytes() -> ByteSize {
     ByteSize(cujo_assembler::PropagateSettings::default().max_value_bytes as u64)
 }
@@ -648,26 +677,26 @@ impl SloConfig {
         }
     }
 
-    fn check(&self) -> Result<(), (String, String)> {
-        let err = |p: &str, d: &str| Err((p.to_string(), d.to_string()));
+    fn validate(&self, key: &str) -> Result<(), KeyError> {
+        let err = |p: &str, d: &str| cujo_config::fail(format!("{key}.{p}"), d);
         if self.max_settling_traces == 0 {
-            return err("slo.max_settling_traces", "must be at least 1");
+            return err("max_settling_traces", "must be at least 1");
         }
         if self.max_dimension_value_bytes.0 == 0 {
             return err(
-                "slo.max_dimension_value_bytes",
+                "max_dimension_value_bytes",
                 "must be at least 1 byte (every value would be cut to nothing)",
             );
         }
         if self.max_dimension_value_bytes.0 > 64 << 10 {
             return err(
-                "slo.max_dimension_value_bytes",
+                "max_dimension_value_bytes",
                 "must be at most 64KiB (a series key is held in memory for every series)",
             );
         }
         let ttl = self.series_idle_ttl.0;
         if !ttl.is_zero() && ttl < Duration::from_secs(1) {
-            return err("slo.series_idle_ttl", "must be 0s (never) or at least 1s");
+            return err("series_idle_ttl", "must be 0s (never) or at least 1s");
         }
         Ok(())
     }
@@ -696,83 +725,6 @@ impl Default for SloConfig {
 
 fn default_save_interval() -> HumanDuration {
     HumanDuration(Duration::from_secs(60))
-}
-
-/// `notifications:` — where burn-rate alert transitions are posted.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NotificationsConfig {
-    /// How often the objectives are evaluated for alert transitions.
-    #[serde(default = "default_evaluation_interval")]
-    pub evaluation_interval: HumanDuration,
-    /// How long an alert must stay clear before `resolved` is sent; firing again within it
-    /// continues the same alert (no notification), so a flapping alert does not spam.
-    #[serde(default = "default_resolve_delay")]
-    pub resolve_delay: HumanDuration,
-    /// `cujo_instance` in notifications; default `$HOSTNAME` (the pod name), else the host name.
-    pub instance: Option<String>,
-    pub webhooks: Vec<WebhookConfig>,
-}
-
-fn default_evaluation_interval() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30))
-}
-
-fn default_resolve_delay() -> HumanDuration {
-    HumanDuration(Duration::from_secs(300))
-}
-
-/// One webhook receiving alert transitions.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// Names the webhook in logs and in `cujo_notifications_total{webhook}`.
-    pub name: String,
-    pub url: String,
-    #[serde(default)]
-    pub format: WebhookFormat,
-    /// Which alerts this webhook receives.
-    #[serde(default = "default_severities")]
-    pub severities: Vec<AlertSeverity>,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Deadline of one attempt.
-    #[serde(default = "default_webhook_timeout")]
-    pub timeout: HumanDuration,
-    /// Attempts after the first on 5xx, 429, timeouts and connection errors.
-    #[serde(default = "default_webhook_retries")]
-    pub max_retries: u32,
-    #[serde(default)]
-    pub tls: TlsConfig,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum WebhookFormat {
-    /// Slack incoming-webhook JSON (`text` plus blocks).
-    Slack,
-    /// cujo's own JSON body (README, "Notifications").
-    #[default]
-    Generic,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum AlertSeverity {
-    Page,
-    Ticket,
-}
-
-fn default_severities() -> Vec<AlertSeverity> {
-    vec![AlertSeverity::Page, AlertSeverity::Ticket]
-}
-
-fn default_webhook_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(5))
-}
-
-fn default_webhook_retries() -> u32 {
-    5
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -826,116 +778,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// A `host:port` listen address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint(pub String);
-
-impl<'de> Deserialize<'de> for Endpoint {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let ok = s.parse::<SocketAddr>().is_ok()
-            || s.rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if ok {
-            Ok(Endpoint(s))
-        } else {
-            Err(serde::de::Error::custom(format!(
-                "expected a listen address like \"127.0.0.1:4317\" or \"0.0.0.0:4317\", found {s:?}"
-            )))
-        }
-    }
-}
-
-/// A size like `256MiB`, `16MB`, `512KiB` or a plain number of bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
-
-impl ByteSize {
-    pub fn parse(text: &str) -> Option<u64> {
-        let t = text.trim();
-        let split = t
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let num: f64 = num.parse().ok()?;
-        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "k" | "kb" => 1_000,
-            "kib" | "ki" => 1 << 10,
-            "m" | "mb" => 1_000_000,
-            "mib" | "mi" => 1 << 20,
-            "g" | "gb" => 1_000_000_000,
-            "gib" | "gi" => 1 << 30,
-            _ => return None,
-        };
-        let v = num * mult as f64;
-        (v.is_finite() && v >= 0.0).then_some(v as u64)
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = ByteSize;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a size like \"256MiB\", \"16MB\" or a number of bytes")
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteSize, E> {
-                Ok(ByteSize(v))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom(format!("expected a size, found {v}")))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteSize, E> {
-                ByteSize::parse(v).map(ByteSize).ok_or_else(|| {
-                    E::custom(format!(
-                        "expected a size like \"256MiB\" or \"16MB\", found {v:?}"
-                    ))
-                })
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// A duration like `200ms`, `30s`, `5m`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = HumanDuration;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration like \"300ms\", \"30s\" or \"5m\"")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HumanDuration, E> {
-                humantime::parse_duration(v.trim())
-                    .map(HumanDuration)
-                    .map_err(|_| {
-                        E::custom(format!(
-                            "expected a duration like \"300ms\", \"30s\" or \"5m\", found {v:?}"
-                        ))
-                    })
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<HumanDuration, E> {
-                if v == 0 {
-                    Ok(HumanDuration(Duration::ZERO))
-                } else {
-                    Err(E::custom(format!(
-                        "expected a duration with a unit like \"{v}s\" or \"{v}ms\", found {v}"
-                    )))
-                }
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 impl Config {
     /// Loads `path`, or the embedded default when `path` is `None`.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -985,10 +827,10 @@ impl Config {
                 detail: e.into_inner().to_string(),
             }
         })?;
-        config.check().map_err(|(path, detail)| ConfigError::Key {
+        config.check().map_err(|e| ConfigError::Key {
             file: file.into(),
-            path,
-            detail,
+            path: e.key,
+            detail: e.detail,
         })?;
         Ok(config)
     }
@@ -1000,47 +842,29 @@ impl Config {
 
     /// The CUJ definitions, resolved (checked when the config was loaded).
     pub fn cujs(&self) -> Vec<cujo_sli::cuj::Cuj> {
-        crate::cuj_config::resolve(&self.cujs).unwrap_or_default()
+        cujo_slo::cujs::resolve(&self.cujs).unwrap_or_default()
     }
 
     /// Checks that values which parsed are also usable together.
-    fn check(&self) -> Result<(), (String, String)> {
-        let err = |p: &str, d: String| Err((p.to_string(), d));
-        crate::cuj_config::resolve(&self.cujs)?;
+    fn check(&self) -> Result<(), KeyError> {
+        let err = |p: &str, d: String| cujo_config::fail(p, d);
+        cujo_slo::cujs::resolve(&self.cujs)?;
         if let Some(a) = &self.assembler {
-            if a.max_spans_per_trace == 0 {
-                return err("assembler.max_spans_per_trace", "must be at least 1".into());
-            }
-            if a.max_buffered_spans == 0 {
-                return err("assembler.max_buffered_spans", "must be at least 1".into());
-            }
-            if a.trace_timeout.0 < a.decision_wait.0 {
-                return err(
-                    "assembler.trace_timeout",
-                    format!(
-                        "must be at least assembler.decision_wait ({:?})",
-                        a.decision_wait.0
-                    ),
-                );
-            }
+            a.validate("assembler")?;
         }
         if let Some(p) = &self.propagate {
-            for (i, pattern) in p.attributes.iter().enumerate() {
-                let star = pattern.find('*');
-                if pattern.is_empty() || star.is_some_and(|at| at != pattern.len() - 1) {
-                    return err(
-                        &format!("propagate.attributes[{i}]"),
-                        format!(
-                            "{pattern:?}: expected an attribute key like \"user.tier\" or a prefix glob like \"cuj.*\""
-                        ),
-                    );
-                }
-            }
+            p.validate("propagate")?;
         }
         if let Some(n) = &self.notifications {
-            self.check_notifications(n)?;
+            if self.cujs.is_empty() {
+                return err(
+                    "notifications",
+                    "alerts come from CUJ objectives, and no cujs: are configured".into(),
+                );
+            }
+            n.validate("notifications")?;
         }
-        self.slo.check()?;
+        self.slo.validate("slo")?;
         if self.admission.max_in_flight.0 == 0 {
             return err(
                 "admission.max_in_flight",
@@ -1049,71 +873,24 @@ impl Config {
         }
         self.check_memory()?;
         let otlp = self.receivers.otlp.clone().unwrap_or_default();
-        otlp.grpc.as_ref().map_or(Ok(()), GrpcReceiver::check)?;
-        otlp.http.as_ref().map_or(Ok(()), HttpReceiver::check)?;
+        if let Some(grpc) = &otlp.grpc {
+            grpc.validate("receivers.otlp.grpc")?;
+        }
+        if let Some(http) = &otlp.http {
+            http.validate("receivers.otlp.http")?;
+        }
         if let Some(otlp) = &self.exporters.otlp {
-            let scheme_ok =
-                otlp.endpoint.starts_with("http://") || otlp.endpoint.starts_with("https://");
-            if !scheme_ok || otlp.endpoint.parse::<http::Uri>().is_err() {
-                return err(
-                    "exporters.otlp.endpoint",
-                    format!(
-                        "expected a URL like \"https://api.honeycomb.io:443\" (https:// = TLS, http:// = plaintext), found {:?}",
-                        otlp.endpoint
-                    ),
-                );
-            }
-            for (name, value) in &otlp.headers {
-                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    return err(
-                        "exporters.otlp.headers",
-                        format!("{name:?} is not a valid header name"),
-                    );
-                }
-                if http::HeaderValue::from_str(value).is_err() {
-                    return err(
-                        &format!("exporters.otlp.headers.{name}"),
-                        "is not a valid header value".into(),
-                    );
-                }
-            }
-            if otlp.batch.max_spans == 0 {
-                return err(
-                    "exporters.otlp.batch.max_spans",
-                    "must be at least 1".into(),
-                );
-            }
-            if otlp.queue.max_spans < otlp.batch.max_spans {
-                return err(
-                    "exporters.otlp.queue.max_spans",
-                    format!(
-                        "must be at least exporters.otlp.batch.max_spans ({})",
-                        otlp.batch.max_spans
-                    ),
-                );
-            }
-            if otlp.concurrency == 0 {
-                return err("exporters.otlp.concurrency", "must be at least 1".into());
-            }
-            if otlp.retry.initial_interval.0.is_zero() {
-                return err(
-                    "exporters.otlp.retry.initial_interval",
-                    "must be greater than zero".into(),
-                );
-            }
-            if otlp.timeout.0.is_zero() {
-                return err("exporters.otlp.timeout", "must be greater than zero".into());
-            }
+            otlp.validate("exporters.otlp")?;
         }
         if let Some(m) = &self.exporters.otlp_metrics {
-            check_otlp_metrics(m)?;
+            m.validate("exporters.otlp_metrics")?;
         }
         Ok(())
     }
 
     /// The budget's split: shares add up to at most 1, and the receivers' share holds the
     /// largest request they accept (else such a request could never be admitted).
-    fn check_memory(&self) -> Result<(), (String, String)> {
+    fn check_memory(&self) -> Result<(), KeyError> {
         let s = &self.admission.shares;
         let set: f64 = [s.receivers, s.assembler, s.root_cache, s.exporter, s.sli]
             .iter()
@@ -1121,18 +898,15 @@ impl Config {
             .map(|f| f.0)
             .sum();
         if set > 1.0 + 1e-9 {
-            return Err((
-                "admission.shares".into(),
+            return cujo_config::fail(
+                "admission.shares",
                 format!("the shares add up to {set:.3}; they must add up to at most 1"),
-            ));
+            );
         }
         if let Some(a) = &self.assembler
             && a.max_groups_per_trace == 0
         {
-            return Err((
-                "assembler.max_groups_per_trace".into(),
-                "must be at least 1".into(),
-            ));
+            return cujo_config::fail("assembler.max_groups_per_trace", "must be at least 1");
         }
         let budget = self.memory_shares();
         let receivers = (self.admission.max_in_flight.0 as f64
@@ -1160,25 +934,25 @@ impl Config {
         // only opened while its cost fits.
         let connection = cujo_otlp::server::CONNECTION_BYTES as u64;
         if receivers < connection {
-            return Err((
-                "admission.max_in_flight".into(),
+            return cujo_config::fail(
+                "admission.max_in_flight",
                 format!(
                     "{} leaves the receivers {receivers} bytes, less than one connection costs ({connection} bytes): no connection could be accepted; raise the budget or admission.shares.receivers",
                     self.admission.max_in_flight.0,
                 ),
-            ));
+            );
         }
         if let Some((key, size)) = largest
             && size > receivers
         {
-            return Err((
-                "admission.max_in_flight".into(),
+            return cujo_config::fail(
+                "admission.max_in_flight",
                 format!(
                     "{} leaves the receivers {receivers} bytes ({:.1}% of it), less than {key} ({size} bytes): such a request could never be accepted; raise the budget or admission.shares.receivers, or lower {key}",
                     self.admission.max_in_flight.0,
                     budget.of(cujo_otlp::memory::Component::Receivers) * 100.0,
                 ),
-            ));
+            );
         }
         Ok(())
     }
@@ -1213,126 +987,6 @@ impl Config {
         }
         Shares(out)
     }
-
-    fn check_notifications(&self, n: &NotificationsConfig) -> Result<(), (String, String)> {
-        let err = |p: String, d: String| Err((p, d));
-        if self.cujs.is_empty() {
-            return err(
-                "notifications".into(),
-                "alerts come from CUJ objectives, and no cujs: are configured".into(),
-            );
-        }
-        if n.evaluation_interval.0 < Duration::from_millis(10) {
-            return err(
-                "notifications.evaluation_interval".into(),
-                "must be at least 10ms".into(),
-            );
-        }
-        if n.instance.as_deref().is_some_and(|i| i.trim().is_empty()) {
-            return err("notifications.instance".into(), "must not be empty".into());
-        }
-        if n.webhooks.is_empty() {
-            return err(
-                "notifications.webhooks".into(),
-                "expected at least one webhook (name, url)".into(),
-            );
-        }
-        for (i, w) in n.webhooks.iter().enumerate() {
-            let at = |key: &str| format!("notifications.webhooks[{i}].{key}");
-            let label_ok = !w.name.is_empty()
-                && w.name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-            if !label_ok {
-                return err(
-                    at("name"),
-                    format!(
-                        "{:?}: expected a name of letters, digits, '-', '_' or '.' like \"slack-oncall\"",
-                        w.name
-                    ),
-                );
-            }
-            if n.webhooks[..i].iter().any(|o| o.name == w.name) {
-                return err(
-                    at("name"),
-                    format!("{:?} is used by another webhook", w.name),
-                );
-            }
-            let uri = w.url.parse::<http::Uri>().ok();
-            let url_ok = uri.as_ref().is_some_and(|u| {
-                matches!(u.scheme_str(), Some("http") | Some("https")) && u.authority().is_some()
-            });
-            if !url_ok {
-                return err(
-                    at("url"),
-                    format!(
-                        "expected a URL like \"https://hooks.slack.com/services/...\" (https:// = TLS, http:// = plaintext), found {:?}",
-                        w.url
-                    ),
-                );
-            }
-            if w.severities.is_empty() {
-                return err(
-                    at("severities"),
-                    "expected page, ticket or both (leave it out for both)".into(),
-                );
-            }
-            for (name, value) in &w.headers {
-                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    return err(
-                        at("headers"),
-                        format!("{name:?} is not a valid header name"),
-                    );
-                }
-                if http::HeaderValue::from_str(value).is_err() {
-                    return err(
-                        format!("{}.{name}", at("headers")),
-                        "is not a valid header value".into(),
-                    );
-                }
-            }
-            if w.timeout.0.is_zero() {
-                return err(at("timeout"), "must be greater than zero".into());
-            }
-        }
-        Ok(())
-    }
-}
-
-/// `exporters.otlp_metrics`: a usable URL and headers, positive durations.
-fn check_otlp_metrics(m: &OtlpMetricsExporter) -> Result<(), (String, String)> {
-    let err = |p: &str, d: String| Err((format!("exporters.otlp_metrics{p}"), d));
-    let scheme_ok = m.endpoint.starts_with("http://") || m.endpoint.starts_with("https://");
-    if !scheme_ok || m.endpoint.parse::<http::Uri>().is_err() {
-        return err(
-            ".endpoint",
-            format!(
-                "expected a URL like \"https://api.honeycomb.io:443\" (https:// = TLS, http:// = plaintext), found {:?}",
-                m.endpoint
-            ),
-        );
-    }
-    for (name, value) in &m.headers {
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return err(".headers", format!("{name:?} is not a valid header name"));
-        }
-        if http::HeaderValue::from_str(value).is_err() {
-            return err(
-                &format!(".headers.{name}"),
-                "is not a valid header value".into(),
-            );
-        }
-    }
-    if m.interval.0 < Duration::from_millis(10) {
-        return err(
-            ".interval",
-            format!("must be at least 10ms, found {:?}", m.interval.0),
-        );
-    }
-    if m.timeout.0.is_zero() {
-        return err(".timeout", "must be greater than zero".into());
-    }
-    Ok(())
 }
 
 /// Replaces `${env:NAME}` (and `${env:NAME:-default}`) in every string value.
@@ -1789,13 +1443,5 @@ exporters:
             e.contains("exporters.otlp_metrics.headers: \"a b\" is not a valid header name"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(ByteSize::parse("256MiB"), Some(256 << 20));
-        assert_eq!(ByteSize::parse("16MB"), Some(16_000_000));
-        assert_eq!(ByteSize::parse("1.5GiB"), Some(3 << 29));
-        assert_eq!(ByteSize::parse("12 parsecs"), None);
     }
 }

@@ -1,27 +1,22 @@
-//! The cujo binary's library half: configuration and wiring. The binary (`main.rs`) only
+//! The cujo binary's library half: what only the binary owns — configuration loading and
+//! composition, wiring the stages, and their order at shutdown. The binary (`main.rs`) only
 //! parses the command line, sets up logging and the runtime, and waits for a signal.
 //!
+//! The components it wires live in library crates: receivers, admission and the span
+//! exporter in `cujo-otlp`, the assembler in `cujo-assembler`, the SLI engine in `cujo-sli`,
+//! the SLI exporters and SLO surfaces (OTLP metrics push, webhooks, status page and APIs,
+//! deploy gate, rules and dashboard generators) in `cujo-slo`. Nothing here renders a view,
+//! sends a request or evaluates an SLO.
+//!
 //! # Layout
-//! - [`config`]: the YAML configuration, `${env:NAME}` substitution, errors naming file and key.
-//! - [`cuj_config`]: the `cujs:` section, resolved into SLI definitions.
+//! - [`config`]: the YAML configuration, `${env:NAME}` substitution, errors naming file and
+//!   key; composes each component's own config type.
 //! - [`service`]: builds the stages from a config, runs them, shuts them down in order.
-//! - [`metrics_push`]: `exporters.otlp_metrics`, the CUJ SLIs pushed as OTLP metrics.
 //! - [`assembly`]: runs the trace assembler as a stage (clock, budget, metrics).
 //! - [`allocator`]: returns freed memory to the OS when the resident set passes the budget.
-//! - [`gate`]: `cujo status`, the deploy gate over a running cujo's SLO status.
-//! - [`rules`], [`dashboard`]: Prometheus rules and a Grafana dashboard for the configured CUJs.
-//! - [`notify`]: burn-rate alert transitions posted to webhooks (Slack or generic JSON).
-//! - [`status`]: the SLO status views on the admin listener (page, JSON API, gRPC).
 #![forbid(unsafe_code)]
 
 pub mod allocator;
 pub mod assembly;
 pub mod config;
-pub mod cuj_config;
-pub mod dashboard;
-pub mod gate;
-pub mod metrics_push;
-pub mod notify;
-pub mod rules;
 pub mod service;
-pub mod status;

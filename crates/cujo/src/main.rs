@@ -74,11 +74,11 @@ enum Command {
     Check,
     /// Print the SLO status of a running cujo; exit 1 when an error budget is below the bound
     /// (a deploy gate).
-    Status(cujo::gate::StatusArgs),
+    Status(cujo_slo::surfaces::gate::StatusArgs),
     /// Write Prometheus recording and multiwindow burn-rate alert rules for the configured CUJs.
-    Rules(cujo::rules::RulesArgs),
+    Rules(cujo_slo::generators::rules::RulesArgs),
     /// Write a Grafana dashboard (JSON) for the configured CUJs.
-    Dashboard(cujo::dashboard::DashboardArgs),
+    Dashboard(cujo_slo::generators::dashboard::DashboardArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,7 +87,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // `status` talks to a running cujo and needs no configuration.
     if let Some(Command::Status(args)) = &cli.command {
-        return cujo::gate::run(args);
+        return cujo_slo::surfaces::gate::run(args);
     }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
@@ -107,8 +107,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => run(config),
-        Command::Rules(args) => cujo::rules::run(&config, &args),
-        Command::Dashboard(args) => cujo::dashboard::run(&config, &args),
+        Command::Rules(args) => cujo_slo::generators::rules::run(&config.cujs(), &args),
+        Command::Dashboard(args) => cujo_slo::generators::dashboard::run(&config.cujs(), &args),
         Command::Status(_) => ExitCode::SUCCESS,
     }
 }

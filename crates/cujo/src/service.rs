@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use cujo_otlp::admin::{self, MetricsSource, Readiness, SnapshotSource};
 use cujo_otlp::admission::SpanSink;
 use cujo_otlp::exporter::retry::RetrySettings;
-use cujo_otlp::exporter::transport::{self, Downstream};
+use cujo_otlp::exporter::transport::Downstream;
 use cujo_otlp::exporter::{self, ExporterSettings};
 use cujo_otlp::memory::{Component, MemoryBudget};
 use cujo_otlp::prom::Exposition;
@@ -22,12 +22,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::assembly;
 use crate::config::{self, Config};
-use crate::metrics_push;
-use crate::status;
 use cujo_assembler::{Assembler, Directory};
 use cujo_sli::engine::{SliEngine, SliMatcher};
 use cujo_sli::observer::SliObserver;
 use cujo_sli::processor::{SliFeed, SliReader};
+use cujo_slo::exporters::{self as slo_exporters, otlp_metrics, webhooks};
+use cujo_slo::surfaces::status;
 
 /// Without an assembler the exporter reads the receivers' channel directly and closes it
 /// when the receivers are done.
@@ -284,7 +284,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
 
     // Burn-rate alert notifications (webhooks), evaluated on their own interval.
     let notifier = match (&config.notifications, &sli_reader) {
-        (Some(n), Some(reader)) => Some(crate::notify::Notifier::start(
+        (Some(n), Some(reader)) => Some(webhooks::Notifier::start(
             n,
             reader.clone(),
             assembly::wall_clock_ms,
@@ -292,12 +292,12 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         _ => None,
     };
 
-    let push_stats = Arc::new(metrics_push::PushStats::default());
+    let push_telemetry = Arc::new(otlp_metrics::OtlpMetricsTelemetry::default());
     let metrics_push = match (&config.exporters.otlp_metrics, &sli_reader) {
-        (Some(cfg), Some(reader)) => Some(metrics_push::spawn(
+        (Some(cfg), Some(reader)) => Some(otlp_metrics::spawn(
             cfg,
             reader.clone(),
-            push_stats.clone(),
+            push_telemetry.clone(),
             assembly::wall_clock_ms,
         )?),
         (Some(_), None) => {
@@ -337,11 +337,10 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                 }));
             }
             if let Some(n) = &notifier {
-                sources.push(n.metrics_source());
+                sources.push(slo_exporters::metrics_source(n.telemetry()));
             }
             if metrics_push.is_some() {
-                let stats = push_stats.clone();
-                sources.push(Arc::new(move |out: &mut Exposition| stats.render(out)));
+                sources.push(slo_exporters::metrics_source(push_telemetry.clone()));
             }
             if config.assembler_enabled() {
                 let stats = assembler_stats.clone();
@@ -482,28 +481,11 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
 }
 
 fn downstream(otlp: &config::OtlpExporter) -> anyhow::Result<Downstream> {
-    let headers = otlp
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            Ok((
-                http::HeaderName::from_bytes(k.as_bytes())
-                    .with_context(|| format!("exporters.otlp.headers: {k:?}"))?,
-                http::HeaderValue::from_str(v)
-                    .with_context(|| format!("exporters.otlp.headers.{k}"))?,
-            ))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let headers = cujo_config::outbound::header_pairs("exporters.otlp.headers", &otlp.headers)?;
     Ok(Downstream::new(
         &otlp.endpoint,
-        match otlp.protocol {
-            config::Protocol::Grpc => transport::Protocol::Grpc,
-            config::Protocol::HttpProtobuf => transport::Protocol::HttpProtobuf,
-        },
-        match otlp.compression {
-            config::Compression::Gzip => transport::Compression::Gzip,
-            config::Compression::None => transport::Compression::None,
-        },
+        otlp.protocol,
+        otlp.compression,
         headers,
         otlp.timeout.0,
         otlp.tls.ca_file.as_deref(),

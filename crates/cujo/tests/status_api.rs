@@ -8,8 +8,8 @@ mod support;
 use std::net::SocketAddr;
 use std::process::{Command, Output};
 
-use cujo::status::grpc::proto::GetStatusRequest;
-use cujo::status::grpc::proto::slo_service_client::SloServiceClient;
+use cujo_slo::surfaces::status::grpc::proto::GetStatusRequest;
+use cujo_slo::surfaces::status::grpc::proto::slo_service_client::SloServiceClient;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer, TracerProvider as _};
 use serde_json::Value;

@@ -15,7 +15,7 @@ use cujo_sli::cuj::Cuj;
 use cujo_sli::engine::label_name;
 use serde_json::{Value, json};
 
-use crate::rules::{EVENT_RATE, EVENT_RATE_BY_DIMENSION, PAGE_ALERT, TICKET_ALERT, promql_string};
+use super::rules::{EVENT_RATE, EVENT_RATE_BY_DIMENSION, PAGE_ALERT, TICKET_ALERT, promql_string};
 
 #[derive(Debug, clap::Args)]
 pub struct DashboardArgs {
@@ -24,8 +24,9 @@ pub struct DashboardArgs {
     pub output: Option<PathBuf>,
 }
 
-pub fn run(config: &crate::config::Config, args: &DashboardArgs) -> ExitCode {
-    let mut text = match serde_json::to_string_pretty(&dashboard(&config.cujs())) {
+/// `cujo dashboard` for the configured `cujs`.
+pub fn run(cujs: &[Cuj], args: &DashboardArgs) -> ExitCode {
+    let mut text = match serde_json::to_string_pretty(&dashboard(cujs)) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("cujo: cannot write the dashboard: {e}");
@@ -33,7 +34,7 @@ pub fn run(config: &crate::config::Config, args: &DashboardArgs) -> ExitCode {
         }
     };
     text.push('\n');
-    crate::rules::write_output("dashboard", args.output.as_deref(), &text)
+    super::rules::write_output("dashboard", args.output.as_deref(), &text)
 }
 
 /// The Grafana schema version the JSON is written for (Grafana 10).

@@ -4,6 +4,9 @@
 //! Exit status: 0 when every selected objective has at least `--min-budget` of its error budget
 //! left, 1 when one has less (each is named on stderr), 2 when the status cannot be had (bad
 //! arguments, cujo unreachable, an answer that is not a cujo report, an unknown CUJ).
+//!
+//! A client only: it reads the JSON API of [`super::status`] over plain HTTP and needs no
+//! configuration file. It must not link to a running engine or read the config.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;

@@ -1,33 +1,18 @@
-//! OTLP metrics push (`exporters.otlp_metrics`): the CUJ SLIs sent to an OTLP backend
-//! (Honeycomb, New Relic, Datadog, Mackerel, a collector) every `interval`.
+//! The push's requests: engine snapshots shaped into `ExportMetricsServiceRequest`s, with
+//! no network involved (the tests call it directly).
 //!
-//! - [`MetricsShaper`] turns an [`EngineSnapshot`] into an `ExportMetricsServiceRequest`
-//!   with no network involved (tests call it directly). Dimension attributes keep their
-//!   OpenTelemetry names (`user.tier`); latency is an `ExponentialHistogram` taken from the
-//!   engine's scale-9 histogram, merged down to at most [`MAX_BUCKETS`] buckets.
-//! - Temporality: `cumulative` points start when cujo started; `delta` points carry the change
-//!   since the last **delivered** push (a failed push leaves the baseline, so the next one
-//!   carries both intervals and nothing is lost or counted twice).
-//! - [`spawn`] runs the timer: one push per interval through the span exporter's transport
-//!   (gRPC or HTTP/protobuf, gzip, TLS, headers), retrying what OTLP says is retryable within
-//!   the interval, and one final push at shutdown. [`PushStats`] counts and logs outcomes.
+//! Dimension attributes keep their OpenTelemetry names (`user.tier`); latency is an
+//! `ExponentialHistogram` taken from the engine's scale-9 histogram, merged down to at most
+//! [`MAX_BUCKETS`] buckets. `cumulative` points start when cujo started; `delta` points
+//! carry the change since the last **delivered** push (a failed push leaves the baseline, so
+//! the next one carries both intervals and nothing is lost or counted twice).
 
 use std::collections::HashMap;
-use std::io::Write as _;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use bytes::Bytes;
-use cujo_otlp::exporter::retry::{Backoff, RetrySettings};
-use cujo_otlp::exporter::transport::{self, Downstream, Outcome, Signal};
-use cujo_otlp::prom;
 use cujo_sli::cuj::Sli;
 use cujo_sli::engine::{CujExport, SliEngine, window_label};
 use cujo_sli::histogram::{ExpBuckets, MIN_VALUE};
 use cujo_sli::limits::OverflowReason;
-use cujo_sli::processor::SliReader;
 use cujo_sli::slo::ObjectiveStatus;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyInner;
@@ -38,16 +23,11 @@ use opentelemetry_proto::tonic::metrics::v1::{
     number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use prost::Message as _;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Temporality};
+use super::config::Temporality;
 
 /// Most buckets of a pushed exponential histogram (the OTel SDKs' default).
 pub const MAX_BUCKETS: usize = 160;
-/// Most attempts of one push (the first included), all within the interval.
-const MAX_ATTEMPTS: u32 = 5;
 
 /// What the engine holds at one instant, copied out under its lock.
 #[derive(Debug, Clone)]
@@ -390,77 +370,8 @@ fn sum(
     }
 }
 
-/// Push outcomes, counted and logged in one place.
-#[derive(Debug, Default)]
-pub struct PushStats {
-    delivered: AtomicU64,
-    failed: AtomicU64,
-    failed_attempts: AtomicU64,
-    data_points: AtomicU64,
-    rejected_points: AtomicU64,
-}
-
-impl PushStats {
-    fn delivered(&self, points: u64, rejected: i64, message: &str) {
-        self.delivered.fetch_add(1, Relaxed);
-        self.data_points.fetch_add(points, Relaxed);
-        if rejected > 0 {
-            self.rejected_points.fetch_add(rejected as u64, Relaxed);
-            tracing::warn!(
-                rejected,
-                message,
-                "OTLP metrics push: the backend rejected some data points"
-            );
-        }
-    }
-
-    fn attempt_failed(&self, error: &str, will_retry: bool) {
-        self.failed_attempts.fetch_add(1, Relaxed);
-        tracing::debug!(error, will_retry, "OTLP metrics push attempt failed");
-    }
-
-    fn failed(&self, error: &str) {
-        self.failed.fetch_add(1, Relaxed);
-        tracing::warn!(
-            error,
-            "OTLP metrics push failed; the next push carries these values"
-        );
-    }
-
-    /// The push's own metrics, for `/metrics`.
-    pub fn render(&self, out: &mut prom::Exposition) {
-        prom::Family::counter(
-            out,
-            "cujo_otlp_metrics_exports_total",
-            "OTLP metrics pushes by outcome (delivered, or failed after retries).",
-        )
-        .sample(
-            &[("outcome", "delivered")],
-            self.delivered.load(Relaxed) as f64,
-        )
-        .sample(&[("outcome", "failed")], self.failed.load(Relaxed) as f64);
-        prom::Family::counter(
-            out,
-            "cujo_otlp_metrics_export_attempts_failed_total",
-            "Failed attempts of OTLP metrics pushes, retried ones included.",
-        )
-        .sample(&[], self.failed_attempts.load(Relaxed) as f64);
-        prom::Family::counter(
-            out,
-            "cujo_otlp_metrics_data_points_total",
-            "Data points in delivered OTLP metrics pushes.",
-        )
-        .sample(&[], self.data_points.load(Relaxed) as f64);
-        prom::Family::counter(
-            out,
-            "cujo_otlp_metrics_rejected_data_points_total",
-            "Data points the backend refused in delivered pushes (partial success).",
-        )
-        .sample(&[], self.rejected_points.load(Relaxed) as f64);
-    }
-}
-
-fn data_points(req: &ExportMetricsServiceRequest) -> u64 {
+/// Data points in `req`, for the push's telemetry.
+pub(super) fn data_points(req: &ExportMetricsServiceRequest) -> u64 {
     req.resource_metrics
         .iter()
         .flat_map(|r| &r.scope_metrics)
@@ -474,201 +385,12 @@ fn data_points(req: &ExportMetricsServiceRequest) -> u64 {
         .sum()
 }
 
-/// The running push task.
-pub struct MetricsPush {
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl MetricsPush {
-    /// Stops the timer after one final push (bounded by the push timeout).
-    pub async fn finish(self) {
-        self.stop.cancel();
-        if let Err(e) = self.task.await {
-            tracing::error!(error = %e, "OTLP metrics push task failed");
-        }
-    }
-}
-
-/// Starts pushing the metrics of the engine behind `engine` as `exporters.otlp_metrics` says.
-pub fn spawn(
-    cfg: &config::OtlpMetricsExporter,
-    engine: SliReader,
-    stats: Arc<PushStats>,
-    clock_ms: fn() -> u64,
-) -> anyhow::Result<MetricsPush> {
-    let headers = cfg
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            Ok((
-                http::HeaderName::from_bytes(k.as_bytes())
-                    .with_context(|| format!("exporters.otlp_metrics.headers: {k:?}"))?,
-                http::HeaderValue::from_str(v)
-                    .with_context(|| format!("exporters.otlp_metrics.headers.{k}"))?,
-            ))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let downstream = Downstream::for_signal(
-        Signal::Metrics,
-        &cfg.endpoint,
-        match cfg.protocol {
-            config::Protocol::Grpc => transport::Protocol::Grpc,
-            config::Protocol::HttpProtobuf => transport::Protocol::HttpProtobuf,
-        },
-        match cfg.compression {
-            config::Compression::Gzip => transport::Compression::Gzip,
-            config::Compression::None => transport::Compression::None,
-        },
-        headers,
-        cfg.timeout.0,
-        cfg.tls.ca_file.as_deref(),
-    )?;
-    tracing::info!(
-        endpoint = %downstream.uri(),
-        interval = ?cfg.interval.0,
-        temporality = ?cfg.temporality,
-        "pushing SLI metrics over OTLP"
-    );
-    let instance = format!("{}-{}", hostname(), std::process::id());
-    let shaper = MetricsShaper::new(cfg.temporality, clock_ms() * 1_000_000, &instance);
-    let stop = CancellationToken::new();
-    let pusher = Pusher {
-        engine,
-        downstream,
-        shaper,
-        stats,
-        clock_ms,
-    };
-    let task = tokio::spawn(pusher.run(cfg.interval.0, cfg.timeout.0, stop.clone()));
-    Ok(MetricsPush { stop, task })
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "cujo".into())
-}
-
-struct Pusher {
-    engine: SliReader,
-    downstream: Downstream,
-    shaper: MetricsShaper,
-    stats: Arc<PushStats>,
-    clock_ms: fn() -> u64,
-}
-
-impl Pusher {
-    async fn run(mut self, interval: Duration, timeout: Duration, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tick.tick() => self.push(interval, &stop).await,
-            }
-        }
-        // The last values (everything released before shutdown) go out once more.
-        self.push(timeout, &CancellationToken::new()).await;
-    }
-
-    /// One push, retried while retryable within `budget`; gives up early on `stop`.
-    async fn push(&mut self, budget: Duration, stop: &CancellationToken) {
-        let now_ms = (self.clock_ms)();
-        let Some(snapshot) = self
-            .engine
-            .with(move |engine| EngineSnapshot::take(engine, now_ms))
-            .await
-        else {
-            return self
-                .stats
-                .failed("the SLI engine's thread stopped; nothing to push");
-        };
-        let (request, baseline) = self.shaper.build(&snapshot, now_ms * 1_000_000);
-        let points = data_points(&request);
-        let (protocol, compression) = (self.downstream.protocol(), self.downstream.compression());
-        let body = match tokio::task::spawn_blocking(move || {
-            encode(&request, protocol, compression)
-        })
-        .await
-        {
-            Ok(Ok(body)) => body,
-            Ok(Err(e)) => return self.stats.failed(&format!("compressing failed: {e}")),
-            Err(e) => return self.stats.failed(&format!("encoding task failed: {e}")),
-        };
-        let started = Instant::now();
-        let mut backoff = Backoff::new(
-            RetrySettings {
-                initial_interval: (budget / 8)
-                    .clamp(Duration::from_millis(10), Duration::from_secs(1)),
-                max_interval: budget / 2,
-                max_elapsed: budget,
-            },
-            started,
-        );
-        for attempt in 1..=MAX_ATTEMPTS {
-            match self.downstream.send(body.clone()).await {
-                Outcome::Delivered { rejected, message } => {
-                    self.stats.delivered(points, rejected, &message);
-                    self.shaper.commit(baseline);
-                    return;
-                }
-                Outcome::Permanent { error } => {
-                    self.stats.attempt_failed(&error, false);
-                    return self.stats.failed(&error);
-                }
-                Outcome::Retryable { after, error } => {
-                    let delay = backoff.next_delay(after, Instant::now());
-                    let Some(delay) = delay.filter(|_| attempt < MAX_ATTEMPTS) else {
-                        self.stats.attempt_failed(&error, false);
-                        return self.stats.failed(&format!(
-                            "gave up after {attempt} attempts in {:?}: {error}",
-                            started.elapsed()
-                        ));
-                    };
-                    self.stats.attempt_failed(&error, true);
-                    tokio::select! {
-                        _ = stop.cancelled() => return self.stats.failed(&format!("shutting down while waiting to retry: {error}")),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Protobuf, compressed if configured, framed for gRPC.
-fn encode(
-    request: &ExportMetricsServiceRequest,
-    protocol: transport::Protocol,
-    compression: transport::Compression,
-) -> std::io::Result<Bytes> {
-    let raw = request.encode_to_vec();
-    let gzip = compression == transport::Compression::Gzip;
-    let payload = if gzip {
-        let mut enc = flate2::write::GzEncoder::new(
-            Vec::with_capacity(raw.len() / 4),
-            flate2::Compression::fast(),
-        );
-        enc.write_all(&raw)?;
-        enc.finish()?
-    } else {
-        raw
-    };
-    Ok(match protocol {
-        transport::Protocol::Grpc => cujo_otlp::rpc::frame(&payload, gzip),
-        transport::Protocol::HttpProtobuf => Bytes::from(payload),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use cujo_sli::condition::{Scalar, SpanFacts, StatusCode};
     use cujo_sli::cuj::TraceFacts;
+    use cujo_sli::limits::SliLimits;
 
     const YAML: &str = r#"
 cujs:
@@ -709,8 +431,7 @@ cujs:
     const NOW_MS: u64 = 1_700_000_000_000;
 
     fn engine() -> SliEngine {
-        let config = crate::config::Config::parse("cujo.yaml", YAML, &|_| None).expect("config");
-        SliEngine::new(config.cujs())
+        SliEngine::new(crate::cujs::from_yaml(YAML))
     }
 
     fn feed(e: &mut SliEngine, tier: &'static str, error: bool, ms: u64) {
@@ -846,9 +567,11 @@ cujs:
 
     #[test]
     fn overflow_is_pushed_by_reason() {
-        let config = crate::config::Config::parse("cujo.yaml", YAML, &|_| None).expect("config");
         // No memory for series: every new one overflows, for memory.
-        let mut e = SliEngine::new(config.cujs()).with_limits(config.slo.limits(0));
+        let mut e = SliEngine::new(crate::cujs::from_yaml(YAML)).with_limits(SliLimits {
+            max_bytes: 0,
+            ..SliLimits::default()
+        });
         feed(&mut e, "gold", false, 10);
         feed(&mut e, "free", false, 10);
         let shaper = MetricsShaper::new(Temporality::Cumulative, 1_000, "test-3");

@@ -1,5 +1,9 @@
 //! The `cujs:` section of the config, resolved into [`cujo_sli::cuj::Cuj`] definitions.
 //!
+//! Owns the YAML form of a CUJ and its errors; the definitions themselves, matching and
+//! evaluation are `cujo_sli`'s. The binary composes `cujs:` into its config and hands the
+//! resolved list to the SLI engine and the generators.
+//!
 //! Value forms are free-form YAML (a scalar, a list, or a map of `regex` / `exists` /
 //! `gte` / `gt` / `lte` / `lt`), so they are read as YAML values and converted here, with
 //! errors that name the key path (`cujs[0].availability.bad[1].gte: expected a number`).
@@ -13,7 +17,7 @@ use cujo_sli::window::MAX_WINDOW;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
-use crate::config::HumanDuration;
+use cujo_config::{HumanDuration, KeyError};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,10 +97,20 @@ pub enum SliConfig {
     Latency,
 }
 
-type KeyError = (String, String);
-
 fn err<T>(path: &str, detail: impl Into<String>) -> Result<T, KeyError> {
-    Err((path.to_string(), detail.into()))
+    cujo_config::fail(path, detail)
+}
+
+/// The CUJs of a YAML document with a `cujs:` list (tests of the components that read
+/// CUJs write them as a user would).
+#[cfg(test)]
+pub(crate) fn from_yaml(yaml: &str) -> Vec<Cuj> {
+    #[derive(Deserialize)]
+    struct Doc {
+        cujs: Vec<CujConfig>,
+    }
+    let doc: Doc = serde_yaml_ng::from_str(yaml).expect("a cujs: document");
+    resolve(&doc.cujs).expect("valid cujs")
 }
 
 /// Resolves every CUJ, or the first error with its key path.
@@ -192,7 +206,7 @@ fn resolve_one(c: &CujConfig, path: &str) -> Result<Cuj, KeyError> {
                 SliConfig::Latency => Sli::Latency,
             };
             let target = target_ratio(&o.target).ok_or_else(|| {
-                (
+                KeyError::new(
                     format!("{p}.target"),
                     format!(
                         "expected a target like \"99.9%\" or 0.999, found {}",
@@ -349,12 +363,8 @@ fn literal(v: &Value, path: &str) -> Result<Literal, KeyError> {
 }
 
 fn number(v: &Value, path: &str) -> Result<f64, KeyError> {
-    v.as_f64().ok_or_else(|| {
-        (
-            path.to_string(),
-            format!("expected a number, found {}", show(v)),
-        )
-    })
+    v.as_f64()
+        .ok_or_else(|| KeyError::new(path, format!("expected a number, found {}", show(v))))
 }
 
 /// A value form: scalar (exact), list (any of), or a map of regex / exists / ranges.
@@ -392,13 +402,13 @@ fn form_from_map(
             "regex" => {
                 let pattern = v
                     .as_str()
-                    .ok_or_else(|| (p.clone(), "expected a regex string".to_string()))?;
-                form = Some(ValueMatch::regex(pattern).map_err(|e| (p.clone(), e))?);
+                    .ok_or_else(|| KeyError::new(p.clone(), "expected a regex string"))?;
+                form = Some(ValueMatch::regex(pattern).map_err(|e| KeyError::new(p.clone(), e))?);
             }
             "exists" => {
                 let b = v
                     .as_bool()
-                    .ok_or_else(|| (p.clone(), "expected true or false".to_string()))?;
+                    .ok_or_else(|| KeyError::new(p.clone(), "expected true or false"))?;
                 form = Some(ValueMatch::Exists(b));
             }
             "in" => match v {
@@ -462,7 +472,7 @@ mod tests {
 
     fn parse(yaml: &str) -> Result<Vec<Cuj>, String> {
         let cujs: Vec<CujConfig> = serde_yaml_ng::from_str(yaml).map_err(|e| e.to_string())?;
-        resolve(&cujs).map_err(|(p, d)| format!("{p}: {d}"))
+        resolve(&cujs).map_err(|e| e.to_string())
     }
 
     #[test]

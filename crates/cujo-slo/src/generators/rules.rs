@@ -31,12 +31,12 @@ pub struct RulesArgs {
     pub output: Option<PathBuf>,
 }
 
-pub fn run(config: &crate::config::Config, args: &RulesArgs) -> ExitCode {
-    let cujs = config.cujs();
+/// `cujo rules` for the configured `cujs`.
+pub fn run(cujs: &[Cuj], args: &RulesArgs) -> ExitCode {
     if !cujs.iter().any(|c| !c.objectives.is_empty()) {
         eprintln!("cujo: warning: no CUJ has objectives; the rules file has no SLO rules");
     }
-    write_output("rules", args.output.as_deref(), &render(&cujs))
+    write_output("rules", args.output.as_deref(), &render(cujs))
 }
 
 /// Writes `text` to `path`, or to standard output without one; the exit code says how it went.

@@ -1,0 +1,210 @@
+//! OTLP metrics push (`exporters.otlp_metrics`): the CUJ SLIs sent to an OTLP backend
+//! (Honeycomb, New Relic, Datadog, Mackerel, a collector) every `interval`.
+//!
+//! Owns the push's timer, its requests and its counters. It reads the engine only through
+//! [`SliReader::with`] (a snapshot taken on the engine's thread) and sends only through
+//! `cujo_otlp::exporter::transport` (the span exporter's client: gRPC or HTTP/protobuf,
+//! gzip, TLS, headers), retrying with `cujo_otlp::exporter::retry::Backoff`; it must not
+//! touch the span path, another exporter, or the engine's state.
+//!
+//! # Layout
+//! - [`config`]: `exporters.otlp_metrics` and its `validate`.
+//! - [`shape`]: [`MetricsShaper`] turns an [`EngineSnapshot`] into a request; temporality.
+//! - [`telemetry`]: [`OtlpMetricsTelemetry`], `cujo_otlp_metrics_*`, and the push's log lines.
+//! - here: [`spawn`] runs the timer: one push per interval, retrying what OTLP says is
+//!   retryable within the interval, and one final push at shutdown.
+
+pub mod config;
+pub mod shape;
+pub mod telemetry;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cujo_config::KeyError;
+use cujo_config::outbound::header_pairs;
+use cujo_otlp::exporter::retry::{Backoff, RetrySettings};
+use cujo_otlp::exporter::transport::{self, Downstream, DownstreamError, Outcome, Signal};
+use cujo_sli::processor::SliReader;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use prost::Message as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{OtlpMetricsExporter, Temporality};
+pub use shape::{Baseline, EngineSnapshot, MAX_BUCKETS, MetricsShaper};
+pub use telemetry::OtlpMetricsTelemetry;
+
+/// Most attempts of one push (the first included), all within the interval.
+const MAX_ATTEMPTS: u32 = 5;
+
+/// Why the push could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] KeyError),
+    #[error(transparent)]
+    Downstream(#[from] DownstreamError),
+}
+
+/// The running push task.
+pub struct MetricsPush {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl MetricsPush {
+    /// Stops the timer after one final push (bounded by the push timeout).
+    pub async fn finish(self) {
+        self.stop.cancel();
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "OTLP metrics push task failed");
+        }
+    }
+}
+
+/// Starts pushing the metrics of the engine behind `engine` as `exporters.otlp_metrics` says.
+pub fn spawn(
+    cfg: &OtlpMetricsExporter,
+    engine: SliReader,
+    stats: Arc<OtlpMetricsTelemetry>,
+    clock_ms: fn() -> u64,
+) -> Result<MetricsPush, StartError> {
+    let headers = header_pairs(
+        &format!("{}.headers", Signal::Metrics.config_key()),
+        &cfg.headers,
+    )?;
+    let downstream = Downstream::for_signal(
+        Signal::Metrics,
+        &cfg.endpoint,
+        cfg.protocol,
+        cfg.compression,
+        headers,
+        cfg.timeout.0,
+        cfg.tls.ca_file.as_deref(),
+    )?;
+    tracing::info!(
+        endpoint = %downstream.uri(),
+        interval = ?cfg.interval.0,
+        temporality = ?cfg.temporality,
+        "pushing SLI metrics over OTLP"
+    );
+    let instance = format!("{}-{}", hostname(), std::process::id());
+    let shaper = MetricsShaper::new(cfg.temporality, clock_ms() * 1_000_000, &instance);
+    let stop = CancellationToken::new();
+    let pusher = Pusher {
+        engine,
+        downstream,
+        shaper,
+        stats,
+        clock_ms,
+    };
+    let task = tokio::spawn(pusher.run(cfg.interval.0, cfg.timeout.0, stop.clone()));
+    Ok(MetricsPush { stop, task })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "cujo".into())
+}
+
+struct Pusher {
+    engine: SliReader,
+    downstream: Downstream,
+    shaper: MetricsShaper,
+    stats: Arc<OtlpMetricsTelemetry>,
+    clock_ms: fn() -> u64,
+}
+
+impl Pusher {
+    async fn run(mut self, interval: Duration, timeout: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => self.push(interval, &stop).await,
+            }
+        }
+        // The last values (everything released before shutdown) go out once more.
+        self.push(timeout, &CancellationToken::new()).await;
+    }
+
+    /// One push, retried while retryable within `budget`; gives up early on `stop`.
+    async fn push(&mut self, budget: Duration, stop: &CancellationToken) {
+        let now_ms = (self.clock_ms)();
+        let Some(snapshot) = self
+            .engine
+            .with(move |engine| EngineSnapshot::take(engine, now_ms))
+            .await
+        else {
+            return self
+                .stats
+                .failed("the SLI engine's thread stopped; nothing to push");
+        };
+        let (request, baseline) = self.shaper.build(&snapshot, now_ms * 1_000_000);
+        let points = shape::data_points(&request);
+        let (protocol, compression) = (self.downstream.protocol(), self.downstream.compression());
+        let body = match tokio::task::spawn_blocking(move || {
+            encode(&request, protocol, compression)
+        })
+        .await
+        {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => return self.stats.failed(&format!("compressing failed: {e}")),
+            Err(e) => return self.stats.failed(&format!("encoding task failed: {e}")),
+        };
+        let started = Instant::now();
+        let mut backoff = Backoff::new(
+            RetrySettings {
+                initial_interval: (budget / 8)
+                    .clamp(Duration::from_millis(10), Duration::from_secs(1)),
+                max_interval: budget / 2,
+                max_elapsed: budget,
+            },
+            started,
+        );
+        for attempt in 1..=MAX_ATTEMPTS {
+            match self.downstream.send(body.clone()).await {
+                Outcome::Delivered { rejected, message } => {
+                    self.stats.delivered(points, rejected, &message);
+                    self.shaper.commit(baseline);
+                    return;
+                }
+                Outcome::Permanent { error } => {
+                    self.stats.attempt_failed(&error, false);
+                    return self.stats.failed(&error);
+                }
+                Outcome::Retryable { after, error } => {
+                    let delay = backoff.next_delay(after, Instant::now());
+                    let Some(delay) = delay.filter(|_| attempt < MAX_ATTEMPTS) else {
+                        self.stats.attempt_failed(&error, false);
+                        return self.stats.failed(&format!(
+                            "gave up after {attempt} attempts in {:?}: {error}",
+                            started.elapsed()
+                        ));
+                    };
+                    self.stats.attempt_failed(&error, true);
+                    tokio::select! {
+                        _ = stop.cancelled() => return self.stats.failed(&format!("shutting down while waiting to retry: {error}")),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Protobuf, compressed if configured, framed for gRPC.
+fn encode(
+    request: &ExportMetricsServiceRequest,
+    protocol: transport::Protocol,
+    compression: transport::Compression,
+) -> std::io::Result<Bytes> {
+    transport::encode_message(&request.encode_to_vec(), protocol, compression)
+}

@@ -1,0 +1,357 @@
+//! Alert transitions: successive [`Report`]s in, the alerts that started or ended between
+//! them out. Pure (no clock of its own, no I/O): the report's `generated_at_ms` is the time.
+//!
+//! Only transitions are returned, never a state already notified. A resolution is held back
+//! until the alert has stayed clear for `resolve_delay`; if it fires again within that time
+//! it is the same alert still (same `started_at`, same `dedup_key`) and nothing is returned,
+//! so a flapping alert makes one firing and one resolved notification.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use cujo_sli::report::{ObjectiveReport, Report};
+use cujo_sli::slo::Severity;
+
+/// Whether an alert started or ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+impl AlertStatus {
+    pub fn label(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+}
+
+/// One alert changing state, with the objective's numbers at that evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub status: AlertStatus,
+    pub severity: Severity,
+    pub cuj: String,
+    /// `availability` or `latency`.
+    pub sli: String,
+    pub target: f64,
+    /// The objective's window as a label (`30d`).
+    pub window: String,
+    /// (window label, burn rate), shortest window first.
+    pub burn_rates: Vec<(String, f64)>,
+    pub budget_remaining: f64,
+    pub exhaustion_seconds: Option<f64>,
+    /// When the alert was first seen firing (ms since the Unix epoch); stable for its life.
+    pub started_at_ms: u64,
+    /// When it was first seen clear, for a resolution.
+    pub resolved_at_ms: Option<u64>,
+}
+
+impl Transition {
+    /// Identifies the alert (not the attempt): the same for every retry of this transition
+    /// and for the firing and resolved notifications of one alert.
+    pub fn dedup_key(&self) -> String {
+        format!(
+            "{}/{}/{}/{}/{}",
+            self.cuj,
+            self.sli,
+            self.window,
+            self.severity.label(),
+            self.started_at_ms
+        )
+    }
+
+    pub(super) fn burn(&self, window: &str) -> Option<f64> {
+        self.burn_rates
+            .iter()
+            .find(|(w, _)| w == window)
+            .map(|(_, b)| *b)
+    }
+}
+
+/// (cuj, sli, objective window, severity).
+type AlertKey = (String, String, String, &'static str);
+
+#[derive(Debug, Clone, Copy)]
+struct Active {
+    started_at_ms: u64,
+    /// Set while the alert is clear but its resolution is held back.
+    clear_since_ms: Option<u64>,
+}
+
+/// Turns successive reports into alert transitions.
+#[derive(Debug, Default)]
+pub struct AlertTracker {
+    resolve_delay_ms: u64,
+    /// Alerts notified as firing and not yet as resolved.
+    active: HashMap<AlertKey, Active>,
+}
+
+impl AlertTracker {
+    pub fn new(resolve_delay: Duration) -> Self {
+        Self {
+            resolve_delay_ms: resolve_delay.as_millis() as u64,
+            active: HashMap::new(),
+        }
+    }
+
+    /// Alerts currently notified as firing.
+    pub fn firing(&self) -> usize {
+        self.active.len()
+    }
+
+    /// The transitions since the previous report, in report order (CUJ, objective, page
+    /// before ticket). `report.generated_at_ms` is the clock.
+    pub fn update(&mut self, report: &Report) -> Vec<Transition> {
+        let now = report.generated_at_ms;
+        let mut out = Vec::new();
+        for cuj in &report.cujs {
+            for obj in &cuj.objectives {
+                for (severity, firing) in
+                    [(Severity::Page, obj.page), (Severity::Ticket, obj.ticket)]
+                {
+                    let key: AlertKey = (
+                        cuj.name.clone(),
+                        obj.sli.clone(),
+                        obj.window.clone(),
+                        severity.label(),
+                    );
+                    let transition = |status, started_at_ms, resolved_at_ms| {
+                        transition(
+                            &cuj.name,
+                            obj,
+                            severity,
+                            status,
+                            started_at_ms,
+                            resolved_at_ms,
+                        )
+                    };
+                    match (self.active.get_mut(&key), firing) {
+                        (None, false) => {}
+                        (None, true) => {
+                            self.active.insert(
+                                key,
+                                Active {
+                                    started_at_ms: now,
+                                    clear_since_ms: None,
+                                },
+                            );
+                            out.push(transition(AlertStatus::Firing, now, None));
+                        }
+                        (Some(active), true) => active.clear_since_ms = None,
+                        (Some(active), false) => {
+                            let since = *active.clear_since_ms.get_or_insert(now);
+                            if now.saturating_sub(since) >= self.resolve_delay_ms {
+                                let started = active.started_at_ms;
+                                self.active.remove(&key);
+                                out.push(transition(AlertStatus::Resolved, started, Some(since)));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn transition(
+    cuj: &str,
+    obj: &ObjectiveReport,
+    severity: Severity,
+    status: AlertStatus,
+    started_at_ms: u64,
+    resolved_at_ms: Option<u64>,
+) -> Transition {
+    Transition {
+        status,
+        severity,
+        cuj: cuj.to_string(),
+        sli: obj.sli.clone(),
+        target: obj.target,
+        window: obj.window.clone(),
+        burn_rates: obj
+            .windows
+            .iter()
+            .map(|w| (w.window.clone(), w.burn_rate))
+            .collect(),
+        budget_remaining: obj.budget_remaining,
+        exhaustion_seconds: obj.exhaustion_seconds,
+        started_at_ms,
+        resolved_at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cujo_sli::condition::{Scalar, SpanFacts, StatusCode};
+    use cujo_sli::cuj::TraceFacts;
+    use cujo_sli::engine::SliEngine;
+
+    const MIN: u64 = 60_000;
+
+    struct Root {
+        error: bool,
+    }
+
+    impl SpanFacts for Root {
+        fn name(&self) -> &str {
+            "POST /v1/messages"
+        }
+        fn service(&self) -> &str {
+            "frontend-api"
+        }
+        fn status(&self) -> StatusCode {
+            if self.error {
+                StatusCode::Error
+            } else {
+                StatusCode::Unset
+            }
+        }
+        fn attribute(&self, _key: &str) -> Option<Scalar<'_>> {
+            None
+        }
+    }
+
+    /// The CUJ as a user writes it: 99.9% available over 30 days.
+    fn engine() -> SliEngine {
+        SliEngine::new(crate::cujs::from_yaml(
+            r#"
+cujs:
+  - name: post_message
+    match: { span.name: "POST /v1/messages" }
+    availability: { bad: [ { status: error } ] }
+    objectives: [ { sli: availability, target: 99.9%, window: 30d } ]
+"#,
+        ))
+    }
+
+    /// One minute of traffic: 100 traces, `bad` of them errors, observed at `now`.
+    fn minute(e: &mut SliEngine, now: u64, bad: u32) {
+        for i in 0..100 {
+            let root = Root { error: i < bad };
+            let trace = TraceFacts {
+                trace_id: [7; 16],
+                root: &root,
+                root_start_ns: 0,
+                root_end_ns: 1_000_000,
+                spans: std::slice::from_ref(&root),
+                last_end_ns: 1_000_000,
+                span_bits: None,
+            };
+            e.observe(&trace, now);
+        }
+    }
+
+    fn page(ts: &[(u64, Transition)]) -> Vec<(u64, &Transition)> {
+        ts.iter()
+            .filter(|(_, t)| t.severity == Severity::Page)
+            .map(|(at, t)| (*at, t))
+            .collect()
+    }
+
+    /// Two calm hours, a 10-minute burst of 50% errors, then calm again, evaluated every
+    /// minute on an injected clock: the page fires once in the burst and resolves once when
+    /// the windows have rolled past it (later by `resolve_delay`), the ticket keeps firing.
+    #[test]
+    fn an_error_burst_fires_the_page_once_and_resolves_it_as_the_windows_roll() {
+        let mut e = engine();
+        let mut prompt = AlertTracker::new(Duration::ZERO);
+        let mut delayed = AlertTracker::new(Duration::from_secs(300));
+        let (mut seen_prompt, mut seen_delayed) = (Vec::new(), Vec::new());
+        let t0 = 1_700_000_000_000 - 1_700_000_000_000 % (3600 * 1000);
+        let mut page_clear_from = None;
+        for m in 0..240u64 {
+            let now = t0 + m * MIN;
+            let burst = (120..130).contains(&m);
+            minute(&mut e, now, if burst { 50 } else { 0 });
+            let report = e.report(now);
+            let firing = report.cujs[0].objectives[0].page;
+            if m > 130 && !firing && page_clear_from.is_none() {
+                page_clear_from = Some(now);
+            }
+            seen_prompt.extend(prompt.update(&report).into_iter().map(|t| (now, t)));
+            seen_delayed.extend(delayed.update(&report).into_iter().map(|t| (now, t)));
+            // Evaluating again at the same instant changes nothing: a state is notified once.
+            assert!(prompt.update(&report).is_empty());
+        }
+        let cleared = page_clear_from.expect("the page clears after the burst");
+
+        let pages = page(&seen_prompt);
+        assert_eq!(pages.len(), 2, "one firing, one resolved: {pages:#?}");
+        let (fired_at, firing) = pages[0];
+        assert_eq!(firing.status, AlertStatus::Firing);
+        // 1h burn after two bad minutes: 100 / 6000 / 0.001 = 16.7 > 14.4 (and 5m far above).
+        assert_eq!(fired_at, t0 + 121 * MIN);
+        assert_eq!(firing.started_at_ms, fired_at);
+        assert!(firing.burn("1h").is_some_and(|b| b > 14.4), "{firing:?}");
+        assert!(firing.budget_remaining < 1.0);
+        let (resolved_at, resolved) = pages[1];
+        assert_eq!(resolved.status, AlertStatus::Resolved);
+        assert_eq!(resolved_at, cleared);
+        assert_eq!(resolved.resolved_at_ms, Some(cleared));
+        assert_eq!(resolved.dedup_key(), firing.dedup_key());
+        assert_eq!(
+            firing.dedup_key(),
+            format!("post_message/availability/30d/page/{fired_at}")
+        );
+        // The (6h, 30m) rule holds the page until the 30-minute window is past the burst.
+        assert!(
+            cleared >= t0 + 150 * MIN && cleared <= t0 + 161 * MIN,
+            "{cleared}"
+        );
+
+        let delayed_pages = page(&seen_delayed);
+        assert_eq!(delayed_pages.len(), 2, "{delayed_pages:#?}");
+        assert_eq!(delayed_pages[0].1, firing);
+        assert_eq!(delayed_pages[1].0, cleared + 5 * MIN);
+        assert_eq!(delayed_pages[1].1.resolved_at_ms, Some(cleared));
+
+        // A day's 1% error ratio opens a ticket that outlives the page.
+        let tickets: Vec<_> = seen_prompt
+            .iter()
+            .filter(|(_, t)| t.severity == Severity::Ticket)
+            .collect();
+        assert_eq!(tickets.len(), 1, "{tickets:#?}");
+        assert_eq!(tickets[0].1.status, AlertStatus::Firing);
+        assert_eq!(prompt.firing(), 1);
+    }
+
+    /// Reports whose page alert is set by hand.
+    fn flagged(e: &SliEngine, now: u64, page: bool) -> Report {
+        let mut r = e.report(now);
+        r.cujs[0].objectives[0].page = page;
+        r.cujs[0].objectives[0].ticket = false;
+        r
+    }
+
+    #[test]
+    fn a_flap_within_resolve_delay_is_the_same_alert() {
+        let e = engine();
+        let mut tracker = AlertTracker::new(Duration::from_secs(300));
+        let t = 1_700_000_000_000;
+        let fired = tracker.update(&flagged(&e, t, true));
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].status, AlertStatus::Firing);
+        // Clear for two minutes, firing again, clear again: nothing to say yet.
+        for (at, page) in [(1, false), (3, false), (4, true), (5, false), (9, false)] {
+            let out = tracker.update(&flagged(&e, t + at * MIN, page));
+            assert!(out.is_empty(), "minute {at}: {out:?}");
+        }
+        // Clear since minute 5: resolved at minute 10, once, under the first alert's key.
+        let resolved = tracker.update(&flagged(&e, t + 10 * MIN, false));
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].status, AlertStatus::Resolved);
+        assert_eq!(resolved[0].resolved_at_ms, Some(t + 5 * MIN));
+        assert_eq!(resolved[0].dedup_key(), fired[0].dedup_key());
+        assert!(tracker.update(&flagged(&e, t + 11 * MIN, false)).is_empty());
+        // Firing after the resolution is a new alert with a new key.
+        let again = tracker.update(&flagged(&e, t + 20 * MIN, true));
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].started_at_ms, t + 20 * MIN);
+        assert_ne!(again[0].dedup_key(), fired[0].dedup_key());
+    }
+}

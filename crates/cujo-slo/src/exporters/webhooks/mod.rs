@@ -1,0 +1,231 @@
+//! Burn-rate alert notifications (`notifications:`): when a CUJ objective's page or ticket
+//! alert fires or resolves, POST it to the configured webhooks (Slack incoming-webhook JSON
+//! or cujo's own JSON body).
+//!
+//! Owns the evaluation timer, the alert state between evaluations, one bounded queue and
+//! delivery task per webhook, and the `cujo_notifications_*` counters. It reads the engine
+//! only through [`SliReader::with`] (a report made on the engine's thread), sends only
+//! through `cujo_otlp::exporter::transport`, and never logs a webhook's URL or headers.
+//!
+//! The [`Notifier`] evaluates the engine every `evaluation_interval` and hands each
+//! transition to one delivery task per webhook (bounded queue, in order), which retries 5xx,
+//! 429, timeouts and connection errors with exponential backoff (honouring `Retry-After`),
+//! and gives up on other 4xx at once. Every attempt of one transition carries the same
+//! `dedup_key` (`cuj/sli/window/severity/started_at_ms`) so receivers can drop a retry whose
+//! first attempt did arrive. The alert state lives in memory: after a restart an alert
+//! still firing is notified again, with a new `started_at`.
+//!
+//! # Layout
+//! - [`config`]: `notifications:` and its `validate`.
+//! - [`alerts`]: [`AlertTracker`], reports in, [`Transition`]s out (pure).
+//! - [`body`]: the Slack and generic JSON bodies.
+//! - `delivery`: one webhook's POSTs and retries.
+//! - [`telemetry`]: [`WebhookTelemetry`], counters and log lines of every outcome.
+//! - here: [`Notifier`], the evaluation task and the queues.
+
+pub mod alerts;
+pub mod body;
+pub mod config;
+mod delivery;
+pub mod telemetry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cujo_sli::processor::SliReader;
+use cujo_sli::slo::Severity;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use alerts::{AlertStatus, AlertTracker, Transition};
+pub use body::{generic_body, slack_body};
+pub use config::{AlertSeverity, NotificationsConfig, WebhookConfig, WebhookFormat};
+pub use telemetry::{WebhookOutcomes, WebhookTelemetry};
+
+use delivery::Webhook;
+
+/// Transitions waiting for one webhook; beyond, new ones are counted as failed.
+const QUEUE_CAPACITY: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("notifications.webhooks[{index}] ({name}): {detail}")]
+    Webhook {
+        index: usize,
+        name: String,
+        detail: String,
+    },
+}
+
+/// The name notifications carry in `cujo_instance`.
+fn instance_name(configured: Option<&str>) -> String {
+    if let Some(name) = configured {
+        return name.to_string();
+    }
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "cujo".into())
+}
+
+/// The running notifier: an evaluation task and one delivery task per webhook.
+pub struct Notifier {
+    telemetry: Arc<WebhookTelemetry>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Notifier {
+    /// Starts evaluating the engine behind `engine` every `config.evaluation_interval` at
+    /// `clock()` (ms since the Unix epoch). Must be called within a Tokio runtime.
+    pub fn start(
+        config: &NotificationsConfig,
+        engine: SliReader,
+        clock: fn() -> u64,
+    ) -> Result<Notifier, NotifyError> {
+        let hooks = config
+            .webhooks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Ok((Webhook::new(i, c)?, c.severities.clone())))
+            .collect::<Result<Vec<_>, NotifyError>>()?;
+        let telemetry = Arc::new(WebhookTelemetry::new(
+            hooks.iter().map(|(h, _)| h.outcomes.clone()).collect(),
+        ));
+        let instance: Arc<str> = instance_name(config.instance.as_deref()).into();
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        let mut queues = Vec::new();
+        for (hook, severities) in hooks {
+            let (tx, mut rx) = mpsc::channel::<Arc<Transition>>(QUEUE_CAPACITY);
+            queues.push(Queue {
+                severities,
+                tx,
+                outcomes: hook.outcomes.clone(),
+            });
+            let (instance, stop) = (instance.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Some(t) = rx.recv().await {
+                    hook.deliver(&t, &instance, &stop).await;
+                }
+            }));
+        }
+        tracing::info!(
+            webhooks = queues.len(),
+            every = ?config.evaluation_interval.0,
+            %instance,
+            "notifying burn-rate alert transitions"
+        );
+        tasks.push(tokio::spawn(evaluate(
+            engine,
+            clock,
+            config.evaluation_interval.0,
+            AlertTracker::new(config.resolve_delay.0),
+            queues,
+            telemetry.clone(),
+            stop.clone(),
+        )));
+        Ok(Notifier {
+            telemetry,
+            stop,
+            tasks,
+        })
+    }
+
+    /// `cujo_notifications_total` and friends, for `/metrics`.
+    pub fn telemetry(&self) -> Arc<WebhookTelemetry> {
+        self.telemetry.clone()
+    }
+
+    /// Stops evaluating; queued notifications get one more attempt each (no retry) within
+    /// `deadline`, then whatever is left is abandoned.
+    pub async fn stop(self, deadline: Duration) {
+        self.stop.cancel();
+        let mut tasks = self.tasks;
+        let drained = tokio::time::timeout(deadline, async {
+            for task in &mut tasks {
+                let _ = task.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                ?deadline,
+                "alert notifications still in flight at shutdown were abandoned"
+            );
+            for task in &tasks {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// One webhook's queue, as the evaluation task sees it.
+struct Queue {
+    severities: Vec<AlertSeverity>,
+    tx: mpsc::Sender<Arc<Transition>>,
+    /// The webhook's outcomes: a full queue is a failed notification.
+    outcomes: Arc<WebhookOutcomes>,
+}
+
+fn wants(severities: &[AlertSeverity], s: Severity) -> bool {
+    severities.iter().any(|x| {
+        matches!(
+            (x, s),
+            (AlertSeverity::Page, Severity::Page) | (AlertSeverity::Ticket, Severity::Ticket)
+        )
+    })
+}
+
+async fn evaluate(
+    engine: SliReader,
+    clock: fn() -> u64,
+    every: Duration,
+    mut tracker: AlertTracker,
+    queues: Vec<Queue>,
+    telemetry: Arc<WebhookTelemetry>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        // A report of this moment (not a snapshot): transitions are timed by it.
+        let now = clock();
+        let Some(report) = engine.with(move |e| e.report(now)).await else {
+            tracing::error!("the SLI engine's thread stopped; alert notifications stop");
+            return;
+        };
+        for t in tracker.update(&report) {
+            let dedup_key = t.dedup_key();
+            match t.status {
+                AlertStatus::Firing => tracing::warn!(
+                    cuj = %t.cuj, sli = %t.sli, severity = t.severity.label(),
+                    budget_remaining = t.budget_remaining, %dedup_key,
+                    "burn-rate alert firing"
+                ),
+                AlertStatus::Resolved => tracing::info!(
+                    cuj = %t.cuj, sli = %t.sli, severity = t.severity.label(), %dedup_key,
+                    "burn-rate alert resolved"
+                ),
+            }
+            let t = Arc::new(t);
+            for q in queues.iter().filter(|q| wants(&q.severities, t.severity)) {
+                if q.tx.try_send(t.clone()).is_err() {
+                    q.outcomes.queue_full(&dedup_key);
+                }
+            }
+        }
+        telemetry.evaluated(tracker.firing());
+    }
+}
