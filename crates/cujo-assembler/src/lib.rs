@@ -187,6 +187,11 @@ pub trait TraceObserver: Send {
     /// queue consumer in the same trace), with the encoded `ResourceSpans` header it arrived
     /// under. Passed on at once, never held.
     fn late_span(&mut self, _trace_id: &TraceId, _span: &[u8], _resource: &[u8]) {}
+
+    /// The end of one step of the assembler ([`Assembler::ingest_step`],
+    /// [`Assembler::release_due`], [`Assembler::release_all`]): an observer that batches what
+    /// it heard hands it on now.
+    fn flush(&mut self) {}
 }
 
 impl Assembler {
@@ -428,7 +433,14 @@ impl Assembler {
         {
             self.relieve_pressure(0, 0, now_ms, out);
         }
+        self.flush_observer();
         done
+    }
+
+    fn flush_observer(&mut self) {
+        if let Some(observer) = self.observer.as_mut() {
+            observer.flush();
+        }
     }
 
     fn ingest_span<'a>(
@@ -620,6 +632,7 @@ impl Assembler {
             }
         }
         self.tidy();
+        self.flush_observer();
     }
 
     /// Releases everything held (shutdown). Traces continuing other held traces go last, so
@@ -644,6 +657,7 @@ impl Assembler {
             self.release_trace(id, now_ms, ReleaseReason::Shutdown, out);
         }
         self.tidy();
+        self.flush_observer();
     }
 
     /// Releases the oldest traces until `spans` more held spans and `bytes` more memory fit

@@ -257,6 +257,10 @@ impl TraceObserver for SliObserver {
         }
     }
 
+    fn flush(&mut self) {
+        self.feed.flush();
+    }
+
     fn late_span(&mut self, trace_id: &[u8; 16], span: &[u8], resource: &[u8]) {
         if !self.settles {
             return;

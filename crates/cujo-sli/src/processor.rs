@@ -3,9 +3,11 @@
 //!
 //! - The span path (each assembler shard) matches its released traces itself
 //!   ([`crate::engine::SliMatcher`]) and hands the engine plain data through an [`SliFeed`]:
-//!   the events a trace began, the marks of late and linked spans. Sending never waits for a
-//!   reader; it waits only when the engine thread is [`HANDOFF_CAPACITY`] messages behind,
-//!   which is back-pressure from recording itself (counted: [`SliFeed::waits`]).
+//!   the events a trace began, the marks of late and linked spans, in batches of up to
+//!   [`BATCH_INPUTS`] (one wake-up of the engine thread per batch; what a shard gathered is
+//!   handed over at the end of each assembler step). Sending never waits for a reader; it
+//!   waits only when the engine thread is [`HANDOFF_CAPACITY`] batches behind, which is
+//!   back-pressure from recording itself (counted: [`SliFeed::waits`]).
 //! - Readers (`/metrics`, the status page and APIs, the notifier, the OTLP push, the state
 //!   saver) go through an [`SliReader`]: a job runs on the engine thread between two inputs
 //!   and hands back plain data (a [`Report`], metric families, the state file's bytes).
@@ -28,10 +30,15 @@ use std::time::{Duration, Instant};
 use crate::engine::{Family, MatchedTrace, SliEngine, SpanMarks};
 use crate::report::Report;
 
-/// How many messages may wait between the span path and the engine thread. Recording an
+/// How many inputs a shard gathers before it hands them over in one message (it also hands
+/// over what it has at the end of each assembler step, [`SliFeed::flush`]): one wake-up of
+/// the engine thread per batch, not per trace.
+pub const BATCH_INPUTS: usize = 64;
+
+/// How many batches may wait between the span path and the engine thread. Recording an
 /// event takes about a microsecond, so this is tens of milliseconds of work: enough to ride
 /// out a snapshot being built over thousands of series.
-pub const HANDOFF_CAPACITY: usize = 16_384;
+pub const HANDOFF_CAPACITY: usize = 512;
 
 /// How many waiting inputs the engine applies before a reader's job, at most: a job sees
 /// what was handed over before it was asked (read-your-writes for the caller), and a
@@ -42,23 +49,25 @@ enum Input {
     Trace(MatchedTrace, u64),
     Late([u8; 16], SpanMarks),
     Linked([u8; 16], [u8; 16], SpanMarks),
-    /// A reader queued a job: look at the jobs now rather than at the next input or tick.
-    Wake,
 }
 
 impl Input {
-    /// Bytes this input holds, counted while it waits.
-    fn bytes(&self) -> usize {
-        let heap = match self {
+    /// Bytes this input holds beside its place in a batch, counted while it waits.
+    fn heap_bytes(&self) -> usize {
+        match self {
             Input::Trace(t, _) => t.heap_bytes(),
             Input::Late(_, m) | Input::Linked(_, _, m) => {
                 cujo_wire::alloc::vec_bytes::<(usize, crate::cuj::SpanMark)>(m.marks.capacity())
             }
-            // Not counted when sent: readers' wake-ups are not the span path's data.
-            Input::Wake => return 0,
-        };
-        std::mem::size_of::<Input>() + heap
+        }
     }
+}
+
+enum Message {
+    /// Inputs of one shard, in the order it heard them, and the bytes counted for them.
+    Batch(Vec<Input>, usize),
+    /// A reader queued a job: look at the jobs now rather than at the next input or tick.
+    Wake,
 }
 
 type Job = Box<dyn FnOnce(&mut SliEngine) + Send>;
@@ -93,6 +102,8 @@ pub fn spawn(
     let feed = SliFeed {
         tx: inputs_tx.clone(),
         shared: shared.clone(),
+        pending: Vec::new(),
+        pending_bytes: 0,
     };
     let reader = SliReader {
         jobs: jobs_tx,
@@ -110,24 +121,27 @@ pub fn spawn(
 /// Ends when every feed and reader is gone.
 fn run(
     mut engine: SliEngine,
-    inputs: Receiver<Input>,
+    inputs: Receiver<Message>,
     jobs: Receiver<Job>,
     clock: fn() -> u64,
     shared: &Shared,
 ) {
     let every = engine.tick_interval();
     let mut next_tick = Instant::now() + every;
-    let apply = |engine: &mut SliEngine, input: Input| {
-        shared
-            .queued_bytes
-            .fetch_sub(input.bytes(), Ordering::Relaxed);
-        match input {
-            Input::Trace(trace, now_ms) => engine.record(trace, now_ms),
-            Input::Late(trace, marks) => engine.record_late(trace, &marks),
-            Input::Linked(trace, to, marks) => engine.record_linked(trace, to, &marks),
-            Input::Wake => return,
+    let apply = |engine: &mut SliEngine, message: Message| {
+        let Message::Batch(inputs, bytes) = message else {
+            return;
+        };
+        let n = inputs.len() as u64;
+        for input in inputs {
+            match input {
+                Input::Trace(trace, now_ms) => engine.record(trace, now_ms),
+                Input::Late(trace, marks) => engine.record_late(trace, &marks),
+                Input::Linked(trace, to, marks) => engine.record_linked(trace, to, &marks),
+            }
         }
-        shared.applied.fetch_add(1, Ordering::Relaxed);
+        shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        shared.applied.fetch_add(n, Ordering::Relaxed);
     };
     loop {
         let wait = next_tick.saturating_duration_since(Instant::now());
@@ -154,53 +168,98 @@ fn run(
     }
 }
 
-/// The span path's end of the hand-off (one clone per assembler shard).
-#[derive(Clone)]
+/// The span path's end of the hand-off (one clone per assembler shard). Inputs are gathered
+/// into batches of [`BATCH_INPUTS`] and handed over when a batch is full, at
+/// [`SliFeed::flush`] (the end of each assembler step) and when the feed is dropped.
 pub struct SliFeed {
-    tx: SyncSender<Input>,
+    tx: SyncSender<Message>,
     shared: Arc<Shared>,
+    pending: Vec<Input>,
+    /// Bytes counted for `pending` (already in `Shared::queued_bytes`).
+    pending_bytes: usize,
+}
+
+impl Clone for SliFeed {
+    /// Another shard's end: the same hand-off, a batch of its own.
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            shared: self.shared.clone(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+        }
+    }
 }
 
 impl SliFeed {
     /// The events a released trace began, released at `now_ms`. Traces that began none
     /// need not be sent.
-    pub fn trace(&self, trace: MatchedTrace, now_ms: u64) {
-        self.send(Input::Trace(trace, now_ms));
+    pub fn trace(&mut self, trace: MatchedTrace, now_ms: u64) {
+        self.push(Input::Trace(trace, now_ms));
     }
 
     /// Late spans of `trace` (arrived after its release), read into marks.
-    pub fn late(&self, trace: [u8; 16], marks: SpanMarks) {
-        self.send(Input::Late(trace, marks));
+    pub fn late(&mut self, trace: [u8; 16], marks: SpanMarks) {
+        self.push(Input::Late(trace, marks));
     }
 
     /// A released trace `trace` continuing `linked_to`, its spans read into marks. Send it
     /// before the trace's own events ([`SliFeed::trace`]), as the engine expects.
-    pub fn linked(&self, trace: [u8; 16], linked_to: [u8; 16], marks: SpanMarks) {
-        self.send(Input::Linked(trace, linked_to, marks));
+    pub fn linked(&mut self, trace: [u8; 16], linked_to: [u8; 16], marks: SpanMarks) {
+        self.push(Input::Linked(trace, linked_to, marks));
     }
 
-    fn send(&self, input: Input) {
-        let bytes = input.bytes();
+    fn push(&mut self, input: Input) {
+        if self.pending.capacity() == 0 {
+            self.pending.reserve_exact(BATCH_INPUTS);
+            let batch = cujo_wire::alloc::vec_bytes::<Input>(BATCH_INPUTS);
+            self.count(batch);
+        }
+        self.count(input.heap_bytes());
+        self.pending.push(input);
+        if self.pending.len() >= BATCH_INPUTS {
+            self.flush();
+        }
+    }
+
+    fn count(&mut self, bytes: usize) {
+        self.pending_bytes += bytes;
         self.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
-        let sent = match self.tx.try_send(input) {
+    }
+
+    /// Hands over what this shard gathered, if anything.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let (inputs, bytes) = (std::mem::take(&mut self.pending), self.pending_bytes);
+        self.pending_bytes = 0;
+        let n = inputs.len() as u64;
+        let sent = match self.tx.try_send(Message::Batch(inputs, bytes)) {
             Ok(()) => true,
-            Err(TrySendError::Full(input)) => {
+            Err(TrySendError::Full(message)) => {
                 self.shared.waits.fetch_add(1, Ordering::Relaxed);
-                self.tx.send(input).is_ok()
+                self.tx.send(message).is_ok()
             }
             Err(TrySendError::Disconnected(_)) => false,
         };
         if !sent {
-            // The engine thread is gone (it panicked): nothing waits, the input is lost to
+            // The engine thread is gone (it panicked): nothing waits, the inputs are lost to
             // the SLIs (the spans themselves flow on).
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            self.shared.lost.fetch_add(1, Ordering::Relaxed);
+            self.shared.lost.fetch_add(n, Ordering::Relaxed);
         }
     }
 
-    /// Sends that found the hand-off full and waited for the engine thread, since start.
+    /// Batches that found the hand-off full and waited for the engine thread, since start.
     pub fn waits(&self) -> u64 {
         self.shared.waits.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for SliFeed {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -235,7 +294,7 @@ impl<T> Default for Slot<T> {
 #[derive(Clone)]
 pub struct SliReader {
     jobs: Sender<Job>,
-    wake: SyncSender<Input>,
+    wake: SyncSender<Message>,
     shared: Arc<Shared>,
     clock: fn() -> u64,
     snapshot_max_age: Duration,
@@ -274,7 +333,7 @@ impl SliReader {
     fn submit(&self, job: Job) -> Option<()> {
         self.jobs.send(job).ok()?;
         // Full: the engine is busy with inputs and looks at jobs after each one.
-        let _ = self.wake.try_send(Input::Wake);
+        let _ = self.wake.try_send(Message::Wake);
         Some(())
     }
 
@@ -358,7 +417,7 @@ impl SliReader {
         self.shared.queued_bytes.load(Ordering::Relaxed)
     }
 
-    /// Sends that found the hand-off full and waited for the engine thread, since start.
+    /// Batches that found the hand-off full and waited for the engine thread, since start.
     pub fn handoff_waits(&self) -> u64 {
         self.shared.waits.load(Ordering::Relaxed)
     }
@@ -447,6 +506,7 @@ mod tests {
     /// hand-off holds, and waits for it.
     fn feed_from_a_shard(feed: SliFeed, matcher: Arc<SliMatcher>, n: u64) {
         std::thread::spawn(move || {
+            let mut feed = feed;
             for i in 0..n {
                 feed.trace(trace(&matcher, i), START_MS);
             }
