@@ -233,7 +233,12 @@ impl Downstream {
                 .await
                 .map_err(|e| error_chain(&e))?;
             let (parts, body) = resp.into_parts();
-            let collected = body.collect().await.map_err(|e| e.to_string())?;
+            // An OTLP answer is a few bytes (a partial success at most): a longer one is
+            // not held, whatever the downstream sends.
+            let collected = http_body_util::Limited::new(body, MAX_OTLP_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(|e| format!("answer unread (over {MAX_OTLP_ANSWER_BYTES} bytes?): {e}"))?;
             let trailers = collected.trailers().cloned();
             Ok::<_, String>((parts.status, parts.headers, trailers, collected.to_bytes()))
         };
@@ -285,6 +290,10 @@ const USER_AGENT: &str = concat!("cujo/", env!("CARGO_PKG_VERSION"));
 
 /// How much of a non-OTLP answer's body is read (for the error of a refusal).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// The longest OTLP answer body read; past it the attempt fails (retryably) rather than
+/// hold what a broken or hostile downstream sends.
+const MAX_OTLP_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 
 /// An OTLP message as a request body for `protocol`: gzip-compressed if `compression` says
 /// so, and framed for gRPC. (The span exporter writes its bodies in place, reusing buffers;
@@ -752,5 +761,44 @@ mod tests {
         }
         let bad = HttpPost::new("hooks.example/x", Vec::new(), Duration::from_secs(1), None);
         assert!(matches!(bad, Err(HttpPostError::Url(_))), "{:?}", bad.err());
+    }
+
+    #[tokio::test]
+    async fn an_otlp_answer_longer_than_the_cap_is_not_held() {
+        use hyper::service::service_fn;
+        use hyper_util::rt::TokioIo;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let service = service_fn(|_req: Request<hyper::body::Incoming>| async {
+                        // Twice the cap, as a broken or hostile downstream might.
+                        let huge = Bytes::from(vec![b'x'; 2 * MAX_OTLP_ANSWER_BYTES]);
+                        Ok::<_, hyper::Error>(http::Response::new(Full::new(huge)))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let downstream = Downstream::new(
+            &format!("http://{addr}"),
+            Protocol::HttpProtobuf,
+            Compression::None,
+            Vec::new(),
+            Duration::from_secs(30),
+            None,
+        )
+        .expect("downstream");
+        match downstream.send(Bytes::from_static(b"")).await {
+            Outcome::Retryable { error, .. } => {
+                assert!(error.contains("over 4194304 bytes"), "{error}");
+            }
+            other => panic!("a 8 MiB answer was taken: {other:?}"),
+        }
     }
 }
