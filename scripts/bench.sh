@@ -35,6 +35,8 @@
 #                       only (default 50)
 #   --poll-connections N  keep-alive connections per endpoint sharing   [POLL_CONNECTIONS]
 #                       that rate (default 1: a poll slower than 1/rate delays the next)
+#   --poll-plain        poll without Accept-Encoding: gzip (scrapers    [POLL_PLAIN=1]
+#                       and browsers ask for gzip, so the default does)
 #   --no-build          use the binaries already built
 # ROTEL_BIN overrides the rotel-agent path; CARGO_TARGET_DIR is respected.
 # The table's "CPU µs/span over plain" is each run's CPU per span minus that of the `cujo`
@@ -57,6 +59,7 @@ MODES=${MODES:-saturate,rate}
 OUT=${OUT:-}
 POLL_RATE=${POLL_RATE:-50}
 POLL_CONNECTIONS=${POLL_CONNECTIONS:-1}
+POLL_PLAIN=${POLL_PLAIN:-}
 BUILD=1
 
 while [[ $# -gt 0 ]]; do
@@ -74,6 +77,7 @@ while [[ $# -gt 0 ]]; do
     --out) OUT=$2; shift 2 ;;
     --poll-rate) POLL_RATE=$2; shift 2 ;;
     --poll-connections) POLL_CONNECTIONS=$2; shift 2 ;;
+    --poll-plain) POLL_PLAIN=1; shift ;;
     --no-build) BUILD=0; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$SCRIPT"; exit 0 ;;
     *) echo "bench.sh: unknown argument: $1" >&2; exit 2 ;;
@@ -199,7 +203,8 @@ target_args() {
     cujo-pipeline) printf '%s\0' --target cujo --label cujo-pipeline --cujo-yaml "$PIPELINE_YAML" ;;
     # cujo-sli while its SLO report and /metrics are read, as dashboards and deploy gates do.
     cujo-sli-polled) printf '%s\0' --target cujo --label cujo-sli-polled --cujo-yaml "$SLI_YAML" \
-      --poll-rate "$POLL_RATE" --poll-connections "$POLL_CONNECTIONS" --unpolled-label cujo-sli ;;
+      --poll-rate "$POLL_RATE" --poll-connections "$POLL_CONNECTIONS" --unpolled-label cujo-sli \
+      ${POLL_PLAIN:+--poll-plain} ;;
     *) printf '%s\0' --target "$1" ;;
   esac
 }
@@ -249,7 +254,7 @@ echo
 echo "Machine: $(nproc) cores${cpu:+, $cpu}; $(git rev-parse --short HEAD 2>/dev/null || echo '?'); rotel $("$ROTEL_BIN" --version 2>/dev/null | awk '{print $2}' || echo '?')."
 echo "Each run: ${CLIENTS} clients${CONCURRENCY:+ x $CONCURRENCY in flight}, ${WARMUP} warm-up + ${DURATION} measured; rate mode offers ${RATE} spans/s; fraction mode ${FRACTION} of saturation; downstream ${DOWNSTREAM}; medians of ${ROUNDS} rounds; CPU % is of one core (the machine has $(nproc))."
 if [[ " ${TARGETS[*]} " == *" cujo-sli-polled "* ]]; then
-  echo "cujo-sli-polled: cujo-sli with /api/v1/slos and /metrics each GET ${POLL_RATE}/s (keep-alive HTTP/1.1, ${POLL_CONNECTIONS} connection(s) each) from the warm-up on; the pollers are threads of cujo-load, so their CPU is in its benchmark CPU, not the target's."
+  echo "cujo-sli-polled: cujo-sli with /api/v1/slos and /metrics each GET ${POLL_RATE}/s (keep-alive HTTP/1.1, ${POLL_CONNECTIONS} connection(s) each, ${POLL_PLAIN:+without}${POLL_PLAIN:-with} Accept-Encoding: gzip) from the warm-up on; the pollers are threads of cujo-load, so their CPU is in its benchmark CPU, not the target's."
 fi
 echo
 "$LOAD" --report "$OUT"

@@ -10,6 +10,12 @@
 //! missed, so a slow endpoint shows as fewer polls done rather than as a queue. Latency is one
 //! poll's service time: request written until the last body byte read.
 //!
+//! Each request carries `Accept-Encoding: gzip` as Prometheus, browsers and `curl
+//! --compressed` send it (`--poll-plain` leaves it out). A gzip body is read to its end but not
+//! inflated: a scraper inflates on its own machine, and here that CPU would be taken from the
+//! target on the same cores. Its inflated size is read from the gzip trailer and reported
+//! beside the bytes on the wire.
+//!
 //! The threads run in the load generator's process: their CPU is part of its `bench_cpu_pct`,
 //! and each also reports its own (from `/proc/thread-self`), so it can be told apart.
 
@@ -37,6 +43,8 @@ pub struct PollConfig {
     pub connections: usize,
     /// Connect, read and write timeout of one poll.
     pub timeout: Duration,
+    /// Ask for gzip (`Accept-Encoding: gzip`), as scrapers and browsers do.
+    pub gzip: bool,
 }
 
 /// What one endpoint's poller saw inside the measured window.
@@ -49,8 +57,10 @@ pub struct EndpointPolls {
     pub failed: u64,
     /// Slots due inside the window that were skipped because the poller was behind.
     pub missed: u64,
-    /// Body bytes of the successful polls.
+    /// Body bytes of the successful polls, as sent.
     pub bytes: u64,
+    /// The same bodies' size once inflated (equal to `bytes` when sent plain).
+    pub plain_bytes: u64,
     /// Service time of the successful polls, µs.
     pub latency_us: Histogram<u64>,
     /// Connections opened (the first one included).
@@ -83,7 +93,7 @@ impl Poller {
         let mut threads = Vec::with_capacity(cfg.paths.len() * n);
         for path in &cfg.paths {
             for i in 0..n {
-                let (addr, timeout, path) = (cfg.addr, cfg.timeout, path.clone());
+                let (addr, timeout, gzip, path) = (cfg.addr, cfg.timeout, cfg.gzip, path.clone());
                 // Connection i takes slots i, i + n, i + 2n, ...
                 let per_s = cfg.per_s / n as f64;
                 let first = start + Duration::from_secs_f64(i as f64 / cfg.per_s);
@@ -91,7 +101,16 @@ impl Poller {
                     std::thread::Builder::new()
                         .name(format!("poll {path} {i}"))
                         .spawn(move || {
-                            poll_loop(addr, timeout, per_s, path, first, window_start, window_end)
+                            poll_loop(
+                                addr,
+                                timeout,
+                                gzip,
+                                per_s,
+                                path,
+                                first,
+                                window_start,
+                                window_end,
+                            )
                         })
                         .context("spawning a poller thread")?,
                 );
@@ -120,6 +139,7 @@ impl EndpointPolls {
         self.failed += o.failed;
         self.missed += o.missed;
         self.bytes += o.bytes;
+        self.plain_bytes += o.plain_bytes;
         let _ = self.latency_us.add(&o.latency_us);
         self.connections += o.connections;
         self.cpu_s = match (self.cpu_s, o.cpu_s) {
@@ -130,9 +150,11 @@ impl EndpointPolls {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn poll_loop(
     addr: SocketAddr,
     timeout: Duration,
+    gzip: bool,
     per_s: f64,
     path: String,
     start: Instant,
@@ -146,12 +168,13 @@ fn poll_loop(
         failed: 0,
         missed: 0,
         bytes: 0,
+        plain_bytes: 0,
         latency_us: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"),
         connections: 0,
         cpu_s: None,
         first_error: None,
     };
-    let mut conn = Connection::new(addr, timeout);
+    let mut conn = Connection::new(addr, timeout, gzip);
     let mut body = Vec::new();
     let mut cpu_start: Option<ProcSample> = None;
     let due_at = |k: u64| start + interval.mul_f64(k as f64);
@@ -188,13 +211,14 @@ fn poll_loop(
         let done = Instant::now();
         let in_window = done >= window_start && done < window_end;
         match result {
-            Ok(()) if in_window => {
+            Ok(plain) if in_window => {
                 out.polls += 1;
                 out.bytes += body.len() as u64;
+                out.plain_bytes += plain;
                 let us = done.duration_since(sent).as_micros() as u64;
                 let _ = out.latency_us.record(us.max(1));
             }
-            Ok(()) => {}
+            Ok(_) => {}
             Err(e) => {
                 if in_window {
                     out.failed += 1;
@@ -216,25 +240,28 @@ fn poll_loop(
 struct Connection {
     addr: SocketAddr,
     timeout: Duration,
+    gzip: bool,
     stream: Option<BufReader<TcpStream>>,
     opened: u64,
     line: String,
 }
 
 impl Connection {
-    fn new(addr: SocketAddr, timeout: Duration) -> Connection {
+    fn new(addr: SocketAddr, timeout: Duration, gzip: bool) -> Connection {
         Connection {
             addr,
             timeout,
+            gzip,
             stream: None,
             opened: 0,
             line: String::new(),
         }
     }
 
-    /// GETs `path` into `body` (cleared first). Fails on any I/O error, a malformed answer or
-    /// a status other than 200; the connection is then dropped.
-    fn get(&mut self, path: &str, body: &mut Vec<u8>) -> anyhow::Result<()> {
+    /// GETs `path` into `body` (cleared first, left as sent); returns the body's inflated
+    /// size. Fails on any I/O error, a malformed answer or a status other than 200; the
+    /// connection is then dropped.
+    fn get(&mut self, path: &str, body: &mut Vec<u8>) -> anyhow::Result<u64> {
         let result = self.exchange(path, body);
         if result.is_err() {
             self.stream = None;
@@ -242,7 +269,7 @@ impl Connection {
         result
     }
 
-    fn exchange(&mut self, path: &str, body: &mut Vec<u8>) -> anyhow::Result<()> {
+    fn exchange(&mut self, path: &str, body: &mut Vec<u8>) -> anyhow::Result<u64> {
         body.clear();
         if self.stream.is_none() {
             let s = TcpStream::connect_timeout(&self.addr, self.timeout)
@@ -255,10 +282,15 @@ impl Connection {
             self.stream = Some(BufReader::with_capacity(256 << 10, s));
         }
         let addr = self.addr;
+        let accept_encoding = if self.gzip {
+            "Accept-Encoding: gzip\r\n"
+        } else {
+            ""
+        };
         let reader = self.stream.as_mut().expect("connected above");
         write!(
             reader.get_mut(),
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n{accept_encoding}\r\n"
         )
         .context("writing the request")?;
 
@@ -272,6 +304,7 @@ impl Connection {
         let mut content_length: Option<usize> = None;
         let mut chunked = false;
         let mut close = false;
+        let mut gzipped = false;
         loop {
             read_line(reader, line)?;
             let header = line.trim_end();
@@ -286,6 +319,8 @@ impl Connection {
                 content_length = Some(value.parse().context("bad content-length")?);
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
                 chunked = value.to_ascii_lowercase().contains("chunked");
+            } else if name.eq_ignore_ascii_case("content-encoding") {
+                gzipped = value.eq_ignore_ascii_case("gzip");
             } else if name.eq_ignore_ascii_case("connection") {
                 close = value.eq_ignore_ascii_case("close");
             }
@@ -330,7 +365,19 @@ impl Connection {
                 String::from_utf8_lossy(&body[..body.len().min(200)])
             );
         }
-        Ok(())
+        if !gzipped {
+            return Ok(body.len() as u64);
+        }
+        if !self.gzip {
+            bail!("{path}: gzip body sent to a poller that did not ask for it");
+        }
+        // A gzip member starts 1f 8b and ends with ISIZE, the inflated length mod 2^32.
+        match body.as_slice() {
+            [0x1f, 0x8b, .., a, b, c, d] if body.len() >= 18 => {
+                Ok(u32::from_le_bytes([*a, *b, *c, *d]) as u64)
+            }
+            _ => bail!("{path}: content-encoding gzip, but the body is not a gzip member"),
+        }
     }
 }
 
@@ -379,9 +426,9 @@ mod tests {
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
             "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\n\r\noops",
         ]);
-        let mut c = Connection::new(addr, Duration::from_secs(2));
+        let mut c = Connection::new(addr, Duration::from_secs(2), true);
         let mut body = Vec::new();
-        c.get("/a", &mut body).unwrap();
+        assert_eq!(c.get("/a", &mut body).unwrap(), 5);
         assert_eq!(body, b"hello");
         c.get("/b", &mut body).unwrap();
         assert_eq!(body, b"abcde");

@@ -95,7 +95,11 @@ pub struct PollReport {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Mean body size as sent (compressed when the poller asked for gzip).
     pub mean_body_bytes: f64,
+    /// Mean body size inflated (equal to `mean_body_bytes` for plain answers); absent from
+    /// runs recorded before the poller asked for gzip.
+    pub mean_plain_bytes: Option<f64>,
     /// The poller thread's own CPU (part of `bench_cpu_pct`), % of one core.
     pub poller_cpu_pct: Option<f64>,
     pub connections: u64,
@@ -173,7 +177,7 @@ impl RunReport {
         for p in &self.polls {
             let _ = writeln!(
                 s,
-                "polls {:<14} {} in window ({:.1}/s of {}/s asked), p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms, failed {}, missed {}, {:.0} KiB/body, poller CPU {} %, {} connection(s){}",
+                "polls {:<14} {} in window ({:.1}/s of {}/s asked), p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms, failed {}, missed {}, {:.0} KiB/body ({:.0} KiB inflated), poller CPU {} %, {} connection(s){}",
                 p.path,
                 p.polls,
                 p.polls_per_s,
@@ -184,6 +188,7 @@ impl RunReport {
                 p.failed,
                 p.missed,
                 p.mean_body_bytes / 1024.0,
+                p.mean_plain_bytes.unwrap_or(p.mean_body_bytes) / 1024.0,
                 opt(p.poller_cpu_pct, 1),
                 p.connections,
                 p.first_error
@@ -465,11 +470,11 @@ pub fn polled_tables(runs: &[RunReport]) -> String {
     );
     let _ = writeln!(
         s,
-        "| mode | target | endpoint | runs | polls/s (asked) | p50 ms | p99 ms | max ms | failed | missed | KiB/body | poller CPU % |"
+        "| mode | target | endpoint | runs | polls/s (asked) | p50 ms | p99 ms | max ms | failed | missed | KiB/body | KiB inflated | poller CPU % |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for ((mode, target, _), rs) in &groups {
         let mut paths: Vec<&str> = Vec::new();
@@ -491,7 +496,7 @@ pub fn polled_tables(runs: &[RunReport]) -> String {
             let asked = median(rs.iter().filter_map(|r| r.poll_rate).collect());
             let _ = writeln!(
                 s,
-                "| {mode} | {target} | {path} | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} |",
+                "| {mode} | {target} | {path} | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} |",
                 ps.len(),
                 fmt_opt(med(&|p| Some(p.polls_per_s)), 1),
                 fmt_opt(asked, 0),
@@ -501,6 +506,7 @@ pub fn polled_tables(runs: &[RunReport]) -> String {
                 ps.iter().map(|p| p.failed).sum::<u64>(),
                 ps.iter().map(|p| p.missed).sum::<u64>(),
                 fmt_opt(med(&|p| Some(p.mean_body_bytes / 1024.0)), 0),
+                fmt_opt(med(&|p| p.mean_plain_bytes.map(|b| b / 1024.0)), 0),
                 fmt_opt(med(&|p| p.poller_cpu_pct), 1),
             );
         }
@@ -620,6 +626,7 @@ mod tests {
                 max_ms: p99 + 1.0,
                 missed: 1,
                 mean_body_bytes: 2048.0,
+                mean_plain_bytes: Some(20480.0),
                 ..Default::default()
             }],
             ..at("cujo-sli-polled", round, spans)
@@ -649,7 +656,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             polls,
-            "| saturate | cujo-sli-polled | /api/v1/slos | 4 | 50.0 (50) | 10.00 | 35.00 | 51.00 | 0 | 4 | 2 | – |"
+            "| saturate | cujo-sli-polled | /api/v1/slos | 4 | 50.0 (50) | 10.00 | 35.00 | 51.00 | 0 | 4 | 2 | 20 | – |"
         );
         // Without polled runs the table has no such section.
         assert!(polled_tables(&runs[..1]).is_empty());

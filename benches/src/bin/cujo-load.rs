@@ -130,6 +130,10 @@ struct Args {
     /// (with one, a poll slower than 1/rate delays the next and the rate is not reached).
     #[arg(long, default_value_t = 1)]
     poll_connections: usize,
+    /// Poll without `Accept-Encoding: gzip` (scrapers and browsers ask for gzip; this
+    /// measures the plain bodies instead).
+    #[arg(long)]
+    poll_plain: bool,
     /// Timeout of one poll (connect, and each read or write).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     poll_timeout: Duration,
@@ -347,6 +351,7 @@ fn one_run(args: &Args, pool: &Arc<RequestPool>, mode: Mode) -> anyhow::Result<R
                 paths: ENDPOINTS.iter().map(|p| p.to_string()).collect(),
                 connections: args.poll_connections,
                 timeout: args.poll_timeout,
+                gzip: !args.poll_plain,
             }),
             ..cfg
         }
@@ -478,6 +483,7 @@ fn one_run(args: &Args, pool: &Arc<RequestPool>, mode: Mode) -> anyhow::Result<R
                     p99_ms: q(0.99),
                     max_ms: p.latency_us.max() as f64 / 1e3,
                     mean_body_bytes: p.bytes as f64 / p.polls.max(1) as f64,
+                    mean_plain_bytes: Some(p.plain_bytes as f64 / p.polls.max(1) as f64),
                     poller_cpu_pct: p.cpu_s.map(|c| 100.0 * c / window_s),
                     connections: p.connections,
                     first_error: p.first_error.clone(),

@@ -1,6 +1,8 @@
 //! The admin listener (`exporters.prometheus.endpoint`): `GET /metrics` in the Prometheus
-//! text format, or OpenMetrics (with exemplars) when the scraper's `Accept` asks for it, `GET /healthz` (the process serves) and `GET /readyz` (receivers are
-//! listening and cujo is not shutting down — take it out of a Service's endpoints otherwise).
+//! text format, or OpenMetrics (with exemplars) when the scraper's `Accept` asks for it, and
+//! gzip when its `Accept-Encoding` does (Prometheus always asks); `GET /healthz` (the
+//! process serves) and `GET /readyz` (receivers are listening and cujo is not shutting
+//! down — take it out of a Service's endpoints otherwise).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{StatusCode, header};
 
-use crate::prom;
+use crate::{gzip, prom};
 
 /// Something that appends its metric families to the scrape output.
 pub type MetricsSource = Arc<dyn Fn(&mut prom::Exposition) + Send + Sync>;
@@ -72,14 +74,17 @@ async fn metrics(State(state): State<AdminState>, headers: http::HeaderMap) -> R
             source(&mut out);
         }
     }
-    (
-        [
-            (header::CONTENT_TYPE, format.content_type()),
-            (header::VARY, "accept"),
-        ],
-        out.finish(),
-    )
-        .into_response()
+    let vary = (header::VARY, "accept, accept-encoding");
+    let content_type = (header::CONTENT_TYPE, format.content_type());
+    let accept_encoding = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    if gzip::accepts_gzip(accept_encoding) {
+        let encoding = (header::CONTENT_ENCODING, gzip::GZIP);
+        ([content_type, vary, encoding], out.finish_gzip()).into_response()
+    } else {
+        ([content_type, vary], out.finish()).into_response()
+    }
 }
 
 async fn ready(State(state): State<AdminState>) -> Response {

@@ -23,12 +23,15 @@
 //!   scrape from components on other threads), `/healthz`, `/readyz`.
 //! - [`telemetry`]: counters of the receive → export path, in one place.
 //! - [`prom`]: Prometheus text and OpenMetrics writer (content negotiation, exemplars).
+//! - [`gzip`]: gzip answers for polled bodies: `Accept-Encoding`, bodies compressed once per
+//!   snapshot and spliced into each answer.
 //! - [`rpc`]: gRPC status, `RetryInfo`, framing.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod admission;
 pub mod exporter;
+pub mod gzip;
 pub mod memory;
 pub mod prom;
 pub mod receiver;

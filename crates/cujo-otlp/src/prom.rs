@@ -10,6 +10,11 @@
 //! ends with `# EOF`. Exemplars are left out of the Prometheus format, which has none.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::gzip::{GzipBody, Prepared};
 
 /// Content type of the Prometheus text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -63,9 +68,12 @@ impl Format {
     }
 }
 
-/// A scrape's output being written, in one [`Format`].
+/// A scrape's output being written, in one [`Format`]: text written in place, with bodies
+/// rendered earlier ([`Prepared`]) spliced in where they were appended.
 pub struct Exposition {
     text: String,
+    /// Prepared bodies and the length `text` had when each was appended.
+    spliced: Vec<(usize, Arc<Prepared>)>,
     format: Format,
 }
 
@@ -73,6 +81,7 @@ impl Exposition {
     pub fn new(format: Format) -> Self {
         Self {
             text: String::with_capacity(8 * 1024),
+            spliced: Vec::new(),
             format,
         }
     }
@@ -81,29 +90,68 @@ impl Exposition {
         self.format
     }
 
-    /// The text so far.
+    /// The text written in place so far (without spliced bodies).
     pub fn as_str(&self) -> &str {
         &self.text
     }
 
-    /// The text so far, without ending it: families rendered once and appended to many
-    /// scrapes of the same format ([`Exposition::append_rendered`]).
-    pub fn into_body(self) -> String {
-        self.text
+    /// The families written so far, without an end marker, to be appended to later scrapes
+    /// of the same [`Format`] ([`Exposition::append_prepared`]).
+    pub fn into_prepared(self) -> Prepared {
+        Prepared::new(self.into_string())
     }
 
     /// Appends families rendered earlier in this exposition's format
-    /// ([`Exposition::into_body`] of an exposition of the same [`Format`]).
-    pub fn append_rendered(&mut self, body: &str) {
-        self.text.push_str(body);
+    /// ([`Exposition::into_prepared`] of an exposition of the same [`Format`]), shared, not
+    /// copied: a gzip answer splices in their compressed form, made once.
+    pub fn append_prepared(&mut self, body: &Arc<Prepared>) {
+        self.spliced.push((self.text.len(), body.clone()));
+    }
+
+    fn end(&mut self) {
+        if self.format == Format::OpenMetrics {
+            self.text.push_str("# EOF\n");
+        }
+    }
+
+    /// Everything written and appended, as one string, without an end marker.
+    fn into_string(self) -> String {
+        if self.spliced.is_empty() {
+            return self.text;
+        }
+        let extra: usize = self.spliced.iter().map(|(_, p)| p.text().len()).sum();
+        let mut out = Vec::with_capacity(self.text.len() + extra);
+        let mut at = 0;
+        for (pos, part) in &self.spliced {
+            out.extend_from_slice(&self.text.as_bytes()[at..*pos]);
+            out.extend_from_slice(part.text());
+            at = *pos;
+        }
+        out.extend_from_slice(&self.text.as_bytes()[at..]);
+        // Every piece is valid UTF-8 and splits fall between writes, so on char boundaries.
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
     /// Ends the output (`# EOF` in OpenMetrics) and returns it.
     pub fn finish(mut self) -> String {
-        if self.format == Format::OpenMetrics {
-            self.text.push_str("# EOF\n");
+        self.end();
+        self.into_string()
+    }
+
+    /// Ends the output and returns it as one gzip member: the text written in place is
+    /// compressed now, prepared bodies are spliced in compressed once.
+    pub fn finish_gzip(mut self) -> Bytes {
+        self.end();
+        let mut body = GzipBody::new();
+        let mut at = 0;
+        for (pos, part) in &self.spliced {
+            body.push_fresh(&self.text.as_bytes()[at..*pos]);
+            body.push_prepared(part);
+            at = *pos;
         }
-        self.text
+        body.push_fresh(&self.text.as_bytes()[at..]);
+        body.finish()
     }
 }
 
@@ -312,11 +360,24 @@ mod tests {
             write(&mut direct);
             let mut once = Exposition::new(format);
             write(&mut once);
-            let body = once.into_body();
-            let mut scrape = Exposition::new(format);
-            Family::gauge(&mut scrape, "cujo_before", "Before.").sample(&[], 1.0);
-            scrape.append_rendered(&body);
-            assert_eq!(scrape.finish(), direct.finish(), "{format:?}");
+            let body = Arc::new(once.into_prepared());
+            let scrape = || {
+                let mut scrape = Exposition::new(format);
+                Family::gauge(&mut scrape, "cujo_before", "Before.").sample(&[], 1.0);
+                scrape.append_prepared(&body);
+                Family::gauge(&mut scrape, "cujo_after", "After.").sample(&[], 2.0);
+                scrape
+            };
+            Family::gauge(&mut direct, "cujo_after", "After.").sample(&[], 2.0);
+            let direct = direct.finish();
+            assert_eq!(scrape().finish(), direct, "{format:?}");
+            let mut gunzipped = String::new();
+            std::io::Read::read_to_string(
+                &mut flate2::read::GzDecoder::new(scrape().finish_gzip().as_ref()),
+                &mut gunzipped,
+            )
+            .expect("valid gzip");
+            assert_eq!(gunzipped, direct, "{format:?} gzip");
         }
     }
 

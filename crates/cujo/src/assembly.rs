@@ -11,6 +11,7 @@ use cujo_assembler::{
     ReleaseReason,
 };
 use cujo_otlp::admission::{Admitted, SpanSink, SpanSource};
+use cujo_otlp::gzip::Prepared;
 use cujo_otlp::memory::{Account, Component, MemoryBudget};
 use cujo_otlp::prom::{Exemplar, Exposition, Family, Format};
 use cujo_otlp::telemetry::{DropReason, PipelineTelemetry};
@@ -429,8 +430,8 @@ pub struct RenderedSli {
     kept: Mutex<[Option<Rendered>; 2]>,
 }
 
-/// A snapshot of the families and its text in one format.
-type Rendered = (Arc<Vec<SliFamily>>, Arc<str>);
+/// A snapshot of the families and its text in one format (compressed on first gzip scrape).
+type Rendered = (Arc<Vec<SliFamily>>, Arc<Prepared>);
 
 impl RenderedSli {
     /// Appends `families` to `out` in its format, rendered once per snapshot.
@@ -446,7 +447,7 @@ impl RenderedSli {
                 _ => {
                     let mut fresh = Exposition::new(format);
                     render_sli(families, &mut fresh);
-                    let text: Arc<str> = fresh.into_body().into();
+                    let text = Arc::new(fresh.into_prepared());
                     kept[slot] = Some((families.clone(), text.clone()));
                     text
                 }
@@ -457,7 +458,7 @@ impl RenderedSli {
                 return;
             }
         };
-        out.append_rendered(&text);
+        out.append_prepared(&text);
     }
 }
 

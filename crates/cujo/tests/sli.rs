@@ -334,3 +334,143 @@ async fn readers_polling_without_pause_hold_up_neither_spans_nor_events() {
     );
     support::assert_accounting(&cujo).await;
 }
+
+/// Percent-encodes a PromQL query for a URL's query string.
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The SLI families' sample lines of a scrape (the part rendered once per snapshot).
+fn sli_lines(scrape: &str) -> Vec<&str> {
+    scrape
+        .lines()
+        .filter(|l| {
+            [
+                "cujo_sli_events_total",
+                "cujo_sli_excluded_total",
+                "cujo_cuj_duration",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
+        })
+        .collect()
+}
+
+/// Readers that ask for gzip (Prometheus always does, browsers and `curl --compressed` too)
+/// get the same bodies compressed: a real Prometheus server scrapes cujo and stores the exact
+/// SLI counts, and curl's own inflater reads `/metrics` and `/api/v1/slos` back to what a
+/// plain reader gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_readers_get_the_same_bodies_prometheus_stores_the_counts() {
+    let downstream = Downstream::start().await;
+    let cujo = Cujo::start(&format!("{CUJS}{}", exporter_yaml(downstream.addr, ""))).await;
+    const TRACES: u64 = 40;
+    send(format!("http://{}", cujo.grpc), TRACES).await;
+    downstream.wait_for_spans((TRACES * 2 + 1) as usize).await;
+    let valid = (0..TRACES).filter(|i| shape(*i).1 != 404).count() as u64;
+    wait_for("every event in the report", || async {
+        let (status, body) = support::http_get(cujo.admin, "/api/v1/slos").await?;
+        (status == 200 && events_in_report(&body) == Some(valid)).then_some(())
+    })
+    .await;
+    let plain = cujo.metrics().await;
+    let gold_good = "cujo_sli_events_total{cuj=\"post_message\",user_tier=\"gold\",sli=\"availability\",outcome=\"good\"}";
+    let want = metric_value(&plain, gold_good);
+    assert!(want > 0.0, "{plain}");
+
+    // curl, whose inflater is zlib's: the same SLI lines and the same report.
+    let curl = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--compressed", "-D", "-"])
+            .arg(format!("http://{}{path}", cujo.admin))
+            .output();
+        match out {
+            Ok(out) if out.status.success() => String::from_utf8(out.stdout).expect("utf-8"),
+            other => panic!("curl --compressed {path}: {other:?}"),
+        }
+    };
+    let answer = curl("/metrics");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("headers");
+    assert!(
+        head.to_ascii_lowercase().contains("content-encoding: gzip"),
+        "{head}"
+    );
+    assert_eq!(sli_lines(body), sli_lines(&plain));
+    assert!(!sli_lines(body).is_empty());
+    let answer = curl("/api/v1/slos");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("headers");
+    assert!(
+        head.to_ascii_lowercase().contains("content-encoding: gzip"),
+        "{head}"
+    );
+    let (_, plain_report) = support::http_get(cujo.admin, "/api/v1/slos")
+        .await
+        .expect("report");
+    let cujs =
+        |json: &str| serde_json::from_str::<serde_json::Value>(json).expect("JSON")["cujs"].clone();
+    assert_eq!(cujs(body), cujs(&plain_report));
+
+    // A real Prometheus server (Go's gzip reader, OpenMetrics negotiation) scrapes cujo.
+    let dir = std::env::temp_dir().join(format!("cujo-prometheus-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{ scrape_interval: 1s, scrape_timeout: 1s }}\n\
+             scrape_configs:\n  - job_name: cujo\n    static_configs: [ {{ targets: ['{}'] }} ]\n",
+            cujo.admin
+        ),
+    )
+    .expect("write prometheus.yml");
+    let web = support::free_addr();
+    let prometheus = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let mut prometheus = match prometheus {
+        Ok(child) => child,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "prometheus (Debian package prometheus) is required under CI: {e}"
+            );
+            eprintln!("prometheus not installed: skipping the scrape by a real Prometheus");
+            return;
+        }
+    };
+    let query = |q: String| async move {
+        let path = format!("/api/v1/query?query={}", url_encode(&q));
+        let (status, body) = support::http_get(web, &path).await?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let value = v["data"]["result"][0]["value"][1]
+            .as_str()?
+            .parse::<f64>()
+            .ok()?;
+        (status == 200).then_some(value)
+    };
+    let stored = wait_for("Prometheus to store a scrape of cujo", || async {
+        query(gold_good.to_string()).await
+    })
+    .await;
+    let up = query("up{job=\"cujo\"}".to_string()).await;
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(stored, want, "the count Prometheus stored");
+    assert_eq!(up, Some(1.0), "the scrape succeeded");
+}

@@ -1,5 +1,5 @@
 //! `GET /api/v1/slos[?cuj=NAME]`: the SLO report as JSON, for scripts, dashboards and the
-//! `cujo status` deploy gate.
+//! `cujo status` deploy gate; gzip when the client's `Accept-Encoding` takes it.
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
@@ -10,8 +10,9 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
+use cujo_otlp::gzip::{self, Prepared};
 use cujo_sli::report::Report;
-use http::{StatusCode, header};
+use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 
 use super::ReportSource;
@@ -60,22 +61,22 @@ struct SloQuery {
 
 /// The whole report's JSON, kept while the engine hands out the same snapshot: scripts
 /// polling many times a second encode it (hundreds of KiB over thousands of series) once
-/// per snapshot, not once each.
+/// per snapshot, not once each, and compress it once for those that take gzip.
 #[derive(Clone, Default)]
 struct Encoded(Arc<Mutex<Option<EncodedReport>>>);
 
 /// A report snapshot and its JSON.
-type EncodedReport = (Arc<Report>, Bytes);
+type EncodedReport = (Arc<Report>, Arc<Prepared>);
 
 impl Encoded {
-    fn of(&self, report: &Arc<Report>) -> Result<Bytes, serde_json::Error> {
+    fn of(&self, report: &Arc<Report>) -> Result<Arc<Prepared>, serde_json::Error> {
         if let Ok(kept) = self.0.lock()
             && let Some((snapshot, body)) = kept.as_ref()
             && Arc::ptr_eq(snapshot, report)
         {
             return Ok(body.clone());
         }
-        let body = Bytes::from(serde_json::to_vec(report.as_ref())?);
+        let body = Arc::new(Prepared::new(serde_json::to_vec(report.as_ref())?));
         if let Ok(mut kept) = self.0.lock() {
             *kept = Some((report.clone(), body.clone()));
         }
@@ -91,6 +92,7 @@ pub fn routes(source: ReportSource) -> Router {
 
 async fn slos(
     State((source, encoded)): State<(ReportSource, Encoded)>,
+    headers: HeaderMap,
     query: Result<Query<SloQuery>, QueryRejection>,
 ) -> Response {
     let query = match query {
@@ -109,17 +111,39 @@ async fn slos(
         );
     };
     let body = match select(&report, query.cuj.as_deref()) {
-        Ok(Cow::Borrowed(_)) => encoded.of(&report),
-        Ok(Cow::Owned(one)) => serde_json::to_vec(&one).map(Bytes::from),
+        Ok(Cow::Borrowed(_)) => encoded.of(&report).map(|whole| {
+            let accept = headers
+                .get(header::ACCEPT_ENCODING)
+                .and_then(|v| v.to_str().ok());
+            if gzip::accepts_gzip(accept) {
+                Body::Gzip(whole.gzip())
+            } else {
+                Body::Plain(whole.text().clone())
+            }
+        }),
+        // One CUJ's report is small: sent as it is.
+        Ok(Cow::Owned(one)) => serde_json::to_vec(&one).map(|b| Body::Plain(Bytes::from(b))),
         Err(unknown) => return error(StatusCode::NOT_FOUND, &unknown.to_string()),
     };
+    let vary = (header::VARY, "accept-encoding");
     match body {
-        Ok(body) => json(StatusCode::OK, body),
+        Ok(Body::Plain(body)) => ([vary], json(StatusCode::OK, body)).into_response(),
+        Ok(Body::Gzip(body)) => (
+            [vary, (header::CONTENT_ENCODING, gzip::GZIP)],
+            json(StatusCode::OK, body),
+        )
+            .into_response(),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("cannot encode the report: {e}"),
         ),
     }
+}
+
+/// A report's JSON as sent.
+enum Body {
+    Plain(Bytes),
+    Gzip(Bytes),
 }
 
 fn json(status: StatusCode, body: impl Into<Bytes>) -> Response {
