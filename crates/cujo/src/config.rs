@@ -1027,9 +1027,9 @@ fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, St
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| format!("unterminated \"${{\" in {text:?}"))?;
+        let end = after.find('}').ok_or_else(|| {
+            "unterminated \"${\" (the value is not shown: it may hold a secret)".to_string()
+        })?;
         let inner = &after[..end];
         let Some(spec) = inner.strip_prefix("env:") else {
             return Err(format!(
