@@ -474,6 +474,54 @@ async fn the_admin_listener_guards_the_views_and_metrics_with_their_own_tokens()
         assert_eq!(a.status, 200, "{path}");
         answers.push(a.body);
     }
+    // The deploy gate sends the token from CUJO_STATUS_TOKEN (or --token-file). This cujo has
+    // no CUJs: past the guard, the gate says there is nothing to gate on.
+    let gate = |token: Option<&'static str>| {
+        let endpoint = format!("http://{admin}");
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_cujo"));
+            cmd.args(["status", "--endpoint", &endpoint])
+                .env_remove("CUJO_STATUS_TOKEN");
+            if let Some(t) = token {
+                cmd.env("CUJO_STATUS_TOKEN", t);
+            }
+            cmd.output().expect("run cujo status")
+        })
+    };
+    let out = gate(None).await.expect("gate");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("answered HTTP 401"), "{stderr}");
+    assert!(stderr.contains("CUJO_STATUS_TOKEN"), "{stderr}");
+    let out = gate(Some(STATUS_TOKEN)).await.expect("gate");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("reports no SLO objectives"), "{stderr}");
+    assert_no_token("cujo status's output", &stderr);
+    let token_file = temp_dir("gate").join("token");
+    std::fs::write(
+        &token_file,
+        format!(
+            "# the status token
+{STATUS_TOKEN}
+"
+        ),
+    )
+    .expect("write");
+    let endpoint = format!("http://{admin}");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_cujo"))
+            .args(["status", "--endpoint", &endpoint, "--token-file"])
+            .arg(&token_file)
+            .env_remove("CUJO_STATUS_TOKEN")
+            .output()
+            .expect("run cujo status")
+    })
+    .await
+    .expect("gate");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(stderr.contains("reports no SLO objectives"), "{stderr}");
+
     // An unknown path is still 404, not 401.
     assert_eq!(get(admin, "/nowhere", None).await.status, 404);
 
