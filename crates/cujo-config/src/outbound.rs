@@ -41,18 +41,23 @@ pub enum Compression {
 }
 
 /// `key` holds an `http://` or `https://` URL with a host. `example` is shown in the error
-/// (`"https://api.honeycomb.io:443"`).
+/// (`"https://api.honeycomb.io:443"`); the value is not: a webhook URL is a secret, and a
+/// misplaced `${env:}` may have put a key there.
 pub fn check_url(key: &str, url: &str, example: &str) -> Result<(), KeyError> {
-    let ok = url.parse::<Uri>().is_ok_and(|u| {
-        matches!(u.scheme_str(), Some("http") | Some("https")) && u.authority().is_some()
-    });
-    if ok {
-        return Ok(());
-    }
+    let problem = match url.parse::<Uri>() {
+        Err(_) if url.contains("://") || url.contains(char::is_whitespace) => "is not a URL",
+        Err(_) => "has no scheme",
+        Ok(u) => match (u.scheme_str(), u.authority()) {
+            (Some("http") | Some("https"), Some(_)) => return Ok(()),
+            (None, _) => "has no scheme",
+            (Some("http") | Some("https"), None) => "has no host",
+            (Some(_), _) => "has a scheme other than http:// or https://",
+        },
+    };
     fail(
         key,
         format!(
-            "expected a URL like \"{example}\" (https:// = TLS, http:// = plaintext), found {url:?}"
+            "expected a URL like \"{example}\" (https:// = TLS, http:// = plaintext); the value {problem}"
         ),
     )
 }
@@ -89,12 +94,25 @@ mod tests {
     fn urls_need_a_scheme_and_a_host() {
         assert!(check_url("k", "https://api.honeycomb.io:443", "x").is_ok());
         assert!(check_url("k", "http://127.0.0.1:9/alerts", "x").is_ok());
-        for bad in ["api.honeycomb.io:443", "ftp://x", "not a url"] {
+        for (bad, problem) in [
+            ("api.honeycomb.io:443", "has no scheme"),
+            ("ftp://x", "has a scheme other than http:// or https://"),
+            ("not a url", "is not a URL"),
+            (
+                "hooks.slack.com/services/T0/B0/secret-part",
+                "has no scheme",
+            ),
+        ] {
             let e = check_url("exporters.otlp.endpoint", bad, "https://e:1").expect_err(bad);
             assert_eq!(e.key, "exporters.otlp.endpoint");
             assert!(
                 e.detail.starts_with("expected a URL like \"https://e:1\""),
                 "{e}"
+            );
+            assert!(e.detail.ends_with(problem), "{e}");
+            assert!(
+                !e.detail.contains("secret-part"),
+                "the value is not shown: {e}"
             );
         }
     }

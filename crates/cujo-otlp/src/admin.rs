@@ -3,6 +3,11 @@
 //! gzip when its `Accept-Encoding` does (Prometheus always asks); `GET /healthz` (the
 //! process serves) and `GET /readyz` (receivers are listening and cujo is not shutting
 //! down — take it out of a Service's endpoints otherwise).
+//!
+//! `/metrics` can be turned off (`routes.metrics`) or need a bearer token of its own
+//! (`metrics_auth`, so a Prometheus scrapes with a token that opens nothing else); the status
+//! views merged onto this router (`cujo-slo`) are guarded by `auth`. `/healthz` and `/readyz`
+//! are always open: probes carry no token.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +17,9 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{StatusCode, header};
+use serde::Deserialize;
 
+use crate::auth::{self, BearerAuth};
 use crate::{gzip, prom};
 
 /// Something that appends its metric families to the scrape output.
@@ -44,22 +51,93 @@ struct AdminState {
     readiness: Readiness,
 }
 
+/// `exporters.prometheus.routes`: which routes the admin listener serves (all by default);
+/// one turned off answers 404.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminRoutes {
+    /// The status page (`/`).
+    #[serde(default = "on")]
+    pub status_page: bool,
+    /// The JSON API (`/api/v1/...`) and the gRPC `cujo.v1.SloService`.
+    #[serde(default = "on")]
+    pub api: bool,
+    /// `/metrics`.
+    #[serde(default = "on")]
+    pub metrics: bool,
+}
+
+fn on() -> bool {
+    true
+}
+
+impl Default for AdminRoutes {
+    fn default() -> Self {
+        Self {
+            status_page: true,
+            api: true,
+            metrics: true,
+        }
+    }
+}
+
+/// Who may scrape `/metrics`, and whether it is served at all.
+#[derive(Debug, Clone)]
+pub struct MetricsAccess {
+    /// `routes.metrics`: off answers 404.
+    pub serve: bool,
+    /// `metrics_auth`: a scrape must carry one of these tokens.
+    pub auth: Option<BearerAuth>,
+}
+
+impl Default for MetricsAccess {
+    fn default() -> Self {
+        Self {
+            serve: true,
+            auth: None,
+        }
+    }
+}
+
 /// Routes of the admin listener; more routes (status pages) can be merged onto it. A scrape
 /// writes `sources`, then each of `snapshots` once fetched.
 pub fn router(
     sources: Vec<MetricsSource>,
     snapshots: Vec<SnapshotSource>,
     readiness: Readiness,
+    access: MetricsAccess,
 ) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
+    let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
-        .with_state(AdminState {
-            sources: Arc::new(sources),
-            snapshots: Arc::new(snapshots),
-            readiness,
-        })
+        .route("/readyz", get(ready));
+    if access.serve {
+        let scrape = Router::new().route("/metrics", get(metrics));
+        router = router.merge(match access.auth {
+            Some(auth) => auth::require(scrape, auth),
+            None => scrape,
+        });
+    }
+    router.with_state(AdminState {
+        sources: Arc::new(sources),
+        snapshots: Arc::new(snapshots),
+        readiness,
+    })
+}
+
+/// `cujo_admin_unauthenticated_requests_total{routes}`: requests the admin listener refused
+/// for their credentials, by the guard that refused them (`status`: the page and the APIs,
+/// `metrics`: `/metrics`). A steady rise is someone guessing.
+pub fn refusals_source(guards: Vec<(&'static str, BearerAuth)>) -> MetricsSource {
+    Arc::new(move |out: &mut prom::Exposition| {
+        let mut family = prom::Family::counter(
+            out,
+            "cujo_admin_unauthenticated_requests_total",
+            "Admin listener requests refused for a missing or invalid bearer token, by the routes they asked for.",
+        );
+        for (routes, guard) in &guards {
+            family.sample(&[("routes", routes)], guard.refused() as f64);
+        }
+    })
 }
 
 async fn metrics(State(state): State<AdminState>, headers: http::HeaderMap) -> Response {

@@ -7,6 +7,8 @@
 //! spans to export from a [`admission::SpanSource`], whoever sits between.
 //!
 //! # Layout
+//! - [`auth`]: bearer tokens (`auth:` of the receivers and the admin listener), checked on
+//!   a request's headers before its body is read; token files re-read as they change.
 //! - [`memory`]: the memory budget (`admission.max_in_flight`), one account per component
 //!   with its share, leases that give bytes back when dropped, and its `/metrics` families.
 //! - [`admission`]: the bounded hand-off channel between stages (one channel per assembler
@@ -30,6 +32,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod auth;
 pub mod exporter;
 pub mod gzip;
 pub mod memory;

@@ -37,14 +37,18 @@ pub enum RequestOutcome {
     Invalid,
     /// Over the message size limit, compressed or decompressed.
     TooLarge,
+    /// Without a valid bearer token (`receivers.otlp.auth`): refused on its headers, its
+    /// body never read.
+    Unauthenticated,
 }
 
 impl RequestOutcome {
-    const ALL: [RequestOutcome; 4] = [
+    const ALL: [RequestOutcome; 5] = [
         RequestOutcome::Accepted,
         RequestOutcome::Refused,
         RequestOutcome::Invalid,
         RequestOutcome::TooLarge,
+        RequestOutcome::Unauthenticated,
     ];
     fn label(self) -> &'static str {
         match self {
@@ -52,6 +56,7 @@ impl RequestOutcome {
             RequestOutcome::Refused => "refused",
             RequestOutcome::Invalid => "invalid",
             RequestOutcome::TooLarge => "too_large",
+            RequestOutcome::Unauthenticated => "unauthenticated",
         }
     }
 }
@@ -125,6 +130,13 @@ impl PipelineTelemetry {
         if spans > 0 {
             self.spans[transport as usize][outcome as usize].fetch_add(spans, Relaxed);
         }
+    }
+
+    /// A request refused for its credentials (`reason` says what was wrong, never what was
+    /// sent).
+    pub fn unauthenticated(&self, transport: Transport, reason: &str) {
+        self.request(transport, RequestOutcome::Unauthenticated, 0);
+        tracing::debug!(transport = transport.label(), reason, "request refused");
     }
 
     /// Takes back a count made by `request(.., Accepted, ..)` whose hand-off then failed.
@@ -224,7 +236,11 @@ impl PipelineTelemetry {
         );
         for t in Transport::ALL {
             for o in RequestOutcome::ALL {
-                if o == RequestOutcome::TooLarge {
+                // Their bodies were not read, or not whole: their spans are not known.
+                if matches!(
+                    o,
+                    RequestOutcome::TooLarge | RequestOutcome::Unauthenticated
+                ) {
                     continue;
                 }
                 m.sample(

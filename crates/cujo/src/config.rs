@@ -19,6 +19,8 @@ use std::time::Duration;
 pub use cujo_config::outbound::{Compression, Protocol, TlsConfig};
 pub use cujo_config::{ByteSize, Endpoint, HumanDuration};
 use cujo_config::{KeyError, outbound};
+pub use cujo_otlp::admin::AdminRoutes;
+pub use cujo_otlp::auth::AuthConfig;
 pub use cujo_slo::cujs::CujConfig;
 pub use cujo_slo::exporters::otlp_metrics::{OtlpMetricsExporter, Temporality};
 pub use cujo_slo::exporters::webhooks::{
@@ -83,6 +85,8 @@ pub struct Receivers {
 pub struct OtlpReceivers {
     pub grpc: Option<GrpcReceiver>,
     pub http: Option<HttpReceiver>,
+    /// Bearer tokens both receivers require (`authorization: Bearer <token>`).
+    pub auth: Option<AuthConfig>,
 }
 
 /// `receivers.otlp.grpc`. The limits below are the HTTP receiver's too.
@@ -448,6 +452,12 @@ fn default_queue_spans() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct PrometheusExporter {
     pub endpoint: Endpoint,
+    /// Bearer tokens the status page and the APIs (JSON and gRPC) require.
+    pub auth: Option<AuthConfig>,
+    /// Bearer tokens `/metrics` requires: a scraper's own, which opens nothing else.
+    pub metrics_auth: Option<AuthConfig>,
+    #[serde(default)]
+    pub routes: AdminRoutes,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -879,6 +889,17 @@ impl Config {
         if let Some(http) = &otlp.http {
             http.validate("receivers.otlp.http")?;
         }
+        if let Some(auth) = &otlp.auth {
+            auth.validate("receivers.otlp.auth")?;
+        }
+        if let Some(prom) = &self.exporters.prometheus {
+            if let Some(auth) = &prom.auth {
+                auth.validate("exporters.prometheus.auth")?;
+            }
+            if let Some(auth) = &prom.metrics_auth {
+                auth.validate("exporters.prometheus.metrics_auth")?;
+            }
+        }
         if let Some(otlp) = &self.exporters.otlp {
             otlp.validate("exporters.otlp")?;
         }
@@ -1027,9 +1048,9 @@ fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, St
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| format!("unterminated \"${{\" in {text:?}"))?;
+        let end = after.find('}').ok_or_else(|| {
+            "unterminated \"${\" (the value is not shown: it may hold a secret)".to_string()
+        })?;
         let inner = &after[..end];
         let Some(spec) = inner.strip_prefix("env:") else {
             return Err(format!(
@@ -1153,6 +1174,110 @@ exporters:
         assert_eq!(otlp.headers["x-honeycomb-team"], "secret");
         assert_eq!(otlp.batch.timeout.0, Duration::from_millis(200));
         assert_eq!(otlp.retry.max_elapsed.0, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn auth_sections_parse_and_errors_name_the_key_never_the_token() {
+        let env = |name: &str| match name {
+            "CUJO_TOKEN_A" => Some("tok-a-1f2e3d".to_string()),
+            "CUJO_TOKEN_B" => Some("tok-b-4c5b6a".to_string()),
+            "CUJO_TOKEN_EMPTY" => Some(String::new()),
+            "CUJO_TOKEN_SPACED" => Some("tok c-7d8e9f".to_string()),
+            _ => None,
+        };
+        let parse = |yaml: &str| Config::parse("cujo.yaml", yaml, &env).map_err(|e| e.to_string());
+        let c = parse(
+            r#"
+receivers:
+  otlp:
+    grpc: { endpoint: "127.0.0.1:4317" }
+    auth: { bearer_tokens: ["${env:CUJO_TOKEN_A}", "${env:CUJO_TOKEN_B}"] }
+exporters:
+  prometheus:
+    endpoint: "127.0.0.1:9464"
+    auth: { bearer_tokens: ["${env:CUJO_TOKEN_A}"] }
+    metrics_auth: { bearer_tokens: ["${env:CUJO_TOKEN_B}"] }
+    routes: { status_page: false }
+"#,
+        )
+        .expect("parses");
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("tok-a-1f2e3d") && !shown.contains("tok-b-4c5b6a"),
+            "{shown}"
+        );
+        let prom = c.exporters.prometheus.expect("prometheus");
+        assert_eq!(
+            prom.routes,
+            AdminRoutes {
+                status_page: false,
+                api: true,
+                metrics: true
+            }
+        );
+        assert_eq!(
+            prom.metrics_auth.expect("metrics_auth").bearer_tokens.len(),
+            1
+        );
+        let open = parse("exporters:\n  prometheus: { endpoint: \"127.0.0.1:9464\" }\n")
+            .expect("parses")
+            .exporters
+            .prometheus
+            .expect("prometheus");
+        assert!(open.auth.is_none() && open.metrics_auth.is_none());
+        assert_eq!(open.routes, AdminRoutes::default());
+        for (yaml, want) in [
+            (
+                "receivers:\n  otlp:\n    auth: { bearer_tokens: [\"${env:CUJO_TOKEN_A}\", \"${env:CUJO_TOKEN_EMPTY}\"] }\n",
+                "cujo.yaml: receivers.otlp.auth.bearer_tokens[1]: is empty",
+            ),
+            (
+                "receivers:\n  otlp:\n    auth: { bearer_tokens: [\"${env:CUJO_TOKEN_SPACED}\"] }\n",
+                "cujo.yaml: receivers.otlp.auth.bearer_tokens[0]: contains whitespace",
+            ),
+            (
+                "receivers:\n  otlp:\n    auth: \"${env:CUJO_TOKEN_A}\"\n",
+                "cujo.yaml: receivers.otlp.auth: expected a mapping",
+            ),
+            (
+                "receivers:\n  otlp:\n    auth: { bearer_tokens: \"${env:CUJO_TOKEN_A}\" }\n",
+                "cujo.yaml: receivers.otlp.auth.bearer_tokens: expected a list of tokens",
+            ),
+            (
+                "receivers:\n  otlp:\n    auth: { bearer_tokens: [\"${env:CUJO_TOKEN_A}\", 12345678] }\n",
+                "cujo.yaml: receivers.otlp.auth.bearer_tokens[1]: expected a token as a string",
+            ),
+            (
+                "receivers:\n  otlp:\n    auth: { bearer_tokens: [\"${env:CUJO_TOKEN_UNSET}\"] }\n",
+                "cujo.yaml: receivers.otlp.auth.bearer_tokens[0]: environment variable CUJO_TOKEN_UNSET is not set",
+            ),
+            (
+                "exporters:\n  prometheus: { endpoint: \"127.0.0.1:0\", auth: {} }\n",
+                "cujo.yaml: exporters.prometheus.auth: expected bearer_tokens or token_files",
+            ),
+            (
+                "exporters:\n  prometheus: { endpoint: \"127.0.0.1:0\", metrics_auth: { token_files: [/nonexistent/cujo-tokens] } }\n",
+                "cujo.yaml: exporters.prometheus.metrics_auth.token_files[0]: cannot read /nonexistent/cujo-tokens",
+            ),
+            (
+                "exporters:\n  prometheus: { endpoint: \"127.0.0.1:0\", routes: { page: false } }\n",
+                "cujo.yaml: exporters.prometheus.routes.page: unknown field `page`",
+            ),
+            (
+                "exporters:\n  otlp: { endpoint: \"${env:CUJO_TOKEN_A}\" }\n",
+                "cujo.yaml: exporters.otlp.endpoint: expected a URL",
+            ),
+            (
+                "exporters:\n  otlp: { endpoint: \"http://x:1\", headers: { x-key: \"${env:CUJO_TOKEN_A\" } }\n",
+                "cujo.yaml: exporters.otlp.headers.x-key: unterminated",
+            ),
+        ] {
+            let e = parse(yaml).expect_err(yaml);
+            assert!(e.starts_with(want), "{yaml}: {e}");
+            for secret in ["tok-a-1f2e3d", "1f2e3d", "7d8e9f", "12345678"] {
+                assert!(!e.contains(secret), "{yaml}: {e}");
+            }
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use cujo_otlp::admin::{self, MetricsSource, Readiness, SnapshotSource};
 use cujo_otlp::admission::SpanSink;
+use cujo_otlp::auth::BearerAuth;
 use cujo_otlp::exporter::retry::RetrySettings;
 use cujo_otlp::exporter::transport::Downstream;
 use cujo_otlp::exporter::{self, ExporterSettings};
@@ -218,6 +219,8 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         }
     };
 
+    let otlp = config.receivers.otlp.clone().unwrap_or_default();
+    let receivers_auth = auth(otlp.auth.as_ref(), "receivers.otlp.auth")?;
     // Open connections pay a fixed cost from the receivers' share, beside their bodies.
     let connections = server::ConnectionMemory::new(budget.account(Component::Receivers));
     let ingest = |limit: u64, body_timeout: Duration| Ingest {
@@ -230,6 +233,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             retry_after: config.admission.retry_after.0,
             connections: Some(connections.clone()),
         },
+        auth: receivers_auth.clone(),
     };
     let server_limits = |max_connections, streams, idle_timeout| ServerLimits {
         max_connections,
@@ -239,7 +243,6 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         ..ServerLimits::default()
     };
     let mut receivers = JoinSet::new();
-    let otlp = config.receivers.otlp.clone().unwrap_or_default();
     if let Some(grpc) = &otlp.grpc {
         let listener = server::bind(&grpc.endpoint.0)
             .await
@@ -352,10 +355,34 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                     }
                 }));
             }
-            let mut router = admin::router(sources, snapshots, readiness.clone());
+            let status_auth = auth(prom.auth.as_ref(), "exporters.prometheus.auth")?;
+            let metrics_auth = auth(
+                prom.metrics_auth.as_ref(),
+                "exporters.prometheus.metrics_auth",
+            )?;
+            let guards: Vec<_> = [("status", &status_auth), ("metrics", &metrics_auth)]
+                .into_iter()
+                .filter_map(|(routes, guard)| Some((routes, guard.clone()?)))
+                .collect();
+            if !guards.is_empty() {
+                sources.push(admin::refusals_source(guards));
+            }
+            let access = admin::MetricsAccess {
+                serve: prom.routes.metrics,
+                auth: metrics_auth,
+            };
+            let mut router = admin::router(sources, snapshots, readiness.clone(), access);
             // Without CUJs the status views still answer, with none.
             let source = status::ReportSource::new(sli_reader.clone(), assembly::wall_clock_ms);
-            router = router.merge(status::router(source));
+            let views = status::Views {
+                page: prom.routes.status_page,
+                api: prom.routes.api,
+            };
+            let views = status::router(source, views);
+            router = router.merge(match status_auth {
+                Some(guard) => cujo_otlp::auth::require(views, guard),
+                None => views,
+            });
             Some(tokio::spawn(server::serve(
                 "admin",
                 listener,
@@ -480,6 +507,16 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         "cujo stopped"
     );
     Ok(summary)
+}
+
+/// The tokens of an `auth:` section (`key`), token files read now; `None` when absent.
+fn auth(config: Option<&config::AuthConfig>, key: &str) -> anyhow::Result<Option<BearerAuth>> {
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    let auth = BearerAuth::load(config, key)?;
+    tracing::info!(key, "requests need a bearer token");
+    Ok(Some(auth))
 }
 
 fn downstream(otlp: &config::OtlpExporter) -> anyhow::Result<Downstream> {

@@ -1,7 +1,8 @@
 //! OTLP/gRPC trace receiver: the unary `TraceService/Export` method, implemented on HTTP/2
 //! directly so that every limit is ours — the compressed and the decompressed size, the
 //! time to send a body, the memory it takes as it arrives — and every answer is the one the
-//! OTLP specification gives.
+//! OTLP specification gives. With `receivers.otlp.auth`, a call without a valid bearer token
+//! in its `authorization` metadata is answered `UNAUTHENTICATED` before its message is read.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -44,6 +45,10 @@ async fn unimplemented(uri: http::Uri) -> Response {
 }
 
 async fn export(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -> Response {
+    // Before the body: an unauthenticated stream is answered and reset, nothing read.
+    if let Err(refusal) = ingest.authenticate(Transport::Grpc, &headers) {
+        return grpc_error(crate::auth::unauthenticated(refusal));
+    }
     let deadline = Instant::now() + ingest.limits.body_timeout;
     let lease = ingest.memory.empty_lease();
     match read_request(&ingest, &headers, body, lease, deadline).await {

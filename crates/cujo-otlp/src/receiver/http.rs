@@ -4,7 +4,8 @@
 //! `google.rpc.Status`, overload (including no room in the receivers' memory share while the
 //! body arrives or inflates) is 503 with `Retry-After`, bad data is 400, too large 413, an
 //! unknown media type or encoding 415, another method 405, a body slower than the body
-//! timeout 408.
+//! timeout 408, and with `receivers.otlp.auth` a request without a valid bearer token 401
+//! (`WWW-Authenticate: Bearer`), decided on its headers before its body is read.
 
 use axum::Router;
 use axum::body::Body;
@@ -22,6 +23,7 @@ use tokio::time::Instant;
 use super::body::{self, Framing, Overflow, ReadError};
 use super::decode::{Coding, Compressed, DecodeError, decompress};
 use super::{Ingest, IngestError};
+use crate::auth::{self, Refusal};
 use crate::rpc::RpcStatus;
 use crate::telemetry::{RequestOutcome, Transport};
 
@@ -92,6 +94,10 @@ async fn export(
     mut body: Body,
 ) -> Response {
     let deadline = Instant::now() + ingest.limits.body_timeout;
+    if let Err(refusal) = ingest.authenticate(Transport::Http, &headers) {
+        linger(&ingest, version, body, deadline);
+        return unauthenticated(&headers, refusal);
+    }
     let (format, result) = match media_type(&headers) {
         Some(format) => (
             format,
@@ -115,15 +121,35 @@ async fn export(
     match result {
         Ok(response) => respond_ok(format, &response),
         Err(failure) => {
-            // An HTTP/1 client still sending reads the answer, not a reset, if the rest of
-            // its body is read (and dropped): up to twice the limit, within the body timeout.
-            if version < Version::HTTP_2 && !http_body::Body::is_end_stream(&body) {
-                let max = ingest.limits.max_message_bytes.saturating_mul(2);
-                body::linger(body, max, deadline);
-            }
+            linger(&ingest, version, body, deadline);
             respond_failure(&ingest, format, failure)
         }
     }
+}
+
+/// An HTTP/1 client still sending reads the answer, not a reset, if the rest of its body is
+/// read (and dropped, never kept or inflated): up to twice the limit, within the body
+/// timeout.
+fn linger(ingest: &Ingest, version: Version, body: Body, deadline: Instant) {
+    if version < Version::HTTP_2 && !http_body::Body::is_end_stream(&body) {
+        let max = ingest.limits.max_message_bytes.saturating_mul(2);
+        body::linger(body, max, deadline);
+    }
+}
+
+/// 401 with `WWW-Authenticate: Bearer`; the body says what was wrong: a `google.rpc.Status`
+/// (`UNAUTHENTICATED`) in the request's content type as OTLP answers failures, or a line of
+/// text when the content type is not OTLP's. Counted by [`Ingest::authenticate`].
+fn unauthenticated(headers: &HeaderMap, refusal: Refusal) -> Response {
+    let Some(format) = media_type(headers) else {
+        return auth::unauthorized(refusal);
+    };
+    let status = auth::unauthenticated(refusal);
+    let mut response = failure_body(format, &status, StatusCode::UNAUTHORIZED);
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 async fn handle(
@@ -309,25 +335,7 @@ fn respond_failure(ingest: &Ingest, format: Format, failure: Failure) -> Respons
     if let Some(outcome) = failure.outcome {
         ingest.telemetry.request(Transport::Http, outcome, 0);
     }
-    let body = match format {
-        Format::Protobuf => Bytes::from(failure.status.encode_to_vec()),
-        Format::Json => Bytes::from(
-            serde_json::json!({
-                "code": failure.status.code,
-                "message": failure.status.message,
-            })
-            .to_string(),
-        ),
-    };
-    let mut response = (
-        failure.http,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(format.content_type()),
-        )],
-        body,
-    )
-        .into_response();
+    let mut response = failure_body(format, &failure.status, failure.http);
     if let Some(v) = failure
         .retry_after_secs
         .and_then(|secs| HeaderValue::from_str(&secs.to_string()).ok())
@@ -335,4 +343,27 @@ fn respond_failure(ingest: &Ingest, format: Format, failure: Failure) -> Respons
         response.headers_mut().insert(header::RETRY_AFTER, v);
     }
     response
+}
+
+/// A failure's answer: `status` in the request's format, with the HTTP status `http`.
+fn failure_body(format: Format, status: &RpcStatus, http: StatusCode) -> Response {
+    let body = match format {
+        Format::Protobuf => Bytes::from(status.encode_to_vec()),
+        Format::Json => Bytes::from(
+            serde_json::json!({
+                "code": status.code,
+                "message": status.message,
+            })
+            .to_string(),
+        ),
+    };
+    (
+        http,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        )],
+        body,
+    )
+        .into_response()
 }

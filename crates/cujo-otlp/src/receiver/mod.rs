@@ -7,7 +7,9 @@
 //! inflates (the compressed one is given back), then the batch's handles; the same lease
 //! travels on with the accepted spans ([`Admitted::lease`]). When the account has no room
 //! the request is refused with the OTLP spec's retryable answer; past the size limit, with
-//! the non-retryable "too large". Connections, streams and idle peers are the server's
+//! the non-retryable "too large". With `receivers.otlp.auth`, a request is checked on its
+//! headers first ([`Ingest::authenticate`]): one without a valid bearer token is refused
+//! (HTTP 401, gRPC `UNAUTHENTICATED`) before its body takes a byte. Connections, streams and idle peers are the server's
 //! ([`crate::server`]).
 //!
 //! - [`grpc`]: `opentelemetry.proto.collector.trace.v1.TraceService/Export` over HTTP/2.
@@ -28,6 +30,7 @@ use cujo_wire::scan_request;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
 
 use crate::admission::{Admitted, SpanSink};
+use crate::auth::{BearerAuth, Refusal};
 use crate::memory::{Account, Lease};
 use crate::server::ConnectionMemory;
 use crate::telemetry::{PipelineTelemetry, RequestOutcome, Transport};
@@ -66,6 +69,9 @@ pub struct Ingest {
     pub sink: SpanSink,
     pub telemetry: Arc<PipelineTelemetry>,
     pub limits: ReceiverLimits,
+    /// Who may send (`receivers.otlp.auth`), checked on a request's headers before its body
+    /// is read; `None` = anyone who can connect.
+    pub auth: Option<BearerAuth>,
 }
 
 /// A successful ingest: how many spans were refused one by one, and why the first was.
@@ -113,6 +119,21 @@ impl Ingest {
                 .connections
                 .as_ref()
                 .is_some_and(|c| c.grow_beside_connections(lease, more))
+    }
+
+    /// Checks the request's credentials, before anything of its body is read: a refused
+    /// request is counted (`outcome="unauthenticated"`) and its spans never become received
+    /// ones.
+    pub(crate) fn authenticate(
+        &self,
+        transport: Transport,
+        headers: &::http::HeaderMap,
+    ) -> Result<(), Refusal> {
+        let Some(auth) = &self.auth else {
+            return Ok(());
+        };
+        auth.check(headers)
+            .inspect_err(|refusal| self.telemetry.unauthenticated(transport, refusal.message()))
     }
 
     /// Counts a request refused because the receivers' share is full, and the answer.
@@ -211,6 +232,7 @@ pub(crate) mod tests {
             sink,
             telemetry: Arc::new(PipelineTelemetry::new()),
             limits: ReceiverLimits::default(),
+            auth: None,
         };
         (ingest, source)
     }

@@ -6,7 +6,9 @@
 //! arguments, cujo unreachable, an answer that is not a cujo report, an unknown CUJ).
 //!
 //! A client only: it reads the JSON API of [`super::status`] over plain HTTP and needs no
-//! configuration file. It must not link to a running engine or read the config.
+//! configuration file. It must not link to a running engine or read the config. An admin
+//! listener with `exporters.prometheus.auth` needs a bearer token: `CUJO_STATUS_TOKEN` or
+//! `--token-file`, never an argument (the process list would show it).
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -42,6 +44,44 @@ pub struct StatusArgs {
     /// Give up on cujo after this long (e.g. `10s`).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// A file holding the bearer token for an admin listener with `exporters.prometheus.auth`
+    /// (its first line that is not blank or a `#` comment). Without it, the token in the
+    /// environment variable CUJO_STATUS_TOKEN, if set. Never taken on the command line, where
+    /// the process list would show it.
+    #[arg(long)]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// The environment variable `cujo status` reads a bearer token from.
+pub const TOKEN_ENV: &str = "CUJO_STATUS_TOKEN";
+
+/// The bearer token to send, from `--token-file` or [`TOKEN_ENV`]; errors name where it was
+/// looked for, never the token.
+fn bearer_token(args: &StatusArgs) -> Result<Option<String>, GateError> {
+    let (token, from) = match &args.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                GateError::Usage(format!("--token-file {}: cannot read: {e}", path.display()))
+            })?;
+            let line = text
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('#'))
+                .unwrap_or_default()
+                .to_string();
+            (line, format!("--token-file {}", path.display()))
+        }
+        None => match std::env::var(TOKEN_ENV) {
+            Ok(t) => (t.trim().to_string(), TOKEN_ENV.to_string()),
+            Err(_) => return Ok(None),
+        },
+    };
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(GateError::Usage(format!(
+            "{from}: expected a bearer token (visible ASCII, no spaces)"
+        )));
+    }
+    Ok(Some(token))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -134,6 +174,10 @@ pub fn run(args: &StatusArgs) -> ExitCode {
         Ok(u) => u,
         Err(e) => return usage_error(&e),
     };
+    let token = match bearer_token(args) {
+        Ok(t) => t,
+        Err(e) => return usage_error(&e),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -144,7 +188,7 @@ pub fn run(args: &StatusArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let body = match runtime.block_on(fetch(&url, args.timeout)) {
+    let body = match runtime.block_on(fetch(&url, args.timeout, token.as_deref())) {
         Ok(b) => b,
         Err(e) => return usage_error(&e),
     };
@@ -282,16 +326,20 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// GETs `url`; the body of a 200 answer, an error naming the URL otherwise.
-async fn fetch(url: &Uri, timeout: Duration) -> Result<Bytes, GateError> {
+async fn fetch(url: &Uri, timeout: Duration, token: Option<&str>) -> Result<Bytes, GateError> {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(timeout));
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
-    let request = http::Request::get(url.clone())
+    let mut request = http::Request::get(url.clone())
         .header(http::header::ACCEPT, "application/json")
         .header(
             http::header::USER_AGENT,
             concat!("cujo-status/", env!("CARGO_PKG_VERSION")),
-        )
+        );
+    if let Some(token) = token {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
         .body(Empty::new())
         .map_err(|e| GateError::Endpoint {
             endpoint: url.to_string(),
@@ -346,6 +394,8 @@ fn refusal_detail(status: http::StatusCode, body: &[u8]) -> String {
     let text: String = text.trim().chars().take(200).collect();
     let hint = if status == http::StatusCode::NOT_FOUND {
         "; is it cujo's admin listener (exporters.prometheus.endpoint) with CUJs configured?"
+    } else if status == http::StatusCode::UNAUTHORIZED {
+        "; the admin listener needs a bearer token (exporters.prometheus.auth): give it in CUJO_STATUS_TOKEN or --token-file"
     } else {
         ""
     };

@@ -139,6 +139,8 @@ pub struct Cujo {
     pub admin: SocketAddr,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
+    /// What cujo wrote to its standard output.
+    pub stdout_path: PathBuf,
 }
 
 impl Cujo {
@@ -159,6 +161,12 @@ impl Cujo {
 
     /// Starts cujo with exactly this YAML (listeners should use port 0).
     pub async fn start_yaml(yaml: &str) -> Cujo {
+        Self::start_yaml_with_env(yaml, &[]).await
+    }
+
+    /// Starts cujo with exactly this YAML and these environment variables (for `${env:}`,
+    /// or `RUST_LOG` to change the log level).
+    pub async fn start_yaml_with_env(yaml: &str, env: &[(&str, &str)]) -> Cujo {
         static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("cujo-test-{}-{seq}", std::process::id()));
@@ -167,11 +175,14 @@ impl Cujo {
         std::fs::write(&config_path, yaml).expect("write config");
         let log_path = dir.join("cujo.log");
         let log = std::fs::File::create(&log_path).expect("log file");
+        let stdout_path = dir.join("cujo.stdout");
+        let stdout = std::fs::File::create(&stdout_path).expect("stdout file");
         let child = Command::new(env!("CARGO_BIN_EXE_cujo"))
             .arg("--config")
             .arg(&config_path)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .envs(env.iter().copied())
+            .stdout(stdout)
             .stderr(log)
             .spawn()
             .expect("spawn cujo");
@@ -183,6 +194,7 @@ impl Cujo {
             admin: unbound,
             config_path,
             log_path,
+            stdout_path,
         };
         let want = ["otlp-grpc", "otlp-http", "admin"]
             .into_iter()

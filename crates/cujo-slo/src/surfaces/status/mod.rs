@@ -45,10 +45,35 @@ impl ReportSource {
     }
 }
 
-/// Routes of the status views, merged onto the admin router.
-pub fn router(source: ReportSource) -> Router {
-    Router::new()
-        .merge(page::router(source.clone()))
-        .merge(api::routes(source.clone()))
-        .merge(grpc::routes(source))
+/// Which status views are served (`exporters.prometheus.routes`); one left out answers 404.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Views {
+    /// The status page (`/`).
+    pub page: bool,
+    /// The JSON API and the gRPC `cujo.v1.SloService`.
+    pub api: bool,
+}
+
+impl Default for Views {
+    fn default() -> Self {
+        Self {
+            page: true,
+            api: true,
+        }
+    }
+}
+
+/// Routes of the status views, merged onto the admin router (which puts its guard, if
+/// any, in front of them).
+pub fn router(source: ReportSource, views: Views) -> Router {
+    let mut router = Router::new();
+    if views.page {
+        router = router.merge(page::router(source.clone()));
+    }
+    if views.api {
+        router = router
+            .merge(api::routes(source.clone()))
+            .merge(grpc::routes(source));
+    }
+    router
 }
