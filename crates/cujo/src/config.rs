@@ -19,6 +19,7 @@ use std::time::Duration;
 pub use cujo_config::outbound::{Compression, Protocol, TlsConfig};
 pub use cujo_config::{ByteSize, Endpoint, HumanDuration};
 use cujo_config::{KeyError, outbound};
+pub use cujo_sli::config::SloConfig;
 pub use cujo_slo::cujs::CujConfig;
 pub use cujo_slo::exporters::otlp_metrics::{OtlpMetricsExporter, Temporality};
 pub use cujo_slo::exporters::webhooks::{
@@ -634,101 +635,6 @@ fn default_propagated() -> Vec<String> {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SloConfig {
-    /// Where the CUJs' rolling windows are saved, so a restart keeps the error budgets.
-    pub state_file: Option<std::path::PathBuf>,
-    /// How often the state file is written (and once more at shutdown).
-    #[serde(default = "default_save_interval")]
-    pub save_interval: HumanDuration,
-    /// How long events of `end_to_end` and `{from, to}` CUJs wait after their trace's release
-    /// for late spans and linked continuations (0s: recorded at release).
-    #[serde(default = "default_settle")]
-    pub settle: HumanDuration,
-    /// At most this many traces wait to settle; past it the oldest is recorded early.
-    #[serde(default = "default_max_settling_traces")]
-    pub max_settling_traces: usize,
-    /// Dimension values longer than this are cut before they make a series, so a value
-    /// unique per request (an id, a URL) cannot make a series per request.
-    #[serde(default = "default_max_dimension_value_bytes")]
-    pub max_dimension_value_bytes: ByteSize,
-    /// Series with no event for this long are removed, their memory given back (0s: never),
-    /// so dimension values that stopped coming do not hold memory for good.
-    #[serde(default = "default_series_idle_ttl")]
-    pub series_idle_ttl: HumanDuration,
-}
-
-fn default_max_dimension_value_bytes() -> ByteSize {
-    ByteSize(cujo_sli::limits::DEFAULT_MAX_DIMENSION_VALUE_BYTES as u64)
-}
-
-fn default_series_idle_ttl() -> HumanDuration {
-    HumanDuration(cujo_sli::limits::DEFAULT_SERIES_IDLE_TTL)
-}
-
-impl SloConfig {
-    /// The SLI engine's limits: these settings, within `max_bytes` (its share of the
-    /// memory budget).
-    pub fn limits(&self, max_bytes: usize) -> cujo_sli::limits::SliLimits {
-        cujo_sli::limits::SliLimits {
-            max_bytes,
-            max_dimension_value_bytes: usize::try_from(self.max_dimension_value_bytes.0)
-                .unwrap_or(usize::MAX),
-            series_idle_ttl: self.series_idle_ttl.0,
-        }
-    }
-
-    fn validate(&self, key: &str) -> Result<(), KeyError> {
-        let err = |p: &str, d: &str| cujo_config::fail(format!("{key}.{p}"), d);
-        if self.max_settling_traces == 0 {
-            return err("max_settling_traces", "must be at least 1");
-        }
-        if self.max_dimension_value_bytes.0 == 0 {
-            return err(
-                "max_dimension_value_bytes",
-                "must be at least 1 byte (every value would be cut to nothing)",
-            );
-        }
-        if self.max_dimension_value_bytes.0 > 64 << 10 {
-            return err(
-                "max_dimension_value_bytes",
-                "must be at most 64KiB (a series key is held in memory for every series)",
-            );
-        }
-        let ttl = self.series_idle_ttl.0;
-        if !ttl.is_zero() && ttl < Duration::from_secs(1) {
-            return err("series_idle_ttl", "must be 0s (never) or at least 1s");
-        }
-        Ok(())
-    }
-}
-
-fn default_settle() -> HumanDuration {
-    HumanDuration(cujo_sli::engine::DEFAULT_SETTLE)
-}
-
-fn default_max_settling_traces() -> usize {
-    cujo_sli::engine::DEFAULT_MAX_SETTLING_TRACES
-}
-
-impl Default for SloConfig {
-    fn default() -> Self {
-        Self {
-            state_file: None,
-            save_interval: default_save_interval(),
-            settle: default_settle(),
-            max_settling_traces: default_max_settling_traces(),
-            max_dimension_value_bytes: default_max_dimension_value_bytes(),
-            series_idle_ttl: default_series_idle_ttl(),
-        }
-    }
-}
-
-fn default_save_interval() -> HumanDuration {
-    HumanDuration(Duration::from_secs(60))
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// How long shutdown may take to drain and forward what was accepted.
     #[serde(default = "default_shutdown_timeout")]
@@ -1070,46 +976,18 @@ mod tests {
         .map_err(|e| e.to_string())
     }
 
+    /// Each section checks itself (beside its type, in its crate); the loader must call
+    /// every section's check under that section's key, and name the file.
     #[test]
-    fn slo_limits_default_parse_and_are_checked() {
-        let c = parse("").expect("empty config");
-        assert_eq!(c.slo.max_dimension_value_bytes, ByteSize(128));
-        assert_eq!(c.slo.series_idle_ttl.0, Duration::from_secs(3600));
-        let limits = c.slo.limits(1 << 20);
-        assert_eq!(
-            (limits.max_bytes, limits.max_dimension_value_bytes),
-            (1 << 20, 128)
-        );
-        let c = parse("slo: { max_dimension_value_bytes: 1KiB, series_idle_ttl: 0s }\n")
-            .expect("parses");
-        assert_eq!(c.slo.max_dimension_value_bytes, ByteSize(1024));
-        assert!(c.slo.limits(0).series_idle_ttl.is_zero(), "0s: never");
-        let c = parse("slo: { series_idle_ttl: 6h }\n").expect("parses");
-        assert_eq!(c.slo.series_idle_ttl.0, Duration::from_secs(6 * 3600));
+    fn each_section_is_checked_under_its_key() {
         for (yaml, want) in [
             (
                 "slo: { max_dimension_value_bytes: 0 }\n",
                 "cujo.yaml: slo.max_dimension_value_bytes: must be at least 1 byte",
             ),
             (
-                "slo: { max_dimension_value_bytes: 1MiB }\n",
-                "cujo.yaml: slo.max_dimension_value_bytes: must be at most 64KiB",
-            ),
-            (
-                "slo: { max_dimension_value_bytes: lots }\n",
-                "cujo.yaml: slo.max_dimension_value_bytes: expected a size",
-            ),
-            (
-                "slo: { series_idle_ttl: 10ms }\n",
-                "cujo.yaml: slo.series_idle_ttl: must be 0s (never) or at least 1s",
-            ),
-            (
                 "slo: { series_idle_ttl: 3600 }\n",
                 "cujo.yaml: slo.series_idle_ttl: expected a duration with a unit",
-            ),
-            (
-                "slo: { max_settling_traces: 0 }\n",
-                "cujo.yaml: slo.max_settling_traces: must be at least 1",
             ),
         ] {
             let e = parse(yaml).expect_err(yaml);
