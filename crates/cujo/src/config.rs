@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+pub use cujo_assembler::config::{AssemblerConfig, PropagateConfig, RootCacheConfig};
 pub use cujo_config::outbound::{Compression, Protocol, TlsConfig};
 pub use cujo_config::{ByteSize, Endpoint, HumanDuration};
 use cujo_config::{KeyError, outbound};
@@ -453,188 +454,6 @@ pub struct PrometheusExporter {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AssemblerConfig {
-    #[serde(default = "default_decision_wait")]
-    pub decision_wait: HumanDuration,
-    #[serde(default = "default_trace_timeout")]
-    pub trace_timeout: HumanDuration,
-    #[serde(default = "default_max_spans_per_trace")]
-    pub max_spans_per_trace: usize,
-    /// A trace whose spans arrive under more distinct resource/scope pairs is released early,
-    /// in parts.
-    #[serde(default = "default_max_groups_per_trace")]
-    pub max_groups_per_trace: usize,
-    #[serde(default = "default_max_buffered_spans")]
-    pub max_buffered_spans: usize,
-    #[serde(default)]
-    pub root_cache: RootCacheConfig,
-    #[serde(default = "default_max_link_hops")]
-    pub max_link_hops: u32,
-    /// Assembler shards (one task each, traces split by id); 0 = one per two CPU cores.
-    #[serde(default)]
-    pub shards: usize,
-}
-
-impl Default for AssemblerConfig {
-    fn default() -> Self {
-        Self {
-            decision_wait: default_decision_wait(),
-            trace_timeout: default_trace_timeout(),
-            max_spans_per_trace: default_max_spans_per_trace(),
-            max_groups_per_trace: default_max_groups_per_trace(),
-            max_buffered_spans: default_max_buffered_spans(),
-            root_cache: RootCacheConfig::default(),
-            max_link_hops: default_max_link_hops(),
-            shards: 0,
-        }
-    }
-}
-
-impl AssemblerConfig {
-    fn validate(&self, key: &str) -> Result<(), KeyError> {
-        let err = |k: &str, d: String| cujo_config::fail(format!("{key}.{k}"), d);
-        if self.max_spans_per_trace == 0 {
-            return err("max_spans_per_trace", "must be at least 1".into());
-        }
-        if self.max_buffered_spans == 0 {
-            return err("max_buffered_spans", "must be at least 1".into());
-        }
-        if self.trace_timeout.0 < self.decision_wait.0 {
-            return err(
-                "trace_timeout",
-                format!(
-                    "must be at least {key}.decision_wait ({:?})",
-                    self.decision_wait.0
-                ),
-            );
-        }
-        Ok(())
-    }
-}
-
-fn default_decision_wait() -> HumanDuration {
-    HumanDuration(Duration::from_secs(2))
-}
-
-fn default_trace_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30))
-}
-
-fn default_max_spans_per_trace() -> usize {
-    10_000
-}
-
-fn default_max_groups_per_trace() -> usize {
-    64
-}
-
-fn default_max_buffered_spans() -> usize {
-    2_000_000
-}
-
-fn default_max_link_hops() -> u32 {
-    3
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RootCacheConfig {
-    #[serde(default = "default_root_cache_ttl")]
-    pub ttl: HumanDuration,
-    #[serde(default = "default_root_cache_max")]
-    pub max_traces: usize,
-}
-
-impl Default for RootCacheConfig {
-    fn default() -> Self {
-        Self {
-            ttl: default_root_cache_ttl(),
-            max_traces: default_root_cache_max(),
-        }
-    }
-}
-
-fn default_root_cache_ttl() -> HumanDuration {
-    HumanDuration(Duration::from_secs(600))
-}
-
-fn default_root_cache_max() -> usize {
-    1_000_000
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PropagateConfig {
-    /// Root attributes to write on every descendant: exact keys or `prefix.*` globs.
-    #[serde(default = "default_propagated")]
-    pub attributes: Vec<String>,
-    #[serde(default)]
-    pub prefix: String,
-    #[serde(default)]
-    pub overwrite: bool,
-    /// A propagated string value is cut to this many bytes; a longer value of another type
-    /// is not propagated.
-    #[serde(default = "default_max_value_bytes")]
-    pub max_value_bytes: ByteSize,
-    /// The propagated attributes of one trace take at most this many bytes, encoded.
-    #[serde(default = "default_max_set_bytes")]
-    pub max_set_bytes: ByteSize,
-    /// `cujo.root.name` and `cujo.root.service.name` are cut to this many bytes.
-    #[serde(default = "default_max_name_bytes")]
-    pub max_name_bytes: ByteSize,
-}
-
-impl Default for PropagateConfig {
-    fn default() -> Self {
-        Self {
-            attributes: default_propagated(),
-            prefix: String::new(),
-            overwrite: false,
-            max_value_bytes: default_max_value_bytes(),
-            max_set_bytes: default_max_set_bytes(),
-            max_name_bytes: default_max_name_bytes(),
-        }
-    }
-}
-
-impl PropagateConfig {
-    /// Each attribute is an exact key or a prefix glob (`*` only at the end).
-    fn validate(&self, key: &str) -> Result<(), KeyError> {
-        for (i, pattern) in self.attributes.iter().enumerate() {
-            let star = pattern.find('*');
-            if pattern.is_empty() || star.is_some_and(|at| at != pattern.len() - 1) {
-                return cujo_config::fail(
-                    format!("{key}.attributes[{i}]"),
-                    format!(
-                        "{pattern:?}: expected an attribute key like \"user.tier\" or a prefix glob like \"cuj.*\""
-                    ),
-                );
-            }
-        }
-        Ok(())
-    }
-}
-
-fn default_max_value_bytes() -> ByteSize {
-    ByteSize(cujo_assembler::PropagateSettings::default().max_value_bytes as u64)
-}
-
-fn default_max_set_bytes() -> ByteSize {
-    ByteSize(cujo_assembler::PropagateSettings::default().max_set_bytes as u64)
-}
-
-fn default_max_name_bytes() -> ByteSize {
-    ByteSize(cujo_assembler::PropagateSettings::default().max_name_bytes as u64)
-}
-
-fn default_propagated() -> Vec<String> {
-    ["cuj.*", "user.tier", "tenant.id", "graphql.operation.name"]
-        .map(String::from)
-        .to_vec()
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// How long shutdown may take to drain and forward what was accepted.
     #[serde(default = "default_shutdown_timeout")]
@@ -809,11 +628,6 @@ impl Config {
                 format!("the shares add up to {set:.3}; they must add up to at most 1"),
             );
         }
-        if let Some(a) = &self.assembler
-            && a.max_groups_per_trace == 0
-        {
-            return cujo_config::fail("assembler.max_groups_per_trace", "must be at least 1");
-        }
         let budget = self.memory_shares();
         let receivers = (self.admission.max_in_flight.0 as f64
             * budget.of(cujo_otlp::memory::Component::Receivers)) as u64;
@@ -986,6 +800,18 @@ mod tests {
                 "cujo.yaml: slo.max_dimension_value_bytes: must be at least 1 byte",
             ),
             (
+                "assembler: { decision_wait: 5s, trace_timeout: 1s }\n",
+                "cujo.yaml: assembler.trace_timeout: must be at least assembler.decision_wait",
+            ),
+            (
+                "assembler: { max_groups_per_trace: 0 }\n",
+                "cujo.yaml: assembler.max_groups_per_trace: must be at least 1",
+            ),
+            (
+                "propagate: { attributes: [\"a*b\"] }\n",
+                "cujo.yaml: propagate.attributes[0]: \"a*b\": expected an attribute key",
+            ),
+            (
                 "slo: { series_idle_ttl: 3600 }\n",
                 "cujo.yaml: slo.series_idle_ttl: expected a duration with a unit",
             ),
@@ -1135,34 +961,15 @@ exporters:
     }
 
     #[test]
-    fn assembler_contract_parses() {
-        let c = parse(
-            r#"
-assembler:
-  decision_wait: 2s
-  trace_timeout: 30s
-  max_spans_per_trace: 10000
-  max_buffered_spans: 2000000
-  root_cache: { ttl: 10m, max_traces: 1000000 }
-  max_link_hops: 3
-propagate:
-  attributes: ["cuj.*", "user.tier", "tenant.id", "graphql.operation.name"]
-  prefix: ""
-  overwrite: false
-"#,
-        )
-        .expect("parses");
-        assert!(c.assembler_enabled());
-        let a = c.assembler.expect("assembler");
-        assert_eq!(a.root_cache.ttl.0, Duration::from_secs(600));
-        let e = parse("propagate: { attributes: [\"a*b\"] }").expect_err("bad glob");
-        assert!(e.contains("propagate.attributes[0]"), "{e}");
-        let e = parse("assembler: { decision_wait: 5s, trace_timeout: 1s }").expect_err("order");
-        assert!(
-            e.contains("assembler.trace_timeout: must be at least"),
-            "{e}"
-        );
+    fn the_assembler_runs_for_assembler_propagate_or_cujs() {
         assert!(!parse("{}").expect("empty").assembler_enabled());
+        for yaml in [
+            "assembler: { decision_wait: 2s }\n",
+            "propagate: { attributes: [\"cuj.*\"] }\n",
+            CUJ,
+        ] {
+            assert!(parse(yaml).expect(yaml).assembler_enabled(), "{yaml}");
+        }
     }
 
     const CUJ: &str = "cujs:\n  - name: a\n    objectives: [ { sli: availability, target: 99.9%, window: 30d } ]\n";
