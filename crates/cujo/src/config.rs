@@ -20,13 +20,15 @@ pub use cujo_assembler::config::{AssemblerConfig, PropagateConfig, RootCacheConf
 pub use cujo_config::outbound::{Compression, Protocol, TlsConfig};
 pub use cujo_config::{ByteSize, Endpoint, HumanDuration};
 use cujo_config::{KeyError, outbound};
+pub use cujo_otlp::admission::config::{AdmissionConfig, Fraction, SharesConfig};
+pub use cujo_otlp::receiver::config::{GrpcReceiver, HttpReceiver, OtlpReceivers, Receivers};
 pub use cujo_sli::config::SloConfig;
 pub use cujo_slo::cujs::CujConfig;
 pub use cujo_slo::exporters::otlp_metrics::{OtlpMetricsExporter, Temporality};
 pub use cujo_slo::exporters::webhooks::{
     AlertSeverity, NotificationsConfig, WebhookConfig, WebhookFormat,
 };
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 /// The embedded default configuration (`config/default.yaml`).
 pub const DEFAULT_YAML: &str = include_str!("../../../config/default.yaml");
@@ -72,210 +74,6 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     #[serde(default)]
     pub log: LogConfig,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Receivers {
-    pub otlp: Option<OtlpReceivers>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtlpReceivers {
-    pub grpc: Option<GrpcReceiver>,
-    pub http: Option<HttpReceiver>,
-}
-
-/// `receivers.otlp.grpc`. The limits below are the HTTP receiver's too.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrpcReceiver {
-    pub endpoint: Endpoint,
-    #[serde(default = "default_max_message")]
-    pub max_recv_msg_size: ByteSize,
-    /// Connections open at once (default 4096). Each also takes a fixed cost (128 KiB) from
-    /// the receivers' share of admission.max_in_flight, which may allow fewer: then a new
-    /// connection takes the place of the one idle the longest.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-    /// Streams one HTTP/2 connection may have open at once (default 100, RFC 9113's minimum
-    /// recommendation).
-    #[serde(default = "default_max_concurrent_streams")]
-    pub max_concurrent_streams: u32,
-    /// A connection with no request in flight this long is closed, with a GOAWAY on HTTP/2
-    /// (default 60s, the Collector's idle_timeout).
-    #[serde(default = "default_idle_timeout")]
-    pub idle_timeout: HumanDuration,
-    /// Time a client has to send a whole request body once its headers arrived (default
-    /// 30s); a slower one is cut off and the memory its body held is given back.
-    #[serde(default = "default_body_timeout")]
-    pub body_timeout: HumanDuration,
-}
-
-/// `receivers.otlp.http`: the same limits as the gRPC receiver's.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpReceiver {
-    pub endpoint: Endpoint,
-    #[serde(default = "default_max_message")]
-    pub max_request_body_size: ByteSize,
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-    #[serde(default = "default_max_concurrent_streams")]
-    pub max_concurrent_streams: u32,
-    #[serde(default = "default_idle_timeout")]
-    pub idle_timeout: HumanDuration,
-    #[serde(default = "default_body_timeout")]
-    pub body_timeout: HumanDuration,
-}
-
-fn default_max_message() -> ByteSize {
-    ByteSize(16 * 1024 * 1024)
-}
-
-fn default_max_connections() -> usize {
-    4096
-}
-
-fn default_max_concurrent_streams() -> u32 {
-    100
-}
-
-fn default_idle_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(60))
-}
-
-fn default_body_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30))
-}
-
-impl GrpcReceiver {
-    fn validate(&self, key: &str) -> Result<(), KeyError> {
-        check_receiver_limits(
-            key,
-            self.max_connections,
-            self.max_concurrent_streams,
-            self.idle_timeout,
-            self.body_timeout,
-        )
-    }
-}
-
-impl HttpReceiver {
-    fn validate(&self, key: &str) -> Result<(), KeyError> {
-        check_receiver_limits(
-            key,
-            self.max_connections,
-            self.max_concurrent_streams,
-            self.idle_timeout,
-            self.body_timeout,
-        )
-    }
-}
-
-fn check_receiver_limits(
-    at: &str,
-    max_connections: usize,
-    max_concurrent_streams: u32,
-    idle_timeout: HumanDuration,
-    body_timeout: HumanDuration,
-) -> Result<(), KeyError> {
-    let err = |key: &str, detail: &str| cujo_config::fail(format!("{at}.{key}"), detail);
-    if max_connections == 0 {
-        return err("max_connections", "must be at least 1");
-    }
-    if max_concurrent_streams == 0 {
-        return err("max_concurrent_streams", "must be at least 1");
-    }
-    if idle_timeout.0.is_zero() {
-        return err("idle_timeout", "must be greater than zero");
-    }
-    if body_timeout.0.is_zero() {
-        return err("body_timeout", "must be greater than zero");
-    }
-    Ok(())
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdmissionConfig {
-    /// The memory budget: every byte that grows with input (request bodies, held traces, the
-    /// root cache, the exporter queue, SLI series and settling events) is counted against it.
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: ByteSize,
-    /// Delay suggested to refused clients (gRPC RetryInfo, HTTP Retry-After).
-    #[serde(default = "default_retry_after")]
-    pub retry_after: HumanDuration,
-    /// How the budget is split between the components; unset ones share what the set ones
-    /// leave, by their default weights.
-    #[serde(default)]
-    pub shares: SharesConfig,
-}
-
-impl Default for AdmissionConfig {
-    fn default() -> Self {
-        Self {
-            max_in_flight: default_max_in_flight(),
-            retry_after: default_retry_after(),
-            shares: SharesConfig::default(),
-        }
-    }
-}
-
-/// `admission.shares`: each component's fraction of `admission.max_in_flight` (0 to 1).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SharesConfig {
-    pub receivers: Option<Fraction>,
-    pub assembler: Option<Fraction>,
-    pub root_cache: Option<Fraction>,
-    pub exporter: Option<Fraction>,
-    pub sli: Option<Fraction>,
-}
-
-/// A fraction: `0.25` or `25%`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Fraction(pub f64);
-
-impl<'de> Deserialize<'de> for Fraction {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(f64),
-            Text(String),
-        }
-        let value = match Raw::deserialize(d)? {
-            Raw::Number(n) => n,
-            Raw::Text(t) => match t.trim().strip_suffix('%') {
-                Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0).map_err(|_| {
-                    serde::de::Error::custom(format!(
-                        "expected a fraction like 0.25 or 25%, found {t:?}"
-                    ))
-                })?,
-                None => t.trim().parse::<f64>().map_err(|_| {
-                    serde::de::Error::custom(format!(
-                        "expected a fraction like 0.25 or 25%, found {t:?}"
-                    ))
-                })?,
-            },
-        };
-        if !(0.0..=1.0).contains(&value) {
-            return Err(serde::de::Error::custom(format!(
-                "expected a fraction between 0 and 1 (or 0% and 100%), found {value}"
-            )));
-        }
-        Ok(Fraction(value))
-    }
-}
-
-fn default_max_in_flight() -> ByteSize {
-    ByteSize(256 * 1024 * 1024)
-}
-
-fn default_retry_after() -> HumanDuration {
-    HumanDuration(Duration::from_secs(1))
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -590,20 +388,9 @@ impl Config {
             n.validate("notifications")?;
         }
         self.slo.validate("slo")?;
-        if self.admission.max_in_flight.0 == 0 {
-            return err(
-                "admission.max_in_flight",
-                "must be greater than zero".into(),
-            );
-        }
+        self.admission.validate("admission")?;
         self.check_memory()?;
-        let otlp = self.receivers.otlp.clone().unwrap_or_default();
-        if let Some(grpc) = &otlp.grpc {
-            grpc.validate("receivers.otlp.grpc")?;
-        }
-        if let Some(http) = &otlp.http {
-            http.validate("receivers.otlp.http")?;
-        }
+        self.receivers.validate("receivers")?;
         if let Some(otlp) = &self.exporters.otlp {
             otlp.validate("exporters.otlp")?;
         }
@@ -613,21 +400,9 @@ impl Config {
         Ok(())
     }
 
-    /// The budget's split: shares add up to at most 1, and the receivers' share holds the
-    /// largest request they accept (else such a request could never be admitted).
+    /// The receivers' share of the budget holds one connection and the largest request they
+    /// accept (else no connection, or no such request, could ever be admitted).
     fn check_memory(&self) -> Result<(), KeyError> {
-        let s = &self.admission.shares;
-        let set: f64 = [s.receivers, s.assembler, s.root_cache, s.exporter, s.sli]
-            .iter()
-            .flatten()
-            .map(|f| f.0)
-            .sum();
-        if set > 1.0 + 1e-9 {
-            return cujo_config::fail(
-                "admission.shares",
-                format!("the shares add up to {set:.3}; they must add up to at most 1"),
-            );
-        }
         let budget = self.memory_shares();
         let receivers = (self.admission.max_in_flight.0 as f64
             * budget.of(cujo_otlp::memory::Component::Receivers)) as u64;
@@ -679,33 +454,10 @@ impl Config {
 
     /// How the memory budget is split, from `admission.shares` and the stages that run.
     pub fn memory_shares(&self) -> cujo_otlp::memory::Shares {
-        use cujo_otlp::memory::{Component, Shares};
         let assembler = self.assembler_enabled();
-        let defaults = Shares::for_stages(assembler, assembler && !self.cujs.is_empty());
-        let s = &self.admission.shares;
-        let set = [
-            (Component::Receivers, s.receivers),
-            (Component::Assembler, s.assembler),
-            (Component::RootCache, s.root_cache),
-            (Component::Exporter, s.exporter),
-            (Component::Sli, s.sli),
-        ];
-        let fixed: f64 = set.iter().filter_map(|(_, f)| f.map(|f| f.0)).sum();
-        let free_weight: f64 = set
-            .iter()
-            .filter(|(_, f)| f.is_none())
-            .map(|(c, _)| defaults.of(*c))
-            .sum();
-        let left = (1.0 - fixed).max(0.0);
-        let mut out = [0.0; 5];
-        for (c, f) in set {
-            out[c as usize] = match f {
-                Some(f) => f.0,
-                None if free_weight > 0.0 => defaults.of(c) / free_weight * left,
-                None => 0.0,
-            };
-        }
-        Shares(out)
+        let defaults =
+            cujo_otlp::memory::Shares::for_stages(assembler, assembler && !self.cujs.is_empty());
+        self.admission.shares.resolve(defaults)
     }
 }
 
@@ -812,6 +564,22 @@ mod tests {
                 "cujo.yaml: propagate.attributes[0]: \"a*b\": expected an attribute key",
             ),
             (
+                "admission: { max_in_flight: 0 }\n",
+                "cujo.yaml: admission.max_in_flight: must be greater than zero",
+            ),
+            (
+                "admission: { shares: { receivers: 0.6, exporter: 60% } }\n",
+                "cujo.yaml: admission.shares: the shares add up to 1.200",
+            ),
+            (
+                "receivers:\n  otlp:\n    grpc: { endpoint: \"127.0.0.1:0\", idle_timeout: 0 }\n",
+                "cujo.yaml: receivers.otlp.grpc.idle_timeout: must be greater than zero",
+            ),
+            (
+                "receivers:\n  otlp:\n    http: { endpoint: \"127.0.0.1:0\", max_connections: 0 }\n",
+                "cujo.yaml: receivers.otlp.http.max_connections: must be at least 1",
+            ),
+            (
                 "slo: { series_idle_ttl: 3600 }\n",
                 "cujo.yaml: slo.series_idle_ttl: expected a duration with a unit",
             ),
@@ -857,52 +625,6 @@ exporters:
         assert_eq!(otlp.headers["x-honeycomb-team"], "secret");
         assert_eq!(otlp.batch.timeout.0, Duration::from_millis(200));
         assert_eq!(otlp.retry.max_elapsed.0, Duration::from_secs(300));
-    }
-
-    #[test]
-    fn receiver_limits_default_like_the_collector_and_are_checked() {
-        let c = parse("receivers:\n  otlp:\n    grpc: { endpoint: \"127.0.0.1:4317\" }\n    http: { endpoint: \"127.0.0.1:4318\", idle_timeout: 5s, body_timeout: 2s, max_connections: 10, max_concurrent_streams: 8 }\n")
-            .expect("parses");
-        let otlp = c.receivers.otlp.expect("otlp");
-        let grpc = otlp.grpc.expect("grpc");
-        assert_eq!(
-            (grpc.max_connections, grpc.max_concurrent_streams),
-            (4096, 100)
-        );
-        assert_eq!(grpc.idle_timeout.0, Duration::from_secs(60));
-        assert_eq!(grpc.body_timeout.0, Duration::from_secs(30));
-        let http = otlp.http.expect("http");
-        assert_eq!((http.max_connections, http.max_concurrent_streams), (10, 8));
-        assert_eq!(http.idle_timeout.0, Duration::from_secs(5));
-        assert_eq!(http.body_timeout.0, Duration::from_secs(2));
-        for (key, value, detail) in [
-            (
-                "grpc",
-                "idle_timeout: 0",
-                "idle_timeout: must be greater than zero",
-            ),
-            (
-                "grpc",
-                "body_timeout: 0",
-                "body_timeout: must be greater than zero",
-            ),
-            (
-                "http",
-                "max_connections: 0",
-                "max_connections: must be at least 1",
-            ),
-            (
-                "http",
-                "max_concurrent_streams: 0",
-                "max_concurrent_streams: must be at least 1",
-            ),
-        ] {
-            let e = parse(&format!(
-                "receivers:\n  otlp:\n    {key}: {{ endpoint: \"127.0.0.1:0\", {value} }}\n"
-            ))
-            .expect_err(value);
-            assert!(e.contains(&format!("receivers.otlp.{key}.{detail}")), "{e}");
-        }
     }
 
     #[test]

@@ -220,23 +220,12 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
 
     // Open connections pay a fixed cost from the receivers' share, beside their bodies.
     let connections = server::ConnectionMemory::new(budget.account(Component::Receivers));
-    let ingest = |limit: u64, body_timeout: Duration| Ingest {
+    let retry_after = config.admission.retry_after.0;
+    let ingest = |limits: ReceiverLimits| Ingest {
         memory: budget.account(Component::Receivers),
         sink: sink.clone(),
         telemetry: telemetry.clone(),
-        limits: ReceiverLimits {
-            max_message_bytes: limit as usize,
-            body_timeout,
-            retry_after: config.admission.retry_after.0,
-            connections: Some(connections.clone()),
-        },
-    };
-    let server_limits = |max_connections, streams, idle_timeout| ServerLimits {
-        max_connections,
-        http2_max_concurrent_streams: streams,
-        idle_timeout,
-        memory: Some(connections.clone()),
-        ..ServerLimits::default()
+        limits,
     };
     let mut receivers = JoinSet::new();
     let otlp = config.receivers.otlp.clone().unwrap_or_default();
@@ -244,16 +233,13 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         let listener = server::bind(&grpc.endpoint.0)
             .await
             .context("receivers.otlp.grpc.endpoint")?;
-        let router = receiver::grpc::router(ingest(grpc.max_recv_msg_size.0, grpc.body_timeout.0));
+        let router =
+            receiver::grpc::router(ingest(grpc.receiver_limits(retry_after, &connections)));
         receivers.spawn(server::serve(
             "otlp-grpc",
             listener,
             router,
-            server_limits(
-                grpc.max_connections,
-                grpc.max_concurrent_streams,
-                grpc.idle_timeout.0,
-            ),
+            grpc.server_limits(&connections),
             receivers_stop.clone(),
             CONNECTION_DRAIN,
         ));
@@ -263,16 +249,12 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             .await
             .context("receivers.otlp.http.endpoint")?;
         let router =
-            receiver::http::router(ingest(http.max_request_body_size.0, http.body_timeout.0));
+            receiver::http::router(ingest(http.receiver_limits(retry_after, &connections)));
         receivers.spawn(server::serve(
             "otlp-http",
             listener,
             router,
-            server_limits(
-                http.max_connections,
-                http.max_concurrent_streams,
-                http.idle_timeout.0,
-            ),
+            http.server_limits(&connections),
             receivers_stop.clone(),
             CONNECTION_DRAIN,
         ));
