@@ -12,15 +12,16 @@
 //! checks that need two sections at once (notifications need CUJs, the memory budget's
 //! split against the largest request).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 pub use cujo_assembler::config::{AssemblerConfig, PropagateConfig, RootCacheConfig};
+use cujo_config::KeyError;
 pub use cujo_config::outbound::{Compression, Protocol, TlsConfig};
 pub use cujo_config::{ByteSize, Endpoint, HumanDuration};
-use cujo_config::{KeyError, outbound};
+pub use cujo_otlp::admin::config::PrometheusExporter;
 pub use cujo_otlp::admission::config::{AdmissionConfig, Fraction, SharesConfig};
+pub use cujo_otlp::exporter::config::{BatchConfig, OtlpExporter, QueueConfig, RetryConfig};
 pub use cujo_otlp::receiver::config::{GrpcReceiver, HttpReceiver, OtlpReceivers, Receivers};
 pub use cujo_sli::config::SloConfig;
 pub use cujo_slo::cujs::CujConfig;
@@ -83,171 +84,6 @@ pub struct Exporters {
     pub prometheus: Option<PrometheusExporter>,
     /// The CUJ SLIs pushed as OTLP metrics.
     pub otlp_metrics: Option<OtlpMetricsExporter>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtlpExporter {
-    pub endpoint: String,
-    #[serde(default)]
-    pub protocol: Protocol,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default)]
-    pub compression: Compression,
-    #[serde(default)]
-    pub batch: BatchConfig,
-    #[serde(default)]
-    pub retry: RetryConfig,
-    #[serde(default)]
-    pub queue: QueueConfig,
-    /// Deadline of one export attempt.
-    #[serde(default = "default_export_timeout")]
-    pub timeout: HumanDuration,
-    /// Export requests in flight at once.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
-    #[serde(default)]
-    pub tls: TlsConfig,
-}
-
-fn default_export_timeout() -> HumanDuration {
-    HumanDuration(cujo_config::outbound::DEFAULT_EXPORT_TIMEOUT)
-}
-
-fn default_concurrency() -> usize {
-    4
-}
-
-impl OtlpExporter {
-    /// A usable URL and headers; batch, queue, concurrency and durations that can work.
-    fn validate(&self, key: &str) -> Result<(), KeyError> {
-        let at = |k: &str| format!("{key}.{k}");
-        let err = |k: &str, d: &str| cujo_config::fail(at(k), d);
-        outbound::check_url(
-            &at("endpoint"),
-            &self.endpoint,
-            "https://api.honeycomb.io:443",
-        )?;
-        outbound::check_headers(&at("headers"), &self.headers)?;
-        if self.batch.max_spans == 0 {
-            return err("batch.max_spans", "must be at least 1");
-        }
-        if self.queue.max_spans < self.batch.max_spans {
-            return cujo_config::fail(
-                at("queue.max_spans"),
-                format!(
-                    "must be at least {} ({})",
-                    at("batch.max_spans"),
-                    self.batch.max_spans
-                ),
-            );
-        }
-        if self.concurrency == 0 {
-            return err("concurrency", "must be at least 1");
-        }
-        if self.retry.initial_interval.0.is_zero() {
-            return err("retry.initial_interval", "must be greater than zero");
-        }
-        if self.timeout.0.is_zero() {
-            return err("timeout", "must be greater than zero");
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchConfig {
-    #[serde(default = "default_batch_spans")]
-    pub max_spans: usize,
-    /// A batch is sent once its encoded size reaches this (a request is never split for
-    /// it): bounds the body the exporter encodes, and so its memory beyond its share.
-    #[serde(default = "default_batch_bytes")]
-    pub max_bytes: ByteSize,
-    #[serde(default = "default_batch_timeout")]
-    pub timeout: HumanDuration,
-}
-
-impl Default for BatchConfig {
-    fn default() -> Self {
-        Self {
-            max_spans: default_batch_spans(),
-            max_bytes: default_batch_bytes(),
-            timeout: default_batch_timeout(),
-        }
-    }
-}
-
-fn default_batch_bytes() -> ByteSize {
-    ByteSize(8 << 20)
-}
-
-fn default_batch_spans() -> usize {
-    8192
-}
-
-fn default_batch_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_millis(200))
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryConfig {
-    #[serde(default = "default_initial")]
-    pub initial_interval: HumanDuration,
-    #[serde(default = "default_max_interval")]
-    pub max_interval: HumanDuration,
-    /// Zero retries forever.
-    #[serde(default = "default_max_elapsed")]
-    pub max_elapsed: HumanDuration,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self {
-            initial_interval: default_initial(),
-            max_interval: default_max_interval(),
-            max_elapsed: default_max_elapsed(),
-        }
-    }
-}
-
-fn default_initial() -> HumanDuration {
-    HumanDuration(Duration::from_secs(1))
-}
-
-fn default_max_interval() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30))
-}
-
-fn default_max_elapsed() -> HumanDuration {
-    HumanDuration(Duration::from_secs(300))
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueueConfig {
-    #[serde(default = "default_queue_spans")]
-    pub max_spans: usize,
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        Self {
-            max_spans: default_queue_spans(),
-        }
-    }
-}
-
-fn default_queue_spans() -> usize {
-    1_000_000
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PrometheusExporter {
-    pub endpoint: Endpoint,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -393,6 +229,9 @@ impl Config {
         self.receivers.validate("receivers")?;
         if let Some(otlp) = &self.exporters.otlp {
             otlp.validate("exporters.otlp")?;
+        }
+        if let Some(prometheus) = &self.exporters.prometheus {
+            prometheus.validate("exporters.prometheus")?;
         }
         if let Some(m) = &self.exporters.otlp_metrics {
             m.validate("exporters.otlp_metrics")?;
@@ -578,6 +417,10 @@ mod tests {
             (
                 "receivers:\n  otlp:\n    http: { endpoint: \"127.0.0.1:0\", max_connections: 0 }\n",
                 "cujo.yaml: receivers.otlp.http.max_connections: must be at least 1",
+            ),
+            (
+                "exporters:\n  otlp: { endpoint: \"http://x:1\", concurrency: 0 }\n",
+                "cujo.yaml: exporters.otlp.concurrency: must be at least 1",
             ),
             (
                 "slo: { series_idle_ttl: 3600 }\n",

@@ -9,9 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use cujo_otlp::admin::{self, MetricsSource, Readiness, SnapshotSource};
 use cujo_otlp::admission::SpanSink;
-use cujo_otlp::exporter::retry::RetrySettings;
-use cujo_otlp::exporter::transport::Downstream;
-use cujo_otlp::exporter::{self, ExporterSettings};
+use cujo_otlp::exporter;
 use cujo_otlp::memory::{Component, MemoryBudget};
 use cujo_otlp::prom::Exposition;
 use cujo_otlp::receiver::{self, Ingest, ReceiverLimits};
@@ -21,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::assembly;
-use crate::config::{self, Config};
+use crate::config::Config;
 use cujo_assembler::{Assembler, Directory};
 use cujo_sli::engine::{SliEngine, SliMatcher};
 use cujo_sli::observer::SliObserver;
@@ -184,21 +182,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     // Exporter (or the discard sink) first, so nothing accepted waits on it.
     let exporter_task = match &config.exporters.otlp {
         Some(otlp) => {
-            let downstream = Arc::new(downstream(otlp)?);
+            let downstream = Arc::new(otlp.downstream()?);
             tracing::info!(endpoint = %downstream.uri(), "forwarding spans");
-            let settings = ExporterSettings {
-                batch_max_spans: otlp.batch.max_spans,
-                batch_max_bytes: otlp.batch.max_bytes.0 as usize,
-                batch_timeout: otlp.batch.timeout.0,
-                queue_max_spans: otlp.queue.max_spans,
-                concurrency: otlp.concurrency,
-                retry: RetrySettings {
-                    initial_interval: otlp.retry.initial_interval.0,
-                    max_interval: otlp.retry.max_interval.0,
-                    max_elapsed: otlp.retry.max_elapsed.0,
-                },
-                memory: budget.account(Component::Exporter),
-            };
+            let settings = otlp.settings(budget.account(Component::Exporter));
             tokio::spawn(exporter::run(
                 settings,
                 downstream,
@@ -462,16 +448,4 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         "cujo stopped"
     );
     Ok(summary)
-}
-
-fn downstream(otlp: &config::OtlpExporter) -> anyhow::Result<Downstream> {
-    let headers = cujo_config::outbound::header_pairs("exporters.otlp.headers", &otlp.headers)?;
-    Ok(Downstream::new(
-        &otlp.endpoint,
-        otlp.protocol,
-        otlp.compression,
-        headers,
-        otlp.timeout.0,
-        otlp.tls.ca_file.as_deref(),
-    )?)
 }

@@ -1,6 +1,10 @@
 //! The admin listener (`exporters.prometheus.endpoint`): `GET /metrics` in the Prometheus
 //! text format, or OpenMetrics (with exemplars) when the scraper's `Accept` asks for it, `GET /healthz` (the process serves) and `GET /readyz` (receivers are
 //! listening and cujo is not shutting down — take it out of a Service's endpoints otherwise).
+//!
+//! - [`config`]: `exporters.prometheus`, where it listens.
+
+pub mod config;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
