@@ -3,14 +3,21 @@
 //! Errors name the file and the key path (`cujo.yaml: exporters.otlp.batch.timeout: ...`).
 //! Unknown keys are errors, so a typo never silently falls back to a default.
 //!
-//! This is the composition: each component's section is its own type, which checks itself
-//! with `validate(&self, key)` (`exporters.otlp_metrics` and `notifications:` live in
-//! `cujo-slo` beside the exporters they configure, `cujs:` too; the value types in
-//! `cujo-config`). What is defined here: the sections of the components the binary wires
-//! directly (receivers, admission, the span exporter, the assembler, propagation, the SLI
-//! engine's `slo:` limits, shutdown, logging), loading and `${env:}` substitution, and the
-//! checks that need two sections at once (notifications need CUJs, the memory budget's
-//! split against the largest request).
+//! This is the composition. Each component's section is its own type, in the component's
+//! crate, which checks itself with `validate(&self, key)` and resolves itself into the
+//! settings its component takes:
+//! - `receivers:` — `cujo_otlp::receiver::config`; `admission:` —
+//!   `cujo_otlp::admission::config`; `exporters.otlp` — `cujo_otlp::exporter::config`;
+//!   `exporters.prometheus` (the admin listener) — `cujo_otlp::admin::config`;
+//! - `assembler:`, `propagate:` — `cujo_assembler::config`; `slo:` — `cujo_sli::config`;
+//! - `cujs:`, `exporters.otlp_metrics`, `notifications:` — `cujo-slo`, beside what they
+//!   configure; the value types (`30s`, `256MiB`, URLs, headers, TLS) — `cujo-config`.
+//!
+//! They are re-exported here. What is defined here: the top-level [`Config`] and its
+//! [`Exporters`] section, `shutdown:` and `log:`, loading and `${env:}` substitution,
+//! [`ConfigError`] (the file name added to a [`KeyError`]), and the checks that need two
+//! sections at once (notifications need CUJs; the receivers' share of the budget, which
+//! depends on the stages that run, holds one connection and their largest request).
 
 use std::path::Path;
 use std::time::Duration;
@@ -77,6 +84,7 @@ pub struct Config {
     pub log: LogConfig,
 }
 
+/// `exporters:`: one section per exporter, each its component's type.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Exporters {
@@ -204,7 +212,9 @@ impl Config {
         cujo_slo::cujs::resolve(&self.cujs).unwrap_or_default()
     }
 
-    /// Checks that values which parsed are also usable together.
+    /// Checks that values which parsed are also usable: each section by its own
+    /// `validate`, under its key, and what needs two sections at once. The order is the
+    /// order errors are found in when there are several.
     fn check(&self) -> Result<(), KeyError> {
         let err = |p: &str, d: String| cujo_config::fail(p, d);
         cujo_slo::cujs::resolve(&self.cujs)?;
