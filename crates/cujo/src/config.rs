@@ -237,11 +237,11 @@ impl Config {
         self.admission.validate("admission")?;
         self.check_memory()?;
         self.receivers.validate("receivers")?;
-        if let Some(otlp) = &self.exporters.otlp {
-            otlp.validate("exporters.otlp")?;
-        }
         if let Some(prometheus) = &self.exporters.prometheus {
             prometheus.validate("exporters.prometheus")?;
+        }
+        if let Some(otlp) = &self.exporters.otlp {
+            otlp.validate("exporters.otlp")?;
         }
         if let Some(m) = &self.exporters.otlp_metrics {
             m.validate("exporters.otlp_metrics")?;
