@@ -26,8 +26,14 @@
 //! and classify the span into bits ([`TraceObserver::classify`]), OR-ed per trace, so the
 //! observer need not read the trace's spans again.
 //!
+//! Its config sections (`assembler:`, `propagate:`) are its own types ([`config`]), which
+//! check themselves and resolve into [`AssemblerSettings`]; it knows nothing of the config
+//! file, which the binary loads and composes.
+//!
 //! # Layout
-//! - [`settings`]: `assembler:` and `propagate:` settings.
+//! - [`config`]: the `assembler:` and `propagate:` sections, their `validate`, and their
+//!   resolution into settings (given the memory budget's shares as byte limits).
+//! - [`settings`]: `assembler:` and `propagate:` settings, resolved to plain values.
 //! - [`origin`]: what a trace propagates ([`origin::Origin`], capped) and writing it onto a span.
 //! - [`cache`]: the root cache of released traces' origins (TTL, entries, bytes).
 //! - [`directory`]: what the shards share — each shard's root cache and held trace ids, each
@@ -40,6 +46,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cache;
+pub mod config;
 pub mod directory;
 mod emit;
 mod held;

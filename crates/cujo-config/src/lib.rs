@@ -1,9 +1,10 @@
 //! The value types every cujo component's config is written in, and the error a component's
 //! `validate` returns.
 //!
-//! Each component owns its config type (`exporters.otlp_metrics` in `cujo-slo`, the
-//! receivers' limits in the binary, …) and checks it with `validate(&self, key)`, naming the
-//! key path of what is wrong; the binary adds the file name. This crate owns only what those
+//! Each component owns its config type, in its own crate (`exporters.otlp_metrics` in
+//! `cujo-slo`, `receivers:` in `cujo-otlp`, `assembler:` in `cujo-assembler`, …), and checks
+//! it with `validate(&self, key)`, naming the key path of what is wrong; the binary composes
+//! the sections and adds the file name. This crate owns only what those
 //! types share, so a duration or a header map reads and fails the same way in every section.
 //! It depends on no other crate of ours and knows no component.
 //!

@@ -7,14 +7,17 @@
 //!
 //! Everything here is driven by an explicit clock (milliseconds since the Unix epoch), so
 //! tests move time without sleeping. It reads spans in wire form and the assembler's
-//! released traces, and knows nothing of OTLP transport, exposition formats or config
-//! files: it must not reach into the receivers, the exporters or the binary.
+//! released traces, and knows nothing of OTLP transport, exposition formats or the config
+//! file: it owns its `slo:` section's type ([`config`]), which checks itself, and the binary
+//! composes it. It must not reach into the receivers, the exporters or the binary.
 //!
 //! # Layout
 //! - [`condition`]: root matching and bad/exclude conditions over any [`condition::SpanFacts`]
 //!   (exact, any-of, regex, exists, ranges; status); [`condition::ConditionSet`], the
 //!   `scope: trace` conditions deduplicated, so spans are classified into bits as they
 //!   arrive and a released trace need not be read again span by span.
+//! - [`config`]: the `slo:` section ([`config::SloConfig`]: state file, settling, limits) and
+//!   its `validate`; [`config::SloConfig::limits`] resolves it into [`limits::SliLimits`].
 //! - [`cuj`]: a CUJ definition and the SLI event (or exclusion) a released trace yields.
 //! - [`observer`]: [`observer::SliObserver`], the assembler's observer on each shard: reads
 //!   released traces in wire form (only what the CUJs use), begins their events with the
@@ -53,6 +56,7 @@
 #![forbid(unsafe_code)]
 
 pub mod condition;
+pub mod config;
 pub mod cuj;
 pub mod engine;
 pub mod histogram;

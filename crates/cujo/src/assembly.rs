@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cujo_assembler::Cursor;
+use cujo_assembler::config::PropagateConfig;
 use cujo_assembler::{
-    Assembler, AssemblerSettings, AssemblerStats, PropagateSettings, RELEASE_LAG_BUCKETS_MS,
-    ReleaseReason,
+    Assembler, AssemblerSettings, AssemblerStats, RELEASE_LAG_BUCKETS_MS, ReleaseReason,
 };
 use cujo_otlp::admission::{Admitted, SpanSink, SpanSource};
 use cujo_otlp::gzip::Prepared;
@@ -26,28 +26,15 @@ use crate::config::Config;
 /// The assembler's settings from the config (defaults for whichever section is absent), its
 /// memory and its root cache's bounded by their shares of `budget`.
 pub fn settings(config: &Config, budget: &MemoryBudget) -> AssemblerSettings {
-    let a = config.assembler.clone().unwrap_or_default();
-    let p = config.propagate.clone().unwrap_or_default();
-    AssemblerSettings {
-        decision_wait: a.decision_wait.0,
-        trace_timeout: a.trace_timeout.0,
-        max_spans_per_trace: a.max_spans_per_trace,
-        max_groups_per_trace: a.max_groups_per_trace,
-        max_buffered_spans: a.max_buffered_spans,
-        max_memory_bytes: budget.limit(Component::Assembler),
-        root_cache_ttl: a.root_cache.ttl.0,
-        root_cache_max_traces: a.root_cache.max_traces,
-        root_cache_max_bytes: budget.limit(Component::RootCache),
-        max_link_hops: a.max_link_hops,
-        propagate: PropagateSettings {
-            attributes: p.attributes,
-            prefix: p.prefix,
-            overwrite: p.overwrite,
-            max_value_bytes: p.max_value_bytes.0 as usize,
-            max_set_bytes: p.max_set_bytes.0 as usize,
-            max_name_bytes: p.max_name_bytes.0 as usize,
-        },
-    }
+    let propagate = match &config.propagate {
+        Some(p) => p.settings(),
+        None => PropagateConfig::default().settings(),
+    };
+    config.assembler.clone().unwrap_or_default().settings(
+        propagate,
+        budget.limit(Component::Assembler),
+        budget.limit(Component::RootCache),
+    )
 }
 
 /// The latest counters of each shard, shared with the metrics endpoint.

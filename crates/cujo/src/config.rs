@@ -3,30 +3,42 @@
 //! Errors name the file and the key path (`cujo.yaml: exporters.otlp.batch.timeout: ...`).
 //! Unknown keys are errors, so a typo never silently falls back to a default.
 //!
-//! This is the composition: each component's section is its own type, which checks itself
-//! with `validate(&self, key)` (`exporters.otlp_metrics` and `notifications:` live in
-//! `cujo-slo` beside the exporters they configure, `cujs:` too; the value types in
-//! `cujo-config`). What is defined here: the sections of the components the binary wires
-//! directly (receivers, admission, the span exporter, the assembler, propagation, the SLI
-//! engine's `slo:` limits, shutdown, logging), loading and `${env:}` substitution, and the
-//! checks that need two sections at once (notifications need CUJs, the memory budget's
-//! split against the largest request).
+//! This is the composition. Each component's section is its own type, in the component's
+//! crate, which checks itself with `validate(&self, key)` and resolves itself into the
+//! settings its component takes:
+//! - `receivers:` — `cujo_otlp::receiver::config`; `admission:` —
+//!   `cujo_otlp::admission::config`; `exporters.otlp` — `cujo_otlp::exporter::config`;
+//!   `exporters.prometheus` (the admin listener) — `cujo_otlp::admin::config`;
+//! - `assembler:`, `propagate:` — `cujo_assembler::config`; `slo:` — `cujo_sli::config`;
+//! - `cujs:`, `exporters.otlp_metrics`, `notifications:` — `cujo-slo`, beside what they
+//!   configure; the value types (`30s`, `256MiB`, URLs, headers, TLS) — `cujo-config`.
+//!
+//! They are re-exported here. What is defined here: the top-level [`Config`] and its
+//! [`Exporters`] section, `shutdown:` and `log:`, loading and `${env:}` substitution,
+//! [`ConfigError`] (the file name added to a [`KeyError`]), and the checks that need two
+//! sections at once (notifications need CUJs; the receivers' share of the budget, which
+//! depends on the stages that run, holds one connection and their largest request).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+pub use cujo_assembler::config::{AssemblerConfig, PropagateConfig, RootCacheConfig};
+use cujo_config::KeyError;
 pub use cujo_config::outbound::{Compression, Protocol, TlsConfig};
 pub use cujo_config::{ByteSize, Endpoint, HumanDuration};
-use cujo_config::{KeyError, outbound};
 pub use cujo_otlp::admin::AdminRoutes;
+pub use cujo_otlp::admin::config::PrometheusExporter;
+pub use cujo_otlp::admission::config::{AdmissionConfig, Fraction, SharesConfig};
 pub use cujo_otlp::auth::AuthConfig;
+pub use cujo_otlp::exporter::config::{BatchConfig, OtlpExporter, QueueConfig, RetryConfig};
+pub use cujo_otlp::receiver::config::{GrpcReceiver, HttpReceiver, OtlpReceivers, Receivers};
+pub use cujo_sli::config::SloConfig;
 pub use cujo_slo::cujs::CujConfig;
 pub use cujo_slo::exporters::otlp_metrics::{OtlpMetricsExporter, Temporality};
 pub use cujo_slo::exporters::webhooks::{
     AlertSeverity, NotificationsConfig, WebhookConfig, WebhookFormat,
 };
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 /// The embedded default configuration (`config/default.yaml`).
 pub const DEFAULT_YAML: &str = include_str!("../../../config/default.yaml");
@@ -74,212 +86,7 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Receivers {
-    pub otlp: Option<OtlpReceivers>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtlpReceivers {
-    pub grpc: Option<GrpcReceiver>,
-    pub http: Option<HttpReceiver>,
-    /// Bearer tokens both receivers require (`authorization: Bearer <token>`).
-    pub auth: Option<AuthConfig>,
-}
-
-/// `receivers.otlp.grpc`. The limits below are the HTTP receiver's too.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrpcReceiver {
-    pub endpoint: Endpoint,
-    #[serde(default = "default_max_message")]
-    pub max_recv_msg_size: ByteSize,
-    /// Connections open at once (default 4096). Each also takes a fixed cost (128 KiB) from
-    /// the receivers' share of admission.max_in_flight, which may allow fewer: then a new
-    /// connection takes the place of the one idle the longest.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-    /// Streams one HTTP/2 connection may have open at once (default 100, RFC 9113's minimum
-    /// recommendation).
-    #[serde(default = "default_max_concurrent_streams")]
-    pub max_concurrent_streams: u32,
-    /// A connection with no request in flight this long is closed, with a GOAWAY on HTTP/2
-    /// (default 60s, the Collector's idle_timeout).
-    #[serde(default = "default_idle_timeout")]
-    pub idle_timeout: HumanDuration,
-    /// Time a client has to send a whole request body once its headers arrived (default
-    /// 30s); a slower one is cut off and the memory its body held is given back.
-    #[serde(default = "default_body_timeout")]
-    pub body_timeout: HumanDuration,
-}
-
-/// `receivers.otlp.http`: the same limits as the gRPC receiver's.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpReceiver {
-    pub endpoint: Endpoint,
-    #[serde(default = "default_max_message")]
-    pub max_request_body_size: ByteSize,
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-    #[serde(default = "default_max_concurrent_streams")]
-    pub max_concurrent_streams: u32,
-    #[serde(default = "default_idle_timeout")]
-    pub idle_timeout: HumanDuration,
-    #[serde(default = "default_body_timeout")]
-    pub body_timeout: HumanDuration,
-}
-
-fn default_max_message() -> ByteSize {
-    ByteSize(16 * 1024 * 1024)
-}
-
-fn default_max_connections() -> usize {
-    4096
-}
-
-fn default_max_concurrent_streams() -> u32 {
-    100
-}
-
-fn default_idle_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(60))
-}
-
-fn default_body_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30))
-}
-
-impl GrpcReceiver {
-    fn validate(&self, key: &str) -> Result<(), KeyError> {
-        check_receiver_limits(
-            key,
-            self.max_connections,
-            self.max_concurrent_streams,
-            self.idle_timeout,
-            self.body_timeout,
-        )
-    }
-}
-
-impl HttpReceiver {
-    fn validate(&self, key: &str) -> Result<(), KeyError> {
-        check_receiver_limits(
-            key,
-            self.max_connections,
-            self.max_concurrent_streams,
-            self.idle_timeout,
-            self.body_timeout,
-        )
-    }
-}
-
-fn check_receiver_limits(
-    at: &str,
-    max_connections: usize,
-    max_concurrent_streams: u32,
-    idle_timeout: HumanDuration,
-    body_timeout: HumanDuration,
-) -> Result<(), KeyError> {
-    let err = |key: &str, detail: &str| cujo_config::fail(format!("{at}.{key}"), detail);
-    if max_connections == 0 {
-        return err("max_connections", "must be at least 1");
-    }
-    if max_concurrent_streams == 0 {
-        return err("max_concurrent_streams", "must be at least 1");
-    }
-    if idle_timeout.0.is_zero() {
-        return err("idle_timeout", "must be greater than zero");
-    }
-    if body_timeout.0.is_zero() {
-        return err("body_timeout", "must be greater than zero");
-    }
-    Ok(())
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdmissionConfig {
-    /// The memory budget: every byte that grows with input (request bodies, held traces, the
-    /// root cache, the exporter queue, SLI series and settling events) is counted against it.
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: ByteSize,
-    /// Delay suggested to refused clients (gRPC RetryInfo, HTTP Retry-After).
-    #[serde(default = "default_retry_after")]
-    pub retry_after: HumanDuration,
-    /// How the budget is split between the components; unset ones share what the set ones
-    /// leave, by their default weights.
-    #[serde(default)]
-    pub shares: SharesConfig,
-}
-
-impl Default for AdmissionConfig {
-    fn default() -> Self {
-        Self {
-            max_in_flight: default_max_in_flight(),
-            retry_after: default_retry_after(),
-            shares: SharesConfig::default(),
-        }
-    }
-}
-
-/// `admission.shares`: each component's fraction of `admission.max_in_flight` (0 to 1).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SharesConfig {
-    pub receivers: Option<Fraction>,
-    pub assembler: Option<Fraction>,
-    pub root_cache: Option<Fraction>,
-    pub exporter: Option<Fraction>,
-    pub sli: Option<Fraction>,
-}
-
-/// A fraction: `0.25` or `25%`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Fraction(pub f64);
-
-impl<'de> Deserialize<'de> for Fraction {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(f64),
-            Text(String),
-        }
-        let value = match Raw::deserialize(d)? {
-            Raw::Number(n) => n,
-            Raw::Text(t) => match t.trim().strip_suffix('%') {
-                Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0).map_err(|_| {
-                    serde::de::Error::custom(format!(
-                        "expected a fraction like 0.25 or 25%, found {t:?}"
-                    ))
-                })?,
-                None => t.trim().parse::<f64>().map_err(|_| {
-                    serde::de::Error::custom(format!(
-                        "expected a fraction like 0.25 or 25%, found {t:?}"
-                    ))
-                })?,
-            },
-        };
-        if !(0.0..=1.0).contains(&value) {
-            return Err(serde::de::Error::custom(format!(
-                "expected a fraction between 0 and 1 (or 0% and 100%), found {value}"
-            )));
-        }
-        Ok(Fraction(value))
-    }
-}
-
-fn default_max_in_flight() -> ByteSize {
-    ByteSize(256 * 1024 * 1024)
-}
-
-fn default_retry_after() -> HumanDuration {
-    HumanDuration(Duration::from_secs(1))
-}
-
+/// `exporters:`: one section per exporter, each its component's type.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Exporters {
@@ -287,454 +94,6 @@ pub struct Exporters {
     pub prometheus: Option<PrometheusExporter>,
     /// The CUJ SLIs pushed as OTLP metrics.
     pub otlp_metrics: Option<OtlpMetricsExporter>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtlpExporter {
-    pub endpoint: String,
-    #[serde(default)]
-    pub protocol: Protocol,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default)]
-    pub compression: Compression,
-    #[serde(default)]
-    pub batch: BatchConfig,
-    #[serde(default)]
-    pub retry: RetryConfig,
-    #[serde(default)]
-    pub queue: QueueConfig,
-    /// Deadline of one export attempt.
-    #[serde(default = "default_export_timeout")]
-    pub timeout: HumanDuration,
-    /// Export requests in flight at once.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
-    #[serde(default)]
-    pub tls: TlsConfig,
-}
-
-fn default_export_timeout() -> HumanDuration {
-    HumanDuration(cujo_config::outbound::DEFAULT_EXPORT_TIMEOUT)
-}
-
-fn default_concurrency() -> usize {
-    4
-}
-
-impl OtlpExporter {
-    /// A usable URL and headers; batch, queue, concurrency and durations that can work.
-    fn validate(&self, key: &str) -> Result<(), KeyError> {
-        let at = |k: &str| format!("{key}.{k}");
-        let err = |k: &str, d: &str| cujo_config::fail(at(k), d);
-        outbound::check_url(
-            &at("endpoint"),
-            &self.endpoint,
-            "https://api.honeycomb.io:443",
-        )?;
-        outbound::check_headers(&at("headers"), &self.headers)?;
-        if self.batch.max_spans == 0 {
-            return err("batch.max_spans", "must be at least 1");
-        }
-        if self.queue.max_spans < self.batch.max_spans {
-            return cujo_config::fail(
-                at("queue.max_spans"),
-                format!(
-                    "must be at least {} ({})",
-                    at("batch.max_spans"),
-                    self.batch.max_spans
-                ),
-            );
-        }
-        if self.concurrency == 0 {
-            return err("concurrency", "must be at least 1");
-        }
-        if self.retry.initial_interval.0.is_zero() {
-            return err("retry.initial_interval", "must be greater than zero");
-        }
-        if self.timeout.0.is_zero() {
-            return err("timeout", "must be greater than zero");
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchConfig {
-    #[serde(default = "default_batch_spans")]
-    pub max_spans: usize,
-    /// A batch is sent once its encoded size reaches this (a request is never split for
-    /// it): bounds the body the exporter encodes, and so its memory beyond its share.
-    #[serde(default = "default_batch_bytes")]
-    pub max_bytes: ByteSize,
-    #[serde(default = "default_batch_timeout")]
-    pub timeout: HumanDuration,
-}
-
-impl Default for BatchConfig {
-    fn default() -> Self {
-        Self {
-            max_spans: default_batch_spans(),
-            max_bytes: default_batch_bytes(),
-            timeout: default_batch_timeout(),
-        }
-    }
-}
-
-fn default_batch_bytes() -> ByteSize {
-    ByteSize(8 << 20)
-}
-
-fn default_batch_spans() -> usize {
-    8192
-}
-
-fn default_batch_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_millis(200))
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryConfig {
-    #[serde(default = "default_initial")]
-    pub initial_interval: HumanDuration,
-    #[serde(default = "default_max_interval")]
-    pub max_interval: HumanDuration,
-    /// Zero retries forever.
-    #[serde(default = "default_max_elapsed")]
-    pub max_elapsed: HumanDuration,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self {
-            initial_interval: default_initial(),
-            max_interval: default_max_interval(),
-            max_elapsed: default_max_elapsed(),
-        }
-    }
-}
-
-fn default_initial() -> HumanDuration {
-    HumanDuration(Duration::from_secs(1))
-}
-
-fn default_max_interval() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30))
-}
-
-fn default_max_elapsed() -> HumanDuration {
-    HumanDuration(Duration::from_secs(300))
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueueConfig {
-    #[serde(default = "default_queue_spans")]
-    pub max_spans: usize,
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        Self {
-            max_spans: default_queue_spans(),
-        }
-    }
-}
-
-fn default_queue_spans() -> usize {
-    1_000_000
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PrometheusExporter {
-    pub endpoint: Endpoint,
-    /// Bearer tokens the status page and the APIs (JSON and gRPC) require.
-    pub auth: Option<AuthConfig>,
-    /// Bearer tokens `/metrics` requires: a scraper's own, which opens nothing else.
-    pub metrics_auth: Option<AuthConfig>,
-    #[serde(default)]
-    pub routes: AdminRoutes,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AssemblerConfig {
-    #[serde(default = "default_decision_wait")]
-    pub decision_wait: HumanDuration,
-    #[serde(default = "default_trace_timeout")]
-    pub trace_timeout: HumanDuration,
-    #[serde(default = "default_max_spans_per_trace")]
-    pub max_spans_per_trace: usize,
-    /// A trace whose spans arrive under more distinct resource/scope pairs is released early,
-    /// in parts.
-    #[serde(default = "default_max_groups_per_trace")]
-    pub max_groups_per_trace: usize,
-    #[serde(default = "default_max_buffered_spans")]
-    pub max_buffered_spans: usize,
-    #[serde(default)]
-    pub root_cache: RootCacheConfig,
-    #[serde(default = "default_max_link_hops")]
-    pub max_link_hops: u32,
-    /// Assembler shards (one task each, traces split by id); 0 = one per two CPU cores.
-    #[serde(default)]
-    pub shards: usize,
-}
-
-impl Default for AssemblerConfig {
-    fn default() -> Self {
-        Self {
-            decision_wait: default_decision_wait(),
-            trace_timeout: default_trace_timeout(),
-            max_spans_per_trace: default_max_spans_per_trace(),
-            max_groups_per_trace: default_max_groups_per_trace(),
-            max_buffered_spans: default_max_buffered_spans(),
-            root_cache: RootCacheConfig::default(),
-            max_link_hops: default_max_link_hops(),
-            shards: 0,
-        }
-    }
-}
-
-impl AssemblerConfig {
-    fn validate(&self, key: &str) -> Result<(), KeyError> {
-        let err = |k: &str, d: String| cujo_config::fail(format!("{key}.{k}"), d);
-        if self.max_spans_per_trace == 0 {
-            return err("max_spans_per_trace", "must be at least 1".into());
-        }
-        if self.max_buffered_spans == 0 {
-            return err("max_buffered_spans", "must be at least 1".into());
-        }
-        if self.trace_timeout.0 < self.decision_wait.0 {
-            return err(
-                "trace_timeout",
-                format!(
-                    "must be at least {key}.decision_wait ({:?})",
-                    self.decision_wait.0
-                ),
-            );
-        }
-        Ok(())
-    }
-}
-
-fn default_decision_wait() -> HumanDuration {
-    HumanDuration(Duration::from_secs(2))
-}
-
-fn default_trace_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30))
-}
-
-fn default_max_spans_per_trace() -> usize {
-    10_000
-}
-
-fn default_max_groups_per_trace() -> usize {
-    64
-}
-
-fn default_max_buffered_spans() -> usize {
-    2_000_000
-}
-
-fn default_max_link_hops() -> u32 {
-    3
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RootCacheConfig {
-    #[serde(default = "default_root_cache_ttl")]
-    pub ttl: HumanDuration,
-    #[serde(default = "default_root_cache_max")]
-    pub max_traces: usize,
-}
-
-impl Default for RootCacheConfig {
-    fn default() -> Self {
-        Self {
-            ttl: default_root_cache_ttl(),
-            max_traces: default_root_cache_max(),
-        }
-    }
-}
-
-fn default_root_cache_ttl() -> HumanDuration {
-    HumanDuration(Duration::from_secs(600))
-}
-
-fn default_root_cache_max() -> usize {
-    1_000_000
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PropagateConfig {
-    /// Root attributes to write on every descendant: exact keys or `prefix.*` globs.
-    #[serde(default = "default_propagated")]
-    pub attributes: Vec<String>,
-    #[serde(default)]
-    pub prefix: String,
-    #[serde(default)]
-    pub overwrite: bool,
-    /// A propagated string value is cut to this many bytes; a longer value of another type
-    /// is not propagated.
-    #[serde(default = "default_max_value_bytes")]
-    pub max_value_bytes: ByteSize,
-    /// The propagated attributes of one trace take at most this many bytes, encoded.
-    #[serde(default = "default_max_set_bytes")]
-    pub max_set_bytes: ByteSize,
-    /// `cujo.root.name` and `cujo.root.service.name` are cut to this many bytes.
-    #[serde(default = "default_max_name_bytes")]
-    pub max_name_bytes: ByteSize,
-}
-
-impl Default for PropagateConfig {
-    fn default() -> Self {
-        Self {
-            attributes: default_propagated(),
-            prefix: String::new(),
-            overwrite: false,
-            max_value_bytes: default_max_value_bytes(),
-            max_set_bytes: default_max_set_bytes(),
-            max_name_bytes: default_max_name_bytes(),
-        }
-    }
-}
-
-impl PropagateConfig {
-    /// Each attribute is an exact key or a prefix glob (`*` only at the end).
-    fn validate(&self, key: &str) -> Result<(), KeyError> {
-        for (i, pattern) in self.attributes.iter().enumerate() {
-            let star = pattern.find('*');
-            if pattern.is_empty() || star.is_some_and(|at| at != pattern.len() - 1) {
-                return cujo_config::fail(
-                    format!("{key}.attributes[{i}]"),
-                    format!(
-                        "{pattern:?}: expected an attribute key like \"user.tier\" or a prefix glob like \"cuj.*\""
-                    ),
-                );
-            }
-        }
-        Ok(())
-    }
-}
-
-fn default_max_value_bytes() -> ByteSize {
-    ByteSize(cujo_assembler::PropagateSettings::default().max_value_bytes as u64)
-}
-
-fn default_max_set_bytes() -> ByteSize {
-    ByteSize(cujo_assembler::PropagateSettings::default().max_set_bytes as u64)
-}
-
-fn default_max_name_bytes() -> ByteSize {
-    ByteSize(cujo_assembler::PropagateSettings::default().max_name_bytes as u64)
-}
-
-fn default_propagated() -> Vec<String> {
-    ["cuj.*", "user.tier", "tenant.id", "graphql.operation.name"]
-        .map(String::from)
-        .to_vec()
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SloConfig {
-    /// Where the CUJs' rolling windows are saved, so a restart keeps the error budgets.
-    pub state_file: Option<std::path::PathBuf>,
-    /// How often the state file is written (and once more at shutdown).
-    #[serde(default = "default_save_interval")]
-    pub save_interval: HumanDuration,
-    /// How long events of `end_to_end` and `{from, to}` CUJs wait after their trace's release
-    /// for late spans and linked continuations (0s: recorded at release).
-    #[serde(default = "default_settle")]
-    pub settle: HumanDuration,
-    /// At most this many traces wait to settle; past it the oldest is recorded early.
-    #[serde(default = "default_max_settling_traces")]
-    pub max_settling_traces: usize,
-    /// Dimension values longer than this are cut before they make a series, so a value
-    /// unique per request (an id, a URL) cannot make a series per request.
-    #[serde(default = "default_max_dimension_value_bytes")]
-    pub max_dimension_value_bytes: ByteSize,
-    /// Series with no event for this long are removed, their memory given back (0s: never),
-    /// so dimension values that stopped coming do not hold memory for good.
-    #[serde(default = "default_series_idle_ttl")]
-    pub series_idle_ttl: HumanDuration,
-}
-
-fn default_max_dimension_value_bytes() -> ByteSize {
-    ByteSize(cujo_sli::limits::DEFAULT_MAX_DIMENSION_VALUE_BYTES as u64)
-}
-
-fn default_series_idle_ttl() -> HumanDuration {
-    HumanDuration(cujo_sli::limits::DEFAULT_SERIES_IDLE_TTL)
-}
-
-impl SloConfig {
-    /// The SLI engine's limits: these settings, within `max_bytes` (its share of the
-    /// memory budget).
-    pub fn limits(&self, max_bytes: usize) -> cujo_sli::limits::SliLimits {
-        cujo_sli::limits::SliLimits {
-            max_bytes,
-            max_dimension_value_bytes: usize::try_from(self.max_dimension_value_bytes.0)
-                .unwrap_or(usize::MAX),
-            series_idle_ttl: self.series_idle_ttl.0,
-        }
-    }
-
-    fn validate(&self, key: &str) -> Result<(), KeyError> {
-        let err = |p: &str, d: &str| cujo_config::fail(format!("{key}.{p}"), d);
-        if self.max_settling_traces == 0 {
-            return err("max_settling_traces", "must be at least 1");
-        }
-        if self.max_dimension_value_bytes.0 == 0 {
-            return err(
-                "max_dimension_value_bytes",
-                "must be at least 1 byte (every value would be cut to nothing)",
-            );
-        }
-        if self.max_dimension_value_bytes.0 > 64 << 10 {
-            return err(
-                "max_dimension_value_bytes",
-                "must be at most 64KiB (a series key is held in memory for every series)",
-            );
-        }
-        let ttl = self.series_idle_ttl.0;
-        if !ttl.is_zero() && ttl < Duration::from_secs(1) {
-            return err("series_idle_ttl", "must be 0s (never) or at least 1s");
-        }
-        Ok(())
-    }
-}
-
-fn default_settle() -> HumanDuration {
-    HumanDuration(cujo_sli::engine::DEFAULT_SETTLE)
-}
-
-fn default_max_settling_traces() -> usize {
-    cujo_sli::engine::DEFAULT_MAX_SETTLING_TRACES
-}
-
-impl Default for SloConfig {
-    fn default() -> Self {
-        Self {
-            state_file: None,
-            save_interval: default_save_interval(),
-            settle: default_settle(),
-            max_settling_traces: default_max_settling_traces(),
-            max_dimension_value_bytes: default_max_dimension_value_bytes(),
-            series_idle_ttl: default_series_idle_ttl(),
-        }
-    }
-}
-
-fn default_save_interval() -> HumanDuration {
-    HumanDuration(Duration::from_secs(60))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -855,7 +214,9 @@ impl Config {
         cujo_slo::cujs::resolve(&self.cujs).unwrap_or_default()
     }
 
-    /// Checks that values which parsed are also usable together.
+    /// Checks that values which parsed are also usable: each section by its own
+    /// `validate`, under its key, and what needs two sections at once. The order is the
+    /// order errors are found in when there are several.
     fn check(&self) -> Result<(), KeyError> {
         let err = |p: &str, d: String| cujo_config::fail(p, d);
         cujo_slo::cujs::resolve(&self.cujs)?;
@@ -875,30 +236,11 @@ impl Config {
             n.validate("notifications")?;
         }
         self.slo.validate("slo")?;
-        if self.admission.max_in_flight.0 == 0 {
-            return err(
-                "admission.max_in_flight",
-                "must be greater than zero".into(),
-            );
-        }
+        self.admission.validate("admission")?;
         self.check_memory()?;
-        let otlp = self.receivers.otlp.clone().unwrap_or_default();
-        if let Some(grpc) = &otlp.grpc {
-            grpc.validate("receivers.otlp.grpc")?;
-        }
-        if let Some(http) = &otlp.http {
-            http.validate("receivers.otlp.http")?;
-        }
-        if let Some(auth) = &otlp.auth {
-            auth.validate("receivers.otlp.auth")?;
-        }
-        if let Some(prom) = &self.exporters.prometheus {
-            if let Some(auth) = &prom.auth {
-                auth.validate("exporters.prometheus.auth")?;
-            }
-            if let Some(auth) = &prom.metrics_auth {
-                auth.validate("exporters.prometheus.metrics_auth")?;
-            }
+        self.receivers.validate("receivers")?;
+        if let Some(prometheus) = &self.exporters.prometheus {
+            prometheus.validate("exporters.prometheus")?;
         }
         if let Some(otlp) = &self.exporters.otlp {
             otlp.validate("exporters.otlp")?;
@@ -909,26 +251,9 @@ impl Config {
         Ok(())
     }
 
-    /// The budget's split: shares add up to at most 1, and the receivers' share holds the
-    /// largest request they accept (else such a request could never be admitted).
+    /// The receivers' share of the budget holds one connection and the largest request they
+    /// accept (else no connection, or no such request, could ever be admitted).
     fn check_memory(&self) -> Result<(), KeyError> {
-        let s = &self.admission.shares;
-        let set: f64 = [s.receivers, s.assembler, s.root_cache, s.exporter, s.sli]
-            .iter()
-            .flatten()
-            .map(|f| f.0)
-            .sum();
-        if set > 1.0 + 1e-9 {
-            return cujo_config::fail(
-                "admission.shares",
-                format!("the shares add up to {set:.3}; they must add up to at most 1"),
-            );
-        }
-        if let Some(a) = &self.assembler
-            && a.max_groups_per_trace == 0
-        {
-            return cujo_config::fail("assembler.max_groups_per_trace", "must be at least 1");
-        }
         let budget = self.memory_shares();
         let receivers = (self.admission.max_in_flight.0 as f64
             * budget.of(cujo_otlp::memory::Component::Receivers)) as u64;
@@ -980,33 +305,10 @@ impl Config {
 
     /// How the memory budget is split, from `admission.shares` and the stages that run.
     pub fn memory_shares(&self) -> cujo_otlp::memory::Shares {
-        use cujo_otlp::memory::{Component, Shares};
         let assembler = self.assembler_enabled();
-        let defaults = Shares::for_stages(assembler, assembler && !self.cujs.is_empty());
-        let s = &self.admission.shares;
-        let set = [
-            (Component::Receivers, s.receivers),
-            (Component::Assembler, s.assembler),
-            (Component::RootCache, s.root_cache),
-            (Component::Exporter, s.exporter),
-            (Component::Sli, s.sli),
-        ];
-        let fixed: f64 = set.iter().filter_map(|(_, f)| f.map(|f| f.0)).sum();
-        let free_weight: f64 = set
-            .iter()
-            .filter(|(_, f)| f.is_none())
-            .map(|(c, _)| defaults.of(*c))
-            .sum();
-        let left = (1.0 - fixed).max(0.0);
-        let mut out = [0.0; 5];
-        for (c, f) in set {
-            out[c as usize] = match f {
-                Some(f) => f.0,
-                None if free_weight > 0.0 => defaults.of(c) / free_weight * left,
-                None => 0.0,
-            };
-        }
-        Shares(out)
+        let defaults =
+            cujo_otlp::memory::Shares::for_stages(assembler, assembler && !self.cujs.is_empty());
+        self.admission.shares.resolve(defaults)
     }
 }
 
@@ -1091,46 +393,50 @@ mod tests {
         .map_err(|e| e.to_string())
     }
 
+    /// Each section checks itself (beside its type, in its crate); the loader must call
+    /// every section's check under that section's key, and name the file.
     #[test]
-    fn slo_limits_default_parse_and_are_checked() {
-        let c = parse("").expect("empty config");
-        assert_eq!(c.slo.max_dimension_value_bytes, ByteSize(128));
-        assert_eq!(c.slo.series_idle_ttl.0, Duration::from_secs(3600));
-        let limits = c.slo.limits(1 << 20);
-        assert_eq!(
-            (limits.max_bytes, limits.max_dimension_value_bytes),
-            (1 << 20, 128)
-        );
-        let c = parse("slo: { max_dimension_value_bytes: 1KiB, series_idle_ttl: 0s }\n")
-            .expect("parses");
-        assert_eq!(c.slo.max_dimension_value_bytes, ByteSize(1024));
-        assert!(c.slo.limits(0).series_idle_ttl.is_zero(), "0s: never");
-        let c = parse("slo: { series_idle_ttl: 6h }\n").expect("parses");
-        assert_eq!(c.slo.series_idle_ttl.0, Duration::from_secs(6 * 3600));
+    fn each_section_is_checked_under_its_key() {
         for (yaml, want) in [
             (
                 "slo: { max_dimension_value_bytes: 0 }\n",
                 "cujo.yaml: slo.max_dimension_value_bytes: must be at least 1 byte",
             ),
             (
-                "slo: { max_dimension_value_bytes: 1MiB }\n",
-                "cujo.yaml: slo.max_dimension_value_bytes: must be at most 64KiB",
+                "assembler: { decision_wait: 5s, trace_timeout: 1s }\n",
+                "cujo.yaml: assembler.trace_timeout: must be at least assembler.decision_wait",
             ),
             (
-                "slo: { max_dimension_value_bytes: lots }\n",
-                "cujo.yaml: slo.max_dimension_value_bytes: expected a size",
+                "assembler: { max_groups_per_trace: 0 }\n",
+                "cujo.yaml: assembler.max_groups_per_trace: must be at least 1",
             ),
             (
-                "slo: { series_idle_ttl: 10ms }\n",
-                "cujo.yaml: slo.series_idle_ttl: must be 0s (never) or at least 1s",
+                "propagate: { attributes: [\"a*b\"] }\n",
+                "cujo.yaml: propagate.attributes[0]: \"a*b\": expected an attribute key",
+            ),
+            (
+                "admission: { max_in_flight: 0 }\n",
+                "cujo.yaml: admission.max_in_flight: must be greater than zero",
+            ),
+            (
+                "admission: { shares: { receivers: 0.6, exporter: 60% } }\n",
+                "cujo.yaml: admission.shares: the shares add up to 1.200",
+            ),
+            (
+                "receivers:\n  otlp:\n    grpc: { endpoint: \"127.0.0.1:0\", idle_timeout: 0 }\n",
+                "cujo.yaml: receivers.otlp.grpc.idle_timeout: must be greater than zero",
+            ),
+            (
+                "receivers:\n  otlp:\n    http: { endpoint: \"127.0.0.1:0\", max_connections: 0 }\n",
+                "cujo.yaml: receivers.otlp.http.max_connections: must be at least 1",
+            ),
+            (
+                "exporters:\n  otlp: { endpoint: \"http://x:1\", concurrency: 0 }\n",
+                "cujo.yaml: exporters.otlp.concurrency: must be at least 1",
             ),
             (
                 "slo: { series_idle_ttl: 3600 }\n",
                 "cujo.yaml: slo.series_idle_ttl: expected a duration with a unit",
-            ),
-            (
-                "slo: { max_settling_traces: 0 }\n",
-                "cujo.yaml: slo.max_settling_traces: must be at least 1",
             ),
         ] {
             let e = parse(yaml).expect_err(yaml);
@@ -1174,156 +480,6 @@ exporters:
         assert_eq!(otlp.headers["x-honeycomb-team"], "secret");
         assert_eq!(otlp.batch.timeout.0, Duration::from_millis(200));
         assert_eq!(otlp.retry.max_elapsed.0, Duration::from_secs(300));
-    }
-
-    #[test]
-    fn auth_sections_parse_and_errors_name_the_key_never_the_token() {
-        let env = |name: &str| match name {
-            "CUJO_TOKEN_A" => Some("tok-a-1f2e3d".to_string()),
-            "CUJO_TOKEN_B" => Some("tok-b-4c5b6a".to_string()),
-            "CUJO_TOKEN_EMPTY" => Some(String::new()),
-            "CUJO_TOKEN_SPACED" => Some("tok c-7d8e9f".to_string()),
-            _ => None,
-        };
-        let parse = |yaml: &str| Config::parse("cujo.yaml", yaml, &env).map_err(|e| e.to_string());
-        let c = parse(
-            r#"
-receivers:
-  otlp:
-    grpc: { endpoint: "127.0.0.1:4317" }
-    auth: { bearer_tokens: ["${env:CUJO_TOKEN_A}", "${env:CUJO_TOKEN_B}"] }
-exporters:
-  prometheus:
-    endpoint: "127.0.0.1:9464"
-    auth: { bearer_tokens: ["${env:CUJO_TOKEN_A}"] }
-    metrics_auth: { bearer_tokens: ["${env:CUJO_TOKEN_B}"] }
-    routes: { status_page: false }
-"#,
-        )
-        .expect("parses");
-        let shown = format!("{c:?}");
-        assert!(
-            !shown.contains("tok-a-1f2e3d") && !shown.contains("tok-b-4c5b6a"),
-            "{shown}"
-        );
-        let prom = c.exporters.prometheus.expect("prometheus");
-        assert_eq!(
-            prom.routes,
-            AdminRoutes {
-                status_page: false,
-                api: true,
-                metrics: true
-            }
-        );
-        assert_eq!(
-            prom.metrics_auth.expect("metrics_auth").bearer_tokens.len(),
-            1
-        );
-        let open = parse("exporters:\n  prometheus: { endpoint: \"127.0.0.1:9464\" }\n")
-            .expect("parses")
-            .exporters
-            .prometheus
-            .expect("prometheus");
-        assert!(open.auth.is_none() && open.metrics_auth.is_none());
-        assert_eq!(open.routes, AdminRoutes::default());
-        for (yaml, want) in [
-            (
-                "receivers:\n  otlp:\n    auth: { bearer_tokens: [\"${env:CUJO_TOKEN_A}\", \"${env:CUJO_TOKEN_EMPTY}\"] }\n",
-                "cujo.yaml: receivers.otlp.auth.bearer_tokens[1]: is empty",
-            ),
-            (
-                "receivers:\n  otlp:\n    auth: { bearer_tokens: [\"${env:CUJO_TOKEN_SPACED}\"] }\n",
-                "cujo.yaml: receivers.otlp.auth.bearer_tokens[0]: contains whitespace",
-            ),
-            (
-                "receivers:\n  otlp:\n    auth: \"${env:CUJO_TOKEN_A}\"\n",
-                "cujo.yaml: receivers.otlp.auth: expected a mapping",
-            ),
-            (
-                "receivers:\n  otlp:\n    auth: { bearer_tokens: \"${env:CUJO_TOKEN_A}\" }\n",
-                "cujo.yaml: receivers.otlp.auth.bearer_tokens: expected a list of tokens",
-            ),
-            (
-                "receivers:\n  otlp:\n    auth: { bearer_tokens: [\"${env:CUJO_TOKEN_A}\", 12345678] }\n",
-                "cujo.yaml: receivers.otlp.auth.bearer_tokens[1]: expected a token as a string",
-            ),
-            (
-                "receivers:\n  otlp:\n    auth: { bearer_tokens: [\"${env:CUJO_TOKEN_UNSET}\"] }\n",
-                "cujo.yaml: receivers.otlp.auth.bearer_tokens[0]: environment variable CUJO_TOKEN_UNSET is not set",
-            ),
-            (
-                "exporters:\n  prometheus: { endpoint: \"127.0.0.1:0\", auth: {} }\n",
-                "cujo.yaml: exporters.prometheus.auth: expected bearer_tokens or token_files",
-            ),
-            (
-                "exporters:\n  prometheus: { endpoint: \"127.0.0.1:0\", metrics_auth: { token_files: [/nonexistent/cujo-tokens] } }\n",
-                "cujo.yaml: exporters.prometheus.metrics_auth.token_files[0]: cannot read /nonexistent/cujo-tokens",
-            ),
-            (
-                "exporters:\n  prometheus: { endpoint: \"127.0.0.1:0\", routes: { page: false } }\n",
-                "cujo.yaml: exporters.prometheus.routes.page: unknown field `page`",
-            ),
-            (
-                "exporters:\n  otlp: { endpoint: \"${env:CUJO_TOKEN_A}\" }\n",
-                "cujo.yaml: exporters.otlp.endpoint: expected a URL",
-            ),
-            (
-                "exporters:\n  otlp: { endpoint: \"http://x:1\", headers: { x-key: \"${env:CUJO_TOKEN_A\" } }\n",
-                "cujo.yaml: exporters.otlp.headers.x-key: unterminated",
-            ),
-        ] {
-            let e = parse(yaml).expect_err(yaml);
-            assert!(e.starts_with(want), "{yaml}: {e}");
-            for secret in ["tok-a-1f2e3d", "1f2e3d", "7d8e9f", "12345678"] {
-                assert!(!e.contains(secret), "{yaml}: {e}");
-            }
-        }
-    }
-
-    #[test]
-    fn receiver_limits_default_like_the_collector_and_are_checked() {
-        let c = parse("receivers:\n  otlp:\n    grpc: { endpoint: \"127.0.0.1:4317\" }\n    http: { endpoint: \"127.0.0.1:4318\", idle_timeout: 5s, body_timeout: 2s, max_connections: 10, max_concurrent_streams: 8 }\n")
-            .expect("parses");
-        let otlp = c.receivers.otlp.expect("otlp");
-        let grpc = otlp.grpc.expect("grpc");
-        assert_eq!(
-            (grpc.max_connections, grpc.max_concurrent_streams),
-            (4096, 100)
-        );
-        assert_eq!(grpc.idle_timeout.0, Duration::from_secs(60));
-        assert_eq!(grpc.body_timeout.0, Duration::from_secs(30));
-        let http = otlp.http.expect("http");
-        assert_eq!((http.max_connections, http.max_concurrent_streams), (10, 8));
-        assert_eq!(http.idle_timeout.0, Duration::from_secs(5));
-        assert_eq!(http.body_timeout.0, Duration::from_secs(2));
-        for (key, value, detail) in [
-            (
-                "grpc",
-                "idle_timeout: 0",
-                "idle_timeout: must be greater than zero",
-            ),
-            (
-                "grpc",
-                "body_timeout: 0",
-                "body_timeout: must be greater than zero",
-            ),
-            (
-                "http",
-                "max_connections: 0",
-                "max_connections: must be at least 1",
-            ),
-            (
-                "http",
-                "max_concurrent_streams: 0",
-                "max_concurrent_streams: must be at least 1",
-            ),
-        ] {
-            let e = parse(&format!(
-                "receivers:\n  otlp:\n    {key}: {{ endpoint: \"127.0.0.1:0\", {value} }}\n"
-            ))
-            .expect_err(value);
-            assert!(e.contains(&format!("receivers.otlp.{key}.{detail}")), "{e}");
-        }
     }
 
     #[test]
@@ -1382,34 +538,15 @@ exporters:
     }
 
     #[test]
-    fn assembler_contract_parses() {
-        let c = parse(
-            r#"
-assembler:
-  decision_wait: 2s
-  trace_timeout: 30s
-  max_spans_per_trace: 10000
-  max_buffered_spans: 2000000
-  root_cache: { ttl: 10m, max_traces: 1000000 }
-  max_link_hops: 3
-propagate:
-  attributes: ["cuj.*", "user.tier", "tenant.id", "graphql.operation.name"]
-  prefix: ""
-  overwrite: false
-"#,
-        )
-        .expect("parses");
-        assert!(c.assembler_enabled());
-        let a = c.assembler.expect("assembler");
-        assert_eq!(a.root_cache.ttl.0, Duration::from_secs(600));
-        let e = parse("propagate: { attributes: [\"a*b\"] }").expect_err("bad glob");
-        assert!(e.contains("propagate.attributes[0]"), "{e}");
-        let e = parse("assembler: { decision_wait: 5s, trace_timeout: 1s }").expect_err("order");
-        assert!(
-            e.contains("assembler.trace_timeout: must be at least"),
-            "{e}"
-        );
+    fn the_assembler_runs_for_assembler_propagate_or_cujs() {
         assert!(!parse("{}").expect("empty").assembler_enabled());
+        for yaml in [
+            "assembler: { decision_wait: 2s }\n",
+            "propagate: { attributes: [\"cuj.*\"] }\n",
+            CUJ,
+        ] {
+            assert!(parse(yaml).expect(yaml).assembler_enabled(), "{yaml}");
+        }
     }
 
     const CUJ: &str = "cujs:\n  - name: a\n    objectives: [ { sli: availability, target: 99.9%, window: 30d } ]\n";
@@ -1568,5 +705,109 @@ exporters:
             e.contains("exporters.otlp_metrics.headers: \"a b\" is not a valid header name"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn auth_sections_parse_and_errors_name_the_key_never_the_token() {
+        let env = |name: &str| match name {
+            "CUJO_TOKEN_A" => Some("tok-a-1f2e3d".to_string()),
+            "CUJO_TOKEN_B" => Some("tok-b-4c5b6a".to_string()),
+            "CUJO_TOKEN_EMPTY" => Some(String::new()),
+            "CUJO_TOKEN_SPACED" => Some("tok c-7d8e9f".to_string()),
+            _ => None,
+        };
+        let parse = |yaml: &str| Config::parse("cujo.yaml", yaml, &env).map_err(|e| e.to_string());
+        let c = parse(
+            r#"
+receivers:
+  otlp:
+    grpc: { endpoint: "127.0.0.1:4317" }
+    auth: { bearer_tokens: ["${env:CUJO_TOKEN_A}", "${env:CUJO_TOKEN_B}"] }
+exporters:
+  prometheus:
+    endpoint: "127.0.0.1:9464"
+    auth: { bearer_tokens: ["${env:CUJO_TOKEN_A}"] }
+    metrics_auth: { bearer_tokens: ["${env:CUJO_TOKEN_B}"] }
+    routes: { status_page: false }
+"#,
+        )
+        .expect("parses");
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("tok-a-1f2e3d") && !shown.contains("tok-b-4c5b6a"),
+            "{shown}"
+        );
+        let prom = c.exporters.prometheus.expect("prometheus");
+        assert_eq!(
+            prom.routes,
+            AdminRoutes {
+                status_page: false,
+                api: true,
+                metrics: true
+            }
+        );
+        assert_eq!(
+            prom.metrics_auth.expect("metrics_auth").bearer_tokens.len(),
+            1
+        );
+        let open = parse("exporters:\n  prometheus: { endpoint: \"127.0.0.1:9464\" }\n")
+            .expect("parses")
+            .exporters
+            .prometheus
+            .expect("prometheus");
+        assert!(open.auth.is_none() && open.metrics_auth.is_none());
+        assert_eq!(open.routes, AdminRoutes::default());
+        for (yaml, want) in [
+            (
+                "receivers:\n  otlp:\n    auth: { bearer_tokens: [\"${env:CUJO_TOKEN_A}\", \"${env:CUJO_TOKEN_EMPTY}\"] }\n",
+                "cujo.yaml: receivers.otlp.auth.bearer_tokens[1]: is empty",
+            ),
+            (
+                "receivers:\n  otlp:\n    auth: { bearer_tokens: [\"${env:CUJO_TOKEN_SPACED}\"] }\n",
+                "cujo.yaml: receivers.otlp.auth.bearer_tokens[0]: contains whitespace",
+            ),
+            (
+                "receivers:\n  otlp:\n    auth: \"${env:CUJO_TOKEN_A}\"\n",
+                "cujo.yaml: receivers.otlp.auth: expected a mapping",
+            ),
+            (
+                "receivers:\n  otlp:\n    auth: { bearer_tokens: \"${env:CUJO_TOKEN_A}\" }\n",
+                "cujo.yaml: receivers.otlp.auth.bearer_tokens: expected a list of tokens",
+            ),
+            (
+                "receivers:\n  otlp:\n    auth: { bearer_tokens: [\"${env:CUJO_TOKEN_A}\", 12345678] }\n",
+                "cujo.yaml: receivers.otlp.auth.bearer_tokens[1]: expected a token as a string",
+            ),
+            (
+                "receivers:\n  otlp:\n    auth: { bearer_tokens: [\"${env:CUJO_TOKEN_UNSET}\"] }\n",
+                "cujo.yaml: receivers.otlp.auth.bearer_tokens[0]: environment variable CUJO_TOKEN_UNSET is not set",
+            ),
+            (
+                "exporters:\n  prometheus: { endpoint: \"127.0.0.1:0\", auth: {} }\n",
+                "cujo.yaml: exporters.prometheus.auth: expected bearer_tokens or token_files",
+            ),
+            (
+                "exporters:\n  prometheus: { endpoint: \"127.0.0.1:0\", metrics_auth: { token_files: [/nonexistent/cujo-tokens] } }\n",
+                "cujo.yaml: exporters.prometheus.metrics_auth.token_files[0]: cannot read /nonexistent/cujo-tokens",
+            ),
+            (
+                "exporters:\n  prometheus: { endpoint: \"127.0.0.1:0\", routes: { page: false } }\n",
+                "cujo.yaml: exporters.prometheus.routes.page: unknown field `page`",
+            ),
+            (
+                "exporters:\n  otlp: { endpoint: \"${env:CUJO_TOKEN_A}\" }\n",
+                "cujo.yaml: exporters.otlp.endpoint: expected a URL",
+            ),
+            (
+                "exporters:\n  otlp: { endpoint: \"http://x:1\", headers: { x-key: \"${env:CUJO_TOKEN_A\" } }\n",
+                "cujo.yaml: exporters.otlp.headers.x-key: unterminated",
+            ),
+        ] {
+            let e = parse(yaml).expect_err(yaml);
+            assert!(e.starts_with(want), "{yaml}: {e}");
+            for secret in ["tok-a-1f2e3d", "1f2e3d", "7d8e9f", "12345678"] {
+                assert!(!e.contains(secret), "{yaml}: {e}");
+            }
+        }
     }
 }

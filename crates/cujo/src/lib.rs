@@ -10,7 +10,8 @@
 //!
 //! # Layout
 //! - [`config`]: the YAML configuration, `${env:NAME}` substitution, errors naming file and
-//!   key; composes each component's own config type.
+//!   key; composes each component's own config type (defined in the component's crate) and
+//!   checks what needs two sections at once.
 //! - [`service`]: builds the stages from a config, runs them, shuts them down in order.
 //! - [`assembly`]: runs the trace assembler as a stage (clock, budget, metrics).
 //! - [`allocator`]: returns freed memory to the OS when the resident set passes the budget.

@@ -10,9 +10,7 @@ use anyhow::Context as _;
 use cujo_otlp::admin::{self, MetricsSource, Readiness, SnapshotSource};
 use cujo_otlp::admission::SpanSink;
 use cujo_otlp::auth::BearerAuth;
-use cujo_otlp::exporter::retry::RetrySettings;
-use cujo_otlp::exporter::transport::Downstream;
-use cujo_otlp::exporter::{self, ExporterSettings};
+use cujo_otlp::exporter;
 use cujo_otlp::memory::{Component, MemoryBudget};
 use cujo_otlp::prom::Exposition;
 use cujo_otlp::receiver::{self, Ingest, ReceiverLimits};
@@ -22,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::assembly;
-use crate::config::{self, Config};
+use crate::config::Config;
 use cujo_assembler::{Assembler, Directory};
 use cujo_sli::engine::{SliEngine, SliMatcher};
 use cujo_sli::observer::SliObserver;
@@ -185,21 +183,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     // Exporter (or the discard sink) first, so nothing accepted waits on it.
     let exporter_task = match &config.exporters.otlp {
         Some(otlp) => {
-            let downstream = Arc::new(downstream(otlp)?);
+            let downstream = Arc::new(otlp.downstream()?);
             tracing::info!(endpoint = %downstream.uri(), "forwarding spans");
-            let settings = ExporterSettings {
-                batch_max_spans: otlp.batch.max_spans,
-                batch_max_bytes: otlp.batch.max_bytes.0 as usize,
-                batch_timeout: otlp.batch.timeout.0,
-                queue_max_spans: otlp.queue.max_spans,
-                concurrency: otlp.concurrency,
-                retry: RetrySettings {
-                    initial_interval: otlp.retry.initial_interval.0,
-                    max_interval: otlp.retry.max_interval.0,
-                    max_elapsed: otlp.retry.max_elapsed.0,
-                },
-                memory: budget.account(Component::Exporter),
-            };
+            let settings = otlp.settings(budget.account(Component::Exporter));
             tokio::spawn(exporter::run(
                 settings,
                 downstream,
@@ -223,40 +209,26 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     let receivers_auth = auth(otlp.auth.as_ref(), "receivers.otlp.auth")?;
     // Open connections pay a fixed cost from the receivers' share, beside their bodies.
     let connections = server::ConnectionMemory::new(budget.account(Component::Receivers));
-    let ingest = |limit: u64, body_timeout: Duration| Ingest {
+    let retry_after = config.admission.retry_after.0;
+    let ingest = |limits: ReceiverLimits| Ingest {
         memory: budget.account(Component::Receivers),
         sink: sink.clone(),
         telemetry: telemetry.clone(),
-        limits: ReceiverLimits {
-            max_message_bytes: limit as usize,
-            body_timeout,
-            retry_after: config.admission.retry_after.0,
-            connections: Some(connections.clone()),
-        },
+        limits,
         auth: receivers_auth.clone(),
-    };
-    let server_limits = |max_connections, streams, idle_timeout| ServerLimits {
-        max_connections,
-        http2_max_concurrent_streams: streams,
-        idle_timeout,
-        memory: Some(connections.clone()),
-        ..ServerLimits::default()
     };
     let mut receivers = JoinSet::new();
     if let Some(grpc) = &otlp.grpc {
         let listener = server::bind(&grpc.endpoint.0)
             .await
             .context("receivers.otlp.grpc.endpoint")?;
-        let router = receiver::grpc::router(ingest(grpc.max_recv_msg_size.0, grpc.body_timeout.0));
+        let router =
+            receiver::grpc::router(ingest(grpc.receiver_limits(retry_after, &connections)));
         receivers.spawn(server::serve(
             "otlp-grpc",
             listener,
             router,
-            server_limits(
-                grpc.max_connections,
-                grpc.max_concurrent_streams,
-                grpc.idle_timeout.0,
-            ),
+            grpc.server_limits(&connections),
             receivers_stop.clone(),
             CONNECTION_DRAIN,
         ));
@@ -266,16 +238,12 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             .await
             .context("receivers.otlp.http.endpoint")?;
         let router =
-            receiver::http::router(ingest(http.max_request_body_size.0, http.body_timeout.0));
+            receiver::http::router(ingest(http.receiver_limits(retry_after, &connections)));
         receivers.spawn(server::serve(
             "otlp-http",
             listener,
             router,
-            server_limits(
-                http.max_connections,
-                http.max_concurrent_streams,
-                http.idle_timeout.0,
-            ),
+            http.server_limits(&connections),
             receivers_stop.clone(),
             CONNECTION_DRAIN,
         ));
@@ -510,23 +478,14 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
 }
 
 /// The tokens of an `auth:` section (`key`), token files read now; `None` when absent.
-fn auth(config: Option<&config::AuthConfig>, key: &str) -> anyhow::Result<Option<BearerAuth>> {
+fn auth(
+    config: Option<&cujo_otlp::auth::AuthConfig>,
+    key: &str,
+) -> anyhow::Result<Option<BearerAuth>> {
     let Some(config) = config else {
         return Ok(None);
     };
     let auth = BearerAuth::load(config, key)?;
     tracing::info!(key, "requests need a bearer token");
     Ok(Some(auth))
-}
-
-fn downstream(otlp: &config::OtlpExporter) -> anyhow::Result<Downstream> {
-    let headers = cujo_config::outbound::header_pairs("exporters.otlp.headers", &otlp.headers)?;
-    Ok(Downstream::new(
-        &otlp.endpoint,
-        otlp.protocol,
-        otlp.compression,
-        headers,
-        otlp.timeout.0,
-        otlp.tls.ca_file.as_deref(),
-    )?)
 }

@@ -9,9 +9,12 @@
 //! Encoding and compression run on the blocking pool. Every batch ends in exactly one of
 //! `exported`, or `dropped{reason}`, counted in [`PipelineTelemetry`].
 //!
+//! - [`config`]: `exporters.otlp` and its `validate`, resolved into [`ExporterSettings`]
+//!   and the [`transport::Downstream`] it sends to.
 //! - [`retry`]: backoff schedule honouring the server's delay.
 //! - [`transport`]: one attempt over gRPC or HTTP/protobuf, and what the answer means.
 
+pub mod config;
 pub mod retry;
 pub mod transport;
 

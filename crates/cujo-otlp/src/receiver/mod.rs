@@ -12,12 +12,15 @@
 //! (HTTP 401, gRPC `UNAUTHENTICATED`) before its body takes a byte. Connections, streams and idle peers are the server's
 //! ([`crate::server`]).
 //!
+//! - [`config`]: `receivers:` — where each receiver listens, its limits and their
+//!   `validate`, resolved into [`ReceiverLimits`] and [`crate::server::ServerLimits`].
 //! - [`grpc`]: `opentelemetry.proto.collector.trace.v1.TraceService/Export` over HTTP/2.
 //! - [`http`]: `POST /v1/traces`, protobuf or JSON.
 //! - [`body`]: bodies read into one buffer, counted as they arrive.
 //! - [`decode`]: decompression, counted as it inflates and bounded by the decompressed size.
 
 pub(crate) mod body;
+pub mod config;
 pub mod decode;
 pub mod grpc;
 pub mod http;

@@ -8,6 +8,10 @@
 //! (`metrics_auth`, so a Prometheus scrapes with a token that opens nothing else); the status
 //! views merged onto this router (`cujo-slo`) are guarded by `auth`. `/healthz` and `/readyz`
 //! are always open: probes carry no token.
+//!
+//! - [`config`]: `exporters.prometheus`, where it listens and who may read what.
+
+pub mod config;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

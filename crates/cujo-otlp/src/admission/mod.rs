@@ -5,6 +5,11 @@
 //! the next stage's account with them. Together with the bounded channel behind [`SpanSink`],
 //! this is what keeps memory bounded under any load: when either is full, the receiver answers
 //! with the OTLP spec's retryable refusal and the client retries.
+//!
+//! - [`config`]: `admission:` — the budget, its split ([`config::SharesConfig::resolve`]
+//!   into [`crate::memory::Shares`]), the delay suggested to refused clients.
+
+pub mod config;
 
 use std::sync::Arc;
 

@@ -1,0 +1,337 @@
+//! `exporters.otlp`: where spans are forwarded and how (batches, queue, retries, timeout,
+//! concurrency), its `validate`, and the [`ExporterSettings`] and [`Downstream`] it
+//! resolves into.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cujo_config::outbound::{
+    self, Compression, DEFAULT_EXPORT_TIMEOUT, Protocol, TlsConfig, header_pairs,
+};
+use cujo_config::{ByteSize, HumanDuration, KeyError, fail};
+use serde::Deserialize;
+
+use super::ExporterSettings;
+use super::retry::RetrySettings;
+use super::transport::{Downstream, DownstreamError, Signal};
+use crate::memory::Account;
+
+/// `exporters.otlp`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpExporter {
+    pub endpoint: String,
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub compression: Compression,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// Deadline of one export attempt.
+    #[serde(default = "default_export_timeout")]
+    pub timeout: HumanDuration,
+    /// Export requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+fn default_export_timeout() -> HumanDuration {
+    HumanDuration(DEFAULT_EXPORT_TIMEOUT)
+}
+
+fn default_concurrency() -> usize {
+    4
+}
+
+/// Why the span exporter's destination could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DestinationError {
+    #[error(transparent)]
+    Config(#[from] KeyError),
+    #[error(transparent)]
+    Downstream(#[from] DownstreamError),
+}
+
+impl OtlpExporter {
+    /// A usable URL and headers; batch, queue, concurrency and durations that can work.
+    /// `key` is where the section is (`exporters.otlp`).
+    pub fn validate(&self, key: &str) -> Result<(), KeyError> {
+        let at = |k: &str| format!("{key}.{k}");
+        let err = |k: &str, d: &str| fail(at(k), d);
+        outbound::check_url(
+            &at("endpoint"),
+            &self.endpoint,
+            "https://api.honeycomb.io:443",
+        )?;
+        outbound::check_headers(&at("headers"), &self.headers)?;
+        if self.batch.max_spans == 0 {
+            return err("batch.max_spans", "must be at least 1");
+        }
+        if self.queue.max_spans < self.batch.max_spans {
+            return fail(
+                at("queue.max_spans"),
+                format!(
+                    "must be at least {} ({})",
+                    at("batch.max_spans"),
+                    self.batch.max_spans
+                ),
+            );
+        }
+        if self.concurrency == 0 {
+            return err("concurrency", "must be at least 1");
+        }
+        if self.retry.initial_interval.0.is_zero() {
+            return err("retry.initial_interval", "must be greater than zero");
+        }
+        if self.timeout.0.is_zero() {
+            return err("timeout", "must be greater than zero");
+        }
+        Ok(())
+    }
+
+    /// How the exporter batches, queues and retries, its memory counted in `memory` (the
+    /// exporter's share of the budget).
+    pub fn settings(&self, memory: Account) -> ExporterSettings {
+        ExporterSettings {
+            batch_max_spans: self.batch.max_spans,
+            batch_max_bytes: self.batch.max_bytes.0 as usize,
+            batch_timeout: self.batch.timeout.0,
+            queue_max_spans: self.queue.max_spans,
+            concurrency: self.concurrency,
+            retry: self.retry.settings(),
+            memory,
+        }
+    }
+
+    /// The client of the destination: endpoint, protocol, compression, headers, the
+    /// attempt's deadline, TLS.
+    pub fn downstream(&self) -> Result<Downstream, DestinationError> {
+        let key = Signal::Traces.config_key();
+        let headers = header_pairs(&format!("{key}.headers"), &self.headers)?;
+        Ok(Downstream::new(
+            &self.endpoint,
+            self.protocol,
+            self.compression,
+            headers,
+            self.timeout.0,
+            self.tls.ca_file.as_deref(),
+        )?)
+    }
+}
+
+/// `exporters.otlp.batch`: when a batch is sent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    #[serde(default = "default_batch_spans")]
+    pub max_spans: usize,
+    /// A batch is sent once its encoded size reaches this (a request is never split for
+    /// it): bounds the body the exporter encodes, and so its memory beyond its share.
+    #[serde(default = "default_batch_bytes")]
+    pub max_bytes: ByteSize,
+    #[serde(default = "default_batch_timeout")]
+    pub timeout: HumanDuration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_spans: default_batch_spans(),
+            max_bytes: default_batch_bytes(),
+            timeout: default_batch_timeout(),
+        }
+    }
+}
+
+fn default_batch_bytes() -> ByteSize {
+    ByteSize(8 << 20)
+}
+
+fn default_batch_spans() -> usize {
+    8192
+}
+
+fn default_batch_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_millis(200))
+}
+
+/// `exporters.otlp.retry`: the backoff between attempts of one batch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default = "default_initial")]
+    pub initial_interval: HumanDuration,
+    #[serde(default = "default_max_interval")]
+    pub max_interval: HumanDuration,
+    /// Zero retries forever.
+    #[serde(default = "default_max_elapsed")]
+    pub max_elapsed: HumanDuration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial_interval: default_initial(),
+            max_interval: default_max_interval(),
+            max_elapsed: default_max_elapsed(),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The section as [`super::retry::Backoff`] takes it.
+    pub fn settings(&self) -> RetrySettings {
+        RetrySettings {
+            initial_interval: self.initial_interval.0,
+            max_interval: self.max_interval.0,
+            max_elapsed: self.max_elapsed.0,
+        }
+    }
+}
+
+fn default_initial() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
+}
+
+fn default_max_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+fn default_max_elapsed() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+/// `exporters.otlp.queue`: spans waiting to be sent, at most.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    #[serde(default = "default_queue_spans")]
+    pub max_spans: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_spans: default_queue_spans(),
+        }
+    }
+}
+
+fn default_queue_spans() -> usize {
+    1_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{Component, MemoryBudget, Shares};
+
+    fn parse(yaml: &str) -> Result<OtlpExporter, String> {
+        let c: OtlpExporter = serde_yaml_ng::from_str(yaml).map_err(|e| e.to_string())?;
+        c.validate("exporters.otlp").map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults_resolve_into_the_exporters_settings() {
+        let c = parse("endpoint: http://127.0.0.1:4317").expect("parses");
+        assert_eq!(c.protocol, Protocol::Grpc);
+        assert_eq!(c.compression, Compression::Gzip);
+        assert_eq!(c.timeout.0, DEFAULT_EXPORT_TIMEOUT);
+        let budget = MemoryBudget::new(1 << 20, Shares::for_stages(false, false));
+        let s = c.settings(budget.account(Component::Exporter));
+        assert_eq!(
+            (
+                s.batch_max_spans,
+                s.batch_max_bytes,
+                s.batch_timeout,
+                s.queue_max_spans,
+                s.concurrency
+            ),
+            (8192, 8 << 20, Duration::from_millis(200), 1_000_000, 4)
+        );
+        let d = RetrySettings::default();
+        assert_eq!(
+            (
+                s.retry.initial_interval,
+                s.retry.max_interval,
+                s.retry.max_elapsed
+            ),
+            (d.initial_interval, d.max_interval, d.max_elapsed)
+        );
+        let downstream = c.downstream().expect("downstream");
+        assert!(
+            downstream
+                .uri()
+                .to_string()
+                .starts_with("http://127.0.0.1:4317"),
+            "{}",
+            downstream.uri()
+        );
+    }
+
+    #[test]
+    fn the_documented_section_parses() {
+        let c = parse(
+            r#"
+endpoint: "https://api.honeycomb.io:443"
+protocol: grpc
+headers: { x-honeycomb-team: "secret" }
+compression: gzip
+batch: { max_spans: 8192, timeout: 200ms }
+retry: { initial_interval: 1s, max_interval: 30s, max_elapsed: 5m }
+queue: { max_spans: 1000000 }
+"#,
+        )
+        .expect("parses");
+        assert_eq!(c.headers["x-honeycomb-team"], "secret");
+        assert_eq!(c.batch.timeout.0, Duration::from_millis(200));
+        assert_eq!(c.retry.settings().max_elapsed, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let base = "endpoint: http://x:1\n";
+        for (yaml, want) in [
+            (
+                "endpoint: api.honeycomb.io:443\n".to_string(),
+                "exporters.otlp.endpoint: expected a URL",
+            ),
+            (
+                format!("{base}batch: {{ max_spans: 0 }}\n"),
+                "exporters.otlp.batch.max_spans: must be at least 1",
+            ),
+            (
+                format!("{base}batch: {{ max_spans: 10 }}\nqueue: {{ max_spans: 9 }}\n"),
+                "exporters.otlp.queue.max_spans: must be at least exporters.otlp.batch.max_spans (10)",
+            ),
+            (
+                format!("{base}concurrency: 0\n"),
+                "exporters.otlp.concurrency: must be at least 1",
+            ),
+            (
+                format!("{base}retry: {{ initial_interval: 0s }}\n"),
+                "exporters.otlp.retry.initial_interval: must be greater than zero",
+            ),
+            (
+                format!("{base}timeout: 0s\n"),
+                "exporters.otlp.timeout: must be greater than zero",
+            ),
+            (
+                format!("{base}headers: {{ \"a b\": c }}\n"),
+                "exporters.otlp.headers: \"a b\" is not a valid header name",
+            ),
+        ] {
+            let e = parse(&yaml).expect_err(&yaml);
+            assert!(e.starts_with(want), "{yaml}: {e}");
+        }
+    }
+}

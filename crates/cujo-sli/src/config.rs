@@ -1,0 +1,168 @@
+//! `slo:`: the SLI engine's section — where its state is saved, how long events wait to
+//! settle, and the limits on what it holds ([`SloConfig::limits`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cujo_config::{ByteSize, HumanDuration, KeyError, fail};
+use serde::Deserialize;
+
+use crate::engine::{DEFAULT_MAX_SETTLING_TRACES, DEFAULT_SETTLE};
+use crate::limits::{DEFAULT_MAX_DIMENSION_VALUE_BYTES, DEFAULT_SERIES_IDLE_TTL, SliLimits};
+
+/// `slo:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloConfig {
+    /// Where the CUJs' rolling windows are saved, so a restart keeps the error budgets.
+    pub state_file: Option<PathBuf>,
+    /// How often the state file is written (and once more at shutdown).
+    #[serde(default = "default_save_interval")]
+    pub save_interval: HumanDuration,
+    /// How long events of `end_to_end` and `{from, to}` CUJs wait after their trace's release
+    /// for late spans and linked continuations (0s: recorded at release).
+    #[serde(default = "default_settle")]
+    pub settle: HumanDuration,
+    /// At most this many traces wait to settle; past it the oldest is recorded early.
+    #[serde(default = "default_max_settling_traces")]
+    pub max_settling_traces: usize,
+    /// Dimension values longer than this are cut before they make a series, so a value
+    /// unique per request (an id, a URL) cannot make a series per request.
+    #[serde(default = "default_max_dimension_value_bytes")]
+    pub max_dimension_value_bytes: ByteSize,
+    /// Series with no event for this long are removed, their memory given back (0s: never),
+    /// so dimension values that stopped coming do not hold memory for good.
+    #[serde(default = "default_series_idle_ttl")]
+    pub series_idle_ttl: HumanDuration,
+}
+
+impl Default for SloConfig {
+    fn default() -> Self {
+        Self {
+            state_file: None,
+            save_interval: default_save_interval(),
+            settle: default_settle(),
+            max_settling_traces: default_max_settling_traces(),
+            max_dimension_value_bytes: default_max_dimension_value_bytes(),
+            series_idle_ttl: default_series_idle_ttl(),
+        }
+    }
+}
+
+fn default_save_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+fn default_settle() -> HumanDuration {
+    HumanDuration(DEFAULT_SETTLE)
+}
+
+fn default_max_settling_traces() -> usize {
+    DEFAULT_MAX_SETTLING_TRACES
+}
+
+fn default_max_dimension_value_bytes() -> ByteSize {
+    ByteSize(DEFAULT_MAX_DIMENSION_VALUE_BYTES as u64)
+}
+
+fn default_series_idle_ttl() -> HumanDuration {
+    HumanDuration(DEFAULT_SERIES_IDLE_TTL)
+}
+
+impl SloConfig {
+    /// The SLI engine's limits: these settings, within `max_bytes` (its share of the
+    /// memory budget).
+    pub fn limits(&self, max_bytes: usize) -> SliLimits {
+        SliLimits {
+            max_bytes,
+            max_dimension_value_bytes: usize::try_from(self.max_dimension_value_bytes.0)
+                .unwrap_or(usize::MAX),
+            series_idle_ttl: self.series_idle_ttl.0,
+        }
+    }
+
+    /// Limits the engine can keep: room to settle, dimension values that are not cut to
+    /// nothing nor held at any length, an idle TTL that is off or not below a second. `key`
+    /// is where the section is (`slo`).
+    pub fn validate(&self, key: &str) -> Result<(), KeyError> {
+        let err = |p: &str, d: &str| fail(format!("{key}.{p}"), d);
+        if self.max_settling_traces == 0 {
+            return err("max_settling_traces", "must be at least 1");
+        }
+        if self.max_dimension_value_bytes.0 == 0 {
+            return err(
+                "max_dimension_value_bytes",
+                "must be at least 1 byte (every value would be cut to nothing)",
+            );
+        }
+        if self.max_dimension_value_bytes.0 > 64 << 10 {
+            return err(
+                "max_dimension_value_bytes",
+                "must be at most 64KiB (a series key is held in memory for every series)",
+            );
+        }
+        let ttl = self.series_idle_ttl.0;
+        if !ttl.is_zero() && ttl < Duration::from_secs(1) {
+            return err("series_idle_ttl", "must be 0s (never) or at least 1s");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The section as the binary reads it: parsed, then checked under `slo`.
+    fn parse(yaml: &str) -> Result<SloConfig, String> {
+        let c: SloConfig = serde_yaml_ng::from_str(yaml).map_err(|e| e.to_string())?;
+        c.validate("slo").map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    #[test]
+    fn limits_default_parse_and_are_checked() {
+        let c = parse("{}").expect("empty section");
+        assert_eq!(c.max_dimension_value_bytes, ByteSize(128));
+        assert_eq!(c.series_idle_ttl.0, Duration::from_secs(3600));
+        assert_eq!(c.settle.0, Duration::from_secs(30));
+        assert_eq!(c.max_settling_traces, 100_000);
+        assert_eq!(c.save_interval.0, Duration::from_secs(60));
+        let limits = c.limits(1 << 20);
+        assert_eq!(
+            (limits.max_bytes, limits.max_dimension_value_bytes),
+            (1 << 20, 128)
+        );
+        let c = parse("{ max_dimension_value_bytes: 1KiB, series_idle_ttl: 0s }").expect("parses");
+        assert_eq!(c.max_dimension_value_bytes, ByteSize(1024));
+        assert!(c.limits(0).series_idle_ttl.is_zero(), "0s: never");
+        let c = parse("{ series_idle_ttl: 6h }").expect("parses");
+        assert_eq!(c.series_idle_ttl.0, Duration::from_secs(6 * 3600));
+        for (yaml, want) in [
+            (
+                "{ max_dimension_value_bytes: 0 }",
+                "slo.max_dimension_value_bytes: must be at least 1 byte",
+            ),
+            (
+                "{ max_dimension_value_bytes: 1MiB }",
+                "slo.max_dimension_value_bytes: must be at most 64KiB",
+            ),
+            (
+                "{ series_idle_ttl: 10ms }",
+                "slo.series_idle_ttl: must be 0s (never) or at least 1s",
+            ),
+            (
+                "{ max_settling_traces: 0 }",
+                "slo.max_settling_traces: must be at least 1",
+            ),
+            ("{ max_dimension_value_bytes: lots }", "expected a size"),
+            (
+                "{ series_idle_ttl: 3600 }",
+                "expected a duration with a unit",
+            ),
+        ] {
+            let e = parse(yaml).expect_err(yaml);
+            assert!(e.contains(want), "{yaml}: {e}");
+        }
+    }
+}
