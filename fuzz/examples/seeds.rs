@@ -300,7 +300,8 @@ impl SpanFacts for Root {
     }
 }
 
-/// State files written by `save_state`: the state target's engine as it starts, and one of
+/// State files written by `save_state`: an engine of no CUJ, the state target's engine as it
+/// starts, and one of
 /// the same CUJ with more room, holding more series than the target's limits keep (one
 /// value longer than its cap).
 fn states() -> Vec<(&'static str, u8, Vec<u8>)> {
@@ -330,8 +331,11 @@ fn states() -> Vec<(&'static str, u8, Vec<u8>)> {
             now - i * 3_600_000,
         );
     }
+    // A file of no CUJ at all is the smallest a real cujo writes: a cheap start for mode 0.
+    let empty = SliEngine::new(vec![]).save_state();
     vec![
-        ("fresh", 0, fresh.save_state()),
+        ("no-cujs", 0, empty),
+        ("fresh", 1, fresh.save_state()),
         ("three-series", 1, roomy.save_state()),
     ]
 }

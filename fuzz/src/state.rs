@@ -6,8 +6,8 @@
 //! `with_settle`, `with_limits`), with a byte limit that holds only a few series.
 //!
 //! Invariants: a file that restores saves to a file that restores again, to the same
-//! windows; the restored engine answers its readers (report, objectives, `/metrics`
-//! families, the OTLP push view, a tick).
+//! windows; the restored engine answers its readers (a tick, the report with every
+//! objective evaluated, `/metrics` families, the OTLP push view).
 
 use std::sync::OnceLock;
 
@@ -73,18 +73,21 @@ pub fn run(data: &[u8]) {
     assert!(restored <= 1, "at most the engine's one CUJ: {restored}");
 
     let saved = engine.save_state();
-    let mut again = self::engine();
-    assert_eq!(again.restore_state(&saved), Ok(1), "a saved file restores");
-    let resaved = again.save_state();
-    // Both engines hash alike, so the same series come back in the same order; decoding to
-    // compare windows (series sorted) is only needed when they do not.
-    if resaved != saved {
-        assert_eq!(windows(&resaved), windows(&saved), "to the same windows");
+    // A file saved as it was read restores as it did (restoring is deterministic): only a
+    // file the engine changed needs the second round.
+    if saved != file {
+        let mut again = self::engine();
+        assert_eq!(again.restore_state(&saved), Ok(1), "a saved file restores");
+        let resaved = again.save_state();
+        // Both engines hash alike, so the same series come back in the same order;
+        // decoding to compare windows (series sorted) is only needed when they do not.
+        if resaved != saved {
+            assert_eq!(windows(&resaved), windows(&saved), "to the same windows");
+        }
     }
 
     engine.tick(NOW_MS);
     let _ = engine.report(NOW_MS);
-    let _ = engine.objectives(NOW_MS);
     let _ = engine.families(NOW_MS);
     let _ = engine.export_view(160);
 }
