@@ -41,4 +41,6 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# --workspace includes fuzz/ (not a default member): its tests replay every saved fuzz corpus
+# input through its target and run a bounded, deterministic mutation smoke (docs/fuzzing.md).
 cargo test --workspace --all-targets --locked

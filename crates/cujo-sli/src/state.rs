@@ -35,7 +35,9 @@ pub struct CujWindows {
     pub series: Vec<(Vec<String>, SeriesWindows)>,
 }
 
-fn checksum(bytes: &[u8]) -> u64 {
+/// The checksum a state file ends with (little-endian), over everything before it. Public so
+/// that tools and the fuzz targets can write a file whose body they made.
+pub fn checksum(bytes: &[u8]) -> u64 {
     // FNV-1a: detects corruption, not tampering.
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)

@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::WireError;
 use crate::proto::{FieldReader, Value};
+use crate::span::{head_ends_at, is_head_field};
 use crate::validate::{Kind, Msg, check_field, validate};
 
 /// The fields of one `ResourceSpans` other than its `scope_spans` (the `resource`, the
@@ -284,15 +285,27 @@ fn scan_scope_spans(
     Ok((spans, pieces))
 }
 
-/// Validates a span; `Ok(Some(reason))` if it is well-formed protobuf but has invalid ids.
+/// Validates a span; `Ok(Some(reason))` if it is well-formed protobuf but has invalid ids,
+/// or ids and times where cujo's fast readers would not read them as protobuf does: an id
+/// field given twice (protobuf keeps the last, [`crate::span::span_trace_id`] reads the
+/// first), or a field [`crate::span::span_head`] reads after the point where it stops.
+/// Encoders write each field once and in number order; such a span is made by hand.
 fn check_span(span: &[u8]) -> Result<Option<String>, WireError> {
     let mut trace_id: &[u8] = &[];
     let mut span_id: &[u8] = &[];
     let mut problem: Option<String> = None;
+    // Times trace_id, span_id and parent_span_id were seen.
+    let mut id_fields = [0u8; 3];
+    let (mut seen_start, mut head_ended) = (false, false);
     let mut reader = FieldReader::new(span, Msg::Span.name());
     while let Some(field) = reader.next_field() {
         let field = field?;
         let kind = check_field(Msg::Span, field.number, &field.value)?;
+        if problem.is_none() {
+            problem = order_problem(field.number, head_ended, &mut id_fields);
+        }
+        head_ended |= head_ends_at(field.number, seen_start);
+        seen_start |= field.number == 7;
         let Value::Len(bytes) = field.value else {
             continue;
         };
@@ -322,6 +335,32 @@ fn check_span(span: &[u8]) -> Result<Option<String>, WireError> {
         return Ok(Some(p));
     }
     Ok(problem)
+}
+
+/// A span field `number` that cujo's readers would read differently from protobuf, given
+/// whether [`crate::span::span_head`] stopped before it; counts the id fields in `seen`.
+fn order_problem(number: u32, head_ended: bool, seen: &mut [u8; 3]) -> Option<String> {
+    let name = match number {
+        1 => "trace_id",
+        2 => "span_id",
+        4 => "parent_span_id",
+        6 => "kind",
+        7 => "start_time_unix_nano",
+        _ => return None,
+    };
+    if head_ended && is_head_field(number) {
+        return Some(format!(
+            "{name} comes after the span's attributes, events, links or status (encoders write fields in number order)"
+        ));
+    }
+    let count = match number {
+        1 => &mut seen[0],
+        2 => &mut seen[1],
+        4 => &mut seen[2],
+        _ => return None,
+    };
+    *count += 1;
+    (*count > 1).then(|| format!("{name} is given more than once"))
 }
 
 fn check_link(link: &[u8]) -> Option<String> {
@@ -375,6 +414,102 @@ impl Pieces {
                 }
                 buf.freeze()
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{put_len_prefix, put_varint};
+    use crate::span::{read_span, span_head, span_trace_id};
+
+    fn len_field(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
+        put_len_prefix(out, number, bytes.len());
+        out.extend_from_slice(bytes);
+    }
+
+    /// A request of one resource, one scope and `span`.
+    fn request(span: &[u8]) -> Bytes {
+        let mut scope_spans = Vec::new();
+        len_field(&mut scope_spans, 2, span);
+        let mut resource_spans = Vec::new();
+        len_field(&mut resource_spans, 2, &scope_spans);
+        let mut request = Vec::new();
+        len_field(&mut request, 1, &resource_spans);
+        Bytes::from(request)
+    }
+
+    fn start(out: &mut Vec<u8>, nanos: u64) {
+        put_varint(out, (7 << 3) | 1);
+        out.extend_from_slice(&nanos.to_le_bytes());
+    }
+
+    fn attribute(out: &mut Vec<u8>) {
+        let mut kv = Vec::new();
+        len_field(&mut kv, 1, b"user.tier");
+        len_field(&mut kv, 2, &[0x0a, 4, b'g', b'o', b'l', b'd']);
+        len_field(out, 9, &kv);
+    }
+
+    fn rejection(span: &[u8]) -> Option<String> {
+        let scanned = scan_request(&request(span)).expect("valid protobuf");
+        assert_eq!(
+            scanned.batch.span_count() + scanned.rejected.count as usize,
+            1
+        );
+        scanned.rejected.first_reason
+    }
+
+    // Found by the `wire` fuzz target: the shard router read the first of two trace ids,
+    // the assembler the last.
+    #[test]
+    fn a_span_with_its_trace_id_twice_is_rejected() {
+        let mut span = Vec::new();
+        len_field(&mut span, 1, &[1; 16]);
+        len_field(&mut span, 2, &[2; 8]);
+        len_field(&mut span, 1, &[3; 16]);
+        let reason = rejection(&span).expect("rejected");
+        assert!(
+            reason.contains("trace_id is given more than once"),
+            "{reason}"
+        );
+
+        let mut once = Vec::new();
+        len_field(&mut once, 1, &[3; 16]);
+        len_field(&mut once, 2, &[2; 8]);
+        assert_eq!(rejection(&once), None);
+        assert_eq!(span_trace_id(&once), read_span(&once).trace_id);
+    }
+
+    #[test]
+    fn a_head_field_after_the_attributes_is_rejected_and_other_orders_are_not() {
+        let mut late_id = Vec::new();
+        len_field(&mut late_id, 1, &[1; 16]);
+        start(&mut late_id, 5);
+        attribute(&mut late_id);
+        len_field(&mut late_id, 2, &[2; 8]);
+        let reason = rejection(&late_id).expect("rejected");
+        assert!(reason.contains("span_id comes after"), "{reason}");
+
+        // The name after the attributes, or the span id after them with no start time
+        // before: span_head reads all it needs either way.
+        let mut late_name = Vec::new();
+        len_field(&mut late_name, 1, &[1; 16]);
+        len_field(&mut late_name, 2, &[2; 8]);
+        start(&mut late_name, 5);
+        attribute(&mut late_name);
+        len_field(&mut late_name, 5, b"GET /");
+        let mut no_start = Vec::new();
+        len_field(&mut no_start, 1, &[1; 16]);
+        attribute(&mut no_start);
+        len_field(&mut no_start, 2, &[2; 8]);
+        start(&mut no_start, 5);
+        for span in [late_name, no_start] {
+            assert_eq!(rejection(&span), None);
+            let (head, full) = (span_head(&span), read_span(&span));
+            assert_eq!(head.span_id, full.span_id);
+            assert_eq!(head.start_time_unix_nano, full.start_time_unix_nano);
         }
     }
 }

@@ -110,11 +110,16 @@ pub struct SpanHead {
 
 /// Reads [`SpanHead`]. Encoders write fields in number order, so the walk stops at the first
 /// field past `end_time_unix_nano` once the start time was seen; otherwise it reads to the end.
+/// The receivers refuse a span with a head field past that point (`scan_request`), so what
+/// this reads is what a full walk of the span reads.
 pub fn span_head(span: &[u8]) -> SpanHead {
     let mut out = SpanHead::default();
     let mut seen_start = false;
     let mut reader = FieldReader::new(span, "Span");
     while let Some(Ok(field)) = reader.next_field() {
+        if head_ends_at(field.number, seen_start) {
+            break;
+        }
         match (field.number, field.value) {
             (2, Value::Len(b)) => copy_id(&mut out.span_id, b),
             (4, Value::Len(b)) if b.len() == 8 => {
@@ -127,11 +132,20 @@ pub fn span_head(span: &[u8]) -> SpanHead {
                 out.start_time_unix_nano = t;
                 seen_start = true;
             }
-            (n, _) if n > 8 && seen_start => break,
             _ => {}
         }
     }
     out
+}
+
+/// Whether [`span_head`] stops at field `number`, the start time seen or not.
+pub(crate) fn head_ends_at(number: u32, seen_start: bool) -> bool {
+    seen_start && number > 8
+}
+
+/// The fields [`span_head`] reads.
+pub(crate) fn is_head_field(number: u32) -> bool {
+    matches!(number, 2 | 4 | 6 | 7)
 }
 
 /// A span's trace id (zeros when absent). Encoders write `trace_id` (field 1) first, so this

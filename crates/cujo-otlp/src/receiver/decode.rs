@@ -71,14 +71,8 @@ pub(crate) async fn decompress(
     limit: usize,
     lease: Lease,
 ) -> Result<(Bytes, Lease), DecodeError> {
-    if coding == Coding::Identity {
-        if input.bytes.len() > limit {
-            return Err(DecodeError::TooLarge { limit });
-        }
-        return Ok((input.bytes, lease));
-    }
-    if input.bytes.len() <= INLINE_LIMIT {
-        return inflate(ingest, coding, input, limit, lease);
+    if coding == Coding::Identity || input.bytes.len() <= INLINE_LIMIT {
+        return decode_here(ingest, coding, input, limit, lease);
     }
     let ingest = ingest.clone();
     tokio::task::spawn_blocking(move || inflate(&ingest, coding, input, limit, lease))
@@ -89,6 +83,40 @@ pub(crate) async fn decompress(
                 detail: format!("decompression task failed: {e}"),
             })
         })
+}
+
+/// [`decompress`] on the calling thread whatever the body's size, with the same limits and
+/// the same accounting: `lease` pays for `body` and nothing else (those bytes are given back
+/// once it is inflated). The receivers use the async form; this one is for tools and the
+/// fuzz targets (`fuzz/`), which must drive exactly what the receivers run.
+pub fn decompress_blocking(
+    ingest: &Ingest,
+    coding: Coding,
+    body: Bytes,
+    limit: usize,
+    lease: Lease,
+) -> Result<(Bytes, Lease), DecodeError> {
+    let input = Compressed {
+        counted: lease.bytes(),
+        bytes: body,
+    };
+    decode_here(ingest, coding, input, limit, lease)
+}
+
+fn decode_here(
+    ingest: &Ingest,
+    coding: Coding,
+    input: Compressed,
+    limit: usize,
+    lease: Lease,
+) -> Result<(Bytes, Lease), DecodeError> {
+    if coding == Coding::Identity {
+        if input.bytes.len() > limit {
+            return Err(DecodeError::TooLarge { limit });
+        }
+        return Ok((input.bytes, lease));
+    }
+    inflate(ingest, coding, input, limit, lease)
 }
 
 fn inflate(

@@ -230,7 +230,7 @@ async fn handle(
             // before the JSON is given back. Large bodies convert off the async workers.
             let json_counted = lease.bytes();
             let protobuf = if raw.len() > 64 * 1024 {
-                tokio::task::spawn_blocking(move || json_to_protobuf(&raw))
+                tokio::task::spawn_blocking(move || json_body(&raw))
                     .await
                     .map_err(|e| {
                         Failure::new(
@@ -240,7 +240,7 @@ async fn handle(
                         )
                     })??
             } else {
-                json_to_protobuf(&raw)?
+                json_body(&raw)?
             };
             if !ingest.try_grow(&mut lease, protobuf.len()) {
                 return Err(full(ingest));
@@ -290,16 +290,22 @@ fn failure_of(e: IngestError) -> Failure {
     }
 }
 
-/// OTLP/JSON goes through the generated types (the slow path), then on as protobuf.
-fn json_to_protobuf(raw: &[u8]) -> Result<Bytes, Failure> {
-    let request: ExportTraceServiceRequest = serde_json::from_slice(raw).map_err(|e| {
+/// OTLP/JSON goes through the generated types (the slow path), then on as protobuf: the
+/// bytes [`Ingest::ingest`] is handed for a JSON body. Public for the fuzz targets.
+pub fn json_to_protobuf(raw: &[u8]) -> Result<Bytes, serde_json::Error> {
+    let request: ExportTraceServiceRequest = serde_json::from_slice(raw)?;
+    Ok(Bytes::from(request.encode_to_vec()))
+}
+
+/// [`json_to_protobuf`], its error as the receiver's answer.
+fn json_body(raw: &[u8]) -> Result<Bytes, Failure> {
+    json_to_protobuf(raw).map_err(|e| {
         Failure::new(
             StatusCode::BAD_REQUEST,
             format!("cannot decode OTLP/JSON ExportTraceServiceRequest: {e}"),
             RequestOutcome::Invalid,
         )
-    })?;
-    Ok(Bytes::from(request.encode_to_vec()))
+    })
 }
 
 fn media_type(headers: &HeaderMap) -> Option<Format> {
