@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use cujo_otlp::admin::health::Health;
 use cujo_otlp::admin::{self, MetricsSource, Readiness, SnapshotSource};
 use cujo_otlp::admission::SpanSink;
 use cujo_otlp::auth::BearerAuth;
@@ -86,6 +87,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     );
     crate::allocator::govern(&budget);
     let readiness = Readiness::default();
+    // Each long-running stage runs under its name: one that panics or ends before shutdown
+    // turns /healthz unhealthy.
+    let health = Health::default();
 
     let receivers_stop = CancellationToken::new();
     // Cancelled once the receivers are done: the stage after them drains and ends, and
@@ -155,21 +159,24 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                     assembly::wall_clock_ms,
                 )));
             }
-            tasks.push(tokio::spawn(assembly::run(
-                assembler,
-                input,
-                to_exporter.clone(),
-                assembly::StageContext {
-                    memory: budget.account(Component::Assembler),
-                    root_cache_memory: budget.account(Component::RootCache),
-                    exporter_memory: budget.account(Component::Exporter),
-                    telemetry: telemetry.clone(),
-                    stats: assembler_stats.clone(),
-                    shard,
-                    input_closed: receivers_done.clone(),
-                    abandon: abandon.clone(),
-                },
-            )));
+            tasks.push(health.spawn(
+                format!("assembler-{shard}"),
+                assembly::run(
+                    assembler,
+                    input,
+                    to_exporter.clone(),
+                    assembly::StageContext {
+                        memory: budget.account(Component::Assembler),
+                        root_cache_memory: budget.account(Component::RootCache),
+                        exporter_memory: budget.account(Component::Exporter),
+                        telemetry: telemetry.clone(),
+                        stats: assembler_stats.clone(),
+                        shard,
+                        input_closed: receivers_done.clone(),
+                        abandon: abandon.clone(),
+                    },
+                ),
+            ));
         }
         (source, tasks)
     } else {
@@ -186,22 +193,24 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             let downstream = Arc::new(otlp.downstream()?);
             tracing::info!(endpoint = %downstream.uri(), "forwarding spans");
             let settings = otlp.settings(budget.account(Component::Exporter));
-            tokio::spawn(exporter::run(
-                settings,
-                downstream,
-                telemetry.clone(),
-                source,
-                exporter_input_closed.clone(),
-                abandon.clone(),
-            ))
+            health.spawn(
+                "exporter",
+                exporter::run(
+                    settings,
+                    downstream,
+                    telemetry.clone(),
+                    source,
+                    exporter_input_closed.clone(),
+                    abandon.clone(),
+                ),
+            )
         }
         None => {
             tracing::warn!("no exporters.otlp configured: spans are counted and not forwarded");
-            tokio::spawn(exporter::discard(
-                telemetry.clone(),
-                source,
-                exporter_input_closed.clone(),
-            ))
+            health.spawn(
+                "exporter",
+                exporter::discard(telemetry.clone(), source, exporter_input_closed.clone()),
+            )
         }
     };
 
@@ -224,14 +233,14 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             .context("receivers.otlp.grpc.endpoint")?;
         let router =
             receiver::grpc::router(ingest(grpc.receiver_limits(retry_after, &connections)));
-        receivers.spawn(server::serve(
+        receivers.spawn(health.register("otlp-grpc").run(server::serve(
             "otlp-grpc",
             listener,
             router,
             grpc.server_limits(&connections),
             receivers_stop.clone(),
             CONNECTION_DRAIN,
-        ));
+        )));
     }
     if let Some(http) = &otlp.http {
         let listener = server::bind(&http.endpoint.0)
@@ -239,14 +248,14 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             .context("receivers.otlp.http.endpoint")?;
         let router =
             receiver::http::router(ingest(http.receiver_limits(retry_after, &connections)));
-        receivers.spawn(server::serve(
+        receivers.spawn(health.register("otlp-http").run(server::serve(
             "otlp-http",
             listener,
             router,
             http.server_limits(&connections),
             receivers_stop.clone(),
             CONNECTION_DRAIN,
-        ));
+        )));
     }
     if receivers.is_empty() {
         tracing::warn!(
@@ -288,9 +297,11 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                 .context("exporters.prometheus.endpoint")?;
             let t = telemetry.clone();
             let b = budget.clone();
+            let h = health.clone();
             let mut sources: Vec<MetricsSource> = vec![
                 Arc::new(move |out: &mut Exposition| t.render(out)),
                 Arc::new(move |out: &mut Exposition| b.render(out)),
+                Arc::new(move |out: &mut Exposition| h.render(out)),
             ];
             let mut snapshots: Vec<SnapshotSource> = Vec::new();
             if let Some(reader) = sli_reader.clone() {
@@ -339,7 +350,13 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                 serve: prom.routes.metrics,
                 auth: metrics_auth,
             };
-            let mut router = admin::router(sources, snapshots, readiness.clone(), access);
+            let mut router = admin::router(
+                sources,
+                snapshots,
+                readiness.clone(),
+                health.clone(),
+                access,
+            );
             // Without CUJs the status views still answer, with none.
             let source = status::ReportSource::new(sli_reader.clone(), assembly::wall_clock_ms);
             let views = status::Views {
@@ -351,14 +368,17 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                 Some(guard) => cujo_otlp::auth::require(views, guard),
                 None => views,
             });
-            Some(tokio::spawn(server::serve(
+            Some(health.spawn(
                 "admin",
-                listener,
-                router,
-                ServerLimits::default(),
-                admin_stop.clone(),
-                Duration::from_secs(1),
-            )))
+                server::serve(
+                    "admin",
+                    listener,
+                    router,
+                    ServerLimits::default(),
+                    admin_stop.clone(),
+                    Duration::from_secs(1),
+                ),
+            ))
         }
         None => None,
     };
@@ -367,6 +387,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     // itself within that share on its own; its thread ticks itself).
     let sli_weigher = sli_reader.clone().map(|reader| {
         let mut lease = budget.account(Component::Sli).empty_lease();
+        let engine = health.register("sli-engine");
         tokio::spawn(async move {
             let mut weigh = tokio::time::interval(Duration::from_secs(1));
             let mut caps = assembly::SliCapReport::default();
@@ -376,6 +397,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                     tracing::error!(
                         "the SLI engine's thread stopped (its panic is logged above): SLIs are no longer recorded and the SLO views answer 500; spans still flow"
                     );
+                    engine.panicked();
                     return;
                 };
                 lease.set(bytes + reader.queued_bytes());
@@ -406,6 +428,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     let deadline = config.shutdown.timeout.0;
     tracing::info!(?deadline, "shutting down: no longer accepting spans");
     readiness.set(false);
+    health.stopping();
     let abandon_timer = {
         let abandon = abandon.clone();
         tokio::spawn(async move {

@@ -1,5 +1,5 @@
 //! The admin listener: `/metrics` is valid Prometheus text (checked by the real `promtool`),
-//! `/healthz` and `/readyz` answer, and `cujo check` reports config errors by file and key.
+//! `/healthz` and `/readyz` answer (every stage up), and `cujo check` reports config errors by file and key.
 
 mod support;
 
@@ -33,6 +33,13 @@ async fn metrics_pass_promtool_and_health_endpoints_answer() {
         );
     }
     support::promtool_check_metrics(&metrics);
+    // Every stage of this pipeline (assembler off) runs under its name.
+    for stage in ["otlp-grpc", "otlp-http", "exporter", "admin"] {
+        assert!(
+            metrics.contains(&format!("cujo_stage_up{{stage=\"{stage}\"}} 1")),
+            "{stage} not up:\n{metrics}"
+        );
+    }
     assert_eq!(
         http_get(cujo.admin, "/healthz").await.map(|r| r.0),
         Some(200)

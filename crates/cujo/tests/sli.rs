@@ -332,6 +332,13 @@ async fn readers_polling_without_pause_hold_up_neither_spans_nor_events() {
         metrics.contains("cujo_sli_handoff_applied_total "),
         "the hand-off to the engine is on /metrics"
     );
+    // The engine's thread and the assembler's shards are stages /healthz watches.
+    for stage in ["sli-engine", "assembler-0", "exporter"] {
+        assert!(
+            metrics.contains(&format!("cujo_stage_up{{stage=\"{stage}\"}} 1")),
+            "{stage} not up:\n{metrics}"
+        );
+    }
     support::assert_accounting(&cujo).await;
 }
 

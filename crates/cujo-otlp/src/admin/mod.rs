@@ -1,7 +1,8 @@
 //! The admin listener (`exporters.prometheus.endpoint`): `GET /metrics` in the Prometheus
 //! text format, or OpenMetrics (with exemplars) when the scraper's `Accept` asks for it, and
-//! gzip when its `Accept-Encoding` does (Prometheus always asks); `GET /healthz` (the
-//! process serves) and `GET /readyz` (receivers are listening and cujo is not shutting
+//! gzip when its `Accept-Encoding` does (Prometheus always asks); `GET /healthz` (every
+//! pipeline stage still runs: 503 naming the ones that stopped or panicked, see [`health`])
+//! and `GET /readyz` (receivers are listening and cujo is not shutting
 //! down — take it out of a Service's endpoints otherwise).
 //!
 //! `/metrics` can be turned off (`routes.metrics`) or need a bearer token of its own
@@ -10,8 +11,10 @@
 //! are always open: probes carry no token.
 //!
 //! - [`config`]: `exporters.prometheus`, where it listens and who may read what.
+//! - [`health`]: the pipeline's stages and whether each still runs.
 
 pub mod config;
+pub mod health;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,6 +56,7 @@ struct AdminState {
     sources: Arc<Vec<MetricsSource>>,
     snapshots: Arc<Vec<SnapshotSource>>,
     readiness: Readiness,
+    health: health::Health,
 }
 
 /// `exporters.prometheus.routes`: which routes the admin listener serves (all by default);
@@ -109,10 +113,11 @@ pub fn router(
     sources: Vec<MetricsSource>,
     snapshots: Vec<SnapshotSource>,
     readiness: Readiness,
+    health: health::Health,
     access: MetricsAccess,
 ) -> Router {
     let mut router = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(ready));
     if access.serve {
         let scrape = Router::new().route("/metrics", get(metrics));
@@ -125,6 +130,7 @@ pub fn router(
         sources: Arc::new(sources),
         snapshots: Arc::new(snapshots),
         readiness,
+        health,
     })
 }
 
@@ -166,6 +172,13 @@ async fn metrics(State(state): State<AdminState>, headers: http::HeaderMap) -> R
         ([content_type, vary, encoding], out.finish_gzip()).into_response()
     } else {
         ([content_type, vary], out.finish()).into_response()
+    }
+}
+
+async fn healthz(State(state): State<AdminState>) -> Response {
+    match health::answer(&state.health) {
+        Ok(text) => (StatusCode::OK, text).into_response(),
+        Err(text) => (StatusCode::SERVICE_UNAVAILABLE, text).into_response(),
     }
 }
 
