@@ -191,7 +191,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     let exporter_task = match &config.exporters.otlp {
         Some(otlp) => {
             let downstream = Arc::new(otlp.downstream()?);
-            tracing::info!(endpoint = %downstream.uri(), "forwarding spans");
+            tracing::info!(endpoint = %downstream.display_uri(), "forwarding spans");
             let settings = otlp.settings(budget.account(Component::Exporter));
             health.spawn(
                 "exporter",

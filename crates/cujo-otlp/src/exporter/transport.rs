@@ -141,9 +141,11 @@ impl Downstream {
         ca_file: Option<&Path>,
     ) -> Result<Self, DownstreamError> {
         let key = signal.config_key();
+        // An endpoint can carry a secret (`user:password@`, `?api_key=`): errors show it
+        // without them.
         let bad = |reason: &str| DownstreamError::Endpoint {
             key,
-            endpoint: endpoint.to_string(),
+            endpoint: redact_endpoint(endpoint),
             reason: reason.to_string(),
         };
         let base: Uri = endpoint
@@ -153,8 +155,14 @@ impl Downstream {
             Some("http") | Some("https") => {}
             _ => return Err(bad("must start with http:// (plaintext) or https:// (TLS)")),
         }
-        if base.authority().is_none() {
-            return Err(bad("has no host"));
+        match base.authority() {
+            None => return Err(bad("has no host")),
+            Some(a) if a.as_str().contains('@') => {
+                return Err(bad(
+                    "holds credentials (user:password@): give them in headers instead",
+                ));
+            }
+            Some(_) => {}
         }
         let uri = match protocol {
             Protocol::Grpc => join_path(&base, signal.grpc_path()),
@@ -180,6 +188,11 @@ impl Downstream {
 
     pub fn uri(&self) -> &Uri {
         &self.uri
+    }
+
+    /// The endpoint for logs: scheme, host and path, any query left out.
+    pub fn display_uri(&self) -> String {
+        redact_endpoint(&self.uri.to_string())
     }
 
     pub fn compression(&self) -> Compression {
@@ -512,6 +525,31 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// `endpoint` as it may be shown: credentials before an `@` in the authority and the query
+/// replaced by `<redacted>`, the rest (scheme, host, port, path) as written.
+pub fn redact_endpoint(endpoint: &str) -> String {
+    let (before_query, query) = match endpoint.split_once('?') {
+        Some((b, _)) => (b, "?<redacted>"),
+        None => (endpoint, ""),
+    };
+    let (scheme, rest) = match before_query.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, before_query),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("<redacted>@{host}"),
+        None => authority.to_string(),
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{authority}{path}{query}"),
+        None => format!("{authority}{path}{query}"),
+    }
+}
+
 fn join_path(base: &Uri, path: &str) -> Result<Uri, String> {
     let prefix = base.path().trim_end_matches('/');
     let full = format!("{prefix}{path}");
@@ -619,6 +657,45 @@ mod tests {
     use super::*;
     use std::io::Read as _;
     use std::sync::Mutex;
+
+    #[test]
+    fn endpoints_with_credentials_are_refused_and_never_echoed() {
+        assert_eq!(
+            redact_endpoint("https://user:s3cret@api.example:443/v1/traces?key=k3y"),
+            "https://<redacted>@api.example:443/v1/traces?<redacted>"
+        );
+        assert_eq!(
+            redact_endpoint("http://127.0.0.1:4317"),
+            "http://127.0.0.1:4317"
+        );
+        assert_eq!(redact_endpoint("a:b@host"), "<redacted>@host");
+        let err = Downstream::new(
+            "https://user:s3cret@api.example:443",
+            Protocol::Grpc,
+            Compression::None,
+            Vec::new(),
+            Duration::from_secs(1),
+            None,
+        )
+        .err()
+        .expect("refused")
+        .to_string();
+        assert!(err.contains("holds credentials"), "{err}");
+        assert!(!err.contains("s3cret") && !err.contains("user:s3cret"), "{err}");
+        let err = Downstream::new(
+            "ftp://h/?api_key=s3cret",
+            Protocol::HttpProtobuf,
+            Compression::None,
+            Vec::new(),
+            Duration::from_secs(1),
+            None,
+        )
+        .err()
+        .expect("refused")
+        .to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(err.contains("ftp://h/?<redacted>"), "{err}");
+    }
 
     #[test]
     fn messages_are_compressed_and_framed_as_configured() {

@@ -85,7 +85,7 @@ pub fn spawn(
         cfg.tls.ca_file.as_deref(),
     )?;
     tracing::info!(
-        endpoint = %downstream.uri(),
+        endpoint = %downstream.display_uri(),
         interval = ?cfg.interval.0,
         temporality = ?cfg.temporality,
         "pushing SLI metrics over OTLP"
