@@ -522,13 +522,37 @@ pub fn load_sli_state(engine: &mut SliEngine, path: &std::path::Path) {
     match result {
         Ok(n) => tracing::info!(file = %path.display(), cujs = n, "SLO windows restored"),
         Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "SLO state file ignored, windows start empty")
+            // A file this version cannot read (corrupt, or written by a newer one) is kept
+            // for whoever wants to look at it or go back: the next save must not replace it.
+            let aside = set_aside_name(path, wall_clock_ms() / 1000);
+            match std::fs::rename(path, &aside) {
+                Ok(()) => tracing::error!(
+                    file = %path.display(),
+                    kept_as = %aside.display(),
+                    error = %e,
+                    "SLO state file not restored and kept aside; windows start empty"
+                ),
+                Err(rename) => tracing::error!(
+                    file = %path.display(),
+                    error = %e,
+                    rename_error = %rename,
+                    "SLO state file not restored and could not be kept aside; windows start empty"
+                ),
+            }
         }
     }
 }
 
-/// Writes the CUJs' windows to `path` (via a temporary file and a rename, so a crash never
-/// leaves half a file).
+/// Where a state file that could not be restored is kept: beside it, named with the time.
+fn set_aside_name(path: &std::path::Path, unix_seconds: u64) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".rejected-{unix_seconds}"));
+    path.with_file_name(name)
+}
+
+/// Writes the CUJs' windows to `path` durably: a temporary file beside it, written and
+/// fsynced, renamed over the old one, then the directory fsynced, so a crash or a power cut
+/// leaves either the old file or the new one, never half of one.
 pub async fn save_sli_state(engine: &SliReader, path: &std::path::Path) {
     let Some(bytes) = engine.with(|e| e.save_state()).await else {
         tracing::warn!(file = %path.display(), "the SLI engine's thread stopped: SLO state not saved");
@@ -536,15 +560,53 @@ pub async fn save_sli_state(engine: &SliReader, path: &std::path::Path) {
     };
     let path = path.to_path_buf();
     let result = tokio::task::spawn_blocking(move || {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::rename(&tmp, &path)?;
-        Ok::<_, std::io::Error>(path)
+        let written = write_durably(&path, &bytes);
+        (path, written)
     })
     .await;
     match result {
-        Ok(Ok(path)) => tracing::debug!(file = %path.display(), "SLO state saved"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the SLO state file"),
+        Ok((path, Ok(()))) => tracing::debug!(file = %path.display(), "SLO state saved"),
+        Ok((path, Err(e))) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot write the SLO state file")
+        }
         Err(e) => tracing::warn!(error = %e, "SLO state save task failed"),
+    }
+}
+
+fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod state_file_tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_file_replaces_the_old_one_whole_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("cujo-durable-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("slo.state");
+        write_durably(&path, b"first").expect("write");
+        write_durably(&path, b"second").expect("write");
+        assert_eq!(std::fs::read(&path).expect("read"), b"second");
+        assert!(!dir.join("slo.state.tmp").exists());
+        assert_eq!(
+            set_aside_name(&path, 1_700_000_000),
+            dir.join("slo.state.rejected-1700000000")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

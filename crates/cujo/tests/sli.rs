@@ -209,8 +209,9 @@ async fn exported_counts_equal_the_exact_counts_of_the_traffic() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slo_windows_survive_a_restart_and_a_corrupt_state_file_is_ignored() {
+async fn slo_windows_survive_a_restart_and_a_corrupt_state_file_is_kept_aside() {
     let dir = std::env::temp_dir().join(format!("cujo-slo-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     let state = dir.join("slo-state");
     let _ = std::fs::remove_file(&state);
@@ -258,7 +259,9 @@ async fn slo_windows_survive_a_restart_and_a_corrupt_state_file_is_ignored() {
     std::fs::write(&state, b"not a state file at all").expect("corrupt");
     let after_corruption = Cujo::start(&config).await;
     assert!(
-        after_corruption.log().contains("SLO state file ignored"),
+        after_corruption
+            .log()
+            .contains("SLO state file not restored and kept aside"),
         "{}",
         after_corruption.log()
     );
@@ -267,6 +270,35 @@ async fn slo_windows_survive_a_restart_and_a_corrupt_state_file_is_ignored() {
         0.0,
         "empty windows: no ratio yet"
     );
+    // The unreadable file is kept beside the path, whole; the next save does not touch it.
+    let kept: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("slo-state.rejected-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "one file kept aside");
+    assert_eq!(
+        std::fs::read(kept[0].path()).expect("kept"),
+        b"not a state file at all"
+    );
+    let (status, _) = tokio::task::spawn_blocking(move || {
+        let mut cujo = after_corruption;
+        (cujo.terminate(), cujo)
+    })
+    .await
+    .expect("stop");
+    assert!(status.success());
+    assert!(state.exists(), "a new state file saved at shutdown");
+    assert_eq!(
+        std::fs::read(kept[0].path()).expect("kept"),
+        b"not a state file at all",
+        "the kept file is never overwritten"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Valid `post_message` availability events in a `/api/v1/slos` answer.

@@ -681,7 +681,10 @@ mod tests {
         .expect("refused")
         .to_string();
         assert!(err.contains("holds credentials"), "{err}");
-        assert!(!err.contains("s3cret") && !err.contains("user:s3cret"), "{err}");
+        assert!(
+            !err.contains("s3cret") && !err.contains("user:s3cret"),
+            "{err}"
+        );
         let err = Downstream::new(
             "ftp://h/?api_key=s3cret",
             Protocol::HttpProtobuf,
