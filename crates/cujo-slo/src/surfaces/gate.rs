@@ -36,7 +36,7 @@ pub struct StatusArgs {
     pub cuj: Option<String>,
     /// The least error budget an objective may have left and pass: a fraction (`0.25`) or a
     /// percentage (`25%`). Budgets go negative when overspent.
-    #[arg(long, default_value = "0.25", value_parser = parse_budget)]
+    #[arg(long, default_value = "0.25", value_parser = parse_budget, allow_hyphen_values = true)]
     pub min_budget: f64,
     /// `table` for people, `json` for programs (the API's answer as received).
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -466,6 +466,8 @@ fn table(verdicts: &[Verdict<'_>]) -> String {
                 (false, false) => "none".to_string(),
             };
             let alert = match o.exhaustion_seconds {
+                // Zero: the budget is already spent (or overspent), not about to be.
+                Some(s) if (o.page || o.ticket) && s <= 0.0 => format!("{alert} (exhausted)"),
                 Some(s) if o.page || o.ticket => {
                     format!("{alert} (empty in {})", short_duration(s))
                 }
@@ -557,6 +559,40 @@ mod tests {
         assert!(parse_budget("1.5").unwrap_err().contains("at most 1"));
         assert!(parse_budget("lots").unwrap_err().contains("\"lots\""));
         assert!(parse_budget("NaN").is_err());
+    }
+
+    #[test]
+    fn negative_budgets_are_taken_as_written_on_the_command_line() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            status: StatusArgs,
+        }
+        for (given, want) in [("-0.5", -0.5), ("-10%", -0.1), ("25%", 0.25)] {
+            let cli = Cli::try_parse_from(["cujo", "--endpoint", "x:1", "--min-budget", given])
+                .unwrap_or_else(|e| panic!("{given}: {e}"));
+            assert_eq!(cli.status.min_budget, want, "{given}");
+        }
+        let cli = Cli::try_parse_from(["cujo", "--min-budget=-0.25", "--endpoint", "x:1"])
+            .expect("= form");
+        assert_eq!(cli.status.min_budget, -0.25);
+    }
+
+    #[test]
+    fn the_table_says_exhausted_for_a_spent_budget() {
+        let view: StatusView = serde_json::from_str(
+            r#"{"cujs":[{"name":"checkout","objectives":[
+                {"sli":"availability","target":0.999,"window":"30d","window_seconds":2592000,
+                 "budget_remaining":-0.4,"page":true,"exhaustion_seconds":0},
+                {"sli":"latency","target":0.99,"window":"30d","window_seconds":2592000,
+                 "budget_remaining":0.5,"ticket":true,"exhaustion_seconds":5400}]}]}"#,
+        )
+        .expect("view");
+        let text = table(&judge(&view, 0.25));
+        assert!(text.contains("page (exhausted)"), "{text}");
+        assert!(text.contains("ticket (empty in 1h30m)"), "{text}");
+        assert!(!text.contains("empty in 0s"), "{text}");
     }
 
     #[test]

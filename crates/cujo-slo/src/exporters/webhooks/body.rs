@@ -90,7 +90,10 @@ pub fn slack_body(t: &Transition, instance: &str) -> Value {
         AlertStatus::Firing => {
             let exhaustion = t
                 .exhaustion_seconds
-                .map(|s| format!(", exhausted in {}", human_seconds(s)))
+                .map(|s| match s {
+                    s if s <= 0.0 => ", exhausted".to_string(),
+                    s => format!(", exhausted in {}", human_seconds(s)),
+                })
                 .unwrap_or_default();
             format!(
                 "{emoji} [FIRING:{severity}] CUJ *{cuj}* is burning its {} error budget: {} over 1h, {} over 5m (objective {objective}; {budget} of the budget left{exhaustion})",
@@ -110,10 +113,11 @@ pub fn slack_body(t: &Transition, instance: &str) -> Value {
         .map(|w| format!("{w} {}", times(t.burn(w))))
         .collect::<Vec<_>>()
         .join(" · ");
-    let exhaustion = t
-        .exhaustion_seconds
-        .map(human_seconds)
-        .unwrap_or_else(|| "not burning".into());
+    let exhaustion = match t.exhaustion_seconds {
+        Some(s) if s <= 0.0 => "already".into(),
+        Some(s) => human_seconds(s),
+        None => "not burning".into(),
+    };
     let mut context = format!(
         "cujo {} · firing since {}",
         slack_escape(instance),
@@ -192,6 +196,20 @@ mod tests {
         let resolved = generic_body(&sample_transition(AlertStatus::Resolved), "cujo-0");
         assert_eq!(resolved["status"], "resolved");
         assert_eq!(resolved["resolved_at"], "2023-11-14T22:23:20.000Z");
+    }
+
+    #[test]
+    fn a_spent_budget_reads_exhausted_not_in_zero_seconds() {
+        let mut t = sample_transition(AlertStatus::Firing);
+        t.exhaustion_seconds = Some(0.0);
+        t.budget_remaining = -0.4;
+        let body = slack_body(&t, "cujo-0");
+        let text = body["text"].as_str().unwrap_or_default();
+        assert!(
+            text.ends_with("-40% of the budget left, exhausted)"),
+            "{text}"
+        );
+        assert!(!text.contains("0s"), "{text}");
     }
 
     #[test]
