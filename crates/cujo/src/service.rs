@@ -302,6 +302,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                 Arc::new(move |out: &mut Exposition| t.render(out)),
                 Arc::new(move |out: &mut Exposition| b.render(out)),
                 Arc::new(move |out: &mut Exposition| h.render(out)),
+                admin::process::source(env!("CARGO_PKG_VERSION")),
             ];
             let mut snapshots: Vec<SnapshotSource> = Vec::new();
             if let Some(reader) = sli_reader.clone() {

@@ -26,6 +26,11 @@ async fn metrics_pass_promtool_and_health_endpoints_answer() {
         "cujo_exporter_queue_spans",
         "cujo_admission_in_flight_bytes",
         "cujo_in_flight_spans",
+        "cujo_stage_up",
+        "cujo_build_info",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
     ] {
         assert!(
             metrics.contains(&format!("# TYPE {family} ")),

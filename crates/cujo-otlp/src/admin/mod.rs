@@ -12,9 +12,11 @@
 //!
 //! - [`config`]: `exporters.prometheus`, where it listens and who may read what.
 //! - [`health`]: the pipeline's stages and whether each still runs.
+//! - [`process`]: the process's CPU, memory and file descriptors, and `cujo_build_info`.
 
 pub mod config;
 pub mod health;
+pub mod process;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
