@@ -183,8 +183,8 @@ impl ServerTls {
             not_after: AtomicI64::new(material.not_after.unwrap_or(i64::MIN)),
         }));
         tracing::info!(
-            listener,
-            key,
+            listener = %listener,
+            key = %key,
             min_version = %config.min_version,
             client_certificates = if config.client_ca_file.is_some() { "required" } else { "not asked for" },
             reload_interval = ?config.reload_interval.0,
