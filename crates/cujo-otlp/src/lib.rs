@@ -28,6 +28,9 @@
 //! - [`server`]: the connection loop every listener uses: connections paid for from the
 //!   receivers' share, HTTP/2 windows and streams bounded, idle and slow peers closed,
 //!   graceful drain.
+//! - [`tls`]: TLS and mTLS on the listeners (`tls:` of the receivers and the admin
+//!   listener): the rustls config each handshake takes, reloaded as its files change, and
+//!   the `cujo_tls_*` metrics.
 //! - [`admin`]: `/metrics` (sources written in place, and snapshot sources fetched for each
 //!   scrape from components on other threads), `/healthz`, `/readyz`;
 //!   `exporters.prometheus` ([`admin::config`]).
@@ -49,3 +52,4 @@ pub mod receiver;
 pub mod rpc;
 pub mod server;
 pub mod telemetry;
+pub mod tls;

@@ -15,6 +15,10 @@
 //!   peer can push before cujo reads them are bounded: 256 KiB per stream, 1 MiB per
 //!   connection.
 //!
+//! - **TLS** (with a [`ServerTls`]): the handshake runs on the connection's own task, so a
+//!   slow one never holds up accepting, and must finish within `header_read_timeout`; the
+//!   time for the first request byte starts after it.
+//!
 //! On shutdown the listener closes at once and open connections finish the requests they
 //! carry (up to the drain deadline).
 
@@ -43,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::memory::{Account, Lease};
+use crate::tls::ServerTls;
 
 /// What one open connection costs in memory besides the request bodies it carries: hyper's
 /// and h2's per-connection state and the buffers it keeps, the task, the socket. Measured as
@@ -236,12 +241,14 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then waits (up to `drain`) for
-/// open connections to finish their requests.
+/// open connections to finish their requests. With `tls`, connections speak TLS only, and
+/// its files are watched for a new version while the listener serves.
 pub async fn serve(
     name: &'static str,
     listener: TcpListener,
     router: Router,
     limits: ServerLimits,
+    tls: Option<ServerTls>,
     shutdown: CancellationToken,
     drain: Duration,
 ) {
@@ -269,7 +276,10 @@ pub async fn serve(
     let limits = Arc::new(limits);
     let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    tracing::info!(listener = %name, address = %local, "listening");
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().watch(shutdown.clone()));
+    }
+    tracing::info!(listener = %name, address = %local, tls = tls.is_some(), "listening");
     loop {
         let permit = tokio::select! {
             biased;
@@ -301,18 +311,33 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let stream = FirstByteWatch::new(stream);
-        let heard = stream.heard.clone();
-        let service = TrackedService {
-            inner: TowerToHyperService::new(router.clone()),
-            activity: activity.clone(),
-        };
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let limits = limits.clone();
-        let shutdown = shutdown.clone();
+        let (builder, router, limits) = (builder.clone(), router.clone(), limits.clone());
+        let (tls, shutdown) = (tls.clone(), shutdown.clone());
         connections.spawn(async move {
+            // The handshake holds the connection's slot and memory like a request head does.
+            let transport = match &tls {
+                None => Transport::Plain(stream),
+                Some(tls) => {
+                    let handshake = tls.accept(stream, peer, limits.header_read_timeout);
+                    let done = tokio::select! {
+                        done = handshake => done,
+                        _ = shutdown.cancelled() => None,
+                    };
+                    match done {
+                        Some(stream) => Transport::Tls(Box::new(stream)),
+                        None => return,
+                    }
+                }
+            };
+            let stream = FirstByteWatch::new(transport);
+            let heard = stream.heard.clone();
+            let service = TrackedService {
+                inner: TowerToHyperService::new(router),
+                activity: activity.clone(),
+            };
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
             drive(name, peer, conn, &limits, &shutdown, &heard, &activity).await;
             drop(admission);
             drop(permit);
@@ -559,14 +584,79 @@ impl http_body::Body for TrackedBody {
     }
 }
 
-/// A TCP stream that records whether the client has sent anything yet.
+/// A connection's byte stream: plain TCP, or TLS over it once the handshake is done.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Transport::Plain(s) => s.is_write_vectored(),
+            Transport::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// A connection's stream that records whether the client has sent anything yet (over TLS:
+/// anything after the handshake).
 struct FirstByteWatch {
-    inner: TcpStream,
+    inner: Transport,
     heard: Arc<AtomicBool>,
 }
 
 impl FirstByteWatch {
-    fn new(inner: TcpStream) -> Self {
+    fn new(inner: Transport) -> Self {
         Self {
             inner,
             heard: Arc::new(AtomicBool::new(false)),

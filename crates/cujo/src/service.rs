@@ -17,6 +17,7 @@ use cujo_otlp::prom::Exposition;
 use cujo_otlp::receiver::{self, Ingest, ReceiverLimits};
 use cujo_otlp::server::{self, ServerLimits};
 use cujo_otlp::telemetry::{DropReason, PipelineTelemetry};
+use cujo_otlp::tls::{ServerTls, TlsConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -227,7 +228,15 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         auth: receivers_auth.clone(),
     };
     let mut receivers = JoinSet::new();
+    // Each listener's TLS, also rendered on /metrics.
+    let mut listeners_tls: Vec<ServerTls> = Vec::new();
     if let Some(grpc) = &otlp.grpc {
+        let tls = tls(
+            grpc.tls.as_ref(),
+            "receivers.otlp.grpc.tls",
+            "otlp-grpc",
+            &mut listeners_tls,
+        )?;
         let listener = server::bind(&grpc.endpoint.0)
             .await
             .context("receivers.otlp.grpc.endpoint")?;
@@ -238,11 +247,18 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             listener,
             router,
             grpc.server_limits(&connections),
+            tls,
             receivers_stop.clone(),
             CONNECTION_DRAIN,
         )));
     }
     if let Some(http) = &otlp.http {
+        let tls = tls(
+            http.tls.as_ref(),
+            "receivers.otlp.http.tls",
+            "otlp-http",
+            &mut listeners_tls,
+        )?;
         let listener = server::bind(&http.endpoint.0)
             .await
             .context("receivers.otlp.http.endpoint")?;
@@ -253,6 +269,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             listener,
             router,
             http.server_limits(&connections),
+            tls,
             receivers_stop.clone(),
             CONNECTION_DRAIN,
         )));
@@ -292,6 +309,12 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     };
     let admin_task = match &config.exporters.prometheus {
         Some(prom) => {
+            let admin_tls = tls(
+                prom.tls.as_ref(),
+                "exporters.prometheus.tls",
+                "admin",
+                &mut listeners_tls,
+            )?;
             let listener = server::bind(&prom.endpoint.0)
                 .await
                 .context("exporters.prometheus.endpoint")?;
@@ -319,6 +342,12 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                             Arc::new(move |out: &mut Exposition| rendered.append(&families, out));
                         Some(source)
                     })
+                }));
+            }
+            if !listeners_tls.is_empty() {
+                let listeners = std::mem::take(&mut listeners_tls);
+                sources.push(Arc::new(move |out: &mut Exposition| {
+                    cujo_otlp::tls::render(&listeners, out)
                 }));
             }
             if let Some(n) = &notifier {
@@ -376,6 +405,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                     listener,
                     router,
                     ServerLimits::default(),
+                    admin_tls,
                     admin_stop.clone(),
                     Duration::from_secs(1),
                 ),
@@ -512,4 +542,20 @@ fn auth(
     let auth = BearerAuth::load(config, key)?;
     tracing::info!(key, "requests need a bearer token");
     Ok(Some(auth))
+}
+
+/// The TLS of a listener's `tls:` section (`key`), its files read now; `None` when absent.
+/// What it counts is rendered on /metrics with the other listeners' (`all`).
+fn tls(
+    config: Option<&TlsConfig>,
+    key: &str,
+    listener: &'static str,
+    all: &mut Vec<ServerTls>,
+) -> anyhow::Result<Option<ServerTls>> {
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    let tls = ServerTls::load(config, key, listener)?;
+    all.push(tls.clone());
+    Ok(Some(tls))
 }

@@ -435,9 +435,26 @@ async fn the_gate_exits_2_when_it_cannot_judge() {
     server.abort();
 
     // Bad arguments.
-    let out = gate(&["--endpoint", "https://cujo:9464"]).await;
+    let out = gate(&["--endpoint", "ftp://cujo:9464"]).await;
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).1.contains("https is not supported"));
+    assert!(
+        text(&out).1.contains("unsupported scheme"),
+        "{}",
+        text(&out).1
+    );
+    let out = gate(&[
+        "--endpoint",
+        "https://127.0.0.1:1",
+        "--ca-file",
+        "/nonexistent/ca.pem",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).1.contains("--ca-file /nonexistent/ca.pem"),
+        "{}",
+        text(&out).1
+    );
     let out = gate(&["--endpoint", "127.0.0.1:1", "--min-budget", "plenty"]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).1.contains("--min-budget"), "{}", text(&out).1);

@@ -469,6 +469,10 @@ fn tls_config(
     client_tls_config(ca_file).map_err(|e| match e {
         TlsSetupError::CaFile { path, detail } => DownstreamError::CaFile { key, path, detail },
         TlsSetupError::Tls(detail) => DownstreamError::Tls { key, detail },
+        e @ TlsSetupError::Identity { .. } => DownstreamError::Tls {
+            key,
+            detail: e.to_string(),
+        },
     })
 }
 
@@ -477,6 +481,9 @@ fn tls_config(
 pub enum TlsSetupError {
     #[error("ca_file {path}: {detail}")]
     CaFile { path: String, detail: String },
+    /// The client certificate or key file.
+    #[error("{path}: {detail}")]
+    Identity { path: String, detail: String },
     #[error("{0}")]
     Tls(String),
 }
@@ -485,8 +492,18 @@ pub enum TlsSetupError {
 /// exporters, webhooks): rustls with the public (webpki) roots, plus the PEM certificates of
 /// `ca_file` if given.
 pub fn client_tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TlsSetupError> {
-    use rustls::pki_types::CertificateDer;
+    client_tls_config_with_identity(ca_file, None)
+}
+
+/// [`client_tls_config`], presenting the certificate chain and key of `identity` (PEM
+/// files: certificate, key) to servers that ask for one (mTLS). Errors name the file,
+/// never its content.
+pub fn client_tls_config_with_identity(
+    ca_file: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, TlsSetupError> {
     use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
@@ -506,11 +523,32 @@ pub fn client_tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig,
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsSetupError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_root_certificates(roots);
+    let Some((cert_file, key_file)) = identity else {
+        return Ok(builder.with_no_client_auth());
+    };
+    let unusable = |path: &Path, detail: &str| TlsSetupError::Identity {
+        path: path.display().to_string(),
+        detail: detail.to_string(),
+    };
+    let chain = CertificateDer::pem_file_iter(cert_file)
+        .map_err(|_| unusable(cert_file, "cannot read it"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| unusable(cert_file, "not valid PEM"))?;
+    if chain.is_empty() {
+        return Err(unusable(cert_file, "no certificate found"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|_| unusable(key_file, "no usable PEM private key found"))?;
+    builder.with_client_auth_cert(chain, key).map_err(|_| {
+        unusable(
+            key_file,
+            "the key is not usable or does not match the client certificate",
+        )
+    })
 }
 
 /// An error and every error under it, `outer: inner: …` (hyper's own text hides the cause).

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::ReceiverLimits;
 use crate::auth::AuthConfig;
 use crate::server::{ConnectionMemory, ServerLimits};
+use crate::tls::TlsConfig;
 
 /// `receivers:`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -77,9 +78,12 @@ pub struct GrpcReceiver {
     /// 30s); a slower one is cut off and the memory its body held is given back.
     #[serde(default = "default_body_timeout")]
     pub body_timeout: HumanDuration,
+    /// Serve TLS (and with `client_ca_file`, require client certificates) instead of
+    /// plaintext.
+    pub tls: Option<TlsConfig>,
 }
 
-/// `receivers.otlp.http`: the same limits as the gRPC receiver's.
+/// `receivers.otlp.http`: the same limits (and `tls`) as the gRPC receiver's.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpReceiver {
@@ -94,6 +98,7 @@ pub struct HttpReceiver {
     pub idle_timeout: HumanDuration,
     #[serde(default = "default_body_timeout")]
     pub body_timeout: HumanDuration,
+    pub tls: Option<TlsConfig>,
 }
 
 fn default_max_message() -> ByteSize {
@@ -117,9 +122,13 @@ fn default_body_timeout() -> HumanDuration {
 }
 
 impl GrpcReceiver {
-    /// Limits that let a request through (`key` is `receivers.otlp.grpc`).
+    /// Limits that let a request through, then `tls` (`key` is `receivers.otlp.grpc`).
     pub fn validate(&self, key: &str) -> Result<(), KeyError> {
-        self.limits().validate(key)
+        self.limits().validate(key)?;
+        match &self.tls {
+            Some(tls) => tls.validate(&format!("{key}.tls")),
+            None => Ok(()),
+        }
     }
 
     /// How a request is read: its size limit and body timeout, `retry_after` suggested
@@ -149,9 +158,13 @@ impl GrpcReceiver {
 }
 
 impl HttpReceiver {
-    /// Limits that let a request through (`key` is `receivers.otlp.http`).
+    /// Limits that let a request through, then `tls` (`key` is `receivers.otlp.http`).
     pub fn validate(&self, key: &str) -> Result<(), KeyError> {
-        self.limits().validate(key)
+        self.limits().validate(key)?;
+        match &self.tls {
+            Some(tls) => tls.validate(&format!("{key}.tls")),
+            None => Ok(()),
+        }
     }
 
     /// How a request is read: its size limit and body timeout, `retry_after` suggested

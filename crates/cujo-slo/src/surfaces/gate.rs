@@ -5,10 +5,13 @@
 //! left, 1 when one has less (each is named on stderr), 2 when the status cannot be had (bad
 //! arguments, cujo unreachable, an answer that is not a cujo report, an unknown CUJ).
 //!
-//! A client only: it reads the JSON API of [`super::status`] over plain HTTP and needs no
+//! A client only: it reads the JSON API of [`super::status`] over HTTP or HTTPS and needs no
 //! configuration file. It must not link to a running engine or read the config. An admin
 //! listener with `exporters.prometheus.auth` needs a bearer token: `CUJO_STATUS_TOKEN` or
-//! `--token-file`, never an argument (the process list would show it).
+//! `--token-file`, never an argument (the process list would show it). One with
+//! `exporters.prometheus.tls` is reached at `https://`: `--ca-file` trusts a private CA
+//! besides the public roots, and `--cert-file`/`--key-file` present a client certificate
+//! when it asks for one (`client_ca_file`).
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -50,6 +53,38 @@ pub struct StatusArgs {
     /// the process list would show it.
     #[arg(long)]
     pub token_file: Option<std::path::PathBuf>,
+    /// PEM CA certificates to trust for an `https://` endpoint, besides the public roots
+    /// (an admin listener with a certificate from a private CA).
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate to present to an admin listener that requires one
+    /// (`exporters.prometheus.tls.client_ca_file`); needs `--key-file`.
+    #[arg(long, requires = "key_file")]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of `--cert-file`.
+    #[arg(long, requires = "cert_file")]
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+/// The TLS client `cujo status` uses for `https://`: the public roots, `--ca-file`, and the
+/// client certificate of `--cert-file`/`--key-file`. Errors name the option and the file.
+fn tls_config(args: &StatusArgs) -> Result<rustls::ClientConfig, GateError> {
+    use cujo_otlp::exporter::transport::{TlsSetupError, client_tls_config_with_identity};
+    let identity = args.cert_file.as_deref().zip(args.key_file.as_deref());
+    client_tls_config_with_identity(args.ca_file.as_deref(), identity).map_err(|e| {
+        GateError::Usage(match e {
+            TlsSetupError::CaFile { path, detail } => format!("--ca-file {path}: {detail}"),
+            TlsSetupError::Identity { path, detail } => {
+                let option = if args.key_file.as_deref() == Some(std::path::Path::new(&path)) {
+                    "--key-file"
+                } else {
+                    "--cert-file"
+                };
+                format!("{option} {path}: {detail}")
+            }
+            TlsSetupError::Tls(detail) => format!("TLS setup failed: {detail}"),
+        })
+    })
 }
 
 /// The environment variable `cujo status` reads a bearer token from.
@@ -178,6 +213,10 @@ pub fn run(args: &StatusArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return usage_error(&e),
     };
+    let tls = match tls_config(args) {
+        Ok(t) => t,
+        Err(e) => return usage_error(&e),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -188,7 +227,7 @@ pub fn run(args: &StatusArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let body = match runtime.block_on(fetch(&url, args.timeout, token.as_deref())) {
+    let body = match runtime.block_on(fetch(&url, args.timeout, token.as_deref(), tls)) {
         Ok(b) => b,
         Err(e) => return usage_error(&e),
     };
@@ -273,20 +312,15 @@ fn status_url(endpoint: &str, cuj: Option<&str>) -> Result<Uri, GateError> {
             "not a URL ({e}); expected e.g. http://127.0.0.1:9464"
         ))
     })?;
-    match base.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(bad(
-                "https is not supported: cujo's admin listener serves plain HTTP".into(),
-            ));
-        }
+    let scheme = match base.scheme_str() {
+        Some(s @ ("http" | "https")) => s.to_string(),
         other => {
             return Err(bad(format!(
-                "unsupported scheme {:?}; expected http://",
+                "unsupported scheme {:?}; expected http:// or https://",
                 other.unwrap_or("")
             )));
         }
-    }
+    };
     let authority = base
         .authority()
         .ok_or_else(|| bad("no host; expected e.g. http://127.0.0.1:9464".into()))?;
@@ -305,7 +339,7 @@ fn status_url(endpoint: &str, cuj: Option<&str>) -> Result<Uri, GateError> {
         let _ = write!(path, "?cuj={}", percent_encode(cuj));
     }
     Uri::builder()
-        .scheme("http")
+        .scheme(scheme.as_str())
         .authority(authority.clone())
         .path_and_query(path)
         .build()
@@ -326,9 +360,21 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// GETs `url`; the body of a 200 answer, an error naming the URL otherwise.
-async fn fetch(url: &Uri, timeout: Duration, token: Option<&str>) -> Result<Bytes, GateError> {
+/// `tls` is used for an `https://` URL.
+async fn fetch(
+    url: &Uri,
+    timeout: Duration,
+    token: Option<&str>,
+    tls: rustls::ClientConfig,
+) -> Result<Bytes, GateError> {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(timeout));
+    connector.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let mut request = http::Request::get(url.clone())
         .header(http::header::ACCEPT, "application/json")
@@ -610,8 +656,10 @@ mod tests {
             url("http://cujo:9464/prefix/", Some("post message/x")).unwrap(),
             "http://cujo:9464/prefix/api/v1/slos?cuj=post%20message%2Fx"
         );
-        let https = url("https://cujo:9464", None).unwrap_err();
-        assert!(https.contains("https is not supported"), "{https}");
+        assert_eq!(
+            url("https://cujo:9464", None).unwrap(),
+            "https://cujo:9464/api/v1/slos"
+        );
         assert!(url("", None).unwrap_err().contains("empty"));
         assert!(url("ftp://x", None).unwrap_err().contains("\"ftp\""));
         assert!(
