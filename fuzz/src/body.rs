@@ -92,6 +92,32 @@ fn reference(coding: Coding, input: &[u8], limit: usize) -> Reference {
     match read {
         Err(_) => Reference::Corrupt,
         Ok(_) if out.len() > limit => Reference::Over,
+        // The zstd reader does not hold a frame to the content size its header declares
+        // (a frame declaring 2,816 bytes and holding none reads as empty); libzstd's own
+        // streaming decoder, which the receivers use, calls that corruption, as the format
+        // says it is. Found by this target.
+        Ok(_)
+            if coding == Coding::Zstd
+                && declared_zstd_size(input).is_some_and(|n| n != out.len() as u64) =>
+        {
+            Reference::Corrupt
+        }
         Ok(_) => Reference::Fits(out),
     }
+}
+
+/// The content size the zstd frames of `input` declare together, when every frame declares
+/// one and they tile the input exactly.
+fn declared_zstd_size(input: &[u8]) -> Option<u64> {
+    use zstd::zstd_safe::{find_frame_compressed_size, get_frame_content_size};
+    let (mut rest, mut total) = (input, 0u64);
+    while !rest.is_empty() {
+        let size = find_frame_compressed_size(rest).ok()?;
+        if size == 0 || size > rest.len() {
+            return None;
+        }
+        total = total.checked_add(get_frame_content_size(&rest[..size]).ok()??)?;
+        rest = &rest[size..];
+    }
+    Some(total)
 }
