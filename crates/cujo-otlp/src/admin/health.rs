@@ -157,21 +157,6 @@ impl Stage {
         }
     }
 
-    /// Runs `f` to its end as this stage, on the calling thread (for stages on threads of
-    /// their own).
-    pub fn run_blocking<T>(self, f: impl FnOnce() -> T) -> T {
-        match std::panic::catch_unwind(AssertUnwindSafe(f)) {
-            Ok(output) => {
-                self.finished();
-                output
-            }
-            Err(panic) => {
-                self.panicked();
-                std::panic::resume_unwind(panic)
-            }
-        }
-    }
-
     /// The stage ended on its own (failed unless shutdown has begun).
     pub fn finished(mut self) {
         self.settle(StageState::Finished);
@@ -259,8 +244,8 @@ mod tests {
         let _ = tx.send(());
         stage.await.expect("ends");
         assert_eq!(answer(&health), Ok("ok\n".into()));
-        let thread = std::thread::spawn(move || running.run_blocking(|| panic!("late")));
-        assert!(thread.join().is_err());
+        let late = tokio::spawn(running.run(async { panic!("late") }));
+        assert!(late.await.expect_err("panicked").is_panic());
         assert_eq!(
             health.failures(),
             vec![("sli-engine".to_string(), StageState::Panicked)]
