@@ -43,7 +43,7 @@ pub fn run(data: &[u8]) {
         sink,
         telemetry: Arc::new(PipelineTelemetry::new()),
         limits: ReceiverLimits::default(),
-        auth: None,
+        tenants: None,
     };
 
     let expected = reference(coding, input, limit);

@@ -45,7 +45,7 @@ impl Receiver {
                 sink,
                 telemetry: Arc::new(PipelineTelemetry::new()),
                 limits: ReceiverLimits::default(),
-                auth: None,
+                tenants: None,
             },
             next: RefCell::new(next),
         }
@@ -70,7 +70,7 @@ pub(crate) fn check_protobuf(body: Bytes) -> Result<ScannedRequest, WireError> {
 fn check_ingest(r: &Receiver, body: &Bytes, scanned: Result<&ScannedRequest, &WireError>) {
     let ingest = &r.ingest;
     let lease = ingest.memory.take(body.len());
-    let result = ingest.ingest(Transport::Http, body.clone(), lease);
+    let result = ingest.ingest(Transport::Http, body.clone(), lease, None);
     let mut handed = 0;
     while let Ok(admitted) = r.next.borrow_mut().try_recv() {
         assert!(

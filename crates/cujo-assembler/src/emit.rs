@@ -12,7 +12,7 @@ use cujo_wire::{ScopeGroup, SpanBatch};
 
 use crate::held::{Group, Trace, span_flags};
 use crate::origin::{Origin, SpanContext, duration_ms, enrich, enrich_fast, shared_block};
-use crate::{Assembler, IdMap, ReleaseReason};
+use crate::{Assembler, IdMap, ReleaseReason, TraceId};
 
 /// A span id as a number; zero (an invalid id) stands for "no parent".
 type SpanId = u64;
@@ -50,6 +50,7 @@ impl Assembler {
         &mut self,
         span: &Bytes,
         group: &Arc<Group>,
+        key: &TraceId,
         f: &SpanFields<'_>,
         origin: Option<&Origin>,
         out: &mut SpanBatch,
@@ -63,7 +64,7 @@ impl Assembler {
             return;
         };
         if let Some(observer) = self.observer.as_mut() {
-            observer.late_span(&f.trace_id, span, &group.resource.bytes);
+            observer.late_span(key, span, &group.resource.bytes);
         }
         // It arrived after its trace was complete, so it sits across an async boundary (a
         // consumer, or work under one). Its parent may not have arrived yet, so the path
@@ -75,6 +76,9 @@ impl Assembler {
         };
         let mut buf = Vec::with_capacity(span.len() + origin.growth_per_span());
         enrich(span, origin, &ctx, &self.settings.propagate, &mut buf);
+        if let Some(tenant) = &group.resource.tenant {
+            tenant.take(buf.len().saturating_sub(span.len()));
+        }
         self.output_written += allocation_size(buf.capacity()) + HANDLE;
         push_span(out, group, Bytes::from(buf));
         self.stats.late_spans_enriched += 1;
@@ -147,6 +151,15 @@ impl Assembler {
         }
         self.stats.spans_enriched += n as u64;
         self.output_written += allocation_size(buf.capacity()) + n * HANDLE;
+        // What propagation wrote counts against the tenant's share until it is sent (a
+        // trace's spans all have one tenant: it is part of the trace's key).
+        if let Some(tenant) = trace
+            .groups
+            .first()
+            .and_then(|g| g.resource.tenant.as_ref())
+        {
+            tenant.take(buf.len().saturating_sub(data.len()));
+        }
         // One allocation for the whole trace; each span is a slice of it.
         let buf = Bytes::from(buf);
         for ((_, _, group), (a, b)) in trace.spans_in(data).zip(offsets) {

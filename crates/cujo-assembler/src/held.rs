@@ -224,7 +224,8 @@ impl Trace {
 /// Resources and scopes interned once per shard, so thousands of held traces share one copy
 /// of each. Counted: every group's copies and the table itself.
 pub(crate) struct GroupTable {
-    groups: CountedMap<(Bytes, Bytes), Arc<Group>>,
+    /// Keyed by tenant id, resource, scope: two tenants never share a group.
+    groups: CountedMap<(u64, Bytes, Bytes), Arc<Group>>,
     /// Heap bytes of the groups in the table.
     bytes: usize,
     /// Size of the table after the last sweep of unused groups.
@@ -242,7 +243,8 @@ impl GroupTable {
 
     /// The shared group for `group`'s resource and scope.
     pub fn intern(&mut self, group: &ScopeGroup) -> Arc<Group> {
-        let key = (group.resource.bytes.clone(), group.scope.clone());
+        let tenant = group.resource.tenant_id();
+        let key = (tenant, group.resource.bytes.clone(), group.scope.clone());
         if let Some(g) = self.groups.get(&key) {
             return g.clone();
         }
@@ -255,11 +257,12 @@ impl GroupTable {
         let g = Arc::new(Group {
             resource: Arc::new(ResourceHeader {
                 bytes: resource.clone(),
+                tenant: group.resource.tenant.clone(),
             }),
             scope: scope.clone(),
         });
         self.bytes += g.heap_bytes();
-        self.groups.insert((resource, scope), g.clone());
+        self.groups.insert((tenant, resource, scope), g.clone());
         g
     }
 

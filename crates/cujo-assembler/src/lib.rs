@@ -158,7 +158,12 @@ pub struct ArrivingSpan<'a> {
 
 /// A trace released whole, as its spans arrived (before enrichment).
 pub struct ReleasedTrace<'a> {
+    /// The key the trace was held under: its id, mixed with its tenant's salt for a tenant
+    /// other than the default ([`cujo_wire::tenant::trace_key`]); [`ReleasedTrace::link`] and
+    /// [`TraceObserver::late_span`] use the same keys.
     pub trace_id: TraceId,
+    /// The trace id as its spans carry it (for exemplars and links a person follows).
+    pub sent_trace_id: TraceId,
     /// Each span's encoded bytes and the encoded `ResourceSpans` header it arrived under.
     pub spans: Vec<(&'a [u8], &'a [u8])>,
     /// Latest end time of any span seen for the trace.
@@ -190,7 +195,7 @@ pub trait TraceObserver: Send {
         0
     }
 
-    /// A span of `trace_id` that arrived after its trace was released with an origin (a
+    /// A span of `trace_id` (the key, as in [`ReleasedTrace::trace_id`]) that arrived after its trace was released with an origin (a
     /// queue consumer in the same trace), with the encoded `ResourceSpans` header it arrived
     /// under. Passed on at once, never held.
     fn late_span(&mut self, _trace_id: &TraceId, _span: &[u8], _resource: &[u8]) {}
@@ -486,7 +491,9 @@ impl Assembler {
             }),
             _ => 0,
         };
-        let trace_id = f.trace_id;
+        // Keyed per tenant: two tenants' traces never meet, whatever ids they send.
+        let tenant = group.resource.tenant.as_deref();
+        let trace_id = cujo_wire::tenant::trace_key(tenant, &f.trace_id);
         if !self.traces.contains_key(&trace_id) {
             // One lock of this shard's index: released already (late span), or held from now.
             let cached = {
@@ -500,7 +507,7 @@ impl Assembler {
                 cached
             };
             if let Some(cached) = cached {
-                self.release_late(span, group, &f, cached.as_ref(), out);
+                self.release_late(span, group, &trace_id, &f, cached.as_ref(), out);
                 return;
             }
             let due_ms = now_ms + self.settings.trace_timeout.as_millis() as u64;
@@ -536,7 +543,11 @@ impl Assembler {
         trace.span_count += 1;
         trace.span_bits |= span_bits;
         if trace.link.is_none() {
-            trace.link = f.links.iter().map(|(t, _)| *t).find(|t| *t != trace_id);
+            trace.link = f
+                .links
+                .iter()
+                .map(|(t, _)| cujo_wire::tenant::trace_key(tenant, t))
+                .find(|t| *t != trace_id);
         }
         let is_root = f.parent_span_id.is_none() && trace.root.is_none();
         if is_root {
@@ -778,8 +789,10 @@ impl Assembler {
                     (&data[range], &g.resource.bytes[..])
                 })
                 .collect();
+            let tenant = trace.groups.first().and_then(|g| g.resource.tenant.clone());
             observer.released(&ReleasedTrace {
                 trace_id: id,
+                sent_trace_id: cujo_wire::tenant::trace_id_of_key(tenant.as_deref(), &id),
                 spans,
                 last_end_ns: trace.last_end_ns,
                 reason,

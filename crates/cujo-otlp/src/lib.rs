@@ -15,6 +15,8 @@
 //! # Layout
 //! - [`auth`]: bearer tokens (`auth:` of the receivers and the admin listener), checked on
 //!   a request's headers before its body is read; token files re-read as they change.
+//! - [`tenants`]: who a request comes from (its token, or its pass-through headers), decided
+//!   before its body is read; `tenants:` and the `cujo_tenant_*` metrics.
 //! - [`memory`]: the memory budget (`admission.max_in_flight`), one account per component
 //!   with its share, leases that give bytes back when dropped, and its `/metrics` families.
 //! - [`admission`]: the bounded hand-off channel between stages (one channel per assembler
@@ -52,4 +54,5 @@ pub mod receiver;
 pub mod rpc;
 pub mod server;
 pub mod telemetry;
+pub mod tenants;
 pub mod tls;

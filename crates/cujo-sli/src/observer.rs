@@ -243,7 +243,9 @@ impl TraceObserver for SliObserver {
             return;
         };
         let facts = TraceFacts {
-            trace_id: trace.trace_id,
+            // Events show the id as sent; settling goes by the assembler's key, which a
+            // linked trace's `link` and a late span use.
+            trace_id: trace.sent_trace_id,
             root,
             root_start_ns: root.fields.start_time_unix_nano,
             root_end_ns: root.fields.end_time_unix_nano,
@@ -251,7 +253,8 @@ impl TraceObserver for SliObserver {
             last_end_ns: trace.last_end_ns,
             span_bits: trace.span_bits,
         };
-        let matched = self.matcher.match_trace(&facts);
+        let mut matched = self.matcher.match_trace(&facts);
+        matched.trace_id = trace.trace_id;
         if !matched.events.is_empty() {
             self.feed.trace(matched, (self.clock)());
         }

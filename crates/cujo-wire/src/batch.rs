@@ -8,15 +8,41 @@ use bytes::{Bytes, BytesMut};
 use crate::WireError;
 use crate::proto::{FieldReader, Value};
 use crate::span::{head_ends_at, is_head_field};
+use crate::tenant::Tenant;
 use crate::validate::{Kind, Msg, check_field, validate};
 
 /// The fields of one `ResourceSpans` other than its `scope_spans` (the `resource`, the
 /// `schema_url`, and any field a newer OTLP adds), already encoded. Shared by every span that
 /// arrived under it, so forwarding never clones a resource per span.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ResourceHeader {
     pub bytes: Bytes,
+    /// The tenant the spans under it came from (`None`: the default tenant).
+    pub tenant: Option<Arc<Tenant>>,
 }
+
+impl ResourceHeader {
+    /// A resource of the default tenant.
+    pub fn new(bytes: Bytes) -> Self {
+        Self {
+            bytes,
+            tenant: None,
+        }
+    }
+
+    /// The id of its tenant, 0 for the default tenant.
+    pub fn tenant_id(&self) -> u64 {
+        self.tenant.as_ref().map_or(0, |t| t.id())
+    }
+}
+
+impl PartialEq for ResourceHeader {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes && self.tenant_id() == other.tenant_id()
+    }
+}
+
+impl Eq for ResourceHeader {}
 
 /// Spans that share one resource and one instrumentation scope.
 #[derive(Debug, Clone)]
@@ -62,6 +88,57 @@ impl SpanBatch {
                 .iter()
                 .map(|g| g.spans.capacity() * std::mem::size_of::<Bytes>() + RESOURCE)
                 .sum::<usize>()
+    }
+
+    /// Marks every span of the batch as sent by `tenant` (each resource shared as before).
+    pub fn set_tenant(&mut self, tenant: &Arc<Tenant>) {
+        let mut last: Option<(*const ResourceHeader, Arc<ResourceHeader>)> = None;
+        for g in &mut self.groups {
+            let now = match &last {
+                Some((old, new)) if std::ptr::eq(*old, Arc::as_ptr(&g.resource)) => new.clone(),
+                _ => {
+                    let new = Arc::new(ResourceHeader {
+                        bytes: g.resource.bytes.clone(),
+                        tenant: Some(tenant.clone()),
+                    });
+                    last = Some((Arc::as_ptr(&g.resource), new.clone()));
+                    new
+                }
+            };
+            g.resource = now;
+        }
+    }
+
+    /// Whether any span of the batch has a tenant other than the default.
+    pub fn has_tenants(&self) -> bool {
+        self.groups.iter().any(|g| g.resource.tenant.is_some())
+    }
+
+    /// Splits the batch by tenant, in order of first appearance; the default tenant's part
+    /// has `None`. One part, without a copy, when the batch has one tenant.
+    pub fn split_by_tenant(mut self) -> Vec<(Option<Arc<Tenant>>, SpanBatch)> {
+        let first = self.groups.first().map_or(0, |g| g.resource.tenant_id());
+        if self.groups.iter().all(|g| g.resource.tenant_id() == first) {
+            let tenant = self.groups.first().and_then(|g| g.resource.tenant.clone());
+            return vec![(tenant, self)];
+        }
+        let mut out: Vec<(Option<Arc<Tenant>>, SpanBatch)> = Vec::new();
+        for g in self.groups.drain(..) {
+            let id = g.resource.tenant_id();
+            match out
+                .iter_mut()
+                .find(|(t, _)| t.as_ref().map_or(0, |t| t.id()) == id)
+            {
+                Some((_, part)) => part.groups.push(g),
+                None => out.push((g.resource.tenant.clone(), SpanBatch { groups: vec![g] })),
+            }
+        }
+        out
+    }
+
+    /// Encoded bytes of the batch's spans (what a tenant's share counts).
+    pub fn span_bytes(&self) -> usize {
+        self.groups.iter().map(ScopeGroup::span_bytes).sum()
     }
 
     /// Moves all groups of `other` to the end of this batch.
@@ -226,9 +303,7 @@ fn scan_resource_spans(
             _ => header.push(field.start, field.end),
         }
     }
-    let resource = Arc::new(ResourceHeader {
-        bytes: header.into_bytes(request, rs),
-    });
+    let resource = Arc::new(ResourceHeader::new(header.into_bytes(request, rs)));
     for (ss, spans, scope_pieces) in scopes {
         if spans.is_empty() {
             continue;

@@ -17,6 +17,8 @@
 //!   one by one.
 //! - [`write`]: [`encode_request`], which writes a batch as an `ExportTraceServiceRequest`.
 //! - [`span`]: reading one span's ids, times, links and attributes; appending attributes.
+//! - [`tenant`]: [`Tenant`], who sent a span: the key its traces are held under, the
+//!   headers it is sent with, its share of the memory budget.
 //! - [`alloc`]: what an allocation of n bytes really costs, for every component's memory
 //!   accounting.
 #![forbid(unsafe_code)]
@@ -25,12 +27,14 @@ pub mod alloc;
 pub mod batch;
 pub mod proto;
 pub mod span;
+pub mod tenant;
 pub mod validate;
 pub mod write;
 
 pub use batch::{
     RejectedSpans, ResourceHeader, ScannedRequest, ScopeGroup, SpanBatch, scan_request,
 };
+pub use tenant::Tenant;
 pub use write::{encode_request, encoded_request_len};
 
 /// Why a request could not be read. Each variant names the place in the message.

@@ -173,10 +173,11 @@ pub async fn run(
                 .exporter_memory
                 .take(assembler.output_written() + out.handle_bytes());
             let sent = tokio::select! {
-                sent = output.send(Admitted { batch: out, lease: Arc::new(lease) }) => sent.is_ok(),
-                _ = ctx.abandon.cancelled() => false,
+                sent = output.send(Admitted { batch: out, lease: Arc::new(lease) }) => sent.map_err(|e| e.batch),
+                _ = ctx.abandon.cancelled() => Err(SpanBatch::default()),
             };
-            if !sent {
+            if let Err(unsent) = sent {
+                cujo_wire::tenant::settle(&unsent, false);
                 ctx.telemetry.spans_dropped(
                     DropReason::Shutdown,
                     spans,
@@ -205,6 +206,7 @@ async fn abandon(
     );
     input.close();
     while let Some(admitted) = input.recv().await {
+        cujo_wire::tenant::settle(&admitted.batch, false);
         telemetry.spans_dropped(
             DropReason::Shutdown,
             admitted.span_count() as u64,

@@ -32,6 +32,7 @@ pub use cujo_otlp::admission::config::{AdmissionConfig, Fraction, SharesConfig};
 pub use cujo_otlp::auth::AuthConfig;
 pub use cujo_otlp::exporter::config::{BatchConfig, OtlpExporter, QueueConfig, RetryConfig};
 pub use cujo_otlp::receiver::config::{GrpcReceiver, HttpReceiver, OtlpReceivers, Receivers};
+pub use cujo_otlp::tenants::TenantConfig;
 pub use cujo_sli::config::SloConfig;
 pub use cujo_slo::cujs::CujConfig;
 pub use cujo_slo::exporters::otlp_metrics::{OtlpMetricsExporter, Temporality};
@@ -69,6 +70,10 @@ pub struct Config {
     pub admission: AdmissionConfig,
     #[serde(default)]
     pub exporters: Exporters,
+    /// Tenants of a shared gateway: each identified by its bearer tokens, sent downstream
+    /// with its own headers, with its own share of the budget.
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
     /// Present (or `propagate` present) = the trace assembler runs between receivers and
     /// exporters.
     pub assembler: Option<AssemblerConfig>,
@@ -244,6 +249,13 @@ impl Config {
         }
         if let Some(otlp) = &self.exporters.otlp {
             otlp.validate("exporters.otlp")?;
+        }
+        cujo_otlp::tenants::config::validate(&self.tenants, "tenants")?;
+        if !self.tenants.is_empty() && self.exporters.otlp.is_none() {
+            return err(
+                "tenants",
+                "tenants are sent downstream with their own headers, and no exporters.otlp is configured".into(),
+            );
         }
         if let Some(m) = &self.exporters.otlp_metrics {
             m.validate("exporters.otlp_metrics")?;

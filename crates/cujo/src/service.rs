@@ -17,6 +17,7 @@ use cujo_otlp::prom::Exposition;
 use cujo_otlp::receiver::{self, Ingest, ReceiverLimits};
 use cujo_otlp::server::{self, ServerLimits};
 use cujo_otlp::telemetry::{DropReason, PipelineTelemetry};
+use cujo_otlp::tenants::Tenants;
 use cujo_otlp::tls::{ServerTls, TlsConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -217,6 +218,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
 
     let otlp = config.receivers.otlp.clone().unwrap_or_default();
     let receivers_auth = auth(otlp.auth.as_ref(), "receivers.otlp.auth")?;
+    let tenants = tenants(&config, receivers_auth)?;
     // Open connections pay a fixed cost from the receivers' share, beside their bodies.
     let connections = server::ConnectionMemory::new(budget.account(Component::Receivers));
     let retry_after = config.admission.retry_after.0;
@@ -225,7 +227,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         sink: sink.clone(),
         telemetry: telemetry.clone(),
         limits,
-        auth: receivers_auth.clone(),
+        tenants: tenants.clone(),
     };
     let mut receivers = JoinSet::new();
     // Each listener's TLS, also rendered on /metrics.
@@ -343,6 +345,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                         Some(source)
                     })
                 }));
+            }
+            if let Some(tenants) = tenants.clone().filter(|t| t.any()) {
+                sources.push(Arc::new(move |out: &mut Exposition| tenants.render(out)));
             }
             if !listeners_tls.is_empty() {
                 let listeners = std::mem::take(&mut listeners_tls);
@@ -542,6 +547,28 @@ fn auth(
     let auth = BearerAuth::load(config, key)?;
     tracing::info!(key, "requests need a bearer token");
     Ok(Some(auth))
+}
+
+/// Who may send and as which tenant: `receivers.otlp.auth`, `tenants:` and
+/// `exporters.otlp.pass_headers`; `None` when none is configured (anyone, one tenant).
+fn tenants(config: &Config, auth: Option<BearerAuth>) -> anyhow::Result<Option<Arc<Tenants>>> {
+    let (pass_headers, pass_max) = config
+        .exporters
+        .otlp
+        .as_ref()
+        .map_or((&[][..], 0), |o| (&o.pass_headers[..], o.pass_max_tenants));
+    if auth.is_none() && config.tenants.is_empty() && pass_headers.is_empty() {
+        return Ok(None);
+    }
+    let tenants = Tenants::new(&config.tenants, "tenants", auth, pass_headers, pass_max)?;
+    if tenants.any() {
+        tracing::info!(
+            tenants = config.tenants.len(),
+            pass_headers = ?pass_headers,
+            "spans are batched and sent downstream per tenant"
+        );
+    }
+    Ok(Some(Arc::new(tenants)))
 }
 
 /// The TLS of a listener's `tls:` section (`key`), its files read now; `None` when absent.

@@ -107,7 +107,7 @@ impl<'de> Deserialize<'de> for Token {
     }
 }
 
-fn token_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Token>, D::Error> {
+pub(crate) fn token_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Token>, D::Error> {
     d.deserialize_any(Only::<Vec<Token>>::new(
         "a list of tokens like [\"${env:CUJO_TOKEN_A}\", \"${env:CUJO_TOKEN_B}\"]",
     ))

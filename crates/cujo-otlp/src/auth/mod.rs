@@ -150,6 +150,20 @@ impl BearerAuth {
         result
     }
 
+    /// Whether `headers` carry a valid token, without counting a refusal.
+    pub(crate) fn accepts(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        self.verify(headers)
+    }
+
+    /// The digests of every valid token now.
+    pub(crate) fn digests(&self) -> Vec<Digest> {
+        self.0
+            .valid
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .to_vec()
+    }
+
     fn verify(&self, headers: &HeaderMap) -> Result<(), Refusal> {
         self.look_at_files();
         let presented = headers

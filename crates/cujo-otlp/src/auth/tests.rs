@@ -325,8 +325,10 @@ mod receivers {
     #[tokio::test]
     async fn refused_requests_are_answered_on_their_headers() {
         let (mut ingest, _source) = ingest_with_budget(64 << 20);
-        ingest.auth =
-            Some(BearerAuth::load(&inline(&[SECRET_A]), "receivers.otlp.auth").expect("auth"));
+        let auth = BearerAuth::load(&inline(&[SECRET_A]), "receivers.otlp.auth").expect("auth");
+        ingest.tenants = Some(std::sync::Arc::new(
+            crate::tenants::Tenants::new(&[], "tenants", Some(auth), &[], 1).expect("tenants"),
+        ));
         let cases = [
             (
                 "grpc",

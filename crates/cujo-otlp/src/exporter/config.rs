@@ -41,6 +41,18 @@ pub struct OtlpExporter {
     pub concurrency: usize,
     #[serde(default)]
     pub tls: TlsConfig,
+    /// Pass-through: a request of no configured tenant that carries one of these headers
+    /// is sent downstream with its own values of them (`x-honeycomb-team`), batched apart
+    /// from every other caller's spans.
+    #[serde(default)]
+    pub pass_headers: Vec<String>,
+    /// Most pass-through callers (distinct header values) known at once.
+    #[serde(default = "default_pass_max_tenants")]
+    pub pass_max_tenants: usize,
+}
+
+fn default_pass_max_tenants() -> usize {
+    crate::tenants::DEFAULT_PASS_MAX_TENANTS
 }
 
 fn default_export_timeout() -> HumanDuration {
@@ -93,6 +105,32 @@ impl OtlpExporter {
         }
         if self.timeout.0.is_zero() {
             return err("timeout", "must be greater than zero");
+        }
+        for (i, h) in self.pass_headers.iter().enumerate() {
+            let Ok(name) = http::HeaderName::from_bytes(h.as_bytes()) else {
+                return fail(
+                    format!("{key}.pass_headers[{i}]"),
+                    format!("{h:?} is not a valid header name"),
+                );
+            };
+            if matches!(
+                name.as_str(),
+                "authorization"
+                    | "content-type"
+                    | "content-length"
+                    | "content-encoding"
+                    | "host"
+                    | "te"
+            ) || name.as_str().starts_with("grpc-")
+            {
+                return fail(
+                    format!("{key}.pass_headers[{i}]"),
+                    format!("{h:?} is set by cujo for each request and cannot be passed through"),
+                );
+            }
+        }
+        if self.pass_max_tenants == 0 {
+            return err("pass_max_tenants", "must be at least 1");
         }
         Ok(())
     }

@@ -21,10 +21,11 @@ pub mod transport;
 use std::collections::VecDeque;
 use std::io::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cujo_wire::{SpanBatch, encode_request};
+use cujo_wire::{SpanBatch, Tenant, encode_request};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -50,23 +51,33 @@ pub struct ExporterSettings {
     pub memory: Account,
 }
 
-/// Spans on their way out, with the leases that pay for their memory.
+/// Spans of one tenant on their way out, with the leases that pay for their memory.
 struct Outgoing {
+    /// Whose spans these are (`None`: the default tenant): a request never mixes tenants.
+    tenant: Option<Arc<Tenant>>,
     batch: SpanBatch,
     spans: usize,
     /// The batch's encoded size.
     bytes: usize,
     leases: Vec<Arc<Lease>>,
+    /// When the batch being built got its first spans.
+    since: Option<Instant>,
 }
 
 impl Outgoing {
-    fn empty() -> Self {
+    fn empty(tenant: Option<Arc<Tenant>>) -> Self {
         Self {
+            tenant,
             batch: SpanBatch::default(),
             spans: 0,
             bytes: 0,
             leases: Vec::new(),
+            since: None,
         }
+    }
+
+    fn tenant_id(&self) -> u64 {
+        self.tenant.as_ref().map_or(0, |t| t.id())
     }
 
     fn split_front(&mut self, n: usize) -> Outgoing {
@@ -76,12 +87,73 @@ impl Outgoing {
         self.spans -= spans;
         self.bytes = self.bytes.saturating_sub(bytes);
         Outgoing {
+            tenant: self.tenant.clone(),
             batch,
             spans,
             bytes,
             // Both halves keep every lease: the bytes return when both are done.
             leases: self.leases.clone(),
+            since: self.since,
         }
+    }
+}
+
+/// The batches being built, one per tenant with spans waiting.
+#[derive(Default)]
+struct Building {
+    batches: Vec<Outgoing>,
+}
+
+impl Building {
+    fn spans(&self) -> usize {
+        self.batches.iter().map(|b| b.spans).sum()
+    }
+
+    /// When the oldest batch is due.
+    fn due(&self, timeout: Duration) -> Option<Instant> {
+        self.batches
+            .iter()
+            .filter_map(|b| b.since)
+            .min()
+            .map(|t| t + timeout)
+    }
+
+    /// The batch being built for `tenant`.
+    fn of(&mut self, tenant: Option<Arc<Tenant>>) -> &mut Outgoing {
+        let id = tenant.as_ref().map_or(0, |t| t.id());
+        let i = match self.batches.iter().position(|b| b.tenant_id() == id) {
+            Some(i) => i,
+            None => {
+                self.batches.push(Outgoing::empty(tenant));
+                self.batches.len() - 1
+            }
+        };
+        &mut self.batches[i]
+    }
+
+    /// Queues every batch (due before `at`, or all when `at` is `None`) and forgets the
+    /// empty ones.
+    fn flush(
+        &mut self,
+        at: Option<(Instant, Duration)>,
+        queue: &mut VecDeque<Outgoing>,
+        queued: &mut usize,
+    ) {
+        let mut keep = Vec::with_capacity(self.batches.len());
+        for b in self.batches.drain(..) {
+            let due = match (at, b.since) {
+                (None, _) => true,
+                (Some((now, timeout)), Some(since)) => since + timeout <= now,
+                (Some(_), None) => false,
+            };
+            if due && b.spans > 0 {
+                *queued += b.spans;
+                queue.push_back(Outgoing { since: None, ..b });
+            } else if b.spans > 0 {
+                keep.push(b);
+            }
+        }
+        self.batches = keep;
     }
 }
 
@@ -98,8 +170,7 @@ pub async fn run(
     abandon: CancellationToken,
 ) {
     telemetry.set_queue_capacity(settings.queue_max_spans as u64);
-    let mut building = Outgoing::empty();
-    let mut building_since: Option<Instant> = None;
+    let mut building = Building::default();
     let mut queue: VecDeque<Outgoing> = VecDeque::new();
     let mut queued_spans = 0usize;
     let mut senders: JoinSet<()> = JoinSet::new();
@@ -130,20 +201,21 @@ pub async fn run(
                 abandon.clone(),
             ));
         }
-        if !source_open && building.spans == 0 && queue.is_empty() && senders.is_empty() {
+        let building_spans = building.spans();
+        if !source_open && building_spans == 0 && queue.is_empty() && senders.is_empty() {
             return;
         }
         // Take more input only below both limits; a request taken moves its bytes here, so
         // the account holds at most its limit plus one request. Holding nothing, take input
         // whatever the account says: what fills it then is input already charged to it
         // (the assembler's output, leased before it is sent), which only moves once taken.
-        let idle = building.spans == 0 && queue.is_empty() && senders.is_empty();
+        let idle = building_spans == 0 && queue.is_empty() && senders.is_empty();
         let room =
-            queued_spans + building.spans < settings.queue_max_spans && (!memory.is_full() || idle);
+            queued_spans + building_spans < settings.queue_max_spans && (!memory.is_full() || idle);
         if !room && memory.is_full() {
             memory.note_full();
         }
-        let flush_at = building_since.map(|t| t + settings.batch_timeout);
+        let flush_at = building.due(settings.batch_timeout);
         tokio::select! {
             biased;
             _ = abandon.cancelled() => break,
@@ -158,50 +230,30 @@ pub async fn run(
                 && senders.len() < settings.concurrency.max(1) => {}
             received = source.recv(), if source_open && room => match received {
                 Some(admitted) => {
-                    let n = admitted.span_count();
-                    let bytes = cujo_wire::encoded_request_len(&admitted.batch);
-                    telemetry.queue_add(n as i64);
-                    if building.spans > 0 && building.bytes + bytes > max_bytes {
-                        flush(&mut building, &mut building_since, &mut queue, &mut queued_spans);
+                    let lease = move_lease(admitted.lease, &memory);
+                    // Each tenant's spans join that tenant's batch (one part, no copy, when
+                    // the request has one tenant).
+                    for (tenant, batch) in admitted.batch.split_by_tenant() {
+                        let b = building.of(tenant);
+                        add(b, batch, &lease, max_batch, max_bytes, &telemetry, &mut queue, &mut queued_spans);
                     }
-                    building.batch.append(&mut { admitted.batch });
-                    building.spans += n;
-                    building.bytes += bytes;
-                    building.leases.push(move_lease(admitted.lease, &memory));
-                    building_since.get_or_insert_with(Instant::now);
-                    while building.spans >= max_batch {
-                        let full = building.split_front(max_batch);
-                        queued_spans += full.spans;
-                        queue.push_back(full);
-                    }
-                    if building.bytes >= max_bytes {
-                        flush(&mut building, &mut building_since, &mut queue, &mut queued_spans);
-                    }
-                    if building.spans == 0 {
-                        building.leases.clear();
-                        building.bytes = 0;
-                        building_since = None;
-                    }
+                    building.batches.retain(|b| b.spans > 0);
                 }
                 None => {
                     source_open = false;
-                    flush(&mut building, &mut building_since, &mut queue, &mut queued_spans);
+                    building.flush(None, &mut queue, &mut queued_spans);
                 }
             },
             _ = sleep_until(flush_at), if flush_at.is_some() => {
-                flush(&mut building, &mut building_since, &mut queue, &mut queued_spans);
+                building.flush(Some((Instant::now(), settings.batch_timeout)), &mut queue, &mut queued_spans);
             }
         }
     }
     // Abandoned: senders see the same token and account for their own batches.
     while senders.join_next().await.is_some() {}
-    flush(
-        &mut building,
-        &mut building_since,
-        &mut queue,
-        &mut queued_spans,
-    );
+    building.flush(None, &mut queue, &mut queued_spans);
     for out in queue.drain(..) {
+        cujo_wire::tenant::settle(&out.batch, false);
         telemetry.queue_add(-(out.spans as i64));
         telemetry.spans_dropped(
             DropReason::Shutdown,
@@ -211,6 +263,7 @@ pub async fn run(
     }
     source.close();
     while let Some(admitted) = source.recv().await {
+        cujo_wire::tenant::settle(&admitted.batch, false);
         telemetry.spans_dropped(
             DropReason::Shutdown,
             admitted.span_count() as u64,
@@ -229,17 +282,51 @@ fn move_lease(lease: Arc<Lease>, to: &Account) -> Arc<Lease> {
     }
 }
 
-fn flush(
+/// Adds `batch` (one tenant's spans, paid for by `lease`) to the batch being built for its
+/// tenant, queueing full batches: by spans (`max_batch`) or by encoded bytes (`max_bytes`).
+#[allow(clippy::too_many_arguments)]
+fn add(
     building: &mut Outgoing,
-    since: &mut Option<Instant>,
+    mut batch: SpanBatch,
+    lease: &Arc<Lease>,
+    max_batch: usize,
+    max_bytes: usize,
+    telemetry: &PipelineTelemetry,
     queue: &mut VecDeque<Outgoing>,
     queued: &mut usize,
 ) {
-    *since = None;
-    if building.spans > 0 {
-        let out = std::mem::replace(building, Outgoing::empty());
+    let n = batch.span_count();
+    let bytes = cujo_wire::encoded_request_len(&batch);
+    telemetry.queue_add(n as i64);
+    let queue_whole = |b: &mut Outgoing, queue: &mut VecDeque<Outgoing>, queued: &mut usize| {
+        let tenant = b.tenant.clone();
+        let out = std::mem::replace(b, Outgoing::empty(tenant));
         *queued += out.spans;
-        queue.push_back(out);
+        queue.push_back(Outgoing { since: None, ..out });
+    };
+    if building.spans > 0 && building.bytes + bytes > max_bytes {
+        queue_whole(building, queue, queued);
+    }
+    building.batch.append(&mut batch);
+    building.spans += n;
+    building.bytes += bytes;
+    building.leases.push(lease.clone());
+    building.since.get_or_insert_with(Instant::now);
+    while building.spans >= max_batch {
+        let full = building.split_front(max_batch);
+        *queued += full.spans;
+        queue.push_back(Outgoing {
+            since: None,
+            ..full
+        });
+    }
+    if building.bytes >= max_bytes {
+        queue_whole(building, queue, queued);
+    }
+    if building.spans == 0 {
+        building.leases.clear();
+        building.bytes = 0;
+        building.since = None;
     }
 }
 
@@ -368,7 +455,14 @@ async fn deliver(
     abandon: CancellationToken,
 ) {
     let spans = out.spans as u64;
-    let Outgoing { batch, leases, .. } = out;
+    let Outgoing {
+        batch,
+        leases,
+        tenant,
+        ..
+    } = out;
+    // What the tenant's share gets back once the batch is done with.
+    let tenant = tenant.map(|t| (t, batch.span_bytes()));
     let (protocol, compression) = (downstream.protocol(), downstream.compression());
     let pool = buffers.clone();
     // The body is counted before it is written: its encoded size (twice with gzip: the
@@ -404,6 +498,7 @@ async fn deliver(
             finish(
                 &telemetry,
                 spans,
+                tenant.as_ref(),
                 Err((
                     DropReason::Rejected,
                     format!("compressing the batch failed: {e}"),
@@ -415,6 +510,7 @@ async fn deliver(
             finish(
                 &telemetry,
                 spans,
+                tenant.as_ref(),
                 Err((DropReason::Internal, format!("encoding task failed: {e}"))),
             );
             return;
@@ -425,7 +521,7 @@ async fn deliver(
     let result = loop {
         let outcome = tokio::select! {
             _ = abandon.cancelled() => break Err((DropReason::Shutdown, "shutdown deadline passed while sending".to_string())),
-            o = downstream.send(body.clone()) => o,
+            o = downstream.send_as(body.clone(), tenant.as_ref().map_or(&[][..], |(t, _)| t.headers())) => o,
         };
         match outcome {
             Outcome::Delivered { rejected, message } => break Ok((rejected, message)),
@@ -449,7 +545,7 @@ async fn deliver(
             }
         }
     };
-    finish(&telemetry, spans, result);
+    finish(&telemetry, spans, tenant.as_ref(), result);
     body_lease.shrink(body.len());
     buffers.give_body(body);
 }
@@ -457,16 +553,26 @@ async fn deliver(
 fn finish(
     telemetry: &PipelineTelemetry,
     spans: u64,
+    tenant: Option<&(Arc<Tenant>, usize)>,
     result: Result<(i64, String), (DropReason, String)>,
 ) {
     telemetry.queue_add(-(spans as i64));
-    match result {
+    let (exported, dropped) = match result {
         Ok((rejected, message)) => {
             let rejected = (rejected.max(0) as u64).min(spans);
             telemetry.spans_exported(spans - rejected);
             telemetry.spans_dropped(DropReason::PartiallyRejected, rejected, &message);
+            (spans - rejected, rejected)
         }
-        Err((reason, error)) => telemetry.spans_dropped(reason, spans, &error),
+        Err((reason, error)) => {
+            telemetry.spans_dropped(reason, spans, &error);
+            (0, spans)
+        }
+    };
+    if let Some((t, bytes)) = tenant {
+        t.give_back(*bytes);
+        t.counts.exported_spans.fetch_add(exported, Relaxed);
+        t.counts.dropped_spans.fetch_add(dropped, Relaxed);
     }
 }
 
@@ -486,11 +592,14 @@ pub async fn discard(
                 source.close();
             }
             received = source.recv() => match received {
-                Some(admitted) => telemetry.spans_dropped(
-                    DropReason::NoExporter,
-                    admitted.span_count() as u64,
-                    "",
-                ),
+                Some(admitted) => {
+                    cujo_wire::tenant::settle(&admitted.batch, false);
+                    telemetry.spans_dropped(
+                        DropReason::NoExporter,
+                        admitted.span_count() as u64,
+                        "",
+                    )
+                }
                 None => return,
             },
         }

@@ -205,6 +205,12 @@ impl Downstream {
 
     /// Sends `body`, already encoded (and compressed if configured, and framed for gRPC).
     pub async fn send(&self, body: Bytes) -> Outcome {
+        self.send_as(body, &[]).await
+    }
+
+    /// Sends `body` with a tenant's `headers` over the configured ones of the same name.
+    /// Their values are secrets: an invalid one is named, never shown.
+    pub async fn send_as(&self, body: Bytes, tenant_headers: &[(Box<str>, Bytes)]) -> Outcome {
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(self.uri.clone());
@@ -230,7 +236,7 @@ impl Downstream {
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
-        let req = match req.body(Full::new(body)) {
+        let mut req = match req.body(Full::new(body)) {
             Ok(r) => r,
             Err(e) => {
                 return Outcome::Permanent {
@@ -238,6 +244,17 @@ impl Downstream {
                 };
             }
         };
+        for (name, value) in tenant_headers {
+            let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_maybe_shared(value.clone()),
+            ) else {
+                return Outcome::Permanent {
+                    error: format!("the tenant's header {name:?} cannot be sent"),
+                };
+            };
+            req.headers_mut().insert(name, value);
+        }
         let attempt = async {
             // Connection refused, reset, TLS failure: the downstream may come back.
             let resp = self

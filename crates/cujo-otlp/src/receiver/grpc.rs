@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::body::{self, Framing, Overflow, ReadError};
 use super::decode::{Coding, Compressed, DecodeError, decompress};
-use super::{Ingest, IngestError};
+use super::{Ingest, IngestError, NotAdmitted};
 use crate::memory::Lease;
 use crate::rpc::{RpcStatus, code, encode_grpc_message, frame};
 use crate::telemetry::{RequestOutcome, Transport};
@@ -46,13 +46,17 @@ async fn unimplemented(uri: http::Uri) -> Response {
 
 async fn export(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -> Response {
     // Before the body: an unauthenticated stream is answered and reset, nothing read.
-    if let Err(refusal) = ingest.authenticate(Transport::Grpc, &headers) {
-        return grpc_error(crate::auth::unauthenticated(refusal));
-    }
+    let tenant = match ingest.identify(Transport::Grpc, &headers) {
+        Ok(tenant) => tenant,
+        Err(NotAdmitted::Unauthenticated(refusal)) => {
+            return grpc_error(crate::auth::unauthenticated(refusal));
+        }
+        Err(NotAdmitted::Refused(e)) => return grpc_error(status_of(&e)),
+    };
     let deadline = Instant::now() + ingest.limits.body_timeout;
     let lease = ingest.memory.empty_lease();
     match read_request(&ingest, &headers, body, lease, deadline).await {
-        Ok((message, lease)) => match ingest.ingest(Transport::Grpc, message, lease) {
+        Ok((message, lease)) => match ingest.ingest(Transport::Grpc, message, lease, tenant) {
             Ok(accepted) => grpc_ok(&ExportTraceServiceResponse {
                 partial_success: accepted.partial_success(),
             }),

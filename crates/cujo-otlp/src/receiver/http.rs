@@ -7,12 +7,15 @@
 //! timeout 408, and with `receivers.otlp.auth` a request without a valid bearer token 401
 //! (`WWW-Authenticate: Bearer`), decided on its headers before its body is read.
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
+use cujo_wire::Tenant;
 use http::{HeaderMap, HeaderValue, StatusCode, Version, header};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -22,7 +25,7 @@ use tokio::time::Instant;
 
 use super::body::{self, Framing, Overflow, ReadError};
 use super::decode::{Coding, Compressed, DecodeError, decompress};
-use super::{Ingest, IngestError};
+use super::{Ingest, IngestError, NotAdmitted};
 use crate::auth::{self, Refusal};
 use crate::rpc::RpcStatus;
 use crate::telemetry::{RequestOutcome, Transport};
@@ -94,14 +97,22 @@ async fn export(
     mut body: Body,
 ) -> Response {
     let deadline = Instant::now() + ingest.limits.body_timeout;
-    if let Err(refusal) = ingest.authenticate(Transport::Http, &headers) {
-        linger(&ingest, version, body, deadline);
-        return unauthenticated(&headers, refusal);
-    }
+    let tenant = match ingest.identify(Transport::Http, &headers) {
+        Ok(tenant) => tenant,
+        Err(NotAdmitted::Unauthenticated(refusal)) => {
+            linger(&ingest, version, body, deadline);
+            return unauthenticated(&headers, refusal);
+        }
+        Err(NotAdmitted::Refused(e)) => {
+            linger(&ingest, version, body, deadline);
+            let format = media_type(&headers).unwrap_or(Format::Protobuf);
+            return respond_failure(&ingest, format, failure_of(e).counted());
+        }
+    };
     let (format, result) = match media_type(&headers) {
         Some(format) => (
             format,
-            handle(&ingest, format, &headers, &mut body, deadline).await,
+            handle(&ingest, format, &headers, &mut body, deadline, tenant).await,
         ),
         None => {
             let found = headers
@@ -158,6 +169,7 @@ async fn handle(
     headers: &HeaderMap,
     body: &mut Body,
     deadline: Instant,
+    tenant: Option<Arc<Tenant>>,
 ) -> Result<ExportTraceServiceResponse, Failure> {
     let limit = ingest.limits.max_message_bytes;
     let encoding = headers
@@ -250,7 +262,7 @@ async fn handle(
         }
     };
     let accepted = ingest
-        .ingest(Transport::Http, protobuf, lease)
+        .ingest(Transport::Http, protobuf, lease, tenant)
         .map_err(|e| failure_of(e).counted())?;
     Ok(ExportTraceServiceResponse {
         partial_success: accepted.partial_success(),

@@ -26,17 +26,19 @@ pub mod grpc;
 pub mod http;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cujo_wire::scan_request;
+use cujo_wire::{Tenant, scan_request};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
 
 use crate::admission::{Admitted, SpanSink};
-use crate::auth::{BearerAuth, Refusal};
+use crate::auth::Refusal;
 use crate::memory::{Account, Lease};
 use crate::server::ConnectionMemory;
 use crate::telemetry::{PipelineTelemetry, RequestOutcome, Transport};
+use crate::tenants::{Tenants, Unidentified};
 
 /// Limits shared by the receivers.
 #[derive(Debug, Clone)]
@@ -72,9 +74,19 @@ pub struct Ingest {
     pub sink: SpanSink,
     pub telemetry: Arc<PipelineTelemetry>,
     pub limits: ReceiverLimits,
-    /// Who may send (`receivers.otlp.auth`), checked on a request's headers before its body
-    /// is read; `None` = anyone who can connect.
-    pub auth: Option<BearerAuth>,
+    /// Who may send and as which tenant (`receivers.otlp.auth`, `tenants:`, pass-through
+    /// headers), decided on a request's headers before its body is read; `None` = anyone
+    /// who can connect, as the default tenant.
+    pub tenants: Option<Arc<Tenants>>,
+}
+
+/// Why a request was not let in on its headers.
+pub(crate) enum NotAdmitted {
+    /// Missing or wrong credentials: not retryable.
+    Unauthenticated(Refusal),
+    /// Its tenant is over its share, or it would be a pass-through caller too many:
+    /// retryable, counted.
+    Refused(IngestError),
 }
 
 /// A successful ingest: how many spans were refused one by one, and why the first was.
@@ -124,19 +136,50 @@ impl Ingest {
                 .is_some_and(|c| c.grow_beside_connections(lease, more))
     }
 
-    /// Checks the request's credentials, before anything of its body is read: a refused
-    /// request is counted (`outcome="unauthenticated"`) and its spans never become received
-    /// ones.
-    pub(crate) fn authenticate(
+    /// Checks the request's credentials and finds its tenant, before anything of its body
+    /// is read. A request refused for its credentials is counted
+    /// (`outcome="unauthenticated"`); one whose tenant is already over its share is refused
+    /// retryably (`outcome="refused"`, and the tenant's own counter). Its spans never become
+    /// received ones.
+    pub(crate) fn identify(
         &self,
         transport: Transport,
         headers: &::http::HeaderMap,
-    ) -> Result<(), Refusal> {
-        let Some(auth) = &self.auth else {
-            return Ok(());
+    ) -> Result<Option<Arc<Tenant>>, NotAdmitted> {
+        let Some(tenants) = &self.tenants else {
+            return Ok(None);
         };
-        auth.check(headers)
-            .inspect_err(|refusal| self.telemetry.unauthenticated(transport, refusal.message()))
+        let tenant = tenants.identify(headers).map_err(|e| match e {
+            Unidentified::Refused(refusal) => {
+                self.telemetry.unauthenticated(transport, refusal.message());
+                NotAdmitted::Unauthenticated(refusal)
+            }
+            Unidentified::TooManyCallers => NotAdmitted::Refused(self.refuse(
+                transport,
+                0,
+                "cujo knows as many pass-through callers as exporters.otlp.pass_max_tenants allows, all with spans in flight",
+            )),
+        })?;
+        if let Some(t) = &tenant
+            && !t.has_room(1)
+        {
+            return Err(NotAdmitted::Refused(self.refuse_tenant(transport, t, 0)));
+        }
+        Ok(tenant)
+    }
+
+    /// Counts a request refused because its tenant is over its share, and the answer.
+    fn refuse_tenant(&self, transport: Transport, tenant: &Tenant, spans: u64) -> IngestError {
+        tenant.counts.refused_requests.fetch_add(1, Relaxed);
+        self.refuse(
+            transport,
+            spans,
+            &format!(
+                "tenant {:?} is over its share of the memory budget ({} bytes of tenants[].max_in_flight)",
+                tenant.name(),
+                tenant.limit().unwrap_or_default()
+            ),
+        )
     }
 
     /// Counts a request refused because the receivers' share is full, and the answer.
@@ -169,6 +212,7 @@ impl Ingest {
         transport: Transport,
         body: Bytes,
         mut lease: Lease,
+        tenant: Option<Arc<Tenant>>,
     ) -> Result<Accepted, IngestError> {
         let scanned = match scan_request(&body) {
             Ok(s) => s,
@@ -204,16 +248,38 @@ impl Ingest {
         if !self.try_grow(&mut lease, scanned.batch.handle_bytes()) {
             return Err(self.refuse_full(transport, spans));
         }
+        let mut batch = scanned.batch;
+        // A tenant's spans count against its share from here until they are exported or
+        // dropped; a request alone is let in whatever its size, so none is refused forever.
+        let charged = match &tenant {
+            Some(t) => {
+                let bytes = batch.span_bytes();
+                if t.in_flight() > 0 && !t.has_room(bytes as u64) {
+                    return Err(self.refuse_tenant(transport, t, spans));
+                }
+                batch.set_tenant(t);
+                t.take(bytes);
+                Some((t, bytes))
+            }
+            None => None,
+        };
         let admitted = Admitted {
-            batch: scanned.batch,
+            batch,
             lease: Arc::new(lease),
         };
         // Count before handing on, so the next stage never sees spans that are not yet
         // counted as received (the accounting invariant holds at every instant).
         self.telemetry
             .request(transport, RequestOutcome::Accepted, spans);
+        if let Some((t, _)) = charged {
+            t.counts.accepted_spans.fetch_add(spans, Relaxed);
+        }
         if self.sink.try_send(admitted).is_err() {
             self.telemetry.undo_accepted(transport, spans);
+            if let Some((t, bytes)) = charged {
+                t.counts.accepted_spans.fetch_sub(spans, Relaxed);
+                t.give_back(bytes);
+            }
             return Err(self.refuse(transport, spans, "cujo's pipeline is full"));
         }
         Ok(accepted)
@@ -235,7 +301,7 @@ pub(crate) mod tests {
             sink,
             telemetry: Arc::new(PipelineTelemetry::new()),
             limits: ReceiverLimits::default(),
-            auth: None,
+            tenants: None,
         };
         (ingest, source)
     }
