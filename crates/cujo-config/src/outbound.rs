@@ -22,6 +22,33 @@ pub struct TlsConfig {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
+/// `headers:` of a destination: names and values as written. The values are secrets (API
+/// keys): `Debug` shows the names only, so a config printed whole shows no key.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Headers(pub BTreeMap<String, String>);
+
+impl std::ops::Deref for Headers {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "<redacted>")))
+            .finish()
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for Headers {
+    fn from(pairs: [(String, String); N]) -> Self {
+        Headers(pairs.into())
+    }
+}
+
 /// OTLP's two transports.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 pub enum Protocol {
@@ -89,6 +116,17 @@ pub fn header_pairs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_show_their_names_never_their_values() {
+        let h = Headers::from([("x-honeycomb-team".to_string(), "hc-secret-1".to_string())]);
+        let shown = format!("{h:?}");
+        assert!(
+            shown.contains("x-honeycomb-team") && !shown.contains("hc-secret-1"),
+            "{shown}"
+        );
+        assert_eq!(h["x-honeycomb-team"], "hc-secret-1");
+    }
 
     #[test]
     fn urls_need_a_scheme_and_a_host() {

@@ -405,6 +405,36 @@ mod tests {
         .map_err(|e| e.to_string())
     }
 
+    /// A whole config printed with `{:?}` (a panic message, a debug log) shows no secret:
+    /// header values, tokens, webhook URLs.
+    #[test]
+    fn debug_of_a_config_shows_no_secret() {
+        let secrets = [
+            "hc-key-d41e",
+            "tenant-key-77aa",
+            "tenant-token-0c3f",
+            "metrics-key-9b10",
+            "https://hooks.slack.com/services/T0/B0/secret-ff21",
+            "webhook-header-5e5e",
+            "receiver-token-1a2b",
+        ];
+        let yaml = format!(
+            "receivers:\n  otlp:\n    grpc: {{ endpoint: \"127.0.0.1:0\" }}\n    auth: {{ bearer_tokens: [\"{6}\"] }}\n\
+             tenants:\n  - {{ name: a, bearer_tokens: [\"{2}\"], headers: {{ x-honeycomb-team: \"{1}\" }} }}\n\
+             exporters:\n  otlp: {{ endpoint: \"https://api.honeycomb.io:443\", headers: {{ x-honeycomb-team: \"{0}\" }} }}\n\
+             \x20 otlp_metrics: {{ endpoint: \"https://api.honeycomb.io:443\", headers: {{ x-honeycomb-team: \"{3}\" }} }}\n\
+             cujs:\n  - {{ name: checkout, match: {{ span.name: \"POST /checkout\" }}, availability: {{ scope: root }}, objectives: [{{ sli: availability, target: 99%, window: 30d }}] }}\n\
+             notifications:\n  webhooks:\n    - {{ name: slack, url: \"{4}\", headers: {{ x-token: \"{5}\" }} }}\n",
+            secrets[0], secrets[1], secrets[2], secrets[3], secrets[4], secrets[5], secrets[6],
+        );
+        let config = parse(&yaml).expect("parses");
+        let shown = format!("{config:?}");
+        for secret in secrets {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("x-honeycomb-team"), "{shown}");
+    }
+
     /// Each section checks itself (beside its type, in its crate); the loader must call
     /// every section's check under that section's key, and name the file.
     #[test]

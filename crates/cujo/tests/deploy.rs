@@ -17,8 +17,13 @@ fn repo() -> PathBuf {
 }
 
 /// Values the example configs read from the environment (Secrets, in Kubernetes).
-const ENV: [(&str, &str); 2] = [
+const ENV: [(&str, &str); 7] = [
     ("HONEYCOMB_API_KEY", "test-key"),
+    ("CUJO_GATEWAY_TOKEN", "test-gateway-token"),
+    ("CHECKOUT_TOKEN", "test-checkout-token"),
+    ("CHECKOUT_HONEYCOMB_KEY", "test-checkout-key"),
+    ("SEARCH_TOKEN", "test-search-token"),
+    ("SEARCH_HONEYCOMB_KEY", "test-search-key"),
     (
         "SLACK_WEBHOOK_URL",
         "https://hooks.slack.com/services/T000/B000/XXXX",

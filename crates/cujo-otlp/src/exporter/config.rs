@@ -2,7 +2,6 @@
 //! concurrency), its `validate`, and the [`ExporterSettings`] and [`Downstream`] it
 //! resolves into.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cujo_config::outbound::{
@@ -24,7 +23,7 @@ pub struct OtlpExporter {
     #[serde(default)]
     pub protocol: Protocol,
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: cujo_config::outbound::Headers,
     #[serde(default)]
     pub compression: Compression,
     #[serde(default)]

@@ -2,7 +2,7 @@
 //! the headers its spans are sent downstream with, and its share of the memory budget.
 //! Header values are secrets (a tenant's own API key): `Debug` names the headers only.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -27,7 +27,7 @@ pub struct TenantConfig {
     /// Headers its spans are sent downstream with, over `exporters.otlp.headers` of the same
     /// name (its own Honeycomb key: `x-honeycomb-team`).
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: cujo_config::outbound::Headers,
     /// Most bytes of its spans in the process at once (accepted, not yet exported or
     /// dropped); its requests are refused retryably beyond it.
     pub max_in_flight: Option<ByteSize>,

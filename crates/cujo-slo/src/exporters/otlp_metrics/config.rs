@@ -1,6 +1,5 @@
 //! `exporters.otlp_metrics`: where the SLI metrics are pushed, how often, and how.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cujo_config::outbound::{self, Compression, DEFAULT_EXPORT_TIMEOUT, Protocol, TlsConfig};
@@ -16,7 +15,7 @@ pub struct OtlpMetricsExporter {
     pub protocol: Protocol,
     /// Sent with every push (`x-honeycomb-team`, `api-key`, `DD-API-KEY`, …).
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: cujo_config::outbound::Headers,
     /// Time between pushes.
     #[serde(default = "default_push_interval")]
     pub interval: HumanDuration,

@@ -1,6 +1,5 @@
 //! `notifications:`: how often alerts are evaluated and which webhooks receive them.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cujo_config::outbound::{self, TlsConfig};
@@ -31,8 +30,8 @@ fn default_resolve_delay() -> HumanDuration {
     HumanDuration(Duration::from_secs(300))
 }
 
-/// One webhook receiving alert transitions.
-#[derive(Debug, Clone, Deserialize)]
+/// One webhook receiving alert transitions. `Debug` leaves the URL out (a secret).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Names the webhook in logs and in `cujo_notifications_total{webhook}`.
@@ -45,7 +44,7 @@ pub struct WebhookConfig {
     #[serde(default = "default_severities")]
     pub severities: Vec<AlertSeverity>,
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: cujo_config::outbound::Headers,
     /// Deadline of one attempt.
     #[serde(default = "default_webhook_timeout")]
     pub timeout: HumanDuration,
@@ -54,6 +53,21 @@ pub struct WebhookConfig {
     pub max_retries: u32,
     #[serde(default)]
     pub tls: TlsConfig,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("name", &self.name)
+            .field("url", &"<redacted>")
+            .field("format", &self.format)
+            .field("severities", &self.severities)
+            .field("headers", &self.headers)
+            .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
