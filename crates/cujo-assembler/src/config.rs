@@ -31,6 +31,21 @@ pub struct AssemblerConfig {
     /// Assembler shards (one task each, traces split by id); 0 = one per two CPU cores.
     #[serde(default)]
     pub shards: usize,
+    /// What to do with a trace whose span with a remote parent (where the trace entered
+    /// this process) arrives before any root: `hold` it for its root (a gateway, which
+    /// sees every process's spans), or `release` it at once, unenriched (a sidecar, whose
+    /// pod does not own the root: the gateway enriches it).
+    #[serde(default)]
+    pub remote_parent: RemoteParent,
+}
+
+/// `assembler.remote_parent`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RemoteParent {
+    #[default]
+    Hold,
+    Release,
 }
 
 impl Default for AssemblerConfig {
@@ -44,6 +59,7 @@ impl Default for AssemblerConfig {
             root_cache: RootCacheConfig::default(),
             max_link_hops: default_max_link_hops(),
             shards: 0,
+            remote_parent: RemoteParent::Hold,
         }
     }
 }
@@ -94,6 +110,7 @@ impl AssemblerConfig {
             root_cache_max_traces: self.root_cache.max_traces,
             root_cache_max_bytes,
             max_link_hops: self.max_link_hops,
+            release_on_remote_parent: self.remote_parent == RemoteParent::Release,
             propagate,
         }
     }

@@ -86,6 +86,8 @@ pub(crate) struct Trace {
     pub pending_bytes: u32,
     /// [`Trace::heap_bytes`] as last counted in the assembler's memory.
     pub accounted: usize,
+    /// A span with a remote parent arrived (with [`crate::AssemblerSettings::release_on_remote_parent`]).
+    pub remote_entry: bool,
 }
 
 /// No pending span.
@@ -116,6 +118,7 @@ impl Trace {
             pending_tail: NONE,
             pending_bytes: 0,
             accounted: 0,
+            remote_entry: false,
         }
     }
 

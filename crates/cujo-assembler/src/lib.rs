@@ -433,9 +433,14 @@ impl Assembler {
         }
         for id in touched {
             self.copy_pending(&id, &pending);
-            if let Some(t) = self.traces.get(&id)
-                && t.spans.len() >= self.settings.max_spans_per_trace.max(1)
-            {
+            let Some(t) = self.traces.get(&id) else {
+                continue;
+            };
+            if t.remote_entry && t.root.is_none() {
+                // The trace entered this process from another one, which has its root: the
+                // local part is here (its entry span ends last), nothing here can enrich it.
+                self.release_trace(id, now_ms, ReleaseReason::RemoteParent, out);
+            } else if t.spans.len() >= self.settings.max_spans_per_trace.max(1) {
                 self.release_part(id, now_ms, ReleaseReason::Size, out);
             }
         }
@@ -540,6 +545,9 @@ impl Assembler {
             return;
         };
         trace.last_end_ns = trace.last_end_ns.max(f.end_time_unix_nano);
+        if self.settings.release_on_remote_parent && f.parent_is_remote() {
+            trace.remote_entry = true;
+        }
         trace.span_count += 1;
         trace.span_bits |= span_bits;
         if trace.link.is_none() {

@@ -27,6 +27,9 @@ pub struct AssemblerSettings {
     pub root_cache_max_bytes: usize,
     /// How many span links are followed to find an origin root.
     pub max_link_hops: u32,
+    /// Release a trace's held spans as soon as its span with a remote parent arrives (a
+    /// sidecar that does not own the trace's root), rather than at `trace_timeout`.
+    pub release_on_remote_parent: bool,
     pub propagate: PropagateSettings,
 }
 
@@ -43,6 +46,7 @@ impl Default for AssemblerSettings {
             root_cache_max_traces: 1_000_000,
             root_cache_max_bytes: usize::MAX,
             max_link_hops: 3,
+            release_on_remote_parent: false,
             propagate: PropagateSettings::default(),
         }
     }

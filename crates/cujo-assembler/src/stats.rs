@@ -15,15 +15,19 @@ pub enum ReleaseReason {
     /// budget; the oldest traces went first.
     MemoryPressure,
     Shutdown,
+    /// Its span with a remote parent arrived (`assembler.remote_parent: release`): the root
+    /// is in another process, so the local part goes on unenriched at once.
+    RemoteParent,
 }
 
 impl ReleaseReason {
-    pub const ALL: [ReleaseReason; 5] = [
+    pub const ALL: [ReleaseReason; 6] = [
         ReleaseReason::Root,
         ReleaseReason::TimeoutWithoutRoot,
         ReleaseReason::Size,
         ReleaseReason::MemoryPressure,
         ReleaseReason::Shutdown,
+        ReleaseReason::RemoteParent,
     ];
 
     pub fn label(self) -> &'static str {
@@ -33,6 +37,7 @@ impl ReleaseReason {
             ReleaseReason::Size => "size",
             ReleaseReason::MemoryPressure => "memory_pressure",
             ReleaseReason::Shutdown => "shutdown",
+            ReleaseReason::RemoteParent => "remote_parent",
         }
     }
 }
@@ -44,7 +49,7 @@ pub struct AssemblerStats {
     pub spans_buffered: u64,
     pub bytes_buffered: u64,
     /// Traces (or parts of traces) released, by [`ReleaseReason`] in `ALL` order.
-    pub traces_released: [u64; 5],
+    pub traces_released: [u64; 6],
     pub spans_released: u64,
     pub spans_enriched: u64,
     /// Spans that arrived after their trace was released and were enriched from the cache.

@@ -51,6 +51,8 @@ struct S {
     attrs: Vec<KeyValue>,
     links: Vec<(u8, u8)>,
     start_ms: u64,
+    /// `Span.flags` (0x300: the parent is remote).
+    flags: u32,
 }
 
 fn s(trace: u8, id: u8, parent: Option<u8>, name: &'static str) -> S {
@@ -63,6 +65,7 @@ fn s(trace: u8, id: u8, parent: Option<u8>, name: &'static str) -> S {
         attrs: vec![],
         links: vec![],
         start_ms: 1_000 + u64::from(id),
+        flags: 0,
     }
 }
 
@@ -98,6 +101,7 @@ fn to_span(x: &S) -> Span {
                 ..Default::default()
             })
             .collect(),
+        flags: x.flags,
         ..Default::default()
     }
 }
@@ -177,6 +181,66 @@ fn by_name<'a>(spans: &'a [(String, Span)], name: &str) -> &'a Span {
         .find(|(_, s)| s.name == name)
         .unwrap_or_else(|| panic!("{name} missing"))
         .1
+}
+
+/// A sidecar's pod does not own the trace's root: its entry span (the parent is in another
+/// process) arrives after its children, and the local part goes on at once, unenriched; a
+/// later span of the trace passes straight through. A gateway (the default) holds it.
+#[test]
+fn a_span_with_a_remote_parent_releases_the_local_part_at_once_when_asked() {
+    let entry = S {
+        kind: SERVER,
+        flags: 0x300,
+        ..s(7, 2, Some(1), "GET /inventory")
+    };
+    let local = [
+        ("inventory", s(7, 3, Some(2), "SELECT stock")),
+        ("inventory", entry.clone()),
+    ];
+    let mut sidecar = Assembler::new(AssemblerSettings {
+        release_on_remote_parent: true,
+        ..settings()
+    });
+    let mut out = SpanBatch::default();
+    sidecar.ingest(&batch(&local[..1]), 0, &mut out);
+    assert!(out.is_empty(), "a child alone is held");
+    sidecar.ingest(&batch(&local[1..]), 5, &mut out);
+    let spans = spans_of(&out);
+    assert_eq!(spans.len(), 2, "released when the entry span arrived");
+    assert!(spans.iter().all(|(_, sp)| attr(sp, "cuj.name").is_none()));
+    assert_eq!(
+        sidecar.stats().traces_released[ReleaseReason::RemoteParent as usize],
+        1
+    );
+    let mut late = SpanBatch::default();
+    sidecar.ingest(
+        &batch(&[("inventory", s(7, 4, Some(2), "cache.get"))]),
+        10,
+        &mut late,
+    );
+    assert_eq!(spans_of(&late).len(), 1, "a later span passes through");
+    assert_eq!(sidecar.stats().traces_buffered, 0);
+    // A span without the flag's "known" bit, or with a local parent, changes nothing; and a
+    // gateway holds the trace for its root.
+    for (settings, flags) in [
+        (
+            AssemblerSettings {
+                release_on_remote_parent: true,
+                ..settings()
+            },
+            0x200,
+        ),
+        (settings(), 0x300),
+    ] {
+        let mut a = Assembler::new(settings);
+        let mut out = SpanBatch::default();
+        let entry = S {
+            flags,
+            ..entry.clone()
+        };
+        a.ingest(&batch(&[("inventory", entry)]), 0, &mut out);
+        assert!(out.is_empty(), "flags {flags:#x}: held");
+    }
 }
 
 #[test]

@@ -37,6 +37,24 @@ pub struct SpanFields<'a> {
     pub status_code: u64,
     /// (trace id, span id) of every link with well-formed ids.
     pub links: Vec<([u8; 16], [u8; 8])>,
+    /// `Span.flags`: W3C trace flags in the low byte; bit 8 says whether bit 9 (the parent
+    /// is remote) is known.
+    pub flags: u32,
+}
+
+/// `Span.flags` bit: whether the parent's remoteness is known.
+pub const FLAG_HAS_IS_REMOTE: u32 = 0x100;
+/// `Span.flags` bit: the parent span is in another process.
+pub const FLAG_IS_REMOTE: u32 = 0x200;
+
+impl SpanFields<'_> {
+    /// Whether the span's parent is known to be in another process: the span is where the
+    /// trace entered this process (OTLP 1.1 span flags, set by the OpenTelemetry SDKs).
+    pub fn parent_is_remote(&self) -> bool {
+        self.parent_span_id.is_some()
+            && self.flags & (FLAG_HAS_IS_REMOTE | FLAG_IS_REMOTE)
+                == FLAG_HAS_IS_REMOTE | FLAG_IS_REMOTE
+    }
 }
 
 /// Reads the fields of `span`; ids of the wrong length read as zero (the receiver already
@@ -70,6 +88,7 @@ pub fn read_span_with<'a>(
                 }
             }
             (7, Value::I64(t)) => out.start_time_unix_nano = t,
+            (16, Value::I32(f)) => out.flags = f,
             (8, Value::I64(t)) => out.end_time_unix_nano = t,
             (SPAN_LINKS, Value::Len(link)) => {
                 let (mut t, mut s) = ([0u8; 16], [0u8; 8]);

@@ -417,3 +417,80 @@ async fn shutdown_releases_and_forwards_buffered_traces_enriched() {
     assert_eq!(spans.len(), 2);
     assert_root_values(named(&spans, "held"), "gold", "acme", "0");
 }
+
+/// A sidecar in a pod that does not own the trace's root (`assembler.remote_parent:
+/// release`): a request from another pod enters with a remote parent (its context from the
+/// caller's headers), its local child ends and is exported first, then the entry span; both
+/// go on at once, unenriched (trace_timeout is ten minutes: the deadline here is 30 s). A
+/// journey rooted in this pod is still held for its root, enriched and measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_passes_on_at_once_what_it_cannot_enrich_and_measures_local_roots() {
+    let downstream = Downstream::start().await;
+    let cujo = Cujo::start(&format!(
+        "assembler:\n  decision_wait: 200ms\n  trace_timeout: 10m\n  remote_parent: release\npropagate:\n  attributes: [\"cuj.*\", \"user.tier\"]\ncujs:\n  - {{ name: post_message, match: {{ span.name: \"POST /v1/messages\" }}, dimensions: [user.tier], availability: {{ scope: root }}, objectives: [{{ sli: availability, target: 99%, window: 30d }}] }}\n{}",
+        exporter_yaml(downstream.addr, "")
+    ))
+    .await;
+    let c = &cujo;
+    tokio::task::spawn_blocking({
+        let svc = Service::new(c, "inventory");
+        move || {
+            let t = svc.tracer();
+            // The caller's context, as the W3C propagator extracts it from the request.
+            let mut headers = HashMap::new();
+            headers.insert(
+                "traceparent".to_string(),
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
+            );
+            let remote = TraceContextPropagator::new().extract(&headers);
+            let entry = t
+                .span_builder("GET /v1/stock")
+                .with_kind(SpanKind::Server)
+                .start_with_context(&t, &remote);
+            let cx = Context::new().with_span(entry);
+            t.span_builder("SELECT stock")
+                .start_with_context(&t, &cx)
+                .end();
+            cx.span().end();
+            // A journey whose root is here: its child is a local child.
+            let root = root_span(&svc, "gold", "acme");
+            let cx = Context::new().with_span(root);
+            t.span_builder("INSERT message")
+                .start_with_context(&t, &cx)
+                .end();
+            cx.span().end();
+        }
+    })
+    .await
+    .expect("sdk");
+    downstream.wait_for_spans(4).await;
+    let spans = downstream.spans();
+    for name in ["GET /v1/stock", "SELECT stock"] {
+        let s = named(&spans, name);
+        assert_eq!(
+            s.attr("cuj.name"),
+            None,
+            "{name}: nothing here to enrich it with"
+        );
+    }
+    for name in ["POST /v1/messages", "INSERT message"] {
+        assert_eq!(
+            named(&spans, name).attr("cuj.name").as_deref(),
+            Some("post_message"),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        cujo.metric("cujo_assembler_traces_released_total{reason=\"remote_parent\"}")
+            .await,
+        1.0
+    );
+    wait_for("the local journey's event", || async {
+        (cujo
+            .metric("cujo_sli_events_total{cuj=\"post_message\",user_tier=\"gold\",sli=\"availability\",outcome=\"good\"}")
+            .await
+            == 1.0)
+            .then_some(())
+    })
+    .await;
+}
