@@ -132,6 +132,13 @@ for cuj in checkout:api checkout:e2e search:api add-to-cart:e2e; do
     latency: { threshold: 300ms, measure: $measure }
     objectives: [ { sli: availability, target: 99.9%, window: 30d }, { sli: latency, target: 99%, window: 30d } ]"
 done
+# cujo-sidecar: config/sidecar.yaml's settings (64 MiB budget, remote_parent: release) with
+# the pipeline's 4 CUJs, for the sidecar's figures at a pod's rate (--rate 1000). The
+# workload's traces span several services, so the sidecar holds whole traces here (more
+# than a pod that does not own its roots would). Not in the default set.
+SIDECAR_YAML="admission: { max_in_flight: 64MiB }
+assembler: { decision_wait: 2s, trace_timeout: 30s, max_buffered_spans: 200000, root_cache: { ttl: 10m, max_traces: 100000 }, remote_parent: release }
+${PIPELINE_YAML#*$'\n'}"
 ALL_TARGETS=(cujo cujo-padded cujo-propagate cujo-sli cujo-default cujo-pipeline rotel)
 if [[ $ONLY == both || $ONLY == all ]]; then
   TARGETS=("${ALL_TARGETS[@]}")
@@ -139,8 +146,8 @@ else
   IFS=, read -r -a TARGETS <<< "$ONLY"
   for t in "${TARGETS[@]}"; do
     case "$t" in
-      cujo|rotel|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline|cujo-sli-polled) ;;
-      *) echo "bench.sh: --only takes ${ALL_TARGETS[*]} cujo-sli-polled (comma-separated), not '$t'" >&2; exit 2 ;;
+      cujo|rotel|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline|cujo-sli-polled|cujo-sidecar) ;;
+      *) echo "bench.sh: --only takes ${ALL_TARGETS[*]} cujo-sli-polled cujo-sidecar (comma-separated), not '$t'" >&2; exit 2 ;;
     esac
   done
 fi
@@ -172,7 +179,7 @@ fi
 [[ $DOWNSTREAM == in-process || -x "$SINK" ]] || { echo "bench.sh: $SINK not built" >&2; exit 1; }
 for t in "${TARGETS[@]}"; do
   case "$t" in
-    cujo|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline|cujo-sli-polled) [[ -x "$CUJO_BIN" ]] || { echo "bench.sh: $CUJO_BIN not built (use --only rotel until it is)" >&2; exit 1; } ;;
+    cujo|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline|cujo-sli-polled|cujo-sidecar) [[ -x "$CUJO_BIN" ]] || { echo "bench.sh: $CUJO_BIN not built (use --only rotel until it is)" >&2; exit 1; } ;;
     rotel) [[ -x "$ROTEL_BIN" ]] || { echo "bench.sh: rotel-agent not found at $ROTEL_BIN (pip install rotel, or set ROTEL_BIN)" >&2; exit 1; } ;;
   esac
 done
@@ -184,7 +191,7 @@ OUT=${OUT:-$LOG_DIR/results.jsonl}
 
 bin_for() {
   case "$1" in
-    cujo|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline|cujo-sli-polled) echo "$CUJO_BIN" ;;
+    cujo|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline|cujo-sli-polled|cujo-sidecar) echo "$CUJO_BIN" ;;
     rotel) echo "$ROTEL_BIN" ;;
   esac
 }
@@ -201,6 +208,7 @@ target_args() {
     # Plain forwarding as deployed: no admission: key, the default 256 MiB budget.
     cujo-default) printf '%s\0' --target cujo --label cujo-default ;;
     cujo-pipeline) printf '%s\0' --target cujo --label cujo-pipeline --cujo-yaml "$PIPELINE_YAML" ;;
+    cujo-sidecar) printf '%s\0' --target cujo --label cujo-sidecar --cujo-yaml "$SIDECAR_YAML" ;;
     # cujo-sli while its SLO report and /metrics are read, as dashboards and deploy gates do.
     cujo-sli-polled) printf '%s\0' --target cujo --label cujo-sli-polled --cujo-yaml "$SLI_YAML" \
       --poll-rate "$POLL_RATE" --poll-connections "$POLL_CONNECTIONS" --unpolled-label cujo-sli \

@@ -181,8 +181,13 @@ fn check_manifest(path: &Path) -> Vec<PathBuf> {
         configs.push((cm_name.to_string(), yaml.to_string()));
     }
 
-    let deployments: Vec<&Value> = of_kind("Deployment").collect();
-    assert!(!deployments.is_empty(), "{name}: no Deployment");
+    let deployments: Vec<&Value> = of_kind("Deployment")
+        .chain(of_kind("StatefulSet"))
+        .collect();
+    assert!(
+        !deployments.is_empty(),
+        "{name}: no Deployment or StatefulSet"
+    );
     for dep in deployments {
         let dep_name = text(dep, "metadata.name");
         let pod = at(dep, "spec.template.spec");
@@ -231,6 +236,44 @@ fn check_manifest(path: &Path) -> Vec<PathBuf> {
             .iter()
             .find(|(n, _)| n == cm_name)
             .unwrap_or_else(|| panic!("{name}: {dep_name}: ConfigMap {cm_name} not in the file"));
+
+        // A state file lives on a writable volume that outlives the container: the
+        // StatefulSet's claim, or the pod's emptyDir (the root filesystem is read-only).
+        let config = Config::parse(cm_name, yaml, &|k| {
+            ENV.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .expect("config parses");
+        if let Some(state) = &config.slo.state_file {
+            let dir = state.parent().and_then(Path::to_str).expect("a directory");
+            let mount = seq(cujo, "volumeMounts")
+                .iter()
+                .find(|m| text(m, "mountPath") == dir)
+                .unwrap_or_else(|| {
+                    panic!("{name}: {dep_name}: {dir} (slo.state_file) is not a volume")
+                });
+            assert!(
+                !at(mount, "readOnly").as_bool().unwrap_or(false),
+                "{name}: {dep_name}: {dir} is mounted read-only"
+            );
+            let volume = text(mount, "name");
+            let claimed = seq(dep, "spec.volumeClaimTemplates")
+                .iter()
+                .any(|c| text(c, "metadata.name") == volume);
+            let empty_dir = seq(pod, "volumes")
+                .iter()
+                .any(|v| text(v, "name") == volume && !at(v, "emptyDir").is_null());
+            assert!(
+                claimed || empty_dir,
+                "{name}: {dep_name}: volume {volume} is neither a claim nor an emptyDir"
+            );
+            assert_eq!(
+                at(pod, "securityContext.fsGroup").as_u64(),
+                Some(65532),
+                "{name}: {dep_name}: the state volume must be writable by the image's user"
+            );
+        }
 
         // Every `${env:NAME}` the config needs is set: from a Secret or a value.
         let env = seq(cujo, "env");
@@ -374,9 +417,18 @@ fn the_gateway_manifest_runs_the_gateway_config_with_its_secrets() {
     let docs = documents(&path);
     let dep = docs
         .iter()
-        .find(|d| text(d, "kind") == "Deployment")
-        .expect("Deployment");
+        .find(|d| text(d, "kind") == "StatefulSet")
+        .expect("StatefulSet");
     assert!(at(dep, "spec.replicas").as_u64().is_some_and(|r| r >= 2));
+    // Each replica keeps its volume (the SLO state file) across restarts and rollouts.
+    let claim = &seq(dep, "spec.volumeClaimTemplates")[0];
+    assert_eq!(text(claim, "spec.resources.requests.storage"), "1Gi");
+    assert!(
+        docs.iter().any(|d| text(d, "kind") == "Service"
+            && text(d, "metadata.name") == text(dep, "spec.serviceName")
+            && text(d, "spec.clusterIP") == "None"),
+        "the StatefulSet's serviceName is the headless Service"
+    );
     let svc = docs
         .iter()
         .find(|d| text(d, "kind") == "Service" && text(d, "metadata.name") == "cujo-gateway")
