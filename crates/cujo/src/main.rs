@@ -115,6 +115,9 @@ fn main() -> ExitCode {
 
 fn run(config: Config) -> ExitCode {
     init_logging(&config);
+    if !config.admission.allows_huge_pages() {
+        disable_huge_pages();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -132,6 +135,24 @@ fn run(config: Config) -> ExitCode {
             eprintln!("cujo: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Turns transparent huge pages off for the process (`admission.huge_pages`). mimalloc asks
+/// for them on its arenas (`madvise`) before `main` runs, so its own option would come too
+/// late; the process-wide switch also covers what was reserved already. Logged, not fatal,
+/// when the kernel refuses.
+fn disable_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and changes a flag of the
+    // calling process.
+    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if rc == 0 {
+        tracing::debug!("transparent huge pages off (admission.huge_pages)");
+    } else {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot turn transparent huge pages off (admission.huge_pages)"
+        );
     }
 }
 

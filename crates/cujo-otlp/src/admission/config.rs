@@ -23,6 +23,35 @@ pub struct AdmissionConfig {
     /// leave, by their default weights.
     #[serde(default)]
     pub shares: SharesConfig,
+    /// Whether the allocator may use transparent huge pages (2 MiB): `auto` (the default)
+    /// allows them from a 256 MiB budget up (a gateway's large heap), not below (a sidecar,
+    /// whose resident set they tripled: each partly used 2 MiB region is resident whole).
+    #[serde(default)]
+    pub huge_pages: HugePages,
+}
+
+/// `admission.huge_pages`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HugePages {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// From this budget up, `huge_pages: auto` allows transparent huge pages.
+pub const HUGE_PAGES_FROM: u64 = 256 << 20;
+
+impl AdmissionConfig {
+    /// Whether transparent huge pages are allowed (see [`AdmissionConfig::huge_pages`]).
+    pub fn allows_huge_pages(&self) -> bool {
+        match self.huge_pages {
+            HugePages::On => true,
+            HugePages::Off => false,
+            HugePages::Auto => self.max_in_flight.0 >= HUGE_PAGES_FROM,
+        }
+    }
 }
 
 impl Default for AdmissionConfig {
@@ -31,6 +60,7 @@ impl Default for AdmissionConfig {
             max_in_flight: default_max_in_flight(),
             retry_after: default_retry_after(),
             shares: SharesConfig::default(),
+            huge_pages: HugePages::Auto,
         }
     }
 }
