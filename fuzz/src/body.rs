@@ -79,45 +79,37 @@ enum Reference {
 }
 
 fn reference(coding: Coding, input: &[u8], limit: usize) -> Reference {
-    let mut out = Vec::new();
     let cap = limit as u64 + 1;
-    let read = match coding {
-        Coding::Gzip => flate2::read::MultiGzDecoder::new(input)
-            .take(cap)
-            .read_to_end(&mut out),
-        Coding::Zstd => zstd::stream::read::Decoder::with_buffer(input)
-            .and_then(|d| d.take(cap).read_to_end(&mut out)),
-        Coding::Identity => Ok(input.len()),
-    };
-    match read {
+    let judge = |read: std::io::Result<usize>, out: Vec<u8>| match read {
         Err(_) => Reference::Corrupt,
         Ok(_) if out.len() > limit => Reference::Over,
-        // The zstd reader does not hold a frame to the content size its header declares
-        // (a frame declaring 2,816 bytes and holding none reads as empty); libzstd's own
-        // streaming decoder, which the receivers use, calls that corruption, as the format
-        // says it is. Found by this target.
-        Ok(_)
-            if coding == Coding::Zstd
-                && declared_zstd_size(input).is_some_and(|n| n != out.len() as u64) =>
-        {
-            Reference::Corrupt
-        }
         Ok(_) => Reference::Fits(out),
-    }
-}
-
-/// The content size the zstd frames of `input` declare together, when every frame declares
-/// one and they tile the input exactly.
-fn declared_zstd_size(input: &[u8]) -> Option<u64> {
-    use zstd::zstd_safe::{find_frame_compressed_size, get_frame_content_size};
-    let (mut rest, mut total) = (input, 0u64);
-    while !rest.is_empty() {
-        let size = find_frame_compressed_size(rest).ok()?;
-        if size == 0 || size > rest.len() {
-            return None;
+    };
+    match coding {
+        Coding::Gzip => {
+            let mut out = Vec::new();
+            let read = flate2::read::MultiGzDecoder::new(input)
+                .take(cap)
+                .read_to_end(&mut out);
+            judge(read, out)
         }
-        total = total.checked_add(get_frame_content_size(&rest[..size]).ok()??)?;
-        rest = &rest[size..];
+        // libzstd's two decoders each let through what the other refuses: the streaming one
+        // a frame that holds less than the content size it declares (found by this target),
+        // the one-shot one a block larger than the frame's window. A body is what both make
+        // of it, and corrupt when either says so; the receivers read frame by frame with the
+        // streaming decoder and hold each frame to its declared size.
+        Coding::Zstd => {
+            let mut out = Vec::new();
+            let read = zstd::stream::read::Decoder::with_buffer(input)
+                .and_then(|d| d.take(cap).read_to_end(&mut out));
+            match judge(read, out) {
+                Reference::Fits(v) => match zstd::bulk::decompress(input, limit + 1) {
+                    Ok(w) if w == v => Reference::Fits(v),
+                    _ => Reference::Corrupt,
+                },
+                other => other,
+            }
+        }
+        Coding::Identity => Reference::Fits(input.to_vec()),
     }
-    Some(total)
 }
