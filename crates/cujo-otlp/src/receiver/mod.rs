@@ -84,8 +84,8 @@ pub struct Ingest {
 pub(crate) enum NotAdmitted {
     /// Missing or wrong credentials: not retryable.
     Unauthenticated(Refusal),
-    /// Its tenant is over its share, or it would be a pass-through caller too many:
-    /// retryable, counted.
+    /// Its tenant is over its share, or it would be a pass-through caller too many
+    /// (retryable), or a pass-through value is too long (not retryable); counted.
     Refused(IngestError),
 }
 
@@ -153,6 +153,14 @@ impl Ingest {
             Unidentified::Refused(refusal) => {
                 self.telemetry.unauthenticated(transport, refusal.message());
                 NotAdmitted::Unauthenticated(refusal)
+            }
+            Unidentified::PassValueTooLong(name) => {
+                self.telemetry
+                    .request(transport, RequestOutcome::Invalid, 0);
+                NotAdmitted::Refused(IngestError::Invalid(format!(
+                    "header {name} is longer than {} bytes",
+                    crate::tenants::MAX_PASS_VALUE_BYTES
+                )))
             }
             Unidentified::TooManyCallers => NotAdmitted::Refused(self.refuse(
                 transport,

@@ -42,13 +42,19 @@ pub const PASS_THROUGH: &str = "pass-through";
 pub const DEFAULT_PASS_MAX_TENANTS: usize = 1024;
 
 /// Why a request has no tenant to be counted against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unidentified {
     /// Its credentials are missing or wrong (not retryable).
     Refused(Refusal),
     /// It would be a new pass-through caller and the table of them is full (retryable).
     TooManyCallers,
+    /// A pass-through header's value is longer than [`MAX_PASS_VALUE_BYTES`] (not
+    /// retryable): the table of callers keeps the values, so their size is bounded.
+    PassValueTooLong(HeaderName),
 }
+
+/// Longest value of a pass-through header (an API key is tens of bytes).
+pub const MAX_PASS_VALUE_BYTES: usize = 256;
 
 /// Who may send and as whom: the configured tenants, the pass-through callers, and the
 /// receivers' own `auth:` (which authenticates the default tenant).
@@ -209,6 +215,9 @@ impl Tenants {
             .collect();
         if values.is_empty() {
             return Ok(None);
+        }
+        if let Some((name, _)) = values.iter().find(|(_, v)| v.len() > MAX_PASS_VALUE_BYTES) {
+            return Err(Unidentified::PassValueTooLong((*name).clone()));
         }
         let mut parts: Vec<&[u8]> = vec![b"pass-through"];
         for (name, value) in &values {

@@ -135,6 +135,14 @@ fn pass_through_callers_are_one_tenant_per_value_and_bounded() {
         text.contains("cujo_tenant_refused_requests_total{tenant=\"pass-through\"} 1"),
         "{text}"
     );
+    // A value longer than an API key is refused, not remembered.
+    assert_eq!(
+        t.identify(&team(&"k".repeat(MAX_PASS_VALUE_BYTES + 1)))
+            .err(),
+        Some(Unidentified::PassValueTooLong(HeaderName::from_static(
+            "x-honeycomb-team"
+        )))
+    );
     // Seen again, a forgotten caller keys its traces as before.
     three.give_back(0);
     two.give_back(10);
