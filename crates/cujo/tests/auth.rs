@@ -8,22 +8,15 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cujo_slo::surfaces::status::grpc::proto::GetStatusRequest;
 use cujo_slo::surfaces::status::grpc::proto::slo_service_client::SloServiceClient;
-use opentelemetry::trace::{Tracer, TracerProvider as _};
-use opentelemetry_otlp::{
-    Protocol, SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig,
-};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SdkTracerProvider;
-use support::{Cujo, Downstream, exporter_yaml, metric_value, wait_for};
+use support::{Cujo, Downstream, Sdk, exporter_yaml, metric_value, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN_A: &str = "cujo-test-token-A-6f1d2c";
@@ -48,55 +41,14 @@ enum Client {
     Http(Option<&'static str>),
 }
 
-/// Ends `n` spans named `name` with the SDK (one export each), on a blocking thread.
+/// Ends `n` spans named `name` with the SDK (one export each), as service `checkout`.
 async fn send_spans(cujo: &Cujo, client: Client, name: &'static str, n: usize) {
-    let (grpc, http) = (
-        format!("http://{}", cujo.grpc),
-        format!("http://{}/v1/traces", cujo.http),
-    );
-    tokio::task::spawn_blocking(move || {
-        let exporter = match client {
-            Client::Grpc(token) => {
-                let mut metadata = tonic::metadata::MetadataMap::new();
-                if let Some(t) = token {
-                    metadata.insert(
-                        "authorization",
-                        format!("Bearer {t}").parse().expect("metadata value"),
-                    );
-                }
-                SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(grpc)
-                    .with_metadata(metadata)
-                    .build()
-                    .expect("grpc exporter")
-            }
-            Client::Http(token) => {
-                let headers: HashMap<String, String> = token
-                    .map(|t| ("authorization".to_string(), format!("bearer {t}")))
-                    .into_iter()
-                    .collect();
-                SpanExporter::builder()
-                    .with_http()
-                    .with_protocol(Protocol::HttpBinary)
-                    .with_endpoint(http)
-                    .with_headers(headers)
-                    .build()
-                    .expect("http exporter")
-            }
-        };
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter)
-            .with_resource(Resource::builder().with_service_name("checkout").build())
-            .build();
-        let tracer = provider.tracer("auth-test");
-        for _ in 0..n {
-            tracer.in_span(name, |_| {});
-        }
-        let _ = provider.shutdown();
-    })
-    .await
-    .expect("sdk thread");
+    let (sdk, headers) = match client {
+        Client::Grpc(token) => (Sdk::Grpc, token.map(|t| format!("Bearer {t}"))),
+        Client::Http(token) => (Sdk::Http, token.map(|t| format!("bearer {t}"))),
+    };
+    let headers = headers.map(|h| ("authorization", h)).into_iter().collect();
+    support::sdk_send(cujo, sdk, headers, "checkout", name, n).await;
 }
 
 /// How many spans named `name` reached the downstream.

@@ -9,19 +9,14 @@
 
 mod support;
 
-use std::collections::HashMap;
-
-use opentelemetry::trace::{Tracer, TracerProvider as _};
-use opentelemetry_otlp::{
-    Protocol, SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig,
-};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use opentelemetry_sdk::trace::SdkTracerProvider;
-use support::{Cujo, Downstream, DownstreamMode, exporter_yaml, string_attr, wait_for};
+use support::{
+    Cujo, Downstream, DownstreamMode, Sdk, exporter_yaml, sdk_send, string_attr, wait_for,
+};
 
 const TOKEN_A: &str = "tenant-token-a-5e81c0";
 const TOKEN_B: &str = "tenant-token-b-0b7d44";
@@ -60,72 +55,6 @@ fn tenants_yaml(a_share: &str) -> String {
 /// Exporter headers every request carries, beside a tenant's.
 fn shared_headers() -> &'static str {
     "    headers: { x-honeycomb-team: \"${env:GATEWAY_KEY}\", x-honeycomb-dataset: traces }\n"
-}
-
-/// How a team's application exports.
-#[derive(Clone, Copy)]
-enum Sdk {
-    Grpc,
-    Http,
-}
-
-/// Ends `n` spans named `name` as service `service`, exported by the SDK with `headers`
-/// (one export per span), on a blocking thread.
-async fn sdk_send(
-    cujo: &Cujo,
-    sdk: Sdk,
-    headers: Vec<(&'static str, String)>,
-    service: &'static str,
-    name: &'static str,
-    n: usize,
-) {
-    let (grpc, http) = (
-        format!("http://{}", cujo.grpc),
-        format!("http://{}/v1/traces", cujo.http),
-    );
-    tokio::task::spawn_blocking(move || {
-        let exporter = match sdk {
-            Sdk::Grpc => {
-                let mut metadata = tonic::metadata::MetadataMap::new();
-                for (k, v) in &headers {
-                    metadata.insert(*k, v.parse().expect("metadata value"));
-                }
-                SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(grpc)
-                    .with_metadata(metadata)
-                    .build()
-                    .expect("grpc exporter")
-            }
-            Sdk::Http => SpanExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpBinary)
-                .with_endpoint(http)
-                .with_headers(
-                    headers
-                        .into_iter()
-                        .map(|(k, v)| (k.to_string(), v))
-                        .collect::<HashMap<_, _>>(),
-                )
-                .build()
-                .expect("http exporter"),
-        };
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter)
-            .with_resource(
-                opentelemetry_sdk::Resource::builder()
-                    .with_service_name(service)
-                    .build(),
-            )
-            .build();
-        let tracer = provider.tracer("tenants-test");
-        for _ in 0..n {
-            tracer.in_span(name, |_| {});
-        }
-        let _ = provider.shutdown();
-    })
-    .await
-    .expect("sdk thread");
 }
 
 fn bearer(token: &str) -> Vec<(&'static str, String)> {

@@ -48,6 +48,74 @@ pub fn sdk_provider(
         .build()
 }
 
+/// How an instrumented application exports to cujo: the SDK's gRPC or HTTP/protobuf exporter.
+#[derive(Clone, Copy, Debug)]
+pub enum Sdk {
+    Grpc,
+    Http,
+}
+
+/// Ends `n` spans named `name` as service `service` with the SDK, exported over `sdk` with
+/// `headers` (gRPC metadata or HTTP headers), one export per span, on a blocking thread.
+pub async fn sdk_send(
+    cujo: &Cujo,
+    sdk: Sdk,
+    headers: Vec<(&'static str, String)>,
+    service: &'static str,
+    name: &'static str,
+    n: usize,
+) {
+    use opentelemetry::trace::{Tracer as _, TracerProvider as _};
+    use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
+    let (grpc, http) = (
+        format!("http://{}", cujo.grpc),
+        format!("http://{}/v1/traces", cujo.http),
+    );
+    tokio::task::spawn_blocking(move || {
+        let exporter = match sdk {
+            Sdk::Grpc => {
+                let mut metadata = tonic::metadata::MetadataMap::new();
+                for (k, v) in &headers {
+                    metadata.insert(*k, v.parse().expect("metadata value"));
+                }
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(grpc)
+                    .with_metadata(metadata)
+                    .build()
+                    .expect("grpc exporter")
+            }
+            Sdk::Http => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(http)
+                .with_headers(
+                    headers
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect::<std::collections::HashMap<_, _>>(),
+                )
+                .build()
+                .expect("http exporter"),
+        };
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(exporter)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(service)
+                    .build(),
+            )
+            .build();
+        let tracer = provider.tracer("cujo-test");
+        for _ in 0..n {
+            tracer.in_span(name, |_| {});
+        }
+        let _ = provider.shutdown();
+    })
+    .await
+    .expect("sdk thread");
+}
+
 /// `promtool` from Prometheus. `scripts/test.sh` installs it; elsewhere a missing promtool
 /// skips the promtool checks, but never under CI.
 pub fn promtool() -> Option<&'static str> {
