@@ -460,8 +460,9 @@ fn write_line(
     Ok(())
 }
 
-/// Error budget remaining per objective over the history, ending with the budgets now;
-/// budgets below −100% are drawn at the bottom edge.
+/// Error budget remaining per objective over the history, ending with the budgets now. The
+/// scale reaches down to the lowest budget drawn, however far below −100% it is (an overspent
+/// budget is shown as it is, not clamped), with −100% marked when the floor is further down.
 fn write_burndown(out: &mut String, i: usize, cuj: &CujReport, now_ms: u64) -> fmt::Result {
     out.push_str("<figure class=\"chart\">\n<figcaption>Error budget remaining</figcaption>\n");
     write_svg_open(out, &format!("cuj-{i}-burndown"), "Error budget remaining")?;
@@ -479,10 +480,12 @@ fn write_burndown(out: &mut String, i: usize, cuj: &CujReport, now_ms: u64) -> f
         .iter()
         .flat_map(|(_, budgets)| budgets.iter().copied())
         .filter(|v| v.is_finite())
-        .fold(0.0_f64, f64::min)
-        .max(-1.0);
+        .fold(0.0_f64, f64::min);
     let y = Scale::new(lowest, 1.0, CHART_H - PAD_BOTTOM, PAD_TOP);
     let mut ticks = vec![1.0, 0.5, 0.0];
+    if lowest < -1.5 {
+        ticks.push(-1.0);
+    }
     if lowest < -0.05 {
         ticks.push(lowest);
     }
@@ -1281,9 +1284,9 @@ mod tests {
         let burndown = &burndown[..burndown.find("</svg>").expect("end")];
         assert_eq!(burndown.matches("<path class=\"line").count(), 2);
         // Two samples a minute apart, then the budgets now (a minute later): the first
-        // objective falls from the top (100%) to 20% and on to the bottom edge (-9900%,
-        // below the chart's floor of -100%).
-        let y = Scale::new(-1.0, 1.0, CHART_H - PAD_BOTTOM, PAD_TOP);
+        // objective falls from the top (100%) to 20% and on to the bottom edge, -9900%: the
+        // scale reaches it, with -100% marked on the way.
+        let y = Scale::new(-99.0, 1.0, CHART_H - PAD_BOTTOM, PAD_TOP);
         let mid = (PAD_LEFT + CHART_W - PAD_RIGHT) / 2.0;
         let want = format!(
             "d=\"M{:.1},{:.1} L{mid:.1},{:.1} L{:.1},{:.1}\"",
@@ -1294,7 +1297,11 @@ mod tests {
             CHART_H - PAD_BOTTOM
         );
         assert!(burndown.contains(&want), "{want} in {burndown}");
-        assert!(burndown.contains(">-100%</text>"), "the floor is labelled");
+        assert!(burndown.contains(">-100%</text>"), "-100% is marked");
+        assert!(
+            burndown.contains(">-9900%</text>"),
+            "the floor is labelled as it is"
+        );
         let latency = &html[html.find("id=\"cuj-0-latency\"").expect("latency")..];
         let latency = &latency[..latency.find("</svg>").expect("end")];
         assert_eq!(latency.matches("<path class=\"line").count(), 3);
