@@ -51,15 +51,6 @@ async fn send_spans(cujo: &Cujo, client: Client, name: &'static str, n: usize) {
     support::sdk_send(cujo, sdk, headers, "checkout", name, n).await;
 }
 
-/// How many spans named `name` reached the downstream.
-fn arrived(downstream: &Downstream, name: &str) -> usize {
-    downstream
-        .spans()
-        .iter()
-        .filter(|s| s.span.name == name)
-        .count()
-}
-
 /// An answer over HTTP/1.0: status, head, body.
 struct Answer {
     status: u16,
@@ -184,8 +175,8 @@ async fn sdk_clients_with_a_token_are_forwarded_and_others_refused_and_counted()
     send_spans(&cujo, Client::Grpc(Some(TOKEN_A)), "grpc with A", 5).await;
     send_spans(&cujo, Client::Http(Some(TOKEN_B)), "http with B", 5).await;
     downstream.wait_for_spans(10).await;
-    assert_eq!(arrived(&downstream, "grpc with A"), 5);
-    assert_eq!(arrived(&downstream, "http with B"), 5);
+    assert_eq!(downstream.spans_named("grpc with A"), 5);
+    assert_eq!(downstream.spans_named("http with B"), 5);
 
     // Without a token, or with a wrong one: refused, counted, never received.
     send_spans(&cujo, Client::Grpc(None), "grpc without", 3).await;
@@ -300,8 +291,8 @@ async fn tokens_rotate_through_a_token_file_without_a_restart() {
     send_spans(&cujo, Client::Grpc(Some(TOKEN_A)), "A during", 3).await;
     send_spans(&cujo, Client::Http(Some(TOKEN_B)), "B during", 3).await;
     downstream.wait_for_spans(9).await;
-    assert_eq!(arrived(&downstream, "A during"), 3);
-    assert_eq!(arrived(&downstream, "B during"), 3);
+    assert_eq!(downstream.spans_named("A during"), 3);
+    assert_eq!(downstream.spans_named("B during"), 3);
 
     // It ends: the old key is removed and refused.
     replace(&file, &format!("{TOKEN_B}\n"));
@@ -313,9 +304,9 @@ async fn tokens_rotate_through_a_token_file_without_a_restart() {
     send_spans(&cujo, Client::Http(Some(TOKEN_A)), "A after", 2).await;
     send_spans(&cujo, Client::Grpc(Some(TOKEN_B)), "B after", 2).await;
     downstream.wait_for_spans(11).await;
-    assert_eq!(arrived(&downstream, "B after"), 2);
+    assert_eq!(downstream.spans_named("B after"), 2);
     assert_eq!(
-        arrived(&downstream, "A after"),
+        downstream.spans_named("A after"),
         0,
         "the old key no longer gets spans in"
     );

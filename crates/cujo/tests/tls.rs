@@ -402,14 +402,6 @@ async fn sdk_send(
     .expect("sdk thread");
 }
 
-fn arrived(downstream: &Downstream, name: &str) -> usize {
-    downstream
-        .spans()
-        .iter()
-        .filter(|s| s.span.name == name)
-        .count()
-}
-
 /// `received = forwarded + dropped + in flight`, read from an admin listener over TLS.
 fn assert_accounting(metrics: &str) -> f64 {
     let accepted = sum_of(
@@ -469,7 +461,8 @@ async fn sdk_exporters_send_over_tls_and_plaintext_clients_are_refused_cleanly()
     sdk_send(Sdk::Grpc, cujo.grpc, &pki, None, "over grpc+tls", 5).await;
     sdk_send(Sdk::Http, cujo.http, &pki, None, "over http+tls", 4).await;
     wait_for("spans from both SDK exporters downstream", || async {
-        (arrived(&downstream, "over grpc+tls") == 5 && arrived(&downstream, "over http+tls") == 4)
+        (downstream.spans_named("over grpc+tls") == 5
+            && downstream.spans_named("over http+tls") == 4)
             .then_some(())
     })
     .await;
@@ -629,13 +622,13 @@ async fn mtls_refuses_clients_without_a_certificate_of_the_ca_and_accepts_those_
     .expect("answered");
     assert_eq!(status, 200);
     wait_for("spans of clients with certificates downstream", || async {
-        (arrived(&downstream, "mtls grpc") == 3
-            && arrived(&downstream, "mtls http") == 2
+        (downstream.spans_named("mtls grpc") == 3
+            && downstream.spans_named("mtls http") == 2
             && downstream.span_count() == 9)
             .then_some(())
     })
     .await;
-    assert_eq!(arrived(&downstream, "no client certificate"), 0);
+    assert_eq!(downstream.spans_named("no client certificate"), 0);
     support::assert_accounting(&cujo).await;
 }
 

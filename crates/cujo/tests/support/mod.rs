@@ -587,6 +587,11 @@ impl Downstream {
             .sum()
     }
 
+    /// How many received spans are named `name`.
+    pub fn spans_named(&self, name: &str) -> usize {
+        self.spans().iter().filter(|s| s.span.name == name).count()
+    }
+
     /// Every received span with its resource's `service.name` and its scope's name.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         let mut out = Vec::new();
