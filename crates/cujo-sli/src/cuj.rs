@@ -214,7 +214,7 @@ impl DimensionValues {
     }
 
     /// The values, in order.
-    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = &str> + Clone + '_ {
         let mut rest: &[u8] = &self.0;
         std::iter::from_fn(move || {
             let (len, tail) = rest.split_first_chunk::<4>()?;

@@ -26,8 +26,8 @@
 //! - `export`: the metric families ([`Family`], [`Kind`], [`Sample`], [`label_name`],
 //!   [`window_label`]) of [`SliEngine::families`] for `/metrics`, and
 //!   [`SliEngine::export_view`] for the OTLP push; read-only.
-//! - `persist`: [`SliEngine::save_state`] and [`SliEngine::restore_state`], the windows
-//!   through the SLO state file ([`crate::state`]).
+//! - `persist`: [`SliEngine::save_state_with`] and [`SliEngine::restore`], the windows,
+//!   totals and history through the SLO state file ([`crate::state`]).
 //! - `testkit` (tests only): the spans, the engine and the helpers the unit tests share.
 
 mod export;
@@ -43,6 +43,7 @@ pub use export::{
 };
 pub use matching::{Matched, MatchedTrace, SliMatcher, SpanMarks};
 pub use memory::SliCaps;
+pub use persist::Restored;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,6 +89,8 @@ pub struct SliEngine {
     /// The latest clock value seen, for events recorded early by calls that carry no
     /// clock ([`SliEngine::observe_linked`] making room).
     now_ms: u64,
+    /// When the cumulative totals began (see [`SliEngine::counting_since_ms`]).
+    counting_since_ms: u64,
 }
 
 /// How long settling events wait for late spans and linked continuations by default.
@@ -111,6 +114,7 @@ impl SliEngine {
             settle_reserve: 0,
             next_expiry_ms: 0,
             now_ms: 0,
+            counting_since_ms: 0,
         }
         .with_limits(SliLimits::default())
     }

@@ -27,6 +27,8 @@ use std::time::Duration;
 
 use cujo_wire::alloc::vec_bytes;
 
+use crate::state::codec::{Reader, put_i64, put_len, put_u64};
+
 /// Buckets per power of two: 2^9 = 512.
 pub const SCALE: i32 = 9;
 /// Most buckets one histogram keeps (32 KiB of `u32` counts).
@@ -281,6 +283,81 @@ impl ExpHistogram {
         self.sum_ns += other.sum_ns;
         self.min_ns = self.min_ns.min(other.min_ns);
         self.max_ns = self.max_ns.max(other.max_ns);
+    }
+
+    /// Appends the histogram to `out`: count, then (when there is one) the exact sum, min,
+    /// max, the values below and above the range, the collapsed floor, and each non-empty
+    /// bucket as (gap from the previous one, count), as varints.
+    pub(crate) fn write_state(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.count);
+        if self.count == 0 {
+            return;
+        }
+        put_u64(out, (self.sum_ns >> 64) as u64);
+        put_u64(out, self.sum_ns as u64);
+        for v in [self.min_ns, self.max_ns, self.zero_count, self.clamped] {
+            put_u64(out, v);
+        }
+        put_i64(out, i64::from(self.floor));
+        let (offset, counts) = self.positive();
+        let held: Vec<(i32, u64)> = counts
+            .enumerate()
+            .filter(|(_, c)| *c > 0)
+            .map(|(i, c)| (offset + i as i32, c))
+            .collect();
+        put_len(out, held.len());
+        let mut previous = i64::from(min_index()) - 1;
+        for (index, c) in held {
+            put_u64(out, (i64::from(index) - previous) as u64);
+            put_u64(out, c);
+            previous = i64::from(index);
+        }
+    }
+
+    /// Reads what [`ExpHistogram::write_state`] wrote; `None` unless the buckets lie in the
+    /// range, in order, and add up with the values below it to the count.
+    pub(crate) fn read_state(r: &mut Reader<'_>) -> Option<ExpHistogram> {
+        let mut h = ExpHistogram::new();
+        let count = r.u64()?;
+        if count == 0 {
+            return Some(h);
+        }
+        let sum_ns = (u128::from(r.u64()?) << 64) | u128::from(r.u64()?);
+        let (min_ns, max_ns, zero_count, clamped) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+        let floor = r.i64()?;
+        let floor = if floor == i64::from(i32::MIN) {
+            i32::MIN
+        } else {
+            i32::try_from(floor)
+                .ok()
+                .filter(|f| (min_index()..=max_index()).contains(f))?
+        };
+        if min_ns > max_ns || clamped > count {
+            return None;
+        }
+        h.floor = floor;
+        let mut index = i64::from(min_index()) - 1;
+        let mut total = zero_count;
+        for _ in 0..r.len()? {
+            let gap = r.u64().filter(|g| *g > 0 && *g <= 1 << 32)?;
+            index += gap as i64;
+            let c = r.u64().filter(|c| *c > 0)?;
+            if index > i64::from(max_index()) {
+                return None;
+            }
+            total = total.checked_add(c)?;
+            h.add(index as i32, c);
+        }
+        if total != count {
+            return None;
+        }
+        h.count = count;
+        h.sum_ns = sum_ns;
+        h.min_ns = min_ns;
+        h.max_ns = max_ns;
+        h.zero_count = zero_count;
+        h.clamped = clamped;
+        Some(h)
     }
 
     /// Forgets everything and gives the buckets' memory back.

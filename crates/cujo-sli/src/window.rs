@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use cujo_wire::alloc::vec_bytes;
 
+use crate::state::codec::{Reader, put_len, put_u64};
+
 /// Counts of one SLI over a stretch of time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -135,7 +137,9 @@ impl SlicedCounter {
         }
     }
 
-    /// Appends the counter's state (every slot, little-endian) to `out`.
+    /// Appends the counter's state in the state file's version 2 form (every slot,
+    /// little-endian) to `out`.
+    #[cfg(test)]
     pub fn write_state(&self, out: &mut Vec<u8>) {
         for ring in &self.rings {
             for slot in ring.slots.iter() {
@@ -176,6 +180,38 @@ impl SlicedCounter {
         Some(c)
     }
 
+    /// Appends the slots holding events (ring by ring: how many, then each one's place,
+    /// slice, good and valid counts as varints) to `out`: a quiet counter costs a few bytes.
+    pub(crate) fn write_sparse(&self, out: &mut Vec<u8>) {
+        for ring in &self.rings {
+            put_len(out, ring.slots.iter().filter(|s| s.valid > 0).count());
+            for (i, s) in ring.slots.iter().enumerate().filter(|(_, s)| s.valid > 0) {
+                put_len(out, i);
+                for w in [s.slice, s.good, s.valid] {
+                    put_u64(out, u64::from(w));
+                }
+            }
+        }
+    }
+
+    /// Reads what [`SlicedCounter::write_sparse`] wrote; `None` on a slot out of its ring,
+    /// in a place its slice does not map to, or with more good than valid events.
+    pub(crate) fn read_sparse(r: &mut Reader<'_>) -> Option<SlicedCounter> {
+        let mut c = SlicedCounter::new();
+        for ring in &mut c.rings {
+            let n = ring.slots.len();
+            for _ in 0..r.len()? {
+                let i = r.index()?;
+                let (slice, good, valid) = (r.u32()?, r.u32()?, r.u32()?);
+                if i >= n || slice as usize % n != i || good > valid || valid == 0 {
+                    return None;
+                }
+                ring.slots[i] = Slot { slice, good, valid };
+            }
+        }
+        Some(c)
+    }
+
     /// Counts over the `window` ending at `now_ms`, or `None` if the window is longer than
     /// [`MAX_WINDOW`].
     pub fn counts(&self, now_ms: u64, window: Duration) -> Option<Counts> {
@@ -211,6 +247,13 @@ struct EventSlot {
 }
 
 impl EventSlot {
+    /// Whether the counts can be: no more good than valid events, for either SLI.
+    fn possible(&self) -> bool {
+        self.availability_good <= self.valid
+            && self.latency_valid <= self.valid
+            && self.latency_good <= self.latency_valid
+    }
+
     fn add(&mut self, d: EventSlot) {
         self.valid = self.valid.saturating_add(d.valid);
         self.availability_good = self.availability_good.saturating_add(d.availability_good);
@@ -419,7 +462,9 @@ impl SeriesWindows {
         Some(c)
     }
 
-    /// Appends the windows' state (heads, then every slot, little-endian) to `out`.
+    /// Appends the windows' state in the state file's version 2 form (heads, then every
+    /// slot, little-endian) to `out`.
+    #[cfg(test)]
     pub fn write_state(&self, out: &mut Vec<u8>) {
         let flushed = self.flushed();
         for h in flushed.heads {
@@ -435,6 +480,56 @@ impl SeriesWindows {
                 out.extend_from_slice(&w.to_le_bytes());
             }
         }
+    }
+
+    /// Appends the windows' heads and the slots holding events (ring by ring: how many,
+    /// then each one's place and four counts, as varints) to `out`.
+    pub(crate) fn write_sparse(&self, out: &mut Vec<u8>) {
+        let flushed = self.flushed();
+        for h in flushed.heads {
+            put_u64(out, h);
+        }
+        for (r, &(_, n)) in SERIES_RINGS.iter().enumerate() {
+            let ring = &flushed.slots[SERIES_RING_OFFSETS[r]..SERIES_RING_OFFSETS[r] + n];
+            put_len(out, ring.iter().filter(|s| s.valid > 0).count());
+            for (i, s) in ring.iter().enumerate().filter(|(_, s)| s.valid > 0) {
+                put_len(out, i);
+                for w in [
+                    s.valid,
+                    s.availability_good,
+                    s.latency_valid,
+                    s.latency_good,
+                ] {
+                    put_u64(out, u64::from(w));
+                }
+            }
+        }
+    }
+
+    /// Reads what [`SeriesWindows::write_sparse`] wrote; `None` on a slot out of its ring or
+    /// with counts that cannot be (more good than valid).
+    pub(crate) fn read_sparse(r: &mut Reader<'_>) -> Option<SeriesWindows> {
+        let mut w = SeriesWindows::new();
+        for (h, &(slice_ms, _)) in w.heads.iter_mut().zip(SERIES_RINGS.iter()) {
+            // A head is a slice number: its time must be a time.
+            *h = r.u64().filter(|h| h.checked_mul(slice_ms).is_some())?;
+        }
+        for (ring, &(_, n)) in SERIES_RINGS.iter().enumerate() {
+            for _ in 0..r.len()? {
+                let i = r.index()?;
+                let slot = EventSlot {
+                    valid: r.u32()?,
+                    availability_good: r.u32()?,
+                    latency_valid: r.u32()?,
+                    latency_good: r.u32()?,
+                };
+                if i >= n || slot.valid == 0 || !slot.possible() {
+                    return None;
+                }
+                w.slots[SERIES_RING_OFFSETS[ring] + i] = slot;
+            }
+        }
+        Some(w)
     }
 
     /// Bytes [`SeriesWindows::write_state`] writes.
@@ -465,10 +560,7 @@ impl SeriesWindows {
                 latency_valid: words.next()?,
                 latency_good: words.next()?,
             };
-            if slot.availability_good > slot.valid
-                || slot.latency_valid > slot.valid
-                || slot.latency_good > slot.latency_valid
-            {
+            if !slot.possible() {
                 return None;
             }
         }

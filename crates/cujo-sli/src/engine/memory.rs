@@ -249,34 +249,43 @@ impl SliEngine {
         self.next_expiry_ms = next;
     }
 
-    /// Restores CUJ `i`'s windows from a state file: its series most recently active
-    /// first, as far as `max_series` and the byte limit allow.
-    pub(super) fn restore_cuj(&mut self, i: usize, saved: CujWindows) {
+    /// Restores CUJ `i` from its saved state: windows, the history, and with `totals`
+    /// the cumulative counts and histograms (latency ones only if the CUJ's bucket bounds
+    /// are those they were counted in).
+    pub(super) fn restore_cuj(&mut self, i: usize, saved: CujWindows, totals: bool) {
         let CujWindows {
             availability,
             latency,
+            totals: cuj_totals,
             mut series,
             ..
         } = saved;
-        self.cujs[i].availability = availability;
-        self.cujs[i].latency = latency;
+        let state = &mut self.cujs[i];
+        state.availability = availability;
+        state.latency = latency;
+        let mut latency_totals = false;
+        if let Some(t) = cuj_totals {
+            latency_totals = totals && same_bounds(&t.bounds, &state.bounds);
+            state.restore_totals(t, totals, latency_totals);
+        }
         // Restored series may be idle already: look at them at the next tick.
         self.next_expiry_ms = 0;
-        series.sort_by_key(|(_, w)| std::cmp::Reverse(w.latest_event_bound_ms()));
+        series.sort_by_key(|s| std::cmp::Reverse(s.windows.latest_event_bound_ms()));
         let room = Room::new(&self.limits, &self.settling, self.settle_reserve);
         let max_value = self.limits.max_dimension_value_bytes;
         // Which places hold a series restored by this call (a later one with the same
         // values, once cut, is a duplicate).
         let mut restored = vec![false; self.cujs[i].series.len()];
-        for (dims, windows) in series {
+        for saved in series {
             let state = &mut self.cujs[i];
+            let dims = &saved.dimensions;
             let skip = if dims.len() != state.cuj.dimensions.len() {
                 Some(RestoreSkip::Dimensions)
             } else {
                 None
             };
-            let (key, cut) = DimensionValues::new_capped(&dims, max_value);
-            let latest = windows.latest_event_bound_ms();
+            let (key, cut) = DimensionValues::new_capped(dims, max_value);
+            let latest = saved.windows.latest_event_bound_ms();
             let found = state.series.find(&key);
             let skip = skip.or(match found {
                 Some(at) if restored.get(at).copied().unwrap_or(false) => {
@@ -293,20 +302,35 @@ impl SliEngine {
                 continue;
             }
             state.truncated += u64::from(cut);
-            match found {
-                Some(at) => {
-                    let series = state.series.at_mut(at);
-                    series.windows = windows;
-                    series.last_event_ms = series.last_event_ms.max(latest);
-                    restored[at] = true;
-                }
+            let at = match found {
+                Some(at) => at,
                 None => {
-                    let mut series = state.series.new_series(latest);
-                    series.windows = windows;
-                    let at = state.series.insert(key, series);
+                    let at = state.series.insert(key, state.series.new_series(latest));
                     restored.resize(at + 1, false);
-                    restored[at] = true;
+                    at
                 }
+            };
+            restored[at] = true;
+            let series = state.series.at_mut(at);
+            series.windows = saved.windows;
+            series.last_event_ms = series.last_event_ms.max(latest);
+            let Some(t) = saved.totals.filter(|_| totals) else {
+                continue;
+            };
+            let c = t.counts;
+            series.available_good = c.available_good;
+            series.available_bad = c.available_bad;
+            series.last_bad = c.last_bad;
+            if latency_totals && t.buckets.len() == series.buckets.len() {
+                series.latency_good = c.latency_good;
+                series.latency_bad = c.latency_bad;
+                for (b, n) in series.buckets.iter_mut().zip(t.buckets) {
+                    b.count = n;
+                }
+                let before = series.latency_hist.heap_bytes();
+                series.latency_hist = t.latency;
+                let after = series.latency_hist.heap_bytes();
+                state.series.histogram_changed(before, after);
             }
         }
     }
@@ -386,7 +410,7 @@ impl SliEngine {
 
     /// [`SliEngine::memory_bytes`] counted again, series by series and trace by trace.
     #[cfg(test)]
-    fn recount(&self) -> usize {
+    pub(super) fn recount(&self) -> usize {
         let cujs: usize = self
             .cujs
             .iter()
@@ -409,3 +433,8 @@ impl SliEngine {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether two lists of bucket bounds are the same, bit for bit.
+fn same_bounds(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}

@@ -143,6 +143,35 @@ impl CujState {
         }
     }
 
+    /// Takes back a state file's totals: the history always (points of as many objectives
+    /// as the CUJ has, the latest day), the cumulative counts with `counts`, the latency
+    /// histogram with `latency` (see the `persist` submodule).
+    pub(super) fn restore_totals(
+        &mut self,
+        t: crate::state::CujTotals,
+        counts: bool,
+        latency: bool,
+    ) {
+        let objectives = self.cuj.objectives.len();
+        let mut kept: Vec<_> = t
+            .history
+            .into_iter()
+            .filter(|p| p.budget_remaining.len() == objectives)
+            .collect();
+        let start = kept.len().saturating_sub(HISTORY_POINTS);
+        self.history = kept.drain(start..).collect();
+        if counts {
+            self.excluded = t.excluded;
+            self.overflowed = t.overflowed;
+            self.unmeasured = t.unmeasured;
+            self.truncated = t.truncated;
+            self.expired = t.expired;
+        }
+        if latency {
+            self.latency_all = t.latency;
+        }
+    }
+
     /// Samples the history for the charts: each objective's budget remaining, and the
     /// latency quantiles of the interval since the previous point.
     pub(super) fn sample_history(&mut self, now_ms: u64) {

@@ -54,6 +54,11 @@ impl SpanFacts for Timed {
 }
 
 pub(super) fn engine(max_series: usize) -> SliEngine {
+    engine_with_threshold(max_series, 300)
+}
+
+/// [`engine`] with its latency threshold at `threshold_ms`.
+pub(super) fn engine_with_threshold(max_series: usize, threshold_ms: u64) -> SliEngine {
     SliEngine::new(vec![Cuj {
         name: "post_message".into(),
         matcher: RootMatch {
@@ -65,7 +70,7 @@ pub(super) fn engine(max_series: usize) -> SliEngine {
         scope: Scope::Root,
         bad: vec![Condition::Status(StatusCode::Error)],
         exclude: vec![],
-        latency: Some((Duration::from_millis(300), Measure::Root)),
+        latency: Some((Duration::from_millis(threshold_ms), Measure::Root)),
         objectives: vec![
             (
                 Sli::Availability,
