@@ -333,9 +333,23 @@ fn states() -> Vec<(&'static str, u8, Vec<u8>)> {
     }
     // A file of no CUJ at all is the smallest a real cujo writes: a cheap start for mode 0.
     let empty = SliEngine::new(vec![]).save_state();
+    // Saved at a clean shutdown, with totals restored and an alert notified as firing.
+    let alert = cujo_sli::state::SavedAlert {
+        cuj: "checkout".into(),
+        sli: "availability".into(),
+        window: "30d".into(),
+        severity: "page".into(),
+        started_at_ms: now - 60_000,
+        clear_since_ms: None,
+    };
     vec![
         ("no-cujs", 0, empty),
         ("fresh", 1, fresh.save_state()),
         ("three-series", 1, roomy.save_state()),
+        (
+            "three-series-clean",
+            1,
+            roomy.save_state_with(true, std::slice::from_ref(&alert)),
+        ),
     ]
 }

@@ -6,7 +6,7 @@
 //! `with_settle`, `with_limits`), with a byte limit that holds only a few series.
 //!
 //! Invariants: a file that restores saves to a file that restores again, to the same
-//! windows; the restored engine answers its readers (a tick, the report with every
+//! windows, totals and history; the restored engine answers its readers (a tick, the report with every
 //! objective evaluated, `/metrics` families, the OTLP push view).
 
 use std::sync::OnceLock;
@@ -15,7 +15,7 @@ use cujo::config::Config;
 use cujo_sli::cuj::Cuj;
 use cujo_sli::engine::SliEngine;
 use cujo_sli::limits::SliLimits;
-use cujo_sli::state::{CujWindows, checksum, decode};
+use cujo_sli::state::{SavedState, checksum, decode};
 
 /// The small fixed config of the engine that restores the file.
 pub const STATE_CONFIG: &str = r#"
@@ -67,18 +67,28 @@ pub fn run(data: &[u8]) {
         file.extend_from_slice(&checksum(rest).to_le_bytes());
     }
     let mut engine = engine();
-    let Ok(restored) = engine.restore_state(&file) else {
+    let Ok(restored) = engine.restore(&file) else {
         return;
     };
-    assert!(restored <= 1, "at most the engine's one CUJ: {restored}");
+    assert!(
+        restored.cujs <= 1,
+        "at most the engine's one CUJ: {}",
+        restored.cujs
+    );
 
-    let saved = engine.save_state();
+    // Saved as at a clean shutdown, so that the second round restores the totals too.
+    let saved = engine.save_state_with(true, &restored.alerts);
     // A file saved as it was read restores as it did (restoring is deterministic): only a
     // file the engine changed needs the second round.
     if saved != file {
         let mut again = self::engine();
-        assert_eq!(again.restore_state(&saved), Ok(1), "a saved file restores");
-        let resaved = again.save_state();
+        let back = again.restore(&saved);
+        assert!(
+            back.as_ref().is_ok_and(|r| r.cujs == 1 && r.totals),
+            "a saved file restores: {back:?}"
+        );
+        let alerts = back.map(|r| r.alerts).unwrap_or_default();
+        let resaved = again.save_state_with(true, &alerts);
         // Both engines hash alike, so the same series come back in the same order;
         // decoding to compare windows (series sorted) is only needed when they do not.
         if resaved != saved {
@@ -92,14 +102,14 @@ pub fn run(data: &[u8]) {
     let _ = engine.export_view(160);
 }
 
-/// A saved file's windows, series in a fixed order (the engine's table order is its own).
-fn windows(file: &[u8]) -> Vec<CujWindows> {
-    let mut cujs = match decode(file) {
-        Ok(c) => c,
+/// A saved file's state, series in a fixed order (the engine's table order is its own).
+fn windows(file: &[u8]) -> SavedState {
+    let mut state = match decode(file) {
+        Ok(s) => s,
         Err(e) => panic!("a file the engine saved does not decode: {e}"),
     };
-    for c in &mut cujs {
-        c.series.sort_by(|a, b| a.0.cmp(&b.0));
+    for c in &mut state.cujs {
+        c.series.sort_by(|a, b| a.dimensions.cmp(&b.dimensions));
     }
-    cujs
+    state
 }

@@ -166,13 +166,15 @@ impl SlicedCounter {
             .chunks_exact(4)
             .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
         for ring in &mut c.rings {
-            for slot in ring.slots.iter_mut() {
+            let n = ring.slots.len();
+            for (i, slot) in ring.slots.iter_mut().enumerate() {
                 *slot = Slot {
                     slice: words.next()?,
                     good: words.next()?,
                     valid: words.next()?,
                 };
-                if slot.good > slot.valid {
+                // A slot holds the slices that map to its place (version 3 checks the same).
+                if slot.good > slot.valid || (slot.valid > 0 && slot.slice as usize % n != i) {
                     return None;
                 }
             }
@@ -545,10 +547,16 @@ impl SeriesWindows {
         }
         let (heads, slots) = bytes.split_at(32);
         let mut w = SeriesWindows::new();
-        for (h, b) in w.heads.iter_mut().zip(heads.chunks_exact(8)) {
+        for ((h, b), &(slice_ms, _)) in w
+            .heads
+            .iter_mut()
+            .zip(heads.chunks_exact(8))
+            .zip(SERIES_RINGS.iter())
+        {
             let mut a = [0u8; 8];
             a.copy_from_slice(b);
-            *h = u64::from_le_bytes(a);
+            // A head is a slice number: its time must be a time (version 3 checks the same).
+            *h = Some(u64::from_le_bytes(a)).filter(|h| h.checked_mul(slice_ms).is_some())?;
         }
         let mut words = slots
             .chunks_exact(4)

@@ -17,6 +17,8 @@ use cujo_otlp::prom::{Exemplar, Exposition, Family, Format};
 use cujo_otlp::telemetry::{DropReason, PipelineTelemetry};
 use cujo_sli::engine::{Family as SliFamily, Kind, SliEngine};
 use cujo_sli::processor::SliReader;
+use cujo_sli::state::SavedAlert;
+use cujo_slo::exporters::webhooks::AlertsNotified;
 use cujo_wire::SpanBatch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -506,23 +508,40 @@ pub fn render_sli_handoff(reader: &SliReader, out: &mut Exposition) {
     .sample(&[], reader.lost() as f64);
 }
 
-/// Restores the CUJs' windows from `path` if it exists. A missing file is a first start; a
-/// file that cannot be read or is not a valid state is reported and ignored, never fatal.
-pub fn load_sli_state(engine: &mut SliEngine, path: &std::path::Path) {
+/// Restores the SLO state from `path` if it exists, and returns the alerts it says were
+/// notified as firing. A missing file is a first start; a file that cannot be read or is
+/// not a valid state is reported and kept aside, never fatal.
+pub fn load_sli_state(engine: &mut SliEngine, path: &std::path::Path) -> Vec<SavedAlert> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             tracing::info!(file = %path.display(), "no SLO state file yet: windows start empty");
-            return;
+            return Vec::new();
         }
         Err(e) => {
             tracing::warn!(file = %path.display(), error = %e, "cannot read the SLO state file: ignored, windows start empty");
-            return;
+            return Vec::new();
         }
     };
-    let result = engine.restore_state(&bytes);
-    match result {
-        Ok(n) => tracing::info!(file = %path.display(), cujs = n, "SLO windows restored"),
+    match engine.restore(&bytes) {
+        Ok(r) => {
+            tracing::info!(
+                file = %path.display(),
+                cujs = r.cujs,
+                totals = r.totals,
+                alerts = r.alerts.len(),
+                "SLO state restored (totals only from a save at a clean shutdown)"
+            );
+            if r.totals {
+                // From now on this process counts past the clean save: if it dies before its
+                // first save, the next start must not take those totals back (they would go
+                // below what was exported, which reads as a counter reset).
+                if let Err(e) = write_durably(path, &engine.save_state_with(false, &r.alerts)) {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot write the SLO state file");
+                }
+            }
+            r.alerts
+        }
         Err(e) => {
             // A file this version cannot read (corrupt, or written by a newer one) is kept
             // for whoever wants to look at it or go back: the next save must not replace it.
@@ -541,6 +560,7 @@ pub fn load_sli_state(engine: &mut SliEngine, path: &std::path::Path) {
                     "SLO state file not restored and could not be kept aside; windows start empty"
                 ),
             }
+            Vec::new()
         }
     }
 }
@@ -552,11 +572,21 @@ fn set_aside_name(path: &std::path::Path, unix_seconds: u64) -> std::path::PathB
     path.with_file_name(name)
 }
 
-/// Writes the CUJs' windows to `path` durably: a temporary file beside it, written and
-/// fsynced, renamed over the old one, then the directory fsynced, so a crash or a power cut
-/// leaves either the old file or the new one, never half of one.
-pub async fn save_sli_state(engine: &SliReader, path: &std::path::Path) {
-    let Some(bytes) = engine.with(|e| e.save_state()).await else {
+/// Writes the SLO state and the alerts notified as firing to `path` durably: a temporary
+/// file beside it, written and fsynced, renamed over the old one, then the directory
+/// fsynced, so a crash or a power cut leaves either the old file or the new one, never half
+/// of one. `clean` for the save at shutdown, after the last event was recorded.
+pub async fn save_sli_state(
+    engine: &SliReader,
+    path: &std::path::Path,
+    alerts: Option<&AlertsNotified>,
+    clean: bool,
+) {
+    let alerts = alerts.map(AlertsNotified::get).unwrap_or_default();
+    let Some(bytes) = engine
+        .with(move |e| e.save_state_with(clean, &alerts))
+        .await
+    else {
         tracing::warn!(file = %path.display(), "the SLI engine's thread stopped: SLO state not saved");
         return;
     };
@@ -567,7 +597,7 @@ pub async fn save_sli_state(engine: &SliReader, path: &std::path::Path) {
     })
     .await;
     match result {
-        Ok((path, Ok(()))) => tracing::debug!(file = %path.display(), "SLO state saved"),
+        Ok((path, Ok(()))) => tracing::debug!(file = %path.display(), clean, "SLO state saved"),
         Ok((path, Err(e))) => {
             tracing::warn!(file = %path.display(), error = %e, "cannot write the SLO state file")
         }

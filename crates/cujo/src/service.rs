@@ -116,6 +116,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     // hand the events over (`SliFeed`); readers ask for snapshots (`SliReader`).
     let mut sli: Option<(Arc<SliMatcher>, SliFeed)> = None;
     let mut sli_reader: Option<SliReader> = None;
+    let mut restored_alerts = Vec::new();
     let (source, assembler_tasks) = if config.assembler_enabled() {
         let (to_exporter, source) = SpanSink::channel(ASSEMBLER_OUTPUT_CAPACITY);
         let settings = assembly::settings(&config, &budget);
@@ -131,8 +132,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             let mut engine = SliEngine::new(cujs)
                 .with_settle(config.slo.settle.0, config.slo.max_settling_traces)
                 .with_limits(config.slo.limits(budget.limit(Component::Sli)));
+            engine.set_counting_since(assembly::wall_clock_ms());
             if let Some(path) = &config.slo.state_file {
-                assembly::load_sli_state(&mut engine, path);
+                restored_alerts = assembly::load_sli_state(&mut engine, path);
             }
             let matcher = engine.matcher();
             let (feed, reader) =
@@ -289,6 +291,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             n,
             reader.clone(),
             assembly::wall_clock_ms,
+            std::mem::take(&mut restored_alerts),
         )?),
         _ => None,
     };
@@ -442,16 +445,18 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         })
     });
     // Save the SLO windows periodically; once more at shutdown.
+    let alerts_notified = notifier.as_ref().map(webhooks::Notifier::alerts);
     let state_saver = match (&sli_reader, &config.slo.state_file) {
         (Some(reader), Some(path)) => {
             let (reader, path) = (reader.clone(), path.clone());
+            let alerts = alerts_notified.clone();
             let every = config.slo.save_interval.0.max(Duration::from_secs(1));
             Some(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    assembly::save_sli_state(&reader, &path).await;
+                    assembly::save_sli_state(&reader, &path, alerts.as_ref(), false).await;
                 }
             }))
         }
@@ -501,7 +506,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         reader.with(move |e| e.settle_all(now)).await;
     }
     if let (Some(reader), Some(path)) = (&sli_reader, &config.slo.state_file) {
-        assembly::save_sli_state(reader, path).await;
+        assembly::save_sli_state(reader, path, alerts_notified.as_ref(), true).await;
     }
     // One last metrics push, within the shutdown deadline.
     if let Some(push) = metrics_push {

@@ -209,7 +209,7 @@ async fn exported_counts_equal_the_exact_counts_of_the_traffic() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slo_windows_survive_a_restart_and_a_corrupt_state_file_is_kept_aside() {
+async fn slo_state_survives_a_restart_and_a_corrupt_state_file_is_kept_aside() {
     let dir = std::env::temp_dir().join(format!("cujo-slo-state-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
@@ -226,17 +226,17 @@ async fn slo_windows_survive_a_restart_and_a_corrupt_state_file_is_kept_aside() 
     send(format!("http://{}", cujo.grpc), 20).await;
     let before = wait_for("SLI over the last hour", || async {
         let m = cujo.metrics().await;
-        let events: f64 = m
-            .lines()
-            .filter(|l| {
-                l.starts_with("cujo_sli_events_total{cuj=\"post_message\",")
-                    && l.contains("sli=\"availability\"")
-            })
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum();
-        (events == 18.0).then(|| metric_value(&m, ratio))
+        (availability_events(&m) == 18.0).then(|| metric_value(&m, ratio))
     })
     .await;
+    let latency_count = |m: &str| -> f64 {
+        m.lines()
+            .filter(|l| l.starts_with("cujo_cuj_duration_seconds_count{cuj=\"post_message\","))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    let measured = latency_count(&cujo.metrics().await);
+    assert!(measured > 0.0, "latencies measured");
     assert!(before > 0.0 && before < 1.0, "{before}");
     let (status, _) = tokio::task::spawn_blocking(move || {
         let mut cujo = cujo;
@@ -247,14 +247,43 @@ async fn slo_windows_survive_a_restart_and_a_corrupt_state_file_is_kept_aside() 
     assert!(status.success());
     assert!(state.exists(), "saved at shutdown");
 
+    // After a clean shutdown the windows come back, and the counters and histograms go on
+    // where they were (a scrape sees no reset).
     let restarted = Cujo::start(&config).await;
     assert_eq!(
         restarted.metric(ratio).await,
         before,
         "the window came back"
     );
-    assert!(restarted.log().contains("SLO windows restored"));
+    let m = restarted.metrics().await;
+    assert_eq!(availability_events(&m), 18.0, "the counters went on");
+    assert_eq!(latency_count(&m), measured, "the histograms went on");
+    assert!(
+        restarted.log().contains("SLO state restored") && restarted.log().contains("totals=true"),
+        "{}",
+        restarted.log()
+    );
+    // SIGKILL: the windows come back from the file, the totals start from zero (the file may
+    // be older than what was scraped, and a counter going back reads as a reset).
     drop(restarted);
+    let after_kill = Cujo::start(&config).await;
+    assert_eq!(
+        after_kill.metric(ratio).await,
+        before,
+        "the window came back"
+    );
+    let m = after_kill.metrics().await;
+    assert_eq!(
+        availability_events(&m),
+        0.0,
+        "counters restart after a crash"
+    );
+    assert!(
+        after_kill.log().contains("totals=false"),
+        "{}",
+        after_kill.log()
+    );
+    drop(after_kill);
 
     std::fs::write(&state, b"not a state file at all").expect("corrupt");
     let after_corruption = Cujo::start(&config).await;
@@ -299,6 +328,18 @@ async fn slo_windows_survive_a_restart_and_a_corrupt_state_file_is_kept_aside() 
         "the kept file is never overwritten"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `post_message` availability events counted on `/metrics`.
+fn availability_events(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("cujo_sli_events_total{cuj=\"post_message\",")
+                && l.contains("sli=\"availability\"")
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
 }
 
 /// Valid `post_message` availability events in a `/api/v1/slos` answer.

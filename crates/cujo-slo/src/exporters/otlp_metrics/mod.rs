@@ -122,6 +122,15 @@ struct Pusher {
 
 impl Pusher {
     async fn run(mut self, interval: Duration, timeout: Duration, stop: CancellationToken) {
+        let now_ms = (self.clock_ms)();
+        let begun = self
+            .engine
+            .with(move |e| (e.counting_since_ms(), EngineSnapshot::take(e, now_ms)))
+            .await;
+        if let Some((since_ms, snapshot)) = begun {
+            self.shaper
+                .begin(&snapshot, since_ms * 1_000_000, now_ms * 1_000_000);
+        }
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;

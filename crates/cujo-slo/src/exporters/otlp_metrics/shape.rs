@@ -216,6 +216,18 @@ impl MetricsShaper {
         (request, next)
     }
 
+    /// Starts from what the engine already holds at `now_ns`: cumulative points begin at
+    /// `since_ns` (when its totals began, restored from a state file) unless zero, and the
+    /// first delta counts from this snapshot, not from zero (restored totals were pushed by
+    /// the previous process).
+    pub fn begin(&mut self, snap: &EngineSnapshot, since_ns: u64, now_ns: u64) {
+        if since_ns > 0 {
+            self.start_ns = since_ns;
+        }
+        let (_, baseline) = self.build(snap, now_ns);
+        self.baseline = baseline;
+    }
+
     /// The request was delivered: later deltas count from it.
     pub fn commit(&mut self, baseline: Baseline) {
         self.baseline = baseline;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use cujo_sli::report::{ObjectiveReport, Report};
 use cujo_sli::slo::Severity;
+use cujo_sli::state::SavedAlert;
 
 /// Whether an alert started or ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +88,9 @@ pub struct AlertTracker {
     resolve_delay_ms: u64,
     /// Alerts notified as firing and not yet as resolved.
     active: HashMap<AlertKey, Active>,
+    /// Alerts taken from a state file not yet checked against a report: those of an
+    /// objective no longer configured are forgotten at the first one.
+    unchecked: bool,
 }
 
 impl AlertTracker {
@@ -94,6 +98,50 @@ impl AlertTracker {
         Self {
             resolve_delay_ms: resolve_delay.as_millis() as u64,
             active: HashMap::new(),
+            unchecked: false,
+        }
+    }
+
+    /// The alerts notified as firing (and not yet as resolved), for the state file.
+    pub fn saved(&self) -> Vec<SavedAlert> {
+        let mut out: Vec<SavedAlert> = self
+            .active
+            .iter()
+            .map(|((cuj, sli, window, severity), a)| SavedAlert {
+                cuj: cuj.clone(),
+                sli: sli.clone(),
+                window: window.clone(),
+                severity: (*severity).to_string(),
+                started_at_ms: a.started_at_ms,
+                clear_since_ms: a.clear_since_ms,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.cuj, &a.sli, &a.window, &a.severity).cmp(&(&b.cuj, &b.sli, &b.window, &b.severity))
+        });
+        out
+    }
+
+    /// Takes back alerts notified as firing before a restart ([`AlertTracker::saved`]): one
+    /// still firing is not notified again, one that cleared meanwhile is resolved under its
+    /// first `started_at` (the same `dedup_key`). Entries of an unknown severity are skipped.
+    pub fn restore(&mut self, alerts: Vec<SavedAlert>) {
+        for a in alerts {
+            let Some(severity) = [Severity::Page, Severity::Ticket]
+                .into_iter()
+                .map(Severity::label)
+                .find(|l| *l == a.severity)
+            else {
+                continue;
+            };
+            self.active.insert(
+                (a.cuj, a.sli, a.window, severity),
+                Active {
+                    started_at_ms: a.started_at_ms,
+                    clear_since_ms: a.clear_since_ms,
+                },
+            );
+            self.unchecked = true;
         }
     }
 
@@ -105,6 +153,9 @@ impl AlertTracker {
     /// The transitions since the previous report, in report order (CUJ, objective, page
     /// before ticket). `report.generated_at_ms` is the clock.
     pub fn update(&mut self, report: &Report) -> Vec<Transition> {
+        if std::mem::take(&mut self.unchecked) {
+            self.forget_unknown(report);
+        }
         let now = report.generated_at_ms;
         let mut out = Vec::new();
         for cuj in &report.cujs {
@@ -154,6 +205,28 @@ impl AlertTracker {
             }
         }
         out
+    }
+}
+
+impl AlertTracker {
+    /// Forgets restored alerts whose objective `report` does not have (its CUJ or
+    /// objective was removed from the config): nothing will ever resolve them.
+    fn forget_unknown(&mut self, report: &Report) {
+        self.active.retain(|(cuj, sli, window, severity), _| {
+            let known = report.cujs.iter().any(|c| {
+                &c.name == cuj
+                    && c.objectives
+                        .iter()
+                        .any(|o| &o.sli == sli && &o.window == window)
+            });
+            if !known {
+                tracing::info!(
+                    %cuj, %sli, %window, severity,
+                    "an alert restored from the SLO state file has no objective any more: forgotten"
+                );
+            }
+            known
+        });
     }
 }
 
@@ -353,5 +426,40 @@ cujs:
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].started_at_ms, t + 20 * MIN);
         assert_ne!(again[0].dedup_key(), fired[0].dedup_key());
+    }
+
+    /// A restart in the middle of an alert: the tracker saved before it and restored after
+    /// it neither notifies the firing again nor forgets to resolve it, under its first key;
+    /// an alert of an objective gone from the config is forgotten.
+    #[test]
+    fn a_restored_alert_is_not_notified_again_and_resolves_under_its_key() {
+        let e = engine();
+        let t = 1_700_000_000_000;
+        let mut before = AlertTracker::new(Duration::ZERO);
+        let fired = before.update(&flagged(&e, t, true));
+        assert_eq!(fired.len(), 1);
+        let mut saved = before.saved();
+        assert_eq!(saved.len(), 1);
+        assert_eq!(
+            (saved[0].severity.as_str(), saved[0].started_at_ms),
+            ("page", t)
+        );
+        saved.push(SavedAlert {
+            cuj: "removed_journey".into(),
+            ..saved[0].clone()
+        });
+        saved.push(SavedAlert {
+            severity: "sev0".into(),
+            ..saved[0].clone()
+        });
+        let mut after = AlertTracker::new(Duration::ZERO);
+        after.restore(saved);
+        assert!(after.update(&flagged(&e, t + MIN, true)).is_empty());
+        assert_eq!(after.firing(), 1, "the unknown objective is forgotten");
+        let resolved = after.update(&flagged(&e, t + 2 * MIN, false));
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].status, AlertStatus::Resolved);
+        assert_eq!(resolved[0].dedup_key(), fired[0].dedup_key());
+        assert!(after.saved().is_empty());
     }
 }

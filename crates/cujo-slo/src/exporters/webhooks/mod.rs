@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use cujo_sli::processor::SliReader;
 use cujo_sli::slo::Severity;
+use cujo_sli::state::SavedAlert;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -78,17 +79,21 @@ fn instance_name(configured: Option<&str>) -> String {
 /// The running notifier: an evaluation task and one delivery task per webhook.
 pub struct Notifier {
     telemetry: Arc<WebhookTelemetry>,
+    /// The alerts notified as firing, as of the latest evaluation.
+    alerts: Arc<std::sync::Mutex<Vec<SavedAlert>>>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Notifier {
     /// Starts evaluating the engine behind `engine` every `config.evaluation_interval` at
-    /// `clock()` (ms since the Unix epoch). Must be called within a Tokio runtime.
+    /// `clock()` (ms since the Unix epoch), with the alerts a state file says were notified
+    /// as firing. Must be called within a Tokio runtime.
     pub fn start(
         config: &NotificationsConfig,
         engine: SliReader,
         clock: fn() -> u64,
+        restored: Vec<SavedAlert>,
     ) -> Result<Notifier, NotifyError> {
         let hooks = config
             .webhooks
@@ -123,20 +128,29 @@ impl Notifier {
             %instance,
             "notifying burn-rate alert transitions"
         );
+        let mut tracker = AlertTracker::new(config.resolve_delay.0);
+        tracker.restore(restored);
+        let alerts = Arc::new(std::sync::Mutex::new(tracker.saved()));
         tasks.push(tokio::spawn(evaluate(
             engine,
             clock,
             config.evaluation_interval.0,
-            AlertTracker::new(config.resolve_delay.0),
+            (tracker, alerts.clone()),
             queues,
             telemetry.clone(),
             stop.clone(),
         )));
         Ok(Notifier {
             telemetry,
+            alerts,
             stop,
             tasks,
         })
+    }
+
+    /// The alerts notified as firing as of the latest evaluation, for the SLO state file.
+    pub fn alerts(&self) -> AlertsNotified {
+        AlertsNotified(self.alerts.clone())
     }
 
     /// `cujo_notifications_total` and friends, for `/metrics`.
@@ -167,6 +181,16 @@ impl Notifier {
     }
 }
 
+/// The alerts a [`Notifier`] has notified as firing, readable from any task.
+#[derive(Clone)]
+pub struct AlertsNotified(Arc<std::sync::Mutex<Vec<SavedAlert>>>);
+
+impl AlertsNotified {
+    pub fn get(&self) -> Vec<SavedAlert> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// One webhook's queue, as the evaluation task sees it.
 struct Queue {
     severities: Vec<AlertSeverity>,
@@ -188,7 +212,7 @@ async fn evaluate(
     engine: SliReader,
     clock: fn() -> u64,
     every: Duration,
-    mut tracker: AlertTracker,
+    (mut tracker, saved): (AlertTracker, Arc<std::sync::Mutex<Vec<SavedAlert>>>),
     queues: Vec<Queue>,
     telemetry: Arc<WebhookTelemetry>,
     stop: CancellationToken,
@@ -227,5 +251,6 @@ async fn evaluate(
             }
         }
         telemetry.evaluated(tracker.firing());
+        *saved.lock().unwrap_or_else(|e| e.into_inner()) = tracker.saved();
     }
 }
