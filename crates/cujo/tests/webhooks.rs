@@ -356,3 +356,56 @@ async fn notifications_go_over_https_to_a_receiver_signed_by_a_private_ca() {
         cujo.log()
     );
 }
+
+/// A restart in the middle of an alert: the alerts notified as firing are kept in the SLO
+/// state file with the windows, so the restarted cujo, seeing them still firing, does not
+/// page again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_does_not_page_again_for_an_alert_already_firing() {
+    let (addr, recorded) = webhook_receiver(None).await;
+    let dir = std::env::temp_dir().join(format!("cujo-webhook-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = format!(
+        r#"{CUJ}slo: {{ state_file: "{}", save_interval: 1h }}
+notifications:
+  evaluation_interval: 200ms
+  webhooks:
+    - {{ name: generic, url: "http://{addr}/generic", format: generic }}
+"#,
+        dir.join("slo-state").display()
+    );
+    let cujo = Cujo::start(&config).await;
+    error_burst(format!("http://{}", cujo.grpc), 20).await;
+    wait_for("the page and the ticket", || async {
+        (recorded.delivered("generic").len() == 2).then_some(())
+    })
+    .await;
+    let status = tokio::task::spawn_blocking(move || {
+        let mut cujo = cujo;
+        cujo.terminate()
+    })
+    .await
+    .expect("stop");
+    assert!(status.success(), "{status}");
+    // The receiver answers 503 to the first attempt: three posts for two notifications.
+    let before = recorded.posts("generic").len();
+
+    let restarted = Cujo::start(&config).await;
+    let evaluations = "cujo_notifications_evaluations_total";
+    let metrics = wait_for("10 evaluations after the restart", || async {
+        let m = restarted.metrics().await;
+        (metric_value(&m, evaluations) >= 10.0).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        metric_value(&metrics, "cujo_notifications_alerts_firing"),
+        2.0,
+        "both alerts still firing"
+    );
+    let posts = recorded.posts("generic");
+    assert_eq!(posts.len(), before, "nothing sent again: {posts:#?}");
+    assert!(restarted.log().contains("alerts=2"), "{}", restarted.log());
+    drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
+}
