@@ -5,8 +5,12 @@
 //! left, 1 when one has less (each is named on stderr), 2 when the status cannot be had (bad
 //! arguments, cujo unreachable, an answer that is not a cujo report, an unknown CUJ).
 //!
-//! A client only: it reads the JSON API of [`super::status`] over HTTP or HTTPS and needs no
-//! configuration file. It must not link to a running engine or read the config. An admin
+//! With `--prometheus URL` it judges the whole fleet instead: the objectives as the recording
+//! rules of `cujo rules` compute them over every instance's counters ([`prometheus`]). Several
+//! replicas sharing the traffic each see only their share, so a fleet gates on Prometheus.
+//!
+//! A client only: it reads the JSON API of [`super::status`] (or Prometheus' query API) over
+//! HTTP or HTTPS and needs no configuration file. It must not link to a running engine or read the config. An admin
 //! listener with `exporters.prometheus.auth` needs a bearer token: `CUJO_STATUS_TOKEN` or
 //! `--token-file`, never an argument (the process list would show it). One with
 //! `exporters.prometheus.tls` is reached at `https://`: `--ca-file` trusts a private CA
@@ -23,7 +27,9 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+mod prometheus;
 
 /// The JSON API path on the admin listener.
 const API_PATH: &str = "/api/v1/slos";
@@ -31,9 +37,19 @@ const API_PATH: &str = "/api/v1/slos";
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// A running cujo's admin listener (`exporters.prometheus.endpoint`), e.g.
-    /// `http://cujo.observability:9464` or `127.0.0.1:9464`.
-    #[arg(long, env = "CUJO_STATUS_ENDPOINT")]
-    pub endpoint: String,
+    /// `http://cujo.observability:9464` or `127.0.0.1:9464`: that instance's SLOs.
+    #[arg(
+        long,
+        env = "CUJO_STATUS_ENDPOINT",
+        required_unless_present = "prometheus",
+        conflicts_with = "prometheus"
+    )]
+    pub endpoint: Option<String>,
+    /// A Prometheus that scrapes every cujo instance and evaluates `cujo rules`, e.g.
+    /// `http://prometheus.monitoring:9090`: the fleet's SLOs (use this with several
+    /// replicas; each instance alone sees only its share of the traffic).
+    #[arg(long, env = "CUJO_STATUS_PROMETHEUS")]
+    pub prometheus: Option<String>,
     /// Check only this CUJ (default: every configured CUJ).
     #[arg(long)]
     pub cuj: Option<String>,
@@ -146,9 +162,9 @@ pub enum GateError {
     Usage(String),
     #[error("--endpoint {endpoint:?}: {detail}")]
     Endpoint { endpoint: String, detail: String },
-    #[error("cannot reach cujo at {url}: {cause}")]
+    #[error("cannot reach {url}: {cause}")]
     Unreachable { url: String, cause: String },
-    #[error("no answer from cujo at {url} within {timeout:?} (--timeout)")]
+    #[error("no answer from {url} within {timeout:?} (--timeout)")]
     Timeout { url: String, timeout: Duration },
     #[error("{url} answered HTTP {status}: {detail}")]
     Refused {
@@ -162,23 +178,31 @@ pub enum GateError {
     NotAReport { url: String, cause: String },
     #[error("{url} reports no SLO objectives{scope}: nothing to gate on")]
     NoObjectives { url: String, scope: String },
+    #[error("--prometheus {url:?}: {detail}")]
+    PrometheusUrl { url: String, detail: String },
+    #[error("{url} did not answer as Prometheus' query API ({cause})")]
+    NotPrometheus { url: String, cause: String },
+    #[error(
+        "Prometheus at {url} has no slo:objective:ratio series{scope}: are the rules of `cujo rules` loaded there?"
+    )]
+    NoRules { url: String, scope: String },
 }
 
 /// The parts of the report the gate reads. Its own shape, not `cujo_sli::report::Report`, so
 /// that a gate of one version can judge a cujo of another: unknown fields are ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 struct StatusView {
     cujs: Vec<CujView>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 struct CujView {
     name: String,
     #[serde(default)]
     objectives: Vec<ObjectiveView>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 struct ObjectiveView {
     sli: String,
     target: f64,
@@ -195,7 +219,7 @@ struct ObjectiveView {
     exhaustion_seconds: Option<f64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 struct WindowView {
     seconds: u64,
     #[serde(default)]
@@ -205,10 +229,6 @@ struct WindowView {
 }
 
 pub fn run(args: &StatusArgs) -> ExitCode {
-    let url = match status_url(&args.endpoint, args.cuj.as_deref()) {
-        Ok(u) => u,
-        Err(e) => return usage_error(&e),
-    };
     let token = match bearer_token(args) {
         Ok(t) => t,
         Err(e) => return usage_error(&e),
@@ -227,23 +247,47 @@ pub fn run(args: &StatusArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let body = match runtime.block_on(fetch(&url, args.timeout, token.as_deref(), tls)) {
-        Ok(b) => b,
-        Err(e) => return usage_error(&e),
-    };
-    let view: StatusView = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return usage_error(&GateError::NotAReport {
-                url: url.to_string(),
-                cause: e.to_string(),
-            });
+    let (source, view, body) = match (&args.prometheus, &args.endpoint) {
+        (Some(given), _) => {
+            let prometheus = prometheus::Prometheus {
+                given,
+                timeout: args.timeout,
+                token: token.as_deref(),
+                tls,
+            };
+            match runtime.block_on(prometheus.view(args.cuj.as_deref())) {
+                Ok(view) => {
+                    let body = serde_json::to_vec(&view).unwrap_or_default();
+                    (given.clone(), view, body)
+                }
+                Err(e) => return usage_error(&e),
+            }
+        }
+        (None, endpoint) => {
+            let url = match status_url(endpoint.as_deref().unwrap_or_default(), args.cuj.as_deref())
+            {
+                Ok(u) => u,
+                Err(e) => return usage_error(&e),
+            };
+            let body = match runtime.block_on(fetch(&url, args.timeout, token.as_deref(), tls)) {
+                Ok(b) => b.to_vec(),
+                Err(e) => return usage_error(&e),
+            };
+            match serde_json::from_slice::<StatusView>(&body) {
+                Ok(view) => (url.to_string(), view, body),
+                Err(e) => {
+                    return usage_error(&GateError::NotAReport {
+                        url: url.to_string(),
+                        cause: e.to_string(),
+                    });
+                }
+            }
         }
     };
     let verdicts = judge(&view, args.min_budget);
     if verdicts.is_empty() {
         return usage_error(&GateError::NoObjectives {
-            url: url.to_string(),
+            url: source,
             scope: args
                 .cuj
                 .as_deref()
@@ -482,7 +526,9 @@ fn judge(view: &StatusView, min_budget: f64) -> Vec<Verdict<'_>> {
             c.objectives.iter().map(move |o| Verdict {
                 cuj: &c.name,
                 objective: o,
-                passes: o.budget_remaining >= min_budget,
+                // No events (the fleet's rules answer NaN or nothing): nothing to hold a
+                // deploy on; the table says "no data".
+                passes: !o.budget_remaining.is_finite() || o.budget_remaining >= min_budget,
             })
         })
         .collect()
@@ -527,7 +573,11 @@ fn table(verdicts: &[Verdict<'_>]) -> String {
                 own.and_then(|w| w.sli)
                     .map(|s| percent(s, 3))
                     .unwrap_or_else(|| "-".into()),
-                percent(o.budget_remaining, 1),
+                if o.budget_remaining.is_finite() {
+                    percent(o.budget_remaining, 1)
+                } else {
+                    "no data".into()
+                },
                 hour.map(|w| format!("{:.2}", w.burn_rate))
                     .unwrap_or_else(|| "-".into()),
                 alert,
