@@ -34,6 +34,20 @@ pub struct SloConfig {
     /// so dimension values that stopped coming do not hold memory for good.
     #[serde(default = "default_series_idle_ttl")]
     pub series_idle_ttl: HumanDuration,
+    /// Set when this instance is one of several sharing the traffic (a gateway's
+    /// replicas): where the fleet's SLOs are. Its own windows then hold its share only; the
+    /// page and the JSON API say so and point there.
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
+}
+
+/// `slo.fleet`: where the SLOs of all the instances together are computed.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// A Prometheus that scrapes every instance and evaluates the rules of `cujo rules`
+    /// (`cujo status --prometheus` gates on it).
+    pub prometheus: String,
 }
 
 impl Default for SloConfig {
@@ -45,6 +59,7 @@ impl Default for SloConfig {
             max_settling_traces: default_max_settling_traces(),
             max_dimension_value_bytes: default_max_dimension_value_bytes(),
             series_idle_ttl: default_series_idle_ttl(),
+            fleet: None,
         }
     }
 }
@@ -104,6 +119,19 @@ impl SloConfig {
         let ttl = self.series_idle_ttl.0;
         if !ttl.is_zero() && ttl < Duration::from_secs(1) {
             return err("series_idle_ttl", "must be 0s (never) or at least 1s");
+        }
+        if let Some(fleet) = &self.fleet {
+            let url = fleet.prometheus.trim();
+            let host = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+                .unwrap_or_default();
+            if host.is_empty() || host.starts_with('/') {
+                return err(
+                    "fleet.prometheus",
+                    "expected the URL of Prometheus, e.g. http://prometheus.monitoring:9090",
+                );
+            }
         }
         Ok(())
     }

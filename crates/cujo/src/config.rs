@@ -238,6 +238,17 @@ impl Config {
                     "alerts come from CUJ objectives, and no cujs: are configured".into(),
                 );
             }
+            if self.slo.fleet.is_some() {
+                // Leader election would need coordination between replicas, and each one's
+                // windows hold its share only: the fleet's alerts come from Prometheus.
+                return err(
+                    "notifications",
+                    "with slo.fleet every replica would alert on its own share of the traffic: \
+                     alert from Prometheus instead (the alerting rules of `cujo rules`, as a \
+                     PrometheusRule with `cujo rules --kubernetes NAME`)"
+                        .into(),
+                );
+            }
             n.validate("notifications")?;
         }
         self.slo.validate("slo")?;
@@ -592,6 +603,26 @@ exporters:
     }
 
     const CUJ: &str = "cujs:\n  - name: a\n    objectives: [ { sli: availability, target: 99.9%, window: 30d } ]\n";
+
+    #[test]
+    fn a_fleet_alerts_from_prometheus_not_from_each_replica() {
+        let fleet = "slo: { fleet: { prometheus: \"http://prometheus.monitoring:9090\" } }\n";
+        let c = parse(&format!("{CUJ}{fleet}")).expect("fleet");
+        assert_eq!(
+            c.slo.fleet.map(|f| f.prometheus).as_deref(),
+            Some("http://prometheus.monitoring:9090")
+        );
+        let e = parse(&format!(
+            "{CUJ}{fleet}notifications:\n  webhooks:\n    - {{ name: ok, url: \"http://x:1\" }}\n"
+        ))
+        .expect_err("notifications in a fleet");
+        assert!(e.contains("notifications: with slo.fleet"), "{e}");
+        let e = parse(&format!(
+            "{CUJ}slo: {{ fleet: {{ prometheus: \"prom:9090\" }} }}\n"
+        ))
+        .expect_err("not a URL");
+        assert!(e.contains("slo.fleet.prometheus: expected the URL"), "{e}");
+    }
 
     #[test]
     fn notifications_contract_parses() {

@@ -396,7 +396,8 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                 access,
             );
             // Without CUJs the status views still answer, with none.
-            let source = status::ReportSource::new(sli_reader.clone(), assembly::wall_clock_ms);
+            let source = status::ReportSource::new(sli_reader.clone(), assembly::wall_clock_ms)
+                .in_fleet(config.slo.fleet.as_ref().map(|f| f.prometheus.as_str()));
             let views = status::Views {
                 page: prom.routes.status_page,
                 api: prom.routes.api,

@@ -37,7 +37,12 @@ impl Drop for Prometheus {
 
 /// Prometheus scraping `targets` every second and evaluating `rules` every second, or
 /// `None` when it is not installed (never under CI: `scripts/test.sh` installs it).
-async fn prometheus(dir: &Path, targets: &[SocketAddr], rules: &Path) -> Option<Prometheus> {
+async fn prometheus(
+    dir: &Path,
+    addr: SocketAddr,
+    targets: &[SocketAddr],
+    rules: &Path,
+) -> Option<Prometheus> {
     if Command::new("prometheus")
         .arg("--version")
         .output()
@@ -66,7 +71,6 @@ async fn prometheus(dir: &Path, targets: &[SocketAddr], rules: &Path) -> Option<
         ),
     )
     .expect("prometheus config");
-    let addr = free_addr();
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(
@@ -162,14 +166,19 @@ async fn the_fleet_gate_judges_every_replica_together() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Each replica knows it is one of a fleet, and where the fleet's SLOs are.
+    let prom_addr = free_addr();
+    let prom_url = format!("http://{prom_addr}");
     let downstream = Downstream::start().await;
-    let with_exporter = format!("{CUJ}{}", exporter_yaml(downstream.addr, ""));
+    let with_exporter = format!(
+        "{CUJ}slo: {{ fleet: {{ prometheus: \"{prom_url}\" }} }}\n{}",
+        exporter_yaml(downstream.addr, "")
+    );
     let good = Cujo::start(&with_exporter).await;
     let bad = Cujo::start(&with_exporter).await;
-    let Some(prom) = prometheus(&dir, &[good.admin, bad.admin], &rules).await else {
+    let Some(prom) = prometheus(&dir, prom_addr, &[good.admin, bad.admin], &rules).await else {
         return;
     };
-    let prom_url = format!("http://{}", prom.addr);
 
     // No events yet: the rules are loaded, the objective has no data, nothing to hold.
     let fresh = wait_for("the rules loaded", || async {
@@ -209,8 +218,23 @@ async fn the_fleet_gate_judges_every_replica_together() {
 
     // Each instance alone tells half the story: the one that saw only good events passes.
     let alone = |cujo: &Cujo| gate(&["--endpoint", &cujo.admin.to_string()]);
-    assert_eq!(alone(&good).status.code(), Some(0));
+    let good_alone = alone(&good);
+    assert_eq!(good_alone.status.code(), Some(0));
     assert_eq!(alone(&bad).status.code(), Some(1));
+    // ... and says so: the gate points at the fleet, as do the page and the API.
+    let warning = String::from_utf8_lossy(&good_alone.stderr);
+    assert!(
+        warning.contains("one of a fleet") && warning.contains(&format!("--prometheus {prom_url}")),
+        "{warning}"
+    );
+    let (_, page) = http_get(good.admin, "/").await.expect("page");
+    assert!(
+        page.contains("id=\"fleet\"") && page.contains("this instance's share"),
+        "{page}"
+    );
+    let (_, api) = http_get(good.admin, "/api/v1/slos").await.expect("api");
+    let api: serde_json::Value = serde_json::from_str(&api).expect("api json");
+    assert_eq!(api["fleet"]["prometheus"], prom_url.as_str());
 
     // JSON for programs: the objective as the fleet's rules computed it.
     let json = gate(&["--prometheus", &prom_url, "--format", "json"]);

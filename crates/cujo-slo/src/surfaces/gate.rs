@@ -193,6 +193,14 @@ pub enum GateError {
 #[derive(Debug, Deserialize, Serialize)]
 struct StatusView {
     cujs: Vec<CujView>,
+    /// Set by an instance that is one of a fleet (`slo.fleet`): its numbers are its share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fleet: Option<FleetView>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct FleetView {
+    prometheus: String,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -284,6 +292,12 @@ pub fn run(args: &StatusArgs) -> ExitCode {
             }
         }
     };
+    if let Some(fleet) = &view.fleet {
+        eprintln!(
+            "cujo status: warning: {source} is one of a fleet and reports its share of the traffic only; gate on the fleet with --prometheus {}",
+            fleet.prometheus
+        );
+    }
     let verdicts = judge(&view, args.min_budget);
     if verdicts.is_empty() {
         return usage_error(&GateError::NoObjectives {

@@ -161,6 +161,7 @@ impl Prometheus<'_> {
                 });
         }
         Ok(StatusView {
+            fleet: None,
             cujs: cujs
                 .into_iter()
                 .map(|(name, objectives)| CujView { name, objectives })

@@ -68,15 +68,41 @@ struct Encoded(Arc<Mutex<Option<EncodedReport>>>);
 /// A report snapshot and its JSON.
 type EncodedReport = (Arc<Report>, Arc<Prepared>);
 
+/// The API's answer: the report, and where the fleet's SLOs are when this instance is one
+/// of several (`"fleet": {"prometheus": URL}`; absent otherwise).
+#[derive(serde::Serialize)]
+struct Answer<'a> {
+    #[serde(flatten)]
+    report: &'a Report,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fleet: Option<Fleet<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct Fleet<'a> {
+    prometheus: &'a str,
+}
+
+fn answer<'a>(report: &'a Report, fleet: Option<&'a str>) -> Answer<'a> {
+    Answer {
+        report,
+        fleet: fleet.map(|prometheus| Fleet { prometheus }),
+    }
+}
+
 impl Encoded {
-    fn of(&self, report: &Arc<Report>) -> Result<Arc<Prepared>, serde_json::Error> {
+    fn of(
+        &self,
+        report: &Arc<Report>,
+        fleet: Option<&str>,
+    ) -> Result<Arc<Prepared>, serde_json::Error> {
         if let Ok(kept) = self.0.lock()
             && let Some((snapshot, body)) = kept.as_ref()
             && Arc::ptr_eq(snapshot, report)
         {
             return Ok(body.clone());
         }
-        let body = Arc::new(Prepared::new(serde_json::to_vec(report.as_ref())?));
+        let body = Arc::new(Prepared::new(serde_json::to_vec(&answer(report, fleet))?));
         if let Ok(mut kept) = self.0.lock() {
             *kept = Some((report.clone(), body.clone()));
         }
@@ -111,7 +137,7 @@ async fn slos(
         );
     };
     let body = match select(&report, query.cuj.as_deref()) {
-        Ok(Cow::Borrowed(_)) => encoded.of(&report).map(|whole| {
+        Ok(Cow::Borrowed(_)) => encoded.of(&report, source.fleet()).map(|whole| {
             let accept = headers
                 .get(header::ACCEPT_ENCODING)
                 .and_then(|v| v.to_str().ok());
@@ -122,7 +148,9 @@ async fn slos(
             }
         }),
         // One CUJ's report is small: sent as it is.
-        Ok(Cow::Owned(one)) => serde_json::to_vec(&one).map(|b| Body::Plain(Bytes::from(b))),
+        Ok(Cow::Owned(one)) => {
+            serde_json::to_vec(&answer(&one, source.fleet())).map(|b| Body::Plain(Bytes::from(b)))
+        }
         Err(unknown) => return error(StatusCode::NOT_FOUND, &unknown.to_string()),
     };
     let vary = (header::VARY, "accept-encoding");

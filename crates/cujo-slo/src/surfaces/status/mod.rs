@@ -24,13 +24,31 @@ pub mod page;
 pub struct ReportSource {
     reader: Option<SliReader>,
     clock: fn() -> u64,
+    /// `slo.fleet.prometheus`: this instance is one of several, whose SLOs together are there.
+    fleet: Option<Arc<str>>,
 }
 
 impl ReportSource {
     /// Reports from the SLI engine behind `reader`; without one (no CUJ configured), an
     /// empty report at `clock`.
     pub fn new(reader: Option<SliReader>, clock: fn() -> u64) -> Self {
-        Self { reader, clock }
+        Self {
+            reader,
+            clock,
+            fleet: None,
+        }
+    }
+
+    /// Marks the reports as one instance's share of a fleet whose SLOs are computed by the
+    /// Prometheus at `prometheus` (`slo.fleet`): the page and the JSON API say so.
+    pub fn in_fleet(mut self, prometheus: Option<&str>) -> Self {
+        self.fleet = prometheus.map(Arc::from);
+        self
+    }
+
+    /// Where the fleet's SLOs are, if this instance is one of a fleet.
+    pub fn fleet(&self) -> Option<&str> {
+        self.fleet.as_deref()
     }
 
     /// The report; `None` only if the engine's thread stopped (a panic, in the log).

@@ -55,20 +55,31 @@ async fn page(State(source): State<ReportSource>, Query(query): Query<PageQuery>
             (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
-        render(&report, refresh),
+        render_in_fleet(&report, refresh, source.fleet()),
     )
         .into_response()
 }
 
 /// The whole page for `report`; `refresh_seconds` 0 means no reload.
 pub fn render(report: &Report, refresh_seconds: u32) -> String {
+    render_in_fleet(report, refresh_seconds, None)
+}
+
+/// [`render`] for one instance of a fleet whose SLOs are computed by the Prometheus at
+/// `fleet` (`slo.fleet.prometheus`): the page says it shows this instance's share.
+pub fn render_in_fleet(report: &Report, refresh_seconds: u32, fleet: Option<&str>) -> String {
     let mut out = String::with_capacity(32 * 1024);
     // Writing into a String cannot fail.
-    let _ = write_page(&mut out, report, refresh_seconds);
+    let _ = write_page(&mut out, report, refresh_seconds, fleet);
     out
 }
 
-fn write_page(out: &mut String, report: &Report, refresh_seconds: u32) -> fmt::Result {
+fn write_page(
+    out: &mut String,
+    report: &Report,
+    refresh_seconds: u32,
+    fleet: Option<&str>,
+) -> fmt::Result {
     out.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
     if refresh_seconds > 0 {
@@ -91,6 +102,13 @@ fn write_page(out: &mut String, report: &Report, refresh_seconds: u32) -> fmt::R
             String::new()
         }
     )?;
+    if let Some(prometheus) = fleet {
+        writeln!(
+            out,
+            "<p id=\"fleet\" class=\"fleet\">These numbers are <strong>this instance's share</strong> of the traffic: it is one of several. The SLOs of all of them together are computed by Prometheus at <a href=\"{url}\">{url}</a>; gate deploys with <code>cujo status --prometheus {url}</code>.</p>",
+            url = Esc(prometheus)
+        )?;
+    }
     out.push_str("</header>\n<main>\n");
     if report.cujs.is_empty() {
         out.push_str("<p id=\"no-cujs\">No CUJ is configured: add a <code>cujs:</code> section to the configuration.</p>\n");
@@ -953,6 +971,7 @@ h3 { margin:12px 0 6px; font-size:15px; }
 main { padding:0 24px 24px; }
 code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size:12.5px; }
 .meta { color:var(--muted); margin:2px 0 8px; }
+.fleet { background:#fff4d6; border:1px solid #e5c07b; border-radius:6px; padding:6px 10px; margin:4px 0 8px; max-width:70em; }
 #overview table, .cuj { background:var(--card); border:1px solid var(--line); border-radius:8px; }
 #overview { margin:12px 0 16px; }
 #overview table { border-collapse:separate; min-width:420px; }
