@@ -450,6 +450,96 @@ fn the_gateway_manifest_runs_the_gateway_config_with_its_secrets() {
     );
 }
 
+/// The gateway's replicas share the traffic, so its alerts come from Prometheus: the shipped
+/// PrometheusRule is what `cujo rules --kubernetes` writes for the gateway's config (so it
+/// never drifts from the CUJs), its groups pass `promtool check rules`, and no replica
+/// notifies on its own share.
+#[test]
+fn the_gateway_alerts_from_a_prometheus_rule_generated_from_its_config() {
+    let rules = repo().join("deploy/kubernetes/gateway-rules.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_cujo"))
+        .args(["rules", "--config"])
+        .arg(repo().join("config/k8s-gateway.yaml"))
+        .args([
+            "--kubernetes",
+            "cujo-gateway",
+            "--namespace",
+            "observability",
+        ])
+        .envs(ENV)
+        .output()
+        .expect("cujo rules");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(&rules).expect("gateway-rules.yaml"),
+        "deploy/kubernetes/gateway-rules.yaml is stale: regenerate it with \
+         cujo rules --config config/k8s-gateway.yaml --kubernetes cujo-gateway --namespace observability"
+    );
+    let docs = documents(&rules);
+    let [rule] = &docs[..] else {
+        panic!("one document: {docs:?}")
+    };
+    assert_eq!(text(rule, "kind"), "PrometheusRule");
+    assert_eq!(text(rule, "apiVersion"), "monitoring.coreos.com/v1");
+    assert_eq!(text(rule, "metadata.namespace"), "observability");
+    let groups = at(rule, "spec");
+    let alerts: Vec<&str> = seq(groups, "groups")
+        .iter()
+        .flat_map(|g| seq(g, "rules"))
+        .filter_map(|r| r.get("alert").and_then(Value::as_str))
+        .collect();
+    assert!(alerts.contains(&"CujErrorBudgetBurnPage"), "{alerts:?}");
+    if let Some(promtool) = support_promtool() {
+        let file =
+            std::env::temp_dir().join(format!("cujo-gateway-rules-{}.yml", std::process::id()));
+        std::fs::write(&file, serde_yaml_ng::to_string(groups).expect("groups")).expect("write");
+        let check = Command::new(promtool)
+            .args(["check", "rules"])
+            .arg(&file)
+            .output()
+            .expect("promtool");
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            check.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    let config = std::fs::read_to_string(repo().join("config/k8s-gateway.yaml")).expect("config");
+    let parsed = Config::parse("k8s-gateway.yaml", &config, &|k| {
+        ENV.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    })
+    .expect("the gateway config parses");
+    assert!(
+        parsed.notifications.is_none(),
+        "no replica notifies on its own share"
+    );
+    assert!(
+        parsed.slo.fleet.is_some(),
+        "the replicas know they are a fleet"
+    );
+}
+
+/// `promtool`, required under CI (`scripts/test.sh` installs it).
+fn support_promtool() -> Option<&'static str> {
+    if Command::new("promtool").arg("--version").output().is_ok() {
+        return Some("promtool");
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "promtool is required under CI"
+    );
+    None
+}
+
 #[test]
 fn the_dockerfile_builds_cujo_and_exposes_the_image_config_ports() {
     let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");

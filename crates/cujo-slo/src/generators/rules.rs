@@ -29,6 +29,14 @@ pub struct RulesArgs {
     /// Write the rules to this file instead of standard output.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// Write a Prometheus Operator `PrometheusRule` object of this name (the rule groups
+    /// in its `spec`) instead of a rules file: for a fleet of replicas, whose alerts come
+    /// from Prometheus and Alertmanager rather than from each replica.
+    #[arg(long, value_name = "NAME")]
+    pub kubernetes: Option<String>,
+    /// The `PrometheusRule`'s namespace (with `--kubernetes`).
+    #[arg(long, requires = "kubernetes")]
+    pub namespace: Option<String>,
 }
 
 /// `cujo rules` for the configured `cujs`.
@@ -36,7 +44,11 @@ pub fn run(cujs: &[Cuj], args: &RulesArgs) -> ExitCode {
     if !cujs.iter().any(|c| !c.objectives.is_empty()) {
         eprintln!("cujo: warning: no CUJ has objectives; the rules file has no SLO rules");
     }
-    write_output("rules", args.output.as_deref(), &render(cujs))
+    let text = match &args.kubernetes {
+        Some(name) => render_kubernetes(cujs, name, args.namespace.as_deref()),
+        None => render(cujs),
+    };
+    write_output("rules", args.output.as_deref(), &text)
 }
 
 /// Writes `text` to `path`, or to standard output without one; the exit code says how it went.
@@ -144,6 +156,54 @@ pub fn render(cujs: &[Cuj]) -> String {
         "# Prometheus rules for cujo's CUJs, written by `cujo rules` (cujo {}).\n\
          # Regenerate instead of editing. Names follow Sloth (slo:sli_error:ratio_rate5m, ...);\n\
          # identity labels: cuj, sli, slo; windows: window. See docs/prometheus.md.\n{yaml}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// A Prometheus Operator `PrometheusRule` holding the rule groups of `cujs`.
+#[derive(Serialize)]
+struct PrometheusRule {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: ObjectMeta,
+    spec: RuleFile,
+}
+
+#[derive(Serialize)]
+struct ObjectMeta {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
+    labels: BTreeMap<String, String>,
+}
+
+/// The rules of `cujs` as a `PrometheusRule` object named `name`, as YAML.
+pub fn render_kubernetes(cujs: &[Cuj], name: &str, namespace: Option<&str>) -> String {
+    let object = PrometheusRule {
+        api_version: "monitoring.coreos.com/v1",
+        kind: "PrometheusRule",
+        metadata: ObjectMeta {
+            name: name.to_string(),
+            namespace: namespace.map(str::to_string),
+            labels: BTreeMap::from([
+                ("app.kubernetes.io/name".to_string(), "cujo".to_string()),
+                (
+                    "app.kubernetes.io/component".to_string(),
+                    "slo-rules".to_string(),
+                ),
+            ]),
+        },
+        spec: RuleFile {
+            groups: cujs.iter().map(group).collect(),
+        },
+    };
+    let yaml = serde_yaml_ng::to_string(&object)
+        .unwrap_or_else(|e| format!("# cujo could not write the PrometheusRule: {e}\n"));
+    format!(
+        "# The SLO recording and alerting rules of cujo's CUJs as a PrometheusRule, written by\n\
+         # `cujo rules --kubernetes` (cujo {}). Regenerate instead of editing; add the labels\n\
+         # your Prometheus' ruleSelector asks for. Alerts carry severity=page|ticket.\n{yaml}",
         env!("CARGO_PKG_VERSION")
     )
 }
