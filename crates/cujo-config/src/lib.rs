@@ -10,7 +10,8 @@
 //!
 //! # Layout
 //! - [`KeyError`]: a value that parsed but cannot be used, with its key path.
-//! - [`HumanDuration`], [`ByteSize`], [`Endpoint`]: `30s`, `256MiB`, `127.0.0.1:4317`.
+//! - [`HumanDuration`], [`ByteSize`], [`Endpoint`], [`Fraction`]: `30s`, `256MiB`,
+//!   `127.0.0.1:4317`, `25%`.
 //! - [`outbound`]: what every exporter's destination is configured with: URL, headers, TLS,
 //!   compression, protocol.
 #![forbid(unsafe_code)]
@@ -153,6 +154,42 @@ impl<'de> Deserialize<'de> for HumanDuration {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// A fraction: `0.25` or `25%`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fraction(pub f64);
+
+impl<'de> Deserialize<'de> for Fraction {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        let value = match Raw::deserialize(d)? {
+            Raw::Number(n) => n,
+            Raw::Text(t) => match t.trim().strip_suffix('%') {
+                Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0).map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "expected a fraction like 0.25 or 25%, found {t:?}"
+                    ))
+                })?,
+                None => t.trim().parse::<f64>().map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "expected a fraction like 0.25 or 25%, found {t:?}"
+                    ))
+                })?,
+            },
+        };
+        if !(0.0..=1.0).contains(&value) {
+            return Err(serde::de::Error::custom(format!(
+                "expected a fraction between 0 and 1 (or 0% and 100%), found {value}"
+            )));
+        }
+        Ok(Fraction(value))
     }
 }
 

@@ -1,14 +1,16 @@
 //! `slo:`: the SLI engine's section — where its state is saved, how long events wait to
-//! settle, and the limits on what it holds ([`SloConfig::limits`]).
+//! settle, the limits on what it holds ([`SloConfig::limits`]), and what a burn-rate
+//! alert needs before it may fire ([`AlertGateConfig`], also each CUJ's `alerts:`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cujo_config::{ByteSize, HumanDuration, KeyError, fail};
+use cujo_config::{ByteSize, Fraction, HumanDuration, KeyError, fail};
 use serde::Deserialize;
 
 use crate::engine::{DEFAULT_MAX_SETTLING_TRACES, DEFAULT_SETTLE};
 use crate::limits::{DEFAULT_MAX_DIMENSION_VALUE_BYTES, DEFAULT_SERIES_IDLE_TTL, SliLimits};
+use crate::slo::AlertGate;
 
 /// `slo:`.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,6 +41,10 @@ pub struct SloConfig {
     /// page and the JSON API say so and point there.
     #[serde(default)]
     pub fleet: Option<FleetConfig>,
+    /// What a burn-rate alert's long window must hold before it may fire, for every CUJ
+    /// (a CUJ's own `alerts:` overrides it key by key).
+    #[serde(default)]
+    pub alerts: AlertGateConfig,
 }
 
 /// `slo.fleet`: where the SLOs of all the instances together are computed.
@@ -48,6 +54,28 @@ pub struct FleetConfig {
     /// A Prometheus that scrapes every instance and evaluates the rules of `cujo rules`
     /// (`cujo status --prometheus` gates on it).
     pub prometheus: String,
+}
+
+/// `slo.alerts` and `cujs[].alerts`: the data a burn-rate alert's long window must hold
+/// before the alert may fire ([`AlertGate`]); each key unset takes the default (for a CUJ,
+/// `slo.alerts`' value).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertGateConfig {
+    /// Valid events, e.g. `100` (0: any number).
+    pub min_events: Option<u64>,
+    /// Fraction of the window with data, e.g. `50%` or `0.5` (0: any).
+    pub min_coverage: Option<Fraction>,
+}
+
+impl AlertGateConfig {
+    /// The gate: the keys set here, `defaults` for the rest.
+    pub fn over(&self, defaults: AlertGate) -> AlertGate {
+        AlertGate {
+            min_events: self.min_events.unwrap_or(defaults.min_events),
+            min_coverage: self.min_coverage.map_or(defaults.min_coverage, |f| f.0),
+        }
+    }
 }
 
 impl Default for SloConfig {
@@ -60,6 +88,7 @@ impl Default for SloConfig {
             max_dimension_value_bytes: default_max_dimension_value_bytes(),
             series_idle_ttl: default_series_idle_ttl(),
             fleet: None,
+            alerts: AlertGateConfig::default(),
         }
     }
 }
@@ -94,6 +123,12 @@ impl SloConfig {
                 .unwrap_or(usize::MAX),
             series_idle_ttl: self.series_idle_ttl.0,
         }
+    }
+
+    /// The alert gate of every CUJ that does not set its own (`slo.alerts` over the
+    /// defaults).
+    pub fn alert_gate(&self) -> AlertGate {
+        self.alerts.over(AlertGate::default())
     }
 
     /// Limits the engine can keep: room to settle, dimension values that are not cut to
@@ -164,6 +199,7 @@ mod tests {
         let c = parse("{ max_dimension_value_bytes: 1KiB, series_idle_ttl: 0s }").expect("parses");
         assert_eq!(c.max_dimension_value_bytes, ByteSize(1024));
         assert!(c.limits(0).series_idle_ttl.is_zero(), "0s: never");
+        assert_eq!(c.alert_gate(), AlertGate::default());
         let c = parse("{ series_idle_ttl: 6h }").expect("parses");
         assert_eq!(c.series_idle_ttl.0, Duration::from_secs(6 * 3600));
         for (yaml, want) in [
@@ -185,6 +221,12 @@ mod tests {
             ),
             ("{ max_dimension_value_bytes: lots }", "expected a size"),
             (
+                "{ alerts: { min_coverage: 150% } }",
+                "expected a fraction between 0 and 1",
+            ),
+            ("{ alerts: { min_events: -1 } }", "min_events"),
+            ("{ alerts: { min_event: 10 } }", "unknown field `min_event`"),
+            (
                 "{ series_idle_ttl: 3600 }",
                 "expected a duration with a unit",
             ),
@@ -192,5 +234,30 @@ mod tests {
             let e = parse(yaml).expect_err(yaml);
             assert!(e.contains(want), "{yaml}: {e}");
         }
+    }
+
+    #[test]
+    fn the_alert_gate_defaults_and_is_overridden_key_by_key() {
+        let c = parse("{}").expect("empty section");
+        assert_eq!(
+            c.alert_gate(),
+            AlertGate {
+                min_events: 100,
+                min_coverage: 0.5
+            }
+        );
+        let c = parse("{ alerts: { min_coverage: 25% } }").expect("parses");
+        let global = c.alert_gate();
+        assert_eq!((global.min_events, global.min_coverage), (100, 0.25));
+        let cuj: AlertGateConfig = serde_yaml_ng::from_str("{ min_events: 0 }").expect("parses");
+        assert_eq!(
+            cuj.over(global),
+            AlertGate {
+                min_events: 0,
+                min_coverage: 0.25
+            }
+        );
+        let off = parse("{ alerts: { min_events: 0, min_coverage: 0 } }").expect("parses");
+        assert_eq!(off.alert_gate(), AlertGate::OFF);
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::condition::{Condition, RootMatch, SpanFacts};
-use crate::slo::Objective;
+use crate::slo::{AlertGate, Objective};
 
 /// Which spans availability looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +125,8 @@ pub struct Cuj {
     /// The latency threshold (good when the measured latency is at most this) and measure.
     pub latency: Option<(Duration, Measure)>,
     pub objectives: Vec<(Sli, Objective)>,
+    /// What a burn-rate alert's long window must hold before the alert may fire.
+    pub alert_gate: AlertGate,
 }
 
 /// What the SLI engine needs of a released trace.
@@ -395,6 +397,22 @@ impl PendingEvent {
 }
 
 impl Cuj {
+    /// Whether this CUJ configures `sli`, so it is reported and exported (an SLI it does not
+    /// configure is neither, even though every valid event is counted for both):
+    /// - latency: the CUJ has a `latency:` threshold;
+    /// - availability: it has an availability objective or `bad` conditions, or no latency
+    ///   (a CUJ that configures nothing else measures availability).
+    pub fn has_sli(&self, sli: Sli) -> bool {
+        match sli {
+            Sli::Latency => self.latency.is_some(),
+            Sli::Availability => {
+                self.latency.is_none()
+                    || !self.bad.is_empty()
+                    || self.objectives.iter().any(|(s, _)| *s == Sli::Availability)
+            }
+        }
+    }
+
     /// Every attribute key this CUJ reads from spans: its match, dimensions, conditions and
     /// span selectors. Callers may read just these from each span, once.
     pub fn attribute_keys(&self) -> Vec<&str> {
@@ -617,6 +635,7 @@ mod tests {
             }],
             latency: Some((Duration::from_millis(300), measure)),
             objectives: vec![],
+            alert_gate: crate::slo::AlertGate::OFF,
         }
     }
 

@@ -475,6 +475,7 @@ mod tests {
             exclude: Vec::new(),
             latency: None,
             objectives: Vec::new(),
+            alert_gate: crate::slo::AlertGate::OFF,
         }])
     }
 
@@ -498,7 +499,7 @@ mod tests {
         report.cujs[0]
             .series
             .iter()
-            .map(|s| s.availability_good + s.availability_bad)
+            .map(|s| s.availability_good.unwrap_or(0) + s.availability_bad.unwrap_or(0))
             .sum()
     }
 

@@ -19,6 +19,10 @@ pub struct Report {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CujReport {
     pub name: String,
+    /// The SLIs the CUJ configures (`availability`, `latency`), the only ones reported
+    /// (see `cujo_sli::cuj::Cuj::has_sli`).
+    #[serde(default)]
+    pub slis: Vec<String>,
     /// The root attributes splitting its series, with their OpenTelemetry names.
     pub dimensions: Vec<String>,
     /// The latency threshold in seconds, when the CUJ has a latency SLI.
@@ -64,10 +68,15 @@ pub struct ObjectiveReport {
     pub window_seconds: u64,
     /// The reported windows (5m … 3d) and the objective's own, shortest first.
     pub windows: Vec<WindowReport>,
-    /// Fraction of the error budget left over the objective's window (negative when overspent).
-    pub budget_remaining: f64,
+    /// Fraction of the error budget left over the objective's window (negative when
+    /// overspent); absent (`null`) without valid events over it: no data, not a full budget.
+    pub budget_remaining: Option<f64>,
     pub page: bool,
     pub ticket: bool,
+    /// Alerts that would fire on their burn rates but are held because the rule's long
+    /// window holds too little data (at most one per severity).
+    #[serde(default)]
+    pub alerts_held: Vec<HeldAlertReport>,
     /// At the last hour's burn rate, seconds until the budget is gone.
     pub exhaustion_seconds: Option<f64>,
 }
@@ -84,6 +93,25 @@ pub struct WindowReport {
     pub sli: Option<f64>,
     /// Error ratio over the error budget; 1 spends the budget exactly over the objective's window.
     pub burn_rate: f64,
+    /// Fraction of the window with data: from the oldest slice holding an event in it to
+    /// now, over the window (at most 1; 0 without events).
+    #[serde(default)]
+    pub coverage: f64,
+}
+
+/// A burn-rate alert held for lack of data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldAlertReport {
+    /// `page` or `ticket`.
+    pub severity: String,
+    /// The rule's long window (`1h`), what it holds and what it needs.
+    pub window: String,
+    pub valid: u64,
+    pub coverage: f64,
+    pub min_events: u64,
+    pub min_coverage: f64,
+    /// For people: `held: the 1h window has 9 minutes of data (15%, needs 50%)`.
+    pub reason: String,
 }
 
 /// Latency quantiles of a set of events, in seconds.
@@ -103,9 +131,11 @@ pub struct LatencySummary {
 pub struct SeriesReport {
     /// (dimension, value) in the CUJ's dimension order; the overflow series has `__overflow__`.
     pub dimensions: Vec<(String, String)>,
-    /// Events since start.
-    pub availability_good: u64,
-    pub availability_bad: u64,
+    /// Events since start; availability's absent when the CUJ does not configure it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_good: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_bad: Option<u64>,
     pub latency_good: u64,
     pub latency_bad: u64,
     /// Per-series windows (same labels as the objectives'), when the engine keeps them.
@@ -121,7 +151,9 @@ pub struct SeriesWindow {
     pub window: String,
     /// Valid events (all count for availability).
     pub valid: u64,
-    pub availability_good: u64,
+    /// Absent when the CUJ does not configure availability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_good: Option<u64>,
     /// Valid events whose latency was measured (fewer than `valid` only when a `{from, to}`
     /// measure found no spans to measure between).
     pub latency_valid: u64,

@@ -90,6 +90,17 @@ impl Ring {
                 valid: acc.valid + u64::from(s.valid),
             })
     }
+
+    /// The oldest of the `k` most recent slices (as in [`Ring::sum`]) that holds an event.
+    fn oldest_with_events(&self, now_ms: u64, k: u64) -> Option<u64> {
+        let now = now_ms / self.slice_ms;
+        let oldest = now.saturating_sub(k.saturating_sub(1));
+        self.slots
+            .iter()
+            .filter(|s| (s.valid > 0) && u64::from(s.slice) >= oldest && u64::from(s.slice) <= now)
+            .map(|s| u64::from(s.slice))
+            .min()
+    }
 }
 
 /// Rolling good/valid counts for one SLI of one series.
@@ -221,6 +232,24 @@ impl SlicedCounter {
         let ring = self.rings.iter().find(|r| r.span_ms() >= window_ms)?;
         let k = window_ms.div_ceil(ring.slice_ms).max(1);
         Some(ring.sum(now_ms, k))
+    }
+
+    /// How much of the `window` ending at `now_ms` has data: the slices from the oldest one
+    /// holding an event in the window up to the current one, over the window's slices (at
+    /// most 1; 0 without events). Exact to one slice of the ring that answers the window,
+    /// as [`SlicedCounter::counts`]; gaps after the oldest event count as covered (quiet
+    /// traffic is not missing data). `None` if the window is longer than [`MAX_WINDOW`].
+    ///
+    /// Read from the slices themselves, so it survives a restart with the state file.
+    pub fn coverage(&self, now_ms: u64, window: Duration) -> Option<f64> {
+        let window_ms = window.as_millis() as u64;
+        let ring = self.rings.iter().find(|r| r.span_ms() >= window_ms)?;
+        let k = window_ms.div_ceil(ring.slice_ms).max(1);
+        let Some(oldest) = ring.oldest_with_events(now_ms, k) else {
+            return Some(0.0);
+        };
+        let covered = now_ms / ring.slice_ms - oldest + 1;
+        Some((covered as f64 / k as f64).min(1.0))
     }
 }
 
@@ -644,6 +673,40 @@ mod tests {
                 .valid,
             0
         );
+    }
+
+    #[test]
+    fn coverage_is_the_stretch_of_the_window_holding_data() {
+        let t0 = 1_700_000_000_000 - 1_700_000_000_000 % (3600 * 1000);
+        let mut c = SlicedCounter::new();
+        let hour = Duration::from_secs(3600);
+        let month = Duration::from_secs(30 * 86400);
+        assert_eq!(c.coverage(t0, hour), Some(0.0), "no events, no coverage");
+        // Nine minutes of data, one event a minute (minutes 0..=8).
+        for m in 0..9 {
+            c.record(t0 + m * MIN, false);
+        }
+        let now = t0 + 8 * MIN + 30_000;
+        assert_eq!(c.coverage(now, hour), Some(9.0 / 60.0));
+        // One event a minute: the 5 minutes are covered from their first minute's event
+        // (10 s slices: 28 of 30).
+        assert_eq!(c.coverage(now, Duration::from_secs(300)), Some(28.0 / 30.0));
+        let m = c.coverage(now, month).expect("30d");
+        assert_eq!(m, 1.0 / 720.0, "one hour slice of 720");
+        // A quiet stretch after the first event still counts as covered.
+        let later = t0 + 45 * MIN;
+        assert_eq!(c.coverage(later, hour), Some(46.0 / 60.0));
+        // Once the window has moved past the first events, it is full whatever follows.
+        c.record(t0 + 61 * MIN, true);
+        assert_eq!(c.coverage(t0 + 61 * MIN, hour), Some(1.0));
+        // Two hours with no event at all: the hour holds no data.
+        assert_eq!(c.coverage(t0 + 181 * MIN, hour), Some(0.0));
+        assert_eq!(c.coverage(now, Duration::from_secs(32 * 86400)), None);
+        // The state file keeps it.
+        let mut bytes = Vec::new();
+        c.write_state(&mut bytes);
+        let back = SlicedCounter::read_state(&bytes).expect("state");
+        assert_eq!(back.coverage(later, hour), c.coverage(later, hour));
     }
 
     #[test]

@@ -93,6 +93,7 @@ fn cuj(name: &str, measure: Measure) -> Cuj {
         exclude: vec![],
         latency: Some((Duration::from_millis(300), measure)),
         objectives: vec![],
+        alert_gate: cujo_sli::slo::AlertGate::OFF,
     }
 }
 

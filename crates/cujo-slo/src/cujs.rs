@@ -11,8 +11,9 @@
 use std::time::Duration;
 
 use cujo_sli::condition::{Condition, Literal, RootMatch, StatusCode, ValueMatch};
+use cujo_sli::config::AlertGateConfig;
 use cujo_sli::cuj::{Cuj, Measure, Scope, Sli, SpanEdge, SpanSelector};
-use cujo_sli::slo::Objective;
+use cujo_sli::slo::{AlertGate, Objective};
 use cujo_sli::window::MAX_WINDOW;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -34,6 +35,10 @@ pub struct CujConfig {
     pub latency: Option<LatencyConfig>,
     #[serde(default)]
     pub objectives: Vec<ObjectiveConfig>,
+    /// What a burn-rate alert's long window must hold before it may fire; each key unset
+    /// takes `slo.alerts`' value.
+    #[serde(default)]
+    pub alerts: AlertGateConfig,
 }
 
 fn default_max_series() -> usize {
@@ -102,7 +107,8 @@ fn err<T>(path: &str, detail: impl Into<String>) -> Result<T, KeyError> {
 }
 
 /// The CUJs of a YAML document with a `cujs:` list (tests of the components that read
-/// CUJs write them as a user would).
+/// CUJs write them as a user would), with alerts ungated unless a CUJ sets `alerts:` (the
+/// tests feed minutes or hours of traffic, not the half of each window the default needs).
 #[cfg(test)]
 pub(crate) fn from_yaml(yaml: &str) -> Vec<Cuj> {
     #[derive(Deserialize)]
@@ -110,11 +116,12 @@ pub(crate) fn from_yaml(yaml: &str) -> Vec<Cuj> {
         cujs: Vec<CujConfig>,
     }
     let doc: Doc = serde_yaml_ng::from_str(yaml).expect("a cujs: document");
-    resolve(&doc.cujs).expect("valid cujs")
+    resolve(&doc.cujs, AlertGate::OFF).expect("valid cujs")
 }
 
-/// Resolves every CUJ, or the first error with its key path.
-pub fn resolve(cujs: &[CujConfig]) -> Result<Vec<Cuj>, KeyError> {
+/// Resolves every CUJ, or the first error with its key path; `alerts` is the alert gate of
+/// CUJs that do not set theirs (`slo.alerts`).
+pub fn resolve(cujs: &[CujConfig], alerts: AlertGate) -> Result<Vec<Cuj>, KeyError> {
     let mut names = std::collections::HashSet::new();
     cujs.iter()
         .enumerate()
@@ -129,12 +136,12 @@ pub fn resolve(cujs: &[CujConfig]) -> Result<Vec<Cuj>, KeyError> {
                     format!("{:?} is defined twice", c.name),
                 );
             }
-            resolve_one(c, &path)
+            resolve_one(c, &path, alerts)
         })
         .collect()
 }
 
-fn resolve_one(c: &CujConfig, path: &str) -> Result<Cuj, KeyError> {
+fn resolve_one(c: &CujConfig, path: &str, alerts: AlertGate) -> Result<Cuj, KeyError> {
     let matcher = RootMatch {
         service: c
             .matcher
@@ -239,6 +246,7 @@ fn resolve_one(c: &CujConfig, path: &str) -> Result<Cuj, KeyError> {
         exclude: conditions(&c.availability.exclude, "exclude")?,
         latency,
         objectives,
+        alert_gate: c.alerts.over(alerts),
     })
 }
 
@@ -472,7 +480,7 @@ mod tests {
 
     fn parse(yaml: &str) -> Result<Vec<Cuj>, String> {
         let cujs: Vec<CujConfig> = serde_yaml_ng::from_str(yaml).map_err(|e| e.to_string())?;
-        resolve(&cujs).map_err(|e| e.to_string())
+        resolve(&cujs, AlertGate::default()).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -591,5 +599,77 @@ mod tests {
         assert!(e.contains("needs the CUJ's latency"), "{e}");
         let e = parse("- name: a\n- name: a\n").expect_err("duplicate");
         assert!(e.starts_with("cujs[1].name"), "{e}");
+    }
+
+    #[test]
+    fn a_cuj_reports_the_slis_it_configures() {
+        let cujs = parse(
+            r#"
+- name: bare
+- name: latency_only
+  latency: { threshold: 1s }
+  objectives: [ { sli: latency, target: 99%, window: 30d } ]
+- name: latency_and_exclusions
+  availability: { exclude: [ { status: unset } ] }
+  latency: { threshold: 1s }
+- name: both_by_conditions
+  availability: { bad: [ { status: error } ] }
+  latency: { threshold: 1s }
+- name: both_by_objective
+  latency: { threshold: 1s }
+  objectives: [ { sli: availability, target: 99%, window: 30d } ]
+"#,
+        )
+        .expect("resolves");
+        let slis: Vec<(bool, bool)> = cujs
+            .iter()
+            .map(|c| (c.has_sli(Sli::Availability), c.has_sli(Sli::Latency)))
+            .collect();
+        assert_eq!(
+            slis,
+            [
+                (true, false),
+                (false, true),
+                (false, true),
+                (true, true),
+                (true, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cuj_sets_its_alert_gate_over_the_global_one() {
+        let cujs: Vec<CujConfig> = serde_yaml_ng::from_str(
+            "- { name: a }\n- { name: b, alerts: { min_events: 5 } }\n- { name: c, alerts: { min_coverage: 0% } }\n",
+        )
+        .expect("parses");
+        let global = AlertGate {
+            min_events: 20,
+            min_coverage: 0.25,
+        };
+        let gates: Vec<AlertGate> = resolve(&cujs, global)
+            .expect("resolves")
+            .iter()
+            .map(|c| c.alert_gate)
+            .collect();
+        assert_eq!(
+            gates,
+            [
+                global,
+                AlertGate {
+                    min_events: 5,
+                    min_coverage: 0.25
+                },
+                AlertGate {
+                    min_events: 20,
+                    min_coverage: 0.0
+                }
+            ]
+        );
+        let e = serde_yaml_ng::from_str::<Vec<CujConfig>>(
+            "- { name: a, alerts: { min_coverage: 2 } }\n",
+        )
+        .expect_err("over 100%");
+        assert!(e.to_string().contains("between 0 and 1"), "{e}");
     }
 }

@@ -216,7 +216,7 @@ impl Config {
 
     /// The CUJ definitions, resolved (checked when the config was loaded).
     pub fn cujs(&self) -> Vec<cujo_sli::cuj::Cuj> {
-        cujo_slo::cujs::resolve(&self.cujs).unwrap_or_default()
+        cujo_slo::cujs::resolve(&self.cujs, self.slo.alert_gate()).unwrap_or_default()
     }
 
     /// Checks that values which parsed are also usable: each section by its own
@@ -224,7 +224,7 @@ impl Config {
     /// order errors are found in when there are several.
     fn check(&self) -> Result<(), KeyError> {
         let err = |p: &str, d: String| cujo_config::fail(p, d);
-        cujo_slo::cujs::resolve(&self.cujs)?;
+        cujo_slo::cujs::resolve(&self.cujs, self.slo.alert_gate())?;
         if let Some(a) = &self.assembler {
             a.validate("assembler")?;
         }

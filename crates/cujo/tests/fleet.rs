@@ -19,6 +19,8 @@ const CUJ: &str = r#"cujs:
     availability: { bad: [ { status: error } ] }
     objectives:
       - { sli: availability, target: 99.9%, window: 30d }
+    # The test's traffic is seconds old: alerts fire on it (the rules' event gate off).
+    alerts: { min_events: 0, min_coverage: 0 }
 assembler: { decision_wait: 100ms, trace_timeout: 2s }
 "#;
 

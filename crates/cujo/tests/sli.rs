@@ -31,6 +31,8 @@ cujs:
     objectives:
       - { sli: availability, target: 99.9%, window: 30d }
       - { sli: latency, target: 99%, window: 30d }
+    # Seconds of traffic: alerts are judged without the cold-start gate.
+    alerts: { min_events: 0, min_coverage: 0% }
   - name: post_message_trace
     match: { attributes: { cuj.name: post_message } }
     dimensions: [user.tier]

@@ -280,10 +280,11 @@ async fn json_grpc_and_the_deploy_gate_report_the_exact_traffic() {
         .find(|w| w.window == "5m")
         .expect("5m");
     assert_eq!((five.good, five.valid, five.sli), (90, 100, Some(0.9)));
-    assert!(close(
-        availability.budget_remaining,
-        budget_left(FAILED_POSTS, POSTS, 0.8)
-    ));
+    assert!(
+        availability
+            .budget_remaining
+            .is_some_and(|b| close(b, budget_left(FAILED_POSTS, POSTS, 0.8)))
+    );
     assert!(!availability.page && !availability.ticket);
     assert_eq!(post.series[0].dimensions[0].value, "gold");
     assert_eq!(
@@ -291,7 +292,7 @@ async fn json_grpc_and_the_deploy_gate_report_the_exact_traffic() {
             post.series[0].availability_good,
             post.series[0].availability_bad
         ),
-        (40, FAILED_POSTS)
+        (Some(40), Some(FAILED_POSTS))
     );
     assert!(
         post.series[0]
@@ -390,6 +391,130 @@ async fn json_grpc_and_the_deploy_gate_report_the_exact_traffic() {
         stderr.contains("unknown CUJ \"unknown\"") && stderr.contains("post_message"),
         "{stderr}"
     );
+}
+
+/// A latency-only CUJ with traffic and a CUJ without any: neither shows what it does not
+/// have. No availability anywhere for the first (its errors are not an SLI of it), and
+/// "no data" — no SLI, no budget, no coverage, never 100% — for the second, which the gate
+/// passes by default and fails with `--on-no-data fail`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfigured_slis_and_windows_without_data_are_not_reported() {
+    const SEARCHES: u64 = 12;
+    let config = r#"assembler: { decision_wait: 200ms, trace_timeout: 2s }
+cujs:
+  - name: search
+    match: { service.name: frontend-api, span.name: "GET /v1/search" }
+    latency: { threshold: 10s }
+    objectives:
+      - { sli: latency, target: 99%, window: 30d }
+  - name: refund
+    match: { service.name: frontend-api, span.name: "POST /v1/refund" }
+    availability: { bad: [ { status: error } ] }
+    objectives:
+      - { sli: availability, target: 99.9%, window: 30d }
+"#;
+    let downstream = Downstream::start().await;
+    let cujo = Cujo::start(&format!("{config}{}", exporter_yaml(downstream.addr, ""))).await;
+    let endpoint = format!("http://{}", cujo.grpc);
+    tokio::task::spawn_blocking(move || {
+        let provider = support::sdk_provider(endpoint, "frontend-api");
+        let t = provider.tracer("api");
+        for i in 0..SEARCHES {
+            let mut root = t
+                .span_builder("GET /v1/search")
+                .with_kind(SpanKind::Server)
+                .start(&t);
+            if i % 3 == 0 {
+                root.set_status(Status::error("boom"));
+            }
+            root.end();
+        }
+        let _ = provider.shutdown();
+    })
+    .await
+    .expect("sdk");
+    let report = wait_for("every search counted", || async {
+        let r = slos(cujo.admin, "").await;
+        let valid = &window(&cuj(&r, "search")["objectives"][0], "5m")["valid"];
+        (*valid == SEARCHES).then_some(r)
+    })
+    .await;
+
+    let search = cuj(&report, "search");
+    assert_eq!(search["slis"], serde_json::json!(["latency"]));
+    let json = search.to_string();
+    assert!(!json.contains("availability"), "{json}");
+    let latency = &search["objectives"][0];
+    assert_eq!(latency["budget_remaining"], 1.0, "every search was fast");
+    let five = window(latency, "5m");
+    assert_eq!(five["sli"], 1.0);
+    let coverage = five["coverage"].as_f64().expect("coverage");
+    assert!(coverage > 0.0 && coverage <= 1.0, "{five}");
+    let month = window(latency, "30d")["coverage"].as_f64().expect("30d");
+    assert!(month > 0.0 && month < 0.01, "seconds of a month: {month}");
+
+    let refund = &cuj(&report, "refund")["objectives"][0];
+    assert!(refund["budget_remaining"].is_null(), "{refund}");
+    assert!(refund["exhaustion_seconds"].is_null(), "{refund}");
+    assert_eq!(refund["page"], false);
+    for w in refund["windows"].as_array().expect("windows") {
+        assert!(w["sli"].is_null() && w["coverage"] == 0.0, "{w}");
+    }
+
+    let metrics = cujo.metrics().await;
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        assert!(
+            !(line.contains("cuj=\"search\"") && line.contains("sli=\"availability\"")),
+            "{line}"
+        );
+        assert!(
+            !(line.starts_with("cujo_slo_error_budget_remaining_ratio")
+                || line.starts_with("cujo_slo_sli_ratio"))
+                || !line.contains("cuj=\"refund\""),
+            "no data is not a number: {line}"
+        );
+    }
+    assert!(metrics.contains(
+        "cujo_slo_window_coverage_ratio{cuj=\"refund\",sli=\"availability\",window=\"1h\"} 0"
+    ));
+    assert!(
+        metrics.contains("cujo_slo_alert_held{cuj=\"search\",sli=\"latency\",severity=\"page\"} 0")
+    );
+    support::promtool_check_metrics(&metrics);
+
+    let mut client = SloServiceClient::connect(format!("http://{}", cujo.admin))
+        .await
+        .expect("gRPC connect");
+    let all = client
+        .get_status(GetStatusRequest { cuj: String::new() })
+        .await
+        .expect("GetStatus")
+        .into_inner();
+    assert_eq!(all.cujs[0].slis, ["latency"]);
+    assert!(
+        all.cujs[0]
+            .series
+            .iter()
+            .all(|s| s.availability_good.is_none())
+    );
+    assert_eq!(all.cujs[1].objectives[0].budget_remaining, None);
+
+    let admin = format!("http://{}", cujo.admin);
+    let out = gate(&["--endpoint", &admin]).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("refund"))
+        .expect("refund row");
+    assert!(row.contains("no data") && row.ends_with("pass"), "{row}");
+    assert!(stdout.contains("1 with no data pass"), "{stdout}");
+    let out = gate(&["--endpoint", &admin, "--on-no-data", "fail"]).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("refund availability (30d"), "{stderr}");
+    assert!(stderr.contains("no data"), "{stderr}");
+    assert!(!stderr.contains("search"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,6 +37,8 @@ cujs:
       - { sli: availability, target: 99.9%, window: 30d }
       - { sli: latency, target: 97.5%, window: 30d }
       - { sli: availability, target: 50%, window: 7d }
+    # Seconds of traffic: alerts are judged without the cold-start gate.
+    alerts: { min_events: 0, min_coverage: 0% }
   - name: "search <i>beta</i>"
     match:
       service.name: frontend-api
@@ -46,6 +48,8 @@ cujs:
       bad: [ { status: error } ]
     objectives:
       - { sli: availability, target: 99%, window: 30d }
+    # Seconds of traffic: alerts are judged without the cold-start gate.
+    alerts: { min_events: 0, min_coverage: 0% }
 "#;
 
 /// A tier value that would run script if the page did not escape it.

@@ -31,6 +31,8 @@ cujs:
       bad: [ { status: error } ]
     objectives:
       - { sli: availability, target: 99.9%, window: 30d }
+    # Seconds of traffic: alerts are judged without the cold-start gate.
+    alerts: { min_events: 0, min_coverage: 0% }
 "#;
 
 /// One POST a webhook receiver got, and what it answered.

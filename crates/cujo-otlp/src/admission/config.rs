@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+/// A fraction: `0.25` or `25%` (shared by every section that takes one).
+pub use cujo_config::Fraction;
 use cujo_config::{ByteSize, HumanDuration, KeyError, fail};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::memory::{Component, Shares};
 
@@ -139,42 +141,6 @@ impl SharesConfig {
             (Component::Exporter, self.exporter),
             (Component::Sli, self.sli),
         ]
-    }
-}
-
-/// A fraction: `0.25` or `25%`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Fraction(pub f64);
-
-impl<'de> Deserialize<'de> for Fraction {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(f64),
-            Text(String),
-        }
-        let value = match Raw::deserialize(d)? {
-            Raw::Number(n) => n,
-            Raw::Text(t) => match t.trim().strip_suffix('%') {
-                Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0).map_err(|_| {
-                    serde::de::Error::custom(format!(
-                        "expected a fraction like 0.25 or 25%, found {t:?}"
-                    ))
-                })?,
-                None => t.trim().parse::<f64>().map_err(|_| {
-                    serde::de::Error::custom(format!(
-                        "expected a fraction like 0.25 or 25%, found {t:?}"
-                    ))
-                })?,
-            },
-        };
-        if !(0.0..=1.0).contains(&value) {
-            return Err(serde::de::Error::custom(format!(
-                "expected a fraction between 0 and 1 (or 0% and 100%), found {value}"
-            )));
-        }
-        Ok(Fraction(value))
     }
 }
 

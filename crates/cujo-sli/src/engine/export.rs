@@ -12,6 +12,7 @@ use super::{Exemplar, SliEngine};
 use crate::cuj::Unmeasured;
 use crate::histogram::ExpBuckets;
 use crate::limits::{EvictReason, OverflowReason};
+use crate::slo::Severity;
 
 /// Kind of a metric family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +81,8 @@ pub struct CujExport {
     pub name: String,
     /// Dimension keys with their OpenTelemetry names (`user.tier`).
     pub dimensions: Vec<String>,
+    /// Whether the CUJ configures availability (its counts are exported).
+    pub has_availability: bool,
     /// Whether the CUJ has a latency SLI (latency counts and buckets are meaningful).
     pub has_latency: bool,
     pub excluded: u64,
@@ -171,19 +174,21 @@ impl SliEngine {
                     l.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
                     l
                 };
-                events.samples.push(sample(
-                    "",
-                    with(&[("sli", "availability"), ("outcome", "good")]),
-                    series.available_good as f64,
-                ));
-                events.samples.push(Sample {
-                    exemplar: series.availability_bad,
-                    ..sample(
+                if s.cuj.has_sli(crate::cuj::Sli::Availability) {
+                    events.samples.push(sample(
                         "",
-                        with(&[("sli", "availability"), ("outcome", "bad")]),
-                        series.available_bad as f64,
-                    )
-                });
+                        with(&[("sli", "availability"), ("outcome", "good")]),
+                        series.available_good as f64,
+                    ));
+                    events.samples.push(Sample {
+                        exemplar: series.availability_bad,
+                        ..sample(
+                            "",
+                            with(&[("sli", "availability"), ("outcome", "bad")]),
+                            series.available_bad as f64,
+                        )
+                    });
+                }
                 if s.cuj.latency.is_some() {
                     events.samples.push(sample(
                         "",
@@ -239,7 +244,12 @@ impl SliEngine {
         );
         let mut budget = family(
             "cujo_slo_error_budget_remaining_ratio",
-            "Fraction of the error budget left over the objective's window.",
+            "Fraction of the error budget left over the objective's window (absent without valid events over it).",
+            Kind::Gauge,
+        );
+        let mut coverage = family(
+            "cujo_slo_window_coverage_ratio",
+            "Fraction of each window with data: from its oldest slice holding an event to now, over the window (at most 1).",
             Kind::Gauge,
         );
         let mut burn = family(
@@ -250,6 +260,11 @@ impl SliEngine {
         let mut alert = family(
             "cujo_slo_alert",
             "1 when the multiwindow burn-rate alert of this severity fires.",
+            Kind::Gauge,
+        );
+        let mut held = family(
+            "cujo_slo_alert_held",
+            "1 when the burn-rate alert of this severity would fire but is held: its long window holds fewer events or less coverage than the CUJ's alert gate.",
             Kind::Gauge,
         );
         let mut exhaustion = family(
@@ -278,9 +293,22 @@ impl SliEngine {
                 burn.samples
                     .push(sample("", with("window", window_label(*w)), *v));
             }
-            budget
-                .samples
-                .push(sample("", base.clone(), status.budget_remaining));
+            for (w, v) in &status.coverage {
+                coverage
+                    .samples
+                    .push(sample("", with("window", window_label(*w)), *v));
+            }
+            if let Some(b) = status.budget_remaining {
+                budget.samples.push(sample("", base.clone(), b));
+            }
+            for severity in [Severity::Page, Severity::Ticket] {
+                let is_held = status.held.iter().any(|h| h.severity == severity);
+                held.samples.push(sample(
+                    "",
+                    with("severity", severity.label().into()),
+                    f64::from(u8::from(is_held)),
+                ));
+            }
             alert.samples.push(sample(
                 "",
                 with("severity", "page".into()),
@@ -342,8 +370,10 @@ impl SliEngine {
             target,
             sli,
             budget,
+            coverage,
             burn,
             alert,
+            held,
             exhaustion,
             settling,
             settle_spans,
@@ -363,6 +393,7 @@ impl SliEngine {
                 CujExport {
                     name: s.cuj.name.clone(),
                     dimensions: s.cuj.dimensions.clone(),
+                    has_availability: s.cuj.has_sli(crate::cuj::Sli::Availability),
                     has_latency: s.cuj.latency.is_some(),
                     excluded: s.excluded,
                     overflowed: s.overflowed,

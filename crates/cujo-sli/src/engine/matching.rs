@@ -368,6 +368,7 @@ mod tests {
                 exclude: Vec::new(),
                 latency: None,
                 objectives: Vec::new(),
+                alert_gate: crate::slo::AlertGate::OFF,
             })
             .collect();
         let d = Dispatch::new(&cujs);
@@ -459,6 +460,7 @@ mod tests {
             exclude,
             latency: None,
             objectives: vec![],
+            alert_gate: crate::slo::AlertGate::OFF,
         };
         SliEngine::new(vec![
             cuj(

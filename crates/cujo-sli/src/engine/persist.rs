@@ -243,7 +243,7 @@ mod tests {
             assert_eq!(a.windows, b.windows);
             assert_eq!(
                 (a.availability_good, a.latency_good, &a.latency),
-                (0, 0, &None)
+                (Some(0), 0, &None)
             );
         }
         assert_eq!(

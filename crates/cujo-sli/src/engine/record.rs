@@ -184,7 +184,11 @@ impl CujState {
                     Sli::Availability => &self.availability,
                     Sli::Latency => &self.latency,
                 };
-                obj.evaluate(counter, now_ms).budget_remaining
+                // A chart point without data draws the full budget (nothing spent yet): the
+                // page says "no data" beside the chart while the objective has none.
+                obj.evaluate(counter, now_ms, self.cuj.alert_gate)
+                    .budget_remaining
+                    .unwrap_or(1.0)
             })
             .collect();
         if self.history.len() == HISTORY_POINTS {

@@ -15,7 +15,7 @@ use crate::cuj::Sli;
 use crate::histogram::ExpHistogram;
 use crate::limits::OverflowReason;
 use crate::series::Series;
-use crate::slo::{ObjectiveStatus, REPORTED_WINDOWS};
+use crate::slo::{AlertGate, HeldAlert, ObjectiveStatus, REPORTED_WINDOWS};
 
 impl SliEngine {
     /// The whole state as plain data, for the status page, API and deploy gate.
@@ -34,12 +34,13 @@ impl SliEngine {
                             Sli::Availability => &s.availability,
                             Sli::Latency => &s.latency,
                         };
-                        let status = obj.evaluate(counter, now_ms);
+                        let status = obj.evaluate(counter, now_ms, s.cuj.alert_gate);
                         let windows = status
                             .sli
                             .iter()
                             .zip(&status.burn_rate)
-                            .map(|((w, ratio), (_, burn))| {
+                            .zip(&status.coverage)
+                            .map(|(((w, ratio), (_, burn)), (_, coverage))| {
                                 let c = counter.counts(now_ms, *w).unwrap_or_default();
                                 WindowReport {
                                     window: window_label(*w),
@@ -48,8 +49,16 @@ impl SliEngine {
                                     valid: c.valid,
                                     sli: *ratio,
                                     burn_rate: *burn,
+                                    // To a hundredth of a percent, which JSON
+                                    // carries exactly.
+                                    coverage: (coverage * 1e4).round() / 1e4,
                                 }
                             })
+                            .collect();
+                        let alerts_held = status
+                            .held
+                            .iter()
+                            .map(|h| held_report(h, s.cuj.alert_gate))
                             .collect();
                         ObjectiveReport {
                             sli: sli.label().to_string(),
@@ -60,10 +69,12 @@ impl SliEngine {
                             budget_remaining: status.budget_remaining,
                             page: status.page,
                             ticket: status.ticket,
+                            alerts_held,
                             exhaustion_seconds: status.exhaustion.map(|d| d.as_secs_f64()),
                         }
                     })
                     .collect();
+                let availability = s.cuj.has_sli(Sli::Availability);
                 let mut ranked: Vec<(f64, SeriesReport)> = s
                     .series
                     .iter()
@@ -78,8 +89,8 @@ impl SliEngine {
                                     .cloned()
                                     .zip(dims.iter().map(str::to_string))
                                     .collect(),
-                                availability_good: v.available_good,
-                                availability_bad: v.available_bad,
+                                availability_good: availability.then_some(v.available_good),
+                                availability_bad: availability.then_some(v.available_bad),
                                 latency_good: v.latency_good,
                                 latency_bad: v.latency_bad,
                                 windows: s.series_windows(v, now_ms),
@@ -97,14 +108,19 @@ impl SliEngine {
                 ranked.sort_by(|(sa, a), (sb, b)| {
                     sb.total_cmp(sa)
                         .then_with(|| {
-                            (b.availability_bad + b.latency_bad)
-                                .cmp(&(a.availability_bad + a.latency_bad))
+                            (b.availability_bad.unwrap_or(0) + b.latency_bad)
+                                .cmp(&(a.availability_bad.unwrap_or(0) + a.latency_bad))
                         })
                         .then_with(|| a.dimensions.cmp(&b.dimensions))
                 });
                 let series: Vec<SeriesReport> = ranked.into_iter().map(|(_, r)| r).collect();
                 CujReport {
                     name: s.cuj.name.clone(),
+                    slis: [Sli::Availability, Sli::Latency]
+                        .into_iter()
+                        .filter(|sli| s.cuj.has_sli(*sli))
+                        .map(|sli| sli.label().to_string())
+                        .collect(),
                     dimensions: s.cuj.dimensions.clone(),
                     latency_threshold_seconds: s.cuj.latency.as_ref().map(|(t, _)| t.as_secs_f64()),
                     latency_measure: s.cuj.latency.as_ref().map(|(_, m)| m.label().to_string()),
@@ -140,7 +156,7 @@ impl SliEngine {
                     s.cuj.name.as_str(),
                     *sli,
                     obj.target,
-                    obj.evaluate(counter, now_ms),
+                    obj.evaluate(counter, now_ms, s.cuj.alert_gate),
                 ));
             }
         }
@@ -165,7 +181,10 @@ impl CujState {
                 Some(crate::report::SeriesWindow {
                     window: window_label(w),
                     valid: c.valid,
-                    availability_good: c.availability_good,
+                    availability_good: self
+                        .cuj
+                        .has_sli(Sli::Availability)
+                        .then_some(c.availability_good),
                     latency_valid: c.latency_valid,
                     latency_good: c.latency_good,
                 })
@@ -197,6 +216,44 @@ impl CujState {
     }
 }
 
+/// A held alert as the report says it, with what its long window lacks in words.
+fn held_report(h: &HeldAlert, gate: AlertGate) -> crate::report::HeldAlertReport {
+    let window = window_label(h.long);
+    let mut lacks = Vec::new();
+    if h.valid < gate.min_events {
+        lacks.push(format!("{} events (needs {})", h.valid, gate.min_events));
+    }
+    if h.coverage < gate.min_coverage {
+        lacks.push(format!(
+            "data over {} of it (needs {})",
+            percent(h.coverage),
+            percent(gate.min_coverage)
+        ));
+    }
+    crate::report::HeldAlertReport {
+        severity: h.severity.label().to_string(),
+        reason: format!(
+            "held for lack of data: the {window} window has {}",
+            lacks.join(" and ")
+        ),
+        window,
+        valid: h.valid,
+        coverage: h.coverage,
+        min_events: gate.min_events,
+        min_coverage: gate.min_coverage,
+    }
+}
+
+/// `15%`, `0.5%`: a fraction as people read it.
+fn percent(x: f64) -> String {
+    let p = x * 100.0;
+    if p >= 10.0 || p == p.round() {
+        format!("{p:.0}%")
+    } else {
+        format!("{p:.1}%")
+    }
+}
+
 /// Count, sum and quantiles of a histogram; absent when it holds nothing.
 fn latency_summary(h: &ExpHistogram) -> Option<crate::report::LatencySummary> {
     (h.count() > 0).then(|| crate::report::LatencySummary {
@@ -215,10 +272,11 @@ mod tests {
     use std::collections::HashMap;
     use std::time::Duration;
 
-    use super::super::testkit::{Span, engine, feed, value};
+    use super::super::testkit::{Span, engine, feed, post_message, value};
     use super::super::{HISTORY_INTERVAL_MS, SliEngine};
-    use crate::cuj::TraceFacts;
+    use crate::cuj::{Cuj, Sli, TraceFacts};
     use crate::limits::SliLimits;
+    use crate::slo::AlertGate;
 
     #[test]
     fn the_report_carries_objectives_series_and_history() {
@@ -245,7 +303,7 @@ mod tests {
         assert_eq!((w5m.window.as_str(), w5m.good, w5m.valid), ("5m", 90, 100));
         assert_eq!(w5m.sli, Some(0.9));
         assert_eq!(cuj.series.len(), 2);
-        assert_eq!(cuj.series[0].availability_bad, 5);
+        assert_eq!(cuj.series[0].availability_bad, Some(5));
         assert_eq!(
             cuj.history.len(),
             2,
@@ -438,7 +496,7 @@ mod tests {
                 .cloned()
                 .expect("window")
         };
-        assert_eq!((w("5m").valid, w("5m").availability_good), (20, 18));
+        assert_eq!((w("5m").valid, w("5m").availability_good), (20, Some(18)));
         assert_eq!((w("5m").latency_valid, w("5m").latency_good), (20, 20));
         assert_eq!(w("30d").valid, 20, "the objective's window is reported too");
         let free = &cuj.series[1];
@@ -449,5 +507,146 @@ mod tests {
                 .map(|w| w.valid)
         };
         assert_eq!((fw("1h"), fw("2d"), fw("3d")), (Some(0), None, Some(50)));
+    }
+
+    const MIN: u64 = 60_000;
+
+    /// A CUJ seen for the first time (no state file) fails every request for 9 minutes:
+    /// no page, and the report says the page is held and how little of the hour has data.
+    /// Failing on to minute 30 (half the hour), it pages.
+    #[test]
+    fn a_new_cuj_does_not_page_on_minutes_of_data() {
+        let mut e = SliEngine::new(vec![Cuj {
+            alert_gate: AlertGate::default(),
+            ..post_message(10)
+        }]);
+        let t0 = 1_700_000_000_000 - 1_700_000_000_000 % (3600 * 1000);
+        let fail_minute = |e: &mut SliEngine, m: u64| {
+            for i in 0..20 {
+                feed(e, "gold", true, 10, t0 + m * MIN + i * 1000);
+            }
+        };
+        for m in 0..9 {
+            fail_minute(&mut e, m);
+        }
+        let now = t0 + 8 * MIN + 30_000;
+        let r = e.report(now);
+        let avail = &r.cujs[0].objectives[0];
+        assert_eq!(avail.sli, "availability");
+        assert!(!avail.page && !avail.ticket, "{avail:?}");
+        let held = &avail.alerts_held[0];
+        assert_eq!(
+            (held.severity.as_str(), held.window.as_str()),
+            ("page", "1h")
+        );
+        assert_eq!(
+            held.reason,
+            "held for lack of data: the 1h window has data over 15% of it (needs 50%)"
+        );
+        let hour = avail.windows.iter().find(|w| w.window == "1h").expect("1h");
+        assert_eq!((hour.valid, hour.coverage), (180, 0.15));
+        let month = avail.windows.last().expect("30d");
+        assert_eq!(month.window, "30d");
+        assert_eq!(month.coverage, 0.0014, "{month:?}");
+        let f = e.families(now);
+        let alert = |f: &[super::super::Family], name: &str| {
+            value(
+                f,
+                name,
+                "",
+                &[("sli", "availability"), ("severity", "page")],
+            )
+        };
+        assert_eq!(alert(&f, "cujo_slo_alert"), Some(0.0));
+        assert_eq!(alert(&f, "cujo_slo_alert_held"), Some(1.0));
+        assert_eq!(
+            value(
+                &f,
+                "cujo_slo_window_coverage_ratio",
+                "",
+                &[("sli", "availability"), ("window", "1h")]
+            ),
+            Some(0.15)
+        );
+        for m in 9..30 {
+            fail_minute(&mut e, m);
+        }
+        let now = t0 + 29 * MIN + 30_000;
+        let avail = &e.report(now).cujs[0].objectives[0];
+        assert!(avail.page, "{avail:?}");
+        assert!(avail.alerts_held.iter().all(|h| h.severity != "page"));
+        assert_eq!(alert(&e.families(now), "cujo_slo_alert"), Some(1.0));
+    }
+
+    /// Without events there is no SLI, no budget and no alert: "no data", not 100%.
+    #[test]
+    fn no_events_report_no_data() {
+        let e = engine(10);
+        let now = 1_700_000_000_000;
+        let r = e.report(now);
+        for o in &r.cujs[0].objectives {
+            assert!(
+                o.windows
+                    .iter()
+                    .all(|w| w.sli.is_none() && w.coverage == 0.0)
+            );
+            assert_eq!(o.budget_remaining, None);
+            assert!(!o.page && !o.ticket && o.alerts_held.is_empty());
+        }
+        let f = e.families(now);
+        for name in [
+            "cujo_slo_sli_ratio",
+            "cujo_slo_error_budget_remaining_ratio",
+        ] {
+            let family = f.iter().find(|f| f.name == name).expect(name);
+            assert!(family.samples.is_empty(), "{name}: {:?}", family.samples);
+        }
+        let json = serde_json::to_value(&r).unwrap_or_default();
+        assert!(json["cujs"][0]["objectives"][0]["budget_remaining"].is_null());
+    }
+
+    /// A CUJ configuring only latency reports and exports no availability.
+    #[test]
+    fn a_latency_only_cuj_reports_and_exports_no_availability() {
+        let base = post_message(10);
+        let latency_only = Cuj {
+            bad: vec![],
+            objectives: vec![base.objectives[1]],
+            ..base
+        };
+        assert!(!latency_only.has_sli(Sli::Availability));
+        assert!(latency_only.has_sli(Sli::Latency));
+        let mut e = SliEngine::new(vec![latency_only]);
+        let now = 1_700_000_000_000;
+        feed(&mut e, "gold", true, 10, now);
+        feed(&mut e, "gold", false, 900, now);
+        let r = e.report(now);
+        let cuj = &r.cujs[0];
+        assert_eq!(cuj.slis, ["latency"]);
+        assert_eq!(cuj.objectives.len(), 1);
+        let s = &cuj.series[0];
+        assert_eq!((s.availability_good, s.availability_bad), (None, None));
+        assert_eq!((s.latency_good, s.latency_bad), (1, 1));
+        assert!(s.windows.iter().all(|w| w.availability_good.is_none()));
+        let json = serde_json::to_string(&r).unwrap_or_default();
+        assert!(!json.contains("availability"), "{json}");
+        let f = e.families(now);
+        let samples: Vec<_> = f
+            .iter()
+            .flat_map(|f| f.samples.iter())
+            .filter(|s| s.labels.iter().any(|(_, v)| v == "availability"))
+            .collect();
+        assert!(samples.is_empty(), "{samples:?}");
+        assert_eq!(
+            value(
+                &f,
+                "cujo_sli_events_total",
+                "",
+                &[("sli", "latency"), ("outcome", "bad")]
+            ),
+            Some(1.0)
+        );
+        let view = e.export_view(160);
+        assert!(!view[0].has_availability && view[0].has_latency);
     }
 }

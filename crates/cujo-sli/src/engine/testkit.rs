@@ -59,7 +59,18 @@ pub(super) fn engine(max_series: usize) -> SliEngine {
 
 /// [`engine`] with its latency threshold at `threshold_ms`.
 pub(super) fn engine_with_threshold(max_series: usize, threshold_ms: u64) -> SliEngine {
-    SliEngine::new(vec![Cuj {
+    SliEngine::new(vec![post_message_with_threshold(max_series, threshold_ms)])
+}
+
+/// The CUJ of [`engine`]: availability (errors are bad) and latency (300 ms) objectives
+/// over 30 days, split by `user.tier`, alerts ungated.
+pub(super) fn post_message(max_series: usize) -> Cuj {
+    post_message_with_threshold(max_series, 300)
+}
+
+/// [`post_message`] with its latency threshold at `threshold_ms`.
+pub(super) fn post_message_with_threshold(max_series: usize, threshold_ms: u64) -> Cuj {
+    Cuj {
         name: "post_message".into(),
         matcher: RootMatch {
             span_name: Some(ValueMatch::Equals(Literal::Str("POST /v1/messages".into()))),
@@ -87,7 +98,8 @@ pub(super) fn engine_with_threshold(max_series: usize, threshold_ms: u64) -> Sli
                 },
             ),
         ],
-    }])
+        alert_gate: crate::slo::AlertGate::OFF,
+    }
 }
 
 pub(super) fn feed(e: &mut SliEngine, tier: &str, error: bool, latency_ms: u64, now_ms: u64) {

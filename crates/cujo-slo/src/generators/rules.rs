@@ -8,7 +8,9 @@
 //! `slo` (`<cuj>-<sli>`), where Sloth has `sloth_service`, `sloth_slo` and `sloth_id`.
 //!
 //! The alerts take their windows and factors from [`cujo_sli::slo::burn_rate_rules`], the
-//! function the in-process evaluation uses, so the two can never drift apart.
+//! function the in-process evaluation uses, so the two can never drift apart, and hold, as
+//! in process, until the rule's long window has the CUJ's `alerts.min_events` valid events
+//! (its `min_coverage` is not applied: Prometheus keeps its own history across restarts).
 //!
 //! One rule group per CUJ holds its event rates, every objective's error ratios, metadata
 //! and alerts, in that order: rules of a group run in order at one evaluation time, so an
@@ -368,7 +370,21 @@ fn objective_rules(cuj: &Cuj, sli: Sli, objective: &Objective, slo: &str) -> Vec
                     number(budget)
                 )
             };
-            format!("(\n  {}\n  and\n  {}\n)", over(r.long), over(r.short))
+            // The alert gate's minimum of events over the long window, as in process
+            // (`increase` extrapolates, so near the bound the two may differ by an event or
+            // two). Coverage is not gated here: Prometheus keeps its own history, so a
+            // restart of cujo does not empty its windows.
+            let gate = if cuj.alert_gate.min_events > 0 {
+                format!(
+                    "\n  and on ()\n  sum(increase({EVENTS}{{{all}}}[{range}])) >= {min}",
+                    all = events(""),
+                    range = window_label(r.long),
+                    min = cuj.alert_gate.min_events
+                )
+            } else {
+                String::new()
+            };
+            format!("(\n  {}\n  and\n  {}{gate}\n)", over(r.long), over(r.short))
         };
         let expr = chosen
             .iter()
@@ -470,6 +486,7 @@ mod tests {
             exclude: vec![],
             latency: None,
             objectives,
+            alert_gate: cujo_sli::slo::AlertGate::OFF,
         }
     }
 
@@ -490,6 +507,22 @@ mod tests {
         assert!(yaml.contains("13.44 * 0.001"), "{yaml}");
         assert!(yaml.contains("slo:sli_error:ratio_rate28d"));
         assert!(yaml.contains("sum by (cuj, sli, outcome, user_tier)"));
+    }
+
+    #[test]
+    fn alerts_wait_for_the_gates_events_over_the_long_window() {
+        let ungated = render(&[cuj("checkout", vec![(Sli::Availability, obj(0.999, 30))])]);
+        assert!(!ungated.contains("increase("), "{ungated}");
+        let gated = render(&[Cuj {
+            alert_gate: cujo_sli::slo::AlertGate::default(),
+            ..cuj("checkout", vec![(Sli::Availability, obj(0.999, 30))])
+        }]);
+        for long in ["1h", "6h", "1d", "3d"] {
+            let clause = format!(
+                "sum(increase(cujo_sli_events_total{{cuj=\"checkout\",sli=\"availability\"}}[{long}])) >= 100"
+            );
+            assert!(gated.contains(&clause), "{clause} missing:\n{gated}");
+        }
     }
 
     #[test]

@@ -9,6 +9,11 @@
 //! rules of `cujo rules` compute them over every instance's counters ([`prometheus`]). Several
 //! replicas sharing the traffic each see only their share, so a fleet gates on Prometheus.
 //!
+//! An objective without valid events over its window has no budget to judge ("no data"):
+//! it passes by default (nothing is spent, and a new or quiet CUJ must not block every
+//! deploy) and is shown as `no data` in the table and counted in the summary;
+//! `--on-no-data fail` fails it instead.
+//!
 //! A client only: it reads the JSON API of [`super::status`] (or Prometheus' query API) over
 //! HTTP or HTTPS and needs no configuration file. It must not link to a running engine or read the config. An admin
 //! listener with `exporters.prometheus.auth` needs a bearer token: `CUJO_STATUS_TOKEN` or
@@ -57,6 +62,10 @@ pub struct StatusArgs {
     /// percentage (`25%`). Budgets go negative when overspent.
     #[arg(long, default_value = "0.25", value_parser = parse_budget, allow_hyphen_values = true)]
     pub min_budget: f64,
+    /// What an objective without valid events over its window (no budget to judge) gets:
+    /// `pass` (nothing is spent) or `fail` (require evidence before a deploy).
+    #[arg(long, value_enum, default_value_t = OnNoData::Pass)]
+    pub on_no_data: OnNoData,
     /// `table` for people, `json` for programs (the API's answer as received).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -133,6 +142,12 @@ fn bearer_token(args: &StatusArgs) -> Result<Option<String>, GateError> {
         )));
     }
     Ok(Some(token))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnNoData {
+    Pass,
+    Fail,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -218,13 +233,23 @@ struct ObjectiveView {
     window_seconds: u64,
     #[serde(default)]
     windows: Vec<WindowView>,
-    budget_remaining: f64,
+    /// Absent (`null`) without valid events over the objective's window.
+    #[serde(default)]
+    budget_remaining: Option<f64>,
     #[serde(default)]
     page: bool,
     #[serde(default)]
     ticket: bool,
+    /// Alerts held for lack of data (only their severity is read).
+    #[serde(default)]
+    alerts_held: Vec<HeldView>,
     #[serde(default)]
     exhaustion_seconds: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct HeldView {
+    severity: String,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -298,7 +323,7 @@ pub fn run(args: &StatusArgs) -> ExitCode {
             fleet.prometheus
         );
     }
-    let verdicts = judge(&view, args.min_budget);
+    let verdicts = judge(&view, args.min_budget, args.on_no_data);
     if verdicts.is_empty() {
         return usage_error(&GateError::NoObjectives {
             url: source,
@@ -314,29 +339,45 @@ pub fn run(args: &StatusArgs) -> ExitCode {
         Format::Json => println!("{}", String::from_utf8_lossy(&body).trim_end()),
     }
     let failing: Vec<&Verdict> = verdicts.iter().filter(|v| !v.passes).collect();
+    let no_data = verdicts
+        .iter()
+        .filter(|v| v.objective.budget_remaining.is_none())
+        .count();
     let bound = percent(args.min_budget, 1);
     if failing.is_empty() {
         if args.format == Format::Table {
-            println!(
-                "ok: all {} objectives have at least {bound} of their error budget left",
-                verdicts.len()
+            let judged = verdicts.len() - no_data;
+            let mut line = format!(
+                "ok: all {judged} objectives with data have at least {bound} of their error budget left"
             );
+            if no_data > 0 {
+                let _ = write!(line, "; {no_data} with no data pass (--on-no-data pass)");
+            }
+            println!("{line}");
         }
         return ExitCode::SUCCESS;
     }
     eprintln!(
-        "cujo status: {} of {} objectives have less than {bound} of their error budget left:",
+        "cujo status: {} of {} objectives have less than {bound} of their error budget left{}:",
         failing.len(),
-        verdicts.len()
+        verdicts.len(),
+        if args.on_no_data == OnNoData::Fail && no_data > 0 {
+            " or no data (--on-no-data fail)"
+        } else {
+            ""
+        }
     );
     for v in failing {
         eprintln!(
-            "  {} {} ({} target {}): {} left",
+            "  {} {} ({} target {}): {}",
             v.cuj,
             v.objective.sli,
             v.objective.window,
             percent(v.objective.target, 3),
-            percent(v.objective.budget_remaining, 1)
+            v.objective.budget_remaining.map_or_else(
+                || "no data".to_string(),
+                |b| format!("{} left", percent(b, 1))
+            )
         );
     }
     ExitCode::FAILURE
@@ -533,16 +574,17 @@ struct Verdict<'a> {
     passes: bool,
 }
 
-fn judge(view: &StatusView, min_budget: f64) -> Vec<Verdict<'_>> {
+fn judge(view: &StatusView, min_budget: f64, on_no_data: OnNoData) -> Vec<Verdict<'_>> {
     view.cujs
         .iter()
         .flat_map(|c| {
             c.objectives.iter().map(move |o| Verdict {
                 cuj: &c.name,
                 objective: o,
-                // No events (the fleet's rules answer NaN or nothing): nothing to hold a
-                // deploy on; the table says "no data".
-                passes: !o.budget_remaining.is_finite() || o.budget_remaining >= min_budget,
+                passes: match o.budget_remaining {
+                    Some(b) => b >= min_budget,
+                    None => on_no_data == OnNoData::Pass,
+                },
             })
         })
         .collect()
@@ -569,7 +611,10 @@ fn table(verdicts: &[Verdict<'_>]) -> String {
             let alert = match (o.page, o.ticket) {
                 (true, _) => "page".to_string(),
                 (false, true) => "ticket".to_string(),
-                (false, false) => "none".to_string(),
+                (false, false) => match o.alerts_held.first() {
+                    Some(h) => format!("{} held (too little data)", h.severity),
+                    None => "none".to_string(),
+                },
             };
             let alert = match o.exhaustion_seconds {
                 // Zero: the budget is already spent (or overspent), not about to be.
@@ -587,11 +632,8 @@ fn table(verdicts: &[Verdict<'_>]) -> String {
                 own.and_then(|w| w.sli)
                     .map(|s| percent(s, 3))
                     .unwrap_or_else(|| "-".into()),
-                if o.budget_remaining.is_finite() {
-                    percent(o.budget_remaining, 1)
-                } else {
-                    "no data".into()
-                },
+                o.budget_remaining
+                    .map_or_else(|| "no data".to_string(), |b| percent(b, 1)),
                 hour.map(|w| format!("{:.2}", w.burn_rate))
                     .unwrap_or_else(|| "-".into()),
                 alert,
@@ -699,10 +741,35 @@ mod tests {
                  "budget_remaining":0.5,"ticket":true,"exhaustion_seconds":5400}]}]}"#,
         )
         .expect("view");
-        let text = table(&judge(&view, 0.25));
+        let text = table(&judge(&view, 0.25, OnNoData::Pass));
         assert!(text.contains("page (exhausted)"), "{text}");
         assert!(text.contains("ticket (empty in 1h30m)"), "{text}");
         assert!(!text.contains("empty in 0s"), "{text}");
+    }
+
+    #[test]
+    fn no_data_passes_by_default_and_fails_when_asked() {
+        let view: StatusView = serde_json::from_str(
+            r#"{"cujs":[{"name":"new","objectives":[
+                {"sli":"availability","target":0.999,"window":"30d","window_seconds":2592000,
+                 "windows":[{"seconds":2592000,"sli":null,"burn_rate":0}],
+                 "budget_remaining":null},
+                {"sli":"latency","target":0.99,"window":"30d","window_seconds":2592000,
+                 "budget_remaining":0.9,
+                 "alerts_held":[{"severity":"page","window":"1h"}]}]}]}"#,
+        )
+        .expect("view");
+        let pass = judge(&view, 0.25, OnNoData::Pass);
+        assert!(pass.iter().all(|v| v.passes));
+        let text = table(&pass);
+        let row = text.lines().nth(1).expect("row");
+        assert!(row.contains("no data") && row.ends_with("pass"), "{text}");
+        assert!(text.contains("page held (too little data)"), "{text}");
+        let fail = judge(&view, 0.25, OnNoData::Fail);
+        assert_eq!(
+            fail.iter().map(|v| v.passes).collect::<Vec<_>>(),
+            [false, true]
+        );
     }
 
     #[test]

@@ -58,6 +58,7 @@ fn cuj(name: &str, measure: Measure, max_series: usize) -> Cuj {
                 window: Duration::from_secs(30 * 86400),
             },
         )],
+        alert_gate: crate::slo::AlertGate::OFF,
     }
 }
 

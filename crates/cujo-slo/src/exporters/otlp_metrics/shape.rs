@@ -140,7 +140,10 @@ impl MetricsShaper {
             for s in &cuj.series {
                 let mut attrs = base.clone();
                 attrs.extend(cuj.dimensions.iter().cloned().zip(s.values.iter().cloned()));
-                let mut slis = vec![("availability", s.availability_good, s.availability_bad)];
+                let mut slis = Vec::new();
+                if cuj.has_availability {
+                    slis.push(("availability", s.availability_good, s.availability_bad));
+                }
                 if cuj.has_latency {
                     slis.push(("latency", s.latency_good, s.latency_bad));
                 }
@@ -238,6 +241,7 @@ impl MetricsShaper {
     fn gauges(&self, snap: &EngineSnapshot, now_ns: u64) -> Vec<Metric> {
         let (mut target, mut sli, mut budget, mut burn, mut alert) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut coverage = Vec::new();
         for (cuj, which, goal, status) in &snap.objectives {
             let base: Attributes = vec![
                 ("cuj".into(), cuj.clone()),
@@ -260,8 +264,11 @@ impl MetricsShaper {
                     burn.push(point(&with("window", window_label(*w)), Value::Double(*v)));
                 }
             }
-            if status.budget_remaining.is_finite() {
-                budget.push(point(&base, Value::Double(status.budget_remaining)));
+            if let Some(b) = status.budget_remaining.filter(|b| b.is_finite()) {
+                budget.push(point(&base, Value::Double(b)));
+            }
+            for (w, v) in &status.coverage {
+                coverage.push(point(&with("window", window_label(*w)), Value::Double(*v)));
             }
             for (severity, firing) in [("page", status.page), ("ticket", status.ticket)] {
                 alert.push(point(
@@ -279,8 +286,13 @@ impl MetricsShaper {
             ("cujo.slo.sli", "Good/valid over each window.", sli),
             (
                 "cujo.slo.error_budget.remaining",
-                "Fraction of the error budget left over the objective's window.",
+                "Fraction of the error budget left over the objective's window (absent without valid events over it).",
                 budget,
+            ),
+            (
+                "cujo.slo.window.coverage",
+                "Fraction of each window with data: from its oldest slice holding an event to now, over the window.",
+                coverage,
             ),
             (
                 "cujo.slo.burn_rate",

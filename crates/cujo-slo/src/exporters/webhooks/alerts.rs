@@ -250,7 +250,7 @@ fn transition(
             .iter()
             .map(|w| (w.window.clone(), w.burn_rate))
             .collect(),
-        budget_remaining: obj.budget_remaining,
+        budget_remaining: obj.budget_remaining.unwrap_or(1.0),
         exhaustion_seconds: obj.exhaustion_seconds,
         started_at_ms,
         resolved_at_ms,

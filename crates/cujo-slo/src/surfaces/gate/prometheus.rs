@@ -154,7 +154,10 @@ impl Prometheus<'_> {
                     window_seconds,
                     windows,
                     // Absent (no events yet) or NaN (0/0): no data.
-                    budget_remaining: remaining.get(slo).copied().unwrap_or(f64::NAN),
+                    budget_remaining: remaining.get(slo).copied().filter(|b| b.is_finite()),
+                    // The fleet's rules hold alerts on events alone (`cujo rules`): no
+                    // per-window reason to show here.
+                    alerts_held: Vec::new(),
                     page: firing(slo, PAGE_ALERT),
                     ticket: firing(slo, TICKET_ALERT),
                     exhaustion_seconds: None,

@@ -73,6 +73,7 @@ impl From<CujReport> for proto::CujStatus {
             latency: c.latency.map(Into::into),
             series: c.series.into_iter().map(Into::into).collect(),
             history: c.history.into_iter().map(Into::into).collect(),
+            slis: c.slis,
         }
     }
 }
@@ -89,6 +90,19 @@ impl From<ObjectiveReport> for proto::Objective {
             page: o.page,
             ticket: o.ticket,
             exhaustion_seconds: o.exhaustion_seconds,
+            alerts_held: o
+                .alerts_held
+                .into_iter()
+                .map(|h| proto::HeldAlert {
+                    severity: h.severity,
+                    window: h.window,
+                    valid: h.valid,
+                    coverage: h.coverage,
+                    min_events: h.min_events,
+                    min_coverage: h.min_coverage,
+                    reason: h.reason,
+                })
+                .collect(),
         }
     }
 }
@@ -102,6 +116,7 @@ impl From<WindowReport> for proto::Window {
             valid: w.valid,
             sli: w.sli,
             burn_rate: w.burn_rate,
+            coverage: w.coverage,
         }
     }
 }

@@ -27,6 +27,8 @@ const DEFAULT_REFRESH_SECONDS: u32 = 60;
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'";
 /// Shown for a number the report does not have (yet).
 const MISSING: &str = "—";
+/// Shown for an SLI or a budget over a window without valid events (never a green 100%).
+const NO_DATA: &str = "no data";
 
 /// `GET /`.
 pub fn router(source: ReportSource) -> Router {
@@ -127,6 +129,10 @@ fn write_page(
 enum AlertState {
     Page,
     Ticket,
+    /// Would fire, but held: the rule's long window holds too little data.
+    Held,
+    /// No valid events over the objective's window: neither OK nor burning.
+    NoData,
     Ok,
 }
 
@@ -136,6 +142,10 @@ impl AlertState {
             AlertState::Page
         } else if o.ticket {
             AlertState::Ticket
+        } else if !o.alerts_held.is_empty() {
+            AlertState::Held
+        } else if o.budget_remaining.is_none() {
+            AlertState::NoData
         } else {
             AlertState::Ok
         }
@@ -145,6 +155,8 @@ impl AlertState {
         match self {
             AlertState::Page => "page",
             AlertState::Ticket => "ticket",
+            AlertState::Held => "held",
+            AlertState::NoData => "nodata",
             AlertState::Ok => "ok",
         }
     }
@@ -153,6 +165,8 @@ impl AlertState {
         match self {
             AlertState::Page => "PAGE firing",
             AlertState::Ticket => "TICKET firing",
+            AlertState::Held => "HELD (too little data)",
+            AlertState::NoData => "NO DATA",
             AlertState::Ok => "OK",
         }
     }
@@ -171,8 +185,13 @@ fn write_overview(out: &mut String, report: &Report) -> fmt::Result {
         let lowest = cuj
             .objectives
             .iter()
-            .map(|o| o.budget_remaining)
+            .filter_map(|o| o.budget_remaining)
             .min_by(f64::total_cmp);
+        let none = if cuj.objectives.is_empty() {
+            MISSING
+        } else {
+            NO_DATA
+        };
         writeln!(
             out,
             "<tr id=\"overview-{i}\"><td><a href=\"#cuj-{i}\">{}</a></td><td><span class=\"state {}\" data-state=\"{}\">{}</span></td><td>{}</td></tr>",
@@ -180,7 +199,7 @@ fn write_overview(out: &mut String, report: &Report) -> fmt::Result {
             state.class(),
             state.class(),
             state.text(),
-            lowest.map_or_else(|| MISSING.to_string(), percent),
+            lowest.map_or_else(|| none.to_string(), percent),
         )?;
     }
     out.push_str("</tbody></table></nav>\n");
@@ -281,32 +300,52 @@ fn write_objective(out: &mut String, i: usize, j: usize, o: &ObjectiveReport) ->
         o.ticket,
         state.text()
     )?;
-    let b = o.budget_remaining;
-    let fill = if b.is_finite() {
-        b.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    let level = if b >= 0.5 {
-        "high"
-    } else if b >= 0.2 {
-        "mid"
-    } else {
-        "low"
-    };
-    writeln!(
-        out,
-        "<div class=\"budget\"><div class=\"bar {level}\" title=\"error budget left over {}\"><div class=\"fill\" style=\"width:{:.1}%\"></div></div>\
-         <span>error budget left: <b id=\"{id}-budget\" data-value=\"{b}\">{}</b>{}</span></div>",
-        Esc(&o.window),
-        fill * 100.0,
-        percent(b),
-        if b < 0.0 {
-            " <em class=\"over\">(overspent)</em>"
-        } else {
-            ""
+    for h in &o.alerts_held {
+        writeln!(
+            out,
+            "<p class=\"held\" id=\"{id}-held-{}\" data-valid=\"{}\" data-coverage=\"{}\">{} {}</p>",
+            Esc(&h.severity),
+            h.valid,
+            h.coverage,
+            Esc(&h.severity.to_uppercase()),
+            Esc(&h.reason)
+        )?;
+    }
+    match o.budget_remaining {
+        None => writeln!(
+            out,
+            "<div class=\"budget\"><div class=\"bar nodata\" title=\"no valid events over {}\"></div>\
+             <span>error budget left: <b id=\"{id}-budget\">{NO_DATA}</b></span></div>",
+            Esc(&o.window),
+        )?,
+        Some(b) => {
+            let fill = if b.is_finite() {
+                b.clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            let level = if b >= 0.5 {
+                "high"
+            } else if b >= 0.2 {
+                "mid"
+            } else {
+                "low"
+            };
+            writeln!(
+                out,
+                "<div class=\"budget\"><div class=\"bar {level}\" title=\"error budget left over {}\"><div class=\"fill\" style=\"width:{:.1}%\"></div></div>\
+                 <span>error budget left: <b id=\"{id}-budget\" data-value=\"{b}\">{}</b>{}</span></div>",
+                Esc(&o.window),
+                fill * 100.0,
+                percent(b),
+                if b < 0.0 {
+                    " <em class=\"over\">(overspent)</em>"
+                } else {
+                    ""
+                }
+            )?;
         }
-    )?;
+    }
     let exhaustion = match o.exhaustion_seconds {
         None => "not burning".to_string(),
         Some(s) if s <= 0.0 => "exhausted".to_string(),
@@ -341,7 +380,18 @@ fn write_objective(out: &mut String, i: usize, j: usize, o: &ObjectiveReport) ->
                 "missed"
             },
             DataValue(w.sli),
-            w.sli.map_or_else(|| MISSING.to_string(), percent)
+            w.sli.map_or_else(|| NO_DATA.to_string(), percent)
+        )?;
+    }
+    out.push_str("</tr>\n<tr><th title=\"how much of the window has data: from its oldest event to now\">coverage</th>");
+    for w in &o.windows {
+        write!(
+            out,
+            "<td id=\"{id}-coverage-{}\" class=\"{}\"{}>{}</td>",
+            Esc(&w.window),
+            if w.coverage < 1.0 { "partial" } else { "full" },
+            DataValue(Some(w.coverage)),
+            coverage(w.coverage)
         )?;
     }
     out.push_str("</tr>\n<tr><th>good / valid</th>");
@@ -490,7 +540,12 @@ fn write_burndown(out: &mut String, i: usize, cuj: &CujReport, now_ms: u64) -> f
         .map(|p| (p.at_ms, p.budget_remaining.clone()))
         .collect();
     if samples.last().is_none_or(|(at, _)| *at < now_ms) && !cuj.objectives.is_empty() {
-        let now = cuj.objectives.iter().map(|o| o.budget_remaining).collect();
+        // No data draws the full budget, as the history does (the objective says "no data").
+        let now = cuj
+            .objectives
+            .iter()
+            .map(|o| o.budget_remaining.unwrap_or(1.0))
+            .collect();
         samples.push((now_ms, now));
     }
     let times: Vec<u64> = samples.iter().map(|(at, _)| *at).collect();
@@ -624,6 +679,7 @@ fn write_series(out: &mut String, i: usize, cuj: &CujReport) -> fmt::Result {
         return Ok(());
     }
     let has_latency = cuj.latency_threshold_seconds.is_some();
+    let has_availability = cuj.slis.iter().any(|s| s == "availability");
     let total_bad: u64 = cuj.series.iter().map(bad_events).sum();
     // Per-series windows, in the order the series report them.
     let mut windows: Vec<&str> = Vec::new();
@@ -641,13 +697,22 @@ fn write_series(out: &mut String, i: usize, cuj: &CujReport) -> fmt::Result {
     for d in &cuj.dimensions {
         write!(out, "<th>{}</th>", Esc(d))?;
     }
-    out.push_str("<th>events</th><th>bad (availability)</th><th>availability</th>");
+    out.push_str("<th>events</th>");
+    if has_availability {
+        out.push_str("<th>bad (availability)</th><th>availability</th>");
+    }
     if has_latency {
         out.push_str("<th>bad (latency)</th><th>latency SLI</th>");
     }
     out.push_str("<th title=\"this series' bad events over all bad events of the CUJ\">share of bad events</th>");
+    // Per-window SLIs of the series: availability's, or latency's when the CUJ has only it.
+    let window_sli = if has_availability {
+        "SLI"
+    } else {
+        "latency SLI"
+    };
     for w in &windows {
-        write!(out, "<th>SLI {}</th>", Esc(w))?;
+        write!(out, "<th>{window_sli} {}</th>", Esc(w))?;
     }
     out.push_str("<th>p99</th><th>last bad trace</th></tr></thead>\n<tbody>\n");
     for (k, s) in cuj.series.iter().enumerate() {
@@ -661,15 +726,19 @@ fn write_series(out: &mut String, i: usize, cuj: &CujReport) -> fmt::Result {
                 write!(out, "<td class=\"dim\">{}</td>", Esc(value))?;
             }
         }
-        let availability = ratio(s.availability_good, s.availability_bad);
-        write!(
-            out,
-            "<td class=\"events\">{}</td><td class=\"avail-bad\">{}</td><td class=\"avail-sli\"{}>{}</td>",
-            s.availability_good + s.availability_bad,
-            s.availability_bad,
-            DataValue(availability),
-            availability.map_or_else(|| MISSING.to_string(), percent)
-        )?;
+        let events = events_since_start(s);
+        write!(out, "<td class=\"events\">{events}</td>")?;
+        if let (Some(good), Some(bad)) = (s.availability_good, s.availability_bad) {
+            let availability = ratio(good, bad);
+            write!(
+                out,
+                "<td class=\"avail-bad\">{bad}</td><td class=\"avail-sli\"{}>{}</td>",
+                DataValue(availability),
+                availability.map_or_else(|| NO_DATA.to_string(), percent)
+            )?;
+        } else if has_availability {
+            out.push_str("<td class=\"avail-bad\"></td><td class=\"avail-sli\"></td>");
+        }
         if has_latency {
             let l = ratio(s.latency_good, s.latency_bad);
             write!(
@@ -690,8 +759,12 @@ fn write_series(out: &mut String, i: usize, cuj: &CujReport) -> fmt::Result {
         )?;
         for label in &windows {
             let w = s.windows.iter().find(|w| w.window == *label);
-            let sli =
-                w.and_then(|w| (w.valid > 0).then(|| w.availability_good as f64 / w.valid as f64));
+            let sli = w.and_then(|w| match w.availability_good {
+                Some(good) => (w.valid > 0).then(|| good as f64 / w.valid as f64),
+                None => {
+                    (w.latency_valid > 0).then(|| w.latency_good as f64 / w.latency_valid as f64)
+                }
+            });
             write!(
                 out,
                 "<td class=\"win-{}\"{}{}>{}</td>",
@@ -706,7 +779,7 @@ fn write_series(out: &mut String, i: usize, cuj: &CujReport) -> fmt::Result {
                     Some(w) => format!(" title=\"{} valid\"", w.valid),
                     None => String::new(),
                 },
-                sli.map_or_else(|| MISSING.to_string(), percent)
+                sli.map_or_else(|| NO_DATA.to_string(), percent)
             )?;
         }
         let p99 = s.latency.as_ref().and_then(|l| l.p99);
@@ -726,7 +799,26 @@ fn write_series(out: &mut String, i: usize, cuj: &CujReport) -> fmt::Result {
 }
 
 fn bad_events(s: &SeriesReport) -> u64 {
-    s.availability_bad + s.latency_bad
+    s.availability_bad.unwrap_or(0) + s.latency_bad
+}
+
+/// Valid events of a series since start (without availability: those with a latency).
+fn events_since_start(s: &SeriesReport) -> u64 {
+    match (s.availability_good, s.availability_bad) {
+        (Some(good), Some(bad)) => good + bad,
+        _ => s.latency_good + s.latency_bad,
+    }
+}
+
+/// Coverage of a window: `100%`, `15%`, `0.2%`, `none`.
+fn coverage(c: f64) -> String {
+    if c <= 0.0 {
+        "none".to_string()
+    } else if c >= 0.1 {
+        format!("{:.0}%", c * 100.0)
+    } else {
+        format!("{:.1}%", c * 100.0)
+    }
 }
 
 fn ratio(good: u64, bad: u64) -> Option<f64> {
@@ -984,6 +1076,11 @@ thead th { color:var(--muted); font-weight:600; }
 .state.page { background:var(--page); }
 .state.ticket { background:var(--ticket); }
 .state.ok { background:var(--ok); }
+.state.held { background:var(--ticket); }
+.state.nodata { background:var(--muted); }
+p.held { margin:4px 0; color:var(--ticket); font-weight:600; }
+.bar.nodata { background:repeating-linear-gradient(45deg,#eceff2,#eceff2 4px,#fff 4px,#fff 8px); }
+.windows td.partial { color:var(--muted); }
 .objectives { display:flex; flex-wrap:wrap; gap:12px; }
 .objective { flex:1 1 100%; border:1px solid var(--line); border-left:5px solid var(--ok); border-radius:6px; padding:8px 12px; overflow-x:auto; }
 .objective.page { border-left-color:var(--page); }
@@ -1149,11 +1246,13 @@ mod tests {
             valid,
             sli: (valid > 0).then(|| good as f64 / valid as f64),
             burn_rate: burn,
+            coverage: if valid > 0 { 1.0 } else { 0.0 },
         };
         Report {
             generated_at_ms: 1_700_000_000_000,
             cujs: vec![CujReport {
                 name: "checkout <script>alert(1)</script>".to_string(),
+                slis: vec!["availability".to_string(), "latency".to_string()],
                 dimensions: vec!["user.tier".to_string()],
                 latency_threshold_seconds: Some(0.3),
                 latency_measure: Some("root".to_string()),
@@ -1173,9 +1272,10 @@ mod tests {
                             window("5m", 300, 180, 200, 100.0),
                             window("30d", 30 * 86_400, 180, 200, 100.0),
                         ],
-                        budget_remaining: -99.0,
+                        budget_remaining: Some(-99.0),
                         page: true,
                         ticket: true,
+                        alerts_held: Vec::new(),
                         exhaustion_seconds: Some(0.0),
                     },
                     ObjectiveReport {
@@ -1184,9 +1284,10 @@ mod tests {
                         window: "7d".to_string(),
                         window_seconds: 7 * 86_400,
                         windows: vec![window("5m", 300, 0, 0, 0.0)],
-                        budget_remaining: 0.5,
+                        budget_remaining: Some(0.5),
                         page: false,
                         ticket: false,
+                        alerts_held: Vec::new(),
                         exhaustion_seconds: Some(7.0 * 86_400.0),
                     },
                 ],
@@ -1205,14 +1306,14 @@ mod tests {
                             "user.tier".to_string(),
                             "<img src=x onerror=alert(1)>".to_string(),
                         )],
-                        availability_good: 84,
-                        availability_bad: 16,
+                        availability_good: Some(84),
+                        availability_bad: Some(16),
                         latency_good: 100,
                         latency_bad: 0,
                         windows: vec![SeriesWindow {
                             window: "1h".to_string(),
                             valid: 100,
-                            availability_good: 84,
+                            availability_good: Some(84),
                             latency_good: 100,
                             latency_valid: 100,
                         }],
@@ -1221,8 +1322,8 @@ mod tests {
                     },
                     SeriesReport {
                         dimensions: vec![("user.tier".to_string(), "gold".to_string())],
-                        availability_good: 96,
-                        availability_bad: 4,
+                        availability_good: Some(96),
+                        availability_bad: Some(4),
                         latency_good: 100,
                         latency_bad: 0,
                         windows: Vec::new(),
@@ -1284,7 +1385,9 @@ mod tests {
         assert_eq!(text_of(&html, "cuj-0-obj-1-alert"), "OK");
         assert_eq!(text_of(&html, "cuj-0-obj-1-budget"), "50.00%");
         assert_eq!(text_of(&html, "cuj-0-obj-1-exhaustion"), "in 7d");
-        assert_eq!(text_of(&html, "cuj-0-obj-1-sli-5m"), "—", "no events");
+        assert_eq!(text_of(&html, "cuj-0-obj-1-sli-5m"), "no data");
+        assert_eq!(text_of(&html, "cuj-0-obj-1-coverage-5m"), "none");
+        assert_eq!(text_of(&html, "cuj-0-obj-0-coverage-30d"), "100%");
         assert_eq!(text_of(&html, "cuj-0-p50"), "100 ms");
         assert_eq!(text_of(&html, "cuj-0-p99"), "—");
         assert!(html.contains("id=\"cuj-0-burndown\""));
@@ -1294,6 +1397,58 @@ mod tests {
         assert!(html.contains("<td class=\"share\" data-value=\"0.2\">"));
         assert!(html.contains("<td class=\"win-1h\" data-value=\"0.84\""));
         assert!(html.contains("<code>0af7651916cd43dd8448eb211c80319c</code>"));
+    }
+
+    /// An objective without events says "no data" (state, budget, SLIs), never a green
+    /// 100%; a held page says why; a latency-only CUJ shows no availability column.
+    #[test]
+    fn no_data_held_alerts_and_latency_only_cujs_read_as_they_are() {
+        let mut r = report();
+        let cuj = &mut r.cujs[0];
+        cuj.slis = vec!["latency".to_string()];
+        for s in &mut cuj.series {
+            s.availability_good = None;
+            s.availability_bad = None;
+            for w in &mut s.windows {
+                w.availability_good = None;
+            }
+        }
+        let first = &mut cuj.objectives[0];
+        first.page = false;
+        first.ticket = false;
+        first.alerts_held = vec![cujo_sli::report::HeldAlertReport {
+            severity: "page".to_string(),
+            window: "1h".to_string(),
+            valid: 180,
+            coverage: 0.15,
+            min_events: 100,
+            min_coverage: 0.5,
+            reason: "held for lack of data: the 1h window has data over 15% of it (needs 50%)"
+                .to_string(),
+        }];
+        let second = &mut cuj.objectives[1];
+        second.budget_remaining = None;
+        second.exhaustion_seconds = None;
+        let html = render(&r, 0);
+        assert_eq!(
+            text_of(&html, "cuj-0-obj-0-alert"),
+            "HELD (too little data)"
+        );
+        assert_eq!(
+            text_of(&html, "cuj-0-obj-0-held-page"),
+            "PAGE held for lack of data: the 1h window has data over 15% of it (needs 50%)"
+        );
+        assert_eq!(text_of(&html, "cuj-0-obj-1-alert"), "NO DATA");
+        assert_eq!(text_of(&html, "cuj-0-obj-1-budget"), "no data");
+        assert!(!html.contains("bad (availability)"));
+        assert!(!html.contains("avail-sli"));
+        // The series' window cell shows latency's SLI (100 of 100).
+        assert!(
+            html.contains("<td class=\"win-1h\" data-value=\"1\""),
+            "{html}"
+        );
+        let overview = &html[html.find("id=\"overview-0\"").expect("overview")..];
+        assert!(overview.contains("HELD"));
     }
 
     #[test]
