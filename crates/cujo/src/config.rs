@@ -168,11 +168,40 @@ impl Config {
         }
     }
 
+    /// Loads only the sections the generators read (`cujs:` and `slo:`) from `path`, or
+    /// from the embedded default: `cujo rules` and `cujo dashboard` neither need nor
+    /// resolve the `${env:…}` secrets of the other sections (API keys, webhook URLs).
+    pub fn load_slo_sections(path: Option<&Path>) -> Result<Config, ConfigError> {
+        const SECTIONS: &[&str] = &["cujs", "slo"];
+        match path {
+            None => Config::parse_sections("<embedded default>", DEFAULT_YAML, &|_| None, SECTIONS),
+            Some(p) => {
+                let file = p.display().to_string();
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    file: file.clone(),
+                    source,
+                })?;
+                Config::parse_sections(&file, &text, &|name| std::env::var(name).ok(), SECTIONS)
+            }
+        }
+    }
+
     /// Parses YAML `text`; `file` names it in errors and `env` resolves `${env:NAME}`.
     pub fn parse(
         file: &str,
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        Config::parse_sections(file, text, env, &[])
+    }
+
+    /// [`Config::parse`] of the top-level sections named in `keep` only (all when empty);
+    /// the others are neither read nor checked.
+    fn parse_sections(
+        file: &str,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        keep: &[&str],
     ) -> Result<Config, ConfigError> {
         let mut value: serde_yaml_ng::Value =
             serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Yaml {
@@ -181,6 +210,9 @@ impl Config {
             })?;
         if value.is_null() {
             value = serde_yaml_ng::Value::Mapping(Default::default());
+        }
+        if let (false, serde_yaml_ng::Value::Mapping(sections)) = (keep.is_empty(), &mut value) {
+            sections.retain(|k, _| k.as_str().is_some_and(|k| keep.contains(&k)));
         }
         substitute_env(&mut value, &mut Vec::new(), env).map_err(|(path, detail)| {
             ConfigError::Key {

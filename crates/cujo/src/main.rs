@@ -89,7 +89,14 @@ fn main() -> ExitCode {
     if let Some(Command::Status(args)) = &cli.command {
         return cujo_slo::surfaces::gate::run(args);
     }
-    let config = match Config::load(cli.config.as_deref()) {
+    // The generators read the CUJs (and the SLO defaults) only, not the secrets elsewhere.
+    let generator = matches!(cli.command, Some(Command::Rules(_) | Command::Dashboard(_)));
+    let loaded = if generator {
+        Config::load_slo_sections(cli.config.as_deref())
+    } else {
+        Config::load(cli.config.as_deref())
+    };
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("cujo: {e}");
