@@ -133,6 +133,96 @@ fn required_env(config: &str) -> BTreeSet<String> {
     out
 }
 
+/// The "restricted" Pod Security Standard (Kubernetes' `restricted` profile, the checks
+/// that apply to what these manifests use): non-root, no privilege escalation, every
+/// capability dropped, the runtime's default (or a local) seccomp profile, only the volume
+/// types the profile allows, no host namespaces or ports.
+fn assert_restricted(what: &str, pod: &Value) {
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        assert!(!at(pod, host).as_bool().unwrap_or(false), "{what}: {host}");
+    }
+    let pod_ctx = at(pod, "securityContext");
+    for volume in seq(pod, "volumes") {
+        let allowed = [
+            "configMap",
+            "emptyDir",
+            "projected",
+            "secret",
+            "downwardAPI",
+            "persistentVolumeClaim",
+            "ephemeral",
+            "csi",
+        ];
+        let kinds: Vec<&str> = volume
+            .as_mapping()
+            .map(|m| {
+                m.keys()
+                    .filter_map(Value::as_str)
+                    .filter(|k| *k != "name")
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            kinds.iter().all(|k| allowed.contains(k)),
+            "{what}: volume type {kinds:?} is not allowed by the restricted profile"
+        );
+    }
+    for c in seq(pod, "containers")
+        .iter()
+        .chain(seq(pod, "initContainers"))
+    {
+        let c_name = text(c, "name");
+        let ctx = at(c, "securityContext");
+        let either = |key: &str| {
+            let own = at(ctx, key);
+            if own.is_null() { at(pod_ctx, key) } else { own }
+        };
+        assert_eq!(
+            either("runAsNonRoot").as_bool(),
+            Some(true),
+            "{what}: {c_name}: runAsNonRoot"
+        );
+        assert_ne!(
+            either("runAsUser").as_u64(),
+            Some(0),
+            "{what}: {c_name}: root"
+        );
+        assert_eq!(
+            at(ctx, "allowPrivilegeEscalation").as_bool(),
+            Some(false),
+            "{what}: {c_name}: allowPrivilegeEscalation must be false"
+        );
+        let dropped: Vec<&str> = seq(ctx, "capabilities.drop")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(
+            dropped,
+            ["ALL"],
+            "{what}: {c_name}: capabilities.drop [ALL]"
+        );
+        let added: Vec<&str> = seq(ctx, "capabilities.add")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            added.iter().all(|a| *a == "NET_BIND_SERVICE"),
+            "{what}: {c_name}: adds {added:?}"
+        );
+        let seccomp = text(either("seccompProfile"), "type");
+        assert!(
+            seccomp == "RuntimeDefault" || seccomp == "Localhost",
+            "{what}: {c_name}: seccompProfile.type is {seccomp:?}"
+        );
+        assert!(
+            !at(c, "ports")
+                .as_sequence()
+                .is_some_and(|ps| ps.iter().any(|p| !at(p, "hostPort").is_null())),
+            "{what}: {c_name}: hostPort"
+        );
+    }
+}
+
 /// Checks one manifest; returns the config files its ConfigMaps embed.
 fn check_manifest(path: &Path) -> Vec<PathBuf> {
     let name = path.display().to_string();
@@ -210,6 +300,7 @@ fn check_manifest(path: &Path) -> Vec<PathBuf> {
             );
         }
         assert!(!text(cujo, "image").is_empty());
+        assert_restricted(&format!("{name}: {dep_name}"), pod);
 
         // The config file cujo runs is the ConfigMap's, mounted where --config points.
         let args: Vec<&str> = seq(cujo, "args")
@@ -438,6 +529,57 @@ fn the_gateway_manifest_runs_the_gateway_config_with_its_secrets() {
         .filter_map(|p| at(p, "port").as_u64())
         .collect();
     assert_eq!(ports, BTreeSet::from([4317, 4318, 9464]));
+    // Its namespace enforces the restricted profile the pods meet.
+    let ns = docs
+        .iter()
+        .find(|d| text(d, "kind") == "Namespace")
+        .expect("Namespace");
+    let labels = at(ns, "metadata.labels");
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/enforce")
+            .and_then(Value::as_str),
+        Some("restricted")
+    );
+    // A NetworkPolicy on the gateway's pods: OTLP and the admin port in, DNS and HTTPS out.
+    let policy = docs
+        .iter()
+        .find(|d| text(d, "kind") == "NetworkPolicy")
+        .expect("NetworkPolicy");
+    assert_eq!(
+        at(policy, "spec.podSelector.matchLabels"),
+        at(dep, "spec.template.metadata.labels"),
+        "the NetworkPolicy selects the gateway's pods"
+    );
+    let ports = |rules: &str| -> BTreeSet<u64> {
+        seq(policy, rules)
+            .iter()
+            .flat_map(|r| seq(r, "ports"))
+            .filter_map(|p| at(p, "port").as_u64())
+            .collect()
+    };
+    assert_eq!(ports("spec.ingress"), BTreeSet::from([4317, 4318, 9464]));
+    assert_eq!(ports("spec.egress"), BTreeSet::from([53, 443]));
+    // Prometheus scrapes every replica: a ServiceMonitor on the Service's metrics port.
+    let monitoring = repo().join("deploy/kubernetes/gateway-monitoring.yaml");
+    let monitors = documents(&monitoring);
+    let [monitor] = &monitors[..] else {
+        panic!("one ServiceMonitor: {monitors:?}")
+    };
+    assert_eq!(text(monitor, "kind"), "ServiceMonitor");
+    assert_eq!(text(monitor, "metadata.namespace"), "observability");
+    assert_eq!(
+        at(monitor, "spec.selector.matchLabels"),
+        at(svc, "metadata.labels")
+    );
+    let port = text(&seq(monitor, "spec.endpoints")[0], "port");
+    assert!(
+        seq(svc, "spec.ports")
+            .iter()
+            .any(|p| text(p, "name") == port && at(p, "port").as_u64() == Some(9464)),
+        "the ServiceMonitor's port {port} is the Service's admin port"
+    );
+
     // Sized as the comment says: request 256Mi, limit 512Mi.
     let cujo = &seq(dep, "spec.template.spec.containers")[0];
     assert_eq!(text(cujo, "resources.requests.memory"), "256Mi");
