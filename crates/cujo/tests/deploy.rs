@@ -697,6 +697,17 @@ fn the_dockerfile_builds_cujo_and_exposes_the_image_config_ports() {
             .any(|l| l.starts_with("FROM rust:1-bookworm AS builder"))
     );
     assert!(dockerfile.contains("cargo build --release --locked -p cujo"));
+    // Dependencies cached between builds (BuildKit cache mounts need the dockerfile syntax
+    // directive on the first line), and a stripped binary in the image.
+    assert!(dockerfile.starts_with("# syntax=docker/dockerfile:1\n"));
+    for mount in ["target=/usr/local/cargo/registry", "target=/src/target"] {
+        assert!(
+            dockerfile.contains(&format!("--mount=type=cache,{mount}")),
+            "cache mount {mount}"
+        );
+    }
+    assert!(dockerfile.contains("strip --strip-all -o /cujo target/release/cujo"));
+    assert!(lines.contains(&"COPY --from=builder /cujo /cujo"));
     assert!(lines.contains(&"ENTRYPOINT [\"/cujo\"]"));
     // Kubernetes' runAsNonRoot (the manifests set it) can only verify a numeric user.
     let user = lines
