@@ -140,6 +140,69 @@ impl Default for LogConfig {
     }
 }
 
+/// Where in `text` the key at `path` failed, when reading the text itself fails at the same
+/// key (the settings are read from the text with `${env:…}` resolved, which has no
+/// positions; the text without them usually fails in the same place).
+fn location_of(text: &str, path: &str) -> Option<(usize, usize)> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    match serde_path_to_error::deserialize::<_, Config>(de) {
+        Err(e) if e.path().to_string() == path => {
+            e.inner().location().map(|l| (l.line(), l.column()))
+        }
+        _ => None,
+    }
+}
+
+/// A deserializer's message in the config's words: the name of a Rust type it expected
+/// (`expected struct GrpcReceiver`) says nothing to whoever writes the YAML.
+fn plain_words(detail: &str) -> String {
+    let mut out = detail.to_string();
+    for (rust, plain) in [
+        ("expected struct ", "expected a mapping of settings"),
+        ("expected enum ", "expected one of the documented values"),
+        ("expected tuple struct ", "expected a value"),
+        ("expected unit struct ", "expected a value"),
+    ] {
+        while let Some(at) = out.find(rust) {
+            // The type name runs to the next character that cannot be in one.
+            let name_start = at + rust.len();
+            let name_end = out[name_start..]
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .map_or(out.len(), |n| name_start + n);
+            out.replace_range(at..name_end, plain);
+        }
+    }
+    for (rust, plain) in [
+        ("usize", "a whole number"),
+        ("u64", "a whole number"),
+        ("u32", "a whole number"),
+        ("u16", "a whole number"),
+        ("u8", "a whole number"),
+        ("i64", "a whole number"),
+        ("i32", "a whole number"),
+        ("f64", "a number"),
+        ("f32", "a number"),
+    ] {
+        let word = format!("expected {rust}");
+        let mut from = 0;
+        while let Some(found) = out[from..].find(&word) {
+            let at = from + found;
+            let end = at + word.len();
+            let whole = out[end..]
+                .chars()
+                .next()
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+            if whole {
+                out.replace_range(at..end, &format!("expected {plain}"));
+                from = at + "expected ".len() + plain.len();
+            } else {
+                from = end;
+            }
+        }
+    }
+    out
+}
+
 fn default_log_level() -> String {
     "info".into()
 }
@@ -223,6 +286,10 @@ impl Config {
         })?;
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
+            let mut detail = plain_words(&e.into_inner().to_string());
+            if let Some((line, column)) = location_of(text, &path) {
+                detail.push_str(&format!(" (line {line}, column {column})"));
+            }
             ConfigError::Key {
                 file: file.into(),
                 path: if path == "." {
@@ -230,7 +297,7 @@ impl Config {
                 } else {
                     path
                 },
-                detail: e.into_inner().to_string(),
+                detail,
             }
         })?;
         config.check().map_err(|e| ConfigError::Key {
@@ -635,6 +702,34 @@ exporters:
     }
 
     const CUJ: &str = "cujs:\n  - name: a\n    objectives: [ { sli: availability, target: 99.9%, window: 30d } ]\n";
+
+    #[test]
+    fn key_errors_say_where_and_never_name_a_rust_type() {
+        let e = parse("receivers:\n  otlp:\n    grpc: 7\n").expect_err("grpc: 7");
+        assert!(
+            e.contains(
+                "receivers.otlp.grpc: invalid type: integer `7`, expected a mapping of settings"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("(line 3, column"), "{e}");
+        assert!(!e.contains("GrpcReceiver"), "{e}");
+        let e = parse("\nadmission: { max_in_flight: lots }\n").expect_err("lots");
+        assert!(
+            e.contains("admission.max_in_flight: expected a size"),
+            "{e}"
+        );
+        assert!(e.contains("(line 2, column"), "{e}");
+        assert_eq!(
+            plain_words("invalid type: string \"many\", expected usize"),
+            "invalid type: string \"many\", expected a whole number"
+        );
+        assert_eq!(plain_words("expected u64s"), "expected u64s");
+        assert_eq!(
+            plain_words("invalid type: map, expected enum Sli or expected struct A_b"),
+            "invalid type: map, expected one of the documented values or expected a mapping of settings"
+        );
+    }
 
     #[test]
     fn a_fleet_alerts_from_prometheus_not_from_each_replica() {
