@@ -15,9 +15,12 @@
 //! - [`service`]: builds the stages from a config, runs them, shuts them down in order.
 //! - [`assembly`]: runs the trace assembler as a stage (clock, budget, metrics).
 //! - [`allocator`]: returns freed memory to the OS when the resident set passes the budget.
+//! - [`demo`]: `cujo demo`, the quick start's checkout traffic sent over OTLP (a client of
+//!   the receivers, like any application).
 #![forbid(unsafe_code)]
 
 pub mod allocator;
 pub mod assembly;
 pub mod config;
+pub mod demo;
 pub mod service;

@@ -79,6 +79,9 @@ enum Command {
     Rules(cujo_slo::generators::rules::RulesArgs),
     /// Write a Grafana dashboard (JSON) for the configured CUJs.
     Dashboard(cujo_slo::generators::dashboard::DashboardArgs),
+    /// Send the quick start's checkout journeys to a running cujo (config/quickstart.yaml),
+    /// printing progress; `--fail-tier free` burns a budget.
+    Demo(cujo::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +91,10 @@ fn main() -> ExitCode {
     // `status` talks to a running cujo and needs no configuration.
     if let Some(Command::Status(args)) = &cli.command {
         return cujo_slo::surfaces::gate::run(args);
+    }
+    // `demo` is a client of a running cujo too.
+    if let Some(Command::Demo(args)) = &cli.command {
+        return cujo::demo::run(args);
     }
     // The generators read the CUJs (and the SLO defaults) only, not the secrets elsewhere.
     let generator = matches!(cli.command, Some(Command::Rules(_) | Command::Dashboard(_)));
@@ -116,7 +123,7 @@ fn main() -> ExitCode {
         Command::Run => run(config),
         Command::Rules(args) => cujo_slo::generators::rules::run(&config.cujs(), &args),
         Command::Dashboard(args) => cujo_slo::generators::dashboard::run(&config.cujs(), &args),
-        Command::Status(_) => ExitCode::SUCCESS,
+        Command::Status(_) | Command::Demo(_) => ExitCode::SUCCESS,
     }
 }
 
