@@ -195,12 +195,22 @@ async fn a_failed_fsync_refuses_its_whole_group() {
         Wal::open_with(settings(&dir.0), Arc::new(FaultyDisk(faults.clone()))).expect("open");
     let kept = wal.append(record(0)).await.expect("append");
     faults.failing_syncs.store(1, Ordering::SeqCst);
-    let (a, b) = (wal.append(record(1)), wal.append(record(2)));
+    // Stalling the first write makes the second join its group: the writer takes what
+    // is queued before it syncs.
+    *faults.stalled.lock().expect("faults") = true;
+    let a = wal.append(record(1));
+    wait_until("the writer to stall", || {
+        faults.write_waiting.load(Ordering::SeqCst)
+    });
+    let b = wal.append(record(2));
+    *faults.stalled.lock().expect("faults") = false;
+    faults.unstalled.notify_all();
     let (a, b) = (a.await, b.await);
     for r in [&a, &b] {
         let e = r.as_ref().expect_err("sync failed");
         assert!(e.to_string().contains("fdatasync failed"), "{e}");
     }
+    assert_eq!(wal.stats().snapshot().refused_io, 2);
     // The next append goes to a new segment; the failed one keeps what was synced.
     let after = wal
         .append(record(3))

@@ -304,15 +304,7 @@ impl Writer {
         };
         tracing::error!(segment = %active.path.display(), error = %e, "wal: {what}; refusing the records not yet synced and sealing the segment");
         let error = AppendError::io(active.path.clone(), what, e);
-        for w in mem::take(&mut self.in_buf) {
-            self.refuse(w.done, w.framed, error.clone());
-        }
-        self.buf.clear();
-        let stats = &self.shared.stats;
-        for w in self.unsynced.drain(..) {
-            stats.refused_io.fetch_add(1, Relaxed);
-            let _ = w.done.send(Err(error.clone()));
-        }
+        // Cut first, refuse after: a client told "no" must not find its record replayed.
         let truncated = active
             .file
             .set_len(active.synced_len)
@@ -329,6 +321,15 @@ impl Writer {
                 // The refused records may be replayed (duplicates, never loss).
                 tracing::error!(segment = %active.path.display(), error = %t, "wal: cannot truncate the segment after a failure; records refused may be replayed");
             }
+        }
+        for w in mem::take(&mut self.in_buf) {
+            self.refuse(w.done, w.framed, error.clone());
+        }
+        self.buf.clear();
+        let stats = &self.shared.stats;
+        for w in self.unsynced.drain(..) {
+            stats.refused_io.fetch_add(1, Relaxed);
+            let _ = w.done.send(Err(error.clone()));
         }
         error
     }
