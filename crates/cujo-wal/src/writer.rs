@@ -27,6 +27,10 @@ use crate::wal::{PendingAppend, Shared};
 /// Framed bytes gathered before they are written (one write per this much, or per drain).
 const WRITE_CHUNK: usize = 1 << 20;
 
+/// A group this large is synced without waiting out `commit_interval`: one sync already
+/// covers many records, and waiting longer would only add latency.
+const GROUP_BYTES: u64 = 1 << 20;
+
 type Done = oneshot::Sender<Result<Arc<SegmentRef>, AppendError>>;
 
 pub(crate) struct Writer {
@@ -178,7 +182,8 @@ impl Writer {
         self.delete(trims);
     }
 
-    /// Writes what is queued and what arrives within `commit_interval`, then syncs once.
+    /// Writes what is queued and what arrives within `commit_interval` (or until the group
+    /// reaches [`GROUP_BYTES`]), then syncs once.
     fn commit_group(&mut self) {
         let deadline = Instant::now() + self.shared.settings.commit_interval;
         loop {
@@ -188,7 +193,8 @@ impl Writer {
                 (mem::take(&mut queue.appends), queue.closing)
             };
             self.write(appends);
-            if closing {
+            let group: u64 = self.unsynced.iter().map(|w| w.framed).sum();
+            if closing || group >= GROUP_BYTES {
                 break;
             }
             let queue = self.shared.lock();
