@@ -15,7 +15,8 @@ use crate::replay::FORMAT_MAX_RECORD;
 pub struct WalConfig {
     /// Created if missing; must be a writable directory no other process is using.
     pub directory: PathBuf,
-    /// Appends are refused (retryably) once the live segment files would pass this.
+    /// Appends are refused (retryably) once the live segment files would pass this (a new
+    /// segment's 16-byte header may pass it). Segments found at open count too.
     #[serde(default = "default_max_size")]
     pub max_size: ByteSize,
     /// A segment is sealed and a new one started when the next record would pass this;

@@ -16,7 +16,7 @@
 //! - `writer`: the writer thread: group commit, rotation, failures, deleting segments.
 //! - [`replay`]: reading the segments found at open ([`Replay`]).
 //! - [`segment`]: [`SegmentRef`], the files underneath, the lock.
-//! - [`format`]: the bytes on disk.
+//! - [`mod@format`]: the bytes on disk.
 //! - [`stats`]: [`WalStats`], counters and gauges for `/metrics`.
 //! - [`error`]: [`WalError`] (open, replay) and [`AppendError`] (refusals).
 //!
@@ -31,8 +31,8 @@
 //! # Lifecycle of a record
 //! [`Wal::append`] queues it (refusing at once when `max_size`, `max_pending` or
 //! `max_record_size` would be passed); the writer writes it and, within
-//! `commit_interval`, fdatasyncs it with every other record written since the last sync,
-//! then resolves its future with an `Arc<SegmentRef>`. Whoever holds the data keeps that
+//! `commit_interval` (sooner once 1 MiB is gathered), fdatasyncs it with every other
+//! record written since the last sync, then resolves its future with an `Arc<SegmentRef>`. Whoever holds the data keeps that
 //! reference until it is exported or dropped (with a count). A segment's file is deleted
 //! when it is sealed and its last reference drops; that is also what lowers the live size
 //! `max_size` bounds. The same holds for replayed records.

@@ -1,5 +1,5 @@
 //! Segments as the rest of cujo sees them ([`SegmentRef`]), the files underneath
-//! ([`SegmentFile`], swappable in tests to fail like a full disk), and the directory lock.
+//! (`SegmentFile`, swappable in tests to fail like a full disk), and the directory lock.
 
 use std::fs::{File, OpenOptions};
 use std::io;

@@ -486,3 +486,12 @@ async fn a_replay_dropped_early_keeps_what_it_did_not_finish() {
     assert!(old.iter().all(|p| !p.exists()));
     assert_eq!(wal.stats().snapshot().live_segments, 1);
 }
+
+#[test]
+fn the_log_and_its_replay_move_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Wal>();
+    send_sync::<SegmentRef>();
+    send::<Replay>();
+}
