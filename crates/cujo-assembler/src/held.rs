@@ -227,13 +227,23 @@ impl Trace {
 /// Resources and scopes interned once per shard, so thousands of held traces share one copy
 /// of each. Counted: every group's copies and the table itself.
 pub(crate) struct GroupTable {
-    /// Keyed by tenant id, resource, scope: two tenants never share a group.
-    groups: CountedMap<(u64, Bytes, Bytes), Arc<Group>>,
+    /// Keyed by tenant id, pin, resource, scope: two tenants never share a group, nor two
+    /// write-ahead log segments (each group keeps its spans' segment alive).
+    groups: CountedMap<(u64, usize, Bytes, Bytes), Arc<Group>>,
     /// Heap bytes of the groups in the table.
     bytes: usize,
     /// Size of the table after the last sweep of unused groups.
     swept_at: usize,
+    /// Groups made with a pin (a write-ahead log segment) since the last sweep: an unused
+    /// one keeps its segment on disk until swept, so they are swept on time as well.
+    pinned: usize,
+    /// When pinned groups are next swept (ms).
+    next_pin_sweep_ms: u64,
 }
+
+/// How often unused groups holding a pin are swept: at most this long past its last span's
+/// export does a write-ahead log segment wait for the table to let go of it.
+const PIN_SWEEP_MS: u64 = 1_000;
 
 impl GroupTable {
     pub fn new() -> Self {
@@ -241,13 +251,24 @@ impl GroupTable {
             groups: CountedMap::new(),
             bytes: 0,
             swept_at: 0,
+            pinned: 0,
+            next_pin_sweep_ms: 0,
+        }
+    }
+
+    /// Sweeps, at most every [`PIN_SWEEP_MS`], when groups holding a pin were made.
+    pub fn sweep_pins(&mut self, now_ms: u64) {
+        if self.pinned > 0 && now_ms >= self.next_pin_sweep_ms {
+            self.sweep();
+            self.next_pin_sweep_ms = now_ms + PIN_SWEEP_MS;
         }
     }
 
     /// The shared group for `group`'s resource and scope.
     pub fn intern(&mut self, group: &ScopeGroup) -> Arc<Group> {
         let tenant = group.resource.tenant_id();
-        let key = (tenant, group.resource.bytes.clone(), group.scope.clone());
+        let pin = group.resource.pin_id();
+        let key = (tenant, pin, group.resource.bytes.clone(), group.scope.clone());
         if let Some(g) = self.groups.get(&key) {
             return g.clone();
         }
@@ -261,24 +282,30 @@ impl GroupTable {
             resource: Arc::new(ResourceHeader {
                 bytes: resource.clone(),
                 tenant: group.resource.tenant.clone(),
+                pin: group.resource.pin.clone(),
             }),
             scope: scope.clone(),
         });
         self.bytes += g.heap_bytes();
-        self.groups.insert((tenant, resource, scope), g.clone());
+        self.pinned += usize::from(pin != 0);
+        self.groups.insert((tenant, pin, resource, scope), g.clone());
         g
     }
 
     /// Drops the groups no held span uses any more.
     pub fn sweep(&mut self) {
         let mut freed = 0;
-        self.groups.retain(|_, g| {
+        let mut pinned = 0;
+        self.groups.retain(|key, g| {
             let used = Arc::strong_count(g) > 1;
             if !used {
                 freed += g.heap_bytes();
+            } else if key.1 != 0 {
+                pinned += 1;
             }
             used
         });
+        self.pinned = pinned;
         self.bytes -= freed;
         self.swept_at = self.groups.len();
         if self.groups.capacity() > 4 * self.groups.len() + 64 {

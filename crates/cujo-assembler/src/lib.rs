@@ -613,6 +613,7 @@ impl Assembler {
     /// Releases every trace whose time has come, while the output has room.
     pub fn release_due(&mut self, now_ms: u64, out: &mut SpanBatch) {
         self.directory.index(self.shard).cache.expire(now_ms);
+        self.groups.sweep_pins(now_ms);
         let mut waiting = Vec::new();
         while let Some(&Reverse((due, id))) = self.due.peek() {
             if due > now_ms || self.output_full() {

@@ -19,7 +19,15 @@ pub struct ResourceHeader {
     pub bytes: Bytes,
     /// The tenant the spans under it came from (`None`: the default tenant).
     pub tenant: Option<Arc<Tenant>>,
+    /// What must live as long as any span under this header: the write-ahead log segment
+    /// the spans were appended to, deleted only once the last of them was exported or
+    /// dropped. Every stage that copies spans keeps the header (and so the pin) with them.
+    pub pin: Option<Pin>,
 }
+
+/// A keep-alive token carried by spans (see [`ResourceHeader::pin`]); its identity, not
+/// its content, tells two headers apart.
+pub type Pin = Arc<dyn std::any::Any + Send + Sync>;
 
 impl ResourceHeader {
     /// A resource of the default tenant.
@@ -27,6 +35,7 @@ impl ResourceHeader {
         Self {
             bytes,
             tenant: None,
+            pin: None,
         }
     }
 
@@ -34,11 +43,21 @@ impl ResourceHeader {
     pub fn tenant_id(&self) -> u64 {
         self.tenant.as_ref().map_or(0, |t| t.id())
     }
+
+    /// The identity of its pin (0 without one): spans of two pins are never merged under
+    /// one header, or the first pin's release would leave the other's spans unpinned.
+    pub fn pin_id(&self) -> usize {
+        self.pin
+            .as_ref()
+            .map_or(0, |p| Arc::as_ptr(p) as *const () as usize)
+    }
 }
 
 impl PartialEq for ResourceHeader {
     fn eq(&self, other: &Self) -> bool {
-        self.bytes == other.bytes && self.tenant_id() == other.tenant_id()
+        self.bytes == other.bytes
+            && self.tenant_id() == other.tenant_id()
+            && self.pin_id() == other.pin_id()
     }
 }
 
@@ -100,6 +119,28 @@ impl SpanBatch {
                     let new = Arc::new(ResourceHeader {
                         bytes: g.resource.bytes.clone(),
                         tenant: Some(tenant.clone()),
+                        pin: g.resource.pin.clone(),
+                    });
+                    last = Some((Arc::as_ptr(&g.resource), new.clone()));
+                    new
+                }
+            };
+            g.resource = now;
+        }
+    }
+
+    /// Pins every span of the batch to `pin` (see [`ResourceHeader::pin`]; each resource
+    /// shared as before).
+    pub fn set_pin(&mut self, pin: &Pin) {
+        let mut last: Option<(*const ResourceHeader, Arc<ResourceHeader>)> = None;
+        for g in &mut self.groups {
+            let now = match &last {
+                Some((old, new)) if std::ptr::eq(*old, Arc::as_ptr(&g.resource)) => new.clone(),
+                _ => {
+                    let new = Arc::new(ResourceHeader {
+                        bytes: g.resource.bytes.clone(),
+                        tenant: g.resource.tenant.clone(),
+                        pin: Some(pin.clone()),
                     });
                     last = Some((Arc::as_ptr(&g.resource), new.clone()));
                     new
