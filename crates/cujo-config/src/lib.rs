@@ -12,10 +12,13 @@
 //! - [`KeyError`]: a value that parsed but cannot be used, with its key path.
 //! - [`HumanDuration`], [`ByteSize`], [`Endpoint`]: `30s`, `256MiB`, `127.0.0.1:4317`.
 //! - [`outbound`]: what every exporter's destination is configured with: URL, headers, TLS,
-//!   compression, protocol.
+//!   compression, protocol; [`outbound::Secret`], an API key that `Debug` never shows.
+//! - [`presets`]: each backend's documented OTLP contract (Honeycomb, Datadog, New Relic,
+//!   Mackerel), the defaults `preset:` fills in both exporters.
 #![forbid(unsafe_code)]
 
 pub mod outbound;
+pub mod presets;
 
 use std::fmt;
 use std::net::SocketAddr;
