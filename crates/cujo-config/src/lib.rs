@@ -13,10 +13,13 @@
 //! - [`HumanDuration`], [`ByteSize`], [`Endpoint`], [`Fraction`]: `30s`, `256MiB`,
 //!   `127.0.0.1:4317`, `25%`.
 //! - [`outbound`]: what every exporter's destination is configured with: URL, headers, TLS,
-//!   compression, protocol.
+//!   compression, protocol; [`outbound::Secret`], an API key that `Debug` never shows.
+//! - [`presets`]: each backend's documented OTLP contract (Honeycomb, Datadog, New Relic,
+//!   Mackerel), the defaults `preset:` fills in both exporters.
 #![forbid(unsafe_code)]
 
 pub mod outbound;
+pub mod presets;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -684,8 +684,8 @@ exporters:
         let c = parse("exporters:\n  otlp:\n    endpoint: \"${env:NOPE:-http://fallback:4317}\"\n")
             .expect("default used");
         assert_eq!(
-            c.exporters.otlp.expect("otlp").endpoint,
-            "http://fallback:4317"
+            c.exporters.otlp.expect("otlp").endpoint.as_deref(),
+            Some("http://fallback:4317")
         );
     }
 
@@ -870,12 +870,13 @@ exporters:
         let m = c.exporters.otlp_metrics.expect("otlp_metrics");
         assert_eq!(m.headers["x-honeycomb-team"], "secret");
         assert_eq!(m.interval.0, Duration::from_secs(30));
-        assert_eq!(m.temporality, Temporality::Delta);
-        assert_eq!(m.protocol, Protocol::HttpProtobuf);
+        assert_eq!(m.temporality, Some(Temporality::Delta));
+        assert_eq!(m.protocol, Some(Protocol::HttpProtobuf));
         let d = parse("exporters:\n  otlp_metrics: { endpoint: \"http://x:4317\" }\n")
             .expect("defaults");
         let d = d.exporters.otlp_metrics.expect("otlp_metrics");
         assert_eq!(d.interval.0, Duration::from_secs(60));
+        let d = d.settings("exporters.otlp_metrics").expect("settings");
         assert_eq!(d.temporality, Temporality::Cumulative);
         assert_eq!(d.compression, Compression::Gzip);
         let e = parse(

@@ -17,8 +17,11 @@ fn repo() -> PathBuf {
 }
 
 /// Values the example configs read from the environment (Secrets, in Kubernetes).
-const ENV: [(&str, &str); 7] = [
+const ENV: [(&str, &str); 10] = [
     ("HONEYCOMB_API_KEY", "test-key"),
+    ("NEW_RELIC_LICENSE_KEY", "test-nr-key"),
+    ("DD_API_KEY", "test-dd-key"),
+    ("MACKEREL_APIKEY", "test-mackerel-key"),
     ("CUJO_GATEWAY_TOKEN", "test-gateway-token"),
     ("CHECKOUT_TOKEN", "test-checkout-token"),
     ("CHECKOUT_HONEYCOMB_KEY", "test-checkout-key"),

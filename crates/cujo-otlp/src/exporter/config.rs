@@ -1,12 +1,16 @@
 //! `exporters.otlp`: where spans are forwarded and how (batches, queue, retries, timeout,
 //! concurrency), its `validate`, and the [`ExporterSettings`] and [`Downstream`] it
-//! resolves into.
+//! resolves into. With `preset:`, a backend's documented contract
+//! (`cujo_config::presets`) fills the destination the section leaves out.
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use cujo_config::outbound::{
-    self, Compression, DEFAULT_EXPORT_TIMEOUT, Protocol, TlsConfig, header_pairs,
+    self, Compression, DEFAULT_EXPORT_TIMEOUT, Headers, Protocol, Secret, TlsConfig, header_pairs,
 };
+use cujo_config::presets::{Backend, PresetKeys, Region};
 use cujo_config::{ByteSize, HumanDuration, KeyError, fail};
 use serde::Deserialize;
 
@@ -19,13 +23,31 @@ use crate::memory::Account;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpExporter {
-    pub endpoint: String,
+    /// A backend whose documented OTLP contract supplies the destination's defaults.
     #[serde(default)]
-    pub protocol: Protocol,
+    pub preset: Option<Backend>,
+    /// Required without a preset; with one, replaces its scheme, host and port.
     #[serde(default)]
-    pub headers: cujo_config::outbound::Headers,
+    pub endpoint: Option<String>,
     #[serde(default)]
-    pub compression: Compression,
+    pub protocol: Option<Protocol>,
+    /// Sent with every request, over the preset's headers of the same name.
+    #[serde(default)]
+    pub headers: Headers,
+    /// The preset's key, sent in its header (`x-honeycomb-team`, `api-key`).
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// Honeycomb and New Relic: `us` (default) or `eu`.
+    #[serde(default)]
+    pub region: Option<Region>,
+    /// Honeycomb Classic only: the dataset spans land in.
+    #[serde(default)]
+    pub dataset: Option<String>,
+    /// Not used by any span preset (Datadog's is the Agent); refused with a reason.
+    #[serde(default)]
+    pub site: Option<String>,
+    #[serde(default)]
+    pub compression: Option<Compression>,
     #[serde(default)]
     pub batch: BatchConfig,
     #[serde(default)]
@@ -62,6 +84,16 @@ fn default_concurrency() -> usize {
     4
 }
 
+/// Where spans go: the section over its preset.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub endpoint: String,
+    pub protocol: Protocol,
+    pub compression: Compression,
+    /// The preset's headers, then the section's (which win); values are secrets.
+    pub headers: Headers,
+}
+
 /// Why the span exporter's destination could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum DestinationError {
@@ -77,12 +109,14 @@ impl OtlpExporter {
     pub fn validate(&self, key: &str) -> Result<(), KeyError> {
         let at = |k: &str| format!("{key}.{k}");
         let err = |k: &str, d: &str| fail(at(k), d);
+        let destination = self.destination(key)?;
         outbound::check_url(
             &at("endpoint"),
-            &self.endpoint,
+            &destination.endpoint,
             "https://api.honeycomb.io:443",
         )?;
         outbound::check_headers(&at("headers"), &self.headers)?;
+        outbound::check_headers(&at("api_key"), &destination.headers)?;
         if self.batch.max_spans == 0 {
             return err("batch.max_spans", "must be at least 1");
         }
@@ -134,6 +168,58 @@ impl OtlpExporter {
         Ok(())
     }
 
+    /// The destination: each value the section sets, else its preset's, else the default.
+    /// Fails (naming the key) when the preset lacks what it needs or takes no spans
+    /// (`mackerel`), or a preset's field is given without one.
+    pub fn destination(&self, key: &str) -> Result<Destination, KeyError> {
+        let at = |k: &str| format!("{key}.{k}");
+        let Some(backend) = self.preset else {
+            for (field, given) in [
+                ("api_key", self.api_key.is_some()),
+                ("region", self.region.is_some()),
+                ("dataset", self.dataset.is_some()),
+                ("site", self.site.is_some()),
+            ] {
+                if given {
+                    return fail(
+                        at(field),
+                        "needs a preset (honeycomb, datadog_agent or newrelic); without one, give the key in headers",
+                    );
+                }
+            }
+            let Some(endpoint) = self.endpoint.clone() else {
+                return fail(
+                    at("endpoint"),
+                    "is required without a preset (e.g. \"https://api.honeycomb.io:443\")",
+                );
+            };
+            return Ok(Destination {
+                endpoint,
+                protocol: self.protocol.unwrap_or_default(),
+                compression: self.compression.unwrap_or_default(),
+                headers: self.headers.clone(),
+            });
+        };
+        let contract = backend.contract(
+            cujo_config::presets::Signal::Traces,
+            PresetKeys {
+                api_key: self.api_key.as_ref(),
+                region: self.region,
+                dataset: self.dataset.as_deref(),
+                site: self.site.as_deref(),
+            },
+            key,
+        )?;
+        let mut headers: BTreeMap<String, String> = contract.headers.into_iter().collect();
+        headers.extend(self.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(Destination {
+            endpoint: self.endpoint.clone().unwrap_or(contract.endpoint),
+            protocol: self.protocol.unwrap_or(contract.protocol),
+            compression: self.compression.unwrap_or(contract.compression),
+            headers: Headers(headers),
+        })
+    }
+
     /// How the exporter batches, queues and retries, its memory counted in `memory` (the
     /// exporter's share of the budget).
     pub fn settings(&self, memory: Account) -> ExporterSettings {
@@ -152,11 +238,12 @@ impl OtlpExporter {
     /// attempt's deadline, TLS.
     pub fn downstream(&self) -> Result<Downstream, DestinationError> {
         let key = Signal::Traces.config_key();
-        let headers = header_pairs(&format!("{key}.headers"), &self.headers)?;
+        let d = self.destination(key)?;
+        let headers = header_pairs(&format!("{key}.headers"), &d.headers)?;
         Ok(Downstream::new(
-            &self.endpoint,
-            self.protocol,
-            self.compression,
+            &d.endpoint,
+            d.protocol,
+            d.compression,
             headers,
             self.timeout.0,
             self.tls.ca_file.as_deref(),
@@ -280,8 +367,9 @@ mod tests {
     #[test]
     fn defaults_resolve_into_the_exporters_settings() {
         let c = parse("endpoint: http://127.0.0.1:4317").expect("parses");
-        assert_eq!(c.protocol, Protocol::Grpc);
-        assert_eq!(c.compression, Compression::Gzip);
+        let d = c.destination("exporters.otlp").expect("destination");
+        assert_eq!(d.protocol, Protocol::Grpc);
+        assert_eq!(d.compression, Compression::Gzip);
         assert_eq!(c.timeout.0, DEFAULT_EXPORT_TIMEOUT);
         let budget = MemoryBudget::new(1 << 20, Shares::for_stages(false, false));
         let s = c.settings(budget.account(Component::Exporter));
@@ -335,6 +423,32 @@ queue: { max_spans: 1000000 }
     }
 
     #[test]
+    fn a_preset_fills_the_destination_and_the_section_wins() {
+        let d = |yaml: &str| {
+            parse(yaml)
+                .expect(yaml)
+                .destination("exporters.otlp")
+                .expect("destination")
+        };
+        let nr = d("preset: newrelic\napi_key: nr-1\nregion: eu\n");
+        assert_eq!(nr.endpoint, "https://otlp.eu01.nr-data.net:443");
+        assert_eq!(nr.protocol, Protocol::HttpProtobuf);
+        assert_eq!(nr.headers["api-key"], "nr-1");
+        let hc = d(
+            "preset: honeycomb\napi_key: hc-1\nendpoint: http://127.0.0.1:9\nprotocol: http/protobuf\n",
+        );
+        assert_eq!(hc.endpoint, "http://127.0.0.1:9");
+        assert_eq!(hc.protocol, Protocol::HttpProtobuf);
+        assert_eq!(hc.headers["x-honeycomb-team"], "hc-1");
+        assert!(!hc.headers.contains_key("x-honeycomb-dataset"));
+        let agent = d("preset: datadog_agent\n");
+        assert_eq!(agent.endpoint, "http://localhost:4317");
+        assert!(agent.headers.is_empty());
+        let c = parse("preset: newrelic\napi_key: nr-secret-7\n").expect("parses");
+        assert!(!format!("{c:?}").contains("nr-secret-7"));
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let base = "endpoint: http://x:1\n";
         for (yaml, want) in [
@@ -365,6 +479,22 @@ queue: { max_spans: 1000000 }
             (
                 format!("{base}headers: {{ \"a b\": c }}\n"),
                 "exporters.otlp.headers: \"a b\" is not a valid header name",
+            ),
+            (
+                "preset: mackerel\napi_key: k\n".to_string(),
+                "exporters.otlp.preset: mackerel takes metrics only, not traces",
+            ),
+            (
+                "preset: datadog\napi_key: k\n".to_string(),
+                "exporters.otlp.preset: datadog (the direct OTLP intake) takes metrics only",
+            ),
+            (
+                "preset: honeycomb\n".to_string(),
+                "exporters.otlp.preset: honeycomb needs api_key",
+            ),
+            (
+                "batch: { max_spans: 1 }\n".to_string(),
+                "exporters.otlp.endpoint: is required without a preset",
             ),
         ] {
             let e = parse(&yaml).expect_err(&yaml);

@@ -85,6 +85,8 @@ pub struct CujExport {
     pub has_availability: bool,
     /// Whether the CUJ has a latency SLI (latency counts and buckets are meaningful).
     pub has_latency: bool,
+    /// Upper bounds (seconds) of the CUJ's latency buckets, its threshold among them.
+    pub bounds: Vec<f64>,
     pub excluded: u64,
     /// Events folded into the overflow series, by [`OverflowReason`] in `ALL` order.
     pub overflowed: [u64; 2],
@@ -102,6 +104,9 @@ pub struct SeriesExport {
     pub latency_bad: u64,
     /// Latency buckets merged down to at most the requested number of buckets.
     pub latency: ExpBuckets,
+    /// Events per bucket of [`CujExport::bounds`] (upper-inclusive, not cumulative), then
+    /// the events above the last bound: `bounds.len() + 1` counts.
+    pub buckets: Vec<u64>,
 }
 
 impl SliEngine {
@@ -395,6 +400,7 @@ impl SliEngine {
                     dimensions: s.cuj.dimensions.clone(),
                     has_availability: s.cuj.has_sli(crate::cuj::Sli::Availability),
                     has_latency: s.cuj.latency.is_some(),
+                    bounds: s.bounds.clone(),
                     excluded: s.excluded,
                     overflowed: s.overflowed,
                     series: sorted
@@ -406,6 +412,9 @@ impl SliEngine {
                             latency_good: v.latency_good,
                             latency_bad: v.latency_bad,
                             latency: v.latency_hist.export(max_buckets),
+                            buckets: (0..=s.bounds.len())
+                                .map(|i| v.buckets.get(i).map_or(0, |b| b.count))
+                                .collect(),
                         })
                         .collect(),
                 }

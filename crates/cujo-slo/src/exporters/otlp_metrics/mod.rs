@@ -8,11 +8,14 @@
 //! touch the span path, another exporter, or the engine's state.
 //!
 //! # Layout
-//! - [`config`]: `exporters.otlp_metrics` and its `validate`.
-//! - [`shape`]: [`MetricsShaper`] turns an [`EngineSnapshot`] into a request; temporality.
+//! - [`config`]: `exporters.otlp_metrics`, its `validate`, and the settings it resolves
+//!   into over its `preset:` (a backend's contract, `cujo_config::presets`).
+//! - [`shape`]: [`MetricsShaper`] turns an [`EngineSnapshot`] into a request; temporality,
+//!   histogram form, and [`shape::split`] for backends with a request size limit.
 //! - [`telemetry`]: [`OtlpMetricsTelemetry`], `cujo_otlp_metrics_*`, and the push's log lines.
-//! - here: [`spawn`] runs the timer: one push per interval, retrying what OTLP says is
-//!   retryable within the interval, and one final push at shutdown.
+//! - here: [`spawn`] runs the timer: one push per interval (in parts when it is larger
+//!   than the backend takes), retrying what OTLP says is retryable within the interval,
+//!   and one final push at shutdown.
 
 pub mod config;
 pub mod shape;
@@ -32,7 +35,7 @@ use prost::Message as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{OtlpMetricsExporter, Temporality};
+pub use config::{HistogramForm, MetricsSettings, OtlpMetricsExporter, Temporality};
 pub use shape::{Baseline, EngineSnapshot, MAX_BUCKETS, MetricsShaper};
 pub use telemetry::OtlpMetricsTelemetry;
 
@@ -71,32 +74,40 @@ pub fn spawn(
     stats: Arc<OtlpMetricsTelemetry>,
     clock_ms: fn() -> u64,
 ) -> Result<MetricsPush, StartError> {
-    let headers = header_pairs(
-        &format!("{}.headers", Signal::Metrics.config_key()),
-        &cfg.headers,
-    )?;
+    let key = Signal::Metrics.config_key();
+    let settings = cfg.settings(key)?;
+    let headers = header_pairs(&format!("{key}.headers"), &settings.headers)?;
     let downstream = Downstream::for_signal(
         Signal::Metrics,
-        &cfg.endpoint,
-        cfg.protocol,
-        cfg.compression,
+        &settings.endpoint,
+        settings.protocol,
+        settings.compression,
         headers,
         cfg.timeout.0,
         cfg.tls.ca_file.as_deref(),
     )?;
     tracing::info!(
         endpoint = %downstream.display_uri(),
+        preset = cfg.preset.map_or("none", |p| p.name()),
         interval = ?cfg.interval.0,
-        temporality = ?cfg.temporality,
+        temporality = ?settings.temporality,
+        histogram = ?settings.histogram,
+        max_request_bytes = ?settings.max_request_bytes,
         "pushing SLI metrics over OTLP"
     );
     let instance = format!("{}-{}", hostname(), std::process::id());
-    let shaper = MetricsShaper::new(cfg.temporality, clock_ms() * 1_000_000, &instance);
+    let shaper = MetricsShaper::new(
+        settings.temporality,
+        settings.histogram,
+        clock_ms() * 1_000_000,
+        &instance,
+    );
     let stop = CancellationToken::new();
     let pusher = Pusher {
         engine,
         downstream,
         shaper,
+        max_request_bytes: settings.max_request_bytes,
         stats,
         clock_ms,
     };
@@ -116,6 +127,8 @@ struct Pusher {
     engine: SliReader,
     downstream: Downstream,
     shaper: MetricsShaper,
+    /// The backend's request size limit: larger pushes go in parts.
+    max_request_bytes: Option<u64>,
     stats: Arc<OtlpMetricsTelemetry>,
     clock_ms: fn() -> u64,
 }
@@ -157,16 +170,9 @@ impl Pusher {
                 .failed("the SLI engine's thread stopped; nothing to push");
         };
         let (request, baseline) = self.shaper.build(&snapshot, now_ms * 1_000_000);
-        let points = shape::data_points(&request);
-        let (protocol, compression) = (self.downstream.protocol(), self.downstream.compression());
-        let body = match tokio::task::spawn_blocking(move || {
-            encode(&request, protocol, compression)
-        })
-        .await
-        {
-            Ok(Ok(body)) => body,
-            Ok(Err(e)) => return self.stats.failed(&format!("compressing failed: {e}")),
-            Err(e) => return self.stats.failed(&format!("encoding task failed: {e}")),
+        let parts = match self.max_request_bytes {
+            Some(max) => shape::split(request, max),
+            None => vec![request],
         };
         let started = Instant::now();
         let mut backoff = Backoff::new(
@@ -178,34 +184,82 @@ impl Pusher {
             },
             started,
         );
+        let count = parts.len();
+        let mut delivered = Vec::with_capacity(count);
+        for part in parts {
+            if !self.send(part.clone(), &mut backoff, started, stop).await {
+                if !delivered.is_empty() {
+                    self.stats.failed(&format!(
+                        "{} of {count} parts of the push delivered; the rest goes with the next push",
+                        delivered.len()
+                    ));
+                }
+                return self.shaper.commit_delivered(baseline, &delivered);
+            }
+            delivered.push(part);
+        }
+        self.shaper.commit(baseline);
+    }
+
+    /// Sends one request, retried while retryable within the push's backoff; whether it
+    /// was delivered (failures are counted and logged here).
+    async fn send(
+        &mut self,
+        request: ExportMetricsServiceRequest,
+        backoff: &mut Backoff,
+        started: Instant,
+        stop: &CancellationToken,
+    ) -> bool {
+        let points = shape::data_points(&request);
+        let (protocol, compression) = (self.downstream.protocol(), self.downstream.compression());
+        let body = match tokio::task::spawn_blocking(move || {
+            encode(&request, protocol, compression)
+        })
+        .await
+        {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => {
+                self.stats.failed(&format!("compressing failed: {e}"));
+                return false;
+            }
+            Err(e) => {
+                self.stats.failed(&format!("encoding task failed: {e}"));
+                return false;
+            }
+        };
         for attempt in 1..=MAX_ATTEMPTS {
             match self.downstream.send(body.clone()).await {
                 Outcome::Delivered { rejected, message } => {
                     self.stats.delivered(points, rejected, &message);
-                    self.shaper.commit(baseline);
-                    return;
+                    return true;
                 }
                 Outcome::Permanent { error } => {
                     self.stats.attempt_failed(&error, false);
-                    return self.stats.failed(&error);
+                    self.stats.failed(&error);
+                    return false;
                 }
                 Outcome::Retryable { after, error } => {
                     let delay = backoff.next_delay(after, Instant::now());
                     let Some(delay) = delay.filter(|_| attempt < MAX_ATTEMPTS) else {
                         self.stats.attempt_failed(&error, false);
-                        return self.stats.failed(&format!(
+                        self.stats.failed(&format!(
                             "gave up after {attempt} attempts in {:?}: {error}",
                             started.elapsed()
                         ));
+                        return false;
                     };
                     self.stats.attempt_failed(&error, true);
                     tokio::select! {
-                        _ = stop.cancelled() => return self.stats.failed(&format!("shutting down while waiting to retry: {error}")),
+                        _ = stop.cancelled() => {
+                            self.stats.failed(&format!("shutting down while waiting to retry: {error}"));
+                            return false;
+                        }
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
             }
         }
+        false
     }
 }
 

@@ -3,11 +3,15 @@
 //!
 //! Dimension attributes keep their OpenTelemetry names (`user.tier`); latency is an
 //! `ExponentialHistogram` taken from the engine's scale-9 histogram, merged down to at most
-//! [`MAX_BUCKETS`] buckets. `cumulative` points start when cujo started; `delta` points
-//! carry the change since the last **delivered** push (a failed push leaves the baseline, so
-//! the next one carries both intervals and nothing is lost or counted twice).
+//! [`MAX_BUCKETS`] buckets, or (`histogram: explicit`) a `Histogram` with the CUJ's latency
+//! bounds, its threshold among them. `cumulative` points start when cujo started; `delta`
+//! points carry the change since the last **delivered** push of their series (a failed
+//! push leaves the baseline, so the next one carries both intervals and nothing is lost or
+//! counted twice). [`split`] cuts a request too large for the backend into parts; the
+//! baseline advances only for the series of the parts delivered
+//! ([`MetricsShaper::commit_delivered`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use cujo_sli::cuj::Sli;
 use cujo_sli::engine::{CujExport, SliEngine, window_label};
@@ -18,13 +22,14 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyInner;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Metric,
-    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, exponential_histogram_data_point, metric,
-    number_data_point,
+    AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram,
+    HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    exponential_histogram_data_point, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message as _;
 
-use super::config::Temporality;
+use super::config::{HistogramForm, Temporality};
 
 /// Most buckets of a pushed exponential histogram (the OTel SDKs' default).
 pub const MAX_BUCKETS: usize = 160;
@@ -52,17 +57,31 @@ impl EngineSnapshot {
 
 type Attributes = Vec<(String, String)>;
 
-/// Cumulative values at the last delivered push: the base of the next delta.
+/// The latency histogram's metric name.
+const DURATION: &str = "cujo.cuj.duration";
+
+/// Cumulative values at the last delivered push of each series, with when that was: the
+/// base of the next delta.
 #[derive(Debug, Clone, Default)]
 pub struct Baseline {
+    /// Start of the next delta of a series not in the maps (the last full delivery).
     at_ns: u64,
-    counters: HashMap<(&'static str, Attributes), u64>,
-    histograms: HashMap<Attributes, ExpBuckets>,
+    counters: HashMap<(&'static str, Attributes), (u64, u64)>,
+    histograms: HashMap<Attributes, (Explicit, ExpBuckets, u64)>,
+}
+
+/// A series' explicit-bucket totals.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Explicit {
+    counts: Vec<u64>,
+    count: u64,
+    sum: f64,
 }
 
 /// Shapes engine snapshots into OTLP metrics requests; keeps the delta baseline.
 pub struct MetricsShaper {
     temporality: Temporality,
+    histogram: HistogramForm,
     /// When cujo started: the start of every cumulative point.
     start_ns: u64,
     resource: Resource,
@@ -70,9 +89,15 @@ pub struct MetricsShaper {
 }
 
 impl MetricsShaper {
-    pub fn new(temporality: Temporality, start_ns: u64, instance_id: &str) -> Self {
+    pub fn new(
+        temporality: Temporality,
+        histogram: HistogramForm,
+        start_ns: u64,
+        instance_id: &str,
+    ) -> Self {
         Self {
             temporality,
+            histogram,
             start_ns,
             resource: Resource {
                 attributes: vec![
@@ -102,28 +127,24 @@ impl MetricsShaper {
         } else {
             AggregationTemporality::Cumulative
         } as i32;
-        let start = if delta {
-            self.baseline.at_ns
-        } else {
-            self.start_ns
-        };
         let mut next = Baseline {
             at_ns: now_ns,
             ..Baseline::default()
         };
         let counter = |next: &mut Baseline, name: &'static str, attrs: Attributes, total: u64| {
             let prev = self.baseline.counters.get(&(name, attrs.clone())).copied();
-            let value = if delta {
-                total.saturating_sub(prev.unwrap_or(0))
+            let (value, start) = if delta {
+                let (before, since) = prev.unwrap_or((0, self.baseline.at_ns));
+                (total.saturating_sub(before), since)
             } else {
-                total
+                (total, self.start_ns)
             };
             let point = number_point(&attrs, start, now_ns, Value::Int(value));
-            next.counters.insert((name, attrs), total);
+            next.counters.insert((name, attrs), (total, now_ns));
             point
         };
         let (mut events, mut excluded, mut overflow) = (Vec::new(), Vec::new(), Vec::new());
-        let mut durations = Vec::new();
+        let (mut exponential, mut explicit) = (Vec::new(), Vec::new());
         for cuj in &snap.cujs {
             let base: Attributes = vec![("cuj".into(), cuj.name.clone())];
             excluded.push(counter(
@@ -156,12 +177,49 @@ impl MetricsShaper {
                     }
                 }
                 if cuj.has_latency {
-                    let buckets = match (delta, self.baseline.histograms.get(&attrs)) {
-                        (true, Some(prev)) => s.latency.since(prev),
-                        _ => s.latency.clone(),
+                    let totals = Explicit {
+                        counts: s.buckets.clone(),
+                        count: s.latency.count,
+                        sum: s.latency.sum_seconds,
                     };
-                    durations.push(histogram_point(&attrs, start, now_ns, &buckets));
-                    next.histograms.insert(attrs, s.latency.clone());
+                    let prev = self.baseline.histograms.get(&attrs);
+                    let start = match (delta, prev) {
+                        (false, _) => self.start_ns,
+                        (true, Some((_, _, at))) => *at,
+                        (true, None) => self.baseline.at_ns,
+                    };
+                    match self.histogram {
+                        HistogramForm::Exponential => {
+                            let buckets = match (delta, prev) {
+                                (true, Some((_, before, _))) => s.latency.since(before),
+                                _ => s.latency.clone(),
+                            };
+                            exponential.push(histogram_point(&attrs, start, now_ns, &buckets));
+                        }
+                        HistogramForm::Explicit => {
+                            let point = match (delta, prev) {
+                                (true, Some((before, _, _))) => ExplicitPoint {
+                                    totals: totals.since(before),
+                                    min: None,
+                                    max: None,
+                                },
+                                _ => ExplicitPoint {
+                                    totals: totals.clone(),
+                                    min: s.latency.min_seconds,
+                                    max: s.latency.max_seconds,
+                                },
+                            };
+                            explicit.push(explicit_point(
+                                &attrs,
+                                start,
+                                now_ns,
+                                &cuj.bounds,
+                                point,
+                            ));
+                        }
+                    }
+                    next.histograms
+                        .insert(attrs, (totals, s.latency.clone(), now_ns));
                 }
             }
         }
@@ -188,15 +246,25 @@ impl MetricsShaper {
                 temporality,
             ),
         ];
-        if !durations.is_empty() {
+        let durations = if !exponential.is_empty() {
+            Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: exponential,
+                aggregation_temporality: temporality,
+            }))
+        } else if !explicit.is_empty() {
+            Some(metric::Data::Histogram(Histogram {
+                data_points: explicit,
+                aggregation_temporality: temporality,
+            }))
+        } else {
+            None
+        };
+        if let Some(data) = durations {
             metrics.push(Metric {
-                name: "cujo.cuj.duration".into(),
+                name: DURATION.into(),
                 description: "Measured latency of each CUJ series' valid events.".into(),
                 unit: "s".into(),
-                data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
-                    data_points: durations,
-                    aggregation_temporality: temporality,
-                })),
+                data: Some(data),
                 ..Default::default()
             });
         }
@@ -234,6 +302,26 @@ impl MetricsShaper {
     /// The request was delivered: later deltas count from it.
     pub fn commit(&mut self, baseline: Baseline) {
         self.baseline = baseline;
+    }
+
+    /// Only `delivered` (parts of the request `next` came with) reached the backend: the
+    /// series in them count from `next`, the others still from their last delivery.
+    pub fn commit_delivered(
+        &mut self,
+        mut next: Baseline,
+        delivered: &[ExportMetricsServiceRequest],
+    ) {
+        let sent: HashSet<(String, Attributes)> = delivered.iter().flat_map(series_of).collect();
+        for ((name, attrs), v) in next.counters.drain() {
+            if sent.contains(&(name.to_string(), attrs.clone())) {
+                self.baseline.counters.insert((name, attrs), v);
+            }
+        }
+        for (attrs, v) in next.histograms.drain() {
+            if sent.contains(&(DURATION.to_string(), attrs.clone())) {
+                self.baseline.histograms.insert(attrs, v);
+            }
+        }
     }
 
     /// Objective, SLI per window, budget, burn rate per window, alerts: same in both
@@ -322,6 +410,188 @@ enum Value {
     Double(f64),
 }
 
+impl Explicit {
+    /// What was added since `earlier` (the same CUJ's bounds; a restart's totals that went
+    /// down count from zero).
+    fn since(&self, earlier: &Explicit) -> Explicit {
+        if earlier.counts.len() != self.counts.len() || earlier.count > self.count {
+            return self.clone();
+        }
+        Explicit {
+            counts: self
+                .counts
+                .iter()
+                .zip(&earlier.counts)
+                .map(|(now, before)| now.saturating_sub(*before))
+                .collect(),
+            count: self.count - earlier.count,
+            sum: (self.sum - earlier.sum).max(0.0),
+        }
+    }
+}
+
+/// An explicit-bucket point's values.
+struct ExplicitPoint {
+    totals: Explicit,
+    /// Known for cumulative points only (an interval's extremes are not kept).
+    min: Option<f64>,
+    max: Option<f64>,
+}
+
+fn explicit_point(
+    attrs: &Attributes,
+    start_ns: u64,
+    now_ns: u64,
+    bounds: &[f64],
+    p: ExplicitPoint,
+) -> HistogramDataPoint {
+    HistogramDataPoint {
+        attributes: attributes(attrs),
+        start_time_unix_nano: start_ns,
+        time_unix_nano: now_ns,
+        count: p.totals.count,
+        sum: Some(p.totals.sum),
+        bucket_counts: p.totals.counts,
+        explicit_bounds: bounds.to_vec(),
+        min: p.min,
+        max: p.max,
+        ..Default::default()
+    }
+}
+
+/// (metric name, attributes) of every series with a point in `req` (all values are strings).
+fn series_of(req: &ExportMetricsServiceRequest) -> Vec<(String, Attributes)> {
+    let attrs = |kvs: &[KeyValue]| -> Attributes {
+        kvs.iter()
+            .map(|kv| {
+                let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(AnyInner::StringValue(s)) => s.clone(),
+                    _ => String::new(),
+                };
+                (kv.key.clone(), v)
+            })
+            .collect()
+    };
+    let mut out = Vec::new();
+    for m in req
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+    {
+        match &m.data {
+            Some(metric::Data::Sum(s)) => out.extend(
+                s.data_points
+                    .iter()
+                    .map(|p| (m.name.clone(), attrs(&p.attributes))),
+            ),
+            Some(metric::Data::Histogram(h)) => out.extend(
+                h.data_points
+                    .iter()
+                    .map(|p| (m.name.clone(), attrs(&p.attributes))),
+            ),
+            Some(metric::Data::ExponentialHistogram(h)) => out.extend(
+                h.data_points
+                    .iter()
+                    .map(|p| (m.name.clone(), attrs(&p.attributes))),
+            ),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `req` cut into requests of at most `max_bytes` (encoded, uncompressed), each with the
+/// same resource and scope: metrics are halved first, then one metric's points. A single
+/// point larger than `max_bytes` goes alone (the backend decides).
+pub fn split(req: ExportMetricsServiceRequest, max_bytes: u64) -> Vec<ExportMetricsServiceRequest> {
+    let mut out = Vec::new();
+    let mut todo = vec![req];
+    while let Some(r) = todo.pop() {
+        if r.encoded_len() as u64 <= max_bytes {
+            out.push(r);
+            continue;
+        }
+        match halve(&r) {
+            Some((a, b)) => {
+                todo.push(b);
+                todo.push(a);
+            }
+            None => out.push(r),
+        }
+    }
+    out
+}
+
+/// Two requests holding `r`'s points between them, or `None` when it holds one point.
+fn halve(
+    r: &ExportMetricsServiceRequest,
+) -> Option<(ExportMetricsServiceRequest, ExportMetricsServiceRequest)> {
+    let rm = r.resource_metrics.first()?;
+    let sm = rm.scope_metrics.first()?;
+    let with = |metrics: Vec<Metric>| ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..sm.clone()
+            }],
+            ..rm.clone()
+        }],
+    };
+    if sm.metrics.len() > 1 {
+        let (a, b) = sm.metrics.split_at(sm.metrics.len() / 2);
+        return Some((with(a.to_vec()), with(b.to_vec())));
+    }
+    let m = sm.metrics.first()?;
+    let part = |data: metric::Data| Metric {
+        data: Some(data),
+        ..m.clone()
+    };
+    let (a, b) = match m.data.as_ref()? {
+        metric::Data::Sum(s) if s.data_points.len() > 1 => {
+            let (a, b) = s.data_points.split_at(s.data_points.len() / 2);
+            let with = |p: &[NumberDataPoint]| {
+                part(metric::Data::Sum(Sum {
+                    data_points: p.to_vec(),
+                    ..s.clone()
+                }))
+            };
+            (with(a), with(b))
+        }
+        metric::Data::Gauge(g) if g.data_points.len() > 1 => {
+            let (a, b) = g.data_points.split_at(g.data_points.len() / 2);
+            let with = |p: &[NumberDataPoint]| {
+                part(metric::Data::Gauge(Gauge {
+                    data_points: p.to_vec(),
+                }))
+            };
+            (with(a), with(b))
+        }
+        metric::Data::Histogram(h) if h.data_points.len() > 1 => {
+            let (a, b) = h.data_points.split_at(h.data_points.len() / 2);
+            let with = |p: &[HistogramDataPoint]| {
+                part(metric::Data::Histogram(Histogram {
+                    data_points: p.to_vec(),
+                    ..h.clone()
+                }))
+            };
+            (with(a), with(b))
+        }
+        metric::Data::ExponentialHistogram(h) if h.data_points.len() > 1 => {
+            let (a, b) = h.data_points.split_at(h.data_points.len() / 2);
+            let with = |p: &[ExponentialHistogramDataPoint]| {
+                part(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                    data_points: p.to_vec(),
+                    ..h.clone()
+                }))
+            };
+            (with(a), with(b))
+        }
+        _ => return None,
+    };
+    Some((with(vec![a]), with(vec![b])))
+}
+
 fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
@@ -404,6 +674,7 @@ pub(super) fn data_points(req: &ExportMetricsServiceRequest) -> u64 {
             Some(metric::Data::Sum(s)) => s.data_points.len(),
             Some(metric::Data::Gauge(g)) => g.data_points.len(),
             Some(metric::Data::ExponentialHistogram(h)) => h.data_points.len(),
+            Some(metric::Data::Histogram(h)) => h.data_points.len(),
             _ => 0,
         } as u64)
         .sum()
@@ -536,7 +807,12 @@ cujs:
         }
         feed(&mut e, "free", false, 50);
         let start = 1_000;
-        let mut shaper = MetricsShaper::new(Temporality::Cumulative, start, "test-1");
+        let mut shaper = MetricsShaper::new(
+            Temporality::Cumulative,
+            HistogramForm::Exponential,
+            start,
+            "test-1",
+        );
         let t1 = NOW_MS * 1_000_000;
         let (req, baseline) = shaper.build(&EngineSnapshot::take(&e, NOW_MS), t1);
         let resource = req.resource_metrics[0].resource.as_ref().expect("resource");
@@ -598,7 +874,12 @@ cujs:
         });
         feed(&mut e, "gold", false, 10);
         feed(&mut e, "free", false, 10);
-        let shaper = MetricsShaper::new(Temporality::Cumulative, 1_000, "test-3");
+        let shaper = MetricsShaper::new(
+            Temporality::Cumulative,
+            HistogramForm::Exponential,
+            1_000,
+            "test-3",
+        );
         let (req, _) = shaper.build(&EngineSnapshot::take(&e, NOW_MS), NOW_MS * 1_000_000);
         let Some(metric::Data::Sum(sum)) = &metric(&req, "cujo.sli.series_overflow").data else {
             panic!("overflow is not a sum");
@@ -622,7 +903,12 @@ cujs:
             feed(&mut e, "gold", false, 100);
         }
         let start = 1_000;
-        let mut shaper = MetricsShaper::new(Temporality::Delta, start, "test-2");
+        let mut shaper = MetricsShaper::new(
+            Temporality::Delta,
+            HistogramForm::Exponential,
+            start,
+            "test-2",
+        );
         let t1 = NOW_MS * 1_000_000;
         let (req, baseline) = shaper.build(&EngineSnapshot::take(&e, NOW_MS), t1);
         assert_eq!(events(&req, GOLD_LATENCY_GOOD), (5, start));
@@ -659,5 +945,131 @@ cujs:
         let (req, _) = shaper.build(&EngineSnapshot::take(&e, NOW_MS), t3 + 1);
         assert_eq!(events(&req, GOLD_LATENCY_GOOD), (0, t3));
         assert_eq!(duration(&req, "gold").count, 0);
+    }
+
+    fn explicit<'a>(req: &'a ExportMetricsServiceRequest, tier: &str) -> &'a HistogramDataPoint {
+        let Some(metric::Data::Histogram(h)) = &metric(req, DURATION).data else {
+            panic!("duration is not an explicit histogram");
+        };
+        h.data_points
+            .iter()
+            .find(|p| has(&p.attributes, &[("user.tier", tier)]))
+            .unwrap_or_else(|| panic!("no duration point for {tier}"))
+    }
+
+    #[test]
+    fn explicit_histograms_have_the_cujs_bounds_with_its_threshold() {
+        let mut e = engine();
+        for ms in [3, 300, 301, 900, 400_000] {
+            feed(&mut e, "gold", false, ms);
+        }
+        let shaper =
+            MetricsShaper::new(Temporality::Cumulative, HistogramForm::Explicit, 1_000, "t");
+        let (req, _) = shaper.build(&EngineSnapshot::take(&e, NOW_MS), NOW_MS * 1_000_000);
+        let p = explicit(&req, "gold");
+        assert!(p.explicit_bounds.contains(&0.3), "{:?}", p.explicit_bounds);
+        assert!(p.explicit_bounds.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(p.bucket_counts.len(), p.explicit_bounds.len() + 1);
+        let at = |bound: f64| {
+            let i = p
+                .explicit_bounds
+                .iter()
+                .position(|b| *b == bound)
+                .expect("bound");
+            p.bucket_counts[i]
+        };
+        // Upper-inclusive: 300 ms is in the threshold's bucket, 301 ms above it.
+        assert_eq!((at(0.005), at(0.3), at(0.5), at(1.0)), (1, 1, 1, 1));
+        assert_eq!(
+            p.bucket_counts.last(),
+            Some(&1),
+            "400 s is above every bound"
+        );
+        assert_eq!(p.count, 5);
+        assert_eq!((p.min, p.max), (Some(0.003), Some(400.0)));
+    }
+
+    #[test]
+    fn explicit_deltas_subtract_bucket_by_bucket() {
+        let mut e = engine();
+        feed(&mut e, "gold", false, 100);
+        feed(&mut e, "gold", false, 2_000);
+        let mut shaper =
+            MetricsShaper::new(Temporality::Delta, HistogramForm::Explicit, 1_000, "t");
+        let t1 = NOW_MS * 1_000_000;
+        let (req, baseline) = shaper.build(&EngineSnapshot::take(&e, NOW_MS), t1);
+        assert_eq!(explicit(&req, "gold").count, 2);
+        shaper.commit(baseline);
+        for _ in 0..3 {
+            feed(&mut e, "gold", false, 250);
+        }
+        let (req, _) = shaper.build(&EngineSnapshot::take(&e, NOW_MS), t1 + 5);
+        let p = explicit(&req, "gold");
+        assert_eq!((p.count, p.start_time_unix_nano), (3, t1));
+        assert_eq!(p.bucket_counts.iter().sum::<u64>(), 3);
+        let i = p
+            .explicit_bounds
+            .iter()
+            .position(|b| *b == 0.25)
+            .expect("0.25");
+        assert_eq!(
+            p.bucket_counts[i], 3,
+            "only the new events, in their bucket"
+        );
+        assert!((p.sum.expect("sum") - 0.75).abs() < 1e-9);
+        assert_eq!((p.min, p.max), (None, None));
+    }
+
+    #[test]
+    fn a_large_push_is_split_under_the_limit_and_keeps_every_point() {
+        let mut e = SliEngine::new(crate::cujs::from_yaml(&YAML.replace(
+            "dimensions: [user.tier]",
+            "dimensions: [user.tier]\n    max_series: 500",
+        )));
+        let tiers: Vec<&'static str> = (0..300)
+            .map(|i| &*Box::leak(format!("tier-{i}").into_boxed_str()))
+            .collect();
+        for t in &tiers {
+            feed(&mut e, t, false, 10);
+        }
+        let mut shaper =
+            MetricsShaper::new(Temporality::Delta, HistogramForm::Explicit, 1_000, "t");
+        let (req, baseline) = shaper.build(&EngineSnapshot::take(&e, NOW_MS), NOW_MS * 1_000_000);
+        let (whole, points) = (req.encoded_len(), data_points(&req));
+        assert!(whole > 64 << 10, "{whole}");
+        let parts = split(req, 64 << 10);
+        assert!(parts.len() > 1);
+        assert!(parts.iter().all(|p| p.encoded_len() <= 64 << 10));
+        assert_eq!(parts.iter().map(data_points).sum::<u64>(), points);
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.resource_metrics[0].resource.is_some())
+        );
+
+        // Only the first part got through: its series count from now, the others still
+        // from the start, so the next push carries them again.
+        shaper.commit_delivered(baseline, &parts[..1]);
+        let (next, _) = shaper.build(&EngineSnapshot::take(&e, NOW_MS), NOW_MS * 1_000_000 + 9);
+        let Some(metric::Data::Sum(sum)) = &metric(&next, "cujo.sli.events").data else {
+            panic!("sum");
+        };
+        let resent: i64 = sum
+            .data_points
+            .iter()
+            .filter_map(|p| match p.value {
+                Some(number_data_point::Value::AsInt(v)) => Some(v),
+                _ => None,
+            })
+            .sum();
+        let sent_first: HashSet<_> = series_of(&parts[0]).into_iter().collect();
+        let first_events: usize = sent_first
+            .iter()
+            .filter(|(n, a)| {
+                n == "cujo.sli.events" && a.iter().any(|(k, v)| k == "outcome" && v == "good")
+            })
+            .count();
+        // Each series holds one good availability and one good latency event.
+        assert_eq!(resent as usize, 2 * tiers.len() - first_events);
     }
 }
