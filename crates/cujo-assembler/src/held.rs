@@ -268,7 +268,12 @@ impl GroupTable {
     pub fn intern(&mut self, group: &ScopeGroup) -> Arc<Group> {
         let tenant = group.resource.tenant_id();
         let pin = group.resource.pin_id();
-        let key = (tenant, pin, group.resource.bytes.clone(), group.scope.clone());
+        let key = (
+            tenant,
+            pin,
+            group.resource.bytes.clone(),
+            group.scope.clone(),
+        );
         if let Some(g) = self.groups.get(&key) {
             return g.clone();
         }
@@ -288,7 +293,8 @@ impl GroupTable {
         });
         self.bytes += g.heap_bytes();
         self.pinned += usize::from(pin != 0);
-        self.groups.insert((tenant, pin, resource, scope), g.clone());
+        self.groups
+            .insert((tenant, pin, resource, scope), g.clone());
         g
     }
 

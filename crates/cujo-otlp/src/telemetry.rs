@@ -14,14 +14,18 @@ use crate::prom;
 pub enum Transport {
     Grpc,
     Http,
+    /// Requests replayed from the write-ahead log at start (`wal:`): acknowledged before a
+    /// restart, not yet exported or dropped then.
+    Wal,
 }
 
 impl Transport {
-    const ALL: [Transport; 2] = [Transport::Grpc, Transport::Http];
+    const ALL: [Transport; 3] = [Transport::Grpc, Transport::Http, Transport::Wal];
     pub fn label(self) -> &'static str {
         match self {
             Transport::Grpc => "grpc",
             Transport::Http => "http",
+            Transport::Wal => "wal",
         }
     }
 }

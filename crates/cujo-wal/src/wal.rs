@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     /// `max_size` bounds. Reserved by `append` before queueing, so refusals are immediate.
     pub(crate) used: AtomicU64,
     pub(crate) queue: Mutex<Queue>,
+    /// Set by [`Wal::keep_remaining`]: segments released from now on stay on disk.
+    pub(crate) keep: std::sync::atomic::AtomicBool,
     /// Wakes the writer: appends arrived, a segment lost its last reference, or closing.
     pub(crate) wake: Condvar,
 }
@@ -66,6 +68,10 @@ impl Shared {
     }
 
     pub(crate) fn unreferenced(&self, seq: u64) {
+        if self.keep.load(Relaxed) {
+            // Kept for the next start (see `Wal::keep_remaining`).
+            return;
+        }
         self.lock().unreferenced.push(seq);
         self.wake.notify_one();
     }
@@ -105,6 +111,7 @@ impl Wal {
                 unreferenced: Vec::new(),
                 closing: false,
             }),
+            keep: std::sync::atomic::AtomicBool::new(false),
             wake: Condvar::new(),
         });
         let next_seq = found.last().map_or(1, |(seq, _, _)| seq + 1);
@@ -205,6 +212,14 @@ impl Wal {
             shared.wake.notify_one();
         }
         Ok(wait)
+    }
+
+    /// From now on no segment is deleted: what is still referenced when this is called is
+    /// replayed at the next start, even if its spans are then dropped (a shutdown that
+    /// abandons what it could not deliver in time calls this first, so the abandoned spans
+    /// come back instead of being lost).
+    pub fn keep_remaining(&self) {
+        self.shared.keep.store(true, Relaxed);
     }
 
     pub fn stats(&self) -> &Arc<WalStats> {

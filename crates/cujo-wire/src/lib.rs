@@ -32,7 +32,7 @@ pub mod validate;
 pub mod write;
 
 pub use batch::{
-    RejectedSpans, ResourceHeader, ScannedRequest, ScopeGroup, SpanBatch, scan_request,
+    Pin, RejectedSpans, ResourceHeader, ScannedRequest, ScopeGroup, SpanBatch, scan_request,
 };
 pub use tenant::Tenant;
 pub use write::{encode_request, encoded_request_len};

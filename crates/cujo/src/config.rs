@@ -85,6 +85,9 @@ pub struct Config {
     pub slo: SloConfig,
     /// Burn-rate alert notifications (webhooks); needs CUJs.
     pub notifications: Option<NotificationsConfig>,
+    /// The write-ahead log: requests on disk before they are acknowledged, replayed at
+    /// start (`cujo-wal`).
+    pub wal: Option<cujo_wal::WalConfig>,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
     #[serde(default)]
@@ -351,6 +354,9 @@ impl Config {
             n.validate("notifications")?;
         }
         self.slo.validate("slo")?;
+        if let Some(w) = &self.wal {
+            w.validate("wal")?;
+        }
         self.admission.validate("admission")?;
         self.check_memory()?;
         self.receivers.validate("receivers")?;

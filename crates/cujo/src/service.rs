@@ -224,13 +224,43 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     // Open connections pay a fixed cost from the receivers' share, beside their bodies.
     let connections = server::ConnectionMemory::new(budget.account(Component::Receivers));
     let retry_after = config.admission.retry_after.0;
+    // The write-ahead log, before any receiver: an unusable directory stops cujo here.
+    let (wal, replay) = match &config.wal {
+        Some(w) => {
+            let (wal, replay) = cujo_wal::Wal::open(w.settings()).context("wal")?;
+            tracing::info!(directory = %wal.directory().display(), "write-ahead log open: requests are on disk before they are acknowledged");
+            (Some(Arc::new(wal)), Some(replay))
+        }
+        None => (None, None),
+    };
     let ingest = |limits: ReceiverLimits| Ingest {
         memory: budget.account(Component::Receivers),
         sink: sink.clone(),
         telemetry: telemetry.clone(),
         limits,
         tenants: tenants.clone(),
+        wal: wal.clone(),
     };
+    // What was acknowledged before a restart and not exported then goes through the whole
+    // pipeline again, before the receivers take new requests.
+    if let Some(replay) = replay {
+        let started = std::time::Instant::now();
+        let replayer = ingest(ReceiverLimits::default());
+        let done = replayer.replay(replay, &abandon).await;
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(
+            records = done.records,
+            spans = done.spans,
+            unreadable = done.unreadable,
+            seconds,
+            spans_per_second = if seconds > 0.0 {
+                done.spans as f64 / seconds
+            } else {
+                0.0
+            },
+            "write-ahead log replayed"
+        );
+    }
     let mut receivers = JoinSet::new();
     // Each listener's TLS, also rendered on /metrics.
     let mut listeners_tls: Vec<ServerTls> = Vec::new();
@@ -351,6 +381,12 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             }
             if let Some(tenants) = tenants.clone().filter(|t| t.any()) {
                 sources.push(Arc::new(move |out: &mut Exposition| tenants.render(out)));
+            }
+            if let Some(wal) = &wal {
+                let stats = wal.stats().clone();
+                sources.push(Arc::new(move |out: &mut Exposition| {
+                    receiver::durable::render(&stats, out)
+                }));
             }
             if !listeners_tls.is_empty() {
                 let listeners = std::mem::take(&mut listeners_tls);
@@ -473,9 +509,18 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     health.stopping();
     let abandon_timer = {
         let abandon = abandon.clone();
+        let wal = wal.clone();
         tokio::spawn(async move {
             tokio::time::sleep(deadline).await;
             tracing::warn!("shutdown deadline reached: abandoning what is not yet delivered");
+            if let Some(wal) = &wal {
+                // What is abandoned now was acknowledged: it stays in the log and is
+                // replayed at the next start instead of being lost.
+                wal.keep_remaining();
+                tracing::warn!(
+                    "the write-ahead log keeps what is abandoned: it is replayed at the next start"
+                );
+            }
             abandon.cancel();
         })
     };
@@ -520,6 +565,10 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     if let Err(e) = exporter_task.await {
         tracing::error!(error = %e, "exporter task failed");
     }
+    // Every span is exported or dropped by now: what the log still holds is what shutdown
+    // abandoned (kept for the next start); closing it syncs, deletes what was released and
+    // unlocks the directory.
+    drop(wal);
     abandon_timer.abort();
     admin_stop.cancel();
     if let Some(task) = admin_task {

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Ingest;
 use crate::admission::Admitted;
+use crate::telemetry::{RequestOutcome, Transport};
 use crate::tenants::PASS_THROUGH;
 
 const DEFAULT: u8 = 0;
@@ -165,24 +166,22 @@ impl Ingest {
             let mut lease = self.memory.empty_lease();
             let need = body.len() + batch.handle_bytes();
             while !lease.try_grow(need) {
-                // The pipeline is full: replay goes at its pace.
+                // The pipeline is full: replay goes at its pace (a lease alone always fits).
                 tokio::select! {
                     _ = stop.cancelled() => return done,
                     _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                }
-                if lease.held() == 0 && self.memory.held() == 0 {
-                    // Alone and still too large: let it in, as a request alone is.
-                    lease.force_grow(need);
-                    break;
                 }
             }
             if let Some(t) = &tenant {
                 batch.set_tenant(t);
                 t.take(batch.span_bytes());
-                t.counts.accepted_spans.fetch_add(spans, std::sync::atomic::Ordering::Relaxed);
+                t.counts
+                    .accepted_spans
+                    .fetch_add(spans, std::sync::atomic::Ordering::Relaxed);
             }
             batch.set_pin(&pin);
-            self.telemetry.replayed(spans);
+            self.telemetry
+                .request(Transport::Wal, RequestOutcome::Accepted, spans);
             done.spans += spans;
             let admitted = Admitted {
                 batch,
@@ -191,7 +190,8 @@ impl Ingest {
             if let Err(back) = self.sink.send(admitted).await {
                 // The pipeline is gone (shutting down): what was not handed on stays in the
                 // log for the next start.
-                self.telemetry.undo_replayed(back.batch.span_count() as u64);
+                self.telemetry
+                    .undo_accepted(Transport::Wal, back.batch.span_count() as u64);
                 break;
             }
         }
@@ -254,11 +254,94 @@ mod tests {
         assert_eq!(
             back,
             (
-                Sender::PassThrough(vec![("x-honeycomb-team".into(), Bytes::from_static(b"k3y"))]),
+                Sender::PassThrough(vec![(
+                    "x-honeycomb-team".into(),
+                    Bytes::from_static(b"k3y")
+                )]),
                 Bytes::from_static(body)
             )
         );
         assert_eq!(decode_record(&Bytes::from_static(b"\x09")), None);
-        assert_eq!(decode_record(&Bytes::from_static(b"\x01\xff\xff\xff\xff")), None);
+        assert_eq!(
+            decode_record(&Bytes::from_static(b"\x01\xff\xff\xff\xff")),
+            None
+        );
     }
+}
+
+/// `cujo_wal_*` on `/metrics`: what the write-ahead log wrote, refused, holds and replayed.
+pub fn render(stats: &cujo_wal::WalStats, out: &mut crate::prom::Exposition) {
+    use crate::prom::Family;
+    let s = stats.snapshot();
+    Family::counter(out, "cujo_wal_appended_records_total", "Requests appended to the write-ahead log (each synced to disk before it was acknowledged).")
+        .sample(&[], s.appended_records as f64);
+    Family::counter(
+        out,
+        "cujo_wal_appended_bytes_total",
+        "Bytes appended to the write-ahead log.",
+    )
+    .sample(&[], s.appended_bytes as f64);
+    Family::counter(
+        out,
+        "cujo_wal_fsyncs_total",
+        "Syncs of the write-ahead log (one covers every append of its group).",
+    )
+    .sample(&[], s.fsyncs as f64);
+    Family::counter(
+        out,
+        "cujo_wal_fsync_seconds_sum",
+        "Time spent syncing the write-ahead log.",
+    )
+    .sample(&[], s.fsync_sum_us as f64 / 1e6);
+    Family::gauge(
+        out,
+        "cujo_wal_fsync_max_seconds",
+        "The longest sync of the write-ahead log since start.",
+    )
+    .sample(&[], s.fsync_max_us as f64 / 1e6);
+    let mut refused = Family::counter(
+        out,
+        "cujo_wal_refused_total",
+        "Appends refused, by reason: full (wal.max_size), busy (wal.max_pending waiting for the disk), too_large (wal.max_record_size), io (a write or sync failed, e.g. the disk is full); the requests were refused, retryably but for too_large.",
+    );
+    for (reason, n) in [
+        ("full", s.refused_full),
+        ("busy", s.refused_busy),
+        ("too_large", s.refused_too_large),
+        ("io", s.refused_io),
+    ] {
+        refused.sample(&[("reason", reason)], n as f64);
+    }
+    Family::gauge(
+        out,
+        "cujo_wal_live_bytes",
+        "Bytes of the write-ahead log's segments on disk (what wal.max_size bounds).",
+    )
+    .sample(&[], s.live_bytes as f64);
+    Family::gauge(
+        out,
+        "cujo_wal_live_segments",
+        "Segments of the write-ahead log on disk.",
+    )
+    .sample(&[], s.live_segments as f64);
+    Family::counter(
+        out,
+        "cujo_wal_segments_deleted_total",
+        "Segments deleted once every span of them was exported or dropped.",
+    )
+    .sample(&[], s.segments_deleted as f64);
+    Family::counter(
+        out,
+        "cujo_wal_replayed_records_total",
+        "Records replayed at start (acknowledged before a restart and not yet exported then).",
+    )
+    .sample(&[], s.replayed_records as f64);
+    Family::counter(out, "cujo_wal_lost_records_total", "Records lost to a torn tail at start (a crash while they were written: never acknowledged).")
+        .sample(&[], s.lost_records as f64);
+    Family::counter(
+        out,
+        "cujo_wal_corrupt_bytes_total",
+        "Bytes of damaged records skipped at start.",
+    )
+    .sample(&[], s.corrupt_bytes as f64);
 }

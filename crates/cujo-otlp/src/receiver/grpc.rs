@@ -56,12 +56,14 @@ async fn export(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) ->
     let deadline = Instant::now() + ingest.limits.body_timeout;
     let lease = ingest.memory.empty_lease();
     match read_request(&ingest, &headers, body, lease, deadline).await {
-        Ok((message, lease)) => match ingest.ingest(Transport::Grpc, message, lease, tenant) {
-            Ok(accepted) => grpc_ok(&ExportTraceServiceResponse {
-                partial_success: accepted.partial_success(),
-            }),
-            Err(e) => grpc_error(status_of(&e)),
-        },
+        Ok((message, lease)) => {
+            match ingest.ingest(Transport::Grpc, message, lease, tenant).await {
+                Ok(accepted) => grpc_ok(&ExportTraceServiceResponse {
+                    partial_success: accepted.partial_success(),
+                }),
+                Err(e) => grpc_error(status_of(&e)),
+            }
+        }
         Err(ReadFailure::Full) => grpc_error(status_of(&ingest.refuse_full(Transport::Grpc, 0))),
         Err(ReadFailure::Status(status)) => {
             let outcome = if status.code == code::RESOURCE_EXHAUSTED {

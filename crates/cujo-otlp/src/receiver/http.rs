@@ -263,6 +263,7 @@ async fn handle(
     };
     let accepted = ingest
         .ingest(Transport::Http, protobuf, lease, tenant)
+        .await
         .map_err(|e| failure_of(e).counted())?;
     Ok(ExportTraceServiceResponse {
         partial_success: accepted.partial_success(),

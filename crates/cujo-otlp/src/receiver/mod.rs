@@ -22,6 +22,7 @@
 pub(crate) mod body;
 pub mod config;
 pub mod decode;
+pub mod durable;
 pub mod grpc;
 pub mod http;
 
@@ -78,6 +79,8 @@ pub struct Ingest {
     /// headers), decided on a request's headers before its body is read; `None` = anyone
     /// who can connect, as the default tenant.
     pub tenants: Option<Arc<Tenants>>,
+    /// The write-ahead log (`wal:`): a request is on disk before it is acknowledged.
+    pub wal: Option<Arc<cujo_wal::Wal>>,
 }
 
 /// Why a request was not let in on its headers.
@@ -215,7 +218,7 @@ impl Ingest {
     /// Validates an encoded `ExportTraceServiceRequest`, admits it and hands its spans on.
     /// `lease` already pays for `body`; it grows by the batch's handles and goes on with
     /// the spans.
-    pub fn ingest(
+    pub async fn ingest(
         &self,
         transport: Transport,
         body: Bytes,
@@ -271,6 +274,23 @@ impl Ingest {
             }
             None => None,
         };
+        // With the write-ahead log, the spans are on disk before anything acknowledges them,
+        // and pinned to their segment until they are exported or dropped.
+        match self.log(tenant.as_ref(), &body).await {
+            None => {}
+            Some(Ok(pin)) => batch.set_pin(&pin),
+            Some(Err(e)) => {
+                if let Some((t, bytes)) = charged {
+                    t.give_back(bytes);
+                }
+                if !e.is_retryable() {
+                    self.telemetry
+                        .request(transport, RequestOutcome::TooLarge, spans);
+                    return Err(IngestError::TooLarge(format!("write-ahead log: {e}")));
+                }
+                return Err(self.refuse(transport, spans, &format!("write-ahead log: {e}")));
+            }
+        }
         let admitted = Admitted {
             batch,
             lease: Arc::new(lease),
@@ -310,6 +330,7 @@ pub(crate) mod tests {
             telemetry: Arc::new(PipelineTelemetry::new()),
             limits: ReceiverLimits::default(),
             tenants: None,
+            wal: None,
         };
         (ingest, source)
     }

@@ -271,6 +271,26 @@ impl Tenants {
         Ok(Some(tenant))
     }
 
+    /// The configured tenant named `name` (a write-ahead log record's).
+    pub fn by_name(&self, name: &str) -> Option<Arc<Tenant>> {
+        self.configured
+            .iter()
+            .find(|(t, _)| t.name() == name)
+            .map(|(t, _)| t.clone())
+    }
+
+    /// The pass-through caller of `headers` (a write-ahead log record's, so already
+    /// authenticated when it was appended): `None` without pass-through headers.
+    pub fn pass_through_of(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<Arc<Tenant>>, Unidentified> {
+        match &self.pass {
+            Some(pass) => self.pass_through(pass, headers),
+            None => Ok(None),
+        }
+    }
+
     /// Pass-through callers known now.
     pub fn pass_through_callers(&self) -> usize {
         self.pass.as_ref().map_or(0, |p| {
