@@ -45,6 +45,7 @@ pub fn run(data: &[u8]) {
         telemetry: Arc::new(PipelineTelemetry::new()),
         limits: ReceiverLimits::default(),
         tenants: None,
+        wal: None,
     };
 
     let readings = reference(coding, input, limit);

@@ -39,3 +39,14 @@ pub const TARGETS: [(&str, Target); 5] = [
     ("config", config::run),
     ("state", state::run),
 ];
+
+/// The output of `f`, which must not wait: the receivers' ingest path without a
+/// write-ahead log never does, and the harnesses run without a runtime.
+pub fn now<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("ingest without a write-ahead log waited"),
+    }
+}

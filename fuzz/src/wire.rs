@@ -46,6 +46,7 @@ impl Receiver {
                 telemetry: Arc::new(PipelineTelemetry::new()),
                 limits: ReceiverLimits::default(),
                 tenants: None,
+                wal: None,
             },
             next: RefCell::new(next),
         }
@@ -70,7 +71,7 @@ pub(crate) fn check_protobuf(body: Bytes) -> Result<ScannedRequest, WireError> {
 fn check_ingest(r: &Receiver, body: &Bytes, scanned: Result<&ScannedRequest, &WireError>) {
     let ingest = &r.ingest;
     let lease = ingest.memory.take(body.len());
-    let result = ingest.ingest(Transport::Http, body.clone(), lease, None);
+    let result = crate::now(ingest.ingest(Transport::Http, body.clone(), lease, None));
     let mut handed = 0;
     while let Ok(admitted) = r.next.borrow_mut().try_recv() {
         assert!(

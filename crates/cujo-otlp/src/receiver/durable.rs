@@ -231,44 +231,6 @@ impl Ingest {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_say_who_sent_them() {
-        let body = b"\x0a\x00";
-        let back = decode_record(&encode_record(None, body)).expect("default");
-        assert_eq!(back, (Sender::Default, Bytes::from_static(body)));
-        let team = Tenant::new(1, 7, "team-a", Vec::new(), None);
-        let back = decode_record(&encode_record(Some(&team), body)).expect("configured");
-        assert_eq!(back.0, Sender::Configured("team-a".into()));
-        let caller = Tenant::new(
-            2,
-            9,
-            PASS_THROUGH,
-            vec![("x-honeycomb-team".into(), Bytes::from_static(b"k3y"))],
-            None,
-        );
-        let back = decode_record(&encode_record(Some(&caller), body)).expect("pass-through");
-        assert_eq!(
-            back,
-            (
-                Sender::PassThrough(vec![(
-                    "x-honeycomb-team".into(),
-                    Bytes::from_static(b"k3y")
-                )]),
-                Bytes::from_static(body)
-            )
-        );
-        assert_eq!(decode_record(&Bytes::from_static(b"\x09")), None);
-        assert_eq!(
-            decode_record(&Bytes::from_static(b"\x01\xff\xff\xff\xff")),
-            None
-        );
-    }
-}
-
 /// `cujo_wal_*` on `/metrics`: what the write-ahead log wrote, refused, holds and replayed.
 pub fn render(stats: &cujo_wal::WalStats, out: &mut crate::prom::Exposition) {
     use crate::prom::Family;
@@ -344,4 +306,42 @@ pub fn render(stats: &cujo_wal::WalStats, out: &mut crate::prom::Exposition) {
         "Bytes of damaged records skipped at start.",
     )
     .sample(&[], s.corrupt_bytes as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_say_who_sent_them() {
+        let body = b"\x0a\x00";
+        let back = decode_record(&encode_record(None, body)).expect("default");
+        assert_eq!(back, (Sender::Default, Bytes::from_static(body)));
+        let team = Tenant::new(1, 7, "team-a", Vec::new(), None);
+        let back = decode_record(&encode_record(Some(&team), body)).expect("configured");
+        assert_eq!(back.0, Sender::Configured("team-a".into()));
+        let caller = Tenant::new(
+            2,
+            9,
+            PASS_THROUGH,
+            vec![("x-honeycomb-team".into(), Bytes::from_static(b"k3y"))],
+            None,
+        );
+        let back = decode_record(&encode_record(Some(&caller), body)).expect("pass-through");
+        assert_eq!(
+            back,
+            (
+                Sender::PassThrough(vec![(
+                    "x-honeycomb-team".into(),
+                    Bytes::from_static(b"k3y")
+                )]),
+                Bytes::from_static(body)
+            )
+        );
+        assert_eq!(decode_record(&Bytes::from_static(b"\x09")), None);
+        assert_eq!(
+            decode_record(&Bytes::from_static(b"\x01\xff\xff\xff\xff")),
+            None
+        );
+    }
 }
