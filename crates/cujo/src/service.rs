@@ -131,7 +131,8 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             tracing::info!(cujs = cujs.len(), "deriving CUJ SLIs from released traces");
             let mut engine = SliEngine::new(cujs)
                 .with_settle(config.slo.settle.0, config.slo.max_settling_traces)
-                .with_limits(config.slo.limits(budget.limit(Component::Sli)));
+                .with_limits(config.slo.limits(budget.limit(Component::Sli)))
+                .with_trace_link(config.slo.trace_link());
             engine.set_counting_since(assembly::wall_clock_ms());
             if let Some(path) = &config.slo.state_file {
                 restored_alerts = assembly::load_sli_state(&mut engine, path);
