@@ -286,8 +286,16 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     }
     drop(sink);
 
-    // Burn-rate alert notifications (webhooks), evaluated on their own interval.
-    let notifier = match (&config.notifications, &sli_reader) {
+    // Burn-rate alert transitions, evaluated on their own interval: logged always, posted
+    // to the webhooks of `notifications:` when it is set. Not for one replica of a fleet
+    // (`slo.fleet`), whose windows hold its share only: the fleet alerts from Prometheus.
+    let alert_log = webhooks::NotificationsConfig::log_only();
+    let alerts_config = match (&config.notifications, &config.slo.fleet) {
+        (Some(n), _) => Some(n),
+        (None, None) => Some(&alert_log),
+        (None, Some(_)) => None,
+    };
+    let notifier = match (alerts_config, &sli_reader) {
         (Some(n), Some(reader)) => Some(webhooks::Notifier::start(
             n,
             reader.clone(),
@@ -359,7 +367,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                     cujo_otlp::tls::render(&listeners, out)
                 }));
             }
-            if let Some(n) = &notifier {
+            if let (Some(n), Some(_)) = (&notifier, &config.notifications) {
                 sources.push(slo_exporters::metrics_source(n.telemetry()));
             }
             if metrics_push.is_some() {
