@@ -58,7 +58,7 @@ pub fn run(data: &[u8]) {
     }
     if !cujs.is_empty() {
         let _ = cujo_slo::generators::rules::render(&cujs);
-        let _ = cujo_slo::generators::dashboard::dashboard(&cujs);
+        let _ = cujo_slo::generators::dashboard::dashboard(&cujs, config.slo.trace_link().as_ref());
         let _ = SliEngine::new(cujs)
             .with_settle(config.slo.settle.0, config.slo.max_settling_traces)
             .with_limits(config.slo.limits(budget.limit(Component::Sli)));

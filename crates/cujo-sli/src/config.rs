@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::engine::{DEFAULT_MAX_SETTLING_TRACES, DEFAULT_SETTLE};
 use crate::limits::{DEFAULT_MAX_DIMENSION_VALUE_BYTES, DEFAULT_SERIES_IDLE_TTL, SliLimits};
 use crate::slo::AlertGate;
+use crate::trace_link::TraceLink;
 
 /// `slo:`.
 #[derive(Debug, Clone, Deserialize)]
@@ -45,6 +46,11 @@ pub struct SloConfig {
     /// (a CUJ's own `alerts:` overrides it key by key).
     #[serde(default)]
     pub alerts: AlertGateConfig,
+    /// A URL template opening a trace in the tracing backend (`{trace_id}`, and `{start}`,
+    /// `{end}`, `{start_ms}`, `{end_ms}` for a range), so every trace id a surface shows
+    /// is a link ([`TraceLink`]).
+    #[serde(default)]
+    pub trace_link: Option<String>,
 }
 
 /// `slo.fleet`: where the SLOs of all the instances together are computed.
@@ -89,6 +95,7 @@ impl Default for SloConfig {
             series_idle_ttl: default_series_idle_ttl(),
             fleet: None,
             alerts: AlertGateConfig::default(),
+            trace_link: None,
         }
     }
 }
@@ -123,6 +130,11 @@ impl SloConfig {
                 .unwrap_or(usize::MAX),
             series_idle_ttl: self.series_idle_ttl.0,
         }
+    }
+
+    /// The trace link template, if one is set and valid (`validate` says why not).
+    pub fn trace_link(&self) -> Option<TraceLink> {
+        TraceLink::parse("slo.trace_link", self.trace_link.as_deref()?).ok()
     }
 
     /// The alert gate of every CUJ that does not set its own (`slo.alerts` over the
@@ -167,6 +179,9 @@ impl SloConfig {
                     "expected the URL of Prometheus, e.g. http://prometheus.monitoring:9090",
                 );
             }
+        }
+        if let Some(template) = &self.trace_link {
+            TraceLink::parse(&format!("{key}.trace_link"), template)?;
         }
         Ok(())
     }

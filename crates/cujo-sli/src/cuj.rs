@@ -127,6 +127,9 @@ pub struct Cuj {
     pub objectives: Vec<(Sli, Objective)>,
     /// What a burn-rate alert's long window must hold before the alert may fire.
     pub alert_gate: AlertGate,
+    /// Where on-call reads what to do when the CUJ burns (`cujs[].runbook`): carried by its
+    /// reports, alert rules and notifications.
+    pub runbook: Option<String>,
 }
 
 /// What the SLI engine needs of a released trace.
@@ -636,6 +639,7 @@ mod tests {
             latency: Some((Duration::from_millis(300), measure)),
             objectives: vec![],
             alert_gate: crate::slo::AlertGate::OFF,
+            runbook: None,
         }
     }
 

@@ -23,6 +23,8 @@
 //!   [`crate::limits::SliLimits`]: admitting new series, settling traces early, expiring
 //!   idle series, restoring a large state file in part.
 //! - `reports`: [`SliEngine::report`] and [`SliEngine::objectives`]; read-only.
+//! - `shares`: which dimension values burn (each value's share of the bad events beside its
+//!   share of the traffic), computed from the series of a report being built.
 //! - `export`: the metric families ([`Family`], [`Kind`], [`Sample`], [`label_name`],
 //!   [`window_label`]) of [`SliEngine::families`] for `/metrics`, and
 //!   [`SliEngine::export_view`] for the OTLP push; read-only.
@@ -36,6 +38,7 @@ mod memory;
 mod persist;
 mod record;
 mod reports;
+mod shares;
 #[cfg(test)]
 mod testkit;
 pub use export::{
@@ -91,6 +94,8 @@ pub struct SliEngine {
     now_ms: u64,
     /// When the cumulative totals began (see [`SliEngine::counting_since_ms`]).
     counting_since_ms: u64,
+    /// `slo.trace_link`: reports carry a link beside each trace id when set.
+    trace_link: Option<crate::trace_link::TraceLink>,
 }
 
 /// How long settling events wait for late spans and linked continuations by default.
@@ -115,6 +120,7 @@ impl SliEngine {
             next_expiry_ms: 0,
             now_ms: 0,
             counting_since_ms: 0,
+            trace_link: None,
         }
         .with_limits(SliLimits::default())
     }
@@ -129,6 +135,12 @@ impl SliEngine {
         self.settle_reserve = self.reserve_for_settling();
         self.next_expiry_ms = 0;
         self.rebuild_matcher();
+        self
+    }
+
+    /// Renders a link beside every trace id of the reports (`slo.trace_link`).
+    pub fn with_trace_link(mut self, link: Option<crate::trace_link::TraceLink>) -> Self {
+        self.trace_link = link;
         self
     }
 

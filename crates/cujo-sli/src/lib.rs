@@ -51,6 +51,8 @@
 //! - [`slo`]: [`slo::Objective`] evaluation — SLI per window, budget remaining, burn rates,
 //!   page/ticket alerts (SRE Workbook factors, scaled to the objective's period), projected
 //!   exhaustion.
+//! - [`trace_link`]: [`trace_link::TraceLink`], `slo.trace_link`'s URL template, which
+//!   the reports render into a link beside every trace id.
 //! - [`report`]: [`report::Report`], the whole state as plain serializable data — the one
 //!   shape the status page, the JSON/gRPC status API and `cujo status` read.
 #![forbid(unsafe_code)]
@@ -69,4 +71,5 @@ pub mod settle;
 pub mod slo;
 pub mod state;
 pub(crate) mod table;
+pub mod trace_link;
 pub mod window;

@@ -476,6 +476,7 @@ mod tests {
             latency: None,
             objectives: Vec::new(),
             alert_gate: crate::slo::AlertGate::OFF,
+            runbook: None,
         }])
     }
 

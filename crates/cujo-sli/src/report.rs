@@ -25,6 +25,9 @@ pub struct CujReport {
     pub slis: Vec<String>,
     /// The root attributes splitting its series, with their OpenTelemetry names.
     pub dimensions: Vec<String>,
+    /// The CUJ's runbook URL (`cujs[].runbook`), for whoever its alerts reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook: Option<String>,
     /// The latency threshold in seconds, when the CUJ has a latency SLI.
     pub latency_threshold_seconds: Option<f64>,
     /// `root`, `end_to_end` or `span_to_span`, when the CUJ has a latency SLI.
@@ -52,6 +55,10 @@ pub struct CujReport {
     pub latency: Option<LatencySummary>,
     /// Per dimension values, sorted by budget burned over the last hour, worst first.
     pub series: Vec<SeriesReport>,
+    /// Which dimension values burn: per SLI and window (the last hour, each objective's
+    /// window), each value's share of the bad events beside its share of the traffic.
+    #[serde(default)]
+    pub burn_shares: Vec<BurnShares>,
     /// Points sampled at a fixed interval (oldest first), for the charts.
     pub history: Vec<HistoryPoint>,
 }
@@ -143,6 +150,44 @@ pub struct SeriesReport {
     pub latency: Option<LatencySummary>,
     /// Trace id (hex) of the most recent bad event, to jump to the trace.
     pub last_bad_trace_id: Option<String>,
+    /// That trace in the tracing backend, through `slo.trace_link` (absent without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_bad_trace_url: Option<String>,
+    /// When that event was recorded (ms since the Unix epoch); unknown after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_bad_at_ms: Option<u64>,
+}
+
+/// Which dimension values burn one SLI over one window. A value with a tenth of the
+/// traffic and half the bad events burns five times its share: values are ranked by how
+/// much their share of the bad events exceeds their share of the valid events, most first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BurnShares {
+    /// `availability` or `latency`.
+    pub sli: String,
+    /// `1h`, or an objective's window (`30d`).
+    pub window: String,
+    /// Bad and valid events of every series together over the window.
+    pub bad: u64,
+    pub valid: u64,
+    /// At most [`MAX_BURN_VALUES`], most over their traffic share first; empty without bad
+    /// events.
+    pub values: Vec<ValueShare>,
+}
+
+/// How many values [`BurnShares`] lists.
+pub const MAX_BURN_VALUES: usize = 10;
+
+/// One dimension value's events over a window, all series with that value together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValueShare {
+    pub dimension: String,
+    pub value: String,
+    pub bad: u64,
+    pub valid: u64,
+    /// Of the window's bad events, and of its valid events.
+    pub bad_share: f64,
+    pub traffic_share: f64,
 }
 
 /// One rolling window of one series.

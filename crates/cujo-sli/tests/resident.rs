@@ -94,6 +94,7 @@ fn cuj(name: &str, measure: Measure) -> Cuj {
         latency: Some((Duration::from_millis(300), measure)),
         objectives: vec![],
         alert_gate: cujo_sli::slo::AlertGate::OFF,
+        runbook: None,
     }
 }
 

@@ -39,6 +39,9 @@ pub struct CujConfig {
     /// takes `slo.alerts`' value.
     #[serde(default)]
     pub alerts: AlertGateConfig,
+    /// Where on-call reads what to do when this CUJ burns: an `http(s)://` URL carried by
+    /// its alert rules (`runbook_url`), notifications and reports.
+    pub runbook: Option<String>,
 }
 
 fn default_max_series() -> usize {
@@ -247,6 +250,17 @@ fn resolve_one(c: &CujConfig, path: &str, alerts: AlertGate) -> Result<Cuj, KeyE
         latency,
         objectives,
         alert_gate: c.alerts.over(alerts),
+        runbook: match &c.runbook {
+            Some(url) => {
+                cujo_config::outbound::check_url(
+                    &format!("{path}.runbook"),
+                    url,
+                    "https://runbooks.example.com/checkout",
+                )?;
+                Some(url.clone())
+            }
+            None => None,
+        },
     })
 }
 
@@ -599,6 +613,19 @@ mod tests {
         assert!(e.contains("needs the CUJ's latency"), "{e}");
         let e = parse("- name: a\n- name: a\n").expect_err("duplicate");
         assert!(e.starts_with("cujs[1].name"), "{e}");
+        let e = parse("- name: a\n  runbook: wiki/checkout\n").expect_err("no scheme");
+        assert!(
+            e.starts_with(
+                "cujs[0].runbook: expected a URL like \"https://runbooks.example.com/checkout\""
+            ),
+            "{e}"
+        );
+        let cujs = parse("- name: a\n  runbook: https://wiki.example.com/runbooks/a\n")
+            .expect("a runbook");
+        assert_eq!(
+            cujs[0].runbook.as_deref(),
+            Some("https://wiki.example.com/runbooks/a")
+        );
     }
 
     #[test]

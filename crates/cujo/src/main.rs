@@ -122,7 +122,11 @@ fn main() -> ExitCode {
         }
         Command::Run => run(config),
         Command::Rules(args) => cujo_slo::generators::rules::run(&config.cujs(), &args),
-        Command::Dashboard(args) => cujo_slo::generators::dashboard::run(&config.cujs(), &args),
+        Command::Dashboard(args) => cujo_slo::generators::dashboard::run(
+            &config.cujs(),
+            config.slo.trace_link().as_ref(),
+            &args,
+        ),
         Command::Status(_) | Command::Demo(_) => ExitCode::SUCCESS,
     }
 }

@@ -131,7 +131,8 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             tracing::info!(cujs = cujs.len(), "deriving CUJ SLIs from released traces");
             let mut engine = SliEngine::new(cujs)
                 .with_settle(config.slo.settle.0, config.slo.max_settling_traces)
-                .with_limits(config.slo.limits(budget.limit(Component::Sli)));
+                .with_limits(config.slo.limits(budget.limit(Component::Sli)))
+                .with_trace_link(config.slo.trace_link());
             engine.set_counting_since(assembly::wall_clock_ms());
             if let Some(path) = &config.slo.state_file {
                 restored_alerts = assembly::load_sli_state(&mut engine, path);
@@ -315,8 +316,16 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     }
     drop(sink);
 
-    // Burn-rate alert notifications (webhooks), evaluated on their own interval.
-    let notifier = match (&config.notifications, &sli_reader) {
+    // Burn-rate alert transitions, evaluated on their own interval: logged always, posted
+    // to the webhooks of `notifications:` when it is set. Not for one replica of a fleet
+    // (`slo.fleet`), whose windows hold its share only: the fleet alerts from Prometheus.
+    let alert_log = webhooks::NotificationsConfig::log_only();
+    let alerts_config = match (&config.notifications, &config.slo.fleet) {
+        (Some(n), _) => Some(n),
+        (None, None) => Some(&alert_log),
+        (None, Some(_)) => None,
+    };
+    let notifier = match (alerts_config, &sli_reader) {
         (Some(n), Some(reader)) => Some(webhooks::Notifier::start(
             n,
             reader.clone(),
@@ -394,7 +403,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                     cujo_otlp::tls::render(&listeners, out)
                 }));
             }
-            if let Some(n) = &notifier {
+            if let (Some(n), Some(_)) = (&notifier, &config.notifications) {
                 sources.push(slo_exporters::metrics_source(n.telemetry()));
             }
             if metrics_push.is_some() {

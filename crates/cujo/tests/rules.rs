@@ -15,6 +15,7 @@ cujs:
   - name: checkout
     match: { span.name: "POST /checkout" }
     dimensions: [user.tier]
+    runbook: https://wiki.example.com/runbooks/checkout
     objectives:
       - { sli: availability, target: 99.9%, window: 30d }
   - name: search
@@ -122,12 +123,14 @@ const CHECKOUT_PAGE: &str = r#"
           - exp_labels: { severity: page, cuj: checkout, sli: availability, slo: checkout-availability }
             exp_annotations:
               summary: "CUJ checkout is burning its availability error budget (99.9% over 30d) too fast: page"
+              runbook_url: "https://wiki.example.com/runbooks/checkout"
               description: "The availability SLO checkout-availability of CUJ checkout (objective 99.9% over 30d) burns its error budget faster than 14.4x over both 1h and 5m, or 6x over both 6h and 30m. Burn rate 1 spends the budget exactly over 30d.""#;
 
 const CHECKOUT_TICKET: &str = r#"
           - exp_labels: { severity: ticket, cuj: checkout, sli: availability, slo: checkout-availability }
             exp_annotations:
               summary: "CUJ checkout is burning its availability error budget (99.9% over 30d) too fast: ticket"
+              runbook_url: "https://wiki.example.com/runbooks/checkout"
               description: "The availability SLO checkout-availability of CUJ checkout (objective 99.9% over 30d) burns its error budget faster than 3x over both 1d and 2h, or 1x over both 3d and 6h. Burn rate 1 spends the budget exactly over 30d.""#;
 
 const SEARCH_TICKET: &str = r#"

@@ -17,8 +17,10 @@ use support::{Cujo, Downstream, exporter_yaml, free_addr, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CUJS: &str = r#"assembler: { decision_wait: 200ms, trace_timeout: 2s }
+slo: { trace_link: "http://jaeger.example.com:16686/trace/{trace_id}?start={start}" }
 cujs:
   - name: post_message
+    runbook: https://wiki.example.com/runbooks/post_message
     match:
       service.name: frontend-api
       span.name: "POST /v1/messages"
@@ -238,6 +240,35 @@ async fn json_grpc_and_the_deploy_gate_report_the_exact_traffic() {
     );
     assert_eq!(series[1]["availability_good"], 50);
     assert_eq!(series[1]["availability_bad"], 0);
+    // The last bad trace and its link through slo.trace_link, in the API and on the page.
+    let trace_id = series[0]["last_bad_trace_id"]
+        .as_str()
+        .expect("a bad trace");
+    let recorded_s = series[0]["last_bad_at_ms"].as_u64().expect("recorded at") / 1000;
+    let trace_url = format!(
+        "http://jaeger.example.com:16686/trace/{trace_id}?start={}",
+        recorded_s - 3600
+    );
+    assert_eq!(series[0]["last_bad_trace_url"], trace_url.as_str());
+    assert!(series[1]["last_bad_trace_url"].is_null());
+    assert_eq!(
+        post["runbook"],
+        "https://wiki.example.com/runbooks/post_message"
+    );
+    // Without notifications: alert transitions are still evaluated, to be logged.
+    assert!(
+        cujo.log().contains("logging burn-rate alert transitions"),
+        "{}",
+        cujo.log()
+    );
+    let (status, _, page) = get(cujo.admin, "/").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(&format!(
+            "<a class=\"trace-link\" href=\"{trace_url}\" rel=\"noopener noreferrer\" target=\"_blank\"><code>{trace_id}</code></a>"
+        )),
+        "{page}"
+    );
     let checkout = &cuj(&report, "checkout")["objectives"][0];
     assert_eq!(checkout["budget_remaining"], 1.0);
     assert_eq!(window(checkout, "5m")["good"], CHECKOUTS);
@@ -299,6 +330,15 @@ async fn json_grpc_and_the_deploy_gate_report_the_exact_traffic() {
             .last_bad_trace_id
             .as_ref()
             .is_some_and(|t| t.len() == 32)
+    );
+    assert_eq!(
+        post.series[0].last_bad_trace_url.as_deref(),
+        series[0]["last_bad_trace_url"].as_str(),
+        "the same link as the JSON answer"
+    );
+    assert_eq!(
+        post.runbook.as_deref(),
+        Some("https://wiki.example.com/runbooks/post_message")
     );
     let one = client
         .get_status(GetStatusRequest {

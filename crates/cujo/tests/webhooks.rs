@@ -1,8 +1,9 @@
 //! Burn-rate alert notifications end to end: the real binary with a 99.9% CUJ, an error burst
 //! made by the real OpenTelemetry SDK, and webhook receivers (a real HTTP server, and one
 //! over TLS with a private CA) that answer 503 to the first attempt. The page arrives once
-//! per webhook and transition despite the retry, in Slack and generic JSON, and the
-//! notifier's counters say what happened.
+//! per webhook and transition despite the retry, in Slack and generic JSON, with the worst
+//! dimension values, the last bad trace's link, the status page and the runbook; the ticket
+//! waits while the page fires; the notifier's counters and log say what happened.
 
 mod support;
 
@@ -27,12 +28,14 @@ cujs:
     match:
       service.name: frontend-api
       span.name: "POST /v1/messages"
+    dimensions: [user.tier]
     availability:
       bad: [ { status: error } ]
     objectives:
       - { sli: availability, target: 99.9%, window: 30d }
     # Seconds of traffic: alerts are judged without the cold-start gate.
     alerts: { min_events: 0, min_coverage: 0% }
+    runbook: https://wiki.example.com/runbooks/post_message
 "#;
 
 /// One POST a webhook receiver got, and what it answered.
@@ -172,7 +175,10 @@ async fn error_burst(endpoint: String, n: usize) {
                 .span_builder("POST /v1/messages")
                 .with_kind(SpanKind::Server)
                 .with_start_time(start)
-                .with_attributes([KeyValue::new("http.response.status_code", 500)])
+                .with_attributes([
+                    KeyValue::new("http.response.status_code", 500),
+                    KeyValue::new("user.tier", "free"),
+                ])
                 .start(&tracer);
             root.set_status(Status::error("database down"));
             root.end();
@@ -194,9 +200,11 @@ fn counter(metrics: &str, webhook: &str, outcome: &str) -> f64 {
 async fn an_error_burst_pages_each_webhook_once_despite_a_retry() {
     let (addr, recorded) = webhook_receiver(None).await;
     let cujo = Cujo::start(&format!(
-        r#"{CUJ}notifications:
+        r#"{CUJ}slo: {{ trace_link: "https://ui.honeycomb.io/acme/environments/test/trace?trace_id={{trace_id}}" }}
+notifications:
   evaluation_interval: 200ms
   instance: cujo-test
+  page_url: "https://cujo.example.com/status/"
   webhooks:
     - name: slack-oncall
       url: "http://{addr}/slack"
@@ -215,11 +223,11 @@ async fn an_error_burst_pages_each_webhook_once_despite_a_retry() {
     .await;
     error_burst(format!("http://{}", cujo.grpc), 20).await;
 
-    // The page reaches Slack and the generic receiver (after one 503 each), the ticket the
-    // generic receiver only.
-    wait_for("the page and ticket notifications", || async {
+    // The page reaches Slack and the generic receiver (after one 503 each); the ticket,
+    // firing too, is held back while the page of its objective fires.
+    wait_for("the page notifications", || async {
         let generic = recorded.delivered("generic");
-        (recorded.delivered("slack").len() == 1 && generic.len() == 2).then_some(())
+        (recorded.delivered("slack").len() == 1 && generic.len() == 1).then_some(())
     })
     .await;
     // Many more evaluations see the same alerts firing: nothing more is sent.
@@ -242,12 +250,20 @@ async fn an_error_burst_pages_each_webhook_once_despite_a_retry() {
     assert!(text.contains("[FIRING:page]"), "{text}");
     assert!(text.contains("post_message"), "{text}");
     assert!(text.contains("99.9% over 30d"), "{text}");
-    assert!(slack[1].body["attachments"][0]["blocks"].is_array());
+    let blocks = slack[1].body["attachments"][0]["blocks"].to_string();
+    for what in [
+        "*Worst*\\n`user.tier=free`",
+        "*Last bad trace*\\n<https://ui.honeycomb.io/acme/environments/test/trace?trace_id=",
+        "<https://cujo.example.com/status/#cuj-0|Status page>",
+        "<https://wiki.example.com/runbooks/post_message|Runbook>",
+    ] {
+        assert!(blocks.contains(what), "{what} missing in {blocks}");
+    }
 
     let generic = recorded.posts("generic");
     assert_eq!(
         generic.iter().map(|p| p.answered).collect::<Vec<_>>(),
-        [503, 200, 200],
+        [503, 200],
         "{generic:#?}"
     );
     let page = &generic[1];
@@ -283,25 +299,59 @@ async fn an_error_burst_pages_each_webhook_once_despite_a_retry() {
         key.starts_with("post_message/availability/30d/page/"),
         "{key}"
     );
-    let ticket = &generic[2].body;
+    // Where to look: the worst tier, its last bad trace in the backend, the CUJ on the
+    // status page, the runbook.
     assert_eq!(
-        (ticket["status"].as_str(), ticket["severity"].as_str()),
-        (Some("firing"), Some("ticket"))
+        body["worst"]["dimensions"],
+        serde_json::json!({ "user.tier": "free" })
     );
-    assert_ne!(ticket["dedup_key"], body["dedup_key"]);
+    let trace_id = body["last_bad_trace"]["trace_id"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{body}"
+    );
+    assert_eq!(
+        body["last_bad_trace"]["url"],
+        format!("https://ui.honeycomb.io/acme/environments/test/trace?trace_id={trace_id}")
+    );
+    assert_eq!(body["page_url"], "https://cujo.example.com/status/#cuj-0");
+    assert_eq!(
+        body["runbook_url"],
+        "https://wiki.example.com/runbooks/post_message"
+    );
+    // The ticket fires in the report too, but is not notified while the page fires.
+    let report = support::http_get(cujo.admin, "/api/v1/slos")
+        .await
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let report: Value = serde_json::from_str(&report).expect("report");
+    assert_eq!(report["cujs"][0]["objectives"][0]["ticket"], true);
+    // The log says it too, with what burns.
+    let log = cujo.log();
+    let fired = log
+        .lines()
+        .find(|l| l.contains("burn-rate alert firing") && l.contains("severity=\"page\""))
+        .or_else(|| log.lines().find(|l| l.contains("burn-rate alert firing")))
+        .unwrap_or_else(|| panic!("no firing log line in {log}"));
+    assert!(
+        fired.contains("user.tier=free") && fired.contains(trace_id),
+        "{fired}"
+    );
 
     // A 4xx is not retried: one attempt, counted as failed.
     assert_eq!(recorded.posts("broken").len(), 1);
     assert_eq!(counter(&metrics, "slack-oncall", "sent"), 1.0);
     assert_eq!(counter(&metrics, "slack-oncall", "retried"), 1.0);
     assert_eq!(counter(&metrics, "slack-oncall", "failed"), 0.0);
-    assert_eq!(counter(&metrics, "generic", "sent"), 2.0);
+    assert_eq!(counter(&metrics, "generic", "sent"), 1.0);
     assert_eq!(counter(&metrics, "generic", "retried"), 1.0);
     assert_eq!(counter(&metrics, "broken", "failed"), 1.0);
     assert_eq!(counter(&metrics, "broken", "retried"), 0.0);
     assert_eq!(
         metric_value(&metrics, "cujo_notifications_alerts_firing"),
-        2.0
+        1.0
     );
     support::promtool_check_metrics(&metrics);
 
@@ -379,8 +429,8 @@ notifications:
     );
     let cujo = Cujo::start(&config).await;
     error_burst(format!("http://{}", cujo.grpc), 20).await;
-    wait_for("the page and the ticket", || async {
-        (recorded.delivered("generic").len() == 2).then_some(())
+    wait_for("the page", || async {
+        (recorded.delivered("generic").len() == 1).then_some(())
     })
     .await;
     let status = tokio::task::spawn_blocking(move || {
@@ -390,7 +440,7 @@ notifications:
     .await
     .expect("stop");
     assert!(status.success(), "{status}");
-    // The receiver answers 503 to the first attempt: three posts for two notifications.
+    // The receiver answers 503 to the first attempt: two posts for one notification.
     let before = recorded.posts("generic").len();
 
     let restarted = Cujo::start(&config).await;
@@ -402,12 +452,12 @@ notifications:
     .await;
     assert_eq!(
         metric_value(&metrics, "cujo_notifications_alerts_firing"),
-        2.0,
-        "both alerts still firing"
+        1.0,
+        "the page still firing (the ticket held back behind it)"
     );
     let posts = recorded.posts("generic");
     assert_eq!(posts.len(), before, "nothing sent again: {posts:#?}");
-    assert!(restarted.log().contains("alerts=2"), "{}", restarted.log());
+    assert!(restarted.log().contains("alerts=1"), "{}", restarted.log());
     drop(restarted);
     let _ = std::fs::remove_dir_all(&dir);
 }

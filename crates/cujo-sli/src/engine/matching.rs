@@ -369,6 +369,7 @@ mod tests {
                 latency: None,
                 objectives: Vec::new(),
                 alert_gate: crate::slo::AlertGate::OFF,
+                runbook: None,
             })
             .collect();
         let d = Dispatch::new(&cujs);
@@ -461,6 +462,7 @@ mod tests {
             latency: None,
             objectives: vec![],
             alert_gate: crate::slo::AlertGate::OFF,
+            runbook: None,
         };
         SliEngine::new(vec![
             cuj(

@@ -79,6 +79,7 @@ impl SliEngine {
                     .series
                     .iter()
                     .map(|(dims, v)| {
+                        let last_bad = last_bad(v);
                         (
                             s.budget_burned_1h(v, now_ms),
                             SeriesReport {
@@ -95,10 +96,12 @@ impl SliEngine {
                                 latency_bad: v.latency_bad,
                                 windows: s.series_windows(v, now_ms),
                                 latency: latency_summary(&v.latency_hist),
-                                last_bad_trace_id: v
-                                    .last_bad
+                                last_bad_trace_id: last_bad.as_ref().map(|(id, _)| id.clone()),
+                                last_bad_trace_url: last_bad
                                     .as_ref()
-                                    .map(crate::report::trace_id_hex),
+                                    .zip(self.trace_link.as_ref())
+                                    .map(|((id, at), link)| link.render(id, at.unwrap_or(now_ms))),
+                                last_bad_at_ms: last_bad.and_then(|(_, at)| at),
                             },
                         )
                     })
@@ -114,7 +117,7 @@ impl SliEngine {
                         .then_with(|| a.dimensions.cmp(&b.dimensions))
                 });
                 let series: Vec<SeriesReport> = ranked.into_iter().map(|(_, r)| r).collect();
-                CujReport {
+                let mut report = CujReport {
                     name: s.cuj.name.clone(),
                     slis: [Sli::Availability, Sli::Latency]
                         .into_iter()
@@ -122,6 +125,7 @@ impl SliEngine {
                         .map(|sli| sli.label().to_string())
                         .collect(),
                     dimensions: s.cuj.dimensions.clone(),
+                    runbook: s.cuj.runbook.clone(),
                     latency_threshold_seconds: s.cuj.latency.as_ref().map(|(t, _)| t.as_secs_f64()),
                     latency_measure: s.cuj.latency.as_ref().map(|(_, m)| m.label().to_string()),
                     excluded: s.excluded,
@@ -133,8 +137,11 @@ impl SliEngine {
                     objectives,
                     latency: latency_summary(&s.latency_all),
                     series,
+                    burn_shares: Vec::new(),
                     history: s.history.iter().cloned().collect(),
-                }
+                };
+                report.burn_shares = super::shares::burn_shares(&report);
+                report
             })
             .collect();
         crate::report::Report {
@@ -214,6 +221,19 @@ impl CujState {
             .map(|(sli, o)| bad(*sli) / (1.0 - o.target).max(f64::MIN_POSITIVE))
             .sum()
     }
+}
+
+/// The series' last bad trace (hex) and when it was recorded, known while the exemplar of
+/// that event is (not after a restart).
+fn last_bad(series: &Series) -> Option<(String, Option<u64>)> {
+    let id = series.last_bad?;
+    let at = [&series.availability_bad, &series.latency_bad_exemplar]
+        .into_iter()
+        .flatten()
+        .filter(|e| e.trace_id == id)
+        .map(|e| e.timestamp_ms)
+        .max();
+    Some((crate::report::trace_id_hex(&id), at))
 }
 
 /// A held alert as the report says it, with what its long window lacks in words.
@@ -510,6 +530,48 @@ mod tests {
     }
 
     const MIN: u64 = 60_000;
+
+    /// With `slo.trace_link`, each series' last bad trace comes with its link, its range
+    /// around the moment the event was recorded; without it, the id alone.
+    #[test]
+    fn the_last_bad_trace_comes_with_its_link() {
+        let link = crate::trace_link::TraceLink::parse(
+            "slo.trace_link",
+            "https://ui.honeycomb.io/acme/environments/prod/trace?trace_id={trace_id}&trace_start_ts={start}&trace_end_ts={end}",
+        )
+        .expect("valid");
+        let mut e = engine(10).with_trace_link(Some(link));
+        let at = 1_700_000_000_000;
+        feed(&mut e, "gold", true, 10, at);
+        feed(&mut e, "free", false, 10, at);
+        let r = e.report(at + MIN);
+        let gold = &r.cujs[0].series[0];
+        let id = "01".repeat(16);
+        assert_eq!(gold.last_bad_trace_id.as_deref(), Some(id.as_str()));
+        assert_eq!(gold.last_bad_at_ms, Some(at));
+        assert_eq!(
+            gold.last_bad_trace_url.as_deref(),
+            Some(
+                format!(
+                    "https://ui.honeycomb.io/acme/environments/prod/trace?trace_id={id}&trace_start_ts=1699996400&trace_end_ts=1700000060"
+                )
+                .as_str()
+            )
+        );
+        let free = &r.cujs[0].series[1];
+        assert_eq!(
+            (&free.last_bad_trace_id, &free.last_bad_trace_url),
+            (&None, &None)
+        );
+        let plain = engine(10);
+        let mut plain = plain;
+        feed(&mut plain, "gold", true, 10, at);
+        let r = plain.report(at);
+        assert!(r.cujs[0].series[0].last_bad_trace_id.is_some());
+        assert_eq!(r.cujs[0].series[0].last_bad_trace_url, None);
+        let json = serde_json::to_string(&r).unwrap_or_default();
+        assert!(!json.contains("last_bad_trace_url"), "{json}");
+    }
 
     /// A CUJ seen for the first time (no state file) fails every request for 9 minutes:
     /// no page, and the report says the page is held and how little of the hour has data.

@@ -99,6 +99,7 @@ pub(super) fn post_message_with_threshold(max_series: usize, threshold_ms: u64) 
             ),
         ],
         alert_gate: crate::slo::AlertGate::OFF,
+        runbook: None,
     }
 }
 

@@ -6,6 +6,12 @@
 //! `cuj` (from `label_values(cujo_sli_events_total, cuj)`, multi-valued, All by default).
 //! The per-dimension panels are generated from the configured dimensions, one pair per
 //! Prometheus label name, limited to the CUJs that have that dimension.
+//!
+//! Queries over cujo's raw series (`cujo_sli_events_total`, `cujo_cuj_duration_seconds_bucket`)
+//! ask for exemplars: each bad count and latency bucket carries its latest trace id. Grafana
+//! links an exemplar to its trace through the Prometheus data source's
+//! `exemplarTraceIdDestinations`, not the dashboard; with `slo.trace_link` set the dashboard
+//! says the URL to put there ([`exemplar_url`]) in its description and those panels'.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,6 +19,7 @@ use std::process::ExitCode;
 
 use cujo_sli::cuj::Cuj;
 use cujo_sli::engine::label_name;
+use cujo_sli::trace_link::TraceLink;
 use serde_json::{Value, json};
 
 use super::rules::{EVENT_RATE, EVENT_RATE_BY_DIMENSION, PAGE_ALERT, TICKET_ALERT, promql_string};
@@ -25,8 +32,8 @@ pub struct DashboardArgs {
 }
 
 /// `cujo dashboard` for the configured `cujs`.
-pub fn run(cujs: &[Cuj], args: &DashboardArgs) -> ExitCode {
-    let mut text = match serde_json::to_string_pretty(&dashboard(cujs)) {
+pub fn run(cujs: &[Cuj], trace_link: Option<&TraceLink>, args: &DashboardArgs) -> ExitCode {
+    let mut text = match serde_json::to_string_pretty(&dashboard(cujs, trace_link)) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("cujo: cannot write the dashboard: {e}");
@@ -105,6 +112,21 @@ impl Layout {
     }
 }
 
+/// cujo's series that carry exemplars in OpenMetrics.
+const RAW_SERIES: [&str; 2] = ["cujo_sli_events_total", "cujo_cuj_duration_seconds_bucket"];
+
+/// `slo.trace_link` as a Grafana exemplar link (the data source's
+/// `exemplarTraceIdDestinations[].url`): the trace id is `${__value.raw}`, the range the
+/// dashboard's time range.
+pub fn exemplar_url(link: &TraceLink) -> String {
+    link.template()
+        .replace("{trace_id}", "${__value.raw}")
+        .replace("{start_ms}", "${__from}")
+        .replace("{end_ms}", "${__to}")
+        .replace("{start}", "${__from:date:seconds}")
+        .replace("{end}", "${__to:date:seconds}")
+}
+
 fn datasource() -> Value {
     json!({ "type": "prometheus", "uid": "${datasource}" })
 }
@@ -123,6 +145,8 @@ fn targets(queries: &[(&str, &str)], instant: bool, format: &str) -> Value {
                 "instant": instant,
                 "range": !instant,
                 "format": format,
+                // Only raw series carry them (recording rules drop exemplars).
+                "exemplar": !instant && RAW_SERIES.iter().any(|m| expr.contains(m)),
             })
         })
         .collect();
@@ -164,7 +188,14 @@ fn burn_thresholds() -> Value {
 const ERROR_RATIOS: &str = r#"{__name__=~"slo:sli_error:ratio_rate.+", cuj=~"$cuj"}"#;
 
 /// The dashboard for `cujs` as Grafana JSON.
-pub fn dashboard(cujs: &[Cuj]) -> Value {
+pub fn dashboard(cujs: &[Cuj], trace_link: Option<&TraceLink>) -> Value {
+    let exemplars = match trace_link {
+        Some(link) => format!(
+            " Exemplars (the diamonds) are the latest trace of a bad count or latency bucket: set the Prometheus data source's exemplarTraceIdDestinations to {{ name: trace_id, url: \"{}\" }} to open them.",
+            exemplar_url(link)
+        ),
+        None => " Exemplars (the diamonds) are the latest trace of a bad count or latency bucket (Prometheus needs --enable-feature=exemplar-storage).".to_string(),
+    };
     let mut l = Layout::new();
     let sel = r#"cuj=~"$cuj""#;
 
@@ -288,7 +319,22 @@ pub fn dashboard(cujs: &[Cuj]) -> Value {
         "matcher": { "id": "byRegexp", "options": ".* bad$" },
         "properties": [{ "id": "color", "value": { "mode": "fixed", "fixedColor": "red" } }],
     }]);
-    l.add(traffic, 24, 8);
+    l.add(traffic, 12, 8);
+    let bad = format!(
+        "sum by (cuj, sli) (rate(cujo_sli_events_total{{{sel}, outcome=\"bad\"}}[$__rate_interval]))"
+    );
+    let mut bad_events = panel(
+        "timeseries",
+        "Bad events per second, with their traces",
+        &format!(
+            "Bad SLI events from cujo's own counter, summed over instances and dimensions.{exemplars}"
+        ),
+        targets(&[(&bad, "{{cuj}} {{sli}} bad")], false, "time_series"),
+        "reqps",
+    );
+    bad_events["fieldConfig"]["defaults"]["color"] =
+        json!({ "mode": "fixed", "fixedColor": "red" });
+    l.add(bad_events, 12, 8);
 
     l.row("Latency");
     let buckets = format!(
@@ -311,7 +357,7 @@ pub fn dashboard(cujs: &[Cuj]) -> Value {
         panel(
             "timeseries",
             "Latency p50 / p90 / p99",
-            "Quantiles of each CUJ's measured latency, from the cujo_cuj_duration_seconds histogram (its buckets include the CUJ's threshold).",
+            &format!("Quantiles of each CUJ's measured latency, from the cujo_cuj_duration_seconds histogram (its buckets include the CUJ's threshold).{exemplars}"),
             targets(&quantile_refs, false, "time_series"),
             "s",
         ),
@@ -402,7 +448,7 @@ pub fn dashboard(cujs: &[Cuj]) -> Value {
         "id": null,
         "uid": UID,
         "title": "cujo: Critical User Journeys",
-        "description": "SLOs, error budgets, burn rates, latency and per-dimension breakdown of the CUJs cujo measures. Generated by `cujo dashboard`; needs the rules of `cujo rules`.",
+        "description": format!("SLOs, error budgets, burn rates, latency and per-dimension breakdown of the CUJs cujo measures. Generated by `cujo dashboard`; needs the rules of `cujo rules`.{exemplars}"),
         "tags": ["cujo", "slo"],
         "schemaVersion": SCHEMA_VERSION,
         "version": 1,
@@ -468,5 +514,58 @@ mod tests {
     fn regex_metacharacters_in_names_are_escaped() {
         assert_eq!(regex_escape("checkout.v2"), r"checkout\.v2");
         assert_eq!(regex_escape("a|b"), r"a\|b");
+    }
+
+    fn cujs() -> Vec<Cuj> {
+        crate::cujs::from_yaml(
+            "cujs:\n  - name: checkout\n    latency: { threshold: 300ms }\n    dimensions: [user.tier]\n",
+        )
+    }
+
+    /// Every range query over cujo's raw series asks for exemplars, no other does; with
+    /// `slo.trace_link` the dashboard says the data source's exemplar URL.
+    #[test]
+    fn raw_series_panels_show_exemplars_and_say_where_they_link() {
+        let link = TraceLink::parse(
+            "slo.trace_link",
+            "https://grafana.example.com/explore?trace={trace_id}&from={start_ms}&to={end_ms}&s={start}",
+        )
+        .expect("valid");
+        assert_eq!(
+            exemplar_url(&link),
+            "https://grafana.example.com/explore?trace=${__value.raw}&from=${__from}&to=${__to}&s=${__from:date:seconds}"
+        );
+        let d = dashboard(&cujs(), Some(&link));
+        let targets: Vec<&Value> = d["panels"]
+            .as_array()
+            .expect("panels")
+            .iter()
+            .filter_map(|p| p["targets"].as_array())
+            .flatten()
+            .collect();
+        let mut with = 0;
+        for t in &targets {
+            let expr = t["expr"].as_str().unwrap_or_default();
+            let raw = RAW_SERIES.iter().any(|m| expr.contains(m)) && t["instant"] == false;
+            assert_eq!(t["exemplar"], raw, "{expr}");
+            with += usize::from(raw);
+        }
+        assert!(with >= 3, "bad events, latency quantiles, heatmap: {with}");
+        let bad = d["panels"]
+            .as_array()
+            .and_then(|p| {
+                p.iter()
+                    .find(|p| p["title"] == "Bad events per second, with their traces")
+            })
+            .expect("the bad events panel");
+        assert!(
+            bad["description"]
+                .as_str()
+                .is_some_and(|t| t
+                    .contains("url: \"https://grafana.example.com/explore?trace=${__value.raw}")),
+            "{bad}"
+        );
+        let plain = dashboard(&cujs(), None);
+        assert!(!plain.to_string().contains("__value.raw"));
     }
 }

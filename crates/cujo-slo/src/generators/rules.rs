@@ -411,7 +411,7 @@ fn objective_rules(cuj: &Cuj, sli: Sli, objective: &Objective, slo: &str) -> Vec
             window_label(objective.window)
         );
         // The CUJ's name reaches the text through $labels, never as template source.
-        let annotations = BTreeMap::from([
+        let mut annotations = BTreeMap::from([
             (
                 "summary".to_string(),
                 format!(
@@ -434,6 +434,10 @@ fn objective_rules(cuj: &Cuj, sli: Sli, objective: &Objective, slo: &str) -> Vec
                 ),
             ),
         ]);
+        // A URL (validated, so without `{{`): no template source either.
+        if let Some(url) = &cuj.runbook {
+            annotations.insert("runbook_url".to_string(), url.clone());
+        }
         rules.push(Rule {
             record: None,
             alert: Some(alert.into()),
@@ -487,6 +491,7 @@ mod tests {
             latency: None,
             objectives,
             alert_gate: cujo_sli::slo::AlertGate::OFF,
+            runbook: None,
         }
     }
 
@@ -523,6 +528,22 @@ mod tests {
             );
             assert!(gated.contains(&clause), "{clause} missing:\n{gated}");
         }
+    }
+
+    #[test]
+    fn alerts_carry_the_cujs_runbook() {
+        let plain = render(&[cuj("checkout", vec![(Sli::Availability, obj(0.999, 30))])]);
+        assert!(!plain.contains("runbook_url"), "{plain}");
+        let with = render(&[Cuj {
+            runbook: Some("https://wiki.example.com/runbooks/checkout".into()),
+            ..cuj("checkout", vec![(Sli::Availability, obj(0.999, 30))])
+        }]);
+        assert_eq!(
+            with.matches("runbook_url: https://wiki.example.com/runbooks/checkout")
+                .count(),
+            2,
+            "page and ticket:\n{with}"
+        );
     }
 
     #[test]

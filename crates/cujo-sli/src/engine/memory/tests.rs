@@ -59,6 +59,7 @@ fn cuj(name: &str, measure: Measure, max_series: usize) -> Cuj {
             },
         )],
         alert_gate: crate::slo::AlertGate::OFF,
+        runbook: None,
     }
 }
 

@@ -5,11 +5,15 @@
 //! until the alert has stayed clear for `resolve_delay`; if it fires again within that time
 //! it is the same alert still (same `started_at`, same `dedup_key`) and nothing is returned,
 //! so a flapping alert makes one firing and one resolved notification.
+//!
+//! A ticket does not start while the page of the same objective is firing (the page says
+//! it already, more loudly); one that still fires when the page resolves starts then. A
+//! ticket already firing when the page starts goes on as it was.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cujo_sli::report::{ObjectiveReport, Report};
+use cujo_sli::report::{CujReport, ObjectiveReport, Report};
 use cujo_sli::slo::Severity;
 use cujo_sli::state::SavedAlert;
 
@@ -48,6 +52,17 @@ pub struct Transition {
     pub started_at_ms: u64,
     /// When it was first seen clear, for a resolution.
     pub resolved_at_ms: Option<u64>,
+    /// What burns, when firing: the dimension values of the worst series with bad events of
+    /// this SLI (the report ranks series by budget burned over the last hour), and its
+    /// last bad trace; empty or absent on a resolution.
+    pub worst: Vec<(String, String)>,
+    pub last_bad_trace_id: Option<String>,
+    /// That trace in the tracing backend (`slo.trace_link`).
+    pub last_bad_trace_url: Option<String>,
+    /// The CUJ's runbook (`cujs[].runbook`).
+    pub runbook: Option<String>,
+    /// The CUJ's place in the report, which is its section of the status page (`#cuj-N`).
+    pub cuj_index: usize,
 }
 
 impl Transition {
@@ -158,8 +173,11 @@ impl AlertTracker {
         }
         let now = report.generated_at_ms;
         let mut out = Vec::new();
-        for cuj in &report.cujs {
+        for (index, cuj) in report.cujs.iter().enumerate() {
             for obj in &cuj.objectives {
+                // Whether this objective's page is notified as firing (clear but not yet
+                // resolved included): a ticket does not start while it is.
+                let mut paging = false;
                 for (severity, firing) in
                     [(Severity::Page, obj.page), (Severity::Ticket, obj.ticket)]
                 {
@@ -171,7 +189,7 @@ impl AlertTracker {
                     );
                     let transition = |status, started_at_ms, resolved_at_ms| {
                         transition(
-                            &cuj.name,
+                            (index, cuj),
                             obj,
                             severity,
                             status,
@@ -181,9 +199,12 @@ impl AlertTracker {
                     };
                     match (self.active.get_mut(&key), firing) {
                         (None, false) => {}
+                        // Suppressed: the page of the same objective says it already. If
+                        // the ticket still fires once the page resolves, it starts then.
+                        (None, true) if severity == Severity::Ticket && paging => {}
                         (None, true) => {
                             self.active.insert(
-                                key,
+                                key.clone(),
                                 Active {
                                     started_at_ms: now,
                                     clear_since_ms: None,
@@ -200,6 +221,9 @@ impl AlertTracker {
                                 out.push(transition(AlertStatus::Resolved, started, Some(since)));
                             }
                         }
+                    }
+                    if severity == Severity::Page {
+                        paging = self.active.contains_key(&key);
                     }
                 }
             }
@@ -231,17 +255,31 @@ impl AlertTracker {
 }
 
 fn transition(
-    cuj: &str,
+    (cuj_index, cuj): (usize, &CujReport),
     obj: &ObjectiveReport,
     severity: Severity,
     status: AlertStatus,
     started_at_ms: u64,
     resolved_at_ms: Option<u64>,
 ) -> Transition {
+    // The worst series burning this objective's SLI, on a firing only.
+    let worst = (status == AlertStatus::Firing)
+        .then(|| {
+            cuj.series.iter().find(|s| match obj.sli.as_str() {
+                "availability" => s.availability_bad.unwrap_or(0) > 0,
+                _ => s.latency_bad > 0,
+            })
+        })
+        .flatten();
     Transition {
+        worst: worst.map(|s| s.dimensions.clone()).unwrap_or_default(),
+        last_bad_trace_id: worst.and_then(|s| s.last_bad_trace_id.clone()),
+        last_bad_trace_url: worst.and_then(|s| s.last_bad_trace_url.clone()),
+        runbook: cuj.runbook.clone(),
+        cuj_index,
         status,
         severity,
-        cuj: cuj.to_string(),
+        cuj: cuj.name.clone(),
         sli: obj.sli.clone(),
         target: obj.target,
         window: obj.window.clone(),
@@ -390,7 +428,103 @@ cujs:
             .collect();
         assert_eq!(tickets.len(), 1, "{tickets:#?}");
         assert_eq!(tickets[0].1.status, AlertStatus::Firing);
+        // In the burst's first minute, before the page: an open ticket goes on when the page
+        // starts (it is not resolved nor notified again).
+        assert_eq!(tickets[0].0, t0 + 120 * MIN, "{tickets:#?}");
         assert_eq!(prompt.firing(), 1);
+    }
+
+    /// Reports whose page and ticket alerts are set by hand.
+    fn both(e: &SliEngine, now: u64, page: bool, ticket: bool) -> Report {
+        let mut r = e.report(now);
+        r.cujs[0].objectives[0].page = page;
+        r.cujs[0].objectives[0].ticket = ticket;
+        r
+    }
+
+    #[test]
+    fn a_ticket_waits_while_the_page_of_its_objective_fires() {
+        let e = engine();
+        let mut tracker = AlertTracker::new(Duration::ZERO);
+        let t = 1_700_000_000_000;
+        let fired = tracker.update(&both(&e, t, true, true));
+        let severities: Vec<_> = fired.iter().map(|t| (t.severity, t.status)).collect();
+        assert_eq!(severities, [(Severity::Page, AlertStatus::Firing)]);
+        assert!(tracker.update(&both(&e, t + MIN, true, true)).is_empty());
+        // The page resolves, the ticket still fires: it starts now.
+        let next = tracker.update(&both(&e, t + 2 * MIN, false, true));
+        let severities: Vec<_> = next.iter().map(|t| (t.severity, t.status)).collect();
+        assert_eq!(
+            severities,
+            [
+                (Severity::Page, AlertStatus::Resolved),
+                (Severity::Ticket, AlertStatus::Firing)
+            ]
+        );
+        assert_eq!(next[1].started_at_ms, t + 2 * MIN);
+        // A ticket already firing goes on when a page starts, and resolves on its own.
+        let paged = tracker.update(&both(&e, t + 3 * MIN, true, true));
+        assert_eq!(paged.len(), 1);
+        assert_eq!(paged[0].severity, Severity::Page);
+        let out = tracker.update(&both(&e, t + 4 * MIN, true, false));
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].severity, out[0].status),
+            (Severity::Ticket, AlertStatus::Resolved)
+        );
+    }
+
+    /// A firing names the worst series burning its SLI (the report's order), that series'
+    /// last bad trace and link, the CUJ's runbook and its place on the page.
+    #[test]
+    fn a_firing_carries_the_worst_series_its_trace_and_the_runbook() {
+        let mut e = SliEngine::new(crate::cujs::from_yaml(
+            r#"
+cujs:
+  - name: other
+  - name: post_message
+    match: { span.name: "POST /v1/messages" }
+    dimensions: [user.tier]
+    availability: { bad: [ { status: error } ] }
+    objectives: [ { sli: availability, target: 99.9%, window: 30d } ]
+    runbook: https://wiki.example.com/runbooks/post_message
+"#,
+        ))
+        .with_trace_link(
+            cujo_sli::trace_link::TraceLink::parse("k", "https://jaeger.example/trace/{trace_id}")
+                .ok(),
+        );
+        let now = 1_700_000_000_000;
+        minute(&mut e, now, 0);
+        let mut r = e.report(now);
+        let cuj = &mut r.cujs[1];
+        // Two series as the report would rank them: one with bad events second.
+        let mut free = cuj.series[0].clone();
+        free.dimensions = vec![("user.tier".into(), "free".into())];
+        free.availability_bad = Some(7);
+        free.last_bad_trace_id = Some("ab".repeat(16));
+        free.last_bad_trace_url = Some(format!("https://jaeger.example/trace/{}", "ab".repeat(16)));
+        cuj.series.push(free);
+        cuj.objectives[0].page = true;
+        let mut tracker = AlertTracker::new(Duration::ZERO);
+        let fired = tracker.update(&r);
+        assert_eq!(fired.len(), 1);
+        let t = &fired[0];
+        assert_eq!(t.cuj_index, 1);
+        assert_eq!(t.worst, [("user.tier".to_string(), "free".to_string())]);
+        assert_eq!(t.last_bad_trace_id, Some("ab".repeat(16)));
+        assert_eq!(
+            t.last_bad_trace_url.as_deref(),
+            Some(format!("https://jaeger.example/trace/{}", "ab".repeat(16)).as_str())
+        );
+        assert_eq!(
+            t.runbook.as_deref(),
+            Some("https://wiki.example.com/runbooks/post_message")
+        );
+        r.cujs[1].objectives[0].page = false;
+        let resolved = tracker.update(&r);
+        assert!(resolved[0].worst.is_empty() && resolved[0].last_bad_trace_id.is_none());
+        assert!(resolved[0].runbook.is_some());
     }
 
     /// Reports whose page alert is set by hand.

@@ -17,8 +17,51 @@ fn number(v: f64) -> Value {
     serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
 }
 
-/// cujo's own body: every number a receiver needs to route, dedupe and display the alert.
-pub fn generic_body(t: &Transition, instance: &str) -> Value {
+/// Who sends the notifications and where its status page is: the same for every one.
+#[derive(Debug, Clone, Default)]
+pub struct Sender {
+    /// `cujo_instance`: `notifications.instance`, else the host name.
+    pub instance: String,
+    /// `notifications.page_url`: the status page as the on-call reaches it.
+    pub page_url: Option<String>,
+}
+
+impl Sender {
+    /// The CUJ's section of the status page (`#cuj-N`), unless the URL has a fragment.
+    pub fn page_link(&self, t: &Transition) -> Option<String> {
+        let url = self.page_url.as_deref()?;
+        Some(if url.contains('#') {
+            url.to_string()
+        } else {
+            format!("{url}#cuj-{}", t.cuj_index)
+        })
+    }
+}
+
+/// `user.tier=free, region=eu`.
+pub fn dimensions_text(dims: &[(String, String)]) -> String {
+    dims.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// cujo's own body: every number a receiver needs to route, dedupe and display the alert,
+/// and on a firing where to look: the worst dimension values, the last bad trace, the
+/// status page and the runbook.
+pub fn generic_body(t: &Transition, sender: &Sender) -> Value {
+    let worst = (!t.worst.is_empty()).then(|| {
+        let dimensions: serde_json::Map<String, Value> = t
+            .worst
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        json!({ "dimensions": dimensions })
+    });
+    let trace = t
+        .last_bad_trace_id
+        .as_ref()
+        .map(|id| json!({ "trace_id": id, "url": t.last_bad_trace_url }));
     let burn_rates: serde_json::Map<String, Value> = t
         .burn_rates
         .iter()
@@ -36,7 +79,11 @@ pub fn generic_body(t: &Transition, instance: &str) -> Value {
         "started_at": rfc3339(t.started_at_ms),
         "resolved_at": t.resolved_at_ms.map(rfc3339),
         "dedup_key": t.dedup_key(),
-        "cujo_instance": instance,
+        "cujo_instance": sender.instance,
+        "worst": worst,
+        "last_bad_trace": trace,
+        "page_url": sender.page_link(t),
+        "runbook_url": t.runbook,
     })
 }
 
@@ -76,7 +123,8 @@ fn human_seconds(s: f64) -> String {
 
 /// Slack incoming-webhook JSON: `text` (the notification and fallback) plus a coloured
 /// attachment with the numbers.
-pub fn slack_body(t: &Transition, instance: &str) -> Value {
+pub fn slack_body(t: &Transition, sender: &Sender) -> Value {
+    let instance = sender.instance.as_str();
     let severity = t.severity.label();
     let (emoji, color) = match (t.status, t.severity) {
         (AlertStatus::Firing, Severity::Page) => (":rotating_light:", "#d62728"),
@@ -127,22 +175,58 @@ pub fn slack_body(t: &Transition, instance: &str) -> Value {
         context.push_str(&format!(" · clear since {}", rfc3339(at)));
     }
     context.push_str(&format!(" · `{}`", slack_escape(&t.dedup_key())));
+    let mut fields = vec![
+        mrkdwn(format!("*Objective*\n{} {objective}", t.sli)),
+        mrkdwn(format!("*Budget left*\n{budget}")),
+        mrkdwn(format!("*Burn rate*\n{burns}")),
+        mrkdwn(format!("*Budget exhausted in*\n{exhaustion}")),
+    ];
+    if !t.worst.is_empty() {
+        fields.push(mrkdwn(format!(
+            "*Worst*\n`{}`",
+            slack_escape(&dimensions_text(&t.worst))
+        )));
+    }
+    if let Some(id) = &t.last_bad_trace_id {
+        let id = slack_escape(id);
+        fields.push(mrkdwn(match &t.last_bad_trace_url {
+            Some(url) => format!("*Last bad trace*\n<{}|{id}>", slack_link(url)),
+            None => format!("*Last bad trace*\n`{id}`"),
+        }));
+    }
+    let links: Vec<String> = [
+        sender
+            .page_link(t)
+            .map(|u| format!("<{}|Status page>", slack_link(&u))),
+        t.runbook
+            .as_deref()
+            .map(|u| format!("<{}|Runbook>", slack_link(u))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut blocks = vec![
+        json!({ "type": "section", "text": { "type": "mrkdwn", "text": text } }),
+        json!({ "type": "section", "fields": fields }),
+    ];
+    if !links.is_empty() {
+        blocks.push(json!({ "type": "section", "text": mrkdwn(links.join(" · ")) }));
+    }
+    blocks.push(json!({ "type": "context", "elements": [ mrkdwn(context) ] }));
     json!({
         "text": text,
-        "attachments": [{
-            "color": color,
-            "blocks": [
-                { "type": "section", "text": { "type": "mrkdwn", "text": text } },
-                { "type": "section", "fields": [
-                    { "type": "mrkdwn", "text": format!("*Objective*\n{} {objective}", t.sli) },
-                    { "type": "mrkdwn", "text": format!("*Budget left*\n{budget}") },
-                    { "type": "mrkdwn", "text": format!("*Burn rate*\n{burns}") },
-                    { "type": "mrkdwn", "text": format!("*Budget exhausted in*\n{exhaustion}") },
-                ] },
-                { "type": "context", "elements": [ { "type": "mrkdwn", "text": context } ] },
-            ],
-        }],
+        "attachments": [{ "color": color, "blocks": blocks }],
     })
+}
+
+fn mrkdwn(text: String) -> Value {
+    json!({ "type": "mrkdwn", "text": text })
+}
+
+/// A URL inside Slack's `<url|text>`: `&`, `<`, `>` escaped and `|` (which would end it)
+/// percent-encoded.
+fn slack_link(url: &str) -> String {
+    slack_escape(url).replace('|', "%7C")
 }
 
 #[cfg(test)]
@@ -166,12 +250,96 @@ mod tests {
             exhaustion_seconds: Some(7980.0),
             started_at_ms: 1_700_000_000_000,
             resolved_at_ms: (status == AlertStatus::Resolved).then_some(1_700_000_600_000),
+            worst: Vec::new(),
+            last_bad_trace_id: None,
+            last_bad_trace_url: None,
+            runbook: None,
+            cuj_index: 0,
         }
+    }
+
+    fn sender(instance: &str) -> Sender {
+        Sender {
+            instance: instance.into(),
+            page_url: None,
+        }
+    }
+
+    /// A firing with what burns: the worst values, the trace (a link with slo.trace_link),
+    /// the CUJ's section of the page and its runbook, in both formats.
+    fn burning() -> (Transition, Sender) {
+        let mut t = sample_transition(AlertStatus::Firing);
+        t.worst = vec![
+            ("user.tier".into(), "free".into()),
+            ("region".into(), "eu<1>".into()),
+        ];
+        t.last_bad_trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
+        t.last_bad_trace_url =
+            Some("https://t.example/trace/4bf92f3577b34da6a3ce929d0e0e4736?a=1&b=x|y".into());
+        t.runbook = Some("https://wiki.example/runbooks/post_message".into());
+        t.cuj_index = 2;
+        let sender = Sender {
+            instance: "cujo-0".into(),
+            page_url: Some("https://cujo.example/".into()),
+        };
+        (t, sender)
+    }
+
+    #[test]
+    fn a_firing_says_what_burns_and_where_to_look() {
+        let (t, from) = burning();
+        let body = generic_body(&t, &from);
+        assert_eq!(
+            body["worst"]["dimensions"],
+            json!({ "user.tier": "free", "region": "eu<1>" })
+        );
+        assert_eq!(
+            body["last_bad_trace"],
+            json!({
+                "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+                "url": "https://t.example/trace/4bf92f3577b34da6a3ce929d0e0e4736?a=1&b=x|y",
+            })
+        );
+        assert_eq!(body["page_url"], "https://cujo.example/#cuj-2");
+        assert_eq!(
+            body["runbook_url"],
+            "https://wiki.example/runbooks/post_message"
+        );
+
+        let slack = slack_body(&t, &from);
+        let blocks = &slack["attachments"][0]["blocks"];
+        let fields: Vec<&str> = blocks[1]["fields"]
+            .as_array()
+            .expect("fields")
+            .iter()
+            .filter_map(|f| f["text"].as_str())
+            .collect();
+        assert!(
+            fields.contains(&"*Worst*\n`user.tier=free, region=eu&lt;1&gt;`"),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&"*Last bad trace*\n<https://t.example/trace/4bf92f3577b34da6a3ce929d0e0e4736?a=1&amp;b=x%7Cy|4bf92f3577b34da6a3ce929d0e0e4736>"),
+            "{fields:?}"
+        );
+        assert_eq!(
+            blocks[2]["text"]["text"],
+            "<https://cujo.example/#cuj-2|Status page> · <https://wiki.example/runbooks/post_message|Runbook>"
+        );
+        assert_eq!(blocks[3]["type"], "context");
+
+        // Without any of it, the keys are null and the Slack message has no links block.
+        let plain = generic_body(&sample_transition(AlertStatus::Firing), &sender("cujo-0"));
+        for key in ["worst", "last_bad_trace", "page_url", "runbook_url"] {
+            assert_eq!(plain[key], Value::Null, "{key}");
+        }
+        let slack = slack_body(&sample_transition(AlertStatus::Firing), &sender("cujo-0"));
+        assert_eq!(slack["attachments"][0]["blocks"][2]["type"], "context");
     }
 
     #[test]
     fn the_generic_body_carries_what_a_receiver_routes_and_dedupes_on() {
-        let body = generic_body(&sample_transition(AlertStatus::Firing), "cujo-0");
+        let body = generic_body(&sample_transition(AlertStatus::Firing), &sender("cujo-0"));
         assert_eq!(body["status"], "firing");
         assert_eq!(body["severity"], "page");
         assert_eq!(body["cuj"], "post_message");
@@ -193,7 +361,7 @@ mod tests {
             "post_message/availability/30d/page/1700000000000"
         );
         assert_eq!(body["cujo_instance"], "cujo-0");
-        let resolved = generic_body(&sample_transition(AlertStatus::Resolved), "cujo-0");
+        let resolved = generic_body(&sample_transition(AlertStatus::Resolved), &sender("cujo-0"));
         assert_eq!(resolved["status"], "resolved");
         assert_eq!(resolved["resolved_at"], "2023-11-14T22:23:20.000Z");
     }
@@ -203,7 +371,7 @@ mod tests {
         let mut t = sample_transition(AlertStatus::Firing);
         t.exhaustion_seconds = Some(0.0);
         t.budget_remaining = -0.4;
-        let body = slack_body(&t, "cujo-0");
+        let body = slack_body(&t, &sender("cujo-0"));
         let text = body["text"].as_str().unwrap_or_default();
         assert!(
             text.ends_with("-40% of the budget left, exhausted)"),
@@ -214,14 +382,14 @@ mod tests {
 
     #[test]
     fn the_slack_body_reads_as_a_sentence() {
-        let body = slack_body(&sample_transition(AlertStatus::Firing), "cujo-0");
+        let body = slack_body(&sample_transition(AlertStatus::Firing), &sender("cujo-0"));
         let text = body["text"].as_str().unwrap_or_default();
         assert!(
             text.starts_with(":rotating_light: [FIRING:page] CUJ *post_message* is burning its availability error budget: 16.5x over 1h, 120.0x over 5m (objective 99.9% over 30d; 80% of the budget left, exhausted in 2h 13m)"),
             "{text}"
         );
         assert_eq!(body["attachments"][0]["color"], "#d62728");
-        let resolved = slack_body(&sample_transition(AlertStatus::Resolved), "a<b>");
+        let resolved = slack_body(&sample_transition(AlertStatus::Resolved), &sender("a<b>"));
         let text = resolved["text"].as_str().unwrap_or_default();
         assert!(text.contains("[RESOLVED:page]"), "{text}");
         let context = resolved["attachments"][0]["blocks"][2]["elements"][0]["text"]

@@ -19,6 +19,9 @@ pub struct NotificationsConfig {
     pub resolve_delay: HumanDuration,
     /// `cujo_instance` in notifications; default `$HOSTNAME` (the pod name), else the host name.
     pub instance: Option<String>,
+    /// The status page as the on-call reaches it (through an ingress or a proxy): each
+    /// notification links to its CUJ's section there.
+    pub page_url: Option<String>,
     pub webhooks: Vec<WebhookConfig>,
 }
 
@@ -100,6 +103,18 @@ fn default_webhook_retries() -> u32 {
 }
 
 impl NotificationsConfig {
+    /// No webhooks, the default timings: alert transitions are evaluated and logged only
+    /// (what runs without `notifications:`).
+    pub fn log_only() -> Self {
+        Self {
+            evaluation_interval: default_evaluation_interval(),
+            resolve_delay: default_resolve_delay(),
+            instance: None,
+            page_url: None,
+            webhooks: Vec::new(),
+        }
+    }
+
     /// A usable interval and instance, at least one webhook, each valid and uniquely named.
     /// `key` is where the section is (`notifications`). That alerts need CUJs is the
     /// binary's check: it knows both sections.
@@ -116,6 +131,9 @@ impl NotificationsConfig {
             .is_some_and(|i| i.trim().is_empty())
         {
             return fail(format!("{key}.instance"), "must not be empty");
+        }
+        if let Some(url) = &self.page_url {
+            outbound::check_url(&format!("{key}.page_url"), url, "https://cujo.example.com/")?;
         }
         if self.webhooks.is_empty() {
             return fail(

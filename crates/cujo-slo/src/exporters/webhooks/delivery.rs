@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::NotifyError;
 use super::alerts::Transition;
-use super::body::{generic_body, slack_body};
+use super::body::{Sender, generic_body, slack_body};
 use super::config::{WebhookConfig, WebhookFormat};
 use super::telemetry::WebhookOutcomes;
 
@@ -52,10 +52,10 @@ impl Webhook {
         })
     }
 
-    fn body(&self, t: &Transition, instance: &str) -> Result<Bytes, String> {
+    fn body(&self, t: &Transition, sender: &Sender) -> Result<Bytes, String> {
         let value = match self.format {
-            WebhookFormat::Slack => slack_body(t, instance),
-            WebhookFormat::Generic => generic_body(t, instance),
+            WebhookFormat::Slack => slack_body(t, sender),
+            WebhookFormat::Generic => generic_body(t, sender),
         };
         serde_json::to_vec(&value)
             .map(Bytes::from)
@@ -64,10 +64,10 @@ impl Webhook {
 
     /// Delivers one transition: retries what may succeed later, until `max_retries`; on
     /// `stop` (shutdown) no further retry is scheduled.
-    pub(super) async fn deliver(&self, t: &Transition, instance: &str, stop: &CancellationToken) {
+    pub(super) async fn deliver(&self, t: &Transition, sender: &Sender, stop: &CancellationToken) {
         let dedup_key = t.dedup_key();
         let out = &self.outcomes;
-        let body = match self.body(t, instance) {
+        let body = match self.body(t, sender) {
             Ok(b) => b,
             Err(error) => return out.unencodable(&dedup_key, &error),
         };

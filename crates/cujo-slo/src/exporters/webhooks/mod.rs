@@ -7,6 +7,11 @@
 //! only through [`SliReader::with`] (a report made on the engine's thread), sends only
 //! through `cujo_otlp::exporter::transport`, and never logs a webhook's URL or headers.
 //!
+//! Every transition is logged (`burn-rate alert firing` with the worst dimension values and
+//! the last bad trace id, `burn-rate alert resolved`) whether or not webhooks are
+//! configured: without `notifications:` the binary runs a notifier with no webhooks
+//! ([`NotificationsConfig::log_only`]).
+//!
 //! The [`Notifier`] evaluates the engine every `evaluation_interval` and hands each
 //! transition to one delivery task per webhook (bounded queue, in order), which retries 5xx,
 //! 429, timeouts and connection errors with exponential backoff (honouring `Retry-After`),
@@ -40,7 +45,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use alerts::{AlertStatus, AlertTracker, Transition};
-pub use body::{generic_body, slack_body};
+pub use body::{Sender, generic_body, slack_body};
 pub use config::{AlertSeverity, NotificationsConfig, WebhookConfig, WebhookFormat};
 pub use telemetry::{WebhookOutcomes, WebhookTelemetry};
 
@@ -104,7 +109,10 @@ impl Notifier {
         let telemetry = Arc::new(WebhookTelemetry::new(
             hooks.iter().map(|(h, _)| h.outcomes.clone()).collect(),
         ));
-        let instance: Arc<str> = instance_name(config.instance.as_deref()).into();
+        let sender = Arc::new(Sender {
+            instance: instance_name(config.instance.as_deref()),
+            page_url: config.page_url.clone(),
+        });
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
         let mut queues = Vec::new();
@@ -115,19 +123,26 @@ impl Notifier {
                 tx,
                 outcomes: hook.outcomes.clone(),
             });
-            let (instance, stop) = (instance.clone(), stop.clone());
+            let (sender, stop) = (sender.clone(), stop.clone());
             tasks.push(tokio::spawn(async move {
                 while let Some(t) = rx.recv().await {
-                    hook.deliver(&t, &instance, &stop).await;
+                    hook.deliver(&t, &sender, &stop).await;
                 }
             }));
         }
-        tracing::info!(
-            webhooks = queues.len(),
-            every = ?config.evaluation_interval.0,
-            %instance,
-            "notifying burn-rate alert transitions"
-        );
+        if queues.is_empty() {
+            tracing::info!(
+                every = ?config.evaluation_interval.0,
+                "logging burn-rate alert transitions (no webhooks: notifications: is not configured)"
+            );
+        } else {
+            tracing::info!(
+                webhooks = queues.len(),
+                every = ?config.evaluation_interval.0,
+                instance = %sender.instance,
+                "notifying burn-rate alert transitions"
+            );
+        }
         let mut tracker = AlertTracker::new(config.resolve_delay.0);
         tracker.restore(restored);
         let alerts = Arc::new(std::sync::Mutex::new(tracker.saved()));
@@ -235,7 +250,11 @@ async fn evaluate(
             match t.status {
                 AlertStatus::Firing => tracing::warn!(
                     cuj = %t.cuj, sli = %t.sli, severity = t.severity.label(),
-                    budget_remaining = t.budget_remaining, %dedup_key,
+                    budget_remaining = t.budget_remaining,
+                    burn_rate_1h = t.burn("1h").unwrap_or(0.0),
+                    worst = %body::dimensions_text(&t.worst),
+                    last_bad_trace_id = t.last_bad_trace_id.as_deref().unwrap_or(""),
+                    %dedup_key,
                     "burn-rate alert firing"
                 ),
                 AlertStatus::Resolved => tracing::info!(

@@ -74,6 +74,29 @@ impl From<CujReport> for proto::CujStatus {
             series: c.series.into_iter().map(Into::into).collect(),
             history: c.history.into_iter().map(Into::into).collect(),
             slis: c.slis,
+            runbook: c.runbook,
+            burn_shares: c
+                .burn_shares
+                .into_iter()
+                .map(|b| proto::BurnShares {
+                    sli: b.sli,
+                    window: b.window,
+                    bad: b.bad,
+                    valid: b.valid,
+                    values: b
+                        .values
+                        .into_iter()
+                        .map(|v| proto::ValueShare {
+                            dimension: v.dimension,
+                            value: v.value,
+                            bad: v.bad,
+                            valid: v.valid,
+                            bad_share: v.bad_share,
+                            traffic_share: v.traffic_share,
+                        })
+                        .collect(),
+                })
+                .collect(),
         }
     }
 }
@@ -150,6 +173,8 @@ impl From<SeriesReport> for proto::Series {
             windows: s.windows.into_iter().map(Into::into).collect(),
             latency: s.latency.map(Into::into),
             last_bad_trace_id: s.last_bad_trace_id,
+            last_bad_trace_url: s.last_bad_trace_url,
+            last_bad_at_ms: s.last_bad_at_ms,
         }
     }
 }
