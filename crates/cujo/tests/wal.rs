@@ -154,3 +154,82 @@ fn a_directory_cujo_cannot_use_stops_it_at_start_naming_the_path() {
     assert!(err.contains(&file.display().to_string()), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Held traces come back whole: children sent before their roots, released and propagated,
+/// then stuck behind a downstream that is down when cujo is killed, are replayed through
+/// the assembler after the restart and arrive with their root's journey attributes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_traces_are_reassembled_and_propagated() {
+    use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _, TracerProvider as _};
+    use opentelemetry::{Context, KeyValue};
+    let dir = scratch("propagate");
+    let downstream = Downstream::start().await;
+    downstream.set_mode(DownstreamMode::Unavailable);
+    let config = format!(
+        "wal: {{ directory: \"{}\" }}\nassembler: {{ decision_wait: 200ms, trace_timeout: 5s }}\npropagate: {{ attributes: [\"cuj.*\", \"user.tier\"] }}\n{}",
+        dir.join("wal").display(),
+        exporter_yaml(downstream.addr, "")
+    );
+    let cujo = Cujo::start(&config).await;
+    let endpoint = format!("http://{}", cujo.grpc);
+    tokio::task::spawn_blocking(move || {
+        // Each span is exported as it ends: the children reach cujo before their root.
+        let provider = support::sdk_provider(endpoint, "checkout");
+        let tracer = provider.tracer("app");
+        for i in 0..20 {
+            let root = tracer
+                .span_builder("POST /v1/checkout")
+                .with_kind(SpanKind::Server)
+                .with_attributes([
+                    KeyValue::new("cuj.name", "checkout"),
+                    KeyValue::new("user.tier", if i % 2 == 0 { "gold" } else { "free" }),
+                ])
+                .start(&tracer);
+            let cx = Context::new()
+                .with_remote_span_context(opentelemetry::trace::Span::span_context(&root).clone());
+            for name in ["INSERT orders", "charge card"] {
+                let mut child = tracer
+                    .span_builder(name)
+                    .with_kind(SpanKind::Client)
+                    .start_with_context(&tracer, &cx);
+                opentelemetry::trace::Span::end(&mut child);
+            }
+            let mut root = root;
+            opentelemetry::trace::Span::end(&mut root);
+        }
+        let _ = provider.shutdown();
+    })
+    .await
+    .expect("sdk");
+    wait_for("60 spans acknowledged", || async {
+        let m = cujo.metrics().await;
+        (accepted(&m, "grpc") == 60.0).then_some(())
+    })
+    .await;
+    drop(cujo);
+
+    downstream.set_mode(DownstreamMode::Accept);
+    let _restarted = Cujo::start(&config).await;
+    wait_for("the 40 children downstream", || async {
+        (downstream.spans_named("INSERT orders") >= 20
+            && downstream.spans_named("charge card") >= 20)
+            .then_some(())
+    })
+    .await;
+    let children: Vec<_> = downstream
+        .spans()
+        .into_iter()
+        .filter(|s| s.span.name != "POST /v1/checkout")
+        .collect();
+    assert!(children.len() >= 40);
+    for child in &children {
+        assert_eq!(
+            child.attr("cuj.name").as_deref(),
+            Some("checkout"),
+            "{:?}",
+            child.span.name
+        );
+        assert!(child.attr("user.tier").is_some(), "{:?}", child.span.name);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
