@@ -339,22 +339,39 @@ fn check_manifest(path: &Path) -> Vec<PathBuf> {
                 .map(|(_, v)| v.to_string())
         })
         .expect("config parses");
+        // So does the write-ahead log, on a volume it fits in.
+        let mut durable: Vec<(&str, PathBuf)> = Vec::new();
         if let Some(state) = &config.slo.state_file {
-            let dir = state.parent().and_then(Path::to_str).expect("a directory");
+            durable.push((
+                "slo.state_file",
+                state.parent().expect("a directory").to_path_buf(),
+            ));
+        }
+        if let Some(wal) = &config.wal {
+            durable.push(("wal.directory", wal.directory.clone()));
+        }
+        for (key, dir) in &durable {
+            let dir = dir.to_str().expect("a UTF-8 path");
             let mount = seq(cujo, "volumeMounts")
                 .iter()
-                .find(|m| text(m, "mountPath") == dir)
-                .unwrap_or_else(|| {
-                    panic!("{name}: {dep_name}: {dir} (slo.state_file) is not a volume")
-                });
+                .find(|m| Path::new(dir).starts_with(text(m, "mountPath")))
+                .unwrap_or_else(|| panic!("{name}: {dep_name}: {dir} ({key}) is not on a volume"));
             assert!(
                 !at(mount, "readOnly").as_bool().unwrap_or(false),
                 "{name}: {dep_name}: {dir} is mounted read-only"
             );
             let volume = text(mount, "name");
-            let claimed = seq(dep, "spec.volumeClaimTemplates")
+            let claim = seq(dep, "spec.volumeClaimTemplates")
                 .iter()
-                .any(|c| text(c, "metadata.name") == volume);
+                .find(|c| text(c, "metadata.name") == volume);
+            if let (Some(claim), Some(wal), true) = (claim, &config.wal, *key == "wal.directory") {
+                let size = mebibytes(text(claim, "spec.resources.requests.storage"));
+                assert!(
+                    wal.max_size.0 / (1 << 20) < size,
+                    "{name}: {dep_name}: wal.max_size must fit the {size}Mi volume beside the state file"
+                );
+            }
+            let claimed = claim.is_some();
             let empty_dir = seq(pod, "volumes")
                 .iter()
                 .any(|v| text(v, "name") == volume && !at(v, "emptyDir").is_null());
