@@ -11,7 +11,8 @@
 # Targets: cujo (plain forwarding), cujo-padded, cujo-propagate, cujo-sli (these four with
 # admission.max_in_flight 512MiB), cujo-default (plain forwarding at the default budget,
 # 256 MiB), cujo-pipeline (propagation + 4 CUJs at the default budget), rotel.
-# Not in the default set: cujo-sli-polled, cujo-sli with its admin /api/v1/slos and /metrics
+# Not in the default set: cujo-wal (plain forwarding with the write-ahead log on, see below),
+# cujo-sidecar, and cujo-sli-polled, cujo-sli with its admin /api/v1/slos and /metrics
 # each GET --poll-rate times a second while the load runs (cujo-load --poll-rate); the table
 # then adds its throughput over cujo-sli's round by round, and the polls' latencies.
 # Modes: saturate (closed loop), rate (--rate spans/s, open loop), fraction (--fraction of
@@ -141,6 +142,12 @@ done
 SIDECAR_YAML="admission: { max_in_flight: 64MiB, shares: { receivers: 30% } }
 assembler: { decision_wait: 2s, trace_timeout: 30s, max_buffered_spans: 200000, root_cache: { ttl: 10m, max_traces: 100000 }, remote_parent: release }
 ${PIPELINE_YAML#*$'\n'}"
+# cujo-wal: plain forwarding (as cujo) with the write-ahead log on: every request on disk
+# before it is acknowledged (group commit, commit_interval 5ms). A fresh log directory per
+# run. Not in the default set.
+WAL_DIR=${WAL_DIR:-${TMPDIR:-/tmp}/cujo-bench-wal}
+WAL_YAML="$ADMISSION_YAML
+wal: { directory: \"$WAL_DIR\", max_size: 4GiB }"
 ALL_TARGETS=(cujo cujo-padded cujo-propagate cujo-sli cujo-default cujo-pipeline rotel)
 if [[ $ONLY == both || $ONLY == all ]]; then
   TARGETS=("${ALL_TARGETS[@]}")
@@ -148,8 +155,8 @@ else
   IFS=, read -r -a TARGETS <<< "$ONLY"
   for t in "${TARGETS[@]}"; do
     case "$t" in
-      cujo|rotel|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline|cujo-sli-polled|cujo-sidecar) ;;
-      *) echo "bench.sh: --only takes ${ALL_TARGETS[*]} cujo-sli-polled cujo-sidecar (comma-separated), not '$t'" >&2; exit 2 ;;
+      cujo|rotel|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline|cujo-sli-polled|cujo-sidecar|cujo-wal) ;;
+      *) echo "bench.sh: --only takes ${ALL_TARGETS[*]} cujo-sli-polled cujo-sidecar cujo-wal (comma-separated), not '$t'" >&2; exit 2 ;;
     esac
   done
 fi
@@ -181,7 +188,7 @@ fi
 [[ $DOWNSTREAM == in-process || -x "$SINK" ]] || { echo "bench.sh: $SINK not built" >&2; exit 1; }
 for t in "${TARGETS[@]}"; do
   case "$t" in
-    cujo|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline|cujo-sli-polled|cujo-sidecar) [[ -x "$CUJO_BIN" ]] || { echo "bench.sh: $CUJO_BIN not built (use --only rotel until it is)" >&2; exit 1; } ;;
+    cujo|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline|cujo-sli-polled|cujo-sidecar|cujo-wal) [[ -x "$CUJO_BIN" ]] || { echo "bench.sh: $CUJO_BIN not built (use --only rotel until it is)" >&2; exit 1; } ;;
     rotel) [[ -x "$ROTEL_BIN" ]] || { echo "bench.sh: rotel-agent not found at $ROTEL_BIN (pip install rotel, or set ROTEL_BIN)" >&2; exit 1; } ;;
   esac
 done
@@ -193,7 +200,7 @@ OUT=${OUT:-$LOG_DIR/results.jsonl}
 
 bin_for() {
   case "$1" in
-    cujo|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline|cujo-sli-polled|cujo-sidecar) echo "$CUJO_BIN" ;;
+    cujo|cujo-padded|cujo-propagate|cujo-sli|cujo-default|cujo-pipeline|cujo-sli-polled|cujo-sidecar|cujo-wal) echo "$CUJO_BIN" ;;
     rotel) echo "$ROTEL_BIN" ;;
   esac
 }
@@ -211,6 +218,7 @@ target_args() {
     cujo-default) printf '%s\0' --target cujo --label cujo-default ;;
     cujo-pipeline) printf '%s\0' --target cujo --label cujo-pipeline --cujo-yaml "$PIPELINE_YAML" ;;
     cujo-sidecar) printf '%s\0' --target cujo --label cujo-sidecar --cujo-yaml "$SIDECAR_YAML" ;;
+    cujo-wal) rm -rf "$WAL_DIR"; printf '%s\0' --target cujo --label cujo-wal --cujo-yaml "$WAL_YAML" ;;
     # cujo-sli while its SLO report and /metrics are read, as dashboards and deploy gates do.
     cujo-sli-polled) printf '%s\0' --target cujo --label cujo-sli-polled --cujo-yaml "$SLI_YAML" \
       --poll-rate "$POLL_RATE" --poll-connections "$POLL_CONNECTIONS" --unpolled-label cujo-sli \
