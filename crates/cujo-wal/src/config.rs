@@ -46,7 +46,8 @@ fn default_commit_interval() -> HumanDuration {
     HumanDuration(Duration::from_millis(5))
 }
 fn default_max_record_size() -> ByteSize {
-    ByteSize(16 << 20)
+    // The receivers' default largest request (16 MiB, decoded) and who sent it.
+    ByteSize(17 << 20)
 }
 fn default_max_pending() -> ByteSize {
     ByteSize(64 << 20)

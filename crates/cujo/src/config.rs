@@ -356,6 +356,27 @@ impl Config {
         self.slo.validate("slo")?;
         if let Some(w) = &self.wal {
             w.validate("wal")?;
+            // A record is a whole request as decoded, plus who sent it (a tenant's name or a
+            // pass-through caller's header values, at most a few KiB).
+            let otlp = self.receivers.otlp.clone().unwrap_or_default();
+            let largest = [
+                otlp.grpc.as_ref().map(|g| g.max_recv_msg_size.0),
+                otlp.http.as_ref().map(|h| h.max_request_body_size.0),
+            ]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(0);
+            let need = largest + (64 << 10);
+            if w.max_record_size.0 < need {
+                return err(
+                    "wal.max_record_size",
+                    format!(
+                        "must hold the receivers' largest request ({largest} bytes) and who sent it: at least {need} bytes, found {}",
+                        w.max_record_size.0
+                    ),
+                );
+            }
         }
         self.admission.validate("admission")?;
         self.check_memory()?;
@@ -708,6 +729,22 @@ exporters:
     }
 
     const CUJ: &str = "cujs:\n  - name: a\n    objectives: [ { sli: availability, target: 99.9%, window: 30d } ]\n";
+
+    #[test]
+    fn the_log_holds_the_largest_request_the_receivers_take() {
+        let receivers = "receivers: { otlp: { grpc: { endpoint: \"127.0.0.1:0\" } } }\n";
+        let ok =
+            parse(&format!("{receivers}wal: {{ directory: /tmp/w }}\n")).expect("defaults fit");
+        assert!(ok.wal.is_some());
+        let e = parse(&format!(
+            "{receivers}wal: {{ directory: /tmp/w, max_record_size: 1MiB, max_pending: 2MiB }}\n"
+        ))
+        .expect_err("a 16MiB request does not fit a 1MiB record");
+        assert!(
+            e.contains("wal.max_record_size: must hold the receivers' largest request"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn key_errors_say_where_and_never_name_a_rust_type() {

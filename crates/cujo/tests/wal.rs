@@ -100,25 +100,26 @@ async fn a_full_log_refuses_retryably_and_counts_why() {
     let dir = scratch("full");
     let downstream = Downstream::start().await;
     downstream.set_mode(DownstreamMode::Unavailable);
+    // Receivers that take 8 KiB requests, a log of 256 KiB: it fills in a few dozen.
     let config = format!(
-        "wal: {{ directory: \"{}\", max_size: 64KiB, segment_size: 32KiB, max_record_size: 16KiB, max_pending: 16KiB }}\n{}",
+        "receivers:\n  otlp:\n    grpc: {{ endpoint: \"127.0.0.1:0\", max_recv_msg_size: 8KiB }}\n    http: {{ endpoint: \"127.0.0.1:0\", max_request_body_size: 8KiB }}\nwal: {{ directory: \"{}\", max_size: 256KiB, segment_size: 128KiB, max_record_size: 72KiB, max_pending: 80KiB }}\n{}  prometheus: {{ endpoint: \"127.0.0.1:0\" }}\n",
         dir.join("wal").display(),
         exporter_yaml(downstream.addr, "")
     );
-    let cujo = Cujo::start(&config).await;
+    let cujo = Cujo::start_yaml(&config).await;
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
     let mut client = TraceServiceClient::connect(format!("http://{}", cujo.grpc))
         .await
         .expect("connect");
     let mut refused = None;
-    for seed in 0..64u64 {
+    for seed in 0..400u64 {
         let request = support::make_request("shop", seed, 20);
         if let Err(status) = client.export(request).await {
             refused = Some(status);
             break;
         }
     }
-    let status = refused.expect("a 64KiB log fills up while the downstream is down");
+    let status = refused.expect("a 256KiB log fills up while the downstream is down");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("write-ahead log"), "{status:?}");
     let m = cujo.metrics().await;
