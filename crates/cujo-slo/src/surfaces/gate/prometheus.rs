@@ -225,6 +225,13 @@ fn query_url(base: &str, expr: &str) -> Result<Uri, GateError> {
     let authority = parsed
         .authority()
         .ok_or_else(|| bad("no host; expected e.g. http://prometheus:9090".into()))?;
+    if authority.as_str().contains('@') {
+        // Credentials in the URL would be printed with every error naming it.
+        return Err(GateError::PrometheusUrl {
+            url: "(not shown: it holds credentials)".into(),
+            detail: "holds credentials (user:password@): give a bearer token in CUJO_STATUS_TOKEN or --token-file instead".into(),
+        });
+    }
     if parsed.query().is_some() {
         return Err(bad(
             "has a query string; give the base URL (cujo adds /api/v1/query)".into(),
@@ -261,6 +268,13 @@ mod tests {
         );
         assert!(url("").unwrap_err().to_string().contains("--prometheus"));
         assert!(url("ftp://x").unwrap_err().to_string().contains("\"ftp\""));
+        let e = url("http://admin:s3cret@prometheus:9090")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("holds credentials") && !e.contains("s3cret"),
+            "{e}"
+        );
     }
 
     #[test]
