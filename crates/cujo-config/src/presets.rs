@@ -60,6 +60,40 @@ pub struct PresetKeys<'a> {
     pub site: Option<&'a str>,
 }
 
+impl PresetKeys<'_> {
+    /// For a section without `preset:`: none of a preset's fields may be given (naming the
+    /// first, and `presets`, the ones the section takes), and `endpoint` is required.
+    pub fn endpoint_without_preset(
+        &self,
+        key: &str,
+        endpoint: Option<&String>,
+        presets: &str,
+    ) -> Result<String, KeyError> {
+        for (field, given) in [
+            ("api_key", self.api_key.is_some()),
+            ("region", self.region.is_some()),
+            ("dataset", self.dataset.is_some()),
+            ("site", self.site.is_some()),
+        ] {
+            if given {
+                return fail(
+                    format!("{key}.{field}"),
+                    format!("needs a preset ({presets}); without one, give the key in headers"),
+                );
+            }
+        }
+        endpoint.cloned().map_or_else(
+            || {
+                fail(
+                    format!("{key}.endpoint"),
+                    "is required without a preset (e.g. \"https://api.honeycomb.io:443\")",
+                )
+            },
+            Ok,
+        )
+    }
+}
+
 /// Which signal a destination carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {

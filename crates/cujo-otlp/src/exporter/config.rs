@@ -172,27 +172,18 @@ impl OtlpExporter {
     /// Fails (naming the key) when the preset lacks what it needs or takes no spans
     /// (`mackerel`), or a preset's field is given without one.
     pub fn destination(&self, key: &str) -> Result<Destination, KeyError> {
-        let at = |k: &str| format!("{key}.{k}");
+        let keys = PresetKeys {
+            api_key: self.api_key.as_ref(),
+            region: self.region,
+            dataset: self.dataset.as_deref(),
+            site: self.site.as_deref(),
+        };
         let Some(backend) = self.preset else {
-            for (field, given) in [
-                ("api_key", self.api_key.is_some()),
-                ("region", self.region.is_some()),
-                ("dataset", self.dataset.is_some()),
-                ("site", self.site.is_some()),
-            ] {
-                if given {
-                    return fail(
-                        at(field),
-                        "needs a preset (honeycomb, datadog_agent or newrelic); without one, give the key in headers",
-                    );
-                }
-            }
-            let Some(endpoint) = self.endpoint.clone() else {
-                return fail(
-                    at("endpoint"),
-                    "is required without a preset (e.g. \"https://api.honeycomb.io:443\")",
-                );
-            };
+            let endpoint = keys.endpoint_without_preset(
+                key,
+                self.endpoint.as_ref(),
+                "honeycomb, datadog_agent or newrelic",
+            )?;
             return Ok(Destination {
                 endpoint,
                 protocol: self.protocol.unwrap_or_default(),
@@ -200,16 +191,7 @@ impl OtlpExporter {
                 headers: self.headers.clone(),
             });
         };
-        let contract = backend.contract(
-            cujo_config::presets::Signal::Traces,
-            PresetKeys {
-                api_key: self.api_key.as_ref(),
-                region: self.region,
-                dataset: self.dataset.as_deref(),
-                site: self.site.as_deref(),
-            },
-            key,
-        )?;
+        let contract = backend.contract(cujo_config::presets::Signal::Traces, keys, key)?;
         let mut headers: BTreeMap<String, String> = contract.headers.into_iter().collect();
         headers.extend(self.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok(Destination {

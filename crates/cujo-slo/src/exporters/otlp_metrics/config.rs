@@ -142,27 +142,18 @@ impl OtlpMetricsExporter {
     /// default. Fails (naming the key) when the preset lacks what it needs, or a preset's
     /// field is given without one.
     pub fn settings(&self, key: &str) -> Result<MetricsSettings, KeyError> {
-        let at = |k: &str| format!("{key}.{k}");
+        let keys = PresetKeys {
+            api_key: self.api_key.as_ref(),
+            region: self.region,
+            dataset: self.dataset.as_deref(),
+            site: self.site.as_deref(),
+        };
         let Some(backend) = self.preset else {
-            for (field, given) in [
-                ("api_key", self.api_key.is_some()),
-                ("region", self.region.is_some()),
-                ("dataset", self.dataset.is_some()),
-                ("site", self.site.is_some()),
-            ] {
-                if given {
-                    return fail(
-                        at(field),
-                        "needs a preset (honeycomb, datadog, datadog_agent, newrelic or mackerel); without one, give the key in headers",
-                    );
-                }
-            }
-            let Some(endpoint) = self.endpoint.clone() else {
-                return fail(
-                    at("endpoint"),
-                    "is required without a preset (e.g. \"https://api.honeycomb.io:443\")",
-                );
-            };
+            let endpoint = keys.endpoint_without_preset(
+                key,
+                self.endpoint.as_ref(),
+                "honeycomb, datadog, datadog_agent, newrelic or mackerel",
+            )?;
             return Ok(MetricsSettings {
                 endpoint,
                 protocol: self.protocol.unwrap_or_default(),
@@ -173,16 +164,7 @@ impl OtlpMetricsExporter {
                 max_request_bytes: self.max_request_size.map(|s| s.0),
             });
         };
-        let contract = backend.contract(
-            Signal::Metrics,
-            PresetKeys {
-                api_key: self.api_key.as_ref(),
-                region: self.region,
-                dataset: self.dataset.as_deref(),
-                site: self.site.as_deref(),
-            },
-            key,
-        )?;
+        let contract = backend.contract(Signal::Metrics, keys, key)?;
         let mut headers: BTreeMap<String, String> = contract.headers.into_iter().collect();
         headers.extend(self.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok(MetricsSettings {
