@@ -306,7 +306,7 @@ impl SpanFacts for Root {
 /// value longer than its cap).
 fn states() -> Vec<(&'static str, u8, Vec<u8>)> {
     let now = cujo_fuzz::state::NOW_MS;
-    let fresh = cujo_fuzz::state::engine();
+    let mut fresh = cujo_fuzz::state::engine();
     let config =
         cujo::config::Config::parse("seeds.yaml", cujo_fuzz::state::STATE_CONFIG, &|_| None)
             .expect("the state target's config");

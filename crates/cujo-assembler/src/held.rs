@@ -264,6 +264,11 @@ impl GroupTable {
         }
     }
 
+    /// When [`GroupTable::sweep_pins`] next has work: groups holding a pin exist.
+    pub fn next_pin_sweep_ms(&self) -> Option<u64> {
+        (self.pinned > 0).then_some(self.next_pin_sweep_ms)
+    }
+
     /// The shared group for `group`'s resource and scope.
     pub fn intern(&mut self, group: &ScopeGroup) -> Arc<Group> {
         let tenant = group.resource.tenant_id();

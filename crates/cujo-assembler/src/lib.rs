@@ -176,6 +176,10 @@ pub struct ReleasedTrace<'a> {
     /// [`TraceObserver::classify`] of every span of the trace (parts released earlier
     /// included), OR-ed; `None` when the observer does not classify spans.
     pub span_bits: Option<u64>,
+    /// The pins (write-ahead log segments) the trace's spans arrived under, each once, the
+    /// root's first; empty without a log. An observer that must outlive the spans' stay
+    /// in the log (the SLI engine, until its state is saved) keeps clones.
+    pub pins: Vec<cujo_wire::Pin>,
 }
 
 /// Receives every trace the assembler releases whole.
@@ -368,15 +372,23 @@ impl Assembler {
         self.output_written > 0 && self.output_written >= self.output_room
     }
 
-    /// When the next trace is due, if any.
+    /// When the next trace is due, or groups holding a pin are next swept; `None` when
+    /// neither.
     pub fn next_due_ms(&mut self) -> Option<u64> {
+        let mut trace_due = None;
         while let Some(Reverse((due, id))) = self.due.peek() {
             if self.traces.get(id).is_some_and(|t| t.due_ms == *due) {
-                return Some(*due);
+                trace_due = Some(*due);
+                break;
             }
             self.due.pop();
         }
-        None
+        // Groups holding a write-ahead log segment are swept on time even when no trace is
+        // due, or the last segment of a quiet gateway would stay on disk until new traffic.
+        match (trace_due, self.groups.next_pin_sweep_ms()) {
+            (Some(t), Some(s)) => Some(t.min(s)),
+            (t, s) => t.or(s),
+        }
     }
 
     /// Takes all the spans of `batch` (see [`Assembler::ingest_step`]).
@@ -788,16 +800,26 @@ impl Assembler {
         self.emit(&trace, &data, origin.as_ref(), reason, out);
         if let Some(observer) = self.observer.as_mut() {
             let mut root = None;
+            let mut root_pin = None;
             let spans = trace
                 .spans_in(&data)
                 .enumerate()
                 .map(|(i, (range, s, g))| {
                     if s.flags & span_flags::ROOT != 0 {
                         root = Some(i);
+                        root_pin = g.resource.pin.as_ref();
                     }
                     (&data[range], &g.resource.bytes[..])
                 })
                 .collect();
+            let mut pins: Vec<cujo_wire::Pin> = root_pin.into_iter().cloned().collect();
+            for g in &trace.groups {
+                if let Some(p) = &g.resource.pin
+                    && !pins.iter().any(|q| Arc::ptr_eq(p, q))
+                {
+                    pins.push(p.clone());
+                }
+            }
             let tenant = trace.groups.first().and_then(|g| g.resource.tenant.clone());
             observer.released(&ReleasedTrace {
                 trace_id: id,
@@ -808,6 +830,7 @@ impl Assembler {
                 link: trace.link,
                 root,
                 span_bits: self.classify_keys.is_some().then_some(trace.span_bits),
+                pins,
             });
         }
         // A trace pushed out early by memory pressure may still get its root: remember it

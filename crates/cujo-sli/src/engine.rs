@@ -30,6 +30,8 @@
 //!   [`SliEngine::export_view`] for the OTLP push; read-only.
 //! - `persist`: [`SliEngine::save_state_with`] and [`SliEngine::restore`], the windows,
 //!   totals and history through the SLO state file ([`crate::state`]).
+//! - `replay`: each event counted once when the write-ahead log replays what a crash left
+//!   ([`SliEngine::guard_replays`]): event keys, the segments events hold until saved.
 //! - `testkit` (tests only): the spans, the engine and the helpers the unit tests share.
 
 mod export;
@@ -37,6 +39,7 @@ mod matching;
 mod memory;
 mod persist;
 mod record;
+pub mod replay;
 mod reports;
 mod shares;
 #[cfg(test)]
@@ -58,6 +61,7 @@ use crate::limits::SliLimits;
 use crate::settle::{Events, Settling};
 use memory::Room;
 use record::{CujState, finish_event};
+use replay::{Ledger, ReplayGuard};
 
 pub use crate::series::Exemplar;
 
@@ -96,6 +100,8 @@ pub struct SliEngine {
     counting_since_ms: u64,
     /// `slo.trace_link`: reports carry a link beside each trace id when set.
     trace_link: Option<crate::trace_link::TraceLink>,
+    /// Set when replays of the write-ahead log are guarded ([`SliEngine::guard_replays`]).
+    replay: Option<Ledger>,
 }
 
 /// How long settling events wait for late spans and linked continuations by default.
@@ -121,8 +127,34 @@ impl SliEngine {
             now_ms: 0,
             counting_since_ms: 0,
             trace_link: None,
+            replay: None,
         }
         .with_limits(SliLimits::default())
+    }
+
+    /// Counts each event once across a crash and the write-ahead log's replay (see
+    /// [`replay`]): from now on recorded traces' tags are kept until saved, a state file
+    /// restored after this fills the guard, and saves list the keys. Call it before
+    /// [`SliEngine::restore`]; the span path asks the guard it returns.
+    pub fn guard_replays(&mut self) -> Arc<ReplayGuard> {
+        self.replay.get_or_insert_with(Ledger::new).guard()
+    }
+
+    /// The segments the write-ahead log's replay read from (weakly): once all are gone,
+    /// the guard is emptied.
+    pub fn replayed_segments(
+        &mut self,
+        segments: Vec<std::sync::Weak<dyn std::any::Any + Send + Sync>>,
+    ) {
+        if let Some(l) = &mut self.replay {
+            l.replayed(segments);
+        }
+    }
+
+    /// Whether counted events hold log segments until the next save
+    /// ([`replay::MAX_UNSAVED`]).
+    pub fn has_unsaved_events(&self) -> bool {
+        self.replay.as_ref().is_some_and(Ledger::has_unsaved)
     }
 
     /// The byte limit, the cap on dimension values and the idle series' TTL (see
@@ -245,10 +277,24 @@ impl SliEngine {
                 waiting.push((i, event));
             } else {
                 finish_event(&mut self.cujs, room, i, event, now_ms);
+                if let (Some(l), Some(tag)) = (&mut self.replay, &trace.replay) {
+                    l.counted(self.matcher.event_key(tag.trace, i), &tag.pins);
+                }
             }
         }
         if !waiting.is_empty() {
+            let tag = self.replay.as_ref().and(trace.replay);
+            if let (Some(l), Some(tag)) = (&mut self.replay, &tag) {
+                l.settling(trace.trace_id, tag.clone());
+            }
             self.wait_to_settle(trace.trace_id, waiting, now_ms);
+            // Making room may have recorded this trace's earlier events (and taken the tag)
+            // while the new ones wait.
+            if let (Some(l), Some(tag)) = (&mut self.replay, tag)
+                && self.settling.origin_of(&trace.trace_id).is_some()
+            {
+                l.settling(trace.trace_id, tag);
+            }
         }
         self.tick(now_ms);
     }
@@ -308,8 +354,8 @@ impl SliEngine {
 
     /// Records every settling event now (shutdown: nothing more will come).
     pub fn settle_all(&mut self, now_ms: u64) {
-        while let Some(events) = self.settling.pop_oldest() {
-            self.finish_all(events, now_ms);
+        while let Some((trace, events)) = self.settling.pop_oldest_trace() {
+            self.finish_all(Some(&trace), events, now_ms);
         }
     }
 
@@ -318,8 +364,11 @@ impl SliEngine {
     /// charts move while no traffic comes.
     pub fn tick(&mut self, now_ms: u64) {
         self.now_ms = now_ms;
-        while let Some(events) = self.settling.pop_due(now_ms) {
-            self.finish_all(events, now_ms);
+        while let Some((trace, events)) = self.settling.pop_due_trace(now_ms) {
+            self.finish_all(Some(&trace), events, now_ms);
+        }
+        if let Some(l) = &mut self.replay {
+            l.check_replayed();
         }
         self.expire_idle_series(now_ms);
         if now_ms < self.next_sample_ms {
@@ -332,11 +381,18 @@ impl SliEngine {
         }
     }
 
-    /// Records `events` (settled, or made to settle early) in their CUJs.
-    fn finish_all(&mut self, events: Events, now_ms: u64) {
+    /// Records `events` (of `trace`, settled or made to settle early) in their CUJs.
+    fn finish_all(&mut self, trace: Option<&[u8; 16]>, events: Events, now_ms: u64) {
+        let tag = match (&mut self.replay, trace) {
+            (Some(l), Some(t)) => l.settled(t),
+            _ => None,
+        };
         let room = Room::new(&self.limits, &self.settling, self.settle_reserve);
         for (i, event) in events {
             finish_event(&mut self.cujs, room, i, event, now_ms);
+            if let (Some(l), Some(tag)) = (&mut self.replay, &tag) {
+                l.counted(self.matcher.event_key(tag.trace, i), &tag.pins);
+            }
         }
     }
 }

@@ -2,7 +2,9 @@
 //! [`TraceObserver`] on each shard. It reads released traces in wire form (only the fields
 //! and attribute keys the CUJs use), begins their events with the shared
 //! [`SliMatcher`], and hands plain data to the engine's thread through an [`SliFeed`]
-//! ([`crate::processor`]). It never takes a lock and never waits for a reader.
+//! ([`crate::processor`]). It never waits for a reader; the only lock it takes is the
+//! replay guard's read lock, and only while a write-ahead log's replayed segments live
+//! ([`crate::engine::replay`]).
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use cujo_assembler::{ArrivingSpan, CLASSIFY_KEYS, ReleasedTrace, TraceObserver};
 use crate::condition::{ConditionSet, Scalar, SpanFacts, StatusCode};
 use crate::cuj::TraceFacts;
 use crate::engine::SliMatcher;
+use crate::engine::replay::{self, ReplayGuard, ReplayTag};
 use crate::processor::SliFeed;
 
 /// A span in wire form, as the SLI conditions read it: fields and attributes read once.
@@ -148,6 +151,10 @@ pub struct SliObserver {
     /// Whether spans besides the root must be read at release even with the trace's
     /// condition bits (a `{from, to}` CUJ).
     spans_besides_bits: bool,
+    /// Set when the write-ahead log's replays are guarded ([`crate::engine::replay`]):
+    /// events carry their keys and log segments, and events counted before a crash are
+    /// not handed over again.
+    replay: Option<Arc<ReplayGuard>>,
 }
 
 impl SliObserver {
@@ -169,7 +176,15 @@ impl SliObserver {
             matcher,
             feed,
             clock,
+            replay: None,
         }
+    }
+
+    /// Guards the write-ahead log's replays with the engine's `guard`
+    /// ([`crate::engine::SliEngine::guard_replays`]).
+    pub fn with_replay_guard(mut self, guard: Arc<ReplayGuard>) -> Self {
+        self.replay = Some(guard);
+        self
     }
 }
 
@@ -255,6 +270,20 @@ impl TraceObserver for SliObserver {
         };
         let mut matched = self.matcher.match_trace(&facts);
         matched.trace_id = trace.trace_id;
+        if let Some(guard) = &self.replay
+            && !matched.events.is_empty()
+        {
+            let key = replay::trace_key(&trace.sent_trace_id, &root.fields.span_id);
+            if guard.is_active() {
+                matched
+                    .events
+                    .retain(|m| !guard.skips(self.matcher.event_key(key, m.cuj)));
+            }
+            matched.replay = Some(ReplayTag {
+                trace: key,
+                pins: trace.pins.as_slice().into(),
+            });
+        }
         if !matched.events.is_empty() {
             self.feed.trace(matched, (self.clock)());
         }

@@ -221,14 +221,24 @@ impl Settling {
 
     /// The events of the oldest waiting trace, if its settle time has come.
     pub fn pop_due(&mut self, now_ms: u64) -> Option<Events> {
+        self.pop_due_trace(now_ms).map(|(_, events)| events)
+    }
+
+    /// [`Settling::pop_due`] with the trace the events are of.
+    pub fn pop_due_trace(&mut self, now_ms: u64) -> Option<(TraceId, Events)> {
         if self.queue.front()?.due_ms > now_ms {
             return None;
         }
-        self.pop_oldest()
+        self.pop_oldest_trace()
     }
 
     /// Takes the oldest waiting trace out, with its index and aliases; its events.
     pub fn pop_oldest(&mut self) -> Option<Events> {
+        self.pop_oldest_trace().map(|(_, events)| events)
+    }
+
+    /// [`Settling::pop_oldest`] with the trace the events are of.
+    pub fn pop_oldest_trace(&mut self) -> Option<(TraceId, Events)> {
         let e = self.queue.pop_front()?;
         self.front += 1;
         for c in &e.continuations {
@@ -236,7 +246,7 @@ impl Settling {
         }
         self.index.remove(&e.trace);
         self.entry_heap -= e.heap_bytes();
-        Some(e.events)
+        Some((e.trace, e.events))
     }
 
     /// Points the waiting events of CUJ `cuj` at their series' new places, after the CUJ's

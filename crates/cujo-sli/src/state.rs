@@ -18,6 +18,11 @@
 //! ([`CujTotals`]), the series count, then per series: dimension values, windows
 //! ([`SeriesWindows`], sparse), a totals flag and totals ([`SeriesTotals`]). Then the alerts
 //! ([`SavedAlert`]) and the checksum (FNV-1a over everything before it, u64 LE).
+//!
+//! Version 4 (written now) is version 3 with one more list before the checksum: the keys
+//! of events counted whose requests a write-ahead log may replay
+//! ([`crate::engine::replay`]), a count then 8 bytes each. Version 3 files are read with
+//! none.
 
 pub(crate) mod codec;
 
@@ -28,7 +33,7 @@ use codec::{Reader, put_bytes, put_f64, put_len, put_opt_u64, put_u64};
 
 const MAGIC: &[u8; 8] = b"CUJOSLO\0";
 /// The version written.
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 /// The oldest version still read.
 const OLDEST: u32 = 2;
 
@@ -56,6 +61,8 @@ pub struct SavedState {
     pub since_ms: u64,
     pub cujs: Vec<CujWindows>,
     pub alerts: Vec<SavedAlert>,
+    /// Keys of counted events a write-ahead log may still replay (version 4).
+    pub counted: Vec<u64>,
 }
 
 /// One CUJ's state, as saved.
@@ -242,7 +249,12 @@ impl Writer {
     }
 
     /// The alerts, then the checksum: the file.
-    pub fn finish(mut self, alerts: &[SavedAlert]) -> Vec<u8> {
+    pub fn finish(self, alerts: &[SavedAlert]) -> Vec<u8> {
+        self.finish_with(alerts, &[])
+    }
+
+    /// The alerts and the keys of counted events a replay must skip, then the checksum.
+    pub fn finish_with(mut self, alerts: &[SavedAlert], counted: &[u64]) -> Vec<u8> {
         let out = &mut self.out;
         put_len(out, alerts.len());
         for a in alerts {
@@ -251,6 +263,11 @@ impl Writer {
             }
             put_u64(out, a.started_at_ms);
             put_opt_u64(out, a.clear_since_ms);
+        }
+        put_len(out, counted.len());
+        out.reserve(counted.len() * 8);
+        for k in counted {
+            out.extend_from_slice(&k.to_le_bytes());
         }
         let sum = checksum(&self.out);
         self.out.extend_from_slice(&sum.to_le_bytes());
@@ -282,7 +299,7 @@ pub fn encode(state: &SavedState) -> Vec<u8> {
             );
         }
     }
-    w.finish(&state.alerts)
+    w.finish_with(&state.alerts, &state.counted)
 }
 
 pub fn decode(bytes: &[u8]) -> Result<SavedState, StateError> {
@@ -306,14 +323,15 @@ pub fn decode(bytes: &[u8]) -> Result<SavedState, StateError> {
         return v2::decode(body, start);
     }
     let mut r = Reader::new(body, start);
-    let state = read_v3(&mut r).ok_or(StateError::Malformed(r.at()))?;
+    let state = read_v3(&mut r, version).ok_or(StateError::Malformed(r.at()))?;
     if !r.is_done() {
         return Err(StateError::Malformed(r.at()));
     }
     Ok(state)
 }
 
-fn read_v3(r: &mut Reader<'_>) -> Option<SavedState> {
+/// Versions 3 and 4 (4 adds the counted events' keys).
+fn read_v3(r: &mut Reader<'_>, version: u32) -> Option<SavedState> {
     let clean = match r.u8()? {
         0 => false,
         1 => true,
@@ -369,11 +387,22 @@ fn read_v3(r: &mut Reader<'_>) -> Option<SavedState> {
             })
         })
         .collect::<Option<Vec<_>>>()?;
+    let counted = if version >= 4 {
+        let n = r.len()?;
+        let mut keys = Vec::with_capacity(n.min(crate::engine::replay::MAX_KEYS));
+        for _ in 0..n {
+            keys.push(u64::from_le_bytes(r.array::<8>()?));
+        }
+        keys
+    } else {
+        Vec::new()
+    };
     Some(SavedState {
         clean,
         since_ms,
         cujs,
         alerts,
+        counted,
     })
 }
 
@@ -512,6 +541,7 @@ mod v2 {
             since_ms: 0,
             cujs: out,
             alerts: Vec::new(),
+            counted: Vec::new(),
         })
     }
 }
@@ -644,6 +674,25 @@ mod tests {
         );
         let mut r = Reader::new(&[], 0);
         assert!(SeriesWindows::read_sparse(&mut r).is_none());
+    }
+
+    #[test]
+    fn a_version_3_file_reads_with_no_counted_events_and_saves_as_version_4() {
+        // Written by cujo before version 4 (the fuzz seed engine's clean save: three
+        // series, totals, one alert).
+        let v3 = include_bytes!("../testdata/state-v3-three-series-clean");
+        assert_eq!(v3[8], 3);
+        let state = decode(v3).expect("a version 3 file decodes");
+        assert!(state.clean);
+        assert!(state.counted.is_empty());
+        assert_eq!(state.cujs.len(), 1);
+        assert_eq!(state.cujs[0].series.len(), 3);
+        assert!(state.cujs[0].totals.is_some());
+        let mut with_keys = state.clone();
+        with_keys.counted = vec![1, u64::MAX, 42];
+        let again = encode(&with_keys);
+        assert_eq!(again[8], 4);
+        assert_eq!(decode(&again), Ok(with_keys));
     }
 
     #[test]

@@ -508,6 +508,24 @@ pub fn render_sli_handoff(reader: &SliReader, out: &mut Exposition) {
     .sample(&[], reader.lost() as f64);
 }
 
+/// The write-ahead log's replays against the SLIs (`wal:` with `slo.state_file`): events
+/// a restored state file had counted and a replay brought again, not counted twice; and
+/// keys left out of the state file past its cap.
+pub fn render_replay_guard(guard: &cujo_sli::engine::replay::ReplayGuard, out: &mut Exposition) {
+    Family::counter(
+        out,
+        "cujo_sli_replay_skipped_events_total",
+        "Events of traces replayed from the write-ahead log that the restored SLO state had already counted, so not counted again.",
+    )
+    .sample(&[], guard.skipped() as f64);
+    Family::counter(
+        out,
+        "cujo_sli_replay_keys_dropped_total",
+        "Counted events left out of the SLO state file's replay keys because it holds at most 1,048,576 (such an event replayed after a second crash would count twice).",
+    )
+    .sample(&[], guard.dropped() as f64);
+}
+
 /// Restores the SLO state from `path` if it exists, and returns the alerts it says were
 /// notified as firing. A missing file is a first start; a file that cannot be read or is
 /// not a valid state is reported and kept aside, never fatal.
@@ -530,6 +548,7 @@ pub fn load_sli_state(engine: &mut SliEngine, path: &std::path::Path) -> Vec<Sav
                 cujs = r.cujs,
                 totals = r.totals,
                 alerts = r.alerts.len(),
+                counted_events = r.counted,
                 "SLO state restored (totals only from a save at a clean shutdown)"
             );
             if r.totals {
@@ -583,8 +602,8 @@ pub async fn save_sli_state(
     clean: bool,
 ) {
     let alerts = alerts.map(AlertsNotified::get).unwrap_or_default();
-    let Some(bytes) = engine
-        .with(move |e| e.save_state_with(clean, &alerts))
+    let Some((bytes, mark)) = engine
+        .with(move |e| e.save_state_marked(clean, &alerts))
         .await
     else {
         tracing::warn!(file = %path.display(), "the SLI engine's thread stopped: SLO state not saved");
@@ -597,7 +616,11 @@ pub async fn save_sli_state(
     })
     .await;
     match result {
-        Ok((path, Ok(()))) => tracing::debug!(file = %path.display(), clean, "SLO state saved"),
+        Ok((path, Ok(()))) => {
+            // On disk: the events it counts let go of their log segments.
+            engine.with(move |e| e.state_saved(mark)).await;
+            tracing::debug!(file = %path.display(), clean, "SLO state saved")
+        }
         Ok((path, Err(e))) => {
             tracing::warn!(file = %path.display(), error = %e, "cannot write the SLO state file")
         }

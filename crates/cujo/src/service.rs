@@ -117,6 +117,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     let mut sli: Option<(Arc<SliMatcher>, SliFeed)> = None;
     let mut sli_reader: Option<SliReader> = None;
     let mut restored_alerts = Vec::new();
+    let mut replay_guard = None;
     let (source, assembler_tasks) = if config.assembler_enabled() {
         let (to_exporter, source) = SpanSink::channel(ASSEMBLER_OUTPUT_CAPACITY);
         let settings = assembly::settings(&config, &budget);
@@ -134,6 +135,11 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                 .with_limits(config.slo.limits(budget.limit(Component::Sli)))
                 .with_trace_link(config.slo.trace_link());
             engine.set_counting_since(assembly::wall_clock_ms());
+            // With a write-ahead log and a state file, an event counted before a crash and
+            // saved must not count again when its requests are replayed.
+            if config.wal.is_some() && config.slo.state_file.is_some() {
+                replay_guard = Some(engine.guard_replays());
+            }
             if let Some(path) = &config.slo.state_file {
                 restored_alerts = assembly::load_sli_state(&mut engine, path);
             }
@@ -158,11 +164,12 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         for (shard, input) in receiver_outputs.drain(..).enumerate() {
             let mut assembler = Assembler::new_shard(per_shard.clone(), directory.clone(), shard);
             if let Some((matcher, feed)) = &sli {
-                assembler.set_observer(Box::new(SliObserver::new(
-                    matcher.clone(),
-                    feed.clone(),
-                    assembly::wall_clock_ms,
-                )));
+                let mut observer =
+                    SliObserver::new(matcher.clone(), feed.clone(), assembly::wall_clock_ms);
+                if let Some(guard) = &replay_guard {
+                    observer = observer.with_replay_guard(guard.clone());
+                }
+                assembler.set_observer(Box::new(observer));
             }
             tasks.push(health.spawn(
                 format!("assembler-{shard}"),
@@ -244,10 +251,12 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     };
     // What was acknowledged before a restart and not exported then goes through the whole
     // pipeline again, before the receivers take new requests.
+    let mut replayed_segments = Vec::new();
     if let Some(replay) = replay {
         let started = std::time::Instant::now();
         let replayer = ingest(ReceiverLimits::default());
-        let done = replayer.replay(replay, &abandon).await;
+        let mut done = replayer.replay(replay, &abandon).await;
+        replayed_segments = std::mem::take(&mut done.segments);
         let seconds = started.elapsed().as_secs_f64();
         tracing::info!(
             records = done.records,
@@ -261,6 +270,20 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
             },
             "write-ahead log replayed"
         );
+    }
+    if let (Some(guard), Some(reader)) = (&replay_guard, &sli_reader) {
+        // Once the replayed segments are gone no restored key can come back: the guard
+        // is emptied then.
+        let restored = guard.is_active();
+        reader
+            .with(move |e| e.replayed_segments(replayed_segments))
+            .await;
+        if restored {
+            tracing::info!(
+                skipped = guard.skipped(),
+                "events the restored SLO state counted are not counted again as the log replays them"
+            );
+        }
     }
     let mut receivers = JoinSet::new();
     // Each listener's TLS, also rendered on /metrics.
@@ -377,6 +400,11 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
                 sources.push(Arc::new(move |out: &mut Exposition| {
                     assembly::render_sli_handoff(&waits, out)
                 }));
+                if let Some(guard) = replay_guard.clone() {
+                    sources.push(Arc::new(move |out: &mut Exposition| {
+                        assembly::render_replay_guard(&guard, out)
+                    }));
+                }
                 let rendered = Arc::new(assembly::RenderedSli::default());
                 snapshots.push(Arc::new(move || {
                     let (reader, rendered) = (reader.clone(), rendered.clone());
@@ -496,7 +524,11 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         (Some(reader), Some(path)) => {
             let (reader, path) = (reader.clone(), path.clone());
             let alerts = alerts_notified.clone();
-            let every = config.slo.save_interval.0.max(Duration::from_secs(1));
+            let mut every = config.slo.save_interval.0.max(Duration::from_secs(1));
+            if replay_guard.is_some() {
+                // Counted events hold their log segments until a save lists them.
+                every = every.min(cujo_sli::engine::replay::MAX_UNSAVED);
+            }
             Some(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 tick.tick().await;

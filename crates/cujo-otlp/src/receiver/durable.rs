@@ -96,13 +96,16 @@ pub fn decode_record(record: &Bytes) -> Option<(Sender, Bytes)> {
 }
 
 /// What a replay gave back.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone)]
 pub struct Replayed {
     pub records: u64,
     pub spans: u64,
     /// Records that could not be read back as a request (another version's, or a tenant
     /// no longer configured): their spans are counted dropped with reason `wal_unreadable`.
     pub unreadable: u64,
+    /// The segments the records came from, held weakly: once they are all gone, nothing
+    /// of this replay can be replayed again (the SLI engine's guard uses this).
+    pub segments: Vec<std::sync::Weak<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Ingest {
@@ -141,6 +144,13 @@ impl Ingest {
             };
             done.records += 1;
             let pin: Pin = record.segment;
+            if !done
+                .segments
+                .last()
+                .is_some_and(|w| std::ptr::addr_eq(w.as_ptr(), Arc::as_ptr(&pin)))
+            {
+                done.segments.push(Arc::downgrade(&pin));
+            }
             let Some((sender, body)) = decode_record(&record.payload) else {
                 done.unreadable += 1;
                 tracing::warn!("write-ahead log: a record of an unknown form was skipped");

@@ -12,6 +12,7 @@ use crate::condition::{ConditionSet, Literal, Scalar, SpanFacts, ValueMatch};
 use crate::cuj::{Cuj, Measure, PendingEvent, Scope, SpanMark, TraceFacts};
 
 use super::FastMap;
+use super::replay::ReplayTag;
 
 /// What one CUJ began from a released trace.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +29,8 @@ pub struct Matched {
 pub struct MatchedTrace {
     pub trace_id: [u8; 16],
     pub events: Vec<Matched>,
+    /// Set when replays of the write-ahead log are guarded ([`super::replay`]).
+    pub replay: Option<ReplayTag>,
 }
 
 impl MatchedTrace {
@@ -40,6 +43,10 @@ impl MatchedTrace {
                 .iter()
                 .map(|m| m.event.heap_bytes())
                 .sum::<usize>()
+            + self.replay.as_ref().map_or(0, |r| {
+                // The tag's pins: one allocation per trace, shared by its events.
+                16 + r.pins.len() * std::mem::size_of::<cujo_wire::Pin>()
+            })
     }
 }
 
@@ -73,6 +80,8 @@ pub struct SliMatcher {
     /// The CUJs whose events wait to settle (empty when the settle time is zero).
     settling: Vec<usize>,
     max_value_bytes: usize,
+    /// Per CUJ, the stable key of its name ([`super::replay::name_key`]).
+    name_keys: Vec<u64>,
 }
 
 impl SliMatcher {
@@ -104,6 +113,10 @@ impl SliMatcher {
             Vec::new()
         };
         Self {
+            name_keys: cujs
+                .iter()
+                .map(|c| super::replay::name_key(&c.name))
+                .collect(),
             cujs,
             trace_masks,
             span_conditions,
@@ -195,7 +208,14 @@ impl SliMatcher {
         MatchedTrace {
             trace_id: trace.trace_id,
             events,
+            replay: None,
         }
+    }
+
+    /// The stable key of the event of CUJ `cuj` in the trace of key `trace`
+    /// ([`super::replay::event_key`]).
+    pub fn event_key(&self, trace: u64, cuj: usize) -> u64 {
+        super::replay::event_key(trace, self.name_keys.get(cuj).copied().unwrap_or(0))
     }
 
     /// What `spans` (late spans of a released trace, or a linked continuation) decide for

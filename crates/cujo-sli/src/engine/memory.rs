@@ -120,7 +120,9 @@ impl SliEngine {
     /// the allocator hands memory out (size classes, hash tables by their slots), kept as
     /// running totals: O(number of CUJs).
     pub fn memory_bytes(&self) -> usize {
-        self.cujs.iter().map(CujState::held_bytes).sum::<usize>() + self.settling.bytes()
+        self.cujs.iter().map(CujState::held_bytes).sum::<usize>()
+            + self.settling.bytes()
+            + self.replay.as_ref().map_or(0, |l| l.bytes())
     }
 
     /// How often the engine's caps were hit since start, summed over the CUJs: for a log
@@ -160,11 +162,11 @@ impl SliEngine {
     /// Records the oldest settling trace's events now, counted under `reason`; `false`
     /// when no trace waits.
     fn settle_oldest_early(&mut self, reason: EvictReason, now_ms: u64) -> bool {
-        let Some(events) = self.settling.pop_oldest() else {
+        let Some((trace, events)) = self.settling.pop_oldest_trace() else {
             return false;
         };
         self.settling.evicted[reason as usize] += 1;
-        self.finish_all(events, now_ms);
+        self.finish_all(Some(&trace), events, now_ms);
         true
     }
 
@@ -184,7 +186,7 @@ impl SliEngine {
                 }
                 if !self.settle_oldest_early(EvictReason::Memory, now_ms) {
                     self.settling.evicted[EvictReason::Memory as usize] += 1;
-                    self.finish_all(waiting, now_ms);
+                    self.finish_all(Some(&trace), waiting, now_ms);
                     return;
                 }
             }

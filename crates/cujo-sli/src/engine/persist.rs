@@ -13,6 +13,7 @@
 //! finds each saved CUJ by name. It must not record events or touch the settling traces.
 
 use super::SliEngine;
+use super::replay::SaveMark;
 use crate::state::{CujTotals, SavedAlert, SeriesCounts, StateError, Writer};
 
 /// What a state file gave back.
@@ -24,6 +25,8 @@ pub struct Restored {
     pub totals: bool,
     /// The alerts notified as firing when it was saved.
     pub alerts: Vec<SavedAlert>,
+    /// Keys of counted events the file listed (a write-ahead log's replay skips them).
+    pub counted: usize,
 }
 
 impl SliEngine {
@@ -41,13 +44,24 @@ impl SliEngine {
 
     /// Every CUJ's state, encoded for the state file, as a periodic save writes it (not
     /// clean, no alerts).
-    pub fn save_state(&self) -> Vec<u8> {
+    pub fn save_state(&mut self) -> Vec<u8> {
         self.save_state_with(false, &[])
     }
 
     /// Every CUJ's state and `alerts`, encoded for the state file; `clean` when nothing
     /// will be recorded after it (the save at shutdown).
-    pub fn save_state_with(&self, clean: bool, alerts: &[SavedAlert]) -> Vec<u8> {
+    pub fn save_state_with(&mut self, clean: bool, alerts: &[SavedAlert]) -> Vec<u8> {
+        self.save_state_marked(clean, alerts).0
+    }
+
+    /// [`SliEngine::save_state_with`], and the mark to hand to [`SliEngine::state_saved`]
+    /// once the file is on disk (what lets counted events' log segments go).
+    pub fn save_state_marked(&mut self, clean: bool, alerts: &[SavedAlert]) -> (Vec<u8>, SaveMark) {
+        let (counted, mark) = self
+            .replay
+            .as_mut()
+            .map(|l| l.keys_to_save())
+            .unwrap_or_default();
         let mut w = Writer::new(self.counting_since_ms, clean, self.cujs.len());
         for s in &self.cujs {
             let totals = CujTotals {
@@ -83,7 +97,14 @@ impl SliEngine {
                 );
             }
         }
-        w.finish(alerts)
+        (w.finish_with(alerts, &counted), mark)
+    }
+
+    /// The save that handed back `mark` is on disk.
+    pub fn state_saved(&mut self, mark: SaveMark) {
+        if let Some(l) = &mut self.replay {
+            l.saved(mark);
+        }
     }
 
     /// Restores state saved by [`SliEngine::save_state`] for the CUJs that still exist;
@@ -97,7 +118,11 @@ impl SliEngine {
     /// `max_series` and the engine's limits; the others are counted
     /// (`cujo_sli_restore_skipped_series_total`), never fatal.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<Restored, StateError> {
-        let saved = crate::state::decode(bytes)?;
+        let mut saved = crate::state::decode(bytes)?;
+        let counted = saved.counted.len();
+        if let Some(l) = &mut self.replay {
+            l.restore(std::mem::take(&mut saved.counted));
+        }
         let totals = saved.clean;
         if totals && saved.since_ms > 0 {
             self.counting_since_ms = saved.since_ms;
@@ -113,6 +138,7 @@ impl SliEngine {
             cujs: restored,
             totals,
             alerts: saved.alerts,
+            counted,
         })
     }
 }
@@ -238,7 +264,7 @@ mod tests {
     #[test]
     fn a_periodic_save_restores_the_windows_and_history_not_the_totals() {
         let now = 1_700_000_000_000;
-        let e = busy(now);
+        let mut e = busy(now);
         let mut fresh = engine(10);
         fresh.set_counting_since(now);
         let restored = fresh.restore(&e.save_state()).expect("restores");
@@ -261,7 +287,7 @@ mod tests {
     #[test]
     fn a_changed_threshold_keeps_availability_totals_not_latency_ones() {
         let now = 1_700_000_000_000;
-        let e = busy(now);
+        let mut e = busy(now);
         let mut fresh = engine_with_threshold(10, 500);
         assert_eq!(fresh.restore_state(&e.save_state_with(true, &[])), Ok(1));
         let (a, b) = (series(&fresh, now), series(&e, now));
