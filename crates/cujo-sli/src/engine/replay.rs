@@ -428,6 +428,100 @@ mod tests {
         assert!(l.settled(&id).is_none());
     }
 
+    /// A trace of the test CUJ, tagged with `pins`, matched as the span path does.
+    fn tagged(e: &super::super::SliEngine, id: u8, pins: &[Pin]) -> super::super::MatchedTrace {
+        use super::super::testkit::Span;
+        let spans = [Span {
+            tier: "gold".into(),
+            error: false,
+        }];
+        let facts = crate::cuj::TraceFacts {
+            trace_id: [id; 16],
+            root: &spans[0],
+            root_start_ns: 0,
+            root_end_ns: 1_000_000,
+            spans: &spans,
+            last_end_ns: 1_000_000,
+            span_bits: None,
+        };
+        let mut m = e.matcher().match_trace(&facts);
+        m.replay = Some(ReplayTag {
+            trace: trace_key(&[id; 16], &[id; 8]),
+            pins: pins.to_vec().into(),
+        });
+        m
+    }
+
+    #[test]
+    fn an_engine_holds_segments_until_saved_and_a_restored_one_skips_what_it_saved() {
+        use super::super::testkit::post_message;
+        let now = 1_700_000_000_000;
+        let mut e = super::super::SliEngine::new(vec![post_message(10)]);
+        e.guard_replays();
+        let seg = pin();
+        e.record(tagged(&e, 1, std::slice::from_ref(&seg)), now);
+        assert!(e.has_unsaved_events());
+        assert_eq!(
+            Arc::strong_count(&seg),
+            2,
+            "the counted event holds its segment"
+        );
+        let (bytes, mark) = e.save_state_marked(false, &[]);
+        e.state_saved(mark);
+        assert_eq!(Arc::strong_count(&seg), 1, "saved: let go");
+        assert!(!e.has_unsaved_events());
+
+        // After a crash: the saved event is skipped while its segment is replayed.
+        let mut fresh = super::super::SliEngine::new(vec![post_message(10)]);
+        let guard = fresh.guard_replays();
+        let restored = fresh.restore(&bytes).expect("restores");
+        assert_eq!(restored.counted, 1);
+        let key = fresh.matcher().event_key(trace_key(&[1; 16], &[1; 8]), 0);
+        assert!(guard.skips(key));
+        let other = fresh.matcher().event_key(trace_key(&[2; 16], &[2; 8]), 0);
+        assert!(
+            !guard.skips(other),
+            "an event not saved is counted on replay"
+        );
+        fresh.replayed_segments(vec![Arc::downgrade(&seg)]);
+        drop(seg);
+        fresh.tick(now + 1);
+        assert!(!guard.skips(key), "the replayed segment is gone");
+    }
+
+    #[test]
+    fn a_settling_event_holds_its_segments_until_it_settles_and_is_saved() {
+        use super::super::testkit::post_message;
+        use crate::cuj::Measure;
+        let now = 1_700_000_000_000;
+        let mut cuj = post_message(10);
+        cuj.latency = Some((Duration::from_millis(300), Measure::EndToEnd));
+        let mut e =
+            super::super::SliEngine::new(vec![cuj]).with_settle(Duration::from_secs(30), 100);
+        e.guard_replays();
+        let (root_seg, child_seg) = (pin(), pin());
+        e.record(tagged(&e, 1, &[root_seg.clone(), child_seg.clone()]), now);
+        assert!(!e.has_unsaved_events(), "still settling: not counted yet");
+        let (bytes, mark) = e.save_state_marked(false, &[]);
+        e.state_saved(mark);
+        assert_eq!(Arc::strong_count(&child_seg), 2, "held while it settles");
+        let listed = crate::state::decode(&bytes).expect("decodes").counted;
+        assert!(
+            listed.is_empty(),
+            "a settling event is not counted in a save"
+        );
+        e.tick(now + 31_000);
+        assert!(e.has_unsaved_events(), "settled and counted");
+        let (bytes, mark) = e.save_state_marked(false, &[]);
+        assert_eq!(
+            crate::state::decode(&bytes).expect("decodes").counted.len(),
+            1
+        );
+        e.state_saved(mark);
+        assert_eq!(Arc::strong_count(&child_seg), 1);
+        assert_eq!(Arc::strong_count(&root_seg), 1);
+    }
+
     #[test]
     fn past_the_cap_the_oldest_saved_keys_are_dropped_and_counted() {
         let mut l = Ledger::new();
