@@ -147,7 +147,7 @@ ${PIPELINE_YAML#*$'\n'}"
 # run. Not in the default set.
 WAL_DIR=${WAL_DIR:-${TMPDIR:-/tmp}/cujo-bench-wal}
 WAL_YAML="$ADMISSION_YAML
-wal: { directory: \"$WAL_DIR\", max_size: 4GiB, commit_interval: ${WAL_COMMIT:-5ms} }"
+wal: { directory: \"$WAL_DIR\", max_size: 4GiB, commit_interval: ${WAL_COMMIT:-5ms}, segment_size: ${WAL_SEGMENT:-64MiB} }"
 ALL_TARGETS=(cujo cujo-padded cujo-propagate cujo-sli cujo-default cujo-pipeline rotel)
 if [[ $ONLY == both || $ONLY == all ]]; then
   TARGETS=("${ALL_TARGETS[@]}")

@@ -1,9 +1,10 @@
 //! Throughput, latency and replay speed of the log on this machine's disk.
 //!
 //! ```text
-//! cargo run --release -p cujo-wal --example wal_bench -- [DIR] [SECONDS] [APPENDERS] [RECORD_BYTES] [COMMIT_MS]
+//! cargo run --release -p cujo-wal --example wal_bench -- [DIR] [SECONDS] [APPENDERS] [RECORD_BYTES] [COMMIT_MS] [SEGMENT_MIB]
 //! ```
-//! Defaults: a directory under the temp dir, 10 s, 64 appenders, 16 KiB records, 5 ms. Then
+//! Defaults: a directory under the temp dir, 10 s, 64 appenders, 16 KiB records, 5 ms, the
+//! default segment size. Then
 //! writes a 256 MiB log and replays it twice: with its pages dropped from the page cache
 //! (`posix_fadvise(DONTNEED)` after the data is synced) and warm.
 
@@ -30,12 +31,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let appenders: usize = arg(3, 64);
     let record: usize = arg(4, 16 << 10);
     let commit_ms: u64 = arg(5, 5);
+    let segment_mib: u64 = arg(6, WalSettings::new(&base).segment_size >> 20);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let result = runtime.block_on(async {
-        throughput(&base.join("append"), seconds, appenders, record, commit_ms).await?;
+        throughput(
+            &base.join("append"),
+            seconds,
+            appenders,
+            record,
+            commit_ms,
+            segment_mib << 20,
+        )
+        .await?;
         replay_speed(&base.join("replay"), 256 << 20, record).await
     });
     let _ = std::fs::remove_dir_all(&base);
@@ -48,9 +58,11 @@ async fn throughput(
     appenders: usize,
     record: usize,
     commit_ms: u64,
+    segment_size: u64,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let settings = WalSettings {
         commit_interval: Duration::from_millis(commit_ms),
+        segment_size,
         max_record_size: record.max(16 << 20),
         ..WalSettings::new(dir)
     };

@@ -6,13 +6,21 @@
 //! the first; then one fdatasync covers them all and their futures resolve. A failed write
 //! or sync refuses every record not yet synced, truncates the segment back to its last
 //! synced length and seals it, so nothing refused is replayed.
+//!
+//! What need not hold up a group stays off this thread ([`Housekeeper`]): deleting released
+//! segments (an unlink of a whole segment and a directory sync) and creating the next
+//! segment ahead of time (create, header, data and directory syncs), so a rotation is a
+//! swap. Measured with `wal_bench` (8 appenders of 80 KiB, `commit_interval: 0ms`), both on
+//! this thread put the append p99 at 12-19 ms with 64 MiB segments against 3-8 ms with
+//! segments too large to rotate.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::mem;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use tokio::sync::oneshot;
@@ -47,6 +55,9 @@ pub(crate) struct Writer {
     in_buf: Vec<Written>,
     /// Appends written to the active segment, waiting for its sync.
     unsynced: Vec<Written>,
+    /// Deletes and prepares segments off the commit path; `None` if its thread could not
+    /// start (then this thread does both itself).
+    housekeeper: Option<Housekeeper>,
 }
 
 struct Active {
@@ -79,6 +90,7 @@ impl Writer {
         dir: PathBuf,
         next_seq: u64,
     ) -> Self {
+        let housekeeper = Housekeeper::start(shared.clone(), storage.clone(), dir.clone());
         Self {
             shared,
             storage,
@@ -89,6 +101,7 @@ impl Writer {
             buf: Vec::new(),
             in_buf: Vec::new(),
             unsynced: Vec::new(),
+            housekeeper,
         }
     }
 
@@ -109,26 +122,16 @@ impl Writer {
         self.shared.stats.live_bytes.fetch_sub(bytes, Relaxed);
     }
 
-    /// Creates the next segment, writes and syncs its header, and syncs the directory so
-    /// the file itself survives a crash.
+    /// Starts the next segment: the one the housekeeper prepared, or one created here
+    /// ([`create_segment`]); then asks for the one after.
     pub(crate) fn start_segment(&mut self) -> Result<(), (PathBuf, io::Error)> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let path = segment_path(&self.dir, seq);
-        let create = || -> io::Result<Box<dyn SegmentFile>> {
-            let mut file = self.storage.create(&path)?;
-            file.write_at(&segment_header(seq), 0)?;
-            file.sync_data()?;
-            sync_dir(&self.dir)?;
-            Ok(file)
-        };
-        let file = match create() {
-            Ok(file) => file,
-            Err(e) => {
-                // Best effort: a leftover is at most a header, replayed as nothing.
-                let _ = std::fs::remove_file(&path);
-                return Err((path, e));
-            }
+        let prepared = self.housekeeper.as_ref().and_then(|h| h.take(seq));
+        let file = match prepared {
+            Some(file) => file,
+            None => create_segment(self.storage.as_ref(), &self.dir, &path, seq)?,
         };
         self.live.insert(
             seq,
@@ -152,6 +155,9 @@ impl Writer {
             synced_len: SEGMENT_HEADER_LEN,
             segment,
         });
+        if let Some(h) = &self.housekeeper {
+            h.prepare(self.next_seq);
+        }
         Ok(())
     }
 
@@ -180,6 +186,8 @@ impl Writer {
         self.active = None;
         let trims = mem::take(&mut self.shared.lock().unreferenced);
         self.delete(trims);
+        // Its deletes done and the unused next segment removed before the log is closed.
+        self.housekeeper = None;
     }
 
     /// Writes what is queued and what arrives within `commit_interval` (or until the group
@@ -347,36 +355,223 @@ impl Writer {
         let _ = done.send(Err(error));
     }
 
-    /// Deletes segments whose last reference was dropped.
+    /// Deletes segments whose last reference was dropped (on the housekeeper's thread when
+    /// it runs).
     fn delete(&mut self, seqs: Vec<u64>) {
         if seqs.is_empty() {
             return;
         }
-        let mut deleted = false;
+        let mut gone = Vec::new();
         for seq in seqs {
             if self.active.as_ref().is_some_and(|a| a.seq == seq) {
                 continue;
             }
-            let Some(segment) = self.live.remove(&seq) else {
+            if let Some(segment) = self.live.remove(&seq) {
+                gone.push(segment);
+            }
+        }
+        match &self.housekeeper {
+            Some(h) => h.delete(gone),
+            None => delete_segments(&self.shared, &self.dir, gone),
+        }
+    }
+}
+
+/// Creates segment `seq` at `path`, writes and syncs its header, and syncs the directory so
+/// the file itself survives a crash. A failure removes what it made.
+fn create_segment(
+    storage: &dyn Storage,
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    seq: u64,
+) -> Result<Box<dyn SegmentFile>, (PathBuf, io::Error)> {
+    let create = || -> io::Result<Box<dyn SegmentFile>> {
+        let mut file = storage.create(path)?;
+        file.write_at(&segment_header(seq), 0)?;
+        file.sync_data()?;
+        sync_dir(dir)?;
+        Ok(file)
+    };
+    create().map_err(|e| {
+        // Best effort: a leftover is at most a header, replayed as nothing.
+        let _ = std::fs::remove_file(path);
+        (path.to_path_buf(), e)
+    })
+}
+
+/// Removes released segments' files, accounts for them, and syncs the directory once.
+fn delete_segments(shared: &Shared, dir: &std::path::Path, segments: Vec<LiveSegment>) {
+    let mut deleted = false;
+    for segment in segments {
+        match std::fs::remove_file(&segment.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                // Still on disk, still counted: replayed (as released records) at the next
+                // open, which deletes it then.
+                tracing::warn!(segment = %segment.path.display(), error = %e, "wal: cannot delete a released segment; it stays and is replayed at the next open");
                 continue;
-            };
-            match std::fs::remove_file(&segment.path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(segment = %segment.path.display(), error = %e, "wal: cannot delete a released segment; it stays and is replayed at the next open");
-                    self.live.insert(seq, segment);
-                    continue;
+            }
+        }
+        shared.used.fetch_sub(segment.len, Relaxed);
+        let stats = &shared.stats;
+        stats.live_bytes.fetch_sub(segment.len, Relaxed);
+        stats.live_segments.fetch_sub(1, Relaxed);
+        stats.segments_deleted.fetch_add(1, Relaxed);
+        deleted = true;
+    }
+    if deleted && let Err(e) = sync_dir(dir) {
+        tracing::warn!(directory = %dir.display(), error = %e, "wal: cannot sync the directory after deleting segments");
+    }
+}
+
+/// The writer's second thread: deletes released segments and creates the next segment
+/// before it is needed, so neither waits in a group's path.
+struct Housekeeper {
+    chores: Arc<(Mutex<Chores>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Chores {
+    delete: Vec<LiveSegment>,
+    /// The segment to create next.
+    prepare: Option<u64>,
+    /// A segment is being created now.
+    preparing: bool,
+    prepared: Option<(u64, Box<dyn SegmentFile>)>,
+    stop: bool,
+}
+
+impl Housekeeper {
+    fn start(shared: Arc<Shared>, storage: Arc<dyn Storage>, dir: PathBuf) -> Option<Self> {
+        let chores: Arc<(Mutex<Chores>, Condvar)> = Arc::default();
+        let theirs = chores.clone();
+        let thread = std::thread::Builder::new()
+            .name("cujo-wal-housekeeper".into())
+            .spawn(move || housekeep(&theirs, &shared, storage.as_ref(), &dir));
+        match thread {
+            Ok(t) => Some(Self {
+                chores,
+                thread: Some(t),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "wal: cannot start the housekeeping thread; the writer deletes and creates segments itself");
+                None
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Chores> {
+        self.chores
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn delete(&self, segments: Vec<LiveSegment>) {
+        if segments.is_empty() {
+            return;
+        }
+        self.lock().delete.extend(segments);
+        self.chores.1.notify_all();
+    }
+
+    fn prepare(&self, seq: u64) {
+        self.lock().prepare = Some(seq);
+        self.chores.1.notify_all();
+    }
+
+    /// Segment `seq` if it was prepared (waiting while it is being prepared); `None` if it
+    /// was not (a request not yet begun is called off: the writer creates it at once).
+    fn take(&self, seq: u64) -> Option<Box<dyn SegmentFile>> {
+        let mut chores = self.lock();
+        while chores.preparing {
+            chores = self
+                .chores
+                .1
+                .wait(chores)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        if chores.prepare == Some(seq) {
+            chores.prepare = None;
+        }
+        match chores.prepared.take() {
+            Some((s, file)) if s == seq => Some(file),
+            Some((s, file)) => {
+                // Not the one asked for (cannot happen while one writer asks in order):
+                // put back, so stopping removes it.
+                chores.prepared = Some((s, file));
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+impl Drop for Housekeeper {
+    /// Finishes the deletes asked for, removes a prepared segment never used, and ends.
+    fn drop(&mut self) {
+        self.lock().stop = true;
+        self.chores.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn housekeep(
+    chores: &(Mutex<Chores>, Condvar),
+    shared: &Shared,
+    storage: &dyn Storage,
+    dir: &std::path::Path,
+) {
+    let (lock, wake) = chores;
+    let mut c = lock
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        while c.delete.is_empty() && c.prepare.is_none() && !c.stop {
+            c = wake
+                .wait(c)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        let gone = mem::take(&mut c.delete);
+        if !gone.is_empty() {
+            drop(c);
+            delete_segments(shared, dir, gone);
+            c = lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            continue;
+        }
+        if c.stop {
+            if let Some((seq, file)) = c.prepared.take() {
+                drop(file);
+                let path = segment_path(dir, seq);
+                if std::fs::remove_file(&path).is_ok() {
+                    let _ = sync_dir(dir);
                 }
             }
-            self.shrink(segment.len);
-            let stats = &self.shared.stats;
-            stats.live_segments.fetch_sub(1, Relaxed);
-            stats.segments_deleted.fetch_add(1, Relaxed);
-            deleted = true;
+            return;
         }
-        if deleted && let Err(e) = sync_dir(&self.dir) {
-            tracing::warn!(directory = %self.dir.display(), error = %e, "wal: cannot sync the directory after deleting segments");
+        if let Some(seq) = c.prepare.take() {
+            c.preparing = true;
+            drop(c);
+            let path = segment_path(dir, seq);
+            let made = create_segment(storage, dir, &path, seq);
+            c = lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            c.preparing = false;
+            match made {
+                Ok(file) => c.prepared = Some((seq, file)),
+                // The writer creates it itself and reports what goes wrong.
+                Err((path, e)) => {
+                    tracing::debug!(segment = %path.display(), error = %e, "wal: cannot prepare the next segment ahead")
+                }
+            }
+            wake.notify_all();
         }
     }
 }

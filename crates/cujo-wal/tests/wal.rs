@@ -202,10 +202,15 @@ async fn segments_rotate_and_are_deleted_only_when_sealed_and_released() {
     assert_eq!(seqs[0], seqs[2]);
     assert_eq!(seqs[3], seqs[0] + 1);
     assert_eq!(seqs[6], seqs[0] + 2);
-    assert_eq!(segment_files(dir.path()).len(), 3);
-    for f in segment_files(dir.path()) {
-        assert_eq!(fs::metadata(&f).expect("segment").len(), 3052);
+    // Three full segments, and the next one created ahead of time (its header only).
+    wait_until("the next segment prepared", || {
+        segment_files(dir.path()).len() == 4
+    });
+    let files = segment_files(dir.path());
+    for f in &files[..3] {
+        assert_eq!(fs::metadata(f).expect("segment").len(), 3052);
     }
+    assert_eq!(fs::metadata(&files[3]).expect("segment").len(), 16);
     let stats = wal.stats().snapshot();
     assert_eq!(stats.live_segments, 3);
     assert_eq!(stats.live_bytes, 3 * 3052);
@@ -494,4 +499,30 @@ fn the_log_and_its_replay_move_between_threads() {
     send_sync::<Wal>();
     send_sync::<SegmentRef>();
     send::<Replay>();
+}
+
+#[tokio::test]
+async fn closing_removes_the_segment_created_ahead_and_a_crash_leaves_it_harmless() {
+    let dir = TempDir::new("ahead");
+    let (wal, _) = Wal::open(small(dir.path())).expect("open");
+    let kept = wal.append(payload(1, 100)).await.expect("append");
+    wait_until("the next segment prepared", || {
+        segment_files(dir.path()).len() == 2
+    });
+    // A crash now leaves the next segment (a header only) beside the one appended to.
+    let ahead = segment_files(dir.path())[1].clone();
+    let header_only = fs::read(&ahead).expect("read");
+    drop(kept);
+    drop(wal);
+    // A clean close removes it.
+    assert!(!ahead.exists(), "the unused segment is removed at close");
+    fs::write(&ahead, &header_only).expect("put back as a crash would leave it");
+    let (wal, replay) = Wal::open(small(dir.path())).expect("reopen");
+    let got: Vec<Bytes> = replay.map(|r| r.expect("reads").payload).collect();
+    assert!(
+        got.iter().all(|p| p == &payload(1, 100)),
+        "the header-only segment replays nothing"
+    );
+    wait_until("the old segments deleted once replayed", || !ahead.exists());
+    drop(wal);
 }
