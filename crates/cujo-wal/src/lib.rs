@@ -13,7 +13,8 @@
 //! # Layout
 //! - [`config`]: `wal:` as written ([`WalConfig`], its `validate`) and [`WalSettings`].
 //! - [`wal`]: [`Wal`]: open (directory checks, lock, segments found), [`Wal::append`], close.
-//! - `writer`: the writer thread: group commit, rotation, failures, deleting segments.
+//! - `writer`: the writer thread: group commit, rotation, failures; its housekeeping
+//!   thread deletes released segments and creates the next one ahead of time.
 //! - [`replay`]: reading the segments found at open ([`Replay`]).
 //! - [`segment`]: [`SegmentRef`], the files underneath, the lock.
 //! - [`mod@format`]: the bytes on disk.
@@ -25,8 +26,10 @@
 //! in `seq` order. A segment starts with a 16-byte header (`CUJOWAL`, version 1, `seq`
 //! LE); each record is framed as `magic (C5 1E 9A F7) | len: u32 LE | crc32(len ++
 //! payload): u32 LE | payload`. A segment grows until the next record would pass
-//! `segment_size`, then it is sealed and the next one started. Each open starts a new
-//! segment; the ones found are only read and deleted.
+//! `segment_size`, then it is sealed and the next one (created ahead of time, its header
+//! synced) takes over. Each open starts a new segment; the ones found are only read and
+//! deleted (a header-only segment left by a crash replays nothing). A clean close removes
+//! the next segment if it was never used.
 //!
 //! # Lifecycle of a record
 //! [`Wal::append`] queues it (refusing at once when `max_size`, `max_pending` or
