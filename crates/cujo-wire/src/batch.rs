@@ -150,6 +150,24 @@ impl SpanBatch {
         }
     }
 
+    /// The distinct pins of the batch's spans (see [`ResourceHeader::pin`]). Whoever turns
+    /// the spans into something that no longer carries their headers (an encoded request
+    /// being sent and retried) holds these until it is done with that.
+    pub fn pins(&self) -> Vec<Pin> {
+        let mut pins: Vec<Pin> = Vec::new();
+        for g in &self.groups {
+            let id = g.resource.pin_id();
+            if let Some(pin) = &g.resource.pin
+                && !pins
+                    .iter()
+                    .any(|p| Arc::as_ptr(p) as *const () as usize == id)
+            {
+                pins.push(pin.clone());
+            }
+        }
+        pins
+    }
+
     /// Whether any span of the batch has a tenant other than the default.
     pub fn has_tenants(&self) -> bool {
         self.groups.iter().any(|g| g.resource.tenant.is_some())
@@ -596,6 +614,29 @@ mod tests {
         len_field(&mut once, 2, &[2; 8]);
         assert_eq!(rejection(&once), None);
         assert_eq!(span_trace_id(&once), read_span(&once).trace_id);
+    }
+
+    #[test]
+    fn pins_lists_each_pin_of_the_batch_once() {
+        let mut span = Vec::new();
+        len_field(&mut span, 1, &[1; 16]);
+        len_field(&mut span, 2, &[2; 8]);
+        let scanned = || scan_request(&request(&span)).expect("valid").batch;
+        let (a, b): (Pin, Pin) = (Arc::new(1u64), Arc::new(2u64));
+        let mut batch = scanned();
+        assert!(batch.pins().is_empty());
+        batch.set_pin(&a);
+        for pin in [&b, &a] {
+            let mut more = scanned();
+            more.set_pin(pin);
+            batch.append(&mut more);
+        }
+        let pins = batch.pins();
+        assert_eq!(pins.len(), 2);
+        assert!(Arc::ptr_eq(&pins[0], &a) && Arc::ptr_eq(&pins[1], &b));
+        // Held apart from the batch, they outlive it.
+        drop(batch);
+        assert_eq!(Arc::strong_count(&a), 2);
     }
 
     #[test]

@@ -463,6 +463,10 @@ async fn deliver(
     } = out;
     // What the tenant's share gets back once the batch is done with.
     let tenant = tenant.map(|t| (t, batch.span_bytes()));
+    // The spans' write-ahead log segments: the body no longer carries them, and a segment
+    // deleted while its spans are still being retried would lose them on a crash. Released
+    // once the batch is delivered or dropped with a count.
+    let pins = batch.pins();
     let (protocol, compression) = (downstream.protocol(), downstream.compression());
     let pool = buffers.clone();
     // The body is counted before it is written: its encoded size (twice with gzip: the
@@ -546,6 +550,7 @@ async fn deliver(
         }
     };
     finish(&telemetry, spans, tenant.as_ref(), result);
+    drop(pins);
     body_lease.shrink(body.len());
     buffers.give_body(body);
 }
