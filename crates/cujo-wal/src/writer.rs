@@ -58,6 +58,9 @@ pub(crate) struct Writer {
     /// Deletes and prepares segments off the commit path; `None` if its thread could not
     /// start (then this thread does both itself).
     housekeeper: Option<Housekeeper>,
+    /// `refused_io` when the current run of failures began; `None` while writes succeed.
+    /// A full disk fails every group until space is freed: one line says so, not one each.
+    failing_since: Option<u64>,
 }
 
 struct Active {
@@ -102,6 +105,7 @@ impl Writer {
             in_buf: Vec::new(),
             unsynced: Vec::new(),
             housekeeper,
+            failing_since: None,
         }
     }
 
@@ -243,7 +247,7 @@ impl Writer {
             if self.active.is_none()
                 && let Err((path, e)) = self.start_segment()
             {
-                tracing::error!(segment = %path.display(), error = %e, "wal: cannot start a segment; refusing appends");
+                self.log_failure(&path, "cannot start a segment", &e);
                 let error = AppendError::io(path, "cannot start the segment", &e);
                 self.refuse(done, framed, error.clone());
                 refused = Some(error);
@@ -299,6 +303,13 @@ impl Writer {
         }
         active.synced_len = active.len;
         let stats = &self.shared.stats;
+        if let Some(since) = self.failing_since.take() {
+            let refused = stats.refused_io.load(Relaxed).saturating_sub(since);
+            tracing::info!(
+                refused,
+                "wal: appends are written again after a failure; the appends refused meanwhile were refused retryably"
+            );
+        }
         for w in self.unsynced.drain(..) {
             stats.appended_records.fetch_add(1, Relaxed);
             stats
@@ -316,7 +327,7 @@ impl Writer {
         let Some(mut active) = self.active.take() else {
             return AppendError::Closed;
         };
-        tracing::error!(segment = %active.path.display(), error = %e, "wal: {what}; refusing the records not yet synced and sealing the segment");
+        self.log_failure(&active.path, what, e);
         let error = AppendError::io(active.path.clone(), what, e);
         // Cut first, refuse after: a client told "no" must not find its record replayed.
         let truncated = active
@@ -346,6 +357,17 @@ impl Writer {
             let _ = w.done.send(Err(error.clone()));
         }
         error
+    }
+
+    /// Logs the first failure of a run (the next successful sync ends it); the rest only
+    /// at debug level: each refusal is counted in `refused_io` either way.
+    fn log_failure(&mut self, segment: &std::path::Path, what: &str, e: &io::Error) {
+        if self.failing_since.is_some() {
+            tracing::debug!(segment = %segment.display(), error = %e, "wal: {what}; refusing appends");
+            return;
+        }
+        self.failing_since = Some(self.shared.stats.refused_io.load(Relaxed));
+        tracing::error!(segment = %segment.display(), error = %e, "wal: {what}; appends are refused (retryably) until a write and its sync succeed again");
     }
 
     /// Refuses an append whose bytes never reached the file.
