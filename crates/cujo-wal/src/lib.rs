@@ -48,11 +48,15 @@
 //!   the next offset where a whole, valid record starts (`corrupt_skips`,
 //!   `corrupt_bytes`); no length is trusted beyond what is left in the file or
 //!   [`replay::FORMAT_MAX_RECORD`]. Damage in the last record of a segment cannot be told
-//!   from a torn tail and is counted as one.
+//!   from a torn tail and is counted as one. A segment read with either is named in one
+//!   warning when its reading ends.
 //! - **Write or sync fails (ENOSPC, EIO).** Every record not yet synced is refused with
 //!   [`AppendError::Io`]; the segment is truncated to its last synced length and sealed;
 //!   the next append starts a new segment. If even the truncation fails, a refused
-//!   record may be replayed later: a duplicate, never a loss.
+//!   record may be replayed later: a duplicate, never a loss. The first failure of a run
+//!   is logged (an error naming the segment and the cause); the rest are counted
+//!   (`refused_io`) but logged only at debug level, and the first sync that succeeds again
+//!   logs how many were refused meanwhile.
 //! - **Full, busy.** Retryable refusals ([`AppendError::is_retryable`]) for the client
 //!   to send again later (`UNAVAILABLE` / HTTP 503), never an unbounded queue.
 //! - **Duplicates.** Delivery is at least once: a record written but not acknowledged

@@ -125,7 +125,11 @@ impl Iterator for Replay {
                         payload,
                     }));
                 }
-                Ok(None) => self.current = None,
+                Ok(None) => {
+                    if let Some(scan) = self.current.take() {
+                        scan.report_damage();
+                    }
+                }
                 Err(e) => {
                     let scan = self.current.take()?;
                     scan.found.segment.keep();
@@ -221,6 +225,21 @@ impl SegmentScan {
             lost: Damage::default(),
             corrupt: Damage::default(),
         })
+    }
+
+    /// One log line for a segment read to its end with damage, naming the file.
+    fn report_damage(&self) {
+        let (lost, corrupt) = (self.lost, self.corrupt);
+        if lost.stretches + corrupt.stretches == 0 {
+            return;
+        }
+        tracing::warn!(
+            segment = %self.found.path.display(),
+            torn_tail_bytes = lost.bytes,
+            damaged_stretches = corrupt.stretches,
+            damaged_bytes = corrupt.bytes,
+            "wal: replay skipped what it could not read in this segment"
+        );
     }
 
     /// The next complete record's payload, or `None` at the end of the segment.

@@ -258,18 +258,34 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         let mut done = replayer.replay(replay, &abandon).await;
         replayed_segments = std::mem::take(&mut done.segments);
         let seconds = started.elapsed().as_secs_f64();
-        tracing::info!(
-            records = done.records,
-            spans = done.spans,
-            unreadable = done.unreadable,
-            seconds,
-            spans_per_second = if seconds > 0.0 {
-                done.spans as f64 / seconds
-            } else {
-                0.0
-            },
-            "write-ahead log replayed"
-        );
+        let spans_per_second = if seconds > 0.0 {
+            done.spans as f64 / seconds
+        } else {
+            0.0
+        };
+        let skipped = done.log;
+        if done.unreadable + skipped.lost_records + skipped.corrupt_skips > 0 {
+            tracing::warn!(
+                records = done.records,
+                spans = done.spans,
+                unreadable = done.unreadable,
+                torn_tails = skipped.lost_records,
+                torn_tail_bytes = skipped.lost_bytes,
+                damaged_stretches = skipped.corrupt_skips,
+                damaged_bytes = skipped.corrupt_bytes,
+                seconds,
+                spans_per_second,
+                "write-ahead log replayed; what could not be read was skipped"
+            );
+        } else {
+            tracing::info!(
+                records = done.records,
+                spans = done.spans,
+                seconds,
+                spans_per_second,
+                "write-ahead log replayed"
+            );
+        }
     }
     if let (Some(guard), Some(reader)) = (&replay_guard, &sli_reader) {
         // Once the replayed segments are gone no restored key can come back: the guard

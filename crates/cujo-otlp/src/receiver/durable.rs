@@ -101,11 +101,14 @@ pub struct Replayed {
     pub records: u64,
     pub spans: u64,
     /// Records that could not be read back as a request (another version's, or a tenant
-    /// no longer configured): their spans are counted dropped with reason `wal_unreadable`.
+    /// no longer configured): skipped, and counted on `/metrics` as requests with
+    /// `transport="wal", outcome="invalid"` (with their spans when they can be read).
     pub unreadable: u64,
     /// The segments the records came from, held weakly: once they are all gone, nothing
     /// of this replay can be replayed again (the SLI engine's guard uses this).
     pub segments: Vec<std::sync::Weak<dyn std::any::Any + Send + Sync>>,
+    /// What the log read and skipped: torn tails and damaged stretches (also `cujo_wal_*`).
+    pub log: cujo_wal::ReplayCounts,
 }
 
 impl Ingest {
@@ -127,11 +130,13 @@ impl Ingest {
         // The log is read on a blocking thread; a few records ahead at most.
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
         let reader = tokio::task::spawn_blocking(move || {
-            for record in replay {
+            let mut replay = replay;
+            for record in replay.by_ref() {
                 if tx.blocking_send(record).is_err() {
                     break;
                 }
             }
+            replay.counts()
         });
         let mut done = Replayed::default();
         while let Some(record) = rx.recv().await {
@@ -152,20 +157,19 @@ impl Ingest {
                 done.segments.push(Arc::downgrade(&pin));
             }
             let Some((sender, body)) = decode_record(&record.payload) else {
-                done.unreadable += 1;
-                tracing::warn!("write-ahead log: a record of an unknown form was skipped");
+                self.unreadable(&mut done, 0, "a record of an unknown form");
                 continue;
             };
             let tenant = match self.replay_tenant(&sender) {
                 Ok(t) => t,
                 Err(reason) => {
-                    done.unreadable += 1;
-                    tracing::warn!(%reason, "write-ahead log: a record was skipped");
+                    let spans = scan_request(&body).map_or(0, |s| s.batch.span_count() as u64);
+                    self.unreadable(&mut done, spans, &reason);
                     continue;
                 }
             };
             let Ok(scanned) = scan_request(&body) else {
-                done.unreadable += 1;
+                self.unreadable(&mut done, 0, "not an ExportTraceServiceRequest");
                 continue;
             };
             let mut batch = scanned.batch;
@@ -206,8 +210,22 @@ impl Ingest {
             }
         }
         drop(rx);
-        let _ = reader.await;
+        if let Ok(counts) = reader.await {
+            done.log = counts;
+        }
         done
+    }
+
+    /// A replayed record that cannot be taken back as a request: counted and skipped.
+    fn unreadable(&self, done: &mut Replayed, spans: u64, reason: &str) {
+        done.unreadable += 1;
+        self.telemetry
+            .request(Transport::Wal, RequestOutcome::Invalid, spans);
+        tracing::warn!(
+            reason,
+            spans,
+            "write-ahead log: a replayed record was skipped"
+        );
     }
 
     fn replay_tenant(&self, sender: &Sender) -> Result<Option<Arc<Tenant>>, String> {
@@ -308,8 +326,26 @@ pub fn render(stats: &cujo_wal::WalStats, out: &mut crate::prom::Exposition) {
         "Records replayed at start (acknowledged before a restart and not yet exported then).",
     )
     .sample(&[], s.replayed_records as f64);
+    Family::counter(
+        out,
+        "cujo_wal_replayed_bytes_total",
+        "Payload bytes of the records replayed at start.",
+    )
+    .sample(&[], s.replayed_bytes as f64);
     Family::counter(out, "cujo_wal_lost_records_total", "Records lost to a torn tail at start (a crash while they were written: never acknowledged).")
         .sample(&[], s.lost_records as f64);
+    Family::counter(
+        out,
+        "cujo_wal_lost_bytes_total",
+        "Bytes after the last complete record of a segment (torn tails), dropped at start.",
+    )
+    .sample(&[], s.lost_bytes as f64);
+    Family::counter(
+        out,
+        "cujo_wal_corrupt_skips_total",
+        "Damaged stretches of a segment (a record or more each) skipped at start to the next valid record.",
+    )
+    .sample(&[], s.corrupt_skips as f64);
     Family::counter(
         out,
         "cujo_wal_corrupt_bytes_total",
