@@ -235,6 +235,25 @@ impl Cujo {
     /// Starts cujo with exactly this YAML and these environment variables (for `${env:}`,
     /// or `RUST_LOG` to change the log level).
     pub async fn start_yaml_with_env(yaml: &str, env: &[(&str, &str)]) -> Cujo {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_yaml_via(yaml, move |binary, config| {
+            let mut command = Command::new(binary);
+            command.arg("--config").arg(config).envs(env);
+            command
+        })
+        .await
+    }
+
+    /// Starts cujo with exactly this YAML through `launch`, which is given the binary and
+    /// the config file and returns the command that runs it (e.g. inside `unshare`). The
+    /// command must `exec` cujo, so that the child is cujo (SIGKILL on drop reaches it).
+    pub async fn start_yaml_via(
+        yaml: &str,
+        launch: impl FnOnce(&std::path::Path, &std::path::Path) -> Command,
+    ) -> Cujo {
         static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("cujo-test-{}-{seq}", std::process::id()));
@@ -245,11 +264,14 @@ impl Cujo {
         let log = std::fs::File::create(&log_path).expect("log file");
         let stdout_path = dir.join("cujo.stdout");
         let stdout = std::fs::File::create(&stdout_path).expect("stdout file");
-        let child = Command::new(env!("CARGO_BIN_EXE_cujo"))
-            .arg("--config")
-            .arg(&config_path)
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
+        let mut command = launch(
+            std::path::Path::new(env!("CARGO_BIN_EXE_cujo")),
+            &config_path,
+        );
+        if !command.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            command.env("RUST_LOG", "info");
+        }
+        let child = command
             .stdout(stdout)
             .stderr(log)
             .spawn()
