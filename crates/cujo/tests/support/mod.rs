@@ -383,10 +383,20 @@ impl Cujo {
 }
 
 impl Drop for Cujo {
+    /// SIGKILLs cujo and removes its directory (config, log, stdout), unless the test is
+    /// failing: then the log is kept for whoever looks into it.
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if !std::thread::panicking()
+            && let Some(dir) = self.config_path.parent()
+            && dir
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("cujo-test-"))
+        {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
