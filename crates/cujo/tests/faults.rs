@@ -153,7 +153,7 @@ async fn permanent_refusals_and_exhausted_retries_are_counted_as_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_closed_loop_load_delivers_every_acknowledged_span() {
     let downstream = Downstream::start().await;
-    let mut cujo = Cujo::start(&exporter_yaml(downstream.addr, "")).await;
+    let cujo = Cujo::start(&exporter_yaml(downstream.addr, "")).await;
     let acked = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for c in 0..4u64 {
@@ -175,13 +175,7 @@ async fn sigterm_under_closed_loop_load_delivers_every_acknowledged_span() {
         (acked.lock().expect("lock").len() >= 20_000).then_some(())
     })
     .await;
-    let status = tokio::task::spawn_blocking(move || {
-        let status = cujo.terminate();
-        (status, cujo)
-    })
-    .await
-    .expect("terminate");
-    let (status, cujo) = status;
+    let (status, cujo) = cujo.stop().await;
     assert!(
         status.success(),
         "exit 0 after SIGTERM: {status}\n{}",
@@ -206,7 +200,7 @@ async fn sigterm_under_closed_loop_load_delivers_every_acknowledged_span() {
 async fn shutdown_deadline_bounds_exit_and_counts_what_was_not_sent() {
     let mut downstream = Downstream::start().await;
     downstream.stop().await;
-    let mut cujo = Cujo::start(&format!(
+    let cujo = Cujo::start(&format!(
         "shutdown: {{ timeout: 500ms }}\n{}",
         exporter_yaml(downstream.addr, "")
     ))
@@ -216,9 +210,7 @@ async fn shutdown_deadline_bounds_exit_and_counts_what_was_not_sent() {
         .send(&make_request("checkout", 7, 40))
         .await
         .expect("accepted");
-    let (status, cujo) = tokio::task::spawn_blocking(move || (cujo.terminate(), cujo))
-        .await
-        .expect("terminate");
+    let (status, cujo) = cujo.stop().await;
     assert!(status.success(), "exit 0: {status}");
     let log = cujo.log();
     assert!(

@@ -370,12 +370,7 @@ async fn memory_pressure_releases_early_without_losing_spans() {
     })
     .await;
     assert!(cujo.metric("cujo_assembler_spans_buffered").await <= 50.0);
-    let (status, cujo) = tokio::task::spawn_blocking(move || {
-        let mut cujo = cujo;
-        (cujo.terminate(), cujo)
-    })
-    .await
-    .expect("stop");
+    let (status, cujo) = cujo.stop().await;
     assert!(status.success(), "{}", cujo.log());
     assert_eq!(downstream.span_count(), 120, "nothing lost");
     for s in downstream.spans() {
@@ -406,12 +401,7 @@ async fn shutdown_releases_and_forwards_buffered_traces_enriched() {
     })
     .await;
     assert_eq!(downstream.span_count(), 0);
-    let (status, _cujo) = tokio::task::spawn_blocking(move || {
-        let mut cujo = cujo;
-        (cujo.terminate(), cujo)
-    })
-    .await
-    .expect("stop");
+    let (status, _cujo) = cujo.stop().await;
     assert!(status.success());
     let spans = downstream.spans();
     assert_eq!(spans.len(), 2);

@@ -240,12 +240,7 @@ async fn slo_state_survives_a_restart_and_a_corrupt_state_file_is_kept_aside() {
     let measured = latency_count(&cujo.metrics().await);
     assert!(measured > 0.0, "latencies measured");
     assert!(before > 0.0 && before < 1.0, "{before}");
-    let (status, _) = tokio::task::spawn_blocking(move || {
-        let mut cujo = cujo;
-        (cujo.terminate(), cujo)
-    })
-    .await
-    .expect("stop");
+    let (status, _) = cujo.stop().await;
     assert!(status.success());
     assert!(state.exists(), "saved at shutdown");
 
@@ -316,12 +311,7 @@ async fn slo_state_survives_a_restart_and_a_corrupt_state_file_is_kept_aside() {
         std::fs::read(kept[0].path()).expect("kept"),
         b"not a state file at all"
     );
-    let (status, _) = tokio::task::spawn_blocking(move || {
-        let mut cujo = after_corruption;
-        (cujo.terminate(), cujo)
-    })
-    .await
-    .expect("stop");
+    let (status, _) = after_corruption.stop().await;
     assert!(status.success());
     assert!(state.exists(), "a new state file saved at shutdown");
     assert_eq!(

@@ -79,12 +79,7 @@ async fn every_acknowledged_span_arrives_after_a_sigkill() {
     })
     .await;
     // A clean stop after that leaves nothing to replay: the next start sends nothing again.
-    let status = tokio::task::spawn_blocking(move || {
-        let mut c = restarted;
-        c.terminate()
-    })
-    .await
-    .expect("stop");
+    let status = restarted.stop().await.0;
     assert!(status.success());
     let before = downstream.spans_named("durable");
     let again = Cujo::start(&config).await;

@@ -180,12 +180,7 @@ async fn sli_windows_after_a_sigkill_and_replay_equal_the_uninterrupted_run() {
         (restarted.metric("cujo_wal_live_segments").await <= 1.0).then_some(())
     })
     .await;
-    let status = tokio::task::spawn_blocking(move || {
-        let mut c = restarted;
-        c.terminate()
-    })
-    .await
-    .expect("stop");
+    let status = restarted.stop().await.0;
     assert!(status.success());
     let again = Cujo::start(&config).await;
     assert_eq!(window(&again).await, expected(45));

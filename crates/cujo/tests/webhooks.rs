@@ -355,12 +355,7 @@ notifications:
     );
     support::promtool_check_metrics(&metrics);
 
-    let status = tokio::task::spawn_blocking(move || {
-        let mut cujo = cujo;
-        cujo.terminate()
-    })
-    .await
-    .expect("stop");
+    let status = cujo.stop().await.0;
     assert!(status.success(), "{status}");
 }
 
@@ -433,12 +428,7 @@ notifications:
         (recorded.delivered("generic").len() == 1).then_some(())
     })
     .await;
-    let status = tokio::task::spawn_blocking(move || {
-        let mut cujo = cujo;
-        cujo.terminate()
-    })
-    .await
-    .expect("stop");
+    let status = cujo.stop().await.0;
     assert!(status.success(), "{status}");
     // The receiver answers 503 to the first attempt: two posts for one notification.
     let before = recorded.posts("generic").len();

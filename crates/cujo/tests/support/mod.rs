@@ -360,6 +360,17 @@ impl Cujo {
     }
 
     /// Sends SIGTERM and waits (with a deadline) for the exit status.
+    /// [`Cujo::terminate`] from async code (the wait blocks, so it runs on a blocking
+    /// thread): the exit status, and the stopped cujo, whose log stays readable.
+    pub async fn stop(self) -> (ExitStatus, Cujo) {
+        tokio::task::spawn_blocking(move || {
+            let mut cujo = self;
+            (cujo.terminate(), cujo)
+        })
+        .await
+        .expect("stop")
+    }
+
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         let status = Command::new("kill")
