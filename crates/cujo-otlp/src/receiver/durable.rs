@@ -139,7 +139,7 @@ impl Ingest {
             replay.counts()
         });
         let mut done = Replayed::default();
-        while let Some(record) = rx.recv().await {
+        'records: while let Some(record) = rx.recv().await {
             let record = match record {
                 Ok(r) => r,
                 Err(e) => {
@@ -182,7 +182,9 @@ impl Ingest {
             while !lease.try_grow(need) {
                 // The pipeline is full: replay goes at its pace (a lease alone always fits).
                 tokio::select! {
-                    _ = stop.cancelled() => return done,
+                    // Stopped: what was not handed on stays in the log for the next start;
+                    // the reader still says what it skipped so far.
+                    _ = stop.cancelled() => break 'records,
                     _ = tokio::time::sleep(Duration::from_millis(20)) => {}
                 }
             }
