@@ -111,37 +111,32 @@ impl SpanBatch {
 
     /// Marks every span of the batch as sent by `tenant` (each resource shared as before).
     pub fn set_tenant(&mut self, tenant: &Arc<Tenant>) {
-        let mut last: Option<(*const ResourceHeader, Arc<ResourceHeader>)> = None;
-        for g in &mut self.groups {
-            let now = match &last {
-                Some((old, new)) if std::ptr::eq(*old, Arc::as_ptr(&g.resource)) => new.clone(),
-                _ => {
-                    let new = Arc::new(ResourceHeader {
-                        bytes: g.resource.bytes.clone(),
-                        tenant: Some(tenant.clone()),
-                        pin: g.resource.pin.clone(),
-                    });
-                    last = Some((Arc::as_ptr(&g.resource), new.clone()));
-                    new
-                }
-            };
-            g.resource = now;
-        }
+        self.rewrite_resources(|r| ResourceHeader {
+            bytes: r.bytes.clone(),
+            tenant: Some(tenant.clone()),
+            pin: r.pin.clone(),
+        });
     }
 
     /// Pins every span of the batch to `pin` (see [`ResourceHeader::pin`]; each resource
     /// shared as before).
     pub fn set_pin(&mut self, pin: &Pin) {
+        self.rewrite_resources(|r| ResourceHeader {
+            bytes: r.bytes.clone(),
+            tenant: r.tenant.clone(),
+            pin: Some(pin.clone()),
+        });
+    }
+
+    /// Replaces each group's resource header with `rewrite` of it, once per distinct header:
+    /// groups that shared a header share the rewritten one.
+    fn rewrite_resources(&mut self, rewrite: impl Fn(&ResourceHeader) -> ResourceHeader) {
         let mut last: Option<(*const ResourceHeader, Arc<ResourceHeader>)> = None;
         for g in &mut self.groups {
             let now = match &last {
                 Some((old, new)) if std::ptr::eq(*old, Arc::as_ptr(&g.resource)) => new.clone(),
                 _ => {
-                    let new = Arc::new(ResourceHeader {
-                        bytes: g.resource.bytes.clone(),
-                        tenant: g.resource.tenant.clone(),
-                        pin: Some(pin.clone()),
-                    });
+                    let new = Arc::new(rewrite(&g.resource));
                     last = Some((Arc::as_ptr(&g.resource), new.clone()));
                     new
                 }

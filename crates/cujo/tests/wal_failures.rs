@@ -61,6 +61,18 @@ fn arrived(downstream: &Downstream) -> HashMap<String, usize> {
     seen
 }
 
+/// Waits until every span named in `acknowledged` has reached the downstream.
+async fn all_arrived(downstream: &Downstream, acknowledged: &[String]) {
+    wait_for("every acknowledged span downstream", || async {
+        let seen = arrived(downstream);
+        acknowledged
+            .iter()
+            .all(|n| seen.contains_key(n))
+            .then_some(())
+    })
+    .await;
+}
+
 /// Whether a gRPC status is cujo's retryable refusal (UNAVAILABLE with RetryInfo), not a
 /// transport error.
 fn is_retryable_refusal(status: &tonic::Status) -> bool {
@@ -334,14 +346,7 @@ async fn a_full_disk_refuses_retryably_and_recovers_once_the_downstream_drains_i
 
     // The downstream comes back: everything acknowledged arrives, the log is trimmed.
     downstream.set_mode(DownstreamMode::Accept);
-    wait_for("every acknowledged span downstream", || async {
-        let seen = arrived(&downstream);
-        acknowledged
-            .iter()
-            .all(|n| seen.contains_key(n))
-            .then_some(())
-    })
-    .await;
+    all_arrived(&downstream, &acknowledged).await;
     let m = wait_for("the delivered segments deleted", || async {
         let m = cujo.metrics().await;
         (metric_value(&m, "cujo_wal_live_segments") == 0.0).then_some(m)
@@ -789,14 +794,7 @@ async fn a_sigkill_under_sustained_load_loses_nothing_acknowledged() {
     let before_restart = downstream.span_count();
 
     let restarted = Cujo::start_yaml(&config).await;
-    wait_for("every acknowledged span downstream", || async {
-        let seen = arrived(&downstream);
-        acknowledged
-            .iter()
-            .all(|n| seen.contains_key(n))
-            .then_some(())
-    })
-    .await;
+    all_arrived(&downstream, &acknowledged).await;
     let m = restarted.metrics().await;
     let seen = arrived(&downstream);
     let missing = acknowledged
