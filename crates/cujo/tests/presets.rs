@@ -349,9 +349,25 @@ async fn datadog_intake_preset_posts_delta_with_dd_api_key_split_under_the_limit
         )),
         spans.addr
     )
-    .replace("dimensions: [user.tier]", "dimensions: [user.tier]\n    max_series: 100");
+    .replace("dimensions: [user.tier]", "dimensions: [user.tier]\n    max_series: 100")
+    // One push holds every series: none on a timer, the final one at shutdown after all
+    // the events are counted (on a timer the events may spread over pushes small enough
+    // not to split).
+    .replace("interval: 200ms", "interval: 1h");
     let cujo = Cujo::start_yaml(&with_listeners(&yaml)).await;
     send(format!("http://{}", cujo.grpc), 240, 60).await;
+    wait_for("240 latency events counted", || async {
+        let m = cujo.metrics().await;
+        let n: f64 = m
+            .lines()
+            .filter(|l| l.starts_with("cujo_sli_events_total{") && l.contains("sli=\"latency\""))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum();
+        (n == 240.0).then_some(())
+    })
+    .await;
+    let (status, _cujo) = cujo.stop().await;
+    assert!(status.success());
     let seen = until_all_counted(&backend, 240, true).await;
     assert!(
         seen.iter().any(|s| latency_events(&s.request).is_none()),
