@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cujo_wire::alloc::allocation_size;
-use cujo_wire::span::{SpanFields, span_head};
+use cujo_wire::span::{SpanFields, span_head, span_start_time};
 use cujo_wire::{ScopeGroup, SpanBatch};
 
 use crate::held::{Group, Trace, span_flags};
@@ -108,31 +108,38 @@ impl Assembler {
             self.output_written += allocation_size(data.len()) + n * HANDLE;
             return;
         };
-        let heads: Vec<Head> = trace
-            .spans_in(data)
-            .map(|(r, _, _)| head(&data[r]))
-            .collect();
-        // Hop counts need the span tree only when the trace has a consumer under a parent.
+        // Hop counts need the span tree only when the trace has a consumer under a parent;
+        // otherwise each span's start time is all release reads of it.
         let base_hops = u32::from(origin.link_hops);
-        let hops = trace
+        let heads: Option<Vec<Head>> = trace
             .spans
             .iter()
             .any(|s| s.flags & span_flags::CONSUMER_CHILD != 0)
-            .then(|| async_hops(&heads, base_hops));
+            .then(|| {
+                trace
+                    .spans_in(data)
+                    .map(|(r, _, _)| head(&data[r]))
+                    .collect()
+            });
+        let hops = heads.as_ref().map(|h| async_hops(h, base_hops));
         let duration = duration_ms(origin.root_start_ns(), trace.last_end_ns);
         let shared = shared_block(origin);
         let mut buf = Vec::with_capacity(data.len() + n * (shared.len() + 64) + 32);
         let mut offsets = Vec::with_capacity(n);
-        for (i, ((range, s, _), head)) in trace.spans_in(data).zip(&heads).enumerate() {
+        for (i, (range, s, _)) in trace.spans_in(data).enumerate() {
             let h = hops
                 .as_ref()
                 .and_then(|v| v.get(i).copied())
                 .unwrap_or(base_hops);
+            let start_ns = match heads.as_ref().and_then(|v| v.get(i)) {
+                Some(head) => head.start_ns,
+                None => span_start_time(&data[range.clone()]),
+            };
             let start = buf.len();
             let root_summary =
                 (s.flags & span_flags::ROOT != 0).then_some((trace.span_count, duration));
             let ctx = SpanContext {
-                start_ns: head.start_ns,
+                start_ns,
                 async_hops: h,
                 root_summary,
             };
@@ -168,12 +175,20 @@ impl Assembler {
     }
 }
 
+/// How many of the output's last groups a span looks through for its own before it starts
+/// a new one. A trace's spans come in runs of a few groups, and the traces released together
+/// share the shard's interned groups, so a short look back finds most: the output keeps few,
+/// longer groups (fewer allocations, less for the exporter to merge).
+const GROUP_LOOKBACK: usize = 8;
+
 fn push_span(out: &mut SpanBatch, group: &Arc<Group>, bytes: Bytes) {
-    if let Some(last) = out.groups.last_mut()
-        && Arc::ptr_eq(&last.resource, &group.resource)
-        && last.scope.as_ptr() == group.scope.as_ptr()
-    {
-        last.spans.push(bytes);
+    let found = out.groups.iter_mut().rev().take(GROUP_LOOKBACK).find(|g| {
+        Arc::ptr_eq(&g.resource, &group.resource)
+            && g.scope.as_ptr() == group.scope.as_ptr()
+            && g.scope.len() == group.scope.len()
+    });
+    if let Some(g) = found {
+        g.spans.push(bytes);
         return;
     }
     out.groups.push(ScopeGroup {

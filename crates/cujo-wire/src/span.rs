@@ -132,6 +132,11 @@ pub struct SpanHead {
 /// The receivers refuse a span with a head field past that point (`scan_request`), so what
 /// this reads is what a full walk of the span reads.
 pub fn span_head(span: &[u8]) -> SpanHead {
+    head_in_field_order(span).unwrap_or_else(|| walk_head(span))
+}
+
+/// [`span_head`] by the general field walk.
+fn walk_head(span: &[u8]) -> SpanHead {
     let mut out = SpanHead::default();
     let mut seen_start = false;
     let mut reader = FieldReader::new(span, "Span");
@@ -155,6 +160,62 @@ pub fn span_head(span: &[u8]) -> SpanHead {
         }
     }
     out
+}
+
+/// A span's `start_time_unix_nano` ([`span_head`]).
+pub fn span_start_time(span: &[u8]) -> u64 {
+    span_head(span).start_time_unix_nano
+}
+
+/// [`span_head`] for a span whose head fields come in number order, as encoders write them:
+/// steps over the fields by their tags up to the start time, without the general field
+/// walk. `None` for a span laid out any other way, or with a head field again after the
+/// start (and end) time: a later one would win, so the walk reads it.
+fn head_in_field_order(span: &[u8]) -> Option<SpanHead> {
+    const TRACE_ID: u8 = 0x0a;
+    const SPAN_ID: u8 = 0x12;
+    const TRACE_STATE: u8 = 0x1a;
+    const PARENT_SPAN_ID: u8 = 0x22;
+    const NAME: u8 = 0x2a;
+    const KIND: u8 = 0x30;
+    const START: u8 = 0x39;
+    const END: u8 = 0x41;
+    let mut out = SpanHead::default();
+    let mut at = 0usize;
+    loop {
+        let tag = *span.get(at)?;
+        at += 1;
+        match tag {
+            TRACE_ID | SPAN_ID | TRACE_STATE | PARENT_SPAN_ID | NAME => {
+                let len = usize::try_from(crate::proto::read_varint(span, &mut at)?).ok()?;
+                let value = span.get(at..at.checked_add(len)?)?;
+                at += len;
+                match tag {
+                    SPAN_ID => copy_id(&mut out.span_id, value),
+                    PARENT_SPAN_ID if len == 8 => {
+                        let mut id = [0u8; 8];
+                        id.copy_from_slice(value);
+                        out.parent_span_id = Some(id);
+                    }
+                    _ => {}
+                }
+            }
+            KIND => out.kind = crate::proto::read_varint(span, &mut at)?,
+            START => {
+                out.start_time_unix_nano =
+                    u64::from_le_bytes(span.get(at..at + 8)?.try_into().ok()?);
+                at += 8;
+                if span.get(at) == Some(&END) {
+                    at += 9;
+                }
+                return match span.get(at) {
+                    Some(&next) if next >> 3 <= 8 => None,
+                    _ => Some(out),
+                };
+            }
+            _ => return None,
+        }
+    }
 }
 
 /// Whether [`span_head`] stops at field `number`, the start time seen or not.
@@ -366,5 +427,99 @@ pub fn copy_without_attributes(span: &[u8], out: &mut Vec<u8>, drop: impl Fn(&st
             continue;
         }
         out.extend_from_slice(&span[f.start..f.end]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{span_head, span_start_time, walk_head};
+    use crate::proto::{put_len_prefix, put_varint};
+
+    /// One field of a span as an encoder might write it: `(number, wire type)` with a value.
+    fn field() -> impl Strategy<Value = Vec<u8>> {
+        (
+            1u32..=20,
+            0u8..3,
+            any::<u64>(),
+            prop::collection::vec(any::<u8>(), 0..24),
+        )
+            .prop_map(|(number, wire, value, bytes)| {
+                let mut out = Vec::new();
+                match wire {
+                    0 => {
+                        put_varint(&mut out, u64::from(number) << 3);
+                        put_varint(&mut out, value);
+                    }
+                    1 => {
+                        put_varint(&mut out, (u64::from(number) << 3) | 1);
+                        out.extend_from_slice(&value.to_le_bytes());
+                    }
+                    _ => {
+                        put_len_prefix(&mut out, number, bytes.len());
+                        out.extend_from_slice(&bytes);
+                    }
+                }
+                out
+            })
+    }
+
+    fn span_in_field_order(name: &[u8], start: u64, end: u64, rest: &[u8]) -> Vec<u8> {
+        let mut span = Vec::new();
+        put_len_prefix(&mut span, 1, 16);
+        span.extend_from_slice(&[1; 16]);
+        put_len_prefix(&mut span, 2, 8);
+        span.extend_from_slice(&[2; 8]);
+        put_len_prefix(&mut span, 4, 8);
+        span.extend_from_slice(&[3; 8]);
+        put_len_prefix(&mut span, 5, name.len());
+        span.extend_from_slice(name);
+        span.extend_from_slice(&[0x30, 2, 0x39]);
+        span.extend_from_slice(&start.to_le_bytes());
+        span.push(0x41);
+        span.extend_from_slice(&end.to_le_bytes());
+        span.extend_from_slice(rest);
+        span
+    }
+
+    #[test]
+    fn a_span_in_field_order_gives_its_start_and_a_repeated_start_the_last() {
+        let span = span_in_field_order(&[b'x'; 300], 7, 9, &[]);
+        assert_eq!(span_start_time(&span), 7);
+        // A second start time after the end time wins, as in a full walk.
+        let mut repeated = span_in_field_order(b"GET", 7, 9, &[0x39]);
+        repeated.extend_from_slice(&11u64.to_le_bytes());
+        assert_eq!(span_start_time(&repeated), 11);
+        assert_eq!(walk_head(&repeated).start_time_unix_nano, 11);
+        let h = span_head(&span);
+        assert_eq!(
+            (h.span_id, h.parent_span_id, h.kind),
+            ([2; 8], Some([3; 8]), 2)
+        );
+    }
+
+    proptest! {
+        /// Whatever the bytes, the head is the one the full field walk reads.
+        #[test]
+        fn the_start_time_is_what_span_head_reads(
+            fields in prop::collection::vec(field(), 0..12),
+            head_first in any::<bool>(),
+            start in any::<u64>(),
+            end in any::<u64>(),
+        ) {
+            let rest: Vec<u8> = fields.concat();
+            let span = if head_first {
+                span_in_field_order(b"op", start, end, &rest)
+            } else {
+                rest
+            };
+            prop_assert_eq!(span_head(&span), walk_head(&span));
+        }
+
+        #[test]
+        fn arbitrary_bytes_read_as_span_head_reads_them(bytes in prop::collection::vec(any::<u8>(), 0..96)) {
+            prop_assert_eq!(span_head(&bytes), walk_head(&bytes));
+        }
     }
 }
