@@ -4,8 +4,10 @@
 //! - The span path (each assembler shard) matches its released traces itself
 //!   ([`crate::engine::SliMatcher`]) and hands the engine plain data through an [`SliFeed`]:
 //!   the events a trace began, the marks of late and linked spans, in batches of up to
-//!   [`BATCH_INPUTS`] (one wake-up of the engine thread per batch; what a shard gathered is
-//!   handed over at the end of each assembler step). Sending never waits for a reader; it
+//!   [`BATCH_INPUTS`] (what a shard gathered is handed over at the end of each assembler
+//!   step). The engine thread drains what waits, then lets inputs gather for [`GATHER`]
+//!   before it waits again, so under load it is woken at most once per interval, not once
+//!   per batch. Sending never waits for a reader; it
 //!   waits only when the engine thread is [`HANDOFF_CAPACITY`] batches behind, which is
 //!   back-pressure from recording itself (counted: [`SliFeed::waits`]).
 //! - Readers (`/metrics`, the status page and APIs, the notifier, the OTLP push, the state
@@ -39,6 +41,11 @@ pub const BATCH_INPUTS: usize = 64;
 /// event takes about a microsecond, so this is tens of milliseconds of work: enough to ride
 /// out a snapshot being built over thousands of series.
 pub const HANDOFF_CAPACITY: usize = 512;
+
+/// How long the engine thread lets inputs gather after applying what woke it: at most one
+/// wake-up per this interval under load (the hand-off holds [`HANDOFF_CAPACITY`] batches,
+/// far more than the span path hands over in it). SLIs move in seconds; this is invisible.
+const GATHER: Duration = Duration::from_millis(10);
 
 /// How many waiting inputs the engine applies before a reader's job, at most: a job sees
 /// what was handed over before it was asked (read-your-writes for the caller), and a
@@ -143,27 +150,52 @@ fn run(
         shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
         shared.applied.fetch_add(n, Ordering::Relaxed);
     };
+    let run_job = |engine: &mut SliEngine, job: Job| {
+        for input in inputs.try_iter().take(DRAIN_BEFORE_JOB) {
+            apply(engine, input);
+        }
+        job(engine);
+    };
     loop {
         let wait = next_tick.saturating_duration_since(Instant::now());
-        match inputs.recv_timeout(wait) {
-            Ok(input) => apply(&mut engine, input),
-            Err(RecvTimeoutError::Timeout) => {}
+        let woken = match inputs.recv_timeout(wait) {
+            Ok(input) => {
+                apply(&mut engine, input);
+                for input in inputs.try_iter().take(HANDOFF_CAPACITY) {
+                    apply(&mut engine, input);
+                }
+                true
+            }
+            Err(RecvTimeoutError::Timeout) => false,
             Err(RecvTimeoutError::Disconnected) => {
                 while let Ok(job) = jobs.try_recv() {
                     job(&mut engine);
                 }
                 return;
             }
-        }
+        };
         if Instant::now() >= next_tick {
             engine.tick(clock());
             next_tick = Instant::now() + every;
         }
         while let Ok(job) = jobs.try_recv() {
-            for input in inputs.try_iter().take(DRAIN_BEFORE_JOB) {
-                apply(&mut engine, input);
+            run_job(&mut engine, job);
+        }
+        if woken {
+            // Let the span path gather before the next wake-up: handing a batch to an
+            // engine that is not waiting costs the sender no system call, where waking it
+            // costs both sides one. Readers' jobs are still taken at once.
+            let until = Instant::now() + GATHER;
+            loop {
+                match jobs.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                    Ok(job) => run_job(&mut engine, job),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        std::thread::sleep(until.saturating_duration_since(Instant::now()));
+                        break;
+                    }
+                }
             }
-            job(&mut engine);
         }
     }
 }
