@@ -1,5 +1,6 @@
 //! Spans in wire form, grouped under the resource and scope they arrived with.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -278,23 +279,38 @@ impl SpanBatch {
                 g.scope.len(),
             )
         };
-        let mut first_seen: std::collections::HashMap<(usize, usize, usize), usize> =
-            std::collections::HashMap::new();
-        let mut merged: Vec<ScopeGroup> = Vec::new();
-        for g in self.groups.drain(..) {
-            match first_seen.get(&key(&g)) {
-                Some(&i) => merged[i].spans.extend(g.spans),
-                None => {
-                    first_seen.insert(key(&g), merged.len());
-                    merged.push(g);
+        let mut merged: Vec<ScopeGroup> = Vec::with_capacity(self.groups.len());
+        if self.groups.len() <= COMPACT_LINEAR_GROUPS {
+            // Few groups (the assembler already writes a span into its group when it is
+            // among the last few): a look through them costs less than a map.
+            for g in self.groups.drain(..) {
+                match merged.iter_mut().find(|m| key(m) == key(&g)) {
+                    Some(m) => m.spans.extend(g.spans),
+                    None => merged.push(g),
+                }
+            }
+        } else {
+            let mut first_seen: HashMap<(usize, usize, usize), usize> =
+                HashMap::with_capacity(self.groups.len());
+            for g in self.groups.drain(..) {
+                match first_seen.get(&key(&g)) {
+                    Some(&i) => merged[i].spans.extend(g.spans),
+                    None => {
+                        first_seen.insert(key(&g), merged.len());
+                        merged.push(g);
+                    }
                 }
             }
         }
         // Groups of one resource next to each other, for one ResourceSpans each.
-        merged.sort_by_key(|g| Arc::as_ptr(&g.resource) as usize);
+        merged.sort_unstable_by_key(|g| Arc::as_ptr(&g.resource) as usize);
         self.groups = merged;
     }
 }
+
+/// Up to this many groups, [`SpanBatch::compact`] finds duplicates by looking through the
+/// groups merged so far.
+const COMPACT_LINEAR_GROUPS: usize = 32;
 
 /// Spans of a request that were refused one by one (the rest of the request was accepted).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -419,3 +419,40 @@ fn compact_merges_groups_of_one_resource_and_scope() {
         2
     );
 }
+
+#[test]
+fn compact_merges_many_groups_as_it_merges_few() {
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![
+            resource_spans(
+                "a",
+                vec![
+                    ("s1", vec![span(1, 1, "a1")]),
+                    ("s2", vec![span(1, 2, "a2")]),
+                ],
+            ),
+            resource_spans("b", vec![("s1", vec![span(2, 1, "b1")])]),
+        ],
+    };
+    let scanned = scan_request(&encode(&req)).expect("valid").batch;
+    let g = &scanned.groups;
+    // Past the groups compact looks through one by one: 40 groups, 3 distinct.
+    let mut batch = SpanBatch {
+        groups: (0..40).map(|i| g[i % 3].clone()).collect(),
+    };
+    batch.compact();
+    assert_eq!(batch.groups.len(), 3);
+    assert_eq!(batch.span_count(), 40);
+    let out = write(&batch);
+    assert_eq!(
+        out.resource_spans.len(),
+        2,
+        "one ResourceSpans per resource"
+    );
+    let per_group: Vec<usize> = batch.groups.iter().map(|g| g.spans.len()).collect();
+    assert_eq!(per_group.iter().sum::<usize>(), 40);
+    assert!(
+        per_group.iter().all(|n| (13..=14).contains(n)),
+        "{per_group:?}"
+    );
+}
