@@ -219,6 +219,7 @@ impl Downstream {
         // An uncompressed message goes through tonic; a compressed one (already deflated off
         // the async workers) still goes through the hand-written framing below.
         if let Some(grpc) = &self.grpc
+            && export_via_tonic()
             && body.first() == Some(&0)
             && body.len() >= crate::rpc::FRAME_HEADER_LEN
         {
@@ -380,6 +381,12 @@ impl Downstream {
             }
         }
     }
+}
+
+/// Prototype switch: `CUJO_TONIC_EXPORT=0` sends through the hand-written framing.
+fn export_via_tonic() -> bool {
+    static VIA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *VIA.get_or_init(|| std::env::var("CUJO_TONIC_EXPORT").as_deref() != Ok("0"))
 }
 
 /// A call that got no answer (no connection, reset, TLS failure): the downstream may come

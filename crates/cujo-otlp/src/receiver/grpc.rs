@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 
-use super::decode::Coding;
+use super::decode::{Coding, Compressed, DecodeError, decompress};
 use super::{Ingest, IngestError, NotAdmitted};
 use crate::memory::Lease;
 use crate::rpc::{FRAME_HEADER_LEN, RpcStatus, code};
@@ -70,19 +70,30 @@ async fn export(State(ingest): State<Ingest>, request: http::Request<Body>) -> R
         }
     };
     let limit = ingest.limits.max_message_bytes;
+    let inflate_here = inflate_here();
     let call = Arc::new(Call {
         lease: Mutex::new(ingest.memory.empty_lease()),
         ingest: ingest.clone(),
         counted: AtomicBool::new(false),
         compressed: AtomicUsize::new(0),
+        coding,
+        inflate_here,
     });
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    if inflate_here {
+        // The message reaches tonic as it came, compressed bytes flagged plain: inflating
+        // is ours, counted as it inflates (tonic's own inflates first and counts nothing).
+        parts.headers.remove("grpc-encoding");
+    }
     let deadline = Instant::now() + ingest.limits.body_timeout;
     let body = MeteredBody::new(body, call.clone(), coding, deadline);
-    let mut grpc = tonic::server::Grpc::new(ExportCodec { call: call.clone() })
-        .max_decoding_message_size(limit)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd);
+    let mut grpc =
+        tonic::server::Grpc::new(ExportCodec { call: call.clone() }).max_decoding_message_size(limit);
+    if !inflate_here {
+        grpc = grpc
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd);
+    }
     let service = ExportService {
         call: call.clone(),
         tenant,
@@ -173,6 +184,13 @@ fn too_large(limit: usize) -> RpcStatus {
     )
 }
 
+/// Prototype switch: `CUJO_TONIC_INFLATE=tonic` lets tonic inflate (counted once inflated);
+/// otherwise cujo inflates, counted as it inflates.
+fn inflate_here() -> bool {
+    static HERE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HERE.get_or_init(|| std::env::var("CUJO_TONIC_INFLATE").as_deref() != Ok("tonic"))
+}
+
 /// What one call's body, codec and service share.
 struct Call {
     ingest: Ingest,
@@ -183,6 +201,10 @@ struct Call {
     counted: AtomicBool,
     /// Bytes of the lease that pay for a compressed message, given back once inflated.
     compressed: AtomicUsize,
+    /// The message's coding (`grpc-encoding`).
+    coding: Coding,
+    /// Whether cujo inflates (else tonic does).
+    inflate_here: bool,
 }
 
 impl Call {
@@ -393,10 +415,22 @@ impl http_body::Body for MeteredBody {
             }
             Poll::Ready(Some(Ok(frame))) => frame,
         };
+        let starts = this.received == 0;
         if let Some(data) = frame.data_ref()
             && let Err(status) = this.admit(data)
         {
             return this.fail(status);
+        }
+        // A compressed message is handed to tonic flagged plain; cujo inflates it.
+        if starts && this.call.inflate_here && this.call.compressed.load(Ordering::Relaxed) > 0 {
+            return Poll::Ready(Some(Ok(match frame.into_data() {
+                Ok(data) => {
+                    let mut data = bytes::BytesMut::from(data);
+                    data[0] = 0;
+                    Frame::data(data.freeze())
+                }
+                Err(frame) => frame,
+            })));
         }
         Poll::Ready(Some(Ok(frame)))
     }
@@ -452,7 +486,7 @@ impl Decoder for RawDecoder {
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
         let len = src.remaining();
         // tonic inflated a compressed message into a buffer of its own: paid for now.
-        if self.call.compressed.load(Ordering::Relaxed) > 0 {
+        if !self.call.inflate_here && self.call.compressed.load(Ordering::Relaxed) > 0 {
             self.call.charge(len)?;
         }
         Ok(Some(src.copy_to_bytes(len)))
@@ -480,9 +514,34 @@ impl tonic::server::UnaryService<Bytes> for ExportService {
         Box::pin(async move {
             call.counted.store(true, Ordering::Relaxed);
             let mut lease = call.take_lease();
-            // The compressed message went with tonic's read buffer.
-            lease.shrink(call.compressed.load(Ordering::Relaxed));
-            let message = request.into_inner();
+            let mut message = request.into_inner();
+            let compressed = call.compressed.load(Ordering::Relaxed);
+            if compressed > 0 && call.inflate_here {
+                let limit = call.ingest.limits.max_message_bytes;
+                let input = Compressed {
+                    bytes: message,
+                    counted: compressed,
+                };
+                match decompress(&call.ingest, call.coding, input, limit, lease).await {
+                    Ok((inflated, l)) => {
+                        message = inflated;
+                        lease = l;
+                    }
+                    Err(DecodeError::Full) => return Err(call.full()),
+                    Err(DecodeError::TooLarge { .. }) => {
+                        return Err(call.refuse(too_large(limit), RequestOutcome::TooLarge));
+                    }
+                    Err(e @ DecodeError::Corrupt { .. }) => {
+                        return Err(call.refuse(
+                            RpcStatus::new(code::INVALID_ARGUMENT, e.to_string()),
+                            RequestOutcome::Invalid,
+                        ));
+                    }
+                }
+            } else {
+                // The compressed message went with tonic's read buffer.
+                lease.shrink(compressed);
+            }
             match call
                 .ingest
                 .ingest(Transport::Grpc, message, lease, tenant)
