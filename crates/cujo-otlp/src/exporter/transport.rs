@@ -362,8 +362,8 @@ impl Downstream {
                 Outcome::Delivered { rejected, message }
             }
             Ok(Err(status)) => {
-                if let Some(e) = std::error::Error::source(&status)
-                    .and_then(|s| s.downcast_ref::<Unanswered>())
+                if let Some(e) =
+                    std::error::Error::source(&status).and_then(|s| s.downcast_ref::<Unanswered>())
                 {
                     return Outcome::Retryable {
                         after: None,

@@ -87,8 +87,8 @@ async fn export(State(ingest): State<Ingest>, request: http::Request<Body>) -> R
     }
     let deadline = Instant::now() + ingest.limits.body_timeout;
     let body = MeteredBody::new(body, call.clone(), coding, deadline);
-    let mut grpc =
-        tonic::server::Grpc::new(ExportCodec { call: call.clone() }).max_decoding_message_size(limit);
+    let mut grpc = tonic::server::Grpc::new(ExportCodec { call: call.clone() })
+        .max_decoding_message_size(limit);
     if !inflate_here {
         grpc = grpc
             .accept_compressed(CompressionEncoding::Gzip)
@@ -292,9 +292,7 @@ impl MeteredBody {
                 let [flag, a, b, c, d] = self.prefix;
                 let len = u32::from_be_bytes([a, b, c, d]) as usize;
                 if len > limit {
-                    return Err(self
-                        .call
-                        .refuse(too_large(limit), RequestOutcome::TooLarge));
+                    return Err(self.call.refuse(too_large(limit), RequestOutcome::TooLarge));
                 }
                 match (flag, self.coding) {
                     (0, _) => {}
@@ -406,10 +404,8 @@ impl http_body::Body for MeteredBody {
                 };
             }
             Poll::Ready(Some(Err(e))) => {
-                let status = RpcStatus::new(
-                    code::CANCELLED,
-                    format!("reading request body failed: {e}"),
-                );
+                let status =
+                    RpcStatus::new(code::CANCELLED, format!("reading request body failed: {e}"));
                 let status = this.call.refuse(status, RequestOutcome::Invalid);
                 return this.fail(status);
             }
@@ -503,8 +499,7 @@ impl tonic::server::UnaryService<Bytes> for ExportService {
     type Response = ExportTraceServiceResponse;
     type Future = Pin<
         Box<
-            dyn Future<Output = Result<tonic::Response<ExportTraceServiceResponse>, Status>>
-                + Send,
+            dyn Future<Output = Result<tonic::Response<ExportTraceServiceResponse>, Status>> + Send,
         >,
     >;
 
