@@ -83,8 +83,6 @@ pub enum Outcome {
 /// A connection pool to the downstream plus what every request carries.
 pub struct Downstream {
     client: HttpClient,
-    /// The gRPC calls' client (tonic over the same connector), for [`Protocol::Grpc`].
-    grpc: Option<GrpcClient>,
     uri: Uri,
     protocol: Protocol,
     compression: Compression,
@@ -177,12 +175,9 @@ impl Downstream {
             }
         }
         .map_err(|e| bad(&e))?;
-        let tls = tls_config(key, ca_file)?;
-        let grpc = (protocol == Protocol::Grpc).then(|| grpc_client(tls.clone()));
-        let client = http_client(tls, protocol == Protocol::Grpc);
+        let client = http_client(tls_config(key, ca_file)?, protocol == Protocol::Grpc);
         Ok(Self {
             client,
-            grpc,
             uri,
             protocol,
             compression,
@@ -216,15 +211,6 @@ impl Downstream {
     /// Sends `body` with a tenant's `headers` over the configured ones of the same name.
     /// Their values are secrets: an invalid one is named, never shown.
     pub async fn send_as(&self, body: Bytes, tenant_headers: &[(Box<str>, Bytes)]) -> Outcome {
-        // An uncompressed message goes through tonic; a compressed one (already deflated off
-        // the async workers) still goes through the hand-written framing below.
-        if let Some(grpc) = &self.grpc
-            && export_via_tonic()
-            && body.first() == Some(&0)
-            && body.len() >= crate::rpc::FRAME_HEADER_LEN
-        {
-            return self.send_grpc(grpc, body, tenant_headers).await;
-        }
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(self.uri.clone());
@@ -300,189 +286,6 @@ impl Downstream {
                 Protocol::HttpProtobuf => http_outcome(status, &headers, body),
             },
         }
-    }
-}
-
-impl Downstream {
-    /// One unary call through tonic: `body` is a framed, uncompressed message.
-    async fn send_grpc(
-        &self,
-        client: &GrpcClient,
-        body: Bytes,
-        tenant_headers: &[(Box<str>, Bytes)],
-    ) -> Outcome {
-        let message = body.slice(crate::rpc::FRAME_HEADER_LEN..);
-        let mut headers = HeaderMap::with_capacity(self.headers.len() + tenant_headers.len());
-        for (k, v) in &self.headers {
-            headers.append(k, v.clone());
-        }
-        for (name, value) in tenant_headers {
-            let (Ok(name), Ok(value)) = (
-                http::HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_maybe_shared(value.clone()),
-            ) else {
-                return Outcome::Permanent {
-                    error: format!("the tenant's header {name:?} cannot be sent"),
-                };
-            };
-            headers.insert(name, value);
-        }
-        let mut request = tonic::Request::new(message);
-        *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
-        request.set_timeout(self.timeout);
-        // tonic joins the origin's path and the method's: the origin is scheme and host.
-        let mut origin = self.uri.clone().into_parts();
-        let path = origin
-            .path_and_query
-            .replace(http::uri::PathAndQuery::from_static("/"))
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        let origin = match Uri::from_parts(origin) {
-            Ok(origin) => origin,
-            Err(e) => {
-                return Outcome::Permanent {
-                    error: format!("cannot build the request: {e}"),
-                };
-            }
-        };
-        let mut grpc = tonic::client::Grpc::with_origin(client.clone(), origin)
-            .max_decoding_message_size(MAX_OTLP_ANSWER_BYTES);
-        let attempt = async {
-            grpc.ready()
-                .await
-                .map_err(|e| tonic::Status::from_error(Box::new(e)))?;
-            grpc.unary(request, path, RawCodec).await
-        };
-        match tokio::time::timeout(self.timeout, attempt).await {
-            Err(_) => Outcome::Retryable {
-                after: None,
-                error: format!("no answer from {} within {:?}", self.uri, self.timeout),
-            },
-            Ok(Ok(answer)) => {
-                let (rejected, message) = partial(answer.get_ref());
-                Outcome::Delivered { rejected, message }
-            }
-            Ok(Err(status)) => {
-                if let Some(e) =
-                    std::error::Error::source(&status).and_then(|s| s.downcast_ref::<Unanswered>())
-                {
-                    return Outcome::Retryable {
-                        after: None,
-                        error: format!("sending to {} failed: {}", self.uri, e.0),
-                    };
-                }
-                let details = RpcStatus::from_details_bytes(status.details());
-                let retry_delay = details.as_ref().and_then(RpcStatus::retry_delay);
-                let error = format!(
-                    "downstream answered gRPC status {}: {}",
-                    status.code() as i32,
-                    status.message()
-                );
-                classify_grpc(status.code() as i32, retry_delay, error)
-            }
-        }
-    }
-}
-
-/// Prototype switch: `CUJO_TONIC_EXPORT=0` sends through the hand-written framing.
-fn export_via_tonic() -> bool {
-    static VIA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *VIA.get_or_init(|| std::env::var("CUJO_TONIC_EXPORT").as_deref() != Ok("0"))
-}
-
-/// A call that got no answer (no connection, reset, TLS failure): the downstream may come
-/// back, so retryable.
-#[derive(Debug)]
-struct Unanswered(String);
-
-impl std::fmt::Display for Unanswered {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Unanswered {}
-
-type GrpcHttp = Client<HttpsConnector<HttpConnector>, tonic::body::Body>;
-type GrpcRequest = http::Request<tonic::body::Body>;
-/// tonic's client drops `user-agent` from the metadata (a reserved header): it is set on
-/// the HTTP request instead.
-type GrpcClient = tower::util::MapErr<
-    tower::util::MapRequest<GrpcHttp, fn(GrpcRequest) -> GrpcRequest>,
-    fn(hyper_util::client::legacy::Error) -> Unanswered,
->;
-
-fn grpc_client(tls: rustls::ClientConfig) -> GrpcClient {
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http2()
-        .build();
-    let mut client = Client::builder(TokioExecutor::new());
-    client
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .http2_keep_alive_interval(Some(Duration::from_secs(30)))
-        .http2_adaptive_window(true)
-        .http2_only(true);
-    let unanswered: fn(hyper_util::client::legacy::Error) -> Unanswered =
-        |e| Unanswered(error_chain(&e));
-    let user_agent: fn(GrpcRequest) -> GrpcRequest = |mut request| {
-        request
-            .headers_mut()
-            .insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-        request
-    };
-    let client = tower::util::MapRequest::new(client.build(connector), user_agent);
-    tower::util::MapErr::new(client, unanswered)
-}
-
-/// A message passed through as its bytes; the answer read as its bytes.
-#[derive(Clone, Copy)]
-struct RawCodec;
-
-struct RawEncoder;
-
-struct RawDecoder;
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-impl tonic::codec::Encoder for RawEncoder {
-    type Item = Bytes;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: Bytes,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        bytes::BufMut::put_slice(dst, &item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for RawDecoder {
-    type Item = Bytes;
-    type Error = tonic::Status;
-
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<Bytes>, tonic::Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
 
@@ -867,11 +670,6 @@ fn grpc_outcome(
         .and_then(|v| RpcStatus::from_details_header(v.as_bytes()));
     let retry_delay = details.as_ref().and_then(RpcStatus::retry_delay);
     let error = format!("downstream answered gRPC status {grpc_status}: {message}");
-    classify_grpc(grpc_status, retry_delay, error)
-}
-
-/// Retryable or permanent, by gRPC status (OTLP specification).
-fn classify_grpc(grpc_status: i32, retry_delay: Option<Duration>, error: String) -> Outcome {
     match grpc_status {
         code::CANCELLED
         | code::DEADLINE_EXCEEDED
