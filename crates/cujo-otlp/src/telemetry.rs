@@ -6,6 +6,7 @@
 //! `accepted = exported + dropped{reason} + in_flight`.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use crate::prom;
 
@@ -107,6 +108,14 @@ const T: usize = Transport::ALL.len();
 const O: usize = RequestOutcome::ALL.len();
 const D: usize = DropReason::ALL.len();
 
+/// Upper bounds of `cujo_exporter_send_duration_seconds`' buckets, in microseconds: from a
+/// loopback downstream's few milliseconds to a slow one's export timeout.
+const SEND_BUCKETS_US: [u64; 14] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000, 30_000_000,
+];
+const S: usize = SEND_BUCKETS_US.len() + 1;
+
 /// Counters of the receive → export path. One instance per process, shared by reference.
 #[derive(Default)]
 pub struct PipelineTelemetry {
@@ -117,6 +126,10 @@ pub struct PipelineTelemetry {
     exported_spans: AtomicU64,
     export_requests_ok: AtomicU64,
     export_attempts_failed: AtomicU64,
+    /// Export attempts by how long the downstream took to answer (or to fail), the last
+    /// bucket past every bound; and their sum in microseconds.
+    send_durations: [AtomicU64; S],
+    send_duration_sum_us: AtomicU64,
     dropped: [AtomicU64; D],
     /// Spans waiting in the exporter (batching, queued, or being sent).
     queue_spans: AtomicI64,
@@ -163,6 +176,17 @@ impl PipelineTelemetry {
     pub fn spans_exported(&self, spans: u64) {
         self.exported_spans.fetch_add(spans, Relaxed);
         self.export_requests_ok.fetch_add(1, Relaxed);
+    }
+
+    /// One export attempt took `took`, from sending the request to the answer or the failure.
+    pub fn export_attempt_took(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let bucket = SEND_BUCKETS_US
+            .iter()
+            .position(|bound| us <= *bound)
+            .unwrap_or(SEND_BUCKETS_US.len());
+        self.send_durations[bucket].fetch_add(1, Relaxed);
+        self.send_duration_sum_us.fetch_add(us, Relaxed);
     }
 
     pub fn export_attempt_failed(&self, error: &str, retrying: bool) {
@@ -271,6 +295,25 @@ impl PipelineTelemetry {
             "Export attempts that failed (each retry counts once).",
         )
         .sample(&[], self.export_attempts_failed.load(Relaxed) as f64);
+        let mut h = prom::Family::histogram(
+            out,
+            "cujo_exporter_send_duration_seconds",
+            "Time from sending an export request to the downstream's answer (or the attempt's failure), per attempt.",
+        );
+        let mut cumulative = 0;
+        for (i, bound) in SEND_BUCKETS_US.iter().enumerate() {
+            cumulative += self.send_durations[i].load(Relaxed);
+            let le = format!("{}", *bound as f64 / 1e6);
+            h.sample_suffixed("_bucket", &[("le", &le)], cumulative as f64);
+        }
+        cumulative += self.send_durations[S - 1].load(Relaxed);
+        h.sample_suffixed("_bucket", &[("le", "+Inf")], cumulative as f64);
+        h.sample_suffixed(
+            "_sum",
+            &[],
+            self.send_duration_sum_us.load(Relaxed) as f64 / 1e6,
+        );
+        h.sample_suffixed("_count", &[], cumulative as f64);
         let mut m = prom::Family::counter(
             out,
             "cujo_dropped_spans_total",
@@ -300,5 +343,49 @@ impl PipelineTelemetry {
             "Capacity of the span exporter queue.",
         )
         .sample(&[], self.queue_capacity.load(Relaxed) as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::PipelineTelemetry;
+    use crate::prom::{Exposition, Format};
+
+    fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+    }
+
+    #[test]
+    fn send_durations_fall_into_cumulative_buckets() {
+        let t = PipelineTelemetry::new();
+        t.export_attempt_took(Duration::from_micros(800));
+        t.export_attempt_took(Duration::from_millis(7));
+        t.export_attempt_took(Duration::from_millis(7));
+        t.export_attempt_took(Duration::from_secs(60));
+        let mut out = Exposition::new(Format::Prometheus);
+        t.render(&mut out);
+        let text = out.finish();
+        let bucket = |le: &str| {
+            sample(
+                &text,
+                &format!("cujo_exporter_send_duration_seconds_bucket{{le=\"{le}\"}}"),
+            )
+        };
+        assert_eq!(bucket("0.001"), Some("1"), "{text}");
+        assert_eq!(bucket("0.005"), Some("1"));
+        assert_eq!(bucket("0.01"), Some("3"));
+        assert_eq!(bucket("30"), Some("3"));
+        assert_eq!(bucket("+Inf"), Some("4"));
+        assert_eq!(
+            sample(&text, "cujo_exporter_send_duration_seconds_count"),
+            Some("4")
+        );
+        assert_eq!(
+            sample(&text, "cujo_exporter_send_duration_seconds_sum"),
+            Some("60.0148")
+        );
     }
 }

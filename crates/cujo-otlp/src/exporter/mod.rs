@@ -523,10 +523,12 @@ async fn deliver(
     let started = Instant::now();
     let mut backoff = Backoff::new(retry, started);
     let result = loop {
+        let sent_at = Instant::now();
         let outcome = tokio::select! {
             _ = abandon.cancelled() => break Err((DropReason::Shutdown, "shutdown deadline passed while sending".to_string())),
             o = downstream.send_as(body.clone(), tenant.as_ref().map_or(&[][..], |(t, _)| t.headers())) => o,
         };
+        telemetry.export_attempt_took(sent_at.elapsed());
         match outcome {
             Outcome::Delivered { rejected, message } => break Ok((rejected, message)),
             Outcome::Permanent { error } => {
