@@ -378,8 +378,8 @@ fn span_fields_and_appended_attributes_decode_with_prost() {
     assert_eq!(decoded.name, "consume");
 }
 
-#[test]
-fn compact_merges_groups_of_one_resource_and_scope() {
+/// A request with three groups: resource a with scopes s1 and s2, resource b with s1.
+fn three_groups() -> SpanBatch {
     let req = ExportTraceServiceRequest {
         resource_spans: vec![
             resource_spans(
@@ -392,7 +392,12 @@ fn compact_merges_groups_of_one_resource_and_scope() {
             resource_spans("b", vec![("s1", vec![span(2, 1, "b1")])]),
         ],
     };
-    let scanned = scan_request(&encode(&req)).expect("valid").batch;
+    scan_request(&encode(&req)).expect("valid").batch
+}
+
+#[test]
+fn compact_merges_groups_of_one_resource_and_scope() {
+    let scanned = three_groups();
     // Interleave: a/s1, b/s1, a/s2, a/s1 again (as traces released together would).
     let g = &scanned.groups;
     let mut batch = SpanBatch {
@@ -422,19 +427,7 @@ fn compact_merges_groups_of_one_resource_and_scope() {
 
 #[test]
 fn compact_merges_many_groups_as_it_merges_few() {
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![
-            resource_spans(
-                "a",
-                vec![
-                    ("s1", vec![span(1, 1, "a1")]),
-                    ("s2", vec![span(1, 2, "a2")]),
-                ],
-            ),
-            resource_spans("b", vec![("s1", vec![span(2, 1, "b1")])]),
-        ],
-    };
-    let scanned = scan_request(&encode(&req)).expect("valid").batch;
+    let scanned = three_groups();
     let g = &scanned.groups;
     // Past the groups compact looks through one by one: 40 groups, 3 distinct.
     let mut batch = SpanBatch {
