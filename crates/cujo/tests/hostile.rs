@@ -342,12 +342,7 @@ async fn long_dimension_values_are_cut_and_their_series_bounded() {
     downstream.wait_for_spans(total).await;
     assert_eq!(assert_all_forwarded(&cujo).await, total as f64);
     let events = wait_for("every root counted as an event", || async {
-        let m = cujo.metrics().await;
-        let n: f64 = m
-            .lines()
-            .filter(|l| l.starts_with("cujo_sli_events_total{") && l.contains("sli=\"latency\""))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum();
+        let n = support::latency_events(&cujo.metrics().await);
         (n >= total as f64).then_some(n)
     })
     .await;

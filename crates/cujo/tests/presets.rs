@@ -357,12 +357,7 @@ async fn datadog_intake_preset_posts_delta_with_dd_api_key_split_under_the_limit
     let cujo = Cujo::start_yaml(&with_listeners(&yaml)).await;
     send(format!("http://{}", cujo.grpc), 240, 60).await;
     wait_for("240 latency events counted", || async {
-        let m = cujo.metrics().await;
-        let n: f64 = m
-            .lines()
-            .filter(|l| l.starts_with("cujo_sli_events_total{") && l.contains("sli=\"latency\""))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum();
+        let n = support::latency_events(&cujo.metrics().await);
         (n == 240.0).then_some(())
     })
     .await;

@@ -433,6 +433,15 @@ pub fn metric_value(text: &str, sample: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Latency SLI events counted in Prometheus text: `cujo_sli_events_total{sli="latency"}`
+/// summed over every CUJ, series and outcome.
+pub fn latency_events(text: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with("cujo_sli_events_total{") && l.contains("sli=\"latency\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 /// Minimal HTTP/1.0 GET, enough for the admin endpoints.
 pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
