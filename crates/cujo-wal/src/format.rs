@@ -7,8 +7,12 @@
 //!               payload: len bytes
 //! ```
 //!
-//! No padding, no footer. The CRC covers the length, so a flipped length bit is caught like
-//! a flipped payload bit; the magic lets a reader find the next record after a damaged one.
+//! No footer. The CRC covers the length, so a flipped length bit is caught like a flipped
+//! payload bit; the magic lets a reader find the next record after a damaged one.
+//!
+//! The writer writes whole [`BLOCK`]s at block offsets (direct I/O needs that), so a
+//! segment's file ends in fewer than [`BLOCK`] zero bytes after its last record: padding,
+//! which replay reads as the segment's end, not as a torn record.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +20,9 @@ use std::path::{Path, PathBuf};
 pub const SEGMENT_HEADER_LEN: u64 = 16;
 /// Bytes before each record's payload.
 pub const RECORD_HEADER_LEN: u64 = 12;
+/// The unit of every write: offsets and lengths are multiples of it, and so is the address
+/// of the memory written from (4 KiB covers 512-byte and 4 KiB logical sectors).
+pub const BLOCK: usize = 4096;
 
 const SEGMENT_MAGIC: &[u8; 7] = b"CUJOWAL";
 const VERSION: u8 = 1;
@@ -61,11 +68,24 @@ pub fn record_crc(len: u32, payload: &[u8]) -> u32 {
 /// Appends the framed record to `out`. `payload.len()` must fit in a `u32`
 /// (`max_record_size` is validated below 4GiB).
 pub fn encode_record(out: &mut Vec<u8>, payload: &[u8]) {
-    let len = payload.len() as u32;
-    out.extend_from_slice(&RECORD_MAGIC);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&record_crc(len, payload).to_le_bytes());
+    out.extend_from_slice(&record_header(&[payload]));
     out.extend_from_slice(payload);
+}
+
+/// The frame of a record whose payload is `parts` one after the other (the payload is
+/// never gathered into one buffer to frame it).
+pub fn record_header(parts: &[&[u8]]) -> [u8; RECORD_HEADER_LEN as usize] {
+    let len = parts.iter().map(|p| p.len()).sum::<usize>() as u32;
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len.to_le_bytes());
+    for p in parts {
+        h.update(p);
+    }
+    let mut out = [0u8; RECORD_HEADER_LEN as usize];
+    out[..4].copy_from_slice(&RECORD_MAGIC);
+    out[4..8].copy_from_slice(&len.to_le_bytes());
+    out[8..].copy_from_slice(&h.finalize().to_le_bytes());
+    out
 }
 
 /// A record header as read, not yet checked against its payload.
@@ -111,6 +131,8 @@ mod tests {
         assert_eq!(h.crc, record_crc(5, b"hello"));
         assert_ne!(h.crc, record_crc(4, b"hello"));
         assert!(header_is_valid(&segment_header(3), 3));
+        // Framing the payload in parts gives the same bytes as framing it whole.
+        assert_eq!(record_header(&[b"he", b"", b"llo"]), head);
         assert!(!header_is_valid(&segment_header(3), 4));
     }
 }

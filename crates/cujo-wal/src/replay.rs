@@ -13,7 +13,8 @@ use bytes::Bytes;
 
 use crate::error::WalError;
 use crate::format::{
-    RECORD_HEADER_LEN, RECORD_MAGIC, SEGMENT_HEADER_LEN, decode_header, header_is_valid, record_crc,
+    BLOCK, RECORD_HEADER_LEN, RECORD_MAGIC, SEGMENT_HEADER_LEN, decode_header, header_is_valid,
+    record_crc,
 };
 use crate::segment::SegmentRef;
 use crate::stats::WalStats;
@@ -258,12 +259,24 @@ impl SegmentScan {
                     self.pos = at;
                 }
                 None => {
-                    self.lost.add(self.len - self.pos);
+                    // The writer pads its last block with zeros: not a record, not a loss.
+                    if !self.is_padding(self.pos)? {
+                        self.lost.add(self.len - self.pos);
+                    }
                     self.pos = self.len;
                 }
             }
         }
         Ok(None)
+    }
+
+    /// Whether the file from `pos` to its end is the zeros that end its last block.
+    fn is_padding(&mut self, pos: u64) -> io::Result<bool> {
+        let rest = self.len - pos;
+        if rest >= BLOCK as u64 || !self.len.is_multiple_of(BLOCK as u64) {
+            return Ok(false);
+        }
+        Ok(self.bytes_at(pos, rest as usize)?.iter().all(|b| *b == 0))
     }
 
     fn read_header(&mut self) -> io::Result<()> {

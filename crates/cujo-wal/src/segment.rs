@@ -62,6 +62,8 @@ impl Drop for SegmentRef {
 }
 
 /// A segment file as the writer uses it: positioned writes, a data sync, truncation.
+/// The writer only writes whole [`BLOCK`](crate::format::BLOCK)s at block offsets from
+/// block-aligned memory.
 pub(crate) trait SegmentFile: Send {
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
     fn sync_data(&mut self) -> io::Result<()>;
@@ -73,30 +75,105 @@ pub(crate) trait Storage: Send + Sync {
     fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>>;
 }
 
-/// Segment files on the file system.
+/// Segment files on the file system, written with direct I/O (`O_DIRECT`) where the file
+/// system takes it: a record goes from the writer's buffer to the device without a copy
+/// into the page cache, so the log costs neither that copy and its writeback nor page
+/// cache charged to the process's memory cgroup. Where direct I/O is refused (`EINVAL`:
+/// tmpfs before Linux 6.6, some FUSE and network file systems) the file is written
+/// through the page cache as before; durability is the same, both wait for an fdatasync.
 pub(crate) struct Disk;
+
+/// Logged once per process when a file system refuses direct I/O.
+static BUFFERED_NOTED: AtomicBool = AtomicBool::new(false);
 
 impl Storage for Disk {
     fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
-        let file = OpenOptions::new()
+        use std::os::unix::fs::OpenOptionsExt;
+        let direct = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(path)?;
-        Ok(Box::new(file))
+            .custom_flags(libc::O_DIRECT)
+            .open(path);
+        let file = match direct {
+            Ok(file) => {
+                return Ok(Box::new(DiskFile {
+                    file,
+                    direct: true,
+                    path: path.to_path_buf(),
+                }));
+            }
+            // Refused at open; the file may already have been created by the attempt.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                note_buffered(path, &e);
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(path)?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Box::new(DiskFile {
+            file,
+            direct: false,
+            path: path.to_path_buf(),
+        }))
     }
 }
 
-impl SegmentFile for File {
+fn note_buffered(path: &Path, e: &io::Error) {
+    if !BUFFERED_NOTED.swap(true, Ordering::Relaxed) {
+        tracing::info!(segment = %path.display(), error = %e, "wal: the file system refuses direct I/O; segments are written through the page cache");
+    }
+}
+
+struct DiskFile {
+    file: File,
+    /// Opened with `O_DIRECT`, until a write is refused with it.
+    direct: bool,
+    path: PathBuf,
+}
+
+impl SegmentFile for DiskFile {
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.write_all_at(buf, offset)
+        match self.file.write_all_at(buf, offset) {
+            Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                // Open took the flag but the file system will not do it: write through the
+                // page cache from now on (an aligned write is never otherwise invalid).
+                note_buffered(&self.path, &e);
+                clear_direct(&self.file)?;
+                self.direct = false;
+                self.file.write_all_at(buf, offset)
+            }
+            done => done,
+        }
     }
     fn sync_data(&mut self) -> io::Result<()> {
-        File::sync_data(self)
+        self.file.sync_data()
     }
     fn set_len(&mut self, len: u64) -> io::Result<()> {
-        File::set_len(self, len)
+        self.file.set_len(len)
     }
+}
+
+/// Turns `O_DIRECT` off on an open file.
+#[allow(unsafe_code)]
+fn clear_direct(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl with F_GETFL/F_SETFL only reads and sets the status flags of the
+    // descriptor, which `file` keeps open for the calls.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Makes the directory's entries (a created or removed segment) durable.

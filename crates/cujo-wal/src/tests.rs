@@ -3,6 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::format::BLOCK;
 use crate::segment::{SegmentFile, Storage};
 use crate::{AppendError, Replay, Wal, WalSettings};
 
@@ -55,18 +57,23 @@ impl SegmentFile for FaultyFile {
         }
         drop(stalled);
         let mut space = self.faults.space.lock().expect("faults");
+        // Space is taken by what a write adds past the file's end, as on a real disk.
+        let end = self.file.metadata()?.len();
+        let grows = (offset + buf.len() as u64).saturating_sub(end);
         match *space {
-            Some(left) if (buf.len() as u64) > left => {
+            Some(left) if grows > left => {
                 // Like a real full disk: what fits is written, then ENOSPC.
-                self.file.write_at(&buf[..left as usize], offset)?;
+                let fits = (end + left).saturating_sub(offset) as usize;
+                self.file
+                    .write_all_at(&buf[..fits.min(buf.len())], offset)?;
                 *space = Some(0);
                 Err(io::Error::from_raw_os_error(libc::ENOSPC))
             }
             Some(left) => {
-                *space = Some(left - buf.len() as u64);
-                self.file.write_at(buf, offset)
+                *space = Some(left - grows);
+                self.file.write_all_at(buf, offset)
             }
-            None => self.file.write_at(buf, offset),
+            None => self.file.write_all_at(buf, offset),
         }
     }
 
@@ -129,7 +136,8 @@ fn replayed(replay: Replay) -> Vec<Bytes> {
 fn wait_prepared(dir: &Path, seq: u64) {
     let path = crate::format::segment_path(dir, seq);
     wait_until("the next segment prepared", || {
-        std::fs::metadata(&path).is_ok_and(|m| m.len() == crate::format::SEGMENT_HEADER_LEN)
+        // The header is written as a whole block.
+        std::fs::metadata(&path).is_ok_and(|m| m.len() == BLOCK as u64)
     });
 }
 
@@ -148,15 +156,17 @@ async fn a_full_disk_refuses_the_record_and_leaves_nothing_of_it_to_replay() {
     let (wal, _) =
         Wal::open_with(settings(&dir.0), Arc::new(FaultyDisk(faults.clone()))).expect("open");
     wait_prepared(&dir.0, 2);
-    // Three records of 112 bytes, and 50 bytes of a fourth.
-    *faults.space.lock().expect("faults") = Some(3 * 112 + 50);
+    // No space left: the records that fit in the block the segment's header took are
+    // written, the one that needs the next block is refused.
+    *faults.space.lock().expect("faults") = Some(0);
+    let fit = (BLOCK - 16) / 112;
     let mut refs = Vec::new();
-    for i in 0..3 {
-        refs.push(wal.append(record(i)).await.expect("fits"));
+    for i in 0..fit {
+        refs.push(wal.append(record(i as u8)).await.expect("fits"));
     }
     let segment = refs[0].path().to_path_buf();
 
-    let e = wal.append(record(3)).await.expect_err("disk full");
+    let e = wal.append(record(fit as u8)).await.expect_err("disk full");
     match &e {
         AppendError::Io {
             segment: s, kind, ..
@@ -167,23 +177,21 @@ async fn a_full_disk_refuses_the_record_and_leaves_nothing_of_it_to_replay() {
         other => panic!("expected an I/O refusal, got {other}"),
     }
     assert!(e.is_retryable());
-    // The half record is gone: the segment ends at its last synced record.
+    // The part of the refused record that was written is gone: the segment ends at its
+    // last synced record.
     assert_eq!(
         std::fs::metadata(&segment).expect("segment").len(),
-        16 + 3 * 112
+        16 + fit as u64 * 112
     );
-    // Still full: the next segment (created ahead, so only its header) takes nothing more.
-    let e = wal.append(record(4)).await.expect_err("still full");
-    match &e {
-        AppendError::Io { kind, .. } => assert_eq!(*kind, io::ErrorKind::StorageFull),
-        other => panic!("expected an I/O refusal, got {other}"),
-    }
 
     *faults.space.lock().expect("faults") = None;
-    refs.push(wal.append(record(5)).await.expect("space again"));
-    assert_ne!(refs[3].seq(), refs[0].seq());
+    refs.push(wal.append(record(100)).await.expect("space again"));
+    assert_ne!(refs[fit].seq(), refs[0].seq());
     let stats = wal.stats().snapshot();
-    assert_eq!((stats.appended_records, stats.refused_io), (4, 2));
+    assert_eq!(
+        (stats.appended_records, stats.refused_io),
+        (fit as u64 + 1, 1)
+    );
     drop(wal);
     drop(refs);
 
@@ -194,7 +202,9 @@ async fn a_full_disk_refuses_the_record_and_leaves_nothing_of_it_to_replay() {
         .by_ref()
         .map(|r| r.expect("replay reads").payload)
         .collect();
-    assert_eq!(got, vec![record(0), record(1), record(2), record(5)]);
+    let mut expected: Vec<Bytes> = (0..fit).map(|i| record(i as u8)).collect();
+    expected.push(record(100));
+    assert_eq!(got, expected);
     let counts = replay.counts();
     assert_eq!(counts_before.records, 0);
     assert_eq!((counts.lost_bytes, counts.corrupt_bytes), (0, 0));

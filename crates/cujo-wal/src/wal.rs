@@ -58,7 +58,9 @@ pub(crate) struct Queue {
 }
 
 pub(crate) struct PendingAppend {
-    pub(crate) payload: Bytes,
+    /// The record's payload is `head` then `body`.
+    pub(crate) head: Bytes,
+    pub(crate) body: Bytes,
     pub(crate) done: oneshot::Sender<Result<Arc<SegmentRef>, AppendError>>,
 }
 
@@ -153,7 +155,18 @@ impl Wal {
         &self,
         payload: Bytes,
     ) -> impl Future<Output = Result<Arc<SegmentRef>, AppendError>> + Send + 'static {
-        let queued = self.enqueue(payload);
+        self.append_parts(Bytes::new(), payload)
+    }
+
+    /// Appends one record whose payload is `head` then `body`, as [`Wal::append`] does:
+    /// a caller that prefixes what it logs need not copy both into one buffer (the writer
+    /// frames them straight into what it writes).
+    pub fn append_parts(
+        &self,
+        head: Bytes,
+        body: Bytes,
+    ) -> impl Future<Output = Result<Arc<SegmentRef>, AppendError>> + Send + 'static {
+        let queued = self.enqueue(head, body);
         async move {
             match queued {
                 Ok(done) => done.await.unwrap_or(Err(AppendError::Closed)),
@@ -164,19 +177,21 @@ impl Wal {
 
     fn enqueue(
         &self,
-        payload: Bytes,
+        head: Bytes,
+        body: Bytes,
     ) -> Result<oneshot::Receiver<Result<Arc<SegmentRef>, AppendError>>, AppendError> {
         let shared = &*self.shared;
         let stats = &shared.stats;
         let max_record = shared.settings.max_record_size;
-        if payload.len() > max_record {
+        let len = head.len() + body.len();
+        if len > max_record {
             stats.refused_too_large.fetch_add(1, Relaxed);
             return Err(AppendError::TooLarge {
-                len: payload.len(),
+                len,
                 max: max_record,
             });
         }
-        let need = RECORD_HEADER_LEN + payload.len() as u64;
+        let need = RECORD_HEADER_LEN + len as u64;
         let max = shared.settings.max_size;
         let reserved = shared.used.fetch_update(Relaxed, Relaxed, |used| {
             (used + need <= max).then_some(used + need)
@@ -204,7 +219,7 @@ impl Wal {
             });
         }
         let was_empty = queue.appends.is_empty();
-        queue.appends.push(PendingAppend { payload, done });
+        queue.appends.push(PendingAppend { head, body, done });
         queue.pending_bytes += need;
         drop(queue);
         // The writer takes every queued append at once, so only the first needs a wake-up.

@@ -7,6 +7,10 @@
 //! or sync refuses every record not yet synced, truncates the segment back to its last
 //! synced length and seals it, so nothing refused is replayed.
 //!
+//! Writes are whole blocks at block offsets from block-aligned memory ([`BlockBuf`]), so a
+//! segment can be written with direct I/O ([`crate::segment::Disk`]): the block holding the
+//! end of the last write is written again, with what follows it, by the next write.
+//!
 //! What need not hold up a group stays off this thread ([`Housekeeper`]): deleting released
 //! segments (an unlink of a whole segment and a directory sync) and creating the next
 //! segment ahead of time (create, header, data and directory syncs), so a rotation is a
@@ -27,7 +31,7 @@ use tokio::sync::oneshot;
 
 use crate::error::AppendError;
 use crate::format::{
-    RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, encode_record, segment_header, segment_path,
+    BLOCK, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, record_header, segment_header, segment_path,
 };
 use crate::segment::{SegmentFile, SegmentRef, Storage, sync_dir};
 use crate::wal::{PendingAppend, Shared};
@@ -50,8 +54,9 @@ pub(crate) struct Writer {
     active: Option<Active>,
     /// Every segment file on disk and its length, for deleting and for `max_size`.
     live: BTreeMap<u64, LiveSegment>,
-    /// Framed records not yet written, and their appends.
-    buf: Vec<u8>,
+    /// From the active segment's last block boundary: what of its last block is written,
+    /// then framed records not yet written; `in_buf` are their appends.
+    buf: BlockBuf,
     in_buf: Vec<Written>,
     /// Appends written to the active segment, waiting for its sync.
     unsynced: Vec<Written>,
@@ -101,7 +106,7 @@ impl Writer {
             next_seq,
             active: None,
             live: BTreeMap::new(),
-            buf: Vec::new(),
+            buf: BlockBuf::default(),
             in_buf: Vec::new(),
             unsynced: Vec::new(),
             housekeeper,
@@ -151,6 +156,9 @@ impl Writer {
             path.clone(),
             Arc::downgrade(&self.shared),
         ));
+        // Nothing is left unwritten when a segment ends (rotation syncs, failures refuse).
+        debug_assert_eq!(self.buf.unwritten(), 0);
+        self.buf.restart(&segment_header(seq));
         self.active = Some(Active {
             seq,
             path,
@@ -225,15 +233,16 @@ impl Writer {
 
     fn write(&mut self, appends: Vec<PendingAppend>) {
         let mut refused: Option<AppendError> = None;
-        for PendingAppend { payload, done } in appends {
-            let framed = RECORD_HEADER_LEN + payload.len() as u64;
+        for PendingAppend { head, body, done } in appends {
+            let framed = RECORD_HEADER_LEN + (head.len() + body.len()) as u64;
             if let Some(e) = &refused {
                 self.refuse(done, framed, e.clone());
                 continue;
             }
+            let unwritten = self.buf.unwritten() as u64;
             let full = self.active.as_ref().is_some_and(|a| {
-                a.len + self.buf.len() as u64 + framed > self.shared.settings.segment_size
-                    && a.len + self.buf.len() as u64 > SEGMENT_HEADER_LEN
+                a.len + unwritten + framed > self.shared.settings.segment_size
+                    && a.len + unwritten > SEGMENT_HEADER_LEN
             });
             if full {
                 // Rotate: what is in the sealed segment is synced before the next begins.
@@ -253,9 +262,11 @@ impl Writer {
                 refused = Some(error);
                 continue;
             }
-            encode_record(&mut self.buf, &payload);
+            self.buf.push(&record_header(&[&head, &body]));
+            self.buf.push(&head);
+            self.buf.push(&body);
             self.in_buf.push(Written { done, framed });
-            if self.buf.len() >= WRITE_CHUNK {
+            if self.buf.unwritten() >= WRITE_CHUNK {
                 refused = self.flush();
             }
         }
@@ -264,20 +275,22 @@ impl Writer {
 
     /// Writes the buffer to the active segment; on failure refuses everything not synced.
     fn flush(&mut self) -> Option<AppendError> {
-        if self.buf.is_empty() {
+        let n = self.buf.unwritten() as u64;
+        if n == 0 {
             return None;
         }
         let active = self.active.as_mut()?;
-        match active.file.write_at(&self.buf, active.len) {
+        // The block holding the segment's end so far, from its start.
+        let at = active.len - self.buf.written() as u64;
+        match active.file.write_at(self.buf.blocks(), at) {
             Ok(()) => {
-                let n = self.buf.len() as u64;
                 active.len += n;
                 if let Some(live) = self.live.get_mut(&active.seq) {
                     live.len += n;
                 }
                 // The reservations of these appends are file bytes now.
                 self.shared.stats.live_bytes.fetch_add(n, Relaxed);
-                self.buf.clear();
+                self.buf.written_through();
                 self.unsynced.append(&mut self.in_buf);
                 None
             }
@@ -409,7 +422,9 @@ fn create_segment(
 ) -> Result<Box<dyn SegmentFile>, (PathBuf, io::Error)> {
     let create = || -> io::Result<Box<dyn SegmentFile>> {
         let mut file = storage.create(path)?;
-        file.write_at(&segment_header(seq), 0)?;
+        let mut header = BlockBuf::default();
+        header.push(&segment_header(seq));
+        file.write_at(header.blocks(), 0)?;
         file.sync_data()?;
         sync_dir(dir)?;
         Ok(file)
@@ -595,5 +610,126 @@ fn housekeep(
             }
             wake.notify_all();
         }
+    }
+}
+
+/// Bytes to write from the start of a block of a segment, in memory aligned to [`BLOCK`],
+/// written as whole blocks (the last one padded with zeros). The first `written` bytes are
+/// already in the file: the part of its last block that was written before.
+#[derive(Default)]
+pub(crate) struct BlockBuf {
+    /// `start` is where the aligned part of `raw` begins; `raw` is never resized in place,
+    /// so the alignment holds until it is replaced by a larger one.
+    raw: Vec<u8>,
+    start: usize,
+    len: usize,
+    written: usize,
+}
+
+impl BlockBuf {
+    /// Bytes not yet written.
+    pub(crate) fn unwritten(&self) -> usize {
+        self.len - self.written
+    }
+
+    /// Bytes at the start already in the file (fewer than [`BLOCK`]).
+    pub(crate) fn written(&self) -> usize {
+        self.written
+    }
+
+    /// Starts over at a block boundary whose block already holds `tail`.
+    pub(crate) fn restart(&mut self, tail: &[u8]) {
+        self.len = 0;
+        self.written = 0;
+        self.push(tail);
+        self.written = tail.len();
+    }
+
+    /// Drops everything, written or not (a failed segment is sealed).
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+        self.written = 0;
+    }
+
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        if self.start + end.next_multiple_of(BLOCK) > self.raw.len() {
+            self.grow(end);
+        }
+        self.raw[self.start + self.len..self.start + end].copy_from_slice(bytes);
+        self.len = end;
+    }
+
+    /// Whole blocks from the start: the bytes, then zeros to the next block boundary.
+    pub(crate) fn blocks(&mut self) -> &[u8] {
+        let padded = self.len.next_multiple_of(BLOCK);
+        let data = &mut self.raw[self.start..self.start + padded];
+        data[self.len..].fill(0);
+        data
+    }
+
+    /// After [`Self::blocks`] was written: keeps the part of the last block that is not
+    /// whole, for the next write to write again with what follows.
+    pub(crate) fn written_through(&mut self) {
+        let whole = self.len - self.len % BLOCK;
+        let from = self.start + whole;
+        self.raw
+            .copy_within(from..self.start + self.len, self.start);
+        self.len -= whole;
+        self.written = self.len;
+    }
+
+    /// A larger allocation (at least doubling), aligned afresh, with the bytes moved over.
+    fn grow(&mut self, need: usize) {
+        let capacity = need
+            .next_multiple_of(BLOCK)
+            .max(2 * self.capacity())
+            .max(BLOCK);
+        // Zeroed pages come from the allocator without being touched; the slack lets an
+        // aligned start be found wherever the allocation lands.
+        let mut raw = vec![0u8; capacity + BLOCK];
+        let start = raw.as_ptr().align_offset(BLOCK);
+        raw[start..start + self.len].copy_from_slice(&self.raw[self.start..self.start + self.len]);
+        self.raw = raw;
+        self.start = start;
+    }
+
+    fn capacity(&self) -> usize {
+        (self.raw.len() - self.start) / BLOCK * BLOCK
+    }
+}
+
+#[cfg(test)]
+mod block_buf_tests {
+    use super::*;
+
+    #[test]
+    fn writes_whole_aligned_blocks_and_keeps_the_last_partial_one() {
+        let mut b = BlockBuf::default();
+        b.restart(&[7; 16]);
+        assert_eq!((b.written(), b.unwritten()), (16, 0));
+        b.push(&[1; 5000]);
+        assert_eq!(b.unwritten(), 5000);
+        let blocks = b.blocks();
+        assert_eq!(blocks.len(), 2 * BLOCK);
+        assert_eq!(blocks.as_ptr().align_offset(BLOCK), 0);
+        assert_eq!(&blocks[..16], &[7; 16]);
+        assert!(blocks[16 + 5000..].iter().all(|b| *b == 0));
+        b.written_through();
+        // 5016 bytes from a block start: the second block's 920 are kept to write again.
+        assert_eq!((b.written(), b.unwritten()), (5016 - BLOCK, 0));
+        // Growing far past the first allocation keeps the start aligned and the bytes.
+        b.push(&[2; 3 * BLOCK]);
+        let blocks = b.blocks();
+        assert_eq!(blocks.as_ptr().align_offset(BLOCK), 0);
+        assert_eq!(blocks.len(), 4 * BLOCK);
+        assert!(blocks[..5016 - BLOCK].iter().all(|b| *b == 1));
+        assert!(
+            blocks[5016 - BLOCK..5016 - BLOCK + 3 * BLOCK]
+                .iter()
+                .all(|b| *b == 2)
+        );
+        b.clear();
+        assert_eq!((b.written(), b.unwritten()), (0, 0));
     }
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cujo_wal::format::BLOCK;
 use cujo_wal::{AppendError, Replay, SegmentRef, Wal, WalError, WalSettings};
 
 /// A directory under the system's temp dir, removed on drop.
@@ -206,11 +207,11 @@ async fn segments_rotate_and_are_deleted_only_when_sealed_and_released() {
     wait_until("the next segment prepared", || {
         segment_files(dir.path()).len() == 4
     });
+    // Files are written in whole blocks: each ends in zeros to the next block boundary.
     let files = segment_files(dir.path());
-    for f in &files[..3] {
-        assert_eq!(fs::metadata(f).expect("segment").len(), 3052);
+    for f in &files {
+        assert_eq!(fs::metadata(f).expect("segment").len(), BLOCK as u64);
     }
-    assert_eq!(fs::metadata(&files[3]).expect("segment").len(), 16);
     let stats = wal.stats().snapshot();
     assert_eq!(stats.live_segments, 3);
     assert_eq!(stats.live_bytes, 3 * 3052);
@@ -259,8 +260,9 @@ async fn a_torn_tail_replays_every_complete_record_and_counts_the_rest() {
     drop(wal);
     drop(refs);
     // A crash mid-write: the last record is cut 40 bytes into its payload.
-    let full = fs::metadata(&segment).expect("segment").len();
-    assert_eq!(full, 16 + 10 * 112);
+    // The records end at 16 + 10 * 112, the file at the end of that block.
+    assert_eq!(fs::metadata(&segment).expect("segment").len(), BLOCK as u64);
+    let full = 16 + 10 * 112;
     let cut = full - 112 + 12 + 40;
     OpenOptions::new()
         .write(true)
@@ -319,6 +321,30 @@ async fn a_bit_flip_skips_only_the_damaged_record() {
     assert_eq!(replayed, expected);
     assert_eq!((counts.corrupt_skips, counts.corrupt_bytes), (1, 112));
     assert_eq!(counts.lost_bytes, 0);
+}
+
+#[tokio::test]
+async fn the_zeros_that_end_the_last_block_are_padding_but_anything_else_there_is_counted() {
+    let dir = TempDir::new("padding");
+    let (payloads, _) = ten_records(dir.path()).await;
+    // As written: every record back, nothing lost, though the file runs to its block's end.
+    let (wal, replay) = Wal::open(settings(dir.path())).expect("reopen");
+    let (replayed, counts) = replay_all(replay);
+    assert_eq!(replayed, payloads);
+    assert_eq!((counts.lost_records, counts.lost_bytes), (0, 0));
+    drop(wal);
+    // A non-zero byte after the last record is not padding: the rest of the block counts
+    // as a torn tail.
+    let dir = TempDir::new("not-padding");
+    let (_, segment) = ten_records(dir.path()).await;
+    flip(&segment, 16 + 10 * 112 + 100, 0x01);
+    let (_wal, replay) = Wal::open(settings(dir.path())).expect("reopen");
+    let (replayed, counts) = replay_all(replay);
+    assert_eq!(replayed, payloads);
+    assert_eq!(
+        (counts.lost_records, counts.lost_bytes),
+        (1, BLOCK as u64 - (16 + 10 * 112))
+    );
 }
 
 #[tokio::test]

@@ -35,25 +35,25 @@ pub enum Sender {
     PassThrough(Vec<(String, Bytes)>),
 }
 
-/// The record for `body` sent by `tenant`.
-pub fn encode_record(tenant: Option<&Tenant>, body: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(body.len() + 64);
-    match tenant {
-        None => out.put_u8(DEFAULT),
-        Some(t) if t.name() == PASS_THROUGH => {
-            out.put_u8(PASSED);
-            out.put_u16_le(t.headers().len() as u16);
-            for (name, value) in t.headers() {
-                put_field(&mut out, name.as_bytes());
-                put_field(&mut out, value);
-            }
+/// What a record holds before the request body: who sent it. The log frames it and the
+/// body as one record without copying the body here.
+pub fn record_head(tenant: Option<&Tenant>) -> Bytes {
+    static DEFAULT_HEAD: [u8; 1] = [DEFAULT];
+    let Some(t) = tenant else {
+        return Bytes::from_static(&DEFAULT_HEAD);
+    };
+    let mut out = BytesMut::with_capacity(64);
+    if t.name() == PASS_THROUGH {
+        out.put_u8(PASSED);
+        out.put_u16_le(t.headers().len() as u16);
+        for (name, value) in t.headers() {
+            put_field(&mut out, name.as_bytes());
+            put_field(&mut out, value);
         }
-        Some(t) => {
-            out.put_u8(CONFIGURED);
-            put_field(&mut out, t.name().as_bytes());
-        }
+    } else {
+        out.put_u8(CONFIGURED);
+        put_field(&mut out, t.name().as_bytes());
     }
-    out.extend_from_slice(body);
     out.freeze()
 }
 
@@ -117,11 +117,11 @@ impl Ingest {
     pub(crate) async fn log(
         &self,
         tenant: Option<&Arc<Tenant>>,
-        body: &[u8],
+        body: &Bytes,
     ) -> Option<Result<Pin, cujo_wal::AppendError>> {
         let wal = self.wal.as_ref()?;
-        let record = encode_record(tenant.map(|t| t.as_ref()), body);
-        Some(wal.append(record).await.map(|s| s as Pin))
+        let head = record_head(tenant.map(|t| t.as_ref()));
+        Some(wal.append_parts(head, body.clone()).await.map(|s| s as Pin))
     }
 
     /// Hands every record of `replay` to the pipeline as if it had just arrived (waiting for
@@ -359,6 +359,13 @@ pub fn render(stats: &cujo_wal::WalStats, out: &mut crate::prom::Exposition) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The record for `body` sent by `tenant`, as the log holds it.
+    fn encode_record(tenant: Option<&Tenant>, body: &[u8]) -> Bytes {
+        let mut out = BytesMut::from(&record_head(tenant)[..]);
+        out.extend_from_slice(body);
+        out.freeze()
+    }
 
     #[test]
     fn records_say_who_sent_them() {
