@@ -25,7 +25,9 @@
 //! `<directory>/LOCK` (`flock`ed while open) and segment files `<seq:020>.wal`, appended
 //! in `seq` order. A segment starts with a 16-byte header (`CUJOWAL`, version 1, `seq`
 //! LE); each record is framed as `magic (C5 1E 9A F7) | len: u32 LE | crc32(len ++
-//! payload): u32 LE | payload`. A segment grows until the next record would pass
+//! payload): u32 LE | payload`. Segments are written in whole 4 KiB blocks with direct I/O
+//! where the file system allows it (no page cache; see [`segment`]), so a file ends in
+//! fewer than 4 KiB of zeros after its last record, which replay takes as the end. A segment grows until the next record would pass
 //! `segment_size`, then it is sealed and the next one (created ahead of time, its header
 //! synced) takes over. Each open starts a new segment; the ones found are only read and
 //! deleted (a header-only segment left by a crash replays nothing). A clean close removes
