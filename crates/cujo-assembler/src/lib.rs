@@ -120,6 +120,9 @@ pub struct Assembler {
     due: BinaryHeap<Reverse<(u64, TraceId)>>,
     /// Traces in first-seen order, for memory-pressure release; stale ids are skipped.
     arrival: VecDeque<TraceId>,
+    /// Traces in the order their roots arrived: memory pressure releases these first (they
+    /// wait only for stragglers); stale ids are skipped.
+    rooted: VecDeque<TraceId>,
     /// The root caches and held ids of every shard; this shard's entry is `shard`.
     directory: Arc<Directory>,
     shard: usize,
@@ -231,6 +234,7 @@ impl Assembler {
             traces: CountedMap::new(),
             due: BinaryHeap::new(),
             arrival: VecDeque::new(),
+            rooted: VecDeque::new(),
             directory,
             shard,
             groups: GroupTable::new(),
@@ -302,6 +306,7 @@ impl Assembler {
             + self.traces.bytes()
             + vec_bytes::<Reverse<(u64, TraceId)>>(self.due.capacity())
             + vec_bytes::<TraceId>(self.arrival.capacity())
+            + vec_bytes::<TraceId>(self.rooted.capacity())
             + self.groups.memory_bytes()
     }
 
@@ -331,6 +336,7 @@ impl Assembler {
                 "arrival queue",
                 vec_bytes::<TraceId>(self.arrival.capacity()),
             ),
+            ("rooted queue", vec_bytes::<TraceId>(self.rooted.capacity())),
             ("interned resources", self.groups.memory_bytes()),
         ]
     }
@@ -580,6 +586,7 @@ impl Assembler {
                 &mut self.stats.capped,
             );
             trace.root = Some(Box::new(origin));
+            self.rooted.push_back(trace_id);
             let due = now_ms + self.settings.decision_wait.as_millis() as u64;
             if due < trace.due_ms {
                 trace.due_ms = due;
@@ -699,13 +706,21 @@ impl Assembler {
         self.flush_observer();
     }
 
-    /// Releases the oldest traces until `spans` more held spans and `bytes` more memory fit
-    /// under the limits, with a tenth of each to spare.
+    /// Releases traces until `spans` more held spans and `bytes` more memory fit under the
+    /// limits, with a tenth of each to spare: first those whose root has arrived, in the
+    /// order their roots came (they go enriched, only sooner than `decision_wait`), then the
+    /// oldest of the rest (without their root).
     fn relieve_pressure(&mut self, spans: usize, bytes: usize, now_ms: u64, out: &mut SpanBatch) {
         let max_spans = self.settings.max_buffered_spans - self.settings.max_buffered_spans / 10;
         let max_memory = self.settings.max_memory_bytes - self.settings.max_memory_bytes / 10;
         let mut swept = false;
         while self.held_spans + spans > max_spans || self.memory_bytes() + bytes > max_memory {
+            if let Some(id) = self.rooted.pop_front() {
+                if self.traces.get(&id).is_some_and(|t| t.root.is_some()) {
+                    self.release_trace(id, now_ms, ReleaseReason::RootEarly, out);
+                }
+                continue;
+            }
             let Some(id) = self.arrival.pop_front() else {
                 // Nothing left to release: what is left are tables and interned groups.
                 if !swept {
@@ -732,10 +747,21 @@ impl Assembler {
             }
             self.arrival.pop_front();
         }
+        while let Some(id) = self.rooted.front() {
+            if self.traces.get(id).is_some_and(|t| t.root.is_some()) {
+                break;
+            }
+            self.rooted.pop_front();
+        }
         let live = self.traces.len();
         if self.arrival.len() > 2 * live + 1024 {
             let traces = &self.traces;
             self.arrival.retain(|id| traces.contains_key(id));
+        }
+        if self.rooted.len() > 2 * live + 1024 {
+            let traces = &self.traces;
+            self.rooted
+                .retain(|id| traces.get(id).is_some_and(|t| t.root.is_some()));
         }
         if self.due.len() > 2 * live + 1024 {
             self.due = self
@@ -746,6 +772,9 @@ impl Assembler {
         }
         if self.arrival.capacity() > 4 * self.arrival.len() + 1024 {
             self.arrival.shrink_to(2 * self.arrival.len());
+        }
+        if self.rooted.capacity() > 4 * self.rooted.len() + 1024 {
+            self.rooted.shrink_to(2 * self.rooted.len());
         }
         if self.due.capacity() > 4 * self.due.len() + 1024 {
             self.due.shrink_to(2 * self.due.len());

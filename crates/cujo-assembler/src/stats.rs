@@ -12,22 +12,29 @@ pub enum ReleaseReason {
     /// It reached `max_spans_per_trace` (or `max_groups_per_trace`).
     Size,
     /// Held spans passed `max_buffered_spans` or the assembler's share of the memory
-    /// budget; the oldest traces went first.
+    /// budget, and no trace with its root was left to release: the oldest traces went
+    /// first, without their root (unenriched, unless it is cached by then).
     MemoryPressure,
     Shutdown,
     /// Its span with a remote parent arrived (`assembler.remote_parent: release`): the root
     /// is in another process, so the local part goes on unenriched at once.
     RemoteParent,
+    /// Held spans passed a limit (as [`ReleaseReason::MemoryPressure`]) while its root had
+    /// arrived: it went enriched before `decision_wait` had passed. Pressure takes these
+    /// first, in the order their roots came, since all they wait for is stragglers (which
+    /// are still enriched, from the root cache).
+    RootEarly,
 }
 
 impl ReleaseReason {
-    pub const ALL: [ReleaseReason; 6] = [
+    pub const ALL: [ReleaseReason; 7] = [
         ReleaseReason::Root,
         ReleaseReason::TimeoutWithoutRoot,
         ReleaseReason::Size,
         ReleaseReason::MemoryPressure,
         ReleaseReason::Shutdown,
         ReleaseReason::RemoteParent,
+        ReleaseReason::RootEarly,
     ];
 
     pub fn label(self) -> &'static str {
@@ -38,6 +45,7 @@ impl ReleaseReason {
             ReleaseReason::MemoryPressure => "memory_pressure",
             ReleaseReason::Shutdown => "shutdown",
             ReleaseReason::RemoteParent => "remote_parent",
+            ReleaseReason::RootEarly => "root_early",
         }
     }
 }
@@ -49,7 +57,7 @@ pub struct AssemblerStats {
     pub spans_buffered: u64,
     pub bytes_buffered: u64,
     /// Traces (or parts of traces) released, by [`ReleaseReason`] in `ALL` order.
-    pub traces_released: [u64; 6],
+    pub traces_released: [u64; ReleaseReason::ALL.len()],
     pub spans_released: u64,
     pub spans_enriched: u64,
     /// Spans that arrived after their trace was released and were enriched from the cache.

@@ -577,6 +577,80 @@ fn memory_pressure_releases_the_oldest_traces_early_and_loses_nothing() {
 }
 
 #[test]
+fn memory_pressure_releases_traces_with_their_root_first_enriched() {
+    let mut a = Assembler::new(AssemblerSettings {
+        max_buffered_spans: 10,
+        ..settings()
+    });
+    let mut out = SpanBatch::default();
+    // Traces 1-3 wait for their roots (the oldest); traces 4-6 have theirs and wait only for
+    // stragglers, their roots arriving in the order 6, 4, 5.
+    for t in 1..=3u8 {
+        a.ingest(
+            &batch(&[("api", s(t, 2, Some(1), "a"))]),
+            u64::from(t),
+            &mut out,
+        );
+    }
+    for (at, t) in [(4u64, 6u8), (5, 4), (6, 5)] {
+        a.ingest(
+            &batch(&[("api", s(t, 2, Some(1), "a")), ("web", root(t, 1, "gold"))]),
+            at,
+            &mut out,
+        );
+    }
+    assert_eq!(a.held_spans(), 9);
+    assert!(spans_of(&out).is_empty(), "nothing over the limit yet");
+    // Two more spans pass the limit (10, with a tenth to spare): the rooted traces go, in
+    // the order their roots came, before any trace still waiting for its root.
+    a.ingest(
+        &batch(&[
+            ("api", s(7, 2, Some(1), "a")),
+            ("api", s(7, 3, Some(1), "b")),
+        ]),
+        7,
+        &mut out,
+    );
+    let early = spans_of(&out);
+    let traces: Vec<u8> = early.iter().map(|(_, s)| s.trace_id[0]).collect();
+    assert!(!traces.is_empty());
+    assert!(
+        traces.iter().all(|t| (4..=6).contains(t)),
+        "only rooted traces went: {traces:?}"
+    );
+    assert_eq!(
+        traces[0], 6,
+        "the first root to arrive goes first: {traces:?}"
+    );
+    for (_, span) in &early {
+        assert_eq!(attr(span, "user.tier").as_deref(), Some("gold"), "enriched");
+    }
+    let stats = a.stats();
+    assert!(stats.traces_released[ReleaseReason::RootEarly as usize] >= 1);
+    assert_eq!(
+        stats.traces_released[ReleaseReason::MemoryPressure as usize],
+        0
+    );
+    // A straggler of a trace that went early is still enriched, from the root cache.
+    let mut late = SpanBatch::default();
+    a.ingest(&batch(&[("api", s(6, 9, Some(2), "late"))]), 8, &mut late);
+    let late = spans_of(&late);
+    assert_eq!(late.len(), 1);
+    assert_eq!(attr(&late[0].1, "user.tier").as_deref(), Some("gold"));
+    // With no rooted trace left, the oldest rootless ones go.
+    for t in 10..=20u8 {
+        a.ingest(
+            &batch(&[("api", s(t, 2, Some(1), "a"))]),
+            u64::from(t),
+            &mut out,
+        );
+    }
+    assert!(a.stats().traces_released[ReleaseReason::MemoryPressure as usize] >= 1);
+    a.release_all(100, &mut out);
+    assert_eq!(spans_of(&out).len(), 3 + 6 + 2 + 11, "nothing lost");
+}
+
+#[test]
 fn own_attributes_are_kept_unless_overwrite_and_prefix_is_applied() {
     let mut own = s(1, 2, Some(1), "child");
     own.attrs = vec![kv("user.tier", "child-own")];
