@@ -15,7 +15,8 @@
 //!
 //! Memory is bounded and counted: [`Assembler::memory_bytes`] is what the held spans and
 //! every index over them occupy (allocator size classes included), kept under
-//! `max_memory_bytes` by releasing the oldest traces early; the root cache keeps itself under
+//! `max_memory_bytes` by releasing traces early (those whose root has arrived first, so
+//! they go enriched; then the oldest); the root cache keeps itself under
 //! its own bytes; what one step may write out is limited by [`Assembler::set_output_room`];
 //! and `propagate:`'s caps bound what propagation adds to a span. Maps keyed by ids come
 //! from the input, so they hash with a per-process random seed.
@@ -350,8 +351,8 @@ impl Assembler {
     }
 
     /// The memory the assembler keeps itself under (`max_memory_bytes`): lowered while
-    /// the process's resident set is too far over its budget, so the oldest traces go
-    /// early at the next step.
+    /// the process's resident set is too far over its budget, so traces go early at the
+    /// next step.
     pub fn set_max_memory_bytes(&mut self, bytes: usize) {
         self.settings.max_memory_bytes = bytes;
     }

@@ -13,10 +13,12 @@ pub struct AssemblerSettings {
     /// A trace whose spans arrived under more distinct resource/scope pairs is released
     /// early, in parts (each pair held is a copy of its resource and scope).
     pub max_groups_per_trace: usize,
-    /// Past this many held spans, the oldest traces are released early.
+    /// Past this many held spans, traces are released early: those with their root first
+    /// ([`crate::ReleaseReason::RootEarly`]), then the oldest.
     pub max_buffered_spans: usize,
     /// Past this much memory for held spans and their indexes (see
-    /// [`crate::Assembler::memory_bytes`]), the oldest traces are released early: the
+    /// [`crate::Assembler::memory_bytes`]), traces are released early as past
+    /// `max_buffered_spans`: the
     /// assembler's share of the memory budget.
     pub max_memory_bytes: usize,
     /// How long a released trace's root stays known for late and linked spans.

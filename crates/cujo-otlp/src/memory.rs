@@ -8,7 +8,8 @@
 //!
 //! - **receivers** (request bodies as their bytes arrive, inflated bodies, accepted requests
 //!   waiting for the next stage): refuse the request with the OTLP spec's retryable answer;
-//! - **assembler** (held spans and every index over them): release the oldest traces early;
+//! - **assembler** (held spans and every index over them): release traces early,
+//!   those whose root has arrived first (enriched), then the oldest;
 //! - **root cache** (origins of released traces): forget the oldest;
 //! - **exporter** (batches, the queue, encode buffers, and the assembler's output on its way
 //!   there): the stage before it waits, so the receivers fill up and refuse;

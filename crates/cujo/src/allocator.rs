@@ -11,8 +11,8 @@
 //! allocator keeps freed memory again. If the resident set still passes the budget plus
 //! [`HARD`] (memory the counts cannot see: the allocator's fragmentation across threads'
 //! pages), every component's limit is lowered step by step, down to half
-//! (`cujo_memory_limit_scale_ratio`): receivers refuse sooner, the assembler releases its
-//! oldest traces early, the exporter takes less; the limits come back once the resident set
+//! (`cujo_memory_limit_scale_ratio`): receivers refuse sooner, the assembler releases
+//! traces early (those with their root first), the exporter takes less; the limits come back once the resident set
 //! is under the budget plus [`SLACK`]. A process with room never leaves the fast path.
 
 use std::sync::{Arc, OnceLock, Weak};
