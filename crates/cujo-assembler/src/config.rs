@@ -37,6 +37,23 @@ pub struct AssemblerConfig {
     /// pod does not own the root: the gateway enriches it).
     #[serde(default)]
     pub remote_parent: RemoteParent,
+    /// What waits `decision_wait` once a trace's root has arrived: only the `root` (the
+    /// trace's other spans go on at once, enriched), or the whole `trace`.
+    #[serde(default)]
+    pub hold: Hold,
+}
+
+/// `assembler.hold`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Hold {
+    /// The root waits for stragglers (its `cujo.trace.*` summary counts them); the trace's
+    /// other spans go as soon as the root is there, unless a span link, a consumer span or
+    /// an SLI reading every span needs the trace whole.
+    #[default]
+    Root,
+    /// Every span waits with the root.
+    Trace,
 }
 
 /// `assembler.remote_parent`.
@@ -60,6 +77,7 @@ impl Default for AssemblerConfig {
             max_link_hops: default_max_link_hops(),
             shards: 0,
             remote_parent: RemoteParent::Hold,
+            hold: Hold::Root,
         }
     }
 }
@@ -111,6 +129,7 @@ impl AssemblerConfig {
             root_cache_max_bytes,
             max_link_hops: self.max_link_hops,
             release_on_remote_parent: self.remote_parent == RemoteParent::Release,
+            stream_after_root: self.hold == Hold::Root,
             propagate,
         }
     }

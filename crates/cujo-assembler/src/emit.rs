@@ -175,6 +175,89 @@ impl Assembler {
     }
 }
 
+impl Assembler {
+    /// Writes out, enriched from the trace's own root, every span `id` holds except its
+    /// root, and keeps the trace open: the root waits for `decision_wait` (its
+    /// `cujo.trace.*` summary counts the stragglers), the other spans need nothing more.
+    /// Only for traces [`Assembler::streams`] allows (no link, no consumer, an observer that
+    /// reads only the root). Returns how many spans went.
+    pub(crate) fn stream_held(&mut self, id: &TraceId, out: &mut SpanBatch) -> usize {
+        let Some(trace) = self.traces.get_mut(id) else {
+            return 0;
+        };
+        let trace = &mut **trace;
+        let Some(origin) = trace.root.as_deref() else {
+            return 0;
+        };
+        let kept = trace
+            .spans
+            .iter()
+            .filter(|s| s.flags & span_flags::ROOT != 0)
+            .count();
+        let n = trace.spans.len() - kept;
+        if n == 0 {
+            return 0;
+        }
+        let data = std::mem::take(&mut trace.data);
+        let spans = std::mem::take(&mut trace.spans);
+        let base_hops = u32::from(origin.link_hops);
+        let shared = shared_block(origin);
+        let mut buf = Vec::with_capacity(data.len() + n * (shared.len() + 64) + 32);
+        let mut offsets = Vec::with_capacity(n);
+        let mut start = 0usize;
+        let mut streamed_bytes = 0usize;
+        for s in &spans {
+            let end = (s.end as usize).min(data.len());
+            let bytes = &data[start.min(end)..end];
+            start = end;
+            if s.flags & span_flags::ROOT != 0 {
+                trace.data.extend_from_slice(bytes);
+                trace.spans.push(crate::held::HeldSpan {
+                    end: trace.data.len() as u32,
+                    ..*s
+                });
+                continue;
+            }
+            streamed_bytes += bytes.len();
+            let ctx = SpanContext {
+                start_ns: span_start_time(bytes),
+                async_hops: base_hops,
+                root_summary: None,
+            };
+            let at = buf.len();
+            if s.flags & span_flags::READ_ATTRIBUTES == 0 {
+                enrich_fast(bytes, &shared, &ctx, origin, &mut buf);
+            } else {
+                enrich(bytes, origin, &ctx, &self.settings.propagate, &mut buf);
+            }
+            offsets.push((at, buf.len(), s.group));
+        }
+        if let Some(tenant) = trace
+            .groups
+            .first()
+            .and_then(|g| g.resource.tenant.as_ref())
+        {
+            tenant.take(buf.len().saturating_sub(streamed_bytes));
+        }
+        self.output_written += allocation_size(buf.capacity()) + n * HANDLE;
+        let buf = Bytes::from(buf);
+        for (a, b, group) in offsets {
+            if let Some(g) = trace.groups.get(usize::from(group)) {
+                push_span(out, g, buf.slice(a..b));
+            }
+        }
+        self.stats.spans_released += n as u64;
+        self.stats.spans_enriched += n as u64;
+        self.stats.spans_streamed += n as u64;
+        self.held_spans -= n;
+        self.held_bytes -= streamed_bytes;
+        let now = trace.heap_bytes();
+        self.trace_heap = self.trace_heap + now - trace.accounted;
+        trace.accounted = now;
+        n
+    }
+}
+
 /// How many of the output's last groups a span looks through for its own before it starts
 /// a new one. A trace's spans come in runs of a few groups, and the traces released together
 /// share the shard's interned groups, so a short look back finds most: the output keeps few,

@@ -88,6 +88,9 @@ pub(crate) struct Trace {
     pub accounted: usize,
     /// A span with a remote parent arrived (with [`crate::AssemblerSettings::release_on_remote_parent`]).
     pub remote_entry: bool,
+    /// A CONSUMER span with a parent arrived: the trace's async hops need its span tree, so
+    /// its spans are held whole until release.
+    pub consumer: bool,
 }
 
 /// No pending span.
@@ -119,6 +122,7 @@ impl Trace {
             pending_bytes: 0,
             accounted: 0,
             remote_entry: false,
+            consumer: false,
         }
     }
 

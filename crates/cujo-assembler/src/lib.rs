@@ -1,6 +1,9 @@
 //! The trace assembler: buffers each trace until its root has arrived, then writes the root's
 //! chosen attributes onto every span of the trace — and of traces that continue it through a
-//! queue or a span link — before the spans move on.
+//! queue or a span link — before the spans move on. Once the root is there, the trace's other
+//! spans go at once; the root waits `decision_wait` for stragglers (its `cujo.trace.*`
+//! summary counts them), and so do traces that release needs whole — a consumer span, a span
+//! link, an observer reading every span ([`AssemblerSettings::stream_after_root`]).
 //!
 //! Traces are sharded by trace id ([`directory::shard_of`]): each shard is one [`Assembler`],
 //! run on its own task, owning its traces outright; span links that point into another shard
@@ -142,6 +145,9 @@ pub struct Assembler {
     classify_keys: Option<Vec<Box<[u8]>>>,
     /// First bytes of `classify_keys`, so most attributes are passed over at one lookup.
     classify_first_bytes: [bool; 256],
+    /// The observer reads every span of a released trace ([`TraceObserver::needs_every_span`]):
+    /// traces are then held whole, not streamed.
+    observer_reads_spans: bool,
     /// How many bytes the current step may write out ([`Assembler::set_output_room`]).
     output_room: usize,
     /// Memory of what was written out since the room was last set.
@@ -208,6 +214,15 @@ pub trait TraceObserver: Send {
     /// under. Passed on at once, never held.
     fn late_span(&mut self, _trace_id: &TraceId, _span: &[u8], _resource: &[u8]) {}
 
+    /// Whether [`TraceObserver::released`] reads every span of a trace. When it reads only
+    /// the root (with [`ReleasedTrace::span_bits`] and [`ReleasedTrace::last_end_ns`]), the
+    /// assembler writes a trace's other spans out as soon as its root has arrived and holds
+    /// only the root for `decision_wait`: `released` then lists the root and the spans held
+    /// since. The default is the safe answer.
+    fn needs_every_span(&self) -> bool {
+        true
+    }
+
     /// The end of one step of the assembler ([`Assembler::ingest_step`],
     /// [`Assembler::release_due`], [`Assembler::release_all`]): an observer that batches what
     /// it heard hands it on now.
@@ -247,6 +262,7 @@ impl Assembler {
             observer: None,
             classify_keys: None,
             classify_first_bytes: [false; 256],
+            observer_reads_spans: false,
             output_room: usize::MAX,
             output_written: 0,
         }
@@ -268,6 +284,7 @@ impl Assembler {
                 self.classify_first_bytes[b as usize] = true;
             }
         }
+        self.observer_reads_spans = observer.needs_every_span();
         self.observer = Some(observer);
     }
 
@@ -461,6 +478,8 @@ impl Assembler {
                 self.release_trace(id, now_ms, ReleaseReason::RemoteParent, out);
             } else if t.spans.len() >= self.settings.max_spans_per_trace.max(1) {
                 self.release_part(id, now_ms, ReleaseReason::Size, out);
+            } else if self.streams(t) {
+                self.stream_held(&id, out);
             }
         }
         let done = next_span(batch, &mut cursor.clone()).is_none();
@@ -471,6 +490,18 @@ impl Assembler {
         }
         self.flush_observer();
         done
+    }
+
+    /// Whether the spans `trace` holds besides its root may go now, enriched from its root,
+    /// rather than wait with the root for `decision_wait`: the root has arrived, and nothing
+    /// else the release computes needs them — no span link to merge another origin from, no
+    /// consumer whose async hops need the span tree, no observer reading every span.
+    fn streams(&self, trace: &Trace) -> bool {
+        self.settings.stream_after_root
+            && trace.root.is_some()
+            && trace.link.is_none()
+            && !trace.consumer
+            && !self.observer_reads_spans
     }
 
     fn flush_observer(&mut self) {
@@ -599,6 +630,7 @@ impl Assembler {
         }
         if f.kind == kind::CONSUMER && f.parent_span_id.is_some() {
             flags |= span_flags::CONSUMER_CHILD;
+            trace.consumer = true;
         }
         if trace.pending_head == held::NONE {
             touched.push(trace_id);

@@ -32,6 +32,10 @@ pub struct AssemblerSettings {
     /// Release a trace's held spans as soon as its span with a remote parent arrives (a
     /// sidecar that does not own the trace's root), rather than at `trace_timeout`.
     pub release_on_remote_parent: bool,
+    /// Once a trace's root has arrived, write its other spans out at once and hold only the
+    /// root for `decision_wait` (`assembler.hold: root`), where nothing needs the trace
+    /// whole.
+    pub stream_after_root: bool,
     pub propagate: PropagateSettings,
 }
 
@@ -49,6 +53,7 @@ impl Default for AssemblerSettings {
             root_cache_max_bytes: usize::MAX,
             max_link_hops: 3,
             release_on_remote_parent: false,
+            stream_after_root: true,
             propagate: PropagateSettings::default(),
         }
     }

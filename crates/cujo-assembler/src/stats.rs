@@ -60,6 +60,9 @@ pub struct AssemblerStats {
     pub traces_released: [u64; ReleaseReason::ALL.len()],
     pub spans_released: u64,
     pub spans_enriched: u64,
+    /// Spans written out as soon as their trace's root had arrived, their trace left open
+    /// for its root to wait `decision_wait` ([`crate::Assembler`]'s streaming).
+    pub spans_streamed: u64,
     /// Spans that arrived after their trace was released and were enriched from the cache.
     pub late_spans_enriched: u64,
     /// Spans that arrived after their trace was released, with no root known.
@@ -98,6 +101,7 @@ impl AssemblerStats {
         }
         self.spans_released += other.spans_released;
         self.spans_enriched += other.spans_enriched;
+        self.spans_streamed += other.spans_streamed;
         self.late_spans_enriched += other.late_spans_enriched;
         self.late_spans_without_root += other.late_spans_without_root;
         self.linked_traces_joined += other.linked_traces_joined;

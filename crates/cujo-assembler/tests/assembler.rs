@@ -245,7 +245,11 @@ fn a_span_with_a_remote_parent_releases_the_local_part_at_once_when_asked() {
 
 #[test]
 fn children_before_root_across_requests_are_enriched_after_decision_wait() {
-    let mut a = Assembler::new(settings());
+    // `assembler.hold: trace`: every span waits with the root.
+    let mut a = Assembler::new(AssemblerSettings {
+        stream_after_root: false,
+        ..settings()
+    });
     let mut out = SpanBatch::default();
     a.ingest(
         &batch(&[("ledger", s(1, 3, Some(2), "append row"))]),
@@ -548,6 +552,114 @@ fn a_trace_without_root_is_released_unenriched_after_the_timeout() {
 }
 
 #[test]
+fn the_other_spans_go_when_the_root_arrives_and_the_root_waits_for_stragglers() {
+    // `assembler.hold: root`, the default.
+    let mut a = Assembler::new(settings());
+    let mut out = SpanBatch::default();
+    a.ingest(
+        &batch(&[("ledger", s(1, 3, Some(2), "append row"))]),
+        0,
+        &mut out,
+    );
+    assert!(out.is_empty(), "held until the root arrives");
+    a.ingest(
+        &batch(&[
+            ("frontend", s(1, 2, Some(1), "ledger.Append")),
+            ("frontend", root(1, 1, "gold")),
+        ]),
+        10,
+        &mut out,
+    );
+    let first = spans_of(&out);
+    let mut names: Vec<&str> = first.iter().map(|(_, sp)| sp.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["append row", "ledger.Append"], "all but the root");
+    for (svc, sp) in &first {
+        assert_eq!(attr(sp, "user.tier").as_deref(), Some("gold"));
+        assert_eq!(
+            attr(sp, "cujo.root.name").as_deref(),
+            Some("POST /v1/messages")
+        );
+        assert_eq!(attr(sp, "cujo.async.hops").as_deref(), Some("0"));
+        assert_eq!(attr(sp, "cujo.trace.span_count"), None, "only on the root");
+        assert_eq!(sp.name == "append row", svc == "ledger", "resource kept");
+    }
+    assert_eq!(
+        attr(by_name(&first, "append row"), "cujo.root.offset_ms").as_deref(),
+        Some("3")
+    );
+    assert_eq!(a.held_spans(), 1, "the root waits");
+    // A straggler before decision_wait goes at once, enriched, and is counted on the root.
+    let mut straggler = SpanBatch::default();
+    a.ingest(
+        &batch(&[("ledger", s(1, 4, Some(2), "flush"))]),
+        500,
+        &mut straggler,
+    );
+    let straggler = spans_of(&straggler);
+    assert_eq!(straggler.len(), 1);
+    assert_eq!(attr(&straggler[0].1, "user.tier").as_deref(), Some("gold"));
+    assert_eq!(a.held_spans(), 1);
+    let mut last = SpanBatch::default();
+    a.release_due(2009, &mut last);
+    assert!(last.is_empty(), "the root waits decision_wait");
+    a.release_due(2010, &mut last);
+    let last = spans_of(&last);
+    assert_eq!(last.len(), 1);
+    let r = &last[0].1;
+    assert_eq!(r.name, "POST /v1/messages");
+    assert_eq!(attr(r, "user.tier").as_deref(), Some("gold"));
+    assert_eq!(attr(r, "cujo.trace.span_count").as_deref(), Some("4"));
+    let st = a.stats();
+    assert_eq!(st.traces_released[ReleaseReason::Root as usize], 1);
+    assert_eq!(st.spans_streamed, 3);
+    assert_eq!(st.spans_released, 4);
+    assert_eq!(st.spans_enriched, 4);
+    assert_eq!(a.held_spans(), 0);
+}
+
+#[test]
+fn traces_with_a_consumer_or_a_link_are_held_whole_until_decision_wait() {
+    let mut a = Assembler::new(settings());
+    let mut out = SpanBatch::default();
+    // Trace 1: a consumer under a producer; its async hops need the whole span tree.
+    let consumer = S {
+        kind: CONSUMER,
+        ..s(1, 3, Some(2), "consume")
+    };
+    let producer = S {
+        kind: PRODUCER,
+        ..s(1, 2, Some(1), "publish")
+    };
+    // Trace 2: continues trace 9 through a span link.
+    let linked = S {
+        links: vec![(9, 1)],
+        ..root(2, 1, "free")
+    };
+    a.ingest(
+        &batch(&[
+            ("worker", consumer),
+            ("frontend", producer),
+            ("frontend", root(1, 1, "gold")),
+            ("api", s(2, 2, Some(1), "child")),
+            ("api", linked),
+        ]),
+        0,
+        &mut out,
+    );
+    assert!(out.is_empty(), "nothing streamed");
+    assert_eq!(a.held_spans(), 5);
+    a.release_due(2000, &mut out);
+    let spans = spans_of(&out);
+    assert_eq!(spans.len(), 5);
+    assert_eq!(
+        attr(by_name(&spans, "consume"), "cujo.async.hops").as_deref(),
+        Some("1")
+    );
+    assert_eq!(a.stats().spans_streamed, 0);
+}
+
+#[test]
 fn memory_pressure_releases_the_oldest_traces_early_and_loses_nothing() {
     let mut a = Assembler::new(AssemblerSettings {
         max_buffered_spans: 10,
@@ -578,8 +690,10 @@ fn memory_pressure_releases_the_oldest_traces_early_and_loses_nothing() {
 
 #[test]
 fn memory_pressure_releases_traces_with_their_root_first_enriched() {
+    // Whole traces held (`assembler.hold: trace`), so rooted traces hold their children.
     let mut a = Assembler::new(AssemblerSettings {
         max_buffered_spans: 10,
+        stream_after_root: false,
         ..settings()
     });
     let mut out = SpanBatch::default();

@@ -225,6 +225,13 @@ impl TraceObserver for SliObserver {
         })
     }
 
+    /// Every span is read when some CUJ looks past the root in a way the arrival bits do not
+    /// cover (`spans_besides_bits` includes the bits being off). Traces with a span link
+    /// are held whole by the assembler anyway.
+    fn needs_every_span(&self) -> bool {
+        self.needs_all_spans && self.spans_besides_bits
+    }
+
     fn released(&mut self, trace: &ReleasedTrace<'_>) {
         // A trace continuing another through a link may extend a settling event.
         let linked = trace.link.filter(|_| self.settles);

@@ -346,6 +346,12 @@ pub fn render(shards: &[AssemblerStats], out: &mut Exposition) {
     .sample(&[], stats.spans_enriched as f64);
     Family::counter(
         out,
+        "cujo_assembler_spans_streamed_total",
+        "Spans written out as soon as their trace's root arrived, while the root waits decision_wait (assembler.hold: root).",
+    )
+    .sample(&[], stats.spans_streamed as f64);
+    Family::counter(
+        out,
         "cujo_assembler_late_spans_total",
         "Spans that arrived after their trace was released: enriched from the root cache, or with no root known.",
     )

@@ -204,7 +204,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         Some(otlp) => {
             let downstream = Arc::new(otlp.downstream()?);
             tracing::info!(endpoint = %downstream.display_uri(), "forwarding spans");
-            let settings = otlp.settings(budget.account(Component::Exporter));
+            let mut settings = otlp.settings(budget.account(Component::Exporter));
+            // The assembler pays for what it releases from the exporter's share.
+            settings.input_paid = config.assembler_enabled();
             health.spawn(
                 "exporter",
                 exporter::run(

@@ -342,7 +342,7 @@ async fn a_trace_whose_root_never_comes_is_released_unenriched_after_the_timeout
 async fn memory_pressure_releases_early_without_losing_spans() {
     let downstream = Downstream::start().await;
     let cujo = Cujo::start(&format!(
-        "assembler:\n  decision_wait: 60s\n  trace_timeout: 120s\n  max_buffered_spans: 50\npropagate: {{ attributes: [\"user.tier\"] }}\n{}",
+        "assembler:\n  decision_wait: 60s\n  trace_timeout: 120s\n  max_buffered_spans: 50\n  hold: trace\npropagate: {{ attributes: [\"user.tier\"] }}\n{}",
         exporter_yaml(downstream.addr, "")
     ))
     .await;
@@ -383,7 +383,7 @@ async fn memory_pressure_releases_early_without_losing_spans() {
 async fn shutdown_releases_and_forwards_buffered_traces_enriched() {
     let downstream = Downstream::start().await;
     let cujo = Cujo::start(&format!(
-        "assembler:\n  decision_wait: 60s\n  trace_timeout: 120s\npropagate: {{}}\n{}",
+        "assembler:\n  decision_wait: 60s\n  trace_timeout: 120s\n  hold: trace\npropagate: {{}}\n{}",
         exporter_yaml(downstream.addr, "")
     ))
     .await;
@@ -407,6 +407,47 @@ async fn shutdown_releases_and_forwards_buffered_traces_enriched() {
     let spans = downstream.spans();
     assert_eq!(spans.len(), 2);
     assert_root_values(named(&spans, "held"), "gold", "acme", "0");
+}
+
+/// `assembler.hold: root` (the default): once the root is there, the trace's other spans go
+/// on enriched at once; only the root waits `decision_wait` (a minute here), so that its
+/// `cujo.trace.*` summary counts stragglers. At shutdown it goes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_go_on_when_the_root_arrives_and_the_root_waits() {
+    let downstream = Downstream::start().await;
+    let cujo = Cujo::start(&format!(
+        "assembler:\n  decision_wait: 60s\n  trace_timeout: 120s\npropagate: {{}}\n{}",
+        exporter_yaml(downstream.addr, "")
+    ))
+    .await;
+    let svc = Service::new(&cujo, "frontend");
+    tokio::task::spawn_blocking(move || {
+        let mut root = root_span(&svc, "gold", "acme");
+        let mut a = child_of(&svc, root.span_context(), "streamed", SpanKind::Internal);
+        a.end();
+        root.end();
+        drop(svc);
+    })
+    .await
+    .expect("sdk");
+    let d = &downstream;
+    wait_for("the child forwarded", || async {
+        (d.span_count() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(cujo.metric("cujo_assembler_spans_buffered").await, 1.0);
+    assert_eq!(
+        cujo.metric("cujo_assembler_spans_streamed_total").await,
+        1.0
+    );
+    assert_root_values(named(&downstream.spans(), "streamed"), "gold", "acme", "0");
+    let (status, _cujo) = cujo.stop().await;
+    assert!(status.success());
+    let spans = downstream.spans();
+    assert_eq!(spans.len(), 2, "the root at shutdown");
+    let root = named(&spans, "POST /v1/messages");
+    assert_eq!(root.attr("cujo.trace.span_count").as_deref(), Some("2"));
+    assert_eq!(root.attr("user.tier").as_deref(), Some("gold"));
 }
 
 /// A sidecar in a pod that does not own the trace's root (`assembler.remote_parent:

@@ -213,6 +213,7 @@ impl OtlpExporter {
             concurrency: self.concurrency,
             retry: self.retry.settings(),
             memory,
+            input_paid: false,
         }
     }
 

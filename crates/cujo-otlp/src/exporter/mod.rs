@@ -49,6 +49,11 @@ pub struct ExporterSettings {
     pub retry: RetrySettings,
     /// The exporter's share of the memory budget.
     pub memory: Account,
+    /// What arrives is already paid for from `memory` (the assembler takes room in the
+    /// exporter's share before it releases spans): taking it adds nothing to the account,
+    /// so it is taken whatever the account says. Otherwise (the receivers' requests, paid
+    /// from their share and moved here when taken) input waits while the account is full.
+    pub input_paid: bool,
 }
 
 /// Spans of one tenant on their way out, with the leases that pay for their memory.
@@ -207,11 +212,13 @@ pub async fn run(
         }
         // Take more input only below both limits; a request taken moves its bytes here, so
         // the account holds at most its limit plus one request. Holding nothing, take input
-        // whatever the account says: what fills it then is input already charged to it
-        // (the assembler's output, leased before it is sent), which only moves once taken.
+        // whatever the account says: what fills it then is input already charged to it,
+        // which only moves once taken. Input paid from this account (the assembler's
+        // output) is taken whatever the account says: it is counted here already, and
+        // left in the channel it would only keep the account full while senders idle.
         let idle = building_spans == 0 && queue.is_empty() && senders.is_empty();
-        let room =
-            queued_spans + building_spans < settings.queue_max_spans && (!memory.is_full() || idle);
+        let room = queued_spans + building_spans < settings.queue_max_spans
+            && (settings.input_paid || !memory.is_full() || idle);
         if !room && memory.is_full() {
             memory.note_full();
         }
