@@ -68,9 +68,12 @@ impl Shares {
         // Weights, not fractions: normalised over the stages that run.
         let mut w = [0.0; 5];
         w[Component::Receivers as usize] = 1.0;
-        w[Component::Exporter as usize] = if assembler { 2.0 } else { 3.0 };
+        // The assembler holds spans until their root arrives and then only the root
+        // (`assembler.hold: root`); what it releases waits in the exporter's share until it is
+        // encoded, so at a gateway's rates the exporter needs the larger share.
+        w[Component::Exporter as usize] = 3.0;
         if assembler {
-            w[Component::Assembler as usize] = 3.0;
+            w[Component::Assembler as usize] = 2.0;
             w[Component::RootCache as usize] = 1.0;
         }
         if assembler && sli {

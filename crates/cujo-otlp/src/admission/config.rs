@@ -216,8 +216,8 @@ mod tests {
         ];
         let left: f64 = others.iter().map(|c| s.of(*c)).sum();
         assert!((left - 0.5).abs() < 1e-9, "{s:?}");
-        // In proportion: the assembler's default weight is three times the root cache's.
-        let ratio = s.of(Component::Assembler) / s.of(Component::RootCache);
+        // In proportion: the exporter's default weight is three times the root cache's.
+        let ratio = s.of(Component::Exporter) / s.of(Component::RootCache);
         assert!((ratio - 3.0).abs() < 1e-9, "{s:?}");
         // Without an assembler its share, unless set, is nothing.
         let plain = SharesConfig::default().resolve(Shares::for_stages(false, false));
