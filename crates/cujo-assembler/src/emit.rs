@@ -123,55 +123,29 @@ impl Assembler {
             });
         let hops = heads.as_ref().map(|h| async_hops(h, base_hops));
         let duration = duration_ms(origin.root_start_ns(), trace.last_end_ns);
-        let shared = shared_block(origin);
-        let mut buf = Vec::with_capacity(data.len() + n * (shared.len() + 64) + 32);
-        let mut offsets = Vec::with_capacity(n);
-        for (i, (range, s, _)) in trace.spans_in(data).enumerate() {
-            let h = hops
-                .as_ref()
-                .and_then(|v| v.get(i).copied())
-                .unwrap_or(base_hops);
-            let start_ns = match heads.as_ref().and_then(|v| v.get(i)) {
-                Some(head) => head.start_ns,
-                None => span_start_time(&data[range.clone()]),
-            };
-            let start = buf.len();
-            let root_summary =
-                (s.flags & span_flags::ROOT != 0).then_some((trace.span_count, duration));
-            let ctx = SpanContext {
-                start_ns,
-                async_hops: h,
-                root_summary,
-            };
-            if s.flags & span_flags::READ_ATTRIBUTES == 0 {
-                enrich_fast(&data[range], &shared, &ctx, origin, &mut buf);
-            } else {
-                enrich(
-                    &data[range],
-                    origin,
-                    &ctx,
-                    &self.settings.propagate,
-                    &mut buf,
-                );
-            }
-            offsets.push((start, buf.len()));
-        }
+        let spans = trace
+            .spans_in(data)
+            .enumerate()
+            .map(|(i, (range, s, group))| {
+                let start_ns = match heads.as_ref().and_then(|v| v.get(i)) {
+                    Some(head) => head.start_ns,
+                    None => span_start_time(&data[range.clone()]),
+                };
+                let ctx = SpanContext {
+                    start_ns,
+                    async_hops: hops
+                        .as_ref()
+                        .and_then(|v| v.get(i).copied())
+                        .unwrap_or(base_hops),
+                    root_summary: (s.flags & span_flags::ROOT != 0)
+                        .then_some((trace.span_count, duration)),
+                };
+                (&data[range], s.flags, group, ctx)
+            });
+        let written = write_enriched(spans, origin, &self.settings.propagate, n, data.len(), out);
         self.stats.spans_enriched += n as u64;
-        self.output_written += allocation_size(buf.capacity()) + n * HANDLE;
-        // What propagation wrote counts against the tenant's share until it is sent (a
-        // trace's spans all have one tenant: it is part of the trace's key).
-        if let Some(tenant) = trace
-            .groups
-            .first()
-            .and_then(|g| g.resource.tenant.as_ref())
-        {
-            tenant.take(buf.len().saturating_sub(data.len()));
-        }
-        // One allocation for the whole trace; each span is a slice of it.
-        let buf = Bytes::from(buf);
-        for ((_, _, group), (a, b)) in trace.spans_in(data).zip(offsets) {
-            push_span(out, group, buf.slice(a..b));
-        }
+        self.output_written += written.memory;
+        take_growth(trace, written.growth);
     }
 }
 
@@ -200,52 +174,47 @@ impl Assembler {
         }
         let data = std::mem::take(&mut trace.data);
         let spans = std::mem::take(&mut trace.spans);
-        let base_hops = u32::from(origin.link_hops);
-        let shared = shared_block(origin);
-        let mut buf = Vec::with_capacity(data.len() + n * (shared.len() + 64) + 32);
-        let mut offsets = Vec::with_capacity(n);
-        let mut start = 0usize;
-        let mut streamed_bytes = 0usize;
-        for s in &spans {
+        // Where each span's bytes are in `data`: they start where the previous span's end.
+        let ranges = spans.iter().scan(0usize, |start, s| {
             let end = (s.end as usize).min(data.len());
-            let bytes = &data[start.min(end)..end];
-            start = end;
+            let range = (*start).min(end)..end;
+            *start = end;
+            Some((range, s))
+        });
+        let mut streamed_bytes = 0usize;
+        for (range, s) in ranges.clone() {
             if s.flags & span_flags::ROOT != 0 {
-                trace.data.extend_from_slice(bytes);
+                trace.data.extend_from_slice(&data[range]);
                 trace.spans.push(crate::held::HeldSpan {
                     end: trace.data.len() as u32,
                     ..*s
                 });
-                continue;
-            }
-            streamed_bytes += bytes.len();
-            let ctx = SpanContext {
-                start_ns: span_start_time(bytes),
-                async_hops: base_hops,
-                root_summary: None,
-            };
-            let at = buf.len();
-            if s.flags & span_flags::READ_ATTRIBUTES == 0 {
-                enrich_fast(bytes, &shared, &ctx, origin, &mut buf);
             } else {
-                enrich(bytes, origin, &ctx, &self.settings.propagate, &mut buf);
-            }
-            offsets.push((at, buf.len(), s.group));
-        }
-        if let Some(tenant) = trace
-            .groups
-            .first()
-            .and_then(|g| g.resource.tenant.as_ref())
-        {
-            tenant.take(buf.len().saturating_sub(streamed_bytes));
-        }
-        self.output_written += allocation_size(buf.capacity()) + n * HANDLE;
-        let buf = Bytes::from(buf);
-        for (a, b, group) in offsets {
-            if let Some(g) = trace.groups.get(usize::from(group)) {
-                push_span(out, g, buf.slice(a..b));
+                streamed_bytes += range.len();
             }
         }
+        let groups = &trace.groups;
+        let base_hops = u32::from(origin.link_hops);
+        let streamed = ranges
+            .filter(|(_, s)| s.flags & span_flags::ROOT == 0)
+            .map(|(range, s)| {
+                let ctx = SpanContext {
+                    start_ns: span_start_time(&data[range.clone()]),
+                    async_hops: base_hops,
+                    root_summary: None,
+                };
+                (&data[range], s.flags, &groups[usize::from(s.group)], ctx)
+            });
+        let written = write_enriched(
+            streamed,
+            origin,
+            &self.settings.propagate,
+            n,
+            streamed_bytes,
+            out,
+        );
+        self.output_written += written.memory;
+        take_growth(trace, written.growth);
         self.stats.spans_released += n as u64;
         self.stats.spans_enriched += n as u64;
         self.stats.spans_streamed += n as u64;
@@ -255,6 +224,62 @@ impl Assembler {
         self.trace_heap = self.trace_heap + now - trace.accounted;
         trace.accounted = now;
         n
+    }
+}
+
+/// What [`write_enriched`] wrote out.
+struct Written {
+    /// Memory of the output: its one allocation and the spans' handles.
+    memory: usize,
+    /// Bytes propagation added to the spans.
+    growth: usize,
+}
+
+/// Writes `spans` (bytes, [`span_flags`], group, context) to `out`, enriched from `origin`,
+/// into one allocation of which each span is a slice. `n` and `bytes` are how many spans
+/// come and their bytes together (for the allocation's size).
+fn write_enriched<'a>(
+    spans: impl Iterator<Item = (&'a [u8], u8, &'a Arc<Group>, SpanContext)>,
+    origin: &Origin,
+    propagate: &crate::PropagateSettings,
+    n: usize,
+    bytes: usize,
+    out: &mut SpanBatch,
+) -> Written {
+    let shared = shared_block(origin);
+    let mut buf = Vec::with_capacity(bytes + n * (shared.len() + 64) + 32);
+    let mut offsets = Vec::with_capacity(n);
+    let mut read = 0usize;
+    for (span, flags, group, ctx) in spans {
+        let at = buf.len();
+        if flags & span_flags::READ_ATTRIBUTES == 0 {
+            enrich_fast(span, &shared, &ctx, origin, &mut buf);
+        } else {
+            enrich(span, origin, &ctx, propagate, &mut buf);
+        }
+        read += span.len();
+        offsets.push((at, buf.len(), group));
+    }
+    let written = Written {
+        memory: allocation_size(buf.capacity()) + offsets.len() * HANDLE,
+        growth: buf.len().saturating_sub(read),
+    };
+    let buf = Bytes::from(buf);
+    for (a, b, group) in offsets {
+        push_span(out, group, buf.slice(a..b));
+    }
+    written
+}
+
+/// Charges what propagation added to a trace's spans to its tenant's share until it is sent
+/// (a trace's spans all have one tenant: it is part of the trace's key).
+fn take_growth(trace: &Trace, growth: usize) {
+    if let Some(tenant) = trace
+        .groups
+        .first()
+        .and_then(|g| g.resource.tenant.as_ref())
+    {
+        tenant.take(growth);
     }
 }
 
