@@ -10,7 +10,7 @@ use cujo_wire::alloc::allocation_size;
 use cujo_wire::span::{SpanFields, span_head, span_start_time};
 use cujo_wire::{ScopeGroup, SpanBatch};
 
-use crate::held::{Group, Trace, span_flags};
+use crate::held::{Group, HeldSpan, Pending, Trace, span_flags};
 use crate::origin::{Origin, SpanContext, duration_ms, enrich, enrich_fast, shared_block};
 use crate::{Assembler, IdMap, ReleaseReason, TraceId};
 
@@ -58,7 +58,7 @@ impl Assembler {
         self.stats.spans_released += 1;
         let Some(origin) = origin else {
             // Passed on as it came: a slice of the request, which the receivers counted.
-            push_span(out, group, span.clone());
+            self.output_groups.push(out, group, span.clone(), 1);
             self.output_written += HANDLE;
             self.stats.late_spans_without_root += 1;
             return;
@@ -80,7 +80,7 @@ impl Assembler {
             tenant.take(buf.len().saturating_sub(span.len()));
         }
         self.output_written += allocation_size(buf.capacity()) + HANDLE;
-        push_span(out, group, Bytes::from(buf));
+        self.output_groups.push(out, group, Bytes::from(buf), 1);
         self.stats.late_spans_enriched += 1;
         self.stats.spans_enriched += 1;
     }
@@ -103,7 +103,7 @@ impl Assembler {
         let Some(origin) = origin else {
             // As they came: slices of the trace's own buffer, which moves out with them.
             for (range, _, group) in trace.spans_in(data) {
-                push_span(out, group, data.slice(range));
+                self.output_groups.push(out, group, data.slice(range), 1);
             }
             self.output_written += allocation_size(data.len()) + n * HANDLE;
             return;
@@ -140,9 +140,17 @@ impl Assembler {
                     root_summary: (s.flags & span_flags::ROOT != 0)
                         .then_some((trace.span_count, duration)),
                 };
-                (&data[range], s.flags, group, ctx)
+                (&data[range], s, group, ctx)
             });
-        let written = write_enriched(spans, origin, &self.settings.propagate, n, data.len(), out);
+        let written = write_enriched(
+            spans,
+            origin,
+            &self.settings.propagate,
+            n,
+            data.len(),
+            out,
+            &mut self.output_groups,
+        );
         self.stats.spans_enriched += n as u64;
         self.output_written += written.memory;
         take_growth(trace, written.growth);
@@ -150,12 +158,18 @@ impl Assembler {
 }
 
 impl Assembler {
-    /// Writes out, enriched from the trace's own root, every span `id` holds except its
-    /// root, and keeps the trace open: the root waits for `decision_wait` (its
-    /// `cujo.trace.*` summary counts the stragglers), the other spans need nothing more.
-    /// Only for traces [`Assembler::streams`] allows (no link, no consumer, an observer that
-    /// reads only the root). Returns how many spans went.
-    pub(crate) fn stream_held(&mut self, id: &TraceId, out: &mut SpanBatch) -> usize {
+    /// Writes out, enriched from the trace's own root, every span `id` holds or has waiting
+    /// in this step's `pending` except its root, and keeps the trace open: the root waits
+    /// for `decision_wait` (its `cujo.trace.*` summary counts the stragglers), the other
+    /// spans need nothing more. Spans waiting in `pending` go out from the request's bytes,
+    /// never copied in. Only for traces [`Assembler::streams`] allows (no link, no consumer,
+    /// an observer that reads only the root). Returns how many spans went.
+    pub(crate) fn stream_held(
+        &mut self,
+        id: &TraceId,
+        pending: &[Pending<'_>],
+        out: &mut SpanBatch,
+    ) -> usize {
         let Some(trace) = self.traces.get_mut(id) else {
             return 0;
         };
@@ -163,63 +177,72 @@ impl Assembler {
         let Some(origin) = trace.root.as_deref() else {
             return 0;
         };
-        let kept = trace
-            .spans
-            .iter()
-            .filter(|s| s.flags & span_flags::ROOT != 0)
-            .count();
-        let n = trace.spans.len() - kept;
-        if n == 0 {
-            return 0;
-        }
+        let is_root = |s: &HeldSpan| s.flags & span_flags::ROOT != 0;
+        let waiting = trace.pending_in(pending);
+        let (mut roots, mut root_bytes) = (0usize, 0usize);
+        let (mut n, mut streamed_bytes) = (0usize, 0usize);
         let data = std::mem::take(&mut trace.data);
         let spans = std::mem::take(&mut trace.spans);
-        // Where each span's bytes are in `data`: they start where the previous span's end.
+        // Where each held span's bytes are in `data`: they start where the previous span's
+        // end.
         let ranges = spans.iter().scan(0usize, |start, s| {
             let end = (s.end as usize).min(data.len());
             let range = (*start).min(end)..end;
             *start = end;
-            Some((range, s))
+            Some((&data[range], s))
         });
-        let mut streamed_bytes = 0usize;
-        for (range, s) in ranges.clone() {
-            if s.flags & span_flags::ROOT != 0 {
-                trace.data.extend_from_slice(&data[range]);
-                trace.spans.push(crate::held::HeldSpan {
-                    end: trace.data.len() as u32,
-                    ..*s
-                });
+        let all = ranges.chain(waiting.map(|p| (p.bytes, &p.fact)));
+        for (bytes, s) in all.clone() {
+            if is_root(s) {
+                roots += 1;
+                root_bytes += bytes.len();
             } else {
-                streamed_bytes += range.len();
+                n += 1;
+                streamed_bytes += bytes.len();
             }
         }
-        let groups = &trace.groups;
-        let base_hops = u32::from(origin.link_hops);
-        let streamed = ranges
-            .filter(|(_, s)| s.flags & span_flags::ROOT == 0)
-            .map(|(range, s)| {
+        // The roots stay, in a buffer of their own size.
+        trace.data = Vec::with_capacity(root_bytes);
+        trace.spans = Vec::with_capacity(roots);
+        for (bytes, s) in all.clone().filter(|(_, s)| is_root(s)) {
+            trace.data.extend_from_slice(bytes);
+            trace.spans.push(HeldSpan {
+                end: trace.data.len() as u32,
+                ..*s
+            });
+        }
+        // (Field by field: `origin` borrows the trace's root.)
+        trace.pending_head = crate::held::NONE;
+        trace.pending_tail = crate::held::NONE;
+        trace.pending_bytes = 0;
+        if n > 0 {
+            let groups = &trace.groups;
+            let base_hops = u32::from(origin.link_hops);
+            let streamed = all.filter(|(_, s)| !is_root(s)).map(|(bytes, s)| {
                 let ctx = SpanContext {
-                    start_ns: span_start_time(&data[range.clone()]),
+                    start_ns: span_start_time(bytes),
                     async_hops: base_hops,
                     root_summary: None,
                 };
-                (&data[range], s.flags, &groups[usize::from(s.group)], ctx)
+                (bytes, s, &groups[usize::from(s.group)], ctx)
             });
-        let written = write_enriched(
-            streamed,
-            origin,
-            &self.settings.propagate,
-            n,
-            streamed_bytes,
-            out,
-        );
-        self.output_written += written.memory;
-        take_growth(trace, written.growth);
-        self.stats.spans_released += n as u64;
-        self.stats.spans_enriched += n as u64;
-        self.stats.spans_streamed += n as u64;
-        self.held_spans -= n;
-        self.held_bytes -= streamed_bytes;
+            let written = write_enriched(
+                streamed,
+                origin,
+                &self.settings.propagate,
+                n,
+                streamed_bytes,
+                out,
+                &mut self.output_groups,
+            );
+            self.output_written += written.memory;
+            take_growth(trace, written.growth);
+            self.stats.spans_released += n as u64;
+            self.stats.spans_enriched += n as u64;
+            self.stats.spans_streamed += n as u64;
+            self.held_spans -= n;
+            self.held_bytes -= streamed_bytes;
+        }
         let now = trace.heap_bytes();
         self.trace_heap = self.trace_heap + now - trace.accounted;
         trace.accounted = now;
@@ -238,35 +261,42 @@ struct Written {
 /// Writes `spans` (bytes, [`span_flags`], group, context) to `out`, enriched from `origin`,
 /// into one allocation of which each span is a slice. `n` and `bytes` are how many spans
 /// come and their bytes together (for the allocation's size).
+#[allow(clippy::too_many_arguments)]
 fn write_enriched<'a>(
-    spans: impl Iterator<Item = (&'a [u8], u8, &'a Arc<Group>, SpanContext)>,
+    spans: impl Iterator<Item = (&'a [u8], &'a HeldSpan, &'a Arc<Group>, SpanContext)>,
     origin: &Origin,
     propagate: &crate::PropagateSettings,
     n: usize,
     bytes: usize,
     out: &mut SpanBatch,
+    groups: &mut OutputGroups,
 ) -> Written {
     let shared = shared_block(origin);
     let mut buf = Vec::with_capacity(bytes + n * (shared.len() + 64) + 32);
     let mut offsets = Vec::with_capacity(n);
+    // Spans per group of the trace, so a new group in `out` is made the size it needs.
+    let mut per_group = [0u32; 256];
     let mut read = 0usize;
-    for (span, flags, group, ctx) in spans {
+    for (span, s, group, ctx) in spans {
         let at = buf.len();
-        if flags & span_flags::READ_ATTRIBUTES == 0 {
+        if s.flags & span_flags::READ_ATTRIBUTES == 0 {
             enrich_fast(span, &shared, &ctx, origin, &mut buf);
         } else {
             enrich(span, origin, &ctx, propagate, &mut buf);
         }
         read += span.len();
-        offsets.push((at, buf.len(), group));
+        per_group[usize::from(s.group)] += 1;
+        offsets.push((at, buf.len(), s.group, group));
     }
     let written = Written {
         memory: allocation_size(buf.capacity()) + offsets.len() * HANDLE,
         growth: buf.len().saturating_sub(read),
     };
     let buf = Bytes::from(buf);
-    for (a, b, group) in offsets {
-        push_span(out, group, buf.slice(a..b));
+    for (a, b, index, group) in offsets {
+        let left = &mut per_group[usize::from(index)];
+        groups.push(out, group, buf.slice(a..b), *left as usize);
+        *left = left.saturating_sub(1);
     }
     written
 }
@@ -283,27 +313,70 @@ fn take_growth(trace: &Trace, growth: usize) {
     }
 }
 
-/// How many of the output's last groups a span looks through for its own before it starts
-/// a new one. A trace's spans come in runs of a few groups, and the traces released together
-/// share the shard's interned groups, so a short look back finds most: the output keeps few,
-/// longer groups (fewer allocations, less for the exporter to merge).
-const GROUP_LOOKBACK: usize = 8;
+/// Where the output batch's groups are, by the interned resource and scope each holds, so a
+/// span finds its group at one lookup and the batch gets one group per resource and scope:
+/// few allocations, and little for `compact` to merge. Direct-mapped and fixed in size; an
+/// entry is checked against the batch before it is used, so a new batch or two groups in
+/// one slot only cost a new group.
+pub(crate) struct OutputGroups {
+    /// (resource, scope) addresses and the group's index in the batch.
+    slots: Box<[(usize, usize, usize); OUTPUT_SLOTS]>,
+}
 
-fn push_span(out: &mut SpanBatch, group: &Arc<Group>, bytes: Bytes) {
-    let found = out.groups.iter_mut().rev().take(GROUP_LOOKBACK).find(|g| {
-        Arc::ptr_eq(&g.resource, &group.resource)
+const OUTPUT_SLOTS: usize = 128;
+
+/// How many of the batch's last groups a span whose slot holds another group looks through.
+const LOOKBACK: usize = 8;
+
+impl OutputGroups {
+    pub fn new() -> Self {
+        Self {
+            slots: Box::new([(0, 0, 0); OUTPUT_SLOTS]),
+        }
+    }
+
+    /// Adds `bytes` to `group`'s group in `out`; a new group has room for `more` spans.
+    fn push(&mut self, out: &mut SpanBatch, group: &Arc<Group>, bytes: Bytes, more: usize) {
+        let resource = Arc::as_ptr(&group.resource) as usize;
+        let scope = group.scope.as_ptr() as usize;
+        let hash = ((resource ^ scope.rotate_left(17)) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // The top seven bits: one of 128 slots.
+        let slot = &mut self.slots[(hash >> 57) as usize % OUTPUT_SLOTS];
+        if slot.0 == resource
+            && slot.1 == scope
+            && let Some(g) = out.groups.get_mut(slot.2)
+            && Arc::ptr_eq(&g.resource, &group.resource)
             && g.scope.as_ptr() == group.scope.as_ptr()
             && g.scope.len() == group.scope.len()
-    });
-    if let Some(g) = found {
-        g.spans.push(bytes);
-        return;
+        {
+            g.spans.push(bytes);
+            return;
+        }
+        // Another group took the slot: look through the last few before making a new one.
+        let start = out.groups.len().saturating_sub(LOOKBACK);
+        if let Some((i, g)) = out.groups[start..]
+            .iter_mut()
+            .enumerate()
+            .rev()
+            .find(|(_, g)| {
+                Arc::ptr_eq(&g.resource, &group.resource)
+                    && g.scope.as_ptr() == group.scope.as_ptr()
+                    && g.scope.len() == group.scope.len()
+            })
+        {
+            g.spans.push(bytes);
+            *slot = (resource, scope, start + i);
+            return;
+        }
+        let mut spans = Vec::with_capacity(more.max(1));
+        spans.push(bytes);
+        *slot = (resource, scope, out.groups.len());
+        out.groups.push(ScopeGroup {
+            resource: group.resource.clone(),
+            scope: group.scope.clone(),
+            spans,
+        });
     }
-    out.groups.push(ScopeGroup {
-        resource: group.resource.clone(),
-        scope: group.scope.clone(),
-        spans: vec![bytes],
-    });
 }
 
 /// Async hops of each span: the trace's base (`link_hops`) plus one for every CONSUMER span

@@ -153,7 +153,9 @@ impl Trace {
             return None;
         }
         if self.groups.len() == self.groups.capacity() {
-            self.groups.reserve_exact(self.groups.len().clamp(1, 4));
+            // Four at a time: a trace's spans come from a few services, each under a scope
+            // or two.
+            self.groups.reserve_exact(4);
         }
         self.groups.push(group.clone());
         Some((self.groups.len() - 1) as u8)
@@ -169,6 +171,16 @@ impl Trace {
         self.pending_tail = index;
         let bytes = pending.get(index as usize).map_or(0, |p| p.bytes.len());
         self.pending_bytes = self.pending_bytes.saturating_add(bytes as u32);
+    }
+
+    /// The trace's spans waiting in `pending`, in arrival order.
+    pub fn pending_in<'p, 'a>(
+        &self,
+        pending: &'p [Pending<'a>],
+    ) -> impl Iterator<Item = &'p Pending<'a>> + Clone + use<'p, 'a> {
+        std::iter::successors(pending.get(self.pending_head as usize), move |p| {
+            pending.get(p.next as usize)
+        })
     }
 
     /// Copies the pending spans into the trace: the buffer and the facts grow once, to

@@ -54,6 +54,7 @@ pub mod config;
 pub mod directory;
 mod emit;
 mod held;
+mod keys;
 pub mod origin;
 pub mod settings;
 pub mod stats;
@@ -137,14 +138,15 @@ pub struct Assembler {
     /// What the traces hold on the heap, as last accounted ([`Trace::heap_bytes`]).
     trace_heap: usize,
     stats: AssemblerStats,
-    /// [`PropagateSettings::first_bytes`], computed once.
-    collide_first_bytes: [bool; 256],
+    /// [`PropagateSettings::collide_filter`], computed once.
+    collide_filter: keys::KeyFilter,
     /// Told about every trace released whole (the SLI engine listens here).
     observer: Option<Box<dyn TraceObserver>>,
     /// The observer's [`TraceObserver::classify_keys`], when it classifies spans.
     classify_keys: Option<Vec<Box<[u8]>>>,
-    /// First bytes of `classify_keys`, so most attributes are passed over at one lookup.
-    classify_first_bytes: [bool; 256],
+    /// `classify_keys` by first byte and length, so most attributes are passed over at one
+    /// lookup.
+    classify_filter: keys::KeyFilter,
     /// The observer reads every span of a released trace ([`TraceObserver::needs_every_span`]):
     /// traces are then held whole, not streamed.
     observer_reads_spans: bool,
@@ -152,6 +154,8 @@ pub struct Assembler {
     output_room: usize,
     /// Memory of what was written out since the room was last set.
     output_written: usize,
+    /// Where the groups of the batch being written out are.
+    output_groups: emit::OutputGroups,
 }
 
 /// Most attribute values an arriving span can be classified on ([`TraceObserver::classify_keys`]).
@@ -244,7 +248,7 @@ impl Assembler {
     /// Shard `shard` of `directory`: it must only be given spans of traces that
     /// [`Directory::shard_of`] assigns to it.
     pub fn new_shard(settings: AssemblerSettings, directory: Arc<Directory>, shard: usize) -> Self {
-        let collide_first_bytes = settings.propagate.first_bytes();
+        let collide_filter = settings.propagate.collide_filter();
         Self {
             settings,
             traces: CountedMap::new(),
@@ -258,13 +262,14 @@ impl Assembler {
             held_bytes: 0,
             trace_heap: 0,
             stats: AssemblerStats::default(),
-            collide_first_bytes,
+            collide_filter,
             observer: None,
             classify_keys: None,
-            classify_first_bytes: [false; 256],
+            classify_filter: keys::KeyFilter::empty(),
             observer_reads_spans: false,
             output_room: usize::MAX,
             output_written: 0,
+            output_groups: emit::OutputGroups::new(),
         }
     }
 
@@ -278,11 +283,9 @@ impl Assembler {
                     .map(|k| k.into_bytes().into_boxed_slice())
                     .collect()
             });
-        self.classify_first_bytes = [false; 256];
+        self.classify_filter = keys::KeyFilter::empty();
         for k in self.classify_keys.iter().flatten() {
-            if let Some(&b) = k.first() {
-                self.classify_first_bytes[b as usize] = true;
-            }
+            self.classify_filter.add_exact(k);
         }
         self.observer_reads_spans = observer.needs_every_span();
         self.observer = Some(observer);
@@ -468,6 +471,12 @@ impl Assembler {
             self.ingest_span(span, &group, now_ms, out, &mut pending, &mut touched);
         }
         for id in touched {
+            // A trace whose root is here sends its other spans on now, this step's straight
+            // from the request.
+            if self.traces.get(&id).is_some_and(|t| self.streams(t)) {
+                self.stream_held(&id, &pending, out);
+                continue;
+            }
             self.copy_pending(&id, &pending);
             let Some(t) = self.traces.get(&id) else {
                 continue;
@@ -478,8 +487,6 @@ impl Assembler {
                 self.release_trace(id, now_ms, ReleaseReason::RemoteParent, out);
             } else if t.spans.len() >= self.settings.max_spans_per_trace.max(1) {
                 self.release_part(id, now_ms, ReleaseReason::Size, out);
-            } else if self.streams(t) {
-                self.stream_held(&id, out);
             }
         }
         let done = next_span(batch, &mut cursor.clone()).is_none();
@@ -521,19 +528,18 @@ impl Assembler {
     ) {
         let mut flags = 0u8;
         let propagate = &self.settings.propagate;
-        let first_bytes = &self.collide_first_bytes;
+        let collide_filter = &self.collide_filter;
         let classify_keys = self.classify_keys.as_deref().unwrap_or_default();
-        let classify_first = &self.classify_first_bytes;
+        let classify_filter = &self.classify_filter;
         let mut values: [Option<&[u8]>; CLASSIFY_KEYS] = [None; CLASSIFY_KEYS];
         let f = read_span_with(span, |key, kv| {
-            let Some(&first) = key.first() else { return };
-            if first == b'c' && key.starts_with(b"cujo.") {
+            if key.first() == Some(&b'c') && key.starts_with(b"cujo.") {
                 flags |= span_flags::CUJO;
             }
-            if first_bytes[first as usize] && propagate.collides(key) {
+            if collide_filter.may_match(key) && propagate.collides(key) {
                 flags |= span_flags::COLLIDES;
             }
-            if classify_first[first as usize]
+            if classify_filter.may_match(key)
                 && let Some(i) = classify_keys.iter().position(|k| **k == *key)
             {
                 values[i] = Some(key_value(kv));
@@ -549,49 +555,54 @@ impl Assembler {
         // Keyed per tenant: two tenants' traces never meet, whatever ids they send.
         let tenant = group.resource.tenant.as_deref();
         let trace_id = cujo_wire::tenant::trace_key(tenant, &f.trace_id);
-        if !self.traces.contains_key(&trace_id) {
-            // One lock of this shard's index: released already (late span), or held from now.
-            let cached = {
-                let sharded = self.directory.shards() > 1;
-                let mut index = self.directory.index(self.shard);
-                let cached = index.cache.get(&trace_id, now_ms).cloned();
-                // Held ids matter only to other shards' links.
-                if cached.is_none() && sharded {
-                    index.held.insert(trace_id, ());
+        // The span must fit the held trace's list of groups and 32-bit offsets: what the trace
+        // holds goes first when it would not.
+        let max_groups = self.settings.max_groups_per_trace;
+        let fit = self.traces.get_mut(&trace_id).map(|t| {
+            let index = t.group_index(group, max_groups);
+            let offsets_full =
+                t.data.len() + span.len() + t.pending_bytes as usize > u32::MAX as usize;
+            (index, offsets_full)
+        });
+        let placed = match fit {
+            Some((Some(index), false)) => Some(index),
+            Some((index, _)) => {
+                self.copy_pending(&trace_id, pending);
+                if index.is_none() {
+                    self.stats.group_cap_releases += 1;
                 }
-                cached
-            };
-            if let Some(cached) = cached {
-                self.release_late(span, group, &trace_id, &f, cached.as_ref(), out);
-                return;
+                self.release_part(trace_id, now_ms, ReleaseReason::Size, out);
+                None
             }
-            let due_ms = now_ms + self.settings.trace_timeout.as_millis() as u64;
-            self.arrival.push_back(trace_id);
-            self.due.push(Reverse((due_ms, trace_id)));
-            self.traces
-                .insert(trace_id, Box::new(Trace::new(now_ms, due_ms)));
-        }
-        // The span must fit the trace's list of groups and 32-bit offsets: release what the
-        // trace holds first when it would not.
-        let (groups_full, offsets_full) =
-            self.traces.get_mut(&trace_id).map_or((false, false), |t| {
-                (
-                    t.group_index(group, self.settings.max_groups_per_trace)
-                        .is_none(),
-                    t.data.len() + span.len() + t.pending_bytes as usize > u32::MAX as usize,
-                )
-            });
-        if groups_full || offsets_full {
-            self.copy_pending(&trace_id, pending);
-            if groups_full {
-                self.stats.group_cap_releases += 1;
+            None => {
+                // One lock of this shard's index: released already (late span), or held
+                // from now.
+                let cached = {
+                    let sharded = self.directory.shards() > 1;
+                    let mut index = self.directory.index(self.shard);
+                    let cached = index.cache.get(&trace_id, now_ms).cloned();
+                    // Held ids matter only to other shards' links.
+                    if cached.is_none() && sharded {
+                        index.held.insert(trace_id, ());
+                    }
+                    cached
+                };
+                if let Some(cached) = cached {
+                    self.release_late(span, group, &trace_id, &f, cached.as_ref(), out);
+                    return;
+                }
+                let due_ms = now_ms + self.settings.trace_timeout.as_millis() as u64;
+                self.arrival.push_back(trace_id);
+                self.due.push(Reverse((due_ms, trace_id)));
+                self.traces
+                    .insert(trace_id, Box::new(Trace::new(now_ms, due_ms)));
+                None
             }
-            self.release_part(trace_id, now_ms, ReleaseReason::Size, out);
-        }
+        };
         let Some(trace) = self.traces.get_mut(&trace_id) else {
             return;
         };
-        let Some(group_index) = trace.group_index(group, self.settings.max_groups_per_trace) else {
+        let Some(group_index) = placed.or_else(|| trace.group_index(group, max_groups)) else {
             return;
         };
         trace.last_end_ns = trace.last_end_ns.max(f.end_time_unix_nano);

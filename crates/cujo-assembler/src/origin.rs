@@ -7,7 +7,7 @@
 
 use cujo_wire::span::{
     Attribute, NewValue, any_value_str, append_attribute, attributes, copy_without_attributes,
-    span_attributes,
+    span_attribute_keys, span_attributes,
 };
 
 use crate::settings::PropagateSettings;
@@ -331,6 +331,57 @@ pub fn enrich(
     settings: &PropagateSettings,
     out: &mut Vec<u8>,
 ) {
+    // The origin's keys, to find which of them the span has itself: on the stack for the
+    // usual handful, else the general path.
+    let mut keys: [&[u8]; OWN_KEYS] = [&[]; OWN_KEYS];
+    let mut n = 0;
+    for a in origin.attributes() {
+        if n == OWN_KEYS {
+            return enrich_general(span, origin, ctx, settings, out);
+        }
+        keys[n] = a.key.as_bytes();
+        n += 1;
+    }
+    let keys = &keys[..n];
+    // One pass over the span's keys: which propagated ones it has (bit i: `keys[i]`), and
+    // whether it carries a derived attribute (written by an earlier pass).
+    let mut own = 0u32;
+    let mut derived = false;
+    for key in span_attribute_keys(span) {
+        if key.starts_with(b"cujo.") && DERIVED.iter().any(|d| d.as_bytes() == key) {
+            derived = true;
+        }
+        for (i, k) in keys.iter().enumerate() {
+            if *k == key {
+                own |= 1 << i;
+            }
+        }
+    }
+    if settings.overwrite || derived {
+        return enrich_general(span, origin, ctx, settings, out);
+    }
+    out.extend_from_slice(span);
+    for (i, a) in origin.attributes().enumerate() {
+        if own & (1 << i) == 0 {
+            append_attribute(out, "", a.key, &NewValue::Encoded(a.value));
+        }
+    }
+    append_root_identity(origin, out);
+    append_per_span(origin, ctx, out);
+}
+
+/// How many propagated keys [`enrich`] matches against a span's own on the stack.
+const OWN_KEYS: usize = 16;
+
+/// [`enrich`] for any span: one whose derived attributes are replaced, or with `overwrite`,
+/// or under an origin with many attributes.
+fn enrich_general(
+    span: &[u8],
+    origin: &Origin,
+    ctx: &SpanContext,
+    settings: &PropagateSettings,
+    out: &mut Vec<u8>,
+) {
     // The span's own keys, read once (this path is for spans whose keys collide).
     let own: Vec<&str> = span_attributes(span).map(|a| a.key).collect();
     let own_has = |key: &str| own.contains(&key);
@@ -354,4 +405,81 @@ pub fn enrich(
     }
     append_root_identity(origin, out);
     append_per_span(origin, ctx, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    use super::*;
+
+    /// Keys a span may carry: propagated ones, a derived one, and others.
+    const KEYS: [&str; 7] = [
+        "cuj.name",
+        "user.tier",
+        "tenant.id",
+        "cuj.step",
+        "http.route",
+        "url.path",
+        ROOT_NAME,
+    ];
+
+    fn span(keys: &[usize]) -> Vec<u8> {
+        Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            name: "op".into(),
+            start_time_unix_nano: 5_000_000,
+            attributes: keys
+                .iter()
+                .map(|&k| KeyValue {
+                    key: KEYS[k % KEYS.len()].into(),
+                    value: Some(AnyValue {
+                        value: Some(Value::StringValue(format!("own-{k}"))),
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        /// The one-pass path of `enrich` writes what the general path writes, whatever keys
+        /// the span and the root share, with or without `overwrite` and a prefix.
+        #[test]
+        fn enrich_writes_what_the_general_path_writes(
+            root_keys in prop::collection::vec(0usize..KEYS.len(), 0..6),
+            own_keys in prop::collection::vec(0usize..KEYS.len(), 0..8),
+            overwrite in any::<bool>(),
+            prefixed in any::<bool>(),
+        ) {
+            let settings = PropagateSettings {
+                attributes: vec!["cuj.*".into(), "user.tier".into(), "tenant.id".into()],
+                prefix: if prefixed { "root.".into() } else { String::new() },
+                overwrite,
+                ..PropagateSettings::default()
+            };
+            let root = span(&root_keys);
+            let origin = Origin::from_root(
+                "GET /",
+                "api",
+                span_attributes(&root),
+                1_000_000,
+                &settings,
+                &mut Capped::default(),
+            );
+            let ctx = SpanContext { start_ns: 5_000_000, async_hops: 1, root_summary: Some((3, 7)) };
+            let child = span(&own_keys);
+            let (mut fast, mut general) = (Vec::new(), Vec::new());
+            enrich(&child, &origin, &ctx, &settings, &mut fast);
+            enrich_general(&child, &origin, &ctx, &settings, &mut general);
+            prop_assert_eq!(fast, general);
+        }
+    }
 }

@@ -106,19 +106,18 @@ impl PropagateSettings {
             })
     }
 
-    /// A quick filter for [`PropagateSettings::collides`]: the first byte of every key that
-    /// could collide (most attribute keys are rejected by one lookup).
-    pub fn first_bytes(&self) -> [bool; 256] {
-        let mut table = [false; 256];
+    /// A quick filter for [`PropagateSettings::collides`], by a key's first byte and length
+    /// (most attribute keys are rejected by one lookup).
+    pub(crate) fn collide_filter(&self) -> crate::keys::KeyFilter {
+        let mut filter = crate::keys::KeyFilter::empty();
         for p in &self.attributes {
             let written = format!("{}{}", self.prefix, p);
-            match written.as_bytes().first() {
-                Some(&b) if b != b'*' => table[b as usize] = true,
-                // An empty prefix with a bare "*" glob selects everything.
-                _ => return [true; 256],
+            match written.strip_suffix('*') {
+                Some(prefix) => filter.add_prefix(prefix.as_bytes()),
+                None => filter.add_exact(written.as_bytes()),
             }
         }
-        table
+        filter
     }
 
     /// Whether a root attribute with `key` is propagated.

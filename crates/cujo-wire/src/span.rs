@@ -294,6 +294,22 @@ pub fn attributes(message: &[u8], field: u32) -> impl Iterator<Item = Attribute<
     })
 }
 
+/// The keys of a span's attributes, as bytes (no UTF-8 check: the receiver checked the
+/// span), in order.
+pub fn span_attribute_keys(span: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut reader = FieldReader::new(span, "Span");
+    std::iter::from_fn(move || {
+        loop {
+            let f = reader.next_field()?.ok()?;
+            if let (SPAN_ATTRIBUTES, Value::Len(kv)) = (f.number, f.value)
+                && let Some(key) = leading_key(kv)
+            {
+                return Some(key);
+            }
+        }
+    })
+}
+
 /// The encoded `AnyValue` of the span's attribute `key`, found by comparing key bytes (no
 /// UTF-8 check: the receiver checked the span) without collecting the attributes.
 pub fn span_attribute_value<'a>(span: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
