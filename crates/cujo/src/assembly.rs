@@ -76,6 +76,11 @@ pub struct StageContext {
 /// request, so the exporter's account is checked often enough.
 const STEP_SPANS: usize = 2048;
 
+/// While input is quiet, traces falling due are released together at most this often: a
+/// root waits up to this long past `decision_wait`, and the stage (and the exporter after
+/// it) wakes once per tick rather than once per trace.
+const RELEASE_TICK_MS: u64 = 10;
+
 /// How often the caps of `propagate:` and `assembler:` are reported in the log when hit.
 const CAP_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -102,6 +107,8 @@ pub async fn run(
     let mut caps = CapReport::default();
     // This shard's memory limit as configured; scaled with the budget's limits in force.
     let configured_limit = assembler.max_memory_bytes();
+    // When traces were last released.
+    let mut released_ms = 0u64;
     loop {
         let mut out = SpanBatch::default();
         assembler.set_max_memory_bytes(cujo_otlp::memory::scaled(
@@ -134,13 +141,16 @@ pub async fn run(
             // Under steady input the timer branch may never win: release here too.
             if assembler.next_due_ms().is_some_and(|d| d <= now) {
                 assembler.release_due(now, &mut out);
+                released_ms = now;
             }
             if finished {
                 // The spans were copied out; the request's bytes go back to the budget.
                 current = None;
             }
         } else {
-            let next_due = assembler.next_due_ms();
+            let next_due = assembler
+                .next_due_ms()
+                .map(|d| d.max(released_ms + RELEASE_TICK_MS));
             tokio::select! {
                 biased;
                 _ = ctx.abandon.cancelled() => continue,
@@ -155,7 +165,10 @@ pub async fn run(
                         done = true;
                     }
                 },
-                _ = sleep_until_ms(epoch, next_due) => assembler.release_due(now_ms(), &mut out),
+                _ = sleep_until_ms(epoch, next_due) => {
+                    released_ms = now_ms();
+                    assembler.release_due(released_ms, &mut out);
+                }
             }
         }
         let (memory, cache) = assembler.memory_bytes_shared();
