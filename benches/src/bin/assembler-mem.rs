@@ -69,7 +69,8 @@ struct Args {
     /// Instead of holding N spans once: run a steady flow at this many spans/s of
     /// simulated time (traces released `decision_wait` after their root, 2 s unless the
     /// config says otherwise) for `--seconds`, and report resident memory against what the
-    /// assembler holds and counts at the end, as a long-running process sees it.
+    /// assembler holds and counts at the end, as a long-running process sees it, and the
+    /// assembler's CPU per span (ingest and release, with the config's CUJs observing).
     #[arg(long)]
     steady_rate: Option<u64>,
     /// Simulated seconds of the steady flow.
@@ -94,10 +95,12 @@ fn rss_bytes() -> anyhow::Result<u64> {
 fn steady(
     pool: &RequestPool,
     settings: AssemblerSettings,
+    observer: impl Fn(&mut Assembler),
     rate: u64,
     seconds: u64,
 ) -> anyhow::Result<()> {
     let mut assembler = Assembler::new(settings);
+    observer(&mut assembler);
     let before = rss_bytes()?;
     let requested_before = requested();
     let mut now_ms = 0.0f64;
@@ -105,14 +108,19 @@ fn steady(
     let mut spans_in = 0u64;
     let started = Instant::now();
     let mut peak = 0u64;
+    // The assembler's own time: ingest and release, not decoding requests nor dropping the
+    // output (the receivers' and the exporter's work).
+    let mut assembling = Duration::ZERO;
     while now_ms < (seconds * 1000) as f64 {
         let inst = pool.instance(seq);
         seq += 1;
         spans_in += u64::from(inst.spans);
         let batch = scan_request(&inst.body)?.batch;
         let mut out = SpanBatch::default();
+        let t = Instant::now();
         assembler.ingest(&batch, now_ms as u64, &mut out);
         assembler.release_due(now_ms as u64, &mut out);
+        assembling += t.elapsed();
         drop(out);
         now_ms += f64::from(inst.spans) * 1000.0 / rate as f64;
         if seq.is_multiple_of(1000) {
@@ -128,6 +136,10 @@ fn steady(
     println!(
         "steady flow:           {rate} spans/s for {seconds} s simulated ({spans_in} spans, {:.1} s of CPU)",
         started.elapsed().as_secs_f64()
+    );
+    println!(
+        "ingest and release:    {:.3} us/span (SLIs included when the config has CUJs)",
+        assembling.as_secs_f64() * 1e6 / spans_in.max(1) as f64
     );
     println!(
         "held at the end:       {} spans, {:.1} MiB encoded",
@@ -181,29 +193,6 @@ fn main() -> anyhow::Result<()> {
             ..AssemblerSettings::default()
         },
     };
-    if let Some(rate) = args.steady_rate {
-        // The root cache gets the default budget's share unless the config sets one.
-        let root_cache_max_bytes = if base.root_cache_max_bytes == usize::MAX {
-            32 << 20
-        } else {
-            base.root_cache_max_bytes
-        };
-        let steady_settings = AssemblerSettings {
-            max_buffered_spans: usize::MAX,
-            max_memory_bytes: usize::MAX,
-            root_cache_max_bytes,
-            ..base
-        };
-        return steady(&pool, steady_settings, rate, args.seconds);
-    }
-    // Nothing falls due or is pushed out while the spans are held.
-    let settings = AssemblerSettings {
-        decision_wait: Duration::from_secs(3600),
-        trace_timeout: Duration::from_secs(7200),
-        max_buffered_spans: usize::MAX,
-        max_memory_bytes: usize::MAX,
-        ..base
-    };
     let cujs = config.as_ref().map(|c| c.cujs()).unwrap_or_default();
     let observer = |assembler: &mut Assembler| {
         if let Some(c) = config.as_ref().filter(|_| !cujs.is_empty()) {
@@ -222,6 +211,29 @@ fn main() -> anyhow::Result<()> {
                 cujo::assembly::wall_clock_ms,
             )));
         }
+    };
+    if let Some(rate) = args.steady_rate {
+        // The root cache gets the default budget's share unless the config sets one.
+        let root_cache_max_bytes = if base.root_cache_max_bytes == usize::MAX {
+            32 << 20
+        } else {
+            base.root_cache_max_bytes
+        };
+        let steady_settings = AssemblerSettings {
+            max_buffered_spans: usize::MAX,
+            max_memory_bytes: usize::MAX,
+            root_cache_max_bytes,
+            ..base
+        };
+        return steady(&pool, steady_settings, observer, rate, args.seconds);
+    }
+    // Nothing falls due or is pushed out while the spans are held.
+    let settings = AssemblerSettings {
+        decision_wait: Duration::from_secs(3600),
+        trace_timeout: Duration::from_secs(7200),
+        max_buffered_spans: usize::MAX,
+        max_memory_bytes: usize::MAX,
+        ..base
     };
     println!("CUJs observing:        {}", cujs.len());
     let mut assembler = Assembler::new(settings);
