@@ -48,8 +48,9 @@ pub struct AssemblerConfig {
 #[serde(rename_all = "lowercase")]
 pub enum Hold {
     /// The root waits for stragglers (its `cujo.trace.*` summary counts them); the trace's
-    /// other spans go as soon as the root is there, unless a span link, a consumer span or
-    /// an SLI reading every span needs the trace whole.
+    /// other spans go as soon as the root is there (in a trace with a consumer, as soon as
+    /// their path to the root is), unless a span link or an SLI reading every span needs
+    /// the trace whole.
     #[default]
     Root,
     /// Every span waits with the root.

@@ -58,7 +58,7 @@ impl Assembler {
         self.stats.spans_released += 1;
         let Some(origin) = origin else {
             // Passed on as it came: a slice of the request, which the receivers counted.
-            self.output_groups.push(out, group, span.clone(), 1);
+            self.output_groups.push(out, group, span.clone(), || 1);
             self.output_written += HANDLE;
             self.stats.late_spans_without_root += 1;
             return;
@@ -80,7 +80,7 @@ impl Assembler {
             tenant.take(buf.len().saturating_sub(span.len()));
         }
         self.output_written += allocation_size(buf.capacity()) + HANDLE;
-        self.output_groups.push(out, group, Bytes::from(buf), 1);
+        self.output_groups.push(out, group, Bytes::from(buf), || 1);
         self.stats.late_spans_enriched += 1;
         self.stats.spans_enriched += 1;
     }
@@ -103,7 +103,7 @@ impl Assembler {
         let Some(origin) = origin else {
             // As they came: slices of the trace's own buffer, which moves out with them.
             for (range, _, group) in trace.spans_in(data) {
-                self.output_groups.push(out, group, data.slice(range), 1);
+                self.output_groups.push(out, group, data.slice(range), || 1);
             }
             self.output_written += allocation_size(data.len()) + n * HANDLE;
             return;
@@ -111,17 +111,24 @@ impl Assembler {
         // Hop counts need the span tree only when the trace has a consumer under a parent;
         // otherwise each span's start time is all release reads of it.
         let base_hops = u32::from(origin.link_hops);
-        let heads: Option<Vec<Head>> = trace
-            .spans
-            .iter()
-            .any(|s| s.flags & span_flags::CONSUMER_CHILD != 0)
-            .then(|| {
-                trace
-                    .spans_in(data)
-                    .map(|(r, _, _)| head(&data[r]))
-                    .collect()
-            });
-        let hops = heads.as_ref().map(|h| async_hops(h, base_hops));
+        let streamed = trace.streamed_hops.as_deref();
+        let heads: Option<Vec<Head>> = (streamed.is_some()
+            || trace
+                .spans
+                .iter()
+                .any(|s| s.flags & span_flags::CONSUMER_CHILD != 0))
+        .then(|| {
+            trace
+                .spans_in(data)
+                .map(|(r, _, _)| head(&data[r]))
+                .collect()
+        });
+        let hops = heads.as_ref().map(|h| {
+            hops_in(h, base_hops, streamed, Some(base_hops))
+                .into_iter()
+                .map(|v| v.unwrap_or(base_hops))
+                .collect::<Vec<_>>()
+        });
         let duration = duration_ms(origin.root_start_ns(), trace.last_end_ns);
         let spans = trace
             .spans_in(data)
@@ -179,8 +186,6 @@ impl Assembler {
         };
         let is_root = |s: &HeldSpan| s.flags & span_flags::ROOT != 0;
         let waiting = trace.pending_in(pending);
-        let (mut roots, mut root_bytes) = (0usize, 0usize);
-        let (mut n, mut streamed_bytes) = (0usize, 0usize);
         let data = std::mem::take(&mut trace.data);
         let spans = std::mem::take(&mut trace.spans);
         // Where each held span's bytes are in `data`: they start where the previous span's
@@ -192,40 +197,74 @@ impl Assembler {
             Some((&data[range], s))
         });
         let all = ranges.chain(waiting.map(|p| (p.bytes, &p.fact)));
-        for (bytes, s) in all.clone() {
-            if is_root(s) {
-                roots += 1;
-                root_bytes += bytes.len();
-            } else {
+        let base_hops = u32::from(origin.link_hops);
+        // In a trace with a consumer, a span's async hops need its path to the root: it goes
+        // once that path is here (through held spans, or spans that went before), and waits
+        // otherwise. Elsewhere every span has the trace's base count.
+        let heads: Option<Vec<Head>> = trace
+            .consumer
+            .then(|| all.clone().map(|(bytes, _)| head(bytes)).collect());
+        let hops: Option<Vec<Option<u32>>> = heads
+            .as_ref()
+            .map(|h| hops_in(h, base_hops, trace.streamed_hops.as_deref(), None));
+        let goes = |i: usize, s: &HeldSpan| {
+            !is_root(s)
+                && hops
+                    .as_ref()
+                    .is_none_or(|h| h.get(i).copied().flatten().is_some())
+        };
+        let (mut kept, mut kept_bytes) = (0usize, 0usize);
+        let (mut n, mut streamed_bytes) = (0usize, 0usize);
+        for (i, (bytes, s)) in all.clone().enumerate() {
+            if goes(i, s) {
                 n += 1;
                 streamed_bytes += bytes.len();
+            } else {
+                kept += 1;
+                kept_bytes += bytes.len();
             }
         }
-        // The roots stay, in a buffer of their own size.
-        trace.data = Vec::with_capacity(root_bytes);
-        trace.spans = Vec::with_capacity(roots);
-        for (bytes, s) in all.clone().filter(|(_, s)| is_root(s)) {
-            trace.data.extend_from_slice(bytes);
-            trace.spans.push(HeldSpan {
-                end: trace.data.len() as u32,
-                ..*s
-            });
+        // What stays (the root, spans waiting for their path), in a buffer of its own size.
+        trace.data = Vec::with_capacity(kept_bytes);
+        trace.spans = Vec::with_capacity(kept);
+        for (i, (bytes, s)) in all.clone().enumerate() {
+            if !goes(i, s) {
+                trace.data.extend_from_slice(bytes);
+                trace.spans.push(HeldSpan {
+                    end: trace.data.len() as u32,
+                    ..*s
+                });
+            }
         }
         // (Field by field: `origin` borrows the trace's root.)
         trace.pending_head = crate::held::NONE;
         trace.pending_tail = crate::held::NONE;
         trace.pending_bytes = 0;
         if n > 0 {
+            if let (Some(heads), Some(hops)) = (&heads, &hops) {
+                let known = trace.streamed_hops.get_or_insert_with(Default::default);
+                known.reserve(n);
+                for (i, (_, s)) in all.clone().enumerate() {
+                    if let (true, Some(h)) = (goes(i, s), hops[i]) {
+                        known.insert(heads[i].span_id, h);
+                    }
+                }
+            }
             let groups = &trace.groups;
-            let base_hops = u32::from(origin.link_hops);
-            let streamed = all.filter(|(_, s)| !is_root(s)).map(|(bytes, s)| {
-                let ctx = SpanContext {
-                    start_ns: span_start_time(bytes),
-                    async_hops: base_hops,
-                    root_summary: None,
-                };
-                (bytes, s, &groups[usize::from(s.group)], ctx)
-            });
+            let streamed =
+                all.enumerate()
+                    .filter(|(i, (_, s))| goes(*i, s))
+                    .map(|(i, (bytes, s))| {
+                        let ctx = SpanContext {
+                            start_ns: match &heads {
+                                Some(h) => h[i].start_ns,
+                                None => span_start_time(bytes),
+                            },
+                            async_hops: hops.as_ref().and_then(|h| h[i]).unwrap_or(base_hops),
+                            root_summary: None,
+                        };
+                        (bytes, s, &groups[usize::from(s.group)], ctx)
+                    });
             let written = write_enriched(
                 streamed,
                 origin,
@@ -274,8 +313,6 @@ fn write_enriched<'a>(
     let shared = shared_block(origin);
     let mut buf = Vec::with_capacity(bytes + n * (shared.len() + 64) + 32);
     let mut offsets = Vec::with_capacity(n);
-    // Spans per group of the trace, so a new group in `out` is made the size it needs.
-    let mut per_group = [0u32; 256];
     let mut read = 0usize;
     for (span, s, group, ctx) in spans {
         let at = buf.len();
@@ -285,7 +322,6 @@ fn write_enriched<'a>(
             enrich(span, origin, &ctx, propagate, &mut buf);
         }
         read += span.len();
-        per_group[usize::from(s.group)] += 1;
         offsets.push((at, buf.len(), s.group, group));
     }
     let written = Written {
@@ -293,10 +329,10 @@ fn write_enriched<'a>(
         growth: buf.len().saturating_sub(read),
     };
     let buf = Bytes::from(buf);
-    for (a, b, index, group) in offsets {
-        let left = &mut per_group[usize::from(index)];
-        groups.push(out, group, buf.slice(a..b), *left as usize);
-        *left = left.saturating_sub(1);
+    for (i, &(a, b, index, group)) in offsets.iter().enumerate() {
+        // A group new to `out` is made the size of this trace's spans in it.
+        let more = || offsets[i..].iter().filter(|o| o.2 == index).count();
+        groups.push(out, group, buf.slice(a..b), more);
     }
     written
 }
@@ -335,8 +371,14 @@ impl OutputGroups {
         }
     }
 
-    /// Adds `bytes` to `group`'s group in `out`; a new group has room for `more` spans.
-    fn push(&mut self, out: &mut SpanBatch, group: &Arc<Group>, bytes: Bytes, more: usize) {
+    /// Adds `bytes` to `group`'s group in `out`; a new group has room for `more()` spans.
+    fn push(
+        &mut self,
+        out: &mut SpanBatch,
+        group: &Arc<Group>,
+        bytes: Bytes,
+        more: impl FnOnce() -> usize,
+    ) {
         let resource = Arc::as_ptr(&group.resource) as usize;
         let scope = group.scope.as_ptr() as usize;
         let hash = ((resource ^ scope.rotate_left(17)) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -368,7 +410,7 @@ impl OutputGroups {
             *slot = (resource, scope, start + i);
             return;
         }
-        let mut spans = Vec::with_capacity(more.max(1));
+        let mut spans = Vec::with_capacity(more().max(1));
         spans.push(bytes);
         *slot = (resource, scope, out.groups.len());
         out.groups.push(ScopeGroup {
@@ -380,43 +422,55 @@ impl OutputGroups {
 }
 
 /// Async hops of each span: the trace's base (`link_hops`) plus one for every CONSUMER span
-/// with a parent on its path to the root within the trace.
-fn async_hops(spans: &[Head], base: u32) -> Vec<u32> {
+/// with a parent on its path to the root within the trace. The path runs through `spans`,
+/// and ends at the root (a span without a parent) or at a span that went out earlier, whose
+/// count `streamed` has (by span id). A path that breaks at a span not here counts from
+/// `broken`; `None` there leaves the span's count unknown.
+fn hops_in(
+    spans: &[Head],
+    base: u32,
+    streamed: Option<&IdMap<SpanId, u32>>,
+    broken: Option<u32>,
+) -> Vec<Option<u32>> {
     let consumer = cujo_wire::span::kind::CONSUMER as u8;
-    if !spans.iter().any(|s| s.kind == consumer && s.parent != 0) {
-        return vec![base; spans.len()];
+    let counts = |s: &Head| u32::from(s.kind == consumer && s.parent != 0);
+    if streamed.is_none_or(|m| m.is_empty()) && !spans.iter().any(|s| counts(s) == 1) {
+        return vec![Some(base); spans.len()];
     }
     let index: IdMap<SpanId, usize> = spans
         .iter()
         .enumerate()
         .map(|(i, s)| (s.span_id, i))
         .collect();
-    let mut memo: Vec<Option<u32>> = vec![None; spans.len()];
+    // `None`: not worked out yet; `Some(None)`: unknown.
+    let mut memo: Vec<Option<Option<u32>>> = vec![None; spans.len()];
     let mut path = Vec::new();
     for i in 0..spans.len() {
         // Walk up until a known value, then fill the path back down.
         path.clear();
-        let mut cur = Some(i);
-        let mut value = base;
-        while let Some(c) = cur {
-            if let Some(v) = memo[c] {
-                value = v;
-                break;
+        let mut cur = i;
+        let top = loop {
+            if let Some(v) = memo[cur] {
+                break v;
             }
             if path.len() > spans.len() {
-                break; // a parent cycle in bad data
+                break broken; // a parent cycle in bad data
             }
-            path.push(c);
-            let parent = spans[c].parent;
-            cur = (parent != 0).then(|| index.get(&parent).copied()).flatten();
-        }
+            path.push(cur);
+            let parent = spans[cur].parent;
+            if parent == 0 {
+                break Some(base);
+            }
+            match index.get(&parent) {
+                Some(&p) => cur = p,
+                None => break streamed.and_then(|m| m.get(&parent).copied()).or(broken),
+            }
+        };
+        let mut value = top;
         for &c in path.iter().rev() {
-            let s = &spans[c];
-            if s.kind == consumer && s.parent != 0 {
-                value += 1;
-            }
+            value = value.map(|v| v + counts(&spans[c]));
             memo[c] = Some(value);
         }
     }
-    memo.into_iter().map(|v| v.unwrap_or(base)).collect()
+    memo.into_iter().map(Option::flatten).collect()
 }

@@ -16,9 +16,9 @@ use bytes::Bytes;
 use cujo_wire::alloc::{allocation_size, vec_bytes};
 use cujo_wire::{ResourceHeader, ScopeGroup};
 
-use crate::TraceId;
 use crate::origin::Origin;
-use crate::table::CountedMap;
+use crate::table::{CountedMap, table_bytes};
+use crate::{IdMap, TraceId};
 
 /// A resource and scope, shared by every held span that arrived under them.
 pub(crate) struct Group {
@@ -89,8 +89,11 @@ pub(crate) struct Trace {
     /// A span with a remote parent arrived (with [`crate::AssemblerSettings::release_on_remote_parent`]).
     pub remote_entry: bool,
     /// A CONSUMER span with a parent arrived: the trace's async hops need its span tree, so
-    /// its spans are held whole until release.
+    /// a span goes before release only once its path to the root is known.
     pub consumer: bool,
+    /// In a trace with a consumer: the async hops of the spans that went out before release,
+    /// by span id, for the spans still to come whose path to the root runs through them.
+    pub streamed_hops: Option<Box<IdMap<u64, u32>>>,
 }
 
 /// No pending span.
@@ -123,6 +126,7 @@ impl Trace {
             accounted: 0,
             remote_entry: false,
             consumer: false,
+            streamed_hops: None,
         }
     }
 
@@ -135,6 +139,10 @@ impl Trace {
             + vec_bytes::<Arc<Group>>(self.groups.capacity())
             + self.root.as_ref().map_or(0, |o| {
                 allocation_size(std::mem::size_of::<Origin>()) + o.heap_bytes()
+            })
+            + self.streamed_hops.as_ref().map_or(0, |m| {
+                allocation_size(std::mem::size_of::<IdMap<u64, u32>>())
+                    + table_bytes::<(u64, u32)>(m.capacity())
             })
     }
 

@@ -2,8 +2,9 @@
 //! chosen attributes onto every span of the trace — and of traces that continue it through a
 //! queue or a span link — before the spans move on. Once the root is there, the trace's other
 //! spans go at once; the root waits `decision_wait` for stragglers (its `cujo.trace.*`
-//! summary counts them), and so do traces that release needs whole — a consumer span, a span
-//! link, an observer reading every span ([`AssemblerSettings::stream_after_root`]).
+//! summary counts them), and so do traces that release needs whole — a span link, an
+//! observer reading every span ([`AssemblerSettings::stream_after_root`]). In a trace with a
+//! consumer, a span goes once its path to the root is there (its async hops are known).
 //!
 //! Traces are sharded by trace id ([`directory::shard_of`]): each shard is one [`Assembler`],
 //! run on its own task, owning its traces outright; span links that point into another shard
@@ -502,12 +503,12 @@ impl Assembler {
     /// Whether the spans `trace` holds besides its root may go now, enriched from its root,
     /// rather than wait with the root for `decision_wait`: the root has arrived, and nothing
     /// else the release computes needs them — no span link to merge another origin from, no
-    /// consumer whose async hops need the span tree, no observer reading every span.
+    /// observer reading every span. (In a trace with a consumer, only the spans whose path
+    /// to the root is known go: see [`Assembler::stream_held`].)
     fn streams(&self, trace: &Trace) -> bool {
         self.settings.stream_after_root
             && trace.root.is_some()
             && trace.link.is_none()
-            && !trace.consumer
             && !self.observer_reads_spans
     }
 

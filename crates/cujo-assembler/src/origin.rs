@@ -6,8 +6,8 @@
 //! the configured prefix, ready to be appended to a span as they are.
 
 use cujo_wire::span::{
-    Attribute, NewValue, any_value_str, append_attribute, attributes, copy_without_attributes,
-    span_attribute_keys, span_attributes,
+    Attribute, NewValue, any_value_str, append_attribute, attribute_entries, attributes,
+    copy_without_attributes, span_attribute_keys, span_attributes,
 };
 
 use crate::settings::PropagateSettings;
@@ -265,7 +265,13 @@ pub struct SpanContext {
 }
 
 fn millis_between(from_ns: u64, to_ns: u64) -> i64 {
-    (to_ns as i128 - from_ns as i128).div_euclid(1_000_000) as i64
+    let d = to_ns as i128 - from_ns as i128;
+    // 64-bit division when the difference fits (always, for real clocks): the 128-bit one
+    // is a library call.
+    match i64::try_from(d) {
+        Ok(d) => d.div_euclid(1_000_000),
+        Err(_) => d.div_euclid(1_000_000) as i64,
+    }
 }
 
 pub(crate) fn duration_ms(start_ns: u64, end_ns: u64) -> i64 {
@@ -331,19 +337,19 @@ pub fn enrich(
     settings: &PropagateSettings,
     out: &mut Vec<u8>,
 ) {
-    // The origin's keys, to find which of them the span has itself: on the stack for the
-    // usual handful, else the general path.
-    let mut keys: [&[u8]; OWN_KEYS] = [&[]; OWN_KEYS];
+    // The origin's attributes, keys and encoded entries, to find which of them the span has
+    // itself: on the stack for the usual handful, else the general path.
+    let mut entries: [(&[u8], &[u8]); OWN_KEYS] = [(&[], &[]); OWN_KEYS];
     let mut n = 0;
-    for a in origin.attributes() {
+    for entry in attribute_entries(origin.attribute_bytes(), ATTRIBUTES_FIELD) {
         if n == OWN_KEYS {
             return enrich_general(span, origin, ctx, settings, out);
         }
-        keys[n] = a.key.as_bytes();
+        entries[n] = entry;
         n += 1;
     }
-    let keys = &keys[..n];
-    // One pass over the span's keys: which propagated ones it has (bit i: `keys[i]`), and
+    let entries = &entries[..n];
+    // One pass over the span's keys: which propagated ones it has (bit i: `entries[i]`), and
     // whether it carries a derived attribute (written by an earlier pass).
     let mut own = 0u32;
     let mut derived = false;
@@ -351,7 +357,7 @@ pub fn enrich(
         if key.starts_with(b"cujo.") && DERIVED.iter().any(|d| d.as_bytes() == key) {
             derived = true;
         }
-        for (i, k) in keys.iter().enumerate() {
+        for (i, (k, _)) in entries.iter().enumerate() {
             if *k == key {
                 own |= 1 << i;
             }
@@ -361,9 +367,10 @@ pub fn enrich(
         return enrich_general(span, origin, ctx, settings, out);
     }
     out.extend_from_slice(span);
-    for (i, a) in origin.attributes().enumerate() {
+    // The entries are encoded as a span's attributes already.
+    for (i, (_, entry)) in entries.iter().enumerate() {
         if own & (1 << i) == 0 {
-            append_attribute(out, "", a.key, &NewValue::Encoded(a.value));
+            out.extend_from_slice(entry);
         }
     }
     append_root_identity(origin, out);

@@ -294,6 +294,23 @@ pub fn attributes(message: &[u8], field: u32) -> impl Iterator<Item = Attribute<
     })
 }
 
+/// The attributes (`KeyValue` entries of field `field`) of an encoded message as (key, the
+/// whole encoded entry: tag, length and `KeyValue`), keys as bytes (no UTF-8 check).
+pub fn attribute_entries(message: &[u8], field: u32) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let mut reader = FieldReader::new(message, "attributes");
+    std::iter::from_fn(move || {
+        loop {
+            let f = reader.next_field()?.ok()?;
+            if let (n, Value::Len(kv)) = (f.number, f.value)
+                && n == field
+                && let Some(key) = leading_key(kv)
+            {
+                return Some((key, &message[f.start..f.end]));
+            }
+        }
+    })
+}
+
 /// The keys of a span's attributes, as bytes (no UTF-8 check: the receiver checked the
 /// span), in order.
 pub fn span_attribute_keys(span: &[u8]) -> impl Iterator<Item = &[u8]> {
