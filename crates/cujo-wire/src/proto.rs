@@ -53,6 +53,16 @@ impl<'a> FieldReader<'a> {
         }
     }
 
+    /// A reader whose next field starts at `pos`.
+    pub fn starting_at(buf: &'a [u8], pos: usize, message: &'static str) -> Self {
+        Self { buf, pos, message }
+    }
+
+    /// Where the next field starts.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
     /// The next field, `None` at the end, or an error if the bytes are not a valid field.
     #[inline]
     pub fn next_field(&mut self) -> Option<Result<Field<'a>, WireError>> {

@@ -70,52 +70,132 @@ pub fn read_span_with<'a>(
     mut on_attribute: impl FnMut(&'a [u8], &'a [u8]),
 ) -> SpanFields<'a> {
     let mut out = SpanFields::default();
-    let mut reader = FieldReader::new(span, "Span");
-    while let Some(Ok(field)) = reader.next_field() {
-        match (field.number, field.value) {
-            (1, Value::Len(b)) => copy_id(&mut out.trace_id, b),
-            (2, Value::Len(b)) => copy_id(&mut out.span_id, b),
-            (4, Value::Len(b)) if b.len() == 8 => {
-                let mut id = [0u8; 8];
-                id.copy_from_slice(b);
-                out.parent_span_id = Some(id);
-            }
-            (5, Value::Len(b)) => out.name = b,
-            (6, Value::Varint(k)) => out.kind = k,
-            (SPAN_ATTRIBUTES, Value::Len(kv)) => {
-                if let Some(key) = leading_key(kv) {
-                    on_attribute(key, kv);
-                }
-            }
-            (7, Value::I64(t)) => out.start_time_unix_nano = t,
-            (16, Value::I32(f)) => out.flags = f,
-            (8, Value::I64(t)) => out.end_time_unix_nano = t,
-            (SPAN_LINKS, Value::Len(link)) => {
-                let (mut t, mut s) = ([0u8; 16], [0u8; 8]);
-                let mut r = FieldReader::new(link, "Span.Link");
-                while let Some(Ok(f)) = r.next_field() {
-                    match (f.number, f.value) {
-                        (1, Value::Len(b)) => copy_id(&mut t, b),
-                        (2, Value::Len(b)) => copy_id(&mut s, b),
-                        _ => {}
+    let mut pos = 0usize;
+    while let Some(&tag) = span.get(pos) {
+        // The fields every span has, by their one-byte tag (and one-byte length): read
+        // straight, in the order encoders write them, so the branches predict well. Anything
+        // else goes through the general reader, one field at a time.
+        match tag {
+            TAG_TRACE_ID | TAG_SPAN_ID | TAG_PARENT | TAG_NAME | TAG_ATTRIBUTE => {
+                if let Some(&len) = span.get(pos + 1)
+                    && len < 0x80
+                {
+                    let start = pos + 2;
+                    let Some(b) = span.get(start..start + usize::from(len)) else {
+                        break; // truncated: the general reader stops here too
+                    };
+                    pos = start + usize::from(len);
+                    match tag {
+                        TAG_ATTRIBUTE => {
+                            if let Some(key) = leading_key(b) {
+                                on_attribute(key, b);
+                            }
+                        }
+                        TAG_TRACE_ID => copy_id(&mut out.trace_id, b),
+                        TAG_SPAN_ID => copy_id(&mut out.span_id, b),
+                        TAG_PARENT => set_parent(&mut out, b),
+                        _ => out.name = b,
                     }
-                }
-                if t != [0; 16] && s != [0; 8] {
-                    out.links.push((t, s));
+                    continue;
                 }
             }
-            (SPAN_STATUS, Value::Len(status)) => {
-                let mut r = FieldReader::new(status, "Status");
-                while let Some(Ok(f)) = r.next_field() {
-                    if let (3, Value::Varint(code)) = (f.number, f.value) {
-                        out.status_code = code;
-                    }
+            TAG_START | TAG_END => {
+                let Some(b) = span.get(pos + 1..pos + 9) else {
+                    break;
+                };
+                let mut t = [0u8; 8];
+                t.copy_from_slice(b);
+                let t = u64::from_le_bytes(t);
+                if tag == TAG_START {
+                    out.start_time_unix_nano = t;
+                } else {
+                    out.end_time_unix_nano = t;
+                }
+                pos += 9;
+                continue;
+            }
+            TAG_KIND => {
+                if let Some(&k) = span.get(pos + 1)
+                    && k < 0x80
+                {
+                    out.kind = u64::from(k);
+                    pos += 2;
+                    continue;
                 }
             }
             _ => {}
         }
+        let mut reader = FieldReader::starting_at(span, pos, "Span");
+        let Some(Ok(field)) = reader.next_field() else {
+            break;
+        };
+        pos = reader.position();
+        read_span_field(&mut out, field, &mut on_attribute);
     }
     out
+}
+
+/// Tags (field number and wire type in one byte) of the span fields [`read_span_with`]
+/// reads straight.
+const TAG_TRACE_ID: u8 = 1 << 3 | 2;
+const TAG_SPAN_ID: u8 = 2 << 3 | 2;
+const TAG_PARENT: u8 = 4 << 3 | 2;
+const TAG_NAME: u8 = 5 << 3 | 2;
+const TAG_KIND: u8 = 6 << 3;
+const TAG_START: u8 = 7 << 3 | 1;
+const TAG_END: u8 = 8 << 3 | 1;
+const TAG_ATTRIBUTE: u8 = (SPAN_ATTRIBUTES as u8) << 3 | 2;
+
+fn set_parent(out: &mut SpanFields<'_>, b: &[u8]) {
+    if let Ok(id) = <[u8; 8]>::try_from(b) {
+        out.parent_span_id = Some(id);
+    }
+}
+
+/// One field of a span, into `out` ([`read_span_with`]'s general case).
+fn read_span_field<'a>(
+    out: &mut SpanFields<'a>,
+    field: crate::proto::Field<'a>,
+    on_attribute: &mut impl FnMut(&'a [u8], &'a [u8]),
+) {
+    match (field.number, field.value) {
+        (1, Value::Len(b)) => copy_id(&mut out.trace_id, b),
+        (2, Value::Len(b)) => copy_id(&mut out.span_id, b),
+        (4, Value::Len(b)) => set_parent(out, b),
+        (5, Value::Len(b)) => out.name = b,
+        (6, Value::Varint(k)) => out.kind = k,
+        (SPAN_ATTRIBUTES, Value::Len(kv)) => {
+            if let Some(key) = leading_key(kv) {
+                on_attribute(key, kv);
+            }
+        }
+        (7, Value::I64(t)) => out.start_time_unix_nano = t,
+        (16, Value::I32(f)) => out.flags = f,
+        (8, Value::I64(t)) => out.end_time_unix_nano = t,
+        (SPAN_LINKS, Value::Len(link)) => {
+            let (mut t, mut s) = ([0u8; 16], [0u8; 8]);
+            let mut r = FieldReader::new(link, "Span.Link");
+            while let Some(Ok(f)) = r.next_field() {
+                match (f.number, f.value) {
+                    (1, Value::Len(b)) => copy_id(&mut t, b),
+                    (2, Value::Len(b)) => copy_id(&mut s, b),
+                    _ => {}
+                }
+            }
+            if t != [0; 16] && s != [0; 8] {
+                out.links.push((t, s));
+            }
+        }
+        (SPAN_STATUS, Value::Len(status)) => {
+            let mut r = FieldReader::new(status, "Status");
+            while let Some(Ok(f)) = r.next_field() {
+                if let (3, Value::Varint(code)) = (f.number, f.value) {
+                    out.status_code = code;
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The leading fields of a span: what release needs, read without walking its attributes.
@@ -464,10 +544,65 @@ pub fn copy_without_attributes(span: &[u8], out: &mut Vec<u8>, drop: impl Fn(&st
 }
 
 #[cfg(test)]
+/// [`read_span_with`] as it was before its straight path: the general walk, for the property test.
+fn read_span_walk<'a>(
+    span: &'a [u8],
+    mut on_attribute: impl FnMut(&'a [u8], &'a [u8]),
+) -> SpanFields<'a> {
+    let mut out = SpanFields::default();
+    let mut reader = FieldReader::new(span, "Span");
+    while let Some(Ok(field)) = reader.next_field() {
+        match (field.number, field.value) {
+            (1, Value::Len(b)) => copy_id(&mut out.trace_id, b),
+            (2, Value::Len(b)) => copy_id(&mut out.span_id, b),
+            (4, Value::Len(b)) if b.len() == 8 => {
+                let mut id = [0u8; 8];
+                id.copy_from_slice(b);
+                out.parent_span_id = Some(id);
+            }
+            (5, Value::Len(b)) => out.name = b,
+            (6, Value::Varint(k)) => out.kind = k,
+            (SPAN_ATTRIBUTES, Value::Len(kv)) => {
+                if let Some(key) = leading_key(kv) {
+                    on_attribute(key, kv);
+                }
+            }
+            (7, Value::I64(t)) => out.start_time_unix_nano = t,
+            (16, Value::I32(f)) => out.flags = f,
+            (8, Value::I64(t)) => out.end_time_unix_nano = t,
+            (SPAN_LINKS, Value::Len(link)) => {
+                let (mut t, mut s) = ([0u8; 16], [0u8; 8]);
+                let mut r = FieldReader::new(link, "Span.Link");
+                while let Some(Ok(f)) = r.next_field() {
+                    match (f.number, f.value) {
+                        (1, Value::Len(b)) => copy_id(&mut t, b),
+                        (2, Value::Len(b)) => copy_id(&mut s, b),
+                        _ => {}
+                    }
+                }
+                if t != [0; 16] && s != [0; 8] {
+                    out.links.push((t, s));
+                }
+            }
+            (SPAN_STATUS, Value::Len(status)) => {
+                let mut r = FieldReader::new(status, "Status");
+                while let Some(Ok(f)) = r.next_field() {
+                    if let (3, Value::Varint(code)) = (f.number, f.value) {
+                        out.status_code = code;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
-    use super::{span_head, span_start_time, walk_head};
+    use super::{read_span_walk, read_span_with, span_head, span_start_time, walk_head};
     use crate::proto::{put_len_prefix, put_varint};
 
     /// One field of a span as an encoder might write it: `(number, wire type)` with a value.
@@ -553,6 +688,40 @@ mod tests {
         #[test]
         fn arbitrary_bytes_read_as_span_head_reads_them(bytes in prop::collection::vec(any::<u8>(), 0..96)) {
             prop_assert_eq!(span_head(&bytes), walk_head(&bytes));
+        }
+
+        /// The straight path of `read_span_with` reads what the general walk reads, and
+        /// hands over the same attributes in the same order, whatever the fields (cut short
+        /// anywhere, too).
+        #[test]
+        fn read_span_with_reads_what_the_walk_reads(
+            fields in prop::collection::vec(field(), 0..12),
+            head_first in any::<bool>(),
+            start in any::<u64>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let rest: Vec<u8> = fields.concat();
+            let mut span = if head_first {
+                span_in_field_order(b"op", start, start + 5, &rest)
+            } else {
+                rest
+            };
+            for bytes in [span.clone(), { span.truncate(cut.index(span.len() + 1)); span }] {
+                let (mut fast, mut walk) = (Vec::new(), Vec::new());
+                let a = read_span_with(&bytes, |k, kv| fast.push((k, kv)));
+                let b = read_span_walk(&bytes, |k, kv| walk.push((k, kv)));
+                prop_assert_eq!(format!("{a:?}"), format!("{b:?}"));
+                prop_assert_eq!(fast, walk);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_read_as_the_walk_reads_them(bytes in prop::collection::vec(any::<u8>(), 0..160)) {
+            let (mut fast, mut walk) = (Vec::new(), Vec::new());
+            let a = read_span_with(&bytes, |k, kv| fast.push((k, kv)));
+            let b = read_span_walk(&bytes, |k, kv| walk.push((k, kv)));
+            prop_assert_eq!(format!("{a:?}"), format!("{b:?}"));
+            prop_assert_eq!(fast, walk);
         }
     }
 }
