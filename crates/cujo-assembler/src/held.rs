@@ -24,6 +24,8 @@ use crate::{IdMap, TraceId};
 pub(crate) struct Group {
     pub resource: Arc<ResourceHeader>,
     pub scope: Bytes,
+    /// The resource's `service.name` (empty when it has none), read once.
+    pub service: Box<str>,
 }
 
 impl Group {
@@ -33,6 +35,7 @@ impl Group {
             + allocation_size(16 + std::mem::size_of::<ResourceHeader>())
             + allocation_size(self.resource.bytes.len())
             + allocation_size(self.scope.len())
+            + allocation_size(self.service.len())
     }
 }
 
@@ -319,6 +322,9 @@ impl GroupTable {
                 pin: group.resource.pin.clone(),
             }),
             scope: scope.clone(),
+            service: cujo_wire::span::service_name(&group.resource.bytes)
+                .unwrap_or_default()
+                .into(),
         });
         self.bytes += g.heap_bytes();
         self.pinned += usize::from(pin != 0);

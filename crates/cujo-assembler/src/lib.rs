@@ -70,7 +70,7 @@ use table::CountedMap;
 use bytes::Bytes;
 use cujo_wire::SpanBatch;
 use cujo_wire::alloc::{allocation_size, vec_bytes};
-use cujo_wire::span::{SpanFields, key_value, kind, read_span_with, service_name, span_attributes};
+use cujo_wire::span::{SpanFields, key_value, kind, read_span_with, span_key_values};
 
 pub use directory::Directory;
 use held::{GroupTable, HeldSpan, Pending, Trace, span_flags};
@@ -141,6 +141,8 @@ pub struct Assembler {
     stats: AssemblerStats,
     /// [`PropagateSettings::collide_filter`], computed once.
     collide_filter: keys::KeyFilter,
+    /// [`PropagateSettings::select_filter`], computed once.
+    select_filter: keys::KeyFilter,
     /// Told about every trace released whole (the SLI engine listens here).
     observer: Option<Box<dyn TraceObserver>>,
     /// The observer's [`TraceObserver::classify_keys`], when it classifies spans.
@@ -250,6 +252,7 @@ impl Assembler {
     /// [`Directory::shard_of`] assigns to it.
     pub fn new_shard(settings: AssemblerSettings, directory: Arc<Directory>, shard: usize) -> Self {
         let collide_filter = settings.propagate.collide_filter();
+        let select_filter = settings.propagate.select_filter();
         Self {
             settings,
             traces: CountedMap::new(),
@@ -264,6 +267,7 @@ impl Assembler {
             trace_heap: 0,
             stats: AssemblerStats::default(),
             collide_filter,
+            select_filter,
             observer: None,
             classify_keys: None,
             classify_filter: keys::KeyFilter::empty(),
@@ -621,10 +625,18 @@ impl Assembler {
         }
         let is_root = f.parent_span_id.is_none() && trace.root.is_none();
         if is_root {
+            // Only the attributes that may be selected are read whole.
+            let select = &self.select_filter;
+            let selected = span_key_values(span)
+                .filter(|(key, _)| select.may_match(key))
+                .map(|(key, kv)| cujo_wire::span::Attribute {
+                    key: std::str::from_utf8(key).unwrap_or(""),
+                    value: key_value(kv),
+                });
             let origin = Origin::from_root(
                 std::str::from_utf8(f.name).unwrap_or(""),
-                service_name(&group.resource.bytes).unwrap_or_default(),
-                span_attributes(span),
+                &group.service,
+                selected,
                 f.start_time_unix_nano,
                 &self.settings.propagate,
                 &mut self.stats.capped,

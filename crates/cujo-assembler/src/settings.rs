@@ -120,6 +120,18 @@ impl PropagateSettings {
         filter
     }
 
+    /// A quick filter for [`PropagateSettings::selects`], by a key's first byte and length.
+    pub(crate) fn select_filter(&self) -> crate::keys::KeyFilter {
+        let mut filter = crate::keys::KeyFilter::empty();
+        for p in &self.attributes {
+            match p.strip_suffix('*') {
+                Some(prefix) => filter.add_prefix(prefix.as_bytes()),
+                None => filter.add_exact(p.as_bytes()),
+            }
+        }
+        filter
+    }
+
     /// Whether a root attribute with `key` is propagated.
     pub fn selects(&self, key: &str) -> bool {
         self.attributes.iter().any(|p| match p.strip_suffix('*') {

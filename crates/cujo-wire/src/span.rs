@@ -394,6 +394,12 @@ pub fn attribute_entries(message: &[u8], field: u32) -> impl Iterator<Item = (&[
 /// The keys of a span's attributes, as bytes (no UTF-8 check: the receiver checked the
 /// span), in order.
 pub fn span_attribute_keys(span: &[u8]) -> impl Iterator<Item = &[u8]> {
+    span_key_values(span).map(|(key, _)| key)
+}
+
+/// A span's attributes as (key, encoded `KeyValue`), keys as bytes (no UTF-8 check), in
+/// order.
+pub fn span_key_values(span: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     let mut reader = FieldReader::new(span, "Span");
     std::iter::from_fn(move || {
         loop {
@@ -401,7 +407,7 @@ pub fn span_attribute_keys(span: &[u8]) -> impl Iterator<Item = &[u8]> {
             if let (SPAN_ATTRIBUTES, Value::Len(kv)) = (f.number, f.value)
                 && let Some(key) = leading_key(kv)
             {
-                return Some(key);
+                return Some((key, kv));
             }
         }
     })
