@@ -243,9 +243,17 @@ impl Assembler {
         if n > 0 {
             if let (Some(heads), Some(hops)) = (&heads, &hops) {
                 let known = trace.streamed_hops.get_or_insert_with(Default::default);
-                known.reserve(n);
+                // Capped like a trace's held spans: past it, a later span under one of these
+                // counts the hops of the path it has (as when its parent never came).
+                let room = self
+                    .settings
+                    .max_spans_per_trace
+                    .saturating_sub(known.len());
+                known.reserve(n.min(room));
                 for (i, (_, s)) in all.clone().enumerate() {
-                    if let (true, Some(h)) = (goes(i, s), hops[i]) {
+                    if let (true, Some(h)) = (goes(i, s), hops[i])
+                        && known.len() < self.settings.max_spans_per_trace
+                    {
                         known.insert(heads[i].span_id, h);
                     }
                 }

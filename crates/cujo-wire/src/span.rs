@@ -550,7 +550,8 @@ pub fn copy_without_attributes(span: &[u8], out: &mut Vec<u8>, drop: impl Fn(&st
 }
 
 #[cfg(test)]
-/// [`read_span_with`] as it was before its straight path: the general walk, for the property test.
+/// [`read_span_with`] without its straight path: every field through the general reader,
+/// for the property test.
 fn read_span_walk<'a>(
     span: &'a [u8],
     mut on_attribute: impl FnMut(&'a [u8], &'a [u8]),
@@ -558,48 +559,7 @@ fn read_span_walk<'a>(
     let mut out = SpanFields::default();
     let mut reader = FieldReader::new(span, "Span");
     while let Some(Ok(field)) = reader.next_field() {
-        match (field.number, field.value) {
-            (1, Value::Len(b)) => copy_id(&mut out.trace_id, b),
-            (2, Value::Len(b)) => copy_id(&mut out.span_id, b),
-            (4, Value::Len(b)) if b.len() == 8 => {
-                let mut id = [0u8; 8];
-                id.copy_from_slice(b);
-                out.parent_span_id = Some(id);
-            }
-            (5, Value::Len(b)) => out.name = b,
-            (6, Value::Varint(k)) => out.kind = k,
-            (SPAN_ATTRIBUTES, Value::Len(kv)) => {
-                if let Some(key) = leading_key(kv) {
-                    on_attribute(key, kv);
-                }
-            }
-            (7, Value::I64(t)) => out.start_time_unix_nano = t,
-            (16, Value::I32(f)) => out.flags = f,
-            (8, Value::I64(t)) => out.end_time_unix_nano = t,
-            (SPAN_LINKS, Value::Len(link)) => {
-                let (mut t, mut s) = ([0u8; 16], [0u8; 8]);
-                let mut r = FieldReader::new(link, "Span.Link");
-                while let Some(Ok(f)) = r.next_field() {
-                    match (f.number, f.value) {
-                        (1, Value::Len(b)) => copy_id(&mut t, b),
-                        (2, Value::Len(b)) => copy_id(&mut s, b),
-                        _ => {}
-                    }
-                }
-                if t != [0; 16] && s != [0; 8] {
-                    out.links.push((t, s));
-                }
-            }
-            (SPAN_STATUS, Value::Len(status)) => {
-                let mut r = FieldReader::new(status, "Status");
-                while let Some(Ok(f)) = r.next_field() {
-                    if let (3, Value::Varint(code)) = (f.number, f.value) {
-                        out.status_code = code;
-                    }
-                }
-            }
-            _ => {}
-        }
+        read_span_field(&mut out, field, &mut on_attribute);
     }
     out
 }
