@@ -235,6 +235,13 @@ fn main() -> anyhow::Result<()> {
         max_memory_bytes: usize::MAX,
         ..base
     };
+    // Pass 2 runs as configured; pass 1 holds every span (none streamed once its root is
+    // there), since what a held span costs is what it measures.
+    let timed_settings = settings.clone();
+    let settings = AssemblerSettings {
+        stream_after_root: false,
+        ..settings
+    };
     println!("CUJs observing:        {}", cujs.len());
     let mut assembler = Assembler::new(settings);
     // Pre-build the requests so their memory is not counted as the assembler's.
@@ -256,7 +263,7 @@ fn main() -> anyhow::Result<()> {
         .flat_map(|b| &b.groups)
         .map(|g| g.span_bytes() as u64)
         .sum();
-    let settings = assembler.settings_clone();
+    let settings = timed_settings;
     // Pass 1, on fresh memory: what holding the spans costs in resident memory.
     let before = rss_bytes()?;
     let requested_before = requested();
