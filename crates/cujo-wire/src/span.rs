@@ -358,9 +358,9 @@ pub struct Attribute<'a> {
     pub value: &'a [u8],
 }
 
-/// Iterates the attributes (`KeyValue` entries of field `field`) of an encoded message:
-/// field 9 of a `Span`, field 1 of a `Resource`.
-pub fn attributes(message: &[u8], field: u32) -> impl Iterator<Item = Attribute<'_>> {
+/// The `KeyValue` entries of field `field` of an encoded message, each as (its `KeyValue`
+/// bytes, the whole encoded entry: tag, length and `KeyValue`).
+fn key_value_fields(message: &[u8], field: u32) -> impl Iterator<Item = (&[u8], &[u8])> {
     let mut reader = FieldReader::new(message, "attributes");
     std::iter::from_fn(move || {
         loop {
@@ -368,27 +368,22 @@ pub fn attributes(message: &[u8], field: u32) -> impl Iterator<Item = Attribute<
             if let (n, Value::Len(kv)) = (f.number, f.value)
                 && n == field
             {
-                return Some(read_key_value(kv));
+                return Some((kv, &message[f.start..f.end]));
             }
         }
     })
 }
 
+/// Iterates the attributes (`KeyValue` entries of field `field`) of an encoded message:
+/// field 9 of a `Span`, field 1 of a `Resource`.
+pub fn attributes(message: &[u8], field: u32) -> impl Iterator<Item = Attribute<'_>> {
+    key_value_fields(message, field).map(|(kv, _)| read_key_value(kv))
+}
+
 /// The attributes (`KeyValue` entries of field `field`) of an encoded message as (key, the
 /// whole encoded entry: tag, length and `KeyValue`), keys as bytes (no UTF-8 check).
 pub fn attribute_entries(message: &[u8], field: u32) -> impl Iterator<Item = (&[u8], &[u8])> {
-    let mut reader = FieldReader::new(message, "attributes");
-    std::iter::from_fn(move || {
-        loop {
-            let f = reader.next_field()?.ok()?;
-            if let (n, Value::Len(kv)) = (f.number, f.value)
-                && n == field
-                && let Some(key) = leading_key(kv)
-            {
-                return Some((key, &message[f.start..f.end]));
-            }
-        }
-    })
+    key_value_fields(message, field).filter_map(|(kv, entry)| Some((leading_key(kv)?, entry)))
 }
 
 /// The keys of a span's attributes, as bytes (no UTF-8 check: the receiver checked the
@@ -400,17 +395,7 @@ pub fn span_attribute_keys(span: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// A span's attributes as (key, encoded `KeyValue`), keys as bytes (no UTF-8 check), in
 /// order.
 pub fn span_key_values(span: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    let mut reader = FieldReader::new(span, "Span");
-    std::iter::from_fn(move || {
-        loop {
-            let f = reader.next_field()?.ok()?;
-            if let (SPAN_ATTRIBUTES, Value::Len(kv)) = (f.number, f.value)
-                && let Some(key) = leading_key(kv)
-            {
-                return Some((key, kv));
-            }
-        }
-    })
+    key_value_fields(span, SPAN_ATTRIBUTES).filter_map(|(kv, _)| Some((leading_key(kv)?, kv)))
 }
 
 /// The encoded `AnyValue` of the span's attribute `key`, found by comparing key bytes (no
