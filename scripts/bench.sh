@@ -18,6 +18,9 @@
 # Modes: saturate (closed loop), rate (--rate spans/s, open loop), fraction (--fraction of
 # the saturation measured in the same round's saturate run, or measured first when the round
 # has none, offered to a fresh target in open loop: refusals below saturation).
+# Each cujo run's /metrics, scraped after the load, is kept beside its log
+# (target/bench-logs/STAMP/TARGET-MODE-ROUND.metrics); a run with refusals also prints which
+# shares of the memory budget were full (cujo_memory_full_total).
 #
 # Options (env var in brackets):
 #   --only LIST         comma-separated targets (default: all seven) [ONLY]
@@ -250,7 +253,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
       [[ $mode == fraction && -n "${saturation[$t]:-}" ]] && mode_args+=(--saturation "${saturation[$t]}")
       "$LOAD" "${targs[@]}" --bin "$(bin_for "$t")" "${mode_args[@]}" --round "$round" \
         --duration "$DURATION" --warmup "$WARMUP" --clients "$CLIENTS" \
-        --json-out "$OUT" "${extra[@]}" > "$log" 2>&1 || rc=$?
+        --json-out "$OUT" --metrics-out "${log%.log}.metrics" "${extra[@]}" > "$log" 2>&1 || rc=$?
       if [[ $rc == 0 ]]; then
         if [[ $mode == saturate ]]; then
           saturation[$t]=$(grep -m1 -o '"spans_per_s":[0-9.e+-]*' <(grep '^{' "$log") | cut -d: -f2)
@@ -258,6 +261,12 @@ for ((round = 1; round <= ROUNDS; round++)); do
         grep -E '^throughput|^latency|^refusals' "$log" | tail -n 3 | sed -E 's/ +/ /g' | tr '\n' ' '
         echo
         grep -E '^polls ' "$log" | sed -E 's/ +/ /g; s/^/    /' || true
+        # Refused requests: which shares of cujo's memory budget were full (its /metrics,
+        # scraped after the run, are kept beside the log).
+        metrics="${log%.log}.metrics"
+        if [[ -s $metrics ]] && grep -qE '^refusals +[1-9]' "$log"; then
+          { grep -E '^cujo_memory_full_total' "$metrics" | grep -v ' 0$' || true; } | sed 's/^/    /'
+        fi
       else
         failures=$((failures + 1))
         echo "FAILED (exit $rc; 3 = span counts did not match) — see $log"
