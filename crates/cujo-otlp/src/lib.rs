@@ -52,6 +52,8 @@ pub mod memory;
 pub mod prom;
 pub mod receiver;
 pub mod rpc;
+#[cfg(test)]
+mod scratch;
 pub mod server;
 pub mod telemetry;
 pub mod tenants;

@@ -57,8 +57,7 @@ async fn metrics_pass_promtool_and_health_endpoints_answer() {
 
 #[test]
 fn check_command_names_file_and_key() {
-    let dir = std::env::temp_dir().join(format!("cujo-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = support::Scratch::new("cujo-check");
     let bad = dir.join("bad.yaml");
     std::fs::write(
         &bad,

@@ -9,7 +9,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use cujo_slo::surfaces::status::grpc::proto::GetStatusRequest;
@@ -253,11 +253,8 @@ fn replace(path: &Path, text: &str) {
     std::fs::rename(&aside, path).expect("rename token file");
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cujo-auth-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+fn temp_dir(name: &str) -> support::Scratch {
+    support::Scratch::new(&format!("cujo-auth-{name}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,7 +438,8 @@ async fn the_admin_listener_guards_the_views_and_metrics_with_their_own_tokens()
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("reports no SLO objectives"), "{stderr}");
     assert_no_token("cujo status's output", &stderr);
-    let token_file = temp_dir("gate").join("token");
+    let gate_dir = temp_dir("gate");
+    let token_file = gate_dir.join("token");
     std::fs::write(
         &token_file,
         format!(

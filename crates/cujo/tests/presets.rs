@@ -437,8 +437,7 @@ async fn mackerel_preset_sends_cumulative_explicit_buckets_over_grpc_with_its_ke
 
 #[test]
 fn a_span_preset_for_a_metrics_only_backend_is_refused_naming_the_key() {
-    let dir = std::env::temp_dir().join(format!("cujo-presets-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = support::Scratch::new("cujo-presets");
     let path = dir.join("cujo.yaml");
     std::fs::write(
         &path,

@@ -431,8 +431,7 @@ async fn tenant_config_errors_name_the_key_and_no_secret() {
         "receivers:\n  otlp:\n    grpc: {{ endpoint: \"127.0.0.1:0\" }}\ntenants:\n  - {{ name: team-a, bearer_tokens: [\"${{env:TEAM_A_TOKEN}}\"] }}\n  - {{ name: team-b, bearer_tokens: [\"${{env:TEAM_A_TOKEN}}\"] }}\n{}",
         exporter_yaml("127.0.0.1:9".parse().expect("addr"), "")
     );
-    let dir = std::env::temp_dir().join(format!("cujo-tenants-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = support::Scratch::new("cujo-tenants");
     let path = dir.join("cujo.yaml");
     std::fs::write(&path, yaml).expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cujo"))

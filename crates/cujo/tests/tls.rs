@@ -36,8 +36,7 @@ use tokio_rustls::client::TlsStream;
 async fn exports_over_tls_to_a_downstream_signed_by_a_private_ca() {
     let (ca_pem, cert_pem, key_pem) = support::private_ca();
     let downstream = Downstream::start_tls(cert_pem, key_pem).await;
-    let dir = std::env::temp_dir().join(format!("cujo-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = support::Scratch::new("cujo-tls");
     let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, ca_pem).expect("write ca");
     let endpoint = format!("https://localhost:{}", downstream.addr.port());
@@ -82,8 +81,7 @@ async fn exports_over_tls_to_a_downstream_signed_by_a_private_ca() {
 
 #[test]
 fn a_missing_ca_file_is_a_clear_start_up_error() {
-    let dir = std::env::temp_dir().join(format!("cujo-tls-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = support::Scratch::new("cujo-tls-bad");
     let config = dir.join("cujo.yaml");
     std::fs::write(
         &config,
@@ -105,7 +103,7 @@ fn a_missing_ca_file_is_a_clear_start_up_error() {
 
 /// A private CA in a directory of its own, and the certificates it signs, written there.
 struct Pki {
-    dir: PathBuf,
+    dir: support::Scratch,
     ca: rcgen::Issuer<'static, rcgen::KeyPair>,
     ca_pem: String,
 }
@@ -120,11 +118,7 @@ struct Identity {
 
 impl Pki {
     fn new(name: &str) -> Pki {
-        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("cujo-tls-{name}-{}-{seq}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("pki dir");
+        let dir = support::Scratch::new(&format!("cujo-tls-{name}"));
         let key = rcgen::KeyPair::generate().expect("ca key");
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);

@@ -363,8 +363,7 @@ notifications:
 async fn notifications_go_over_https_to_a_receiver_signed_by_a_private_ca() {
     let (ca_pem, cert_pem, key_pem) = support::private_ca();
     let (addr, recorded) = webhook_receiver(Some((cert_pem, key_pem))).await;
-    let dir = std::env::temp_dir().join(format!("cujo-webhook-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = support::Scratch::new("cujo-webhook-tls");
     let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, ca_pem).expect("write ca");
     let url = format!("https://localhost:{}", addr.port());

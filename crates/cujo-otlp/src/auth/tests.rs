@@ -28,11 +28,8 @@ fn with_authorization(value: &str) -> HeaderMap {
 }
 
 /// A fresh directory for token files.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cujo-auth-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+fn temp_dir(name: &str) -> crate::scratch::Scratch {
+    crate::scratch::Scratch::new(&format!("cujo-auth-{name}"))
 }
 
 /// Replaces `path` the way a Secret volume or an editor does: written aside, renamed over.

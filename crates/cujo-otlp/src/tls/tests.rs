@@ -1,5 +1,4 @@
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 
 use tokio::io::AsyncWriteExt as _;
 
@@ -7,15 +6,8 @@ use super::material::not_after;
 use super::*;
 
 /// A directory of its own for one test.
-fn scratch(name: &str) -> PathBuf {
-    static SEQ: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "cujo-tls-unit-{}-{name}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+fn scratch(name: &str) -> crate::scratch::Scratch {
+    crate::scratch::Scratch::new(&format!("cujo-tls-unit-{name}"))
 }
 
 /// A self-signed certificate for localhost: (certificate PEM, key PEM, DER).

@@ -25,6 +25,39 @@ use tokio::sync::oneshot;
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// A directory of one test's own under the system's temporary directory (config files,
+/// certificates, token files), removed with everything in it when dropped, unless the test
+/// is failing: then it stays for a look, as [`Cujo`]'s directory does. Derefs to its path.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// A fresh, empty directory named after `name`, the process and a sequence number.
+    pub fn new(name: &str) -> Scratch {
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("{name}-{}-{seq}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// What an instrumented application runs: an OpenTelemetry SDK tracer provider that exports
 /// each span as it ends, over OTLP/gRPC to `endpoint`, as service `service`. The SDK's
 /// exporter blocks: build and use it on a blocking thread.
