@@ -41,6 +41,9 @@
 #                       that rate (default 1: a poll slower than 1/rate delays the next)
 #   --poll-plain        poll without Accept-Encoding: gzip (scrapers    [POLL_PLAIN=1]
 #                       and browsers ask for gzip, so the default does)
+#   --pin               rate mode only: the target alone on the last core, [PIN=1]
+#                       the load generator and the sink on the others (taskset),
+#                       so its CPU per span is not disturbed by theirs
 #   --no-build          use the binaries already built
 # ROTEL_BIN overrides the rotel-agent path; CARGO_TARGET_DIR is respected.
 # The table's "CPU µs/span over plain" is each run's CPU per span minus that of the `cujo`
@@ -64,6 +67,7 @@ OUT=${OUT:-}
 POLL_RATE=${POLL_RATE:-50}
 POLL_CONNECTIONS=${POLL_CONNECTIONS:-1}
 POLL_PLAIN=${POLL_PLAIN:-}
+PIN=${PIN:-}
 BUILD=1
 
 while [[ $# -gt 0 ]]; do
@@ -82,6 +86,7 @@ while [[ $# -gt 0 ]]; do
     --poll-rate) POLL_RATE=$2; shift 2 ;;
     --poll-connections) POLL_CONNECTIONS=$2; shift 2 ;;
     --poll-plain) POLL_PLAIN=1; shift ;;
+    --pin) PIN=1; shift ;;
     --no-build) BUILD=0; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$SCRIPT"; exit 0 ;;
     *) echo "bench.sh: unknown argument: $1" >&2; exit 2 ;;
@@ -231,6 +236,14 @@ target_args() {
 }
 
 extra=(--downstream "$DOWNSTREAM" --sink-bin "$SINK")
+# --pin: the target's core, and the cores the load generator and the sink share.
+if [[ -n $PIN ]]; then
+  command -v taskset > /dev/null || { echo "bench.sh: --pin needs taskset (util-linux)" >&2; exit 2; }
+  (( $(nproc) >= 2 )) || { echo "bench.sh: --pin needs two cores or more" >&2; exit 2; }
+  PIN_TARGET=$(( $(nproc) - 1 ))
+  PIN_OTHERS=0
+  if (( PIN_TARGET > 1 )); then PIN_OTHERS="0-$(( PIN_TARGET - 1 ))"; fi
+fi
 [[ -n "$CONCURRENCY" ]] && extra+=(--concurrency "$CONCURRENCY")
 failures=0
 echo "results: $OUT   logs: $LOG_DIR"
@@ -249,9 +262,20 @@ for ((round = 1; round <= ROUNDS; round++)); do
       printf 'round %d/%d  %-8s %-14s ... ' "$round" "$ROUNDS" "$mode" "$t"
       rc=0
       mapfile -d '' -t targs < <(target_args "$t")
+      bin=$(bin_for "$t")
+      pinned=()
+      if [[ -n $PIN && $mode == rate ]]; then
+        # The target runs through a wrapper that moves it onto its core and execs it (same
+        # PID, so its CPU is still its own); cujo-load and the sink it starts stay on the rest.
+        wrapper="$LOG_DIR/pinned-$t.sh"
+        printf '#!/bin/sh\nexec taskset -c %s %q "$@"\n' "$PIN_TARGET" "$(readlink -f "$bin")" > "$wrapper"
+        chmod +x "$wrapper"
+        bin=$wrapper
+        pinned=(taskset -c "$PIN_OTHERS")
+      fi
       mode_args=(--mode "$mode" --rate "$RATE" --rate-fraction "$FRACTION")
       [[ $mode == fraction && -n "${saturation[$t]:-}" ]] && mode_args+=(--saturation "${saturation[$t]}")
-      "$LOAD" "${targs[@]}" --bin "$(bin_for "$t")" "${mode_args[@]}" --round "$round" \
+      ${pinned[@]+"${pinned[@]}"} "$LOAD" "${targs[@]}" --bin "$bin" "${mode_args[@]}" --round "$round" \
         --duration "$DURATION" --warmup "$WARMUP" --clients "$CLIENTS" \
         --json-out "$OUT" --metrics-out "${log%.log}.metrics" "${extra[@]}" > "$log" 2>&1 || rc=$?
       if [[ $rc == 0 ]]; then
@@ -279,6 +303,7 @@ done
 cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //' || true)
 echo
 echo "Machine: $(nproc) cores${cpu:+, $cpu}; $(git rev-parse --short HEAD 2>/dev/null || echo '?'); rotel $("$ROTEL_BIN" --version 2>/dev/null | awk '{print $2}' || echo '?')."
+[[ -n $PIN ]] && echo "Rate mode pinned (--pin): the target alone on core $PIN_TARGET, the load generator and the sink on cores $PIN_OTHERS."
 echo "Each run: ${CLIENTS} clients${CONCURRENCY:+ x $CONCURRENCY in flight}, ${WARMUP} warm-up + ${DURATION} measured; rate mode offers ${RATE} spans/s; fraction mode ${FRACTION} of saturation; downstream ${DOWNSTREAM}; medians of ${ROUNDS} rounds; CPU % is of one core (the machine has $(nproc))."
 if [[ " ${TARGETS[*]} " == *" cujo-sli-polled "* ]]; then
   echo "cujo-sli-polled: cujo-sli with /api/v1/slos and /metrics each GET ${POLL_RATE}/s (keep-alive HTTP/1.1, ${POLL_CONNECTIONS} connection(s) each, ${POLL_PLAIN:+without}${POLL_PLAIN:-with} Accept-Encoding: gzip) from the warm-up on; the pollers are threads of cujo-load, so their CPU is in its benchmark CPU, not the target's."
