@@ -64,9 +64,18 @@ struct Outgoing {
     spans: usize,
     /// The batch's encoded size.
     bytes: usize,
-    leases: Vec<Arc<Lease>>,
-    /// When the batch being built got its first spans.
+    /// The inputs the spans came from, in the batch's order: each with the lease that pays
+    /// for it, so a lease goes back as soon as no batch holds any of its spans.
+    parts: VecDeque<Part>,
+    /// When the oldest span in the batch arrived.
     since: Option<Instant>,
+}
+
+/// The spans one input (a request, an assembler step's output) put in a batch.
+struct Part {
+    lease: Arc<Lease>,
+    spans: usize,
+    arrived: Instant,
 }
 
 impl Outgoing {
@@ -76,7 +85,7 @@ impl Outgoing {
             batch: SpanBatch::default(),
             spans: 0,
             bytes: 0,
-            leases: Vec::new(),
+            parts: VecDeque::new(),
             since: None,
         }
     }
@@ -91,14 +100,36 @@ impl Outgoing {
         let bytes = cujo_wire::encoded_request_len(&batch);
         self.spans -= spans;
         self.bytes = self.bytes.saturating_sub(bytes);
+        // The inputs wholly in the front go with it; one cut in two is held by both halves
+        // (its bytes return when both are done), and the rest stay.
+        let mut parts = VecDeque::new();
+        let mut need = spans;
+        while need > 0 {
+            let Some(part) = self.parts.front_mut() else {
+                break;
+            };
+            if part.spans <= need {
+                need -= part.spans;
+                parts.extend(self.parts.pop_front());
+            } else {
+                part.spans -= need;
+                parts.push_back(Part {
+                    lease: part.lease.clone(),
+                    spans: need,
+                    arrived: part.arrived,
+                });
+                need = 0;
+            }
+        }
+        let since = self.since;
+        self.since = self.parts.front().map(|p| p.arrived);
         Outgoing {
             tenant: self.tenant.clone(),
             batch,
             spans,
             bytes,
-            // Both halves keep every lease: the bytes return when both are done.
-            leases: self.leases.clone(),
-            since: self.since,
+            parts,
+            since,
         }
     }
 }
@@ -317,8 +348,15 @@ fn add(
     building.batch.append(&mut batch);
     building.spans += n;
     building.bytes += bytes;
-    building.leases.push(lease.clone());
-    building.since.get_or_insert_with(Instant::now);
+    let now = Instant::now();
+    if n > 0 {
+        building.parts.push_back(Part {
+            lease: lease.clone(),
+            spans: n,
+            arrived: now,
+        });
+    }
+    building.since.get_or_insert(now);
     while building.spans >= max_batch {
         let full = building.split_front(max_batch);
         *queued += full.spans;
@@ -331,7 +369,7 @@ fn add(
         queue_whole(building, queue, queued);
     }
     if building.spans == 0 {
-        building.leases.clear();
+        building.parts.clear();
         building.bytes = 0;
         building.since = None;
     }
@@ -464,7 +502,7 @@ async fn deliver(
     let spans = out.spans as u64;
     let Outgoing {
         batch,
-        leases,
+        parts,
         tenant,
         ..
     } = out;
@@ -495,7 +533,7 @@ async fn deliver(
     })
     .await;
     // The spans are in the body now (or gone): their own bytes go back.
-    drop(leases);
+    drop(parts);
     let (body, mut body_lease) = match encoded {
         Ok((Ok((body, spare)), mut lease)) => {
             if let Some(spare) = spare {
@@ -715,6 +753,52 @@ mod tests {
         assert_eq!(plain, direct);
         pool.give(raw);
         assert!(pool.take(&mut lease).capacity() > 0);
+    }
+
+    #[test]
+    fn a_sent_batch_gives_back_the_bytes_of_its_own_inputs_only() {
+        // Inputs of 30 spans, each paid by a lease of 1,000 bytes, into batches of 50: the
+        // first batch holds input 1 wholly and 20 spans of input 2.
+        let memory = account();
+        let telemetry = PipelineTelemetry::new();
+        let mut building = Outgoing::empty(None);
+        let mut queue = VecDeque::new();
+        let mut queued = 0;
+        for _ in 0..3 {
+            let lease = Arc::new(memory.take(1_000));
+            add(
+                &mut building,
+                batch(30),
+                &lease,
+                50,
+                usize::MAX,
+                &telemetry,
+                &mut queue,
+                &mut queued,
+            );
+        }
+        assert_eq!(memory.used(), 3_000);
+        assert_eq!(queue.len(), 1, "one full batch of 50");
+        assert_eq!(building.spans, 40);
+        let sent = queue.pop_front().expect("the full batch");
+        let spans = |o: &Outgoing| o.parts.iter().map(|p| p.spans).collect::<Vec<_>>();
+        assert_eq!(spans(&sent), [30, 20], "input 1 whole, 20 spans of input 2");
+        assert_eq!(spans(&building), [10, 30], "the rest of input 2, input 3");
+        assert_eq!(
+            building.since,
+            building.parts.front().map(|p| p.arrived),
+            "the batch being built is as old as its oldest span"
+        );
+        drop(sent);
+        assert_eq!(
+            memory.used(),
+            2_000,
+            "input 1's bytes are back; input 2 is still held by the batch being built"
+        );
+        let rest = building.split_front(40);
+        assert!(building.parts.is_empty());
+        drop(rest);
+        assert_eq!(memory.used(), 0);
     }
 
     #[test]
