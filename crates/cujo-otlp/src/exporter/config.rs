@@ -244,6 +244,7 @@ pub struct BatchConfig {
     /// it): bounds the body the exporter encodes, and so its memory beyond its share.
     #[serde(default = "default_batch_bytes")]
     pub max_bytes: ByteSize,
+    /// A batch is sent at the latest this long after its oldest span arrived.
     #[serde(default = "default_batch_timeout")]
     pub timeout: HumanDuration,
 }
