@@ -247,3 +247,51 @@ async fn the_downstreams_retry_info_sets_the_retry_delay() {
     );
     assert_accounting(&cujo).await;
 }
+
+/// The exporter's share of the memory budget counts what its batches hold, no more: once a
+/// full batch is sent, the bytes of the requests wholly in it go back, even while later
+/// spans wait in the batch being built. (It once kept every request since the batch being
+/// built was last empty, so under steady input its share filled with bytes already sent,
+/// and the receivers refused well below saturation.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exporters_account_gives_back_what_its_sent_batches_held() {
+    let downstream = Downstream::start().await;
+    let cujo = Cujo::start(&format!(
+        "exporters:\n  otlp:\n    endpoint: \"http://{}\"\n    protocol: grpc\n    compression: none\n    concurrency: 1\n    batch: {{ max_spans: 10, timeout: 1h }}\n",
+        downstream.addr
+    ))
+    .await;
+    let used = "cujo_memory_used_bytes{component=\"exporter\"}";
+    let mut client = RetryingClient::connect(cujo.grpc).await;
+    // Less than a batch: the request waits in the exporter, its bytes in the account.
+    client
+        .send(&make_request("checkout", 1, 7))
+        .await
+        .expect("accepted");
+    let one = wait_for("the first request in the exporter's account", || async {
+        let v = cujo.metric(used).await;
+        (v > 0.0).then_some(v)
+    })
+    .await;
+    // Eight more of the same size: 63 spans, six batches of 10 sent, and the last request's
+    // 3 other spans wait for a seventh.
+    for seed in 2..=9 {
+        client
+            .send(&make_request("checkout", seed, 7))
+            .await
+            .expect("accepted");
+    }
+    downstream.wait_for_spans(60).await;
+    // What stays: the last request (its 3 spans still wait) and the encode buffers kept for
+    // reuse, at most two with one sender, each about a batch of 10 spans. About 2.7 requests'
+    // worth; the nine requests together would be over 9.
+    wait_for("the sent batches' bytes to go back", || async {
+        let sent = cujo.metric("cujo_exporter_sent_spans_total").await;
+        (sent >= 60.0 && cujo.metric(used).await <= 5.0 * one).then_some(())
+    })
+    .await;
+    assert_eq!(downstream.span_count(), 60, "the seventh batch waits");
+    let (status, cujo) = cujo.stop().await;
+    assert!(status.success(), "{status:?}\n{}", cujo.log());
+    assert_eq!(downstream.span_count(), 63, "the rest go at shutdown");
+}
