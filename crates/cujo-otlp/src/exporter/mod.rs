@@ -67,8 +67,6 @@ struct Outgoing {
     /// The inputs the spans came from, in the batch's order: each with the lease that pays
     /// for it, so a lease goes back as soon as no batch holds any of its spans.
     parts: VecDeque<Part>,
-    /// When the oldest span in the batch arrived.
-    since: Option<Instant>,
 }
 
 /// The spans one input (a request, an assembler step's output) put in a batch.
@@ -86,8 +84,12 @@ impl Outgoing {
             spans: 0,
             bytes: 0,
             parts: VecDeque::new(),
-            since: None,
         }
+    }
+
+    /// When the oldest span in the batch arrived.
+    fn since(&self) -> Option<Instant> {
+        self.parts.front().map(|p| p.arrived)
     }
 
     fn tenant_id(&self) -> u64 {
@@ -121,15 +123,12 @@ impl Outgoing {
                 need = 0;
             }
         }
-        let since = self.since;
-        self.since = self.parts.front().map(|p| p.arrived);
         Outgoing {
             tenant: self.tenant.clone(),
             batch,
             spans,
             bytes,
             parts,
-            since,
         }
     }
 }
@@ -149,7 +148,7 @@ impl Building {
     fn due(&self, timeout: Duration) -> Option<Instant> {
         self.batches
             .iter()
-            .filter_map(|b| b.since)
+            .filter_map(|b| b.since())
             .min()
             .map(|t| t + timeout)
     }
@@ -177,14 +176,14 @@ impl Building {
     ) {
         let mut keep = Vec::with_capacity(self.batches.len());
         for b in self.batches.drain(..) {
-            let due = match (at, b.since) {
+            let due = match (at, b.since()) {
                 (None, _) => true,
                 (Some((now, timeout)), Some(since)) => since + timeout <= now,
                 (Some(_), None) => false,
             };
             if due && b.spans > 0 {
                 *queued += b.spans;
-                queue.push_back(Outgoing { since: None, ..b });
+                queue.push_back(b);
             } else if b.spans > 0 {
                 keep.push(b);
             }
@@ -340,7 +339,7 @@ fn add(
         let tenant = b.tenant.clone();
         let out = std::mem::replace(b, Outgoing::empty(tenant));
         *queued += out.spans;
-        queue.push_back(Outgoing { since: None, ..out });
+        queue.push_back(out);
     };
     if building.spans > 0 && building.bytes + bytes > max_bytes {
         queue_whole(building, queue, queued);
@@ -348,22 +347,17 @@ fn add(
     building.batch.append(&mut batch);
     building.spans += n;
     building.bytes += bytes;
-    let now = Instant::now();
     if n > 0 {
         building.parts.push_back(Part {
             lease: lease.clone(),
             spans: n,
-            arrived: now,
+            arrived: Instant::now(),
         });
     }
-    building.since.get_or_insert(now);
     while building.spans >= max_batch {
         let full = building.split_front(max_batch);
         *queued += full.spans;
-        queue.push_back(Outgoing {
-            since: None,
-            ..full
-        });
+        queue.push_back(full);
     }
     if building.bytes >= max_bytes {
         queue_whole(building, queue, queued);
@@ -371,7 +365,6 @@ fn add(
     if building.spans == 0 {
         building.parts.clear();
         building.bytes = 0;
-        building.since = None;
     }
 }
 
@@ -785,9 +778,9 @@ mod tests {
         assert_eq!(spans(&sent), [30, 20], "input 1 whole, 20 spans of input 2");
         assert_eq!(spans(&building), [10, 30], "the rest of input 2, input 3");
         assert_eq!(
-            building.since,
-            building.parts.front().map(|p| p.arrived),
-            "the batch being built is as old as its oldest span"
+            building.since(),
+            Some(sent.parts[1].arrived),
+            "the batch being built is as old as input 2, the oldest it holds spans of"
         );
         drop(sent);
         assert_eq!(
