@@ -27,10 +27,14 @@ struct Counting;
 
 static REQUESTED: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
 
+/// Calls of `alloc` and `realloc`, for allocations per span.
+static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 // SAFETY: every call forwards to mimalloc with the same arguments; the counter is an atomic.
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         REQUESTED.fetch_add(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // SAFETY: forwarded unchanged.
         unsafe { mimalloc::MiMalloc.alloc(layout) }
     }
@@ -46,6 +50,7 @@ unsafe impl std::alloc::GlobalAlloc for Counting {
             new_size as isize - layout.size() as isize,
             std::sync::atomic::Ordering::Relaxed,
         );
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // SAFETY: forwarded unchanged.
         unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
     }
@@ -111,16 +116,21 @@ fn steady(
     // The assembler's own time: ingest and release, not decoding requests nor dropping the
     // output (the receivers' and the exporter's work).
     let mut assembling = Duration::ZERO;
+    // Allocations (and reallocations) made while assembling: this thread's, and the SLI
+    // engine's thread's in the same time.
+    let mut allocations = 0u64;
     while now_ms < (seconds * 1000) as f64 {
         let inst = pool.instance(seq);
         seq += 1;
         spans_in += u64::from(inst.spans);
         let batch = scan_request(&inst.body)?.batch;
         let mut out = SpanBatch::default();
+        let calls = CALLS.load(std::sync::atomic::Ordering::Relaxed);
         let t = Instant::now();
         assembler.ingest(&batch, now_ms as u64, &mut out);
         assembler.release_due(now_ms as u64, &mut out);
         assembling += t.elapsed();
+        allocations += CALLS.load(std::sync::atomic::Ordering::Relaxed) - calls;
         drop(out);
         now_ms += f64::from(inst.spans) * 1000.0 / rate as f64;
         if seq.is_multiple_of(1000) {
@@ -140,6 +150,10 @@ fn steady(
     println!(
         "ingest and release:    {:.3} us/span (SLIs included when the config has CUJs)",
         assembling.as_secs_f64() * 1e6 / spans_in.max(1) as f64
+    );
+    println!(
+        "allocations:           {:.3} per span (alloc and realloc calls while assembling)",
+        allocations as f64 / spans_in.max(1) as f64
     );
     println!(
         "held at the end:       {} spans, {:.1} MiB encoded",
