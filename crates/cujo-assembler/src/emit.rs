@@ -133,7 +133,7 @@ impl Assembler {
         let spans = trace
             .spans_in(data)
             .enumerate()
-            .map(|(i, (range, s, group))| {
+            .map(|(i, (range, s, _))| {
                 let start_ns = match heads.as_ref().and_then(|v| v.get(i)) {
                     Some(head) => head.start_ns,
                     None => span_start_time(&data[range.clone()]),
@@ -147,10 +147,11 @@ impl Assembler {
                     root_summary: (s.flags & span_flags::ROOT != 0)
                         .then_some((trace.span_count, duration)),
                 };
-                (&data[range], s, group, ctx)
+                (&data[range], s, ctx)
             });
         let written = write_enriched(
             spans,
+            &trace.groups,
             origin,
             &self.settings.propagate,
             n,
@@ -271,10 +272,11 @@ impl Assembler {
                             async_hops: hops.as_ref().and_then(|h| h[i]).unwrap_or(base_hops),
                             root_summary: None,
                         };
-                        (bytes, s, &groups[usize::from(s.group)], ctx)
+                        (bytes, s, ctx)
                     });
             let written = write_enriched(
                 streamed,
+                groups,
                 origin,
                 &self.settings.propagate,
                 n,
@@ -297,6 +299,11 @@ impl Assembler {
     }
 }
 
+/// The most spans, and bytes of a shared block, [`OutputGroups`] keeps lists for between
+/// calls of [`write_enriched`]; larger ones are freed after use.
+const SCRATCH_SPANS: usize = 4096;
+const SCRATCH_SHARED_BYTES: usize = 16 << 10;
+
 /// What [`write_enriched`] wrote out.
 struct Written {
     /// Memory of the output: its one allocation and the spans' handles.
@@ -305,12 +312,13 @@ struct Written {
     growth: usize,
 }
 
-/// Writes `spans` (bytes, [`span_flags`], group, context) to `out`, enriched from `origin`,
-/// into one allocation of which each span is a slice. `n` and `bytes` are how many spans
-/// come and their bytes together (for the allocation's size).
+/// Writes `spans` (bytes, [`span_flags`], context) of a trace whose groups are `trace_groups`
+/// to `out`, enriched from `origin`, into one allocation of which each span is a slice. `n`
+/// and `bytes` are how many spans come and their bytes together (for the allocation's size).
 #[allow(clippy::too_many_arguments)]
 fn write_enriched<'a>(
-    spans: impl Iterator<Item = (&'a [u8], &'a HeldSpan, &'a Arc<Group>, SpanContext)>,
+    spans: impl Iterator<Item = (&'a [u8], &'a HeldSpan, SpanContext)>,
+    trace_groups: &[Arc<Group>],
     origin: &Origin,
     propagate: &crate::PropagateSettings,
     n: usize,
@@ -318,11 +326,13 @@ fn write_enriched<'a>(
     out: &mut SpanBatch,
     groups: &mut OutputGroups,
 ) -> Written {
-    let shared = shared_block(origin);
+    let mut shared = std::mem::take(&mut groups.shared);
+    shared_block(origin, &mut shared);
+    let mut offsets = std::mem::take(&mut groups.offsets);
+    offsets.clear();
     let mut buf = Vec::with_capacity(bytes + n * (shared.len() + 64) + 32);
-    let mut offsets = Vec::with_capacity(n);
     let mut read = 0usize;
-    for (span, s, group, ctx) in spans {
+    for (span, s, ctx) in spans {
         let at = buf.len();
         if s.flags & span_flags::READ_ATTRIBUTES == 0 {
             enrich_fast(span, &shared, &ctx, origin, &mut buf);
@@ -330,17 +340,27 @@ fn write_enriched<'a>(
             enrich(span, origin, &ctx, propagate, &mut buf);
         }
         read += span.len();
-        offsets.push((at, buf.len(), s.group, group));
+        offsets.push((at, buf.len(), s.group));
     }
     let written = Written {
         memory: allocation_size(buf.capacity()) + offsets.len() * HANDLE,
         growth: buf.len().saturating_sub(read),
     };
     let buf = Bytes::from(buf);
-    for (i, &(a, b, index, group)) in offsets.iter().enumerate() {
+    for (i, &(a, b, index)) in offsets.iter().enumerate() {
+        let Some(group) = trace_groups.get(usize::from(index)) else {
+            continue;
+        };
         // A group new to `out` is made the size of this trace's spans in it.
         let more = || offsets[i..].iter().filter(|o| o.2 == index).count();
         groups.push(out, group, buf.slice(a..b), more);
+    }
+    // Kept for the next trace unless a large one left them large (they are not counted).
+    if offsets.capacity() <= SCRATCH_SPANS {
+        groups.offsets = offsets;
+    }
+    if shared.capacity() <= SCRATCH_SHARED_BYTES {
+        groups.shared = shared;
     }
     written
 }
@@ -365,6 +385,10 @@ fn take_growth(trace: &Trace, growth: usize) {
 pub(crate) struct OutputGroups {
     /// (resource, scope) addresses and the group's index in the batch.
     slots: Box<[(usize, usize, usize); OUTPUT_SLOTS]>,
+    /// [`write_enriched`]'s own lists, kept between calls: the trace's shared block, and
+    /// where each span went in the output buffer (start, end, group in the trace).
+    shared: Vec<u8>,
+    offsets: Vec<(usize, usize, u8)>,
 }
 
 const OUTPUT_SLOTS: usize = 128;
@@ -376,6 +400,8 @@ impl OutputGroups {
     pub fn new() -> Self {
         Self {
             slots: Box::new([(0, 0, 0); OUTPUT_SLOTS]),
+            shared: Vec::new(),
+            offsets: Vec::new(),
         }
     }
 

@@ -6,8 +6,8 @@
 //! the configured prefix, ready to be appended to a span as they are.
 
 use cujo_wire::span::{
-    Attribute, NewValue, any_value_str, append_attribute, attribute_entries, attributes,
-    copy_without_attributes, span_attribute_keys, span_attributes,
+    Attribute, NewValue, any_value_str, append_attribute, append_int_attribute, attribute_entries,
+    attributes, copy_without_attributes, span_attribute_keys, span_attributes,
 };
 
 use crate::settings::PropagateSettings;
@@ -280,11 +280,11 @@ pub(crate) fn duration_ms(start_ns: u64, end_ns: u64) -> i64 {
 
 /// The part of the enrichment every span of a trace shares, encoded once per trace: the
 /// propagated attributes and the root's name and service.
-pub fn shared_block(origin: &Origin) -> Vec<u8> {
-    let mut out = Vec::with_capacity(origin.data.len() + 96);
+/// Written into `out`, which is cleared first (a buffer kept between traces).
+pub fn shared_block(origin: &Origin, out: &mut Vec<u8>) {
+    out.clear();
     out.extend_from_slice(origin.attribute_bytes());
-    append_root_identity(origin, &mut out);
-    out
+    append_root_identity(origin, out);
 }
 
 fn append_root_identity(origin: &Origin, out: &mut Vec<u8>) {
@@ -296,21 +296,15 @@ fn append_root_identity(origin: &Origin, out: &mut Vec<u8>) {
 }
 
 fn append_per_span(origin: &Origin, ctx: &SpanContext, out: &mut Vec<u8>) {
-    append_attribute(
+    append_int_attribute(
         out,
-        "",
         ROOT_OFFSET_MS,
-        &NewValue::Int(millis_between(origin.root_start_ns(), ctx.start_ns)),
+        millis_between(origin.root_start_ns(), ctx.start_ns),
     );
-    append_attribute(
-        out,
-        "",
-        ASYNC_HOPS,
-        &NewValue::Int(i64::from(ctx.async_hops)),
-    );
+    append_int_attribute(out, ASYNC_HOPS, i64::from(ctx.async_hops));
     if let Some((count, duration_ms)) = ctx.root_summary {
-        append_attribute(out, "", TRACE_SPAN_COUNT, &NewValue::Int(count as i64));
-        append_attribute(out, "", TRACE_DURATION_MS, &NewValue::Int(duration_ms));
+        append_int_attribute(out, TRACE_SPAN_COUNT, count as i64);
+        append_int_attribute(out, TRACE_DURATION_MS, duration_ms);
     }
 }
 
