@@ -130,25 +130,22 @@ impl Assembler {
                 .collect::<Vec<_>>()
         });
         let duration = duration_ms(origin.root_start_ns(), trace.last_end_ns);
-        let spans = trace
-            .spans_in(data)
-            .enumerate()
-            .map(|(i, (range, s, _))| {
-                let start_ns = match heads.as_ref().and_then(|v| v.get(i)) {
-                    Some(head) => head.start_ns,
-                    None => span_start_time(&data[range.clone()]),
-                };
-                let ctx = SpanContext {
-                    start_ns,
-                    async_hops: hops
-                        .as_ref()
-                        .and_then(|v| v.get(i).copied())
-                        .unwrap_or(base_hops),
-                    root_summary: (s.flags & span_flags::ROOT != 0)
-                        .then_some((trace.span_count, duration)),
-                };
-                (&data[range], s, ctx)
-            });
+        let spans = trace.spans_in(data).enumerate().map(|(i, (range, s, _))| {
+            let start_ns = match heads.as_ref().and_then(|v| v.get(i)) {
+                Some(head) => head.start_ns,
+                None => span_start_time(&data[range.clone()]),
+            };
+            let ctx = SpanContext {
+                start_ns,
+                async_hops: hops
+                    .as_ref()
+                    .and_then(|v| v.get(i).copied())
+                    .unwrap_or(base_hops),
+                root_summary: (s.flags & span_flags::ROOT != 0)
+                    .then_some((trace.span_count, duration)),
+            };
+            (&data[range], s, ctx)
+        });
         let written = write_enriched(
             spans,
             &trace.groups,
