@@ -345,12 +345,15 @@ fn write_enriched<'a>(
     };
     let buf = Bytes::from(buf);
     for (i, &(a, b, index)) in offsets.iter().enumerate() {
-        let Some(group) = trace_groups.get(usize::from(index)) else {
-            continue;
-        };
-        // A group new to `out` is made the size of this trace's spans in it.
+        // A group new to `out` is made the size of this trace's spans in it. (A held span's
+        // group index is always one of its trace's: the assembler gave it.)
         let more = || offsets[i..].iter().filter(|o| o.2 == index).count();
-        groups.push(out, group, buf.slice(a..b), more);
+        groups.push(
+            out,
+            &trace_groups[usize::from(index)],
+            buf.slice(a..b),
+            more,
+        );
     }
     // Kept for the next trace unless a large one left them large (they are not counted).
     if offsets.capacity() <= SCRATCH_SPANS {
